@@ -1,0 +1,306 @@
+//! Events: the typed view of the log's `EventEnvelope`.
+//!
+//! Payloads are the protobuf messages of `schemas/events/v1` themselves, so
+//! the log contract has one definition. Decoding an unknown event type is an
+//! error, never a silent skip: a consumer older than its producer must stop
+//! rather than drop facts.
+
+use clarion_proto::events as pb;
+use prost::Message;
+use serde_json::{json, Value};
+
+use crate::ids::{Id, TenantId};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    ApiKey(String),
+    Operator(String),
+    System(String),
+}
+
+impl Actor {
+    fn to_pb(&self) -> pb::Actor {
+        let (kind, id) = match self {
+            Actor::ApiKey(id) => (pb::actor::Kind::ApiKey, id),
+            Actor::Operator(id) => (pb::actor::Kind::Operator, id),
+            Actor::System(id) => (pb::actor::Kind::System, id),
+        };
+        pb::Actor {
+            kind: kind as i32,
+            id: id.clone(),
+        }
+    }
+
+    fn from_pb(a: Option<pb::Actor>) -> Actor {
+        let a = a.unwrap_or_default();
+        match pb::actor::Kind::try_from(a.kind).unwrap_or(pb::actor::Kind::Unspecified) {
+            pb::actor::Kind::ApiKey => Actor::ApiKey(a.id),
+            pb::actor::Kind::Operator => Actor::Operator(a.id),
+            _ => Actor::System(a.id),
+        }
+    }
+}
+
+macro_rules! payloads {
+    ($($variant:ident($msg:ident) = $name:literal,)*) => {
+        /// Every event type Clarion knows, with its wire name.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Payload {
+            $($variant(pb::$msg),)*
+        }
+
+        impl Payload {
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Payload::$variant(_) => $name,)*
+                }
+            }
+
+            fn encode_to_vec(&self) -> Vec<u8> {
+                match self {
+                    $(Payload::$variant(m) => m.encode_to_vec(),)*
+                }
+            }
+
+            fn decode(event_type: &str, bytes: &[u8]) -> Result<Payload, EventDecodeError> {
+                match event_type {
+                    $($name => pb::$msg::decode(bytes)
+                        .map(Payload::$variant)
+                        .map_err(|e| EventDecodeError::Payload(event_type.to_string(), e.to_string())),)*
+                    other => Err(EventDecodeError::UnknownType(other.to_string())),
+                }
+            }
+
+            /// Every known wire name.
+            pub const TYPES: &'static [&'static str] = &[$($name,)*];
+        }
+    };
+}
+
+payloads! {
+    TenantCreated(TenantCreated) = "clarion.tenant.created.v1",
+    ApiKeyCreated(ApiKeyCreated) = "clarion.api_key.created.v1",
+    TemplatePublished(TemplatePublished) = "clarion.template.published.v1",
+    WorkflowPublished(WorkflowPublished) = "clarion.workflow.published.v1",
+    SubscriberUpserted(SubscriberUpserted) = "clarion.subscriber.upserted.v1",
+    Triggered(NotificationTriggered) = "clarion.notification.triggered.v1",
+    Routed(NotificationRouted) = "clarion.notification.routed.v1",
+    DispatchRequested(DispatchRequested) = "clarion.notification.dispatch_requested.v1",
+    Sent(NotificationSent) = "clarion.notification.sent.v1",
+    Delivered(NotificationDelivered) = "clarion.notification.delivered.v1",
+    Failed(NotificationFailed) = "clarion.notification.failed.v1",
+}
+
+impl Payload {
+    /// The notification this event is about, for lifecycle events.
+    pub fn notification_id(&self) -> Option<&str> {
+        match self {
+            Payload::Triggered(p) => Some(&p.notification_id),
+            Payload::Routed(p) => Some(&p.notification_id),
+            Payload::DispatchRequested(p) => Some(&p.notification_id),
+            Payload::Sent(p) => Some(&p.notification_id),
+            Payload::Delivered(p) => Some(&p.notification_id),
+            Payload::Failed(p) => Some(&p.notification_id),
+            _ => None,
+        }
+    }
+
+    /// A JSON rendering for humans and APIs (history views, audits).
+    /// Secrets never appear: API key events carry only the hash, and it is left out.
+    pub fn detail_json(&self) -> Value {
+        match self {
+            Payload::TenantCreated(p) => json!({"tenant_id": p.tenant_id, "name": p.name}),
+            Payload::ApiKeyCreated(p) => json!({"key_id": p.key_id, "name": p.name}),
+            Payload::TemplatePublished(p) => json!({
+                "template_id": p.template_id, "version": p.version, "channel": p.channel,
+                "locales": p.variants.iter().map(|v| v.locale.clone()).collect::<Vec<_>>(),
+            }),
+            Payload::WorkflowPublished(p) => json!({
+                "workflow_id": p.workflow_id, "version": p.version, "name": p.name,
+                "steps": p.steps.iter().map(|s| json!({"channel": s.channel, "template_id": s.template_id, "provider": s.provider})).collect::<Vec<_>>(),
+            }),
+            Payload::SubscriberUpserted(p) => json!({"subscriber_id": p.subscriber_id, "locale": p.locale, "timezone": p.timezone}),
+            Payload::Triggered(p) => json!({
+                "workflow_id": p.workflow_id, "workflow_version": p.workflow_version,
+                "subscriber_id": p.subscriber_id, "idempotency_key": p.idempotency_key,
+                "payload": serde_json::from_str::<Value>(&p.payload_json).unwrap_or(Value::Null),
+            }),
+            Payload::Routed(p) => json!({
+                "workflow_id": p.workflow_id, "workflow_version": p.workflow_version, "step": p.step,
+                "channel": p.channel, "template_id": p.template_id, "template_version": p.template_version,
+                "locale": p.locale, "provider": p.provider,
+            }),
+            Payload::DispatchRequested(p) => json!({
+                "attempt_id": p.attempt_id, "channel": p.channel, "provider": p.provider,
+                "to": p.to, "subject": p.subject, "body": p.body, "locale": p.locale,
+            }),
+            Payload::Sent(p) => json!({"attempt_id": p.attempt_id, "provider": p.provider, "provider_message_id": p.provider_message_id}),
+            Payload::Delivered(p) => json!({"attempt_id": p.attempt_id, "provider": p.provider}),
+            Payload::Failed(p) => json!({"attempt_id": p.attempt_id, "provider": p.provider, "reason": p.reason, "retryable": p.retryable, "stage": p.stage}),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventDecodeError {
+    #[error("malformed event envelope: {0}")]
+    Envelope(String),
+    #[error("unsupported envelope schema version {0} (this build reads version {SCHEMA_VERSION})")]
+    SchemaVersion(u32),
+    #[error("unknown event type {0:?}: this consumer is older than the producer or the log is corrupt")]
+    UnknownType(String),
+    #[error("malformed payload of {0}: {1}")]
+    Payload(String, String),
+}
+
+/// One fact in the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: Id,
+    pub tenant: TenantId,
+    pub partition_key: String,
+    pub occurred_at_ms: i64,
+    pub causation_id: Option<Id>,
+    pub correlation_id: Option<Id>,
+    pub actor: Actor,
+    pub payload: Payload,
+}
+
+impl Event {
+    pub fn event_type(&self) -> &'static str {
+        self.payload.event_type()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        pb::EventEnvelope {
+            schema_version: SCHEMA_VERSION,
+            event_id: self.id.0.to_vec(),
+            tenant_id: self.tenant.to_string(),
+            partition_key: self.partition_key.clone(),
+            event_type: self.payload.event_type().to_string(),
+            occurred_at_ms: self.occurred_at_ms,
+            causation_id: self.causation_id.map(|i| i.0.to_vec()).unwrap_or_default(),
+            correlation_id: self.correlation_id.map(|i| i.0.to_vec()).unwrap_or_default(),
+            actor: Some(self.actor.to_pb()),
+            payload: self.payload.encode_to_vec(),
+        }
+        .encode_to_vec()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Event, EventDecodeError> {
+        let env =
+            pb::EventEnvelope::decode(bytes).map_err(|e| EventDecodeError::Envelope(e.to_string()))?;
+        if env.schema_version != SCHEMA_VERSION {
+            return Err(EventDecodeError::SchemaVersion(env.schema_version));
+        }
+        let id = Id::from_slice(&env.event_id)
+            .ok_or_else(|| EventDecodeError::Envelope("event_id must be 16 bytes".into()))?;
+        let tenant = TenantId::parse(&env.tenant_id)
+            .map_err(|e| EventDecodeError::Envelope(format!("tenant_id: {e}")))?;
+        let opt_id = |b: &[u8], name: &str| -> Result<Option<Id>, EventDecodeError> {
+            if b.is_empty() {
+                Ok(None)
+            } else {
+                Id::from_slice(b)
+                    .map(Some)
+                    .ok_or_else(|| EventDecodeError::Envelope(format!("{name} must be 16 bytes")))
+            }
+        };
+        Ok(Event {
+            id,
+            tenant,
+            partition_key: env.partition_key,
+            occurred_at_ms: env.occurred_at_ms,
+            causation_id: opt_id(&env.causation_id, "causation_id")?,
+            correlation_id: opt_id(&env.correlation_id, "correlation_id")?,
+            actor: Actor::from_pb(env.actor),
+            payload: Payload::decode(&env.event_type, &env.payload)?,
+        })
+    }
+
+    /// An event caused by `self`: same tenant, key and correlation, id derived
+    /// from this event's id and `index` so re-processing yields the same id.
+    pub fn caused(&self, index: u32, now_ms: i64, actor: Actor, payload: Payload) -> Event {
+        Event {
+            id: self.id.child(payload.event_type(), index),
+            tenant: self.tenant.clone(),
+            partition_key: self.partition_key.clone(),
+            occurred_at_ms: now_ms,
+            causation_id: Some(self.id),
+            correlation_id: self.correlation_id,
+            actor,
+            payload,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(payload_json: String, key: String) -> Event {
+        Event {
+            id: Id::derive(&[key.as_bytes()]),
+            tenant: TenantId::parse("acme").unwrap(),
+            partition_key: format!("acme/{key}"),
+            occurred_at_ms: 1_700_000_000_000,
+            causation_id: None,
+            correlation_id: Some(Id::derive(&[b"n"])),
+            actor: Actor::ApiKey("k1".into()),
+            payload: Payload::Triggered(pb::NotificationTriggered {
+                notification_id: "n1".into(),
+                workflow_id: "wf".into(),
+                subscriber_id: key,
+                payload_json,
+                ..Default::default()
+            }),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn envelope_roundtrips(payload in ".{0,200}", key in "[a-z0-9]{1,20}") {
+            let e = sample(payload, key);
+            prop_assert_eq!(Event::decode(&e.encode()).unwrap(), e);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Event::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn unknown_event_type_fails_loudly() {
+        let mut env = pb::EventEnvelope::decode(&*sample("{}".into(), "s".into()).encode()).unwrap();
+        env.event_type = "clarion.notification.teleported.v1".into();
+        let err = Event::decode(&env.encode_to_vec()).unwrap_err();
+        assert_eq!(
+            err,
+            EventDecodeError::UnknownType("clarion.notification.teleported.v1".into())
+        );
+    }
+
+    #[test]
+    fn future_schema_version_is_rejected() {
+        let mut env = pb::EventEnvelope::decode(&*sample("{}".into(), "s".into()).encode()).unwrap();
+        env.schema_version = 2;
+        assert_eq!(
+            Event::decode(&env.encode_to_vec()).unwrap_err(),
+            EventDecodeError::SchemaVersion(2)
+        );
+    }
+
+    #[test]
+    fn caused_events_have_stable_ids() {
+        let e = sample("{}".into(), "s".into());
+        let p = Payload::Delivered(Default::default());
+        let a = e.caused(0, 5, Actor::System("t".into()), p.clone());
+        let b = e.caused(0, 9, Actor::System("t".into()), p);
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.causation_id, Some(e.id));
+    }
+}

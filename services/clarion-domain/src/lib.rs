@@ -1,0 +1,22 @@
+//! Clarion's pure core.
+//!
+//! Everything here is synchronous, deterministic and free of IO: time comes in
+//! as `now_ms`, randomness as a seed, stored state as arguments. That is what
+//! lets the runtime replay the log and get the same decisions, and what keeps
+//! routing rules testable in microseconds.
+
+pub mod channel;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod router;
+pub mod subscriber;
+pub mod template;
+pub mod tenant;
+pub mod trigger;
+pub mod workflow;
+
+pub use channel::Channel;
+pub use error::{FieldViolation, Violations};
+pub use event::{Actor, Event, EventDecodeError, Payload};
+pub use ids::{Id, TenantId};

@@ -1,0 +1,273 @@
+//! Templates: per-locale variants rendered with minijinja.
+//!
+//! Locale fallback walks from the most specific tag to the least (`fr-CA` →
+//! `fr` → `default`), so a tenant can ship one French text for every French
+//! market and override only where a market differs. Every template must have a
+//! `default` variant so the walk always ends somewhere.
+
+use std::collections::BTreeMap;
+
+use clarion_proto::events as pb;
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use crate::channel::Channel;
+use crate::error::Violations;
+
+pub const DEFAULT_LOCALE: &str = "default";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variant {
+    pub subject: String,
+    pub body: String,
+}
+
+/// A published, immutable template version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    pub template_id: String,
+    pub version: u32,
+    pub channel: Channel,
+    /// Keyed by lower-cased locale tag or `default`.
+    pub variants: BTreeMap<String, Variant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    /// The variant actually used.
+    pub locale: String,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("template {template_id} v{version} ({locale}) failed to render: {message}")]
+pub struct RenderError {
+    pub template_id: String,
+    pub version: u32,
+    pub locale: String,
+    pub message: String,
+}
+
+impl Template {
+    /// Builds and validates a template: known channel, a `default` variant,
+    /// distinct locales, and every text compiles.
+    pub fn new(
+        template_id: &str,
+        version: u32,
+        channel: &str,
+        variants: &[pb::TemplateVariant],
+    ) -> Result<Template, Violations> {
+        let mut v = Violations::default();
+        crate::workflow::validate_id(&mut v, "template_id", template_id);
+        let channel = match channel.parse::<Channel>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                v.push("channel", e);
+                None
+            }
+        };
+        let mut map = BTreeMap::new();
+        if variants.is_empty() {
+            v.push("variants", "at least one variant (with locale 'default') is required");
+        }
+        for (i, var) in variants.iter().enumerate() {
+            let locale = if var.locale.is_empty() {
+                DEFAULT_LOCALE.to_string()
+            } else {
+                var.locale.to_ascii_lowercase()
+            };
+            if channel == Some(Channel::Email) && var.subject.trim().is_empty() {
+                v.push(format!("variants[{i}].subject"), "is required for email templates");
+            }
+            for (field, text) in [("subject", &var.subject), ("body", &var.body)] {
+                if let Err(e) = Environment::new().template_from_str(text) {
+                    v.push(format!("variants[{i}].{field}"), format!("does not compile: {e}"));
+                }
+            }
+            if var.body.is_empty() {
+                v.push(format!("variants[{i}].body"), "is required");
+            }
+            if map
+                .insert(
+                    locale.clone(),
+                    Variant {
+                        subject: var.subject.clone(),
+                        body: var.body.clone(),
+                    },
+                )
+                .is_some()
+            {
+                v.push(format!("variants[{i}].locale"), format!("duplicate locale {locale:?}"));
+            }
+        }
+        if !variants.is_empty() && !map.contains_key(DEFAULT_LOCALE) {
+            v.push("variants", "a variant with locale 'default' (or empty) is required as the last fallback");
+        }
+        v.into_result()?;
+        Ok(Template {
+            template_id: template_id.to_string(),
+            version,
+            channel: channel.expect("validated"),
+            variants: map,
+        })
+    }
+
+    pub fn from_event(e: &pb::TemplatePublished) -> Result<Template, Violations> {
+        Template::new(&e.template_id, e.version, &e.channel, &e.variants)
+    }
+
+    pub fn to_event(&self) -> pb::TemplatePublished {
+        pb::TemplatePublished {
+            template_id: self.template_id.clone(),
+            version: self.version,
+            channel: self.channel.to_string(),
+            variants: self
+                .variants
+                .iter()
+                .map(|(l, v)| pb::TemplateVariant {
+                    locale: l.clone(),
+                    subject: v.subject.clone(),
+                    body: v.body.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The fallback chain for `locale`: `fr-CA` → [`fr-ca`, `fr`, `default`].
+    pub fn fallback_chain(locale: &str) -> Vec<String> {
+        let mut chain = Vec::new();
+        let mut tag = locale.to_ascii_lowercase();
+        while !tag.is_empty() {
+            chain.push(tag.clone());
+            match tag.rfind('-') {
+                Some(i) => tag.truncate(i),
+                None => break,
+            }
+        }
+        chain.push(DEFAULT_LOCALE.to_string());
+        chain
+    }
+
+    /// The variant used for `locale`, after fallback.
+    pub fn select(&self, locale: &str) -> (&str, &Variant) {
+        for l in Template::fallback_chain(locale) {
+            if let Some((k, v)) = self.variants.get_key_value(&l) {
+                return (k.as_str(), v);
+            }
+        }
+        let (k, v) = self
+            .variants
+            .get_key_value(DEFAULT_LOCALE)
+            .expect("a validated template has a default variant");
+        (k.as_str(), v)
+    }
+
+    /// Compiles every variant once, for repeated rendering.
+    pub fn compile(&self) -> CompiledTemplate {
+        let mut env = Environment::new();
+        // A typo in a variable name must fail the render rather than send a
+        // message with a hole in it.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        for (locale, v) in &self.variants {
+            // Validated in `new`, so adding cannot fail.
+            let _ = env.add_template_owned(format!("{locale}/subject"), v.subject.clone());
+            let _ = env.add_template_owned(format!("{locale}/body"), v.body.clone());
+        }
+        CompiledTemplate {
+            template: self.clone(),
+            env,
+        }
+    }
+}
+
+/// A template ready to render many times.
+pub struct CompiledTemplate {
+    pub template: Template,
+    env: Environment<'static>,
+}
+
+impl CompiledTemplate {
+    pub fn render(&self, locale: &str, ctx: &Value) -> Result<Rendered, RenderError> {
+        let (used, _) = self.template.select(locale);
+        let used = used.to_string();
+        let err = |message: String| RenderError {
+            template_id: self.template.template_id.clone(),
+            version: self.template.version,
+            locale: used.clone(),
+            message,
+        };
+        let render = |part: &str| -> Result<String, RenderError> {
+            let t = self
+                .env
+                .get_template(&format!("{used}/{part}"))
+                .map_err(|e| err(e.to_string()))?;
+            t.render(ctx).map_err(|e| err(format!("{part}: {e}")))
+        };
+        Ok(Rendered {
+            subject: render("subject")?,
+            body: render("body")?,
+            locale: used.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn variant(locale: &str, subject: &str, body: &str) -> pb::TemplateVariant {
+        pb::TemplateVariant {
+            locale: locale.into(),
+            subject: subject.into(),
+            body: body.into(),
+        }
+    }
+
+    fn sample() -> Template {
+        Template::new(
+            "appt",
+            1,
+            "email",
+            &[
+                variant("default", "Appointment", "Hello {{ subscriber.id }}, see you at {{ payload.time }}"),
+                variant("fr", "Rendez-vous", "Bonjour {{ subscriber.id }}, à {{ payload.time }}"),
+                variant("fr-CA", "Rendez-vous (QC)", "Allô {{ subscriber.id }}, à {{ payload.time }}"),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fallback_chain_goes_from_specific_to_default() {
+        assert_eq!(Template::fallback_chain("fr-CA"), ["fr-ca", "fr", "default"]);
+        assert_eq!(Template::fallback_chain(""), ["default"]);
+    }
+
+    #[test]
+    fn renders_the_most_specific_variant() {
+        let c = sample().compile();
+        let ctx = json!({"subscriber": {"id": "ana"}, "payload": {"time": "10:00"}});
+        assert_eq!(c.render("fr-CA", &ctx).unwrap().body, "Allô ana, à 10:00");
+        let fr_be = c.render("fr-BE", &ctx).unwrap();
+        assert_eq!((fr_be.locale.as_str(), fr_be.subject.as_str()), ("fr", "Rendez-vous"));
+        assert_eq!(c.render("de", &ctx).unwrap().body, "Hello ana, see you at 10:00");
+    }
+
+    #[test]
+    fn undefined_variables_fail_the_render() {
+        let c = sample().compile();
+        let err = c.render("en", &json!({"subscriber": {"id": "x"}})).unwrap_err();
+        assert!(err.message.contains("body"), "{err}");
+    }
+
+    #[test]
+    fn invalid_templates_name_the_field() {
+        let err = Template::new("t", 1, "pigeon", &[variant("fr", "", "{{ oops")]).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
+        assert!(fields.contains(&"channel"), "{err}");
+        assert!(fields.contains(&"variants[0].body"), "{err}");
+        assert!(fields.contains(&"variants"), "{err}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Accepting a trigger: validation and the `NotificationTriggered` events it becomes.
+
+use clarion_proto::events as pb;
+use serde_json::Value;
+
+use crate::error::Violations;
+use crate::event::{Actor, Event, Payload};
+use crate::ids::{recipient_key, Id, TenantId};
+use crate::subscriber::{validate_contact, validate_subscriber_id};
+use crate::workflow::validate_id;
+
+/// Limits applied to every trigger.
+#[derive(Clone, Debug)]
+pub struct TriggerLimits {
+    pub max_payload_bytes: usize,
+    pub max_recipients: usize,
+}
+
+impl Default for TriggerLimits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_recipients: 1000,
+        }
+    }
+}
+
+/// One recipient of a trigger: a subscriber id and optional inline contact data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recipient {
+    pub subscriber_id: String,
+    pub contact: Option<pb::RecipientOverride>,
+}
+
+/// A trigger as a producer sent it.
+#[derive(Clone, Debug, Default)]
+pub struct TriggerCommand {
+    pub workflow_id: String,
+    pub recipients: Vec<Recipient>,
+    pub payload_json: String,
+    pub idempotency_key: String,
+}
+
+impl TriggerCommand {
+    /// Checks the request's shape; the workflow's existence is checked by the caller.
+    pub fn validate(&self, limits: &TriggerLimits) -> Result<(), Violations> {
+        let mut v = Violations::default();
+        validate_id(&mut v, "workflow_id", &self.workflow_id);
+        if self.recipients.is_empty() {
+            v.push("recipients", "at least one recipient is required");
+        }
+        if self.recipients.len() > limits.max_recipients {
+            v.push(
+                "recipients",
+                format!(
+                    "{} recipients exceed the limit of {} per trigger",
+                    self.recipients.len(),
+                    limits.max_recipients
+                ),
+            );
+        }
+        for (i, r) in self.recipients.iter().enumerate() {
+            let prefix = format!("recipients[{i}].");
+            validate_subscriber_id(&mut v, &format!("{prefix}subscriber_id"), &r.subscriber_id);
+            let c = r.contact.clone().unwrap_or_default();
+            validate_contact(&mut v, &prefix, &c.email, &c.phone, &c.locale, &c.webhook_url);
+        }
+        if self.payload_json.len() > limits.max_payload_bytes {
+            v.push(
+                "payload_json",
+                format!(
+                    "is {} bytes, over the limit of {} bytes",
+                    self.payload_json.len(),
+                    limits.max_payload_bytes
+                ),
+            );
+        } else if !self.payload_json.is_empty() {
+            match serde_json::from_str::<Value>(&self.payload_json) {
+                Ok(Value::Object(_)) => {}
+                Ok(_) => v.push("payload_json", "must be a JSON object"),
+                Err(e) => v.push("payload_json", format!("is not valid JSON: {e}")),
+            }
+        }
+        if self.idempotency_key.len() > 255 {
+            v.push("idempotency_key", "must be at most 255 bytes");
+        }
+        v.into_result()
+    }
+
+    /// The `NotificationTriggered` events for an accepted trigger, one per recipient.
+    ///
+    /// Ids derive from the idempotency key when there is one (a retry yields the
+    /// same ids, so downstream dedup makes it a no-op), else from `request_seed`,
+    /// random bytes the caller draws once per request.
+    pub fn accept(
+        &self,
+        tenant: &TenantId,
+        workflow_version: u32,
+        request_seed: [u8; 16],
+        now_ms: i64,
+        actor: &Actor,
+    ) -> Vec<Event> {
+        let base = if self.idempotency_key.is_empty() {
+            Id(request_seed)
+        } else {
+            Id::derive(&[
+                b"idempotency",
+                tenant.as_str().as_bytes(),
+                self.workflow_id.as_bytes(),
+                self.idempotency_key.as_bytes(),
+            ])
+        };
+        let payload_json = if self.payload_json.is_empty() {
+            "{}".to_string()
+        } else {
+            self.payload_json.clone()
+        };
+        self.recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let notification_id = Id::derive(&[
+                    &base.0,
+                    &(i as u32).to_le_bytes(),
+                    r.subscriber_id.as_bytes(),
+                ]);
+                Event {
+                    id: notification_id.child("triggered", 0),
+                    tenant: tenant.clone(),
+                    partition_key: recipient_key(tenant, &r.subscriber_id),
+                    occurred_at_ms: now_ms,
+                    causation_id: None,
+                    correlation_id: Some(notification_id),
+                    actor: actor.clone(),
+                    payload: Payload::Triggered(pb::NotificationTriggered {
+                        notification_id: notification_id.to_hex(),
+                        workflow_id: self.workflow_id.clone(),
+                        subscriber_id: r.subscriber_id.clone(),
+                        payload_json: payload_json.clone(),
+                        idempotency_key: self.idempotency_key.clone(),
+                        recipient: r.contact.clone(),
+                        workflow_version,
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(recipients: &[&str], payload: &str, key: &str) -> TriggerCommand {
+        TriggerCommand {
+            workflow_id: "welcome".into(),
+            recipients: recipients
+                .iter()
+                .map(|s| Recipient {
+                    subscriber_id: s.to_string(),
+                    contact: None,
+                })
+                .collect(),
+            payload_json: payload.into(),
+            idempotency_key: key.into(),
+        }
+    }
+
+    #[test]
+    fn malformed_and_oversize_payloads_are_rejected() {
+        let l = TriggerLimits {
+            max_payload_bytes: 16,
+            max_recipients: 2,
+        };
+        let e = cmd(&["a"], "{not json", "").validate(&l).unwrap_err();
+        assert_eq!(e.0[0].field, "payload_json");
+        assert!(e.0[0].description.contains("not valid JSON"));
+        let e = cmd(&["a"], "[1]", "").validate(&l).unwrap_err();
+        assert!(e.0[0].description.contains("JSON object"));
+        let e = cmd(&["a"], &format!("{{\"x\":\"{}\"}}", "y".repeat(20)), "").validate(&l).unwrap_err();
+        assert!(e.0[0].description.contains("over the limit"));
+        let e = cmd(&["a", "b", "c"], "{}", "").validate(&l).unwrap_err();
+        assert_eq!(e.0[0].field, "recipients");
+        let e = cmd(&["a/b"], "{}", "").validate(&l).unwrap_err();
+        assert_eq!(e.0[0].field, "recipients[0].subscriber_id");
+    }
+
+    #[test]
+    fn idempotency_key_makes_ids_repeatable() {
+        let t = TenantId::parse("acme").unwrap();
+        let a = Actor::ApiKey("k".into());
+        let c = cmd(&["u1", "u2"], "{}", "order-42");
+        let first = c.accept(&t, 1, [1; 16], 10, &a);
+        let again = c.accept(&t, 1, [2; 16], 20, &a);
+        assert_eq!(
+            first.iter().map(|e| e.id).collect::<Vec<_>>(),
+            again.iter().map(|e| e.id).collect::<Vec<_>>()
+        );
+        assert_ne!(first[0].id, first[1].id);
+        let no_key = cmd(&["u1"], "{}", "");
+        assert_ne!(no_key.accept(&t, 1, [1; 16], 1, &a)[0].id, no_key.accept(&t, 1, [2; 16], 1, &a)[0].id);
+        assert_eq!(first[0].partition_key, "acme/u1");
+    }
+}
