@@ -16,7 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new().compile_protos(&events, &[root.join("schemas/events")])?;
 
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
-        println!("cargo:rerun-if-changed={}", root.join("schemas/events").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join("schemas/events").display()
+        );
         return Ok(());
     }
     let api = root.join("proto/clarion/v1/clarion.proto");
@@ -24,7 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("clarion_v1_descriptor.bin"))
         .compile_protos(&[api], &[root.join("proto")])?;
 
-    println!("cargo:rerun-if-changed={}", root.join("schemas/events").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("schemas/events").display()
+    );
     println!("cargo:rerun-if-changed={}", root.join("proto").display());
     Ok(())
 }

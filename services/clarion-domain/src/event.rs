@@ -121,7 +121,9 @@ impl Payload {
                 "workflow_id": p.workflow_id, "version": p.version, "name": p.name,
                 "steps": p.steps.iter().map(|s| json!({"channel": s.channel, "template_id": s.template_id, "provider": s.provider})).collect::<Vec<_>>(),
             }),
-            Payload::SubscriberUpserted(p) => json!({"subscriber_id": p.subscriber_id, "locale": p.locale, "timezone": p.timezone}),
+            Payload::SubscriberUpserted(p) => {
+                json!({"subscriber_id": p.subscriber_id, "locale": p.locale, "timezone": p.timezone})
+            }
             Payload::Triggered(p) => json!({
                 "workflow_id": p.workflow_id, "workflow_version": p.workflow_version,
                 "subscriber_id": p.subscriber_id, "idempotency_key": p.idempotency_key,
@@ -136,9 +138,13 @@ impl Payload {
                 "attempt_id": p.attempt_id, "channel": p.channel, "provider": p.provider,
                 "to": p.to, "subject": p.subject, "body": p.body, "locale": p.locale,
             }),
-            Payload::Sent(p) => json!({"attempt_id": p.attempt_id, "provider": p.provider, "provider_message_id": p.provider_message_id}),
+            Payload::Sent(p) => {
+                json!({"attempt_id": p.attempt_id, "provider": p.provider, "provider_message_id": p.provider_message_id})
+            }
             Payload::Delivered(p) => json!({"attempt_id": p.attempt_id, "provider": p.provider}),
-            Payload::Failed(p) => json!({"attempt_id": p.attempt_id, "provider": p.provider, "reason": p.reason, "retryable": p.retryable, "stage": p.stage}),
+            Payload::Failed(p) => {
+                json!({"attempt_id": p.attempt_id, "provider": p.provider, "reason": p.reason, "retryable": p.retryable, "stage": p.stage})
+            }
         }
     }
 }
@@ -149,7 +155,9 @@ pub enum EventDecodeError {
     Envelope(String),
     #[error("unsupported envelope schema version {0} (this build reads version {SCHEMA_VERSION})")]
     SchemaVersion(u32),
-    #[error("unknown event type {0:?}: this consumer is older than the producer or the log is corrupt")]
+    #[error(
+        "unknown event type {0:?}: this consumer is older than the producer or the log is corrupt"
+    )]
     UnknownType(String),
     #[error("malformed payload of {0}: {1}")]
     Payload(String, String),
@@ -182,7 +190,10 @@ impl Event {
             event_type: self.payload.event_type().to_string(),
             occurred_at_ms: self.occurred_at_ms,
             causation_id: self.causation_id.map(|i| i.0.to_vec()).unwrap_or_default(),
-            correlation_id: self.correlation_id.map(|i| i.0.to_vec()).unwrap_or_default(),
+            correlation_id: self
+                .correlation_id
+                .map(|i| i.0.to_vec())
+                .unwrap_or_default(),
             actor: Some(self.actor.to_pb()),
             payload: self.payload.encode_to_vec(),
         }
@@ -190,8 +201,8 @@ impl Event {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Event, EventDecodeError> {
-        let env =
-            pb::EventEnvelope::decode(bytes).map_err(|e| EventDecodeError::Envelope(e.to_string()))?;
+        let env = pb::EventEnvelope::decode(bytes)
+            .map_err(|e| EventDecodeError::Envelope(e.to_string()))?;
         if env.schema_version != SCHEMA_VERSION {
             return Err(EventDecodeError::SchemaVersion(env.schema_version));
         }
@@ -275,7 +286,8 @@ mod tests {
 
     #[test]
     fn unknown_event_type_fails_loudly() {
-        let mut env = pb::EventEnvelope::decode(&*sample("{}".into(), "s".into()).encode()).unwrap();
+        let mut env =
+            pb::EventEnvelope::decode(&*sample("{}".into(), "s".into()).encode()).unwrap();
         env.event_type = "clarion.notification.teleported.v1".into();
         let err = Event::decode(&env.encode_to_vec()).unwrap_err();
         assert_eq!(
@@ -286,7 +298,8 @@ mod tests {
 
     #[test]
     fn future_schema_version_is_rejected() {
-        let mut env = pb::EventEnvelope::decode(&*sample("{}".into(), "s".into()).encode()).unwrap();
+        let mut env =
+            pb::EventEnvelope::decode(&*sample("{}".into(), "s".into()).encode()).unwrap();
         env.schema_version = 2;
         assert_eq!(
             Event::decode(&env.encode_to_vec()).unwrap_err(),

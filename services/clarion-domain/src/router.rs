@@ -215,8 +215,13 @@ mod tests {
             now_ms: 2_000,
         });
         assert_eq!(out.len(), 2);
-        let Payload::DispatchRequested(d) = &out[1].payload else { panic!("{out:?}") };
-        assert_eq!((d.to.as_str(), d.body.as_str(), d.locale.as_str()), ("tech7@example.test", "Visite à 9:30", "fr"));
+        let Payload::DispatchRequested(d) = &out[1].payload else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (d.to.as_str(), d.body.as_str(), d.locale.as_str()),
+            ("tech7@example.test", "Visite à 9:30", "fr")
+        );
         assert_eq!(d.provider, "sink");
         assert_eq!(out[1].occurred_at_ms, 2_000);
         assert_eq!(out[1].correlation_id, trigger.correlation_id);
@@ -229,7 +234,10 @@ mod tests {
             default_provider: &sink,
             now_ms: 9_999,
         });
-        assert_eq!(out.iter().map(|e| e.id).collect::<Vec<Id>>(), again.iter().map(|e| e.id).collect::<Vec<Id>>());
+        assert_eq!(
+            out.iter().map(|e| e.id).collect::<Vec<Id>>(),
+            again.iter().map(|e| e.id).collect::<Vec<Id>>()
+        );
     }
 
     #[test]
@@ -243,8 +251,14 @@ mod tests {
             default_provider: &sink,
             now_ms: 2_000,
         });
-        let Payload::Failed(f) = &out[0].payload else { panic!("{out:?}") };
-        assert!(f.reason.contains("no address for channel email"), "{}", f.reason);
+        let Payload::Failed(f) = &out[0].payload else {
+            panic!("{out:?}")
+        };
+        assert!(
+            f.reason.contains("no address for channel email"),
+            "{}",
+            f.reason
+        );
         assert_eq!(f.stage, "route");
     }
 }

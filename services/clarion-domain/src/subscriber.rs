@@ -96,13 +96,22 @@ pub fn validate_contact(
     webhook_url: &str,
 ) {
     if !email.is_empty() && !is_plausible_email(email) {
-        v.push(format!("{prefix}email"), "is not an email address (expected local@domain)");
+        v.push(
+            format!("{prefix}email"),
+            "is not an email address (expected local@domain)",
+        );
     }
     if !phone.is_empty() && !is_e164(phone) {
-        v.push(format!("{prefix}phone"), "must be E.164: '+' then 8 to 15 digits");
+        v.push(
+            format!("{prefix}phone"),
+            "must be E.164: '+' then 8 to 15 digits",
+        );
     }
     if !locale.is_empty() && !is_bcp47ish(locale) {
-        v.push(format!("{prefix}locale"), "must be a BCP 47 tag such as 'fr' or 'fr-CA'");
+        v.push(
+            format!("{prefix}locale"),
+            "must be a BCP 47 tag such as 'fr' or 'fr-CA'",
+        );
     }
     if !webhook_url.is_empty()
         && !(webhook_url.starts_with("https://") || webhook_url.starts_with("http://"))
@@ -117,8 +126,14 @@ pub fn validate_subscriber_id(v: &mut Violations, field: &str, id: &str) {
         v.push(field, "is required");
     } else if id.len() > 128 {
         v.push(field, "must be at most 128 bytes");
-    } else if id.chars().any(|c| c == '/' || c.is_control() || c.is_whitespace()) {
-        v.push(field, "must not contain '/', whitespace or control characters");
+    } else if id
+        .chars()
+        .any(|c| c == '/' || c.is_control() || c.is_whitespace())
+    {
+        v.push(
+            field,
+            "must not contain '/', whitespace or control characters",
+        );
     }
 }
 
@@ -165,7 +180,14 @@ mod tests {
             ]
         );
         let mut ok = Violations::default();
-        validate_contact(&mut ok, "", "a@b.co", "+15145550100", "fr-CA", "https://x.test/h");
+        validate_contact(
+            &mut ok,
+            "",
+            "a@b.co",
+            "+15145550100",
+            "fr-CA",
+            "https://x.test/h",
+        );
         assert!(ok.is_empty(), "{ok}");
     }
 

@@ -69,7 +69,10 @@ impl Template {
         };
         let mut map = BTreeMap::new();
         if variants.is_empty() {
-            v.push("variants", "at least one variant (with locale 'default') is required");
+            v.push(
+                "variants",
+                "at least one variant (with locale 'default') is required",
+            );
         }
         for (i, var) in variants.iter().enumerate() {
             let locale = if var.locale.is_empty() {
@@ -78,11 +81,17 @@ impl Template {
                 var.locale.to_ascii_lowercase()
             };
             if channel == Some(Channel::Email) && var.subject.trim().is_empty() {
-                v.push(format!("variants[{i}].subject"), "is required for email templates");
+                v.push(
+                    format!("variants[{i}].subject"),
+                    "is required for email templates",
+                );
             }
             for (field, text) in [("subject", &var.subject), ("body", &var.body)] {
                 if let Err(e) = Environment::new().template_from_str(text) {
-                    v.push(format!("variants[{i}].{field}"), format!("does not compile: {e}"));
+                    v.push(
+                        format!("variants[{i}].{field}"),
+                        format!("does not compile: {e}"),
+                    );
                 }
             }
             if var.body.is_empty() {
@@ -98,11 +107,17 @@ impl Template {
                 )
                 .is_some()
             {
-                v.push(format!("variants[{i}].locale"), format!("duplicate locale {locale:?}"));
+                v.push(
+                    format!("variants[{i}].locale"),
+                    format!("duplicate locale {locale:?}"),
+                );
             }
         }
         if !variants.is_empty() && !map.contains_key(DEFAULT_LOCALE) {
-            v.push("variants", "a variant with locale 'default' (or empty) is required as the last fallback");
+            v.push(
+                "variants",
+                "a variant with locale 'default' (or empty) is required as the last fallback",
+            );
         }
         v.into_result()?;
         Ok(Template {
@@ -231,9 +246,21 @@ mod tests {
             1,
             "email",
             &[
-                variant("default", "Appointment", "Hello {{ subscriber.id }}, see you at {{ payload.time }}"),
-                variant("fr", "Rendez-vous", "Bonjour {{ subscriber.id }}, à {{ payload.time }}"),
-                variant("fr-CA", "Rendez-vous (QC)", "Allô {{ subscriber.id }}, à {{ payload.time }}"),
+                variant(
+                    "default",
+                    "Appointment",
+                    "Hello {{ subscriber.id }}, see you at {{ payload.time }}",
+                ),
+                variant(
+                    "fr",
+                    "Rendez-vous",
+                    "Bonjour {{ subscriber.id }}, à {{ payload.time }}",
+                ),
+                variant(
+                    "fr-CA",
+                    "Rendez-vous (QC)",
+                    "Allô {{ subscriber.id }}, à {{ payload.time }}",
+                ),
             ],
         )
         .unwrap()
@@ -241,7 +268,10 @@ mod tests {
 
     #[test]
     fn fallback_chain_goes_from_specific_to_default() {
-        assert_eq!(Template::fallback_chain("fr-CA"), ["fr-ca", "fr", "default"]);
+        assert_eq!(
+            Template::fallback_chain("fr-CA"),
+            ["fr-ca", "fr", "default"]
+        );
         assert_eq!(Template::fallback_chain(""), ["default"]);
     }
 
@@ -251,14 +281,22 @@ mod tests {
         let ctx = json!({"subscriber": {"id": "ana"}, "payload": {"time": "10:00"}});
         assert_eq!(c.render("fr-CA", &ctx).unwrap().body, "Allô ana, à 10:00");
         let fr_be = c.render("fr-BE", &ctx).unwrap();
-        assert_eq!((fr_be.locale.as_str(), fr_be.subject.as_str()), ("fr", "Rendez-vous"));
-        assert_eq!(c.render("de", &ctx).unwrap().body, "Hello ana, see you at 10:00");
+        assert_eq!(
+            (fr_be.locale.as_str(), fr_be.subject.as_str()),
+            ("fr", "Rendez-vous")
+        );
+        assert_eq!(
+            c.render("de", &ctx).unwrap().body,
+            "Hello ana, see you at 10:00"
+        );
     }
 
     #[test]
     fn undefined_variables_fail_the_render() {
         let c = sample().compile();
-        let err = c.render("en", &json!({"subscriber": {"id": "x"}})).unwrap_err();
+        let err = c
+            .render("en", &json!({"subscriber": {"id": "x"}}))
+            .unwrap_err();
         assert!(err.message.contains("body"), "{err}");
     }
 

@@ -81,7 +81,13 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused() {
-        for k in ["", "ck_", "ck_acme_short", "xx_acme_0123456789abcdef0123456789abcdef", "ck_Bad_0123456789abcdef0123456789abcdef"] {
+        for k in [
+            "",
+            "ck_",
+            "ck_acme_short",
+            "xx_acme_0123456789abcdef0123456789abcdef",
+            "ck_Bad_0123456789abcdef0123456789abcdef",
+        ] {
             assert!(PresentedKey::parse(k).is_none(), "{k}");
         }
     }

@@ -63,7 +63,14 @@ impl TriggerCommand {
             let prefix = format!("recipients[{i}].");
             validate_subscriber_id(&mut v, &format!("{prefix}subscriber_id"), &r.subscriber_id);
             let c = r.contact.clone().unwrap_or_default();
-            validate_contact(&mut v, &prefix, &c.email, &c.phone, &c.locale, &c.webhook_url);
+            validate_contact(
+                &mut v,
+                &prefix,
+                &c.email,
+                &c.phone,
+                &c.locale,
+                &c.webhook_url,
+            );
         }
         if self.payload_json.len() > limits.max_payload_bytes {
             v.push(
@@ -177,7 +184,9 @@ mod tests {
         assert!(e.0[0].description.contains("not valid JSON"));
         let e = cmd(&["a"], "[1]", "").validate(&l).unwrap_err();
         assert!(e.0[0].description.contains("JSON object"));
-        let e = cmd(&["a"], &format!("{{\"x\":\"{}\"}}", "y".repeat(20)), "").validate(&l).unwrap_err();
+        let e = cmd(&["a"], &format!("{{\"x\":\"{}\"}}", "y".repeat(20)), "")
+            .validate(&l)
+            .unwrap_err();
         assert!(e.0[0].description.contains("over the limit"));
         let e = cmd(&["a", "b", "c"], "{}", "").validate(&l).unwrap_err();
         assert_eq!(e.0[0].field, "recipients");
@@ -198,7 +207,10 @@ mod tests {
         );
         assert_ne!(first[0].id, first[1].id);
         let no_key = cmd(&["u1"], "{}", "");
-        assert_ne!(no_key.accept(&t, 1, [1; 16], 1, &a)[0].id, no_key.accept(&t, 1, [2; 16], 1, &a)[0].id);
+        assert_ne!(
+            no_key.accept(&t, 1, [1; 16], 1, &a)[0].id,
+            no_key.accept(&t, 1, [2; 16], 1, &a)[0].id
+        );
         assert_eq!(first[0].partition_key, "acme/u1");
     }
 }

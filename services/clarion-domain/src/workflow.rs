@@ -77,14 +77,21 @@ impl Workflow {
                 ),
                 (Some(tc), Some(c)) if tc != c => v.push(
                     format!("steps[{i}].template_id"),
-                    format!("template {:?} is for channel {tc}, the step sends on {c}", s.template_id),
+                    format!(
+                        "template {:?} is for channel {tc}, the step sends on {c}",
+                        s.template_id
+                    ),
                 ),
                 _ => {}
             }
             if !s.provider.is_empty() && !KNOWN_PROVIDERS.contains(&s.provider.as_str()) {
                 v.push(
                     format!("steps[{i}].provider"),
-                    format!("unknown provider {:?} (known: {})", s.provider, KNOWN_PROVIDERS.join(", ")),
+                    format!(
+                        "unknown provider {:?} (known: {})",
+                        s.provider,
+                        KNOWN_PROVIDERS.join(", ")
+                    ),
                 );
             }
             if let Some(channel) = channel {
@@ -106,31 +113,32 @@ impl Workflow {
 
     /// Rebuilds a workflow from its (already validated) published event.
     pub fn from_event(e: &pb::WorkflowPublished) -> Result<Workflow, Violations> {
-        Workflow::new(&e.workflow_id, e.version, &e.name, &e.steps, |_| None::<Channel>)
-            .or_else(|_| {
-                // Templates are checked at publish time; here only the shape matters.
-                let steps = e
-                    .steps
+        Workflow::new(&e.workflow_id, e.version, &e.name, &e.steps, |_| {
+            None::<Channel>
+        })
+        .or_else(|_| {
+            // Templates are checked at publish time; here only the shape matters.
+            let steps =
+                e.steps
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
                         Ok(Step {
-                            channel: s
-                                .channel
-                                .parse()
-                                .map_err(|m| Violations::single(format!("steps[{i}].channel"), m))?,
+                            channel: s.channel.parse().map_err(|m| {
+                                Violations::single(format!("steps[{i}].channel"), m)
+                            })?,
                             template_id: s.template_id.clone(),
                             provider: (!s.provider.is_empty()).then(|| s.provider.clone()),
                         })
                     })
                     .collect::<Result<Vec<_>, Violations>>()?;
-                Ok(Workflow {
-                    workflow_id: e.workflow_id.clone(),
-                    version: e.version,
-                    name: e.name.clone(),
-                    steps,
-                })
+            Ok(Workflow {
+                workflow_id: e.workflow_id.clone(),
+                version: e.version,
+                name: e.name.clone(),
+                steps,
             })
+        })
     }
 
     pub fn to_event(&self) -> pb::WorkflowPublished {
@@ -165,24 +173,43 @@ mod tests {
 
     #[test]
     fn rejects_unknown_channels_templates_and_providers() {
-        let err = Workflow::new("wf", 1, "", &[step("fax", "nope", "carrier-pigeon")], |_| None)
-            .unwrap_err();
+        let err = Workflow::new(
+            "wf",
+            1,
+            "",
+            &[step("fax", "nope", "carrier-pigeon")],
+            |_| None,
+        )
+        .unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["steps[0].channel", "steps[0].template_id", "steps[0].provider"]);
+        assert_eq!(
+            fields,
+            [
+                "steps[0].channel",
+                "steps[0].template_id",
+                "steps[0].provider"
+            ]
+        );
     }
 
     #[test]
     fn rejects_channel_mismatch() {
-        let err = Workflow::new("wf", 1, "", &[step("sms", "welcome", "")], |_| Some(Channel::Email))
-            .unwrap_err();
+        let err = Workflow::new("wf", 1, "", &[step("sms", "welcome", "")], |_| {
+            Some(Channel::Email)
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("is for channel email"), "{err}");
     }
 
     #[test]
     fn round_trips_through_its_event() {
-        let w = Workflow::new("wf", 3, "Welcome", &[step("email", "welcome", "smtp")], |_| {
-            Some(Channel::Email)
-        })
+        let w = Workflow::new(
+            "wf",
+            3,
+            "Welcome",
+            &[step("email", "welcome", "smtp")],
+            |_| Some(Channel::Email),
+        )
         .unwrap();
         assert_eq!(Workflow::from_event(&w.to_event()).unwrap(), w);
     }

@@ -1,0 +1,406 @@
+//! The Kafka backend (rdkafka).
+//!
+//! The producer is idempotent with `acks=all`, so a retried produce never
+//! duplicates or reorders within a partition. We pick partitions ourselves
+//! with the shared partitioner, so keys land where the embedded log would put
+//! them. Kafka transactions are not used (the test broker, tansu, does not
+//! serve them): exactly-once comes from deterministic event ids, the dedup
+//! table and offsets committed with processor state (see clarion-runtime).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{partition_for, Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
+
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most records the producer puts in one record batch.
+const MAX_BATCH: u64 = 500;
+
+// Broker quirks this backend absorbs (seen with tansu 0.6, harmless on Kafka):
+// - a fetch at an offset inside a record batch returns only the batches that
+//   start at or after it, so the rest of the containing batch is skipped;
+// - the high watermark is the last batch's base offset + 1, not the last
+//   record's offset + 1.
+// So reads start up to `MAX_BATCH` records early and drop what precedes the
+// wanted offset, and the end offset is found by reading the last batch.
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+/// A Kafka cluster reached through rdkafka.
+pub struct KafkaLog {
+    brokers: String,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    partitions: Mutex<HashMap<String, u32>>,
+    /// One committing consumer per group, created on first use.
+    groups: Mutex<HashMap<String, std::sync::Arc<BaseConsumer>>>,
+}
+
+impl KafkaLog {
+    /// Connects to `brokers` (comma-separated host:port) and checks that the
+    /// cluster answers a metadata request.
+    pub async fn connect(brokers: &str) -> Result<KafkaLog> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("batch.num.messages", MAX_BATCH.to_string())
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .map_err(unavailable)?;
+        let log = KafkaLog {
+            brokers: brokers.to_string(),
+            producer,
+            admin,
+            partitions: Mutex::default(),
+            groups: Mutex::default(),
+        };
+        let producer = log.producer.clone();
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, META_TIMEOUT))
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| LogError::Unavailable(format!("broker did not answer: {e}")))?;
+        Ok(log)
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Low fetch wait: the pipeline's latency is bounded by it.
+            .set("fetch.wait.max.ms", "10")
+            .set("enable.partition.eof", "false");
+        c
+    }
+
+    fn group_consumer(&self, group: &str) -> Result<std::sync::Arc<BaseConsumer>> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        if let Some(c) = groups.get(group) {
+            return Ok(c.clone());
+        }
+        let c: BaseConsumer = self.consumer_config(group).create().map_err(unavailable)?;
+        let c = std::sync::Arc::new(c);
+        groups.insert(group.to_string(), c.clone());
+        Ok(c)
+    }
+
+    async fn checked(&self, topic: &str, partition: u32) -> Result<u32> {
+        let n = self.partitions(topic).await?;
+        if partition >= n {
+            return Err(LogError::BadPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: n,
+            });
+        }
+        Ok(n)
+    }
+
+    async fn fetch_partitions(&self, topic: &str) -> Result<Option<u32>> {
+        let producer = self.producer.clone();
+        let t = topic.to_string();
+        let md = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&t), META_TIMEOUT)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|mt| mt.name() == topic)
+            .filter(|mt| mt.error().is_none() && !mt.partitions().is_empty())
+            .map(|mt| mt.partitions().len() as u32))
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1));
+        let res = self
+            .admin
+            .create_topics(
+                [&new],
+                &AdminOptions::new().operation_timeout(Some(META_TIMEOUT)),
+            )
+            .await
+            .map_err(unavailable)?;
+        for r in res {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(LogError::Unavailable(format!("creating {name}: {code}")))
+                }
+            }
+        }
+        // Creation is asynchronous on some brokers: wait until metadata shows it.
+        let deadline = tokio::time::Instant::now() + META_TIMEOUT;
+        loop {
+            if let Some(existing) = self.fetch_partitions(topic).await? {
+                if existing != partitions {
+                    return Err(LogError::PartitionMismatch {
+                        topic: topic.to_string(),
+                        existing,
+                        requested: partitions,
+                    });
+                }
+                self.partitions
+                    .lock()
+                    .expect("partitions lock")
+                    .insert(topic.to_string(), existing);
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(LogError::Unavailable(format!(
+                    "topic {topic:?} not visible after creation"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32> {
+        if let Some(n) = self.partitions.lock().expect("partitions lock").get(topic) {
+            return Ok(*n);
+        }
+        let n = self
+            .fetch_partitions(topic)
+            .await?
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        let n = self.partitions(topic).await?;
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            let p = partition_for(&r.key, n);
+            let mut rec = FutureRecord::to(topic)
+                .key(r.key.as_bytes())
+                .payload(&r.value[..])
+                .partition(p as i32);
+            // Enqueue without awaiting each delivery, so the batch goes out together.
+            loop {
+                match self.producer.send_result(rec) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        self.producer.poll(Duration::from_millis(10));
+                        tokio::task::yield_now().await;
+                    }
+                    Err((e, _)) => return Err(unavailable(e)),
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for res in join_all(pending).await {
+            match res {
+                Ok(Ok((partition, offset))) => out.push(Appended {
+                    partition: partition as u32,
+                    offset: offset as u64,
+                }),
+                Ok(Err((e, _))) => return Err(unavailable(e)),
+                Err(_) => return Err(LogError::Unavailable("producer dropped the record".into())),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>> {
+        let end = self.end_offset(topic, partition).await?;
+        if from >= end || max == 0 {
+            return Ok(Vec::new());
+        }
+        let want = ((end - from) as usize).min(max);
+        let mut sub = self.subscribe(topic, partition, from).await?;
+        let mut out = Vec::with_capacity(want);
+        let deadline = tokio::time::Instant::now() + META_TIMEOUT;
+        while out.len() < want && tokio::time::Instant::now() < deadline {
+            out.extend(
+                sub.next_batch(want - out.len(), Duration::from_millis(500))
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        self.checked(topic, partition).await?;
+        let c = self.group_consumer("clarion-metadata")?;
+        let t = topic.to_string();
+        let (_, high) = tokio::task::spawn_blocking(move || {
+            c.fetch_watermarks(&t, partition as i32, META_TIMEOUT)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        if high <= 0 {
+            return Ok(0);
+        }
+        // `high - 1` is at least the base of the last batch: read to its end.
+        let mut sub = self.subscribe(topic, partition, high as u64 - 1).await?;
+        let mut end = high as u64 - 1;
+        loop {
+            let batch = sub.next_batch(10_000, Duration::from_millis(300)).await?;
+            match batch.last() {
+                Some(r) => end = r.offset + 1,
+                None => return Ok(end.max(high as u64 - 1)),
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+    ) -> Result<Box<dyn Subscription>> {
+        self.checked(topic, partition).await?;
+        // Reading is by explicit assignment; the group id is never used to
+        // commit (positions are kept with processor state), only required.
+        let consumer: StreamConsumer = self
+            .consumer_config("clarion-reader")
+            .create()
+            .map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        let start = from.saturating_sub(MAX_BATCH - 1);
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(start as i64))
+            .map_err(unavailable)?;
+        consumer.assign(&tpl).map_err(unavailable)?;
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            partition,
+            position: from,
+        }))
+    }
+
+    async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> Result<()> {
+        self.checked(topic, partition).await?;
+        let c = self.group_consumer(group)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(next_offset as i64))
+            .map_err(unavailable)?;
+        tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
+    }
+
+    async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>> {
+        self.checked(topic, partition).await?;
+        let c = self.group_consumer(group)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition as i32);
+        let got = tokio::task::spawn_blocking(move || c.committed_offsets(tpl, META_TIMEOUT))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(got
+            .find_partition(topic, partition as i32)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o as u64),
+                _ => None,
+            }))
+    }
+}
+
+struct KafkaSubscription {
+    consumer: StreamConsumer,
+    partition: u32,
+    position: u64,
+}
+
+impl KafkaSubscription {
+    fn convert(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> LogRecord {
+        LogRecord {
+            partition: self.partition,
+            offset: m.offset() as u64,
+            key: m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while out.len() < max {
+            // Wait for the first wanted record; after that take only what is ready.
+            let left = if out.is_empty() {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    // Skips the lead-in before our position (see MAX_BATCH) and
+                    // any record a re-fetch repeats.
+                    if (m.offset() as u64) < self.position {
+                        continue;
+                    }
+                    let r = self.convert(&m);
+                    self.position = r.offset + 1;
+                    out.push(r);
+                }
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+}

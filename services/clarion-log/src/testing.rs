@@ -1,0 +1,247 @@
+//! The conformance suite every `EventLog` backend runs.
+//!
+//! Each case takes a fresh log handle and a unique topic prefix, so cases can
+//! share one broker. `log_conformance_tests!` expands to one test per case.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{partition_for, EventLog, LogError, Record};
+
+fn rec(key: &str, value: &str) -> Record {
+    Record {
+        key: key.to_string(),
+        value: Bytes::from(value.to_string()),
+    }
+}
+
+/// Appends return dense per-partition offsets in record order, and the
+/// partition is the shared keyed partitioner's.
+pub async fn append_assigns_dense_offsets(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}dense");
+    log.create_topic(&topic, 4).await.unwrap();
+    let records: Vec<_> = (0..20)
+        .map(|i| rec(&format!("k{}", i % 5), &format!("v{i}")))
+        .collect();
+    let out = log.append(&topic, records.clone()).await.unwrap();
+    assert_eq!(out.len(), 20);
+    let mut expected: HashMap<u32, u64> = HashMap::new();
+    for (r, a) in records.iter().zip(&out) {
+        assert_eq!(
+            a.partition,
+            partition_for(&r.key, 4),
+            "partition of {}",
+            r.key
+        );
+        let next = expected.entry(a.partition).or_insert(0);
+        assert_eq!(a.offset, *next, "offset in partition {}", a.partition);
+        *next += 1;
+    }
+    for (p, end) in expected {
+        assert_eq!(log.end_offset(&topic, p).await.unwrap(), end);
+    }
+}
+
+/// What was appended reads back byte for byte, in order, from any offset.
+pub async fn read_returns_appended_records(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}read");
+    log.create_topic(&topic, 2).await.unwrap();
+    let key = "tenant/one-key";
+    let p = partition_for(key, 2);
+    let values: Vec<String> = (0..50)
+        .map(|i| format!("value-{i}-{}", "x".repeat(i)))
+        .collect();
+    for chunk in values.chunks(7) {
+        log.append(&topic, chunk.iter().map(|v| rec(key, v)).collect())
+            .await
+            .unwrap();
+    }
+    let all = read_all(&*log, &topic, p, 0, 50).await;
+    assert_eq!(all.len(), 50);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(r.key, key);
+        assert_eq!(r.value, Bytes::from(values[i].clone()));
+        assert_eq!(r.partition, p);
+        assert!(r.timestamp_ms > 0);
+    }
+    let tail = read_all(&*log, &topic, p, 45, 100).await;
+    assert_eq!(
+        tail.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![45, 46, 47, 48, 49]
+    );
+    assert!(log.read(&topic, p, 50, 10).await.unwrap().is_empty());
+}
+
+/// `read` may return fewer than asked; loop until `want` records or a timeout.
+async fn read_all(
+    log: &dyn EventLog,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    want: usize,
+) -> Vec<crate::LogRecord> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < want && tokio::time::Instant::now() < deadline {
+        let next = from + out.len() as u64;
+        let got = log
+            .read(topic, partition, next, want - out.len())
+            .await
+            .unwrap();
+        if got.is_empty() {
+            if log.end_offset(topic, partition).await.unwrap() <= next {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        out.extend(got);
+    }
+    out
+}
+
+/// A subscription sees records appended after it started, in order, and
+/// returns empty after its wait when nothing comes.
+pub async fn subscription_tails_new_appends(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}tail");
+    log.create_topic(&topic, 1).await.unwrap();
+    log.append(&topic, vec![rec("k", "before")]).await.unwrap();
+    let mut sub = log.subscribe(&topic, 0, 1).await.unwrap();
+    let empty = sub
+        .next_batch(10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(empty.is_empty(), "nothing after offset 1 yet: {empty:?}");
+    let writer = log.clone();
+    let t = topic.clone();
+    let producer = tokio::spawn(async move {
+        for i in 0..30 {
+            writer
+                .append(&t, vec![rec("k", &format!("v{i}"))])
+                .await
+                .unwrap();
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 30 && tokio::time::Instant::now() < deadline {
+        seen.extend(sub.next_batch(8, Duration::from_secs(1)).await.unwrap());
+    }
+    producer.await.unwrap();
+    assert_eq!(seen.len(), 30);
+    for (i, r) in seen.iter().enumerate() {
+        assert_eq!(r.offset, i as u64 + 1);
+        assert_eq!(r.value, Bytes::from(format!("v{i}")));
+    }
+}
+
+/// Concurrent appenders never get the same offset twice and lose nothing.
+pub async fn concurrent_appends_are_all_kept(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}concurrent");
+    log.create_topic(&topic, 1).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let log = log.clone();
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..25 {
+                let a = log
+                    .append(&topic, vec![rec("same", &format!("{w}-{i}"))])
+                    .await
+                    .unwrap();
+                offsets.push(a[0].offset);
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..200).collect::<Vec<u64>>());
+    assert_eq!(read_all(&*log, &topic, 0, 0, 200).await.len(), 200);
+}
+
+/// Consumer-group offsets are per group and partition, and overwrite.
+pub async fn group_offsets_commit_and_read_back(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}groups");
+    log.create_topic(&topic, 2).await.unwrap();
+    for p in 0..2u32 {
+        // Commit only within what exists (brokers may reject offsets past the end).
+        let key = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| partition_for(k, 2) == p)
+            .unwrap();
+        log.append(&topic, (0..10).map(|i| rec(&key, &i.to_string())).collect())
+            .await
+            .unwrap();
+    }
+    let g1 = format!("{prefix}g1");
+    let g2 = format!("{prefix}g2");
+    assert_eq!(log.committed_offset(&g1, &topic, 0).await.unwrap(), None);
+    log.commit_offset(&g1, &topic, 0, 3).await.unwrap();
+    log.commit_offset(&g1, &topic, 1, 7).await.unwrap();
+    log.commit_offset(&g2, &topic, 0, 9).await.unwrap();
+    assert_eq!(log.committed_offset(&g1, &topic, 0).await.unwrap(), Some(3));
+    assert_eq!(log.committed_offset(&g1, &topic, 1).await.unwrap(), Some(7));
+    assert_eq!(log.committed_offset(&g2, &topic, 0).await.unwrap(), Some(9));
+    log.commit_offset(&g1, &topic, 0, 5).await.unwrap();
+    assert_eq!(log.committed_offset(&g1, &topic, 0).await.unwrap(), Some(5));
+}
+
+/// Topics: creation is idempotent, a conflicting partition count and unknown
+/// topics are errors, not silent successes.
+pub async fn topic_metadata_and_errors(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}meta");
+    log.create_topic(&topic, 3).await.unwrap();
+    log.create_topic(&topic, 3).await.unwrap();
+    assert_eq!(log.partitions(&topic).await.unwrap(), 3);
+    match log.create_topic(&topic, 5).await {
+        Err(LogError::PartitionMismatch {
+            existing: 3,
+            requested: 5,
+            ..
+        }) => {}
+        other => panic!("expected a partition mismatch, got {other:?}"),
+    }
+    let missing = format!("{prefix}missing");
+    assert!(matches!(
+        log.append(&missing, vec![rec("k", "v")]).await,
+        Err(LogError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        log.read(&topic, 3, 0, 1).await,
+        Err(LogError::BadPartition { partition: 3, .. })
+    ));
+}
+
+/// Expands to one `#[tokio::test]` per conformance case. `$make` is an async
+/// expression returning `Option<Arc<dyn EventLog>>` (None: backend not
+/// available, the test says so and returns), `$prefix` a unique-prefix fn.
+#[macro_export]
+macro_rules! log_conformance_tests {
+    ($make:expr, $prefix:expr) => {
+        $crate::log_conformance_tests!(@cases $make, $prefix,
+            append_assigns_dense_offsets,
+            read_returns_appended_records,
+            subscription_tails_new_appends,
+            concurrent_appends_are_all_kept,
+            group_offsets_commit_and_read_back,
+            topic_metadata_and_errors,
+        );
+    };
+    (@cases $make:expr, $prefix:expr, $($case:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(log) = $make.await else { return };
+                $crate::testing::$case(log, &$prefix()).await;
+            }
+        )*
+    };
+}
