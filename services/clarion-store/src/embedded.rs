@@ -1,0 +1,275 @@
+//! The embedded store: one SQLite file, a table per logical table.
+//!
+//! Writes go through one connection (SQLite has one writer anyway); reads use
+//! a small pool of connections so they proceed while a write commits (WAL).
+//! TTL is an `expires_at` column filtered on read and purged on open and by
+//! [`SqliteStore::purge_expired`].
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+use crate::{Op, Result, RowKey, Scan, Store, StoreError, Table, WriteBatch};
+
+const READERS: usize = 4;
+
+fn storage(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn expiry(ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|t| now_ms() + t.as_millis() as i64)
+}
+
+fn connect(path: &str) -> Result<Connection> {
+    if let Some(dir) = Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(storage)?;
+        }
+    }
+    let c = Connection::open(path).map_err(storage)?;
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+    )
+    .map_err(storage)?;
+    Ok(c)
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Vec<Arc<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    pub fn open(path: &str) -> Result<SqliteStore> {
+        let writer = connect(path)?;
+        for t in Table::ALL {
+            writer
+                .execute_batch(&format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (
+                        tenant TEXT NOT NULL,
+                        pk TEXT NOT NULL,
+                        ck BLOB NOT NULL,
+                        value BLOB NOT NULL,
+                        expires_at INTEGER,
+                        PRIMARY KEY (tenant, pk, ck)
+                    ) WITHOUT ROWID;"
+                ))
+                .map_err(storage)?;
+        }
+        let readers = (0..READERS)
+            .map(|_| connect(path).map(|c| Arc::new(Mutex::new(c))))
+            .collect::<Result<Vec<_>>>()?;
+        let store = SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        };
+        store.purge_expired_blocking()?;
+        Ok(store)
+    }
+
+    /// Deletes rows whose TTL has passed.
+    pub async fn purge_expired(&self) -> Result<()> {
+        let w = self.writer.clone();
+        tokio::task::spawn_blocking(move || purge(&w.lock().expect("store writer lock")))
+            .await
+            .map_err(storage)?
+    }
+
+    fn purge_expired_blocking(&self) -> Result<()> {
+        purge(&self.writer.lock().expect("store writer lock"))
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let c = self.readers[i].clone();
+        tokio::task::spawn_blocking(move || f(&c.lock().expect("store reader lock")))
+            .await
+            .map_err(storage)?
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let w = self.writer.clone();
+        tokio::task::spawn_blocking(move || f(&mut w.lock().expect("store writer lock")))
+            .await
+            .map_err(storage)?
+    }
+}
+
+fn purge(c: &Connection) -> Result<()> {
+    let now = now_ms();
+    for t in Table::ALL {
+        c.execute(
+            &format!("DELETE FROM {t} WHERE expires_at IS NOT NULL AND expires_at <= ?1"),
+            [now],
+        )
+        .map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn get_one(c: &Connection, k: &RowKey, now: i64) -> Result<Option<Bytes>> {
+    c.prepare_cached(&format!(
+        "SELECT value FROM {} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3
+         AND (expires_at IS NULL OR expires_at > ?4)",
+        k.table
+    ))
+    .map_err(storage)?
+    .query_row(params![k.tenant, k.pk, k.ck, now], |r| r.get::<_, Vec<u8>>(0))
+    .optional()
+    .map(|v| v.map(Bytes::from))
+    .map_err(storage)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &RowKey) -> Result<Option<Bytes>> {
+        let k = key.clone();
+        self.read(move |c| get_one(c, &k, now_ms())).await
+    }
+
+    async fn get_many(&self, keys: &[RowKey]) -> Result<Vec<Option<Bytes>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let now = now_ms();
+            keys.iter().map(|k| get_one(c, k, now)).collect()
+        })
+        .await
+    }
+
+    async fn scan(&self, scan: &Scan) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        let s = scan.clone();
+        self.read(move |c| {
+            let mut sql = format!(
+                "SELECT ck, value FROM {} WHERE tenant = ? AND pk = ?
+                 AND (expires_at IS NULL OR expires_at > ?)",
+                s.table
+            );
+            let mut args: Vec<rusqlite::types::Value> = vec![
+                s.tenant.clone().into(),
+                s.pk.clone().into(),
+                now_ms().into(),
+            ];
+            for (bound, incl, excl) in [(&s.from, ">=", ">"), (&s.to, "<=", "<")] {
+                match bound {
+                    Bound::Included(b) => {
+                        sql.push_str(&format!(" AND ck {incl} ?"));
+                        args.push(b.clone().into());
+                    }
+                    Bound::Excluded(b) => {
+                        sql.push_str(&format!(" AND ck {excl} ?"));
+                        args.push(b.clone().into());
+                    }
+                    Bound::Unbounded => {}
+                }
+            }
+            sql.push_str(if s.reverse {
+                " ORDER BY ck DESC LIMIT ?"
+            } else {
+                " ORDER BY ck ASC LIMIT ?"
+            });
+            args.push((s.limit.min(i64::MAX as usize) as i64).into());
+            let mut stmt = c.prepare_cached(&sql).map_err(storage)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, Bytes::from(r.get::<_, Vec<u8>>(1)?)))
+                })
+                .map_err(storage)?;
+            rows.collect::<std::result::Result<_, _>>().map_err(storage)
+        })
+        .await
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write_with(move |c| {
+            let tx = c.transaction().map_err(storage)?;
+            for op in &batch.ops {
+                match op {
+                    Op::Put { key, value, ttl } => {
+                        tx.prepare_cached(&format!(
+                            "INSERT OR REPLACE INTO {} (tenant, pk, ck, value, expires_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            key.table
+                        ))
+                        .map_err(storage)?
+                        .execute(params![key.tenant, key.pk, key.ck, &value[..], expiry(*ttl)])
+                        .map_err(storage)?;
+                    }
+                    Op::Delete { key } => {
+                        tx.prepare_cached(&format!(
+                            "DELETE FROM {} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3",
+                            key.table
+                        ))
+                        .map_err(storage)?
+                        .execute(params![key.tenant, key.pk, key.ck])
+                        .map_err(storage)?;
+                    }
+                }
+            }
+            tx.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn insert_if_absent(
+        &self,
+        key: &RowKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Bytes>> {
+        let k = key.clone();
+        self.write_with(move |c| {
+            let tx = c.transaction().map_err(storage)?;
+            let now = now_ms();
+            // An expired row counts as absent and is replaced.
+            let changed = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {} (tenant, pk, ck, value, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (tenant, pk, ck) DO UPDATE
+                         SET value = excluded.value, expires_at = excluded.expires_at
+                         WHERE expires_at IS NOT NULL AND expires_at <= ?6",
+                        k.table
+                    ),
+                    params![k.tenant, k.pk, k.ck, &value[..], expiry(ttl), now],
+                )
+                .map_err(storage)?;
+            let existing = if changed == 1 {
+                None
+            } else {
+                get_one(&tx, &k, now)?
+            };
+            tx.commit().map_err(storage)?;
+            Ok(existing)
+        })
+        .await
+    }
+}

@@ -1,0 +1,77 @@
+//! The logical tables. Each is a SQLite table in the embedded backend and a CQL
+//! table of the same name in `schemas/cql/clarion.cql`; both have the columns
+//! `tenant, pk, ck, value`.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Next input offset of each processor partition (pk `processor/topic/partition`).
+    ProcessorOffsets,
+    /// Event ids a processor has applied (pk processor name, ck event id), with TTL.
+    Dedup,
+    /// Effects committed but not yet performed (pk processor partition, ck sequence).
+    Outbox,
+    /// Due times of scheduled inputs (pk processor partition, ck due time + id).
+    Timers,
+    /// Tenant records (pk tenant id).
+    Tenants,
+    /// API keys by secret hash (pk sha256 of the secret).
+    ApiKeys,
+    /// Template versions (pk template id, ck big-endian version).
+    Templates,
+    /// Workflow versions (pk workflow id, ck big-endian version).
+    Workflows,
+    /// Subscriber records (pk subscriber id).
+    Subscribers,
+    /// Notification status (pk notification id).
+    Notifications,
+    /// Notification history (pk notification id, ck time + event id).
+    NotificationEvents,
+    /// Deliveries recorded by the sink provider (pk notification id, ck input position).
+    SinkDeliveries,
+    /// Operator settings: admin token hash, demo tenant (system tenant).
+    Settings,
+}
+
+impl Table {
+    pub const ALL: [Table; 13] = [
+        Table::ProcessorOffsets,
+        Table::Dedup,
+        Table::Outbox,
+        Table::Timers,
+        Table::Tenants,
+        Table::ApiKeys,
+        Table::Templates,
+        Table::Workflows,
+        Table::Subscribers,
+        Table::Notifications,
+        Table::NotificationEvents,
+        Table::SinkDeliveries,
+        Table::Settings,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Table::ProcessorOffsets => "processor_offsets",
+            Table::Dedup => "dedup",
+            Table::Outbox => "outbox",
+            Table::Timers => "timers",
+            Table::Tenants => "tenants",
+            Table::ApiKeys => "api_keys",
+            Table::Templates => "templates",
+            Table::Workflows => "workflows",
+            Table::Subscribers => "subscribers",
+            Table::Notifications => "notifications",
+            Table::NotificationEvents => "notification_events",
+            Table::SinkDeliveries => "sink_deliveries",
+            Table::Settings => "settings",
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
