@@ -317,3 +317,10 @@ mod tests {
         assert_eq!(a.causation_id, Some(e.id));
     }
 }
+
+/// Decodes a stored `SubscriberUpserted` record (the subscribers table value).
+pub fn decode_subscriber(bytes: &[u8]) -> Option<crate::subscriber::Subscriber> {
+    pb::SubscriberUpserted::decode(bytes)
+        .ok()
+        .map(|s| crate::subscriber::Subscriber::from_event(&s))
+}

@@ -137,7 +137,9 @@ fn get_one(c: &Connection, k: &RowKey, now: i64) -> Result<Option<Bytes>> {
         k.table
     ))
     .map_err(storage)?
-    .query_row(params![k.tenant, k.pk, k.ck, now], |r| r.get::<_, Vec<u8>>(0))
+    .query_row(params![k.tenant, k.pk, k.ck, now], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })
     .optional()
     .map(|v| v.map(Bytes::from))
     .map_err(storage)
@@ -197,7 +199,10 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&sql).map_err(storage)?;
             let rows = stmt
                 .query_map(params_from_iter(args), |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, Bytes::from(r.get::<_, Vec<u8>>(1)?)))
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                    ))
                 })
                 .map_err(storage)?;
             rows.collect::<std::result::Result<_, _>>().map_err(storage)
@@ -220,7 +225,13 @@ impl Store for SqliteStore {
                             key.table
                         ))
                         .map_err(storage)?
-                        .execute(params![key.tenant, key.pk, key.ck, &value[..], expiry(*ttl)])
+                        .execute(params![
+                            key.tenant,
+                            key.pk,
+                            key.ck,
+                            &value[..],
+                            expiry(*ttl)
+                        ])
                         .map_err(storage)?;
                     }
                     Op::Delete { key } => {

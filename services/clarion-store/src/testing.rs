@@ -20,11 +20,17 @@ pub async fn put_get_delete(store: Arc<dyn Store>, tenant: &str) {
     let mut b = WriteBatch::new();
     b.put(key.clone(), Bytes::from_static(b"one"));
     store.write(b).await.unwrap();
-    assert_eq!(store.get(&key).await.unwrap(), Some(Bytes::from_static(b"one")));
+    assert_eq!(
+        store.get(&key).await.unwrap(),
+        Some(Bytes::from_static(b"one"))
+    );
     let mut b = WriteBatch::new();
     b.put(key.clone(), Bytes::from_static(b"two"));
     store.write(b).await.unwrap();
-    assert_eq!(store.get(&key).await.unwrap(), Some(Bytes::from_static(b"two")));
+    assert_eq!(
+        store.get(&key).await.unwrap(),
+        Some(Bytes::from_static(b"two"))
+    );
     let mut b = WriteBatch::new();
     b.delete(key.clone());
     store.write(b).await.unwrap();
@@ -37,10 +43,19 @@ pub async fn keys_are_isolated(store: Arc<dyn Store>, tenant: &str) {
     let mut b = WriteBatch::new();
     b.put(k(tenant, "p", b"c"), Bytes::from_static(b"mine"));
     b.put(k(&other, "p", b"c"), Bytes::from_static(b"theirs"));
-    b.put(RowKey::new(Table::Templates, tenant, "p", b"c".to_vec()), Bytes::from_static(b"tpl"));
+    b.put(
+        RowKey::new(Table::Templates, tenant, "p", b"c".to_vec()),
+        Bytes::from_static(b"tpl"),
+    );
     store.write(b).await.unwrap();
-    assert_eq!(store.get(&k(tenant, "p", b"c")).await.unwrap().unwrap(), "mine");
-    assert_eq!(store.get(&k(&other, "p", b"c")).await.unwrap().unwrap(), "theirs");
+    assert_eq!(
+        store.get(&k(tenant, "p", b"c")).await.unwrap().unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        store.get(&k(&other, "p", b"c")).await.unwrap().unwrap(),
+        "theirs"
+    );
     assert_eq!(store.get(&k(tenant, "q", b"c")).await.unwrap(), None);
     let got = store
         .get_many(&[
@@ -58,16 +73,25 @@ pub async fn keys_are_isolated(store: Arc<dyn Store>, tenant: &str) {
 pub async fn scans_are_ordered_and_bounded(store: Arc<dyn Store>, tenant: &str) {
     let mut b = WriteBatch::new();
     for i in [5u32, 1, 300, 42, 7, 256] {
-        b.put(k(tenant, "scan", &i.to_be_bytes()), Bytes::from(i.to_string()));
+        b.put(
+            k(tenant, "scan", &i.to_be_bytes()),
+            Bytes::from(i.to_string()),
+        );
     }
-    b.put(k(tenant, "elsewhere", &1u32.to_be_bytes()), Bytes::from_static(b"x"));
+    b.put(
+        k(tenant, "elsewhere", &1u32.to_be_bytes()),
+        Bytes::from_static(b"x"),
+    );
     store.write(b).await.unwrap();
     let vals = |rows: Vec<(Vec<u8>, Bytes)>| {
         rows.into_iter()
             .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
             .collect::<Vec<_>>()
     };
-    let all = store.scan(&Scan::partition(Table::Subscribers, tenant, "scan", 100)).await.unwrap();
+    let all = store
+        .scan(&Scan::partition(Table::Subscribers, tenant, "scan", 100))
+        .await
+        .unwrap();
     assert_eq!(vals(all), ["1", "5", "7", "42", "256", "300"]);
     let rev = store
         .scan(&Scan::partition(Table::Subscribers, tenant, "scan", 2).reversed())
@@ -94,15 +118,32 @@ pub async fn batches_apply_together(store: Arc<dyn Store>, tenant: &str) {
     let mut b = WriteBatch::new();
     b.delete(k(tenant, "a", b""));
     for i in 0..50u8 {
-        b.put(RowKey::new(Table::Dedup, tenant, "batch", vec![i]), Bytes::from_static(b""));
+        b.put(
+            RowKey::new(Table::Dedup, tenant, "batch", vec![i]),
+            Bytes::from_static(b""),
+        );
     }
-    b.put(RowKey::new(Table::ProcessorOffsets, tenant, "p/t/0", b"".to_vec()), Bytes::from(7u64.to_be_bytes().to_vec()));
+    b.put(
+        RowKey::new(Table::ProcessorOffsets, tenant, "p/t/0", b"".to_vec()),
+        Bytes::from(7u64.to_be_bytes().to_vec()),
+    );
     store.write(b).await.unwrap();
     assert_eq!(store.get(&k(tenant, "a", b"")).await.unwrap(), None);
-    let dedup = store.scan(&Scan::partition(Table::Dedup, tenant, "batch", 1000)).await.unwrap();
+    let dedup = store
+        .scan(&Scan::partition(Table::Dedup, tenant, "batch", 1000))
+        .await
+        .unwrap();
     assert_eq!(dedup.len(), 50);
     assert_eq!(
-        store.get(&RowKey::new(Table::ProcessorOffsets, tenant, "p/t/0", b"".to_vec())).await.unwrap(),
+        store
+            .get(&RowKey::new(
+                Table::ProcessorOffsets,
+                tenant,
+                "p/t/0",
+                b"".to_vec()
+            ))
+            .await
+            .unwrap(),
         Some(Bytes::from(7u64.to_be_bytes().to_vec()))
     );
 }
@@ -112,15 +153,26 @@ pub async fn ttl_expires_rows(store: Arc<dyn Store>, tenant: &str) {
     let short = k(tenant, "ttl", b"short");
     let long = k(tenant, "ttl", b"long");
     let mut b = WriteBatch::new();
-    b.put_ttl(short.clone(), Bytes::from_static(b"s"), Duration::from_secs(1));
-    b.put_ttl(long.clone(), Bytes::from_static(b"l"), Duration::from_secs(3600));
+    b.put_ttl(
+        short.clone(),
+        Bytes::from_static(b"s"),
+        Duration::from_secs(1),
+    );
+    b.put_ttl(
+        long.clone(),
+        Bytes::from_static(b"l"),
+        Duration::from_secs(3600),
+    );
     store.write(b).await.unwrap();
     assert!(store.get(&short).await.unwrap().is_some());
     // TTL is wall-clock in both databases; this is the one real wait in the suite.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(store.get(&short).await.unwrap(), None);
     assert!(store.get(&long).await.unwrap().is_some());
-    let rows = store.scan(&Scan::partition(Table::Subscribers, tenant, "ttl", 10)).await.unwrap();
+    let rows = store
+        .scan(&Scan::partition(Table::Subscribers, tenant, "ttl", 10))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
 }
 
@@ -128,9 +180,18 @@ pub async fn ttl_expires_rows(store: Arc<dyn Store>, tenant: &str) {
 /// many concurrent callers exactly one wins.
 pub async fn insert_if_absent_has_one_winner(store: Arc<dyn Store>, tenant: &str) {
     let key = RowKey::new(Table::ApiKeys, tenant, "idem", b"k".to_vec());
-    assert_eq!(store.insert_if_absent(&key, "first".into(), None).await.unwrap(), None);
     assert_eq!(
-        store.insert_if_absent(&key, "second".into(), None).await.unwrap(),
+        store
+            .insert_if_absent(&key, "first".into(), None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .insert_if_absent(&key, "second".into(), None)
+            .await
+            .unwrap(),
         Some(Bytes::from_static(b"first"))
     );
     let race = RowKey::new(Table::ApiKeys, tenant, "race", b"k".to_vec());
@@ -138,7 +199,9 @@ pub async fn insert_if_absent_has_one_winner(store: Arc<dyn Store>, tenant: &str
     for i in 0..16 {
         let (s, r) = (store.clone(), race.clone());
         tasks.push(tokio::spawn(async move {
-            s.insert_if_absent(&r, Bytes::from(format!("w{i}")), None).await.unwrap()
+            s.insert_if_absent(&r, Bytes::from(format!("w{i}")), None)
+                .await
+                .unwrap()
         }));
     }
     let mut winners = 0;

@@ -1,0 +1,194 @@
+//! The dispatcher processor and its effects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use clarion_domain::{Actor, Event, Payload};
+use clarion_proto::events as pb;
+use clarion_runtime::{Batch, Effects, Emit, Input, ProcessError, Processor, Topic};
+use clarion_store::{RowKey, Store, Table};
+use prost::Message;
+
+use crate::provider::Provider;
+
+pub const DISPATCHER: &str = "dispatcher";
+pub const SINK: &str = "sink";
+
+/// Decides, per dispatch request, between the sink (recorded in the commit)
+/// and an external provider (an effect after the commit).
+#[derive(Default)]
+pub struct Dispatcher;
+
+fn actor() -> Actor {
+    Actor::System(DISPATCHER.into())
+}
+
+#[async_trait]
+impl Processor for Dispatcher {
+    fn name(&self) -> &'static str {
+        DISPATCHER
+    }
+
+    async fn process(
+        &mut self,
+        _store: &dyn Store,
+        batch: &mut Batch,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        for input in inputs {
+            let e = &input.event;
+            let Payload::DispatchRequested(d) = &e.payload else {
+                continue;
+            };
+            if d.provider == SINK {
+                // The sink's "send" is this row, committed with the offset and
+                // the dedup id: it exists exactly once per dispatch request.
+                let mut ck = batch.partition.to_be_bytes().to_vec();
+                ck.extend_from_slice(&input.offset.to_be_bytes());
+                batch.writes.put(
+                    RowKey::new(
+                        Table::SinkDeliveries,
+                        e.tenant.as_str(),
+                        &d.notification_id,
+                        ck,
+                    ),
+                    Bytes::from(d.encode_to_vec()),
+                );
+                let sent = e.caused(
+                    0,
+                    batch.now_ms,
+                    actor(),
+                    Payload::Sent(pb::NotificationSent {
+                        notification_id: d.notification_id.clone(),
+                        attempt_id: d.attempt_id.clone(),
+                        provider: SINK.into(),
+                        provider_message_id: d.attempt_id.clone(),
+                    }),
+                );
+                let delivered = e.caused(
+                    1,
+                    batch.now_ms,
+                    actor(),
+                    Payload::Delivered(pb::NotificationDelivered {
+                        notification_id: d.notification_id.clone(),
+                        attempt_id: d.attempt_id.clone(),
+                        provider: SINK.into(),
+                    }),
+                );
+                batch.emit(Topic::Deliveries, sent);
+                batch.emit(Topic::Deliveries, delivered);
+            } else {
+                batch.effects.push(Bytes::from(e.encode()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends through external providers after the dispatcher's commit.
+pub struct DispatchEffects {
+    providers: HashMap<String, Arc<dyn Provider>>,
+}
+
+impl DispatchEffects {
+    pub fn new(providers: Vec<Arc<dyn Provider>>) -> DispatchEffects {
+        DispatchEffects {
+            providers: providers
+                .into_iter()
+                .map(|p| (p.name().to_string(), p))
+                .collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl Effects for DispatchEffects {
+    async fn run(&self, effect: &[u8], now_ms: i64) -> Vec<Emit> {
+        let e = match Event::decode(effect) {
+            Ok(e) => e,
+            Err(err) => {
+                // Written by this dispatcher moments ago; unreadable means a bug.
+                tracing::error!(error = %err, "undecodable dispatch effect dropped");
+                return Vec::new();
+            }
+        };
+        let Payload::DispatchRequested(d) = &e.payload else {
+            return Vec::new();
+        };
+        let result = match self.providers.get(&d.provider) {
+            Some(p) => p.send(e.tenant.as_str(), d).await,
+            None => Err(crate::SendError::terminal(format!(
+                "provider {:?} is not configured on this dispatcher",
+                d.provider
+            ))),
+        };
+        let emit = |index: u32, payload: Payload| Emit {
+            topic: Topic::Deliveries,
+            event: e.caused(index, now_ms, actor(), payload),
+        };
+        match result {
+            Ok(outcome) => {
+                metrics::counter!("clarion_dispatch_sent_total", "provider" => d.provider.clone())
+                    .increment(1);
+                let mut out = vec![emit(
+                    0,
+                    Payload::Sent(pb::NotificationSent {
+                        notification_id: d.notification_id.clone(),
+                        attempt_id: d.attempt_id.clone(),
+                        provider: d.provider.clone(),
+                        provider_message_id: outcome.provider_message_id,
+                    }),
+                )];
+                if outcome.delivered {
+                    out.push(emit(
+                        1,
+                        Payload::Delivered(pb::NotificationDelivered {
+                            notification_id: d.notification_id.clone(),
+                            attempt_id: d.attempt_id.clone(),
+                            provider: d.provider.clone(),
+                        }),
+                    ));
+                }
+                out
+            }
+            Err(err) => {
+                metrics::counter!("clarion_dispatch_failed_total", "provider" => d.provider.clone())
+                    .increment(1);
+                tracing::warn!(notification = %d.notification_id, provider = %d.provider, error = %err, "send failed");
+                vec![emit(
+                    2,
+                    Payload::Failed(pb::NotificationFailed {
+                        notification_id: d.notification_id.clone(),
+                        attempt_id: d.attempt_id.clone(),
+                        provider: d.provider.clone(),
+                        reason: err.message,
+                        retryable: err.retryable,
+                        stage: "dispatch".into(),
+                    }),
+                )]
+            }
+        }
+    }
+}
+
+/// Sink deliveries of a notification (what the sink provider recorded).
+pub async fn sink_deliveries(
+    store: &dyn Store,
+    tenant: &str,
+    notification_id: &str,
+) -> Result<Vec<pb::DispatchRequested>, clarion_store::StoreError> {
+    let rows = store
+        .scan(&clarion_store::Scan::partition(
+            Table::SinkDeliveries,
+            tenant,
+            notification_id,
+            1000,
+        ))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(_, v)| pb::DispatchRequested::decode(&v[..]).ok())
+        .collect())
+}

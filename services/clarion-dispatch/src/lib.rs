@@ -1,0 +1,15 @@
+//! Dispatch: turning a `DispatchRequested` event into a message at a provider.
+//!
+//! The dispatcher is a partition processor over the dispatch topic. The sink
+//! provider records its delivery inside the processor's commit (exactly once);
+//! every other provider is an effect run after the commit (at least once), and
+//! carries the attempt id as its idempotency key so a repeat after a crash is
+//! recognisable downstream (same Message-ID, same idempotency header).
+
+pub mod dispatcher;
+pub mod provider;
+pub mod smtp;
+pub mod webhook;
+
+pub use dispatcher::{DispatchEffects, Dispatcher, DISPATCHER};
+pub use provider::{Provider, SendError, SendOutcome};

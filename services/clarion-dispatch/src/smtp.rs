@@ -1,0 +1,131 @@
+//! Email over SMTP (lettre).
+//!
+//! The Message-ID is derived from the attempt id, and the attempt id is also
+//! sent as `X-Clarion-Idempotency-Key`: if a crash makes us send the same
+//! attempt twice, the receiving side sees the same Message-ID and can drop the
+//! copy (most mail stores do).
+
+use async_trait::async_trait;
+use clarion_proto::events::DispatchRequested;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::client::Tls;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+
+use crate::provider::{Provider, SendError, SendOutcome};
+
+pub const IDEMPOTENCY_HEADER: &str = "X-Clarion-Idempotency-Key";
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Envelope and header sender.
+    pub from: String,
+    /// Domain part of generated Message-IDs.
+    #[serde(default = "default_domain")]
+    pub message_id_domain: String,
+    /// Require STARTTLS (off for local test servers).
+    #[serde(default)]
+    pub starttls: bool,
+    /// Connections kept open to the server.
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+}
+
+fn default_port() -> u16 {
+    25
+}
+fn default_domain() -> String {
+    "clarion.local".into()
+}
+fn default_pool() -> u32 {
+    8
+}
+
+/// `X-Clarion-Idempotency-Key`.
+#[derive(Clone, Debug)]
+struct IdempotencyKey(String);
+
+impl Header for IdempotencyKey {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str(IDEMPOTENCY_HEADER)
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(IdempotencyKey(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+pub struct SmtpProvider {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    domain: String,
+}
+
+impl SmtpProvider {
+    pub fn new(cfg: &SmtpConfig) -> Result<SmtpProvider, String> {
+        let from: Mailbox = cfg
+            .from
+            .parse()
+            .map_err(|e| format!("providers.smtp.from {:?}: {e}", cfg.from))?;
+        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
+            .port(cfg.port)
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(cfg.pool_size));
+        if cfg.starttls {
+            let tls = lettre::transport::smtp::client::TlsParameters::new(cfg.host.clone())
+                .map_err(|e| format!("providers.smtp TLS: {e}"))?;
+            b = b.tls(Tls::Required(tls));
+        }
+        Ok(SmtpProvider {
+            transport: b.build(),
+            from,
+            domain: cfg.message_id_domain.clone(),
+        })
+    }
+
+    /// The Message-ID of an attempt: the same for every send of that attempt.
+    pub fn message_id(&self, attempt_id: &str) -> String {
+        format!("<{attempt_id}@{}>", self.domain)
+    }
+}
+
+#[async_trait]
+impl Provider for SmtpProvider {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    async fn send(&self, _tenant: &str, msg: &DispatchRequested) -> Result<SendOutcome, SendError> {
+        let to: Mailbox = msg
+            .to
+            .parse()
+            .map_err(|e| SendError::terminal(format!("recipient {:?}: {e}", msg.to)))?;
+        let message_id = self.message_id(&msg.attempt_id);
+        let email = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(msg.subject.clone())
+            .message_id(Some(message_id.clone()))
+            .header(IdempotencyKey(msg.attempt_id.clone()))
+            .header(ContentType::TEXT_PLAIN)
+            .body(msg.body.clone())
+            .map_err(|e| SendError::terminal(format!("building the message: {e}")))?;
+        match self.transport.send(email).await {
+            Ok(_) => Ok(SendOutcome {
+                provider_message_id: message_id,
+                delivered: false,
+            }),
+            // 5xx: the server refused this message for good.
+            Err(e) if e.is_permanent() => Err(SendError::terminal(format!("smtp: {e}"))),
+            Err(e) => Err(SendError::retryable(format!("smtp: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! HTTP side endpoints: liveness, readiness and Prometheus metrics.
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: PrometheusHandle,
+    ready: watch::Receiver<bool>,
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` turns true.
+/// `ready` turns true once every role of this process has started.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: PrometheusHandle,
+    ready: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<HttpState>| async move {
+                if *s.ready.borrow() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move { s.metrics.render() }),
+        )
+        .with_state(HttpState { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "HTTP listening (/healthz, /readyz, /metrics)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+}

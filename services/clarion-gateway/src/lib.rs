@@ -1,0 +1,68 @@
+//! The gateway: validates commands, turns them into events and appends them.
+//!
+//! Producers get an answer only once their events are durably in the log, so
+//! an acknowledged trigger is never lost. Reads (notification status,
+//! subscribers) come from the projections in the store. Configuration writes
+//! (templates, workflows, keys) wait until the projector has applied them, so
+//! a caller can use what it just created.
+
+pub mod auth;
+pub mod config_read;
+pub mod error;
+pub mod http;
+pub mod notification;
+pub mod state;
+pub mod subscriber;
+pub mod tenant;
+
+use std::net::SocketAddr;
+
+use clarion_proto::api;
+pub use state::GatewayState;
+use tokio::sync::watch;
+
+/// Serves every gRPC service (plus health and reflection) on `addr` until
+/// `shutdown` turns true.
+pub async fn serve_grpc(
+    state: GatewayState,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<api::notification_service_server::NotificationServiceServer<notification::NotificationApi>>()
+        .await;
+    health
+        .set_serving::<api::subscriber_service_server::SubscriberServiceServer<subscriber::SubscriberApi>>()
+        .await;
+    health
+        .set_serving::<api::tenant_service_server::TenantServiceServer<tenant::TenantApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor sets are generated at build time");
+    tracing::info!(%addr, "gRPC listening");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            api::notification_service_server::NotificationServiceServer::new(
+                notification::NotificationApi(state.clone()),
+            ),
+        )
+        .add_service(
+            api::subscriber_service_server::SubscriberServiceServer::new(
+                subscriber::SubscriberApi(state.clone()),
+            ),
+        )
+        .add_service(api::tenant_service_server::TenantServiceServer::new(
+            tenant::TenantApi(state),
+        ))
+        .serve_with_shutdown(addr, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+}

@@ -1,0 +1,72 @@
+//! What every service handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clarion_domain::trigger::TriggerLimits;
+use clarion_domain::Event;
+use clarion_log::{Appended, EventLog, Record};
+use clarion_runtime::{Clock, Topic, Topics};
+use clarion_store::Store;
+
+use crate::error::ApiError;
+
+#[derive(Clone)]
+pub struct GatewayState {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn Store>,
+    pub topics: Topics,
+    pub clock: Arc<dyn Clock>,
+    pub limits: TriggerLimits,
+    /// SHA-256 (hex) of the operator admin token.
+    pub admin_token_sha256: Option<String>,
+    /// How long configuration writes wait to become visible.
+    pub projection_wait: Duration,
+    /// Serialises configuration writes of this gateway (version numbering).
+    pub config_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl GatewayState {
+    /// Appends events to a topic; `Ok` means durable.
+    pub async fn append(&self, topic: Topic, events: &[Event]) -> Result<Vec<Appended>, ApiError> {
+        let recs = events
+            .iter()
+            .map(|e| Record {
+                key: e.partition_key.clone(),
+                value: e.encode().into(),
+            })
+            .collect();
+        self.log
+            .append(&self.topics.name(topic), recs)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("event log: {e}")))
+    }
+
+    /// Waits until `processor` has applied the record at `at` (bounded by
+    /// `projection_wait`). Returns whether it did; the write is durable either way.
+    pub async fn wait_applied(&self, processor: &str, topic: Topic, at: Appended) -> bool {
+        let name = self.topics.name(topic);
+        let deadline = tokio::time::Instant::now() + self.projection_wait;
+        let mut nap = Duration::from_millis(1);
+        loop {
+            match clarion_runtime::runner::stored_offset(
+                &*self.store,
+                processor,
+                &name,
+                at.partition,
+            )
+            .await
+            {
+                Ok(next) if next > at.offset => return true,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading processor position"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(processor, topic = %name, offset = at.offset, "write accepted but not yet applied");
+                return false;
+            }
+            tokio::time::sleep(nap).await;
+            nap = (nap * 2).min(Duration::from_millis(20));
+        }
+    }
+}

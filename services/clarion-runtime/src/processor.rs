@@ -1,0 +1,94 @@
+//! What a processor implements, and what it hands back to the runtime.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use clarion_domain::Event;
+use clarion_store::{Store, WriteBatch};
+
+use crate::topics::Topic;
+
+/// One decoded input record.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub offset: u64,
+    pub event: Event,
+}
+
+/// An output event for a topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Emit {
+    pub topic: Topic,
+    pub event: Event,
+}
+
+/// Everything one batch decided. The runtime commits `writes` together with
+/// dedup ids, the offset and an outbox holding `emits`, `effects` and `timers`.
+#[derive(Default)]
+pub struct Batch {
+    pub topic: Option<Topic>,
+    pub partition: u32,
+    /// The runtime clock's time when the batch started; domain code uses this.
+    pub now_ms: i64,
+    pub writes: WriteBatch,
+    pub emits: Vec<Emit>,
+    /// Opaque to the runtime; run by the processor's `Effects` after commit.
+    pub effects: Vec<Bytes>,
+    /// Events to append to a topic at (or after) a due time.
+    pub timers: Vec<(i64, Emit)>,
+}
+
+impl Batch {
+    pub fn emit(&mut self, topic: Topic, event: Event) {
+        self.emits.push(Emit { topic, event });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("store: {0}")]
+    Store(#[from] clarion_store::StoreError),
+    #[error("log: {0}")]
+    Log(#[from] clarion_log::LogError),
+    /// An input this processor cannot interpret: it stops rather than skip it.
+    #[error("poison input at offset {offset}: {reason}")]
+    Poison { offset: u64, reason: String },
+}
+
+/// Pure-ish decision logic over a batch of inputs: reads state through the
+/// store, records every change in `batch`. Must not perform side effects.
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// Stable name: part of the offset, dedup and outbox keys.
+    fn name(&self) -> &'static str;
+
+    /// Whether inputs are checked against the dedup table. Processors whose
+    /// writes are idempotent puts keyed by event id may skip it.
+    fn dedup(&self) -> bool {
+        true
+    }
+
+    async fn process(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError>;
+}
+
+/// Runs a processor's effects after its batch committed. Never fails: an
+/// effect's failure is reported as events (e.g. `NotificationFailed`).
+/// Must be idempotent per effect: after a crash an effect may run again.
+#[async_trait]
+pub trait Effects: Send + Sync + 'static {
+    async fn run(&self, effect: &[u8], now_ms: i64) -> Vec<Emit>;
+}
+
+/// For processors without effects.
+pub struct NoEffects;
+
+#[async_trait]
+impl Effects for NoEffects {
+    async fn run(&self, _effect: &[u8], _now_ms: i64) -> Vec<Emit> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,170 @@
+//! The projector: builds the read models the APIs serve from the log.
+//!
+//! Every write is a put keyed by something the event fixes (its id, the
+//! template version, ...), so applying an event twice changes nothing and the
+//! projector needs no dedup table. Notification status is not stored as a
+//! mutable row (several topics' projectors would race on it); it is derived on
+//! read from the notification's history, see [`status_of`].
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use clarion_domain::{Event, Payload};
+use clarion_store::{RowKey, Store, Table};
+
+use crate::processor::{Batch, Input, ProcessError, Processor};
+
+pub const PROJECTOR: &str = "projector";
+
+#[derive(Default)]
+pub struct Projector;
+
+/// Clustering key of a template or workflow version: big-endian, so a reverse
+/// scan finds the latest first.
+pub fn version_ck(version: u32) -> Vec<u8> {
+    version.to_be_bytes().to_vec()
+}
+
+#[async_trait]
+impl Processor for Projector {
+    fn name(&self) -> &'static str {
+        PROJECTOR
+    }
+
+    fn dedup(&self) -> bool {
+        false
+    }
+
+    async fn process(
+        &mut self,
+        _store: &dyn Store,
+        batch: &mut Batch,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        for input in inputs {
+            project(batch, &input.event);
+        }
+        Ok(())
+    }
+}
+
+fn project(batch: &mut Batch, e: &Event) {
+    let tenant = e.tenant.as_str();
+    let bytes = || Bytes::from(e.encode());
+    let w = &mut batch.writes;
+    match &e.payload {
+        Payload::TenantCreated(t) => {
+            w.put(
+                RowKey::new(Table::Tenants, tenant, &t.tenant_id, Vec::new()),
+                bytes(),
+            );
+        }
+        Payload::ApiKeyCreated(k) => {
+            w.put(
+                RowKey::new(Table::ApiKeys, tenant, &k.secret_sha256, Vec::new()),
+                bytes(),
+            );
+        }
+        Payload::TemplatePublished(t) => {
+            w.put(
+                RowKey::new(
+                    Table::Templates,
+                    tenant,
+                    &t.template_id,
+                    version_ck(t.version),
+                ),
+                bytes(),
+            );
+        }
+        Payload::WorkflowPublished(wf) => {
+            w.put(
+                RowKey::new(
+                    Table::Workflows,
+                    tenant,
+                    &wf.workflow_id,
+                    version_ck(wf.version),
+                ),
+                bytes(),
+            );
+        }
+        // Subscriber state is the router's (it must see upserts in order with
+        // triggers); it writes the subscribers table itself.
+        Payload::SubscriberUpserted(_) => {}
+        p => {
+            let Some(nid) = p.notification_id() else {
+                return;
+            };
+            if let Payload::Triggered(_) = p {
+                w.put(
+                    RowKey::new(Table::Notifications, tenant, nid, Vec::new()),
+                    bytes(),
+                );
+            }
+            w.put(
+                RowKey::new(Table::NotificationEvents, tenant, nid, e.id.0.to_vec()),
+                bytes(),
+            );
+        }
+    }
+}
+
+/// Lifecycle order, for sorting a history and deriving the status.
+fn rank(p: &Payload) -> u8 {
+    match p {
+        Payload::Triggered(_) => 1,
+        Payload::Routed(_) => 2,
+        Payload::DispatchRequested(_) => 3,
+        Payload::Sent(_) => 4,
+        Payload::Delivered(_) => 5,
+        Payload::Failed(_) => 6,
+        _ => 0,
+    }
+}
+
+/// A notification's history in the order it happened.
+pub fn sort_history(events: &mut [Event]) {
+    events.sort_by_key(|e| (e.occurred_at_ms, rank(&e.payload), e.id));
+}
+
+/// Status derived from a history: the furthest lifecycle point reached.
+/// `failed` wins only if nothing was delivered afterwards (a later retry can succeed).
+pub fn status_of(events: &[Event]) -> &'static str {
+    let reached = |f: fn(&Payload) -> bool| events.iter().any(|e| f(&e.payload));
+    if reached(|p| matches!(p, Payload::Delivered(_))) {
+        "delivered"
+    } else if reached(|p| matches!(p, Payload::Sent(_))) {
+        "sent"
+    } else if reached(|p| matches!(p, Payload::Failed(_))) {
+        "failed"
+    } else if reached(|p| matches!(p, Payload::DispatchRequested(_))) {
+        "dispatching"
+    } else if reached(|p| matches!(p, Payload::Routed(_))) {
+        "routed"
+    } else {
+        "triggered"
+    }
+}
+
+/// Reads a notification's history (sorted) from the projection; empty if unknown.
+pub async fn history(
+    store: &dyn Store,
+    tenant: &str,
+    notification_id: &str,
+) -> Result<Vec<Event>, ProcessError> {
+    let rows = store
+        .scan(&clarion_store::Scan::partition(
+            Table::NotificationEvents,
+            tenant,
+            notification_id,
+            10_000,
+        ))
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (_, v) in rows {
+        out.push(Event::decode(&v).map_err(|e| ProcessError::Poison {
+            offset: 0,
+            reason: e.to_string(),
+        })?);
+    }
+    sort_history(&mut out);
+    Ok(out)
+}

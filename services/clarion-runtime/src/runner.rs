@@ -1,0 +1,354 @@
+//! The partition runner: the exactly-once loop described in the crate docs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clarion_domain::Event;
+use clarion_log::{EventLog, LogRecord, Record};
+use clarion_store::{RowKey, Scan, Store, Table, WriteBatch, SYSTEM_TENANT};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::outbox::OutboxEntry;
+use crate::processor::{Batch, Effects, Emit, Input, ProcessError, Processor};
+use crate::timers;
+use crate::topics::{Topic, Topics};
+
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Most records applied in one commit.
+    pub max_batch: usize,
+    /// How long one poll of the log waits for records.
+    pub poll_wait: Duration,
+    /// How long applied event ids are remembered. Duplicates come from
+    /// republished outboxes and producer retries, i.e. within minutes.
+    pub dedup_ttl: Duration,
+    /// Effects of one batch run concurrently up to this many.
+    pub effect_concurrency: usize,
+    /// How often the position is mirrored to the log's consumer group (for
+    /// lag monitoring with standard Kafka tools; the store's copy is the truth).
+    pub group_commit_every: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            poll_wait: Duration::from_millis(100),
+            dedup_ttl: Duration::from_secs(7 * 24 * 3600),
+            effect_concurrency: 64,
+            group_commit_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs one processor over one partition of one topic.
+pub struct PartitionRunner<P: Processor> {
+    processor: P,
+    effects: Arc<dyn Effects>,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn Store>,
+    topics: Topics,
+    topic: Topic,
+    partition: u32,
+    clock: Arc<dyn Clock>,
+    cfg: RunnerConfig,
+    key: String,
+    next_offset: u64,
+    last_group_commit: Option<Instant>,
+}
+
+/// Store key of a processor partition's position.
+pub fn offset_key(processor: &str, topic_name: &str, partition: u32) -> RowKey {
+    RowKey::new(
+        Table::ProcessorOffsets,
+        SYSTEM_TENANT,
+        &format!("{processor}/{topic_name}/{partition}"),
+        Vec::new(),
+    )
+}
+
+/// The stored next offset of a processor partition (0 if it never committed).
+pub async fn stored_offset(
+    store: &dyn Store,
+    processor: &str,
+    topic_name: &str,
+    partition: u32,
+) -> Result<u64, ProcessError> {
+    Ok(store
+        .get(&offset_key(processor, topic_name, partition))
+        .await?
+        .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
+}
+
+impl<P: Processor> PartitionRunner<P> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        processor: P,
+        effects: Arc<dyn Effects>,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn Store>,
+        topics: Topics,
+        topic: Topic,
+        partition: u32,
+        clock: Arc<dyn Clock>,
+        cfg: RunnerConfig,
+    ) -> Self {
+        let key = format!("{}/{}/{}", processor.name(), topics.name(topic), partition);
+        Self {
+            processor,
+            effects,
+            log,
+            store,
+            topics,
+            topic,
+            partition,
+            clock,
+            cfg,
+            key,
+            next_offset: 0,
+            last_group_commit: None,
+        }
+    }
+
+    /// Processes until `shutdown` turns true or an error stops it.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
+        self.start().await?;
+        let topic_name = self.topics.name(self.topic);
+        let mut sub = self
+            .log
+            .subscribe(&topic_name, self.partition, self.next_offset)
+            .await?;
+        tracing::info!(runner = %self.key, from = self.next_offset, "processor started");
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let recs = tokio::select! {
+                r = sub.next_batch(self.cfg.max_batch, self.cfg.poll_wait) => r?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if !recs.is_empty() {
+                self.step(recs).await?;
+            }
+            self.fire_timers().await?;
+        }
+    }
+
+    /// Finishes what a previous incarnation committed but did not complete,
+    /// and loads the position. Called by `run`; public for tests that drive
+    /// `step` by hand.
+    pub async fn start(&mut self) -> Result<(), ProcessError> {
+        let rows = self
+            .store
+            .scan(&Scan::partition(
+                Table::Outbox,
+                SYSTEM_TENANT,
+                &self.key,
+                usize::MAX,
+            ))
+            .await?;
+        for (ck, value) in rows {
+            let entry = OutboxEntry::decode(value).map_err(|e| ProcessError::Poison {
+                offset: 0,
+                reason: e.to_string(),
+            })?;
+            tracing::info!(runner = %self.key, emits = entry.emits.len(), effects = entry.effects.len(), "completing outbox left by a previous run");
+            self.complete(ck, entry).await?;
+        }
+        self.next_offset = stored_offset(
+            &*self.store,
+            self.processor.name(),
+            &self.topics.name(self.topic),
+            self.partition,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies one batch of records: decide, commit, act.
+    pub async fn step(&mut self, recs: Vec<LogRecord>) -> Result<(), ProcessError> {
+        let Some(last) = recs.last().map(|r| r.offset) else {
+            return Ok(());
+        };
+        let mut inputs = Vec::with_capacity(recs.len());
+        for r in &recs {
+            if r.offset < self.next_offset {
+                continue; // re-delivered by the log
+            }
+            // An event we cannot read stops the partition: skipping it would
+            // silently lose a fact; the operator fixes the build and restarts.
+            let event = Event::decode(&r.value).map_err(|e| ProcessError::Poison {
+                offset: r.offset,
+                reason: e.to_string(),
+            })?;
+            inputs.push(Input {
+                offset: r.offset,
+                event,
+            });
+        }
+        if inputs.is_empty() {
+            return Ok(());
+        }
+
+        let mut writes = WriteBatch::new();
+        if self.processor.dedup() {
+            let keys: Vec<RowKey> = inputs.iter().map(|i| self.dedup_key(&i.event)).collect();
+            let seen = self.store.get_many(&keys).await?;
+            let mut in_batch = HashSet::new();
+            let mut fresh = Vec::with_capacity(inputs.len());
+            for ((input, key), seen) in inputs.into_iter().zip(keys).zip(seen) {
+                if seen.is_none() && in_batch.insert(input.event.id) {
+                    writes.put_ttl(key, Bytes::new(), self.cfg.dedup_ttl);
+                    fresh.push(input);
+                }
+            }
+            let dropped = recs.len() - fresh.len();
+            if dropped > 0 {
+                metrics::counter!("clarion_processor_duplicates_total", "processor" => self.processor.name()).increment(dropped as u64);
+            }
+            inputs = fresh;
+        }
+
+        let mut batch = Batch {
+            topic: Some(self.topic),
+            partition: self.partition,
+            now_ms: self.clock.now_ms(),
+            ..Default::default()
+        };
+        if !inputs.is_empty() {
+            self.processor
+                .process(&*self.store, &mut batch, &inputs)
+                .await?;
+        }
+        writes.ops.append(&mut batch.writes.ops);
+
+        for (due, emit) in &batch.timers {
+            let (key, value) = timers::row(&self.key, *due, emit);
+            writes.put(key, value);
+        }
+        let entry = OutboxEntry {
+            emits: std::mem::take(&mut batch.emits),
+            effects: std::mem::take(&mut batch.effects),
+        };
+        let outbox_ck = last.to_be_bytes().to_vec();
+        if !entry.is_empty() {
+            writes.put(
+                RowKey::new(Table::Outbox, SYSTEM_TENANT, &self.key, outbox_ck.clone()),
+                entry.encode(),
+            );
+        }
+        writes.put(
+            offset_key(
+                self.processor.name(),
+                &self.topics.name(self.topic),
+                self.partition,
+            ),
+            Bytes::copy_from_slice(&(last + 1).to_be_bytes()),
+        );
+        self.store.write(writes).await?;
+        self.next_offset = last + 1;
+        metrics::counter!("clarion_processor_events_total", "processor" => self.processor.name())
+            .increment(inputs.len() as u64);
+
+        if !entry.is_empty() {
+            self.complete(outbox_ck, entry).await?;
+        }
+        self.mirror_position().await;
+        Ok(())
+    }
+
+    fn dedup_key(&self, e: &Event) -> RowKey {
+        RowKey::new(
+            Table::Dedup,
+            e.tenant.as_str(),
+            self.processor.name(),
+            e.id.0.to_vec(),
+        )
+    }
+
+    /// Publishes an outbox entry, runs its effects (publishing what they
+    /// report), then deletes it.
+    async fn complete(&self, ck: Vec<u8>, entry: OutboxEntry) -> Result<(), ProcessError> {
+        publish(&*self.log, &self.topics, &entry.emits).await?;
+        if !entry.effects.is_empty() {
+            let now = self.clock.now_ms();
+            let effects = self.effects.clone();
+            let results: Vec<Vec<Emit>> = futures::stream::iter(entry.effects.into_iter())
+                .map(|f| {
+                    let effects = effects.clone();
+                    async move { effects.run(&f, now).await }
+                })
+                .buffer_unordered(self.cfg.effect_concurrency)
+                .collect()
+                .await;
+            let follow: Vec<Emit> = results.into_iter().flatten().collect();
+            publish(&*self.log, &self.topics, &follow).await?;
+        }
+        let mut del = WriteBatch::new();
+        del.delete(RowKey::new(Table::Outbox, SYSTEM_TENANT, &self.key, ck));
+        self.store.write(del).await?;
+        Ok(())
+    }
+
+    /// Appends every timer of this partition that is due by the clock.
+    pub async fn fire_timers(&self) -> Result<usize, ProcessError> {
+        timers::fire_due(
+            &*self.store,
+            &*self.log,
+            &self.topics,
+            &self.key,
+            self.clock.now_ms(),
+        )
+        .await
+    }
+
+    async fn mirror_position(&mut self) {
+        if self
+            .last_group_commit
+            .is_some_and(|t| t.elapsed() < self.cfg.group_commit_every)
+        {
+            return;
+        }
+        self.last_group_commit = Some(Instant::now());
+        if let Err(e) = self
+            .log
+            .commit_offset(
+                self.processor.name(),
+                &self.topics.name(self.topic),
+                self.partition,
+                self.next_offset,
+            )
+            .await
+        {
+            tracing::warn!(runner = %self.key, error = %e, "could not mirror position to the log");
+        }
+    }
+}
+
+/// Appends events to their topics, one append per topic.
+pub async fn publish(
+    log: &dyn EventLog,
+    topics: &Topics,
+    emits: &[Emit],
+) -> Result<(), ProcessError> {
+    for t in Topic::ALL {
+        let recs: Vec<Record> = emits
+            .iter()
+            .filter(|e| e.topic == t)
+            .map(|e| Record {
+                key: e.event.partition_key.clone(),
+                value: Bytes::from(e.event.encode()),
+            })
+            .collect();
+        if !recs.is_empty() {
+            log.append(&topics.name(t), recs).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Timers: events to append at a due time.
+//!
+//! A processor schedules a timer as part of its batch commit (so it exists iff
+//! the decision that made it committed). The runner of that partition fires due
+//! timers by appending their events to the log, where they are inputs like any
+//! other: replaying the log replays the timer, and firing twice after a crash
+//! is harmless because the event id is fixed when the timer is scheduled.
+
+use bytes::Bytes;
+use clarion_log::EventLog;
+use clarion_store::{RowKey, Scan, Store, Table, WriteBatch, SYSTEM_TENANT};
+use std::ops::Bound;
+
+use crate::outbox::OutboxEntry;
+use crate::processor::{Emit, ProcessError};
+use crate::runner::publish;
+use crate::topics::Topics;
+
+/// Clustering key: due time (sign-flipped so byte order is time order), then
+/// the event id so timers due at the same instant do not collide.
+fn ck(due_ms: i64, emit: &Emit) -> Vec<u8> {
+    let mut ck = ((due_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    ck.extend_from_slice(&emit.event.id.0);
+    ck
+}
+
+pub(crate) fn row(owner: &str, due_ms: i64, emit: &Emit) -> (RowKey, Bytes) {
+    let entry = OutboxEntry {
+        emits: vec![emit.clone()],
+        effects: Vec::new(),
+    };
+    (
+        RowKey::new(Table::Timers, SYSTEM_TENANT, owner, ck(due_ms, emit)),
+        entry.encode(),
+    )
+}
+
+/// Fires every timer of `owner` due at `now_ms`; returns how many fired.
+pub async fn fire_due(
+    store: &dyn Store,
+    log: &dyn EventLog,
+    topics: &Topics,
+    owner: &str,
+    now_ms: i64,
+) -> Result<usize, ProcessError> {
+    let upto = ((now_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    let mut end = upto;
+    end.extend_from_slice(&[0xff; 16]);
+    let due = store
+        .scan(
+            &Scan::partition(Table::Timers, SYSTEM_TENANT, owner, 1000)
+                .range(Bound::Unbounded, Bound::Included(end)),
+        )
+        .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut emits = Vec::with_capacity(due.len());
+    let mut del = WriteBatch::new();
+    for (ck, value) in &due {
+        let entry = OutboxEntry::decode(value.clone()).map_err(|e| ProcessError::Poison {
+            offset: 0,
+            reason: e.to_string(),
+        })?;
+        emits.extend(entry.emits);
+        del.delete(RowKey::new(Table::Timers, SYSTEM_TENANT, owner, ck.clone()));
+    }
+    publish(log, topics, &emits).await?;
+    store.write(del).await?;
+    Ok(due.len())
+}

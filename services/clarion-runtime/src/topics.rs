@@ -1,0 +1,85 @@
+//! The log's topics. Recipient streams (triggers, notifications, dispatch,
+//! deliveries) share the key `tenant/subscriber` and one partition count, so
+//! one recipient's events are on the same partition number in each.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Triggers and subscriber upserts: the router's input, in order per recipient.
+    Triggers,
+    /// Routing decisions and other lifecycle events.
+    Notifications,
+    /// Rendered messages for the dispatcher.
+    Dispatch,
+    /// Provider outcomes: sent, delivered, failed.
+    Deliveries,
+    /// Tenant configuration: tenants, API keys, templates, workflows.
+    Config,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 5] = [
+        Topic::Triggers,
+        Topic::Notifications,
+        Topic::Dispatch,
+        Topic::Deliveries,
+        Topic::Config,
+    ];
+
+    pub fn base_name(&self) -> &'static str {
+        match self {
+            Topic::Triggers => "triggers",
+            Topic::Notifications => "notifications",
+            Topic::Dispatch => "dispatch",
+            Topic::Deliveries => "deliveries",
+            Topic::Config => "config",
+        }
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.base_name())
+    }
+}
+
+/// Topic naming and sizing for one deployment.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    /// Prepended to every topic name, e.g. `clarion.`.
+    pub prefix: String,
+    pub partitions: u32,
+    /// Tenant configuration is small and ordered per tenant: few partitions.
+    pub config_partitions: u32,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, partitions: u32) -> Topics {
+        Topics {
+            prefix: prefix.to_string(),
+            partitions,
+            config_partitions: 1,
+        }
+    }
+
+    pub fn name(&self, t: Topic) -> String {
+        format!("{}{}", self.prefix, t.base_name())
+    }
+
+    pub fn partitions_of(&self, t: Topic) -> u32 {
+        match t {
+            Topic::Config => self.config_partitions,
+            _ => self.partitions,
+        }
+    }
+
+    /// Creates every topic (idempotent).
+    pub async fn ensure(&self, log: &dyn clarion_log::EventLog) -> clarion_log::Result<()> {
+        for t in Topic::ALL {
+            log.create_topic(&self.name(t), self.partitions_of(t))
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! The typed configuration tree. Layers, later wins: built-in defaults, the
+//! TOML file (`clarion.toml` or `--config`), environment variables
+//! `CLARION__SECTION__KEY` (e.g. `CLARION__LOG__URL=kafka://127.0.0.1:9092`),
+//! then command-line flags.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clarion_dispatch::smtp::SmtpConfig;
+use clarion_dispatch::webhook::WebhookConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded backends keep their files.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub store: StoreConfig,
+    pub grpc: ListenConfig,
+    pub http: ListenConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub providers: ProvidersConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LogConfig {
+    /// `sqlite://PATH` or `kafka://HOST:PORT[,HOST:PORT]`. Empty: `sqlite://<data-dir>/log.db`.
+    pub url: String,
+    /// Partitions of each recipient topic. Fixed once topics exist.
+    pub partitions: u32,
+    /// Prefix of every topic name.
+    pub topic_prefix: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `scylla://HOST:PORT/KEYSPACE`. Empty: `sqlite://<data-dir>/store.db`.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ListenConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// SHA-256 (hex) of the operator admin token. Empty: the one generated on
+    /// first start of `clarion serve` (stored hashed in the store).
+    pub admin_token_sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_payload_bytes: usize,
+    pub max_recipients: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Provider per channel when a workflow step names none
+    /// (channel name → `sink` | `smtp` | `webhook`).
+    pub defaults: HashMap<String, String>,
+    pub smtp: Option<SmtpConfig>,
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Most records a processor applies per commit.
+    pub max_batch: usize,
+    /// How long a processor's poll of the log waits.
+    pub poll_wait_ms: u64,
+    /// Concurrent provider sends per dispatcher partition.
+    pub effect_concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            log: LogConfig {
+                url: String::new(),
+                partitions: 4,
+                topic_prefix: "clarion.".into(),
+            },
+            store: StoreConfig { url: String::new() },
+            grpc: ListenConfig {
+                listen: "0.0.0.0:50051".parse().expect("literal address"),
+            },
+            http: ListenConfig {
+                listen: "0.0.0.0:8080".parse().expect("literal address"),
+            },
+            auth: AuthConfig::default(),
+            limits: LimitsConfig {
+                max_payload_bytes: 64 * 1024,
+                max_recipients: 1000,
+            },
+            providers: ProvidersConfig {
+                defaults: HashMap::new(),
+                smtp: None,
+                webhook: None,
+            },
+            runtime: RuntimeConfig {
+                max_batch: 1024,
+                poll_wait_ms: 100,
+                effect_concurrency: 64,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (or `./clarion.toml` if it exists), then `CLARION__*`.
+    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(f) => {
+                if !f.exists() {
+                    return Err(figment::Error::from(format!(
+                        "config file {} does not exist",
+                        f.display()
+                    )));
+                }
+                fig = fig.merge(Toml::file(f));
+            }
+            None => fig = fig.merge(Toml::file("clarion.toml")),
+        }
+        // Keys are kebab-case; env names use `_` inside a key and `__` between levels.
+        let env = Env::prefixed("CLARION__")
+            .map(|k| k.as_str().replace('_', "-").into())
+            .split("--");
+        fig.merge(env).extract()
+    }
+
+    pub fn log_url(&self) -> String {
+        if self.log.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("log.db").display())
+        } else {
+            self.log.url.clone()
+        }
+    }
+
+    pub fn store_url(&self) -> String {
+        if self.store.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("store.db").display())
+        } else {
+            self.store.url.clone()
+        }
+    }
+
+    /// Checks what serde cannot: known channels and providers.
+    pub fn validate(&self) -> Result<(), String> {
+        for (channel, provider) in &self.providers.defaults {
+            channel
+                .parse::<clarion_domain::Channel>()
+                .map_err(|e| format!("providers.defaults: {e}"))?;
+            if !clarion_domain::workflow::KNOWN_PROVIDERS.contains(&provider.as_str()) {
+                return Err(format!(
+                    "providers.defaults.{channel}: unknown provider {provider:?}"
+                ));
+            }
+        }
+        if self.log.partitions == 0 {
+            return Err("log.partitions must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[log]\npartitions = 8\n[providers.defaults]\nemail = \"smtp\"\n[providers.smtp]\nhost = \"127.0.0.1\"\nport = 2525\nfrom = \"Clarion <noreply@example.test>\"\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CLARION__LOG__TOPIC_PREFIX", "x.");
+            let c = Config::load(Some(&f)).unwrap();
+            assert_eq!(c.log.partitions, 8);
+            assert_eq!(c.log.topic_prefix, "x.");
+            assert_eq!(c.providers.smtp.as_ref().unwrap().port, 2525);
+            assert_eq!(c.providers.defaults["email"], "smtp");
+            c.validate().unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[log]\npartitons = 8\n").unwrap();
+        let err = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("partitons"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! The Clarion binary's library: configuration, roles and bootstrap, shared by
+//! `main.rs` and the end-to-end tests (which run roles in-process as tasks).
+
+pub mod bootstrap;
+pub mod config;
+pub mod roles;
+
+pub use config::Config;
+pub use roles::{Node, Role};

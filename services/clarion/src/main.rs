@@ -1,0 +1,209 @@
+//! `clarion`: the one binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use clarion::bootstrap;
+use clarion::{Config, Node, Role};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Clarion: multi-tenant notifications, event-sourced.
+///
+/// Configuration layers (later wins): built-in defaults, `clarion.toml` in the
+/// working directory (or --config FILE), environment variables
+/// `CLARION__SECTION__KEY` (e.g. CLARION__LOG__URL=kafka://127.0.0.1:9092),
+/// then the flags below.
+#[derive(Parser)]
+#[command(name = "clarion", version, about, long_about)]
+struct Cli {
+    /// TOML configuration file (default: ./clarion.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process on the embedded backends (default
+    /// ./data/log.db and ./data/store.db). On first start creates an admin
+    /// token and a "demo" tenant with a `welcome` workflow, and prints both
+    /// credentials once.
+    Serve(Overrides),
+    /// Run the given roles of a distributed deployment (e.g. against Kafka):
+    /// gateway, router, dispatcher, projector.
+    Run {
+        #[arg(required = true, value_name = "ROLE")]
+        roles: Vec<Role>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Args, Default)]
+struct Overrides {
+    /// Directory of the embedded log and store files [config: data-dir].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Event log URL: sqlite://PATH or kafka://HOST:PORT [config: log.url].
+    #[arg(long, value_name = "URL")]
+    log_url: Option<String>,
+    /// Store URL: sqlite://PATH or scylla://HOST:PORT/KEYSPACE [config: store.url].
+    #[arg(long, value_name = "URL")]
+    store_url: Option<String>,
+    /// gRPC listen address [config: grpc.listen, default 0.0.0.0:50051].
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// HTTP health/metrics listen address [config: http.listen, default 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    fn apply(self, cfg: &mut Config) {
+        if let Some(d) = self.data_dir {
+            cfg.data_dir = d;
+        }
+        if let Some(u) = self.log_url {
+            cfg.log.url = u;
+        }
+        if let Some(u) = self.store_url {
+            cfg.store.url = u;
+        }
+        if let Some(a) = self.grpc_listen {
+            cfg.grpc.listen = a;
+        }
+        if let Some(a) = self.http_listen {
+            cfg.http.listen = a;
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLARION_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(o) => {
+            o.apply(&mut cfg);
+            rt.block_on(run(cfg, Role::ALL.to_vec(), true))
+        }
+        Command::Run { roles, overrides } => {
+            overrides.apply(&mut cfg);
+            rt.block_on(run(cfg, roles, false))
+        }
+    }
+}
+
+async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let node = Node::open(cfg.clone()).await?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (ready_tx, ready) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    {
+        let sd = shutdown.clone();
+        let addr = cfg.http.listen;
+        tasks.spawn(async move {
+            clarion_gateway::http::serve(addr, metrics, ready, sd)
+                .await
+                .with_context(|| format!("HTTP server on {addr}"))
+        });
+    }
+
+    // Processors first: the bootstrap waits for the projector.
+    for role in roles.iter().filter(|r| **r != Role::Gateway) {
+        node.spawn_role(*role, &mut tasks, None, &shutdown)?;
+    }
+
+    if roles.contains(&Role::Gateway) {
+        let state = node.gateway_state(None);
+        if serve {
+            if let Some(c) = bootstrap::first_start(&state).await? {
+                println!(
+                    "First start: created the operator admin token and tenant \"{}\".",
+                    bootstrap::DEMO_TENANT
+                );
+                println!("  admin token: {}", c.admin_token);
+                println!("  demo API key: {}", c.demo_api_key);
+                println!("  (shown once: only their hashes are stored)");
+                println!("Try:");
+                println!(
+                    "  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{\"workflow_id\":\"welcome\",\"recipients\":[{{\"subscriber_id\":\"ana\",\"email\":\"ana@example.test\",\"locale\":\"fr-CA\"}}],\"payload_json\":\"{{\\\"name\\\":\\\"Ana\\\"}}\"}}' localhost:{} clarion.v1.NotificationService/Trigger",
+                    c.demo_api_key,
+                    cfg.grpc.listen.port()
+                );
+            }
+        }
+        let admin = if cfg.auth.admin_token_sha256.is_empty() {
+            bootstrap::admin_token_hash(&state).await?
+        } else {
+            Some(cfg.auth.admin_token_sha256.clone())
+        };
+        node.spawn_role(Role::Gateway, &mut tasks, admin, &shutdown)?;
+    }
+    let _ = ready_tx.send(true);
+    println!(
+        "Clarion is running: roles {} | log {} | store {} | gRPC {} | HTTP {}",
+        roles
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.log_url(),
+        cfg.store_url(),
+        cfg.grpc.listen,
+        cfg.http.listen
+    );
+
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    tokio::pin!(stop);
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            _ = &mut stop, if failure.is_none() && !*shutdown.borrow() => {
+                tracing::info!("shutting down");
+                let _ = shutdown_tx.send(true);
+            }
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    tracing::error!(error = format!("{e:#}"), "a role stopped with an error; shutting down");
+                    failure.get_or_insert(e);
+                    let _ = shutdown_tx.send(true);
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(anyhow::anyhow!("task panicked: {e}"));
+                    let _ = shutdown_tx.send(true);
+                }
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,220 @@
+//! Roles: the gateway, router, dispatcher and projector, each a set of tasks.
+//! `clarion serve` runs all of them in one process; `clarion run <role>` one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clarion_dispatch::smtp::SmtpProvider;
+use clarion_dispatch::webhook::WebhookProvider;
+use clarion_dispatch::{DispatchEffects, Dispatcher, Provider};
+use clarion_domain::trigger::TriggerLimits;
+use clarion_domain::Channel;
+use clarion_gateway::GatewayState;
+use clarion_log::EventLog;
+use clarion_runtime::processor::NoEffects;
+use clarion_runtime::projector::Projector;
+use clarion_runtime::router::Router;
+use clarion_runtime::{
+    Clock, Effects, PartitionRunner, Processor, RunnerConfig, SystemClock, Topic, Topics,
+};
+use clarion_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Gateway,
+    Router,
+    Dispatcher,
+    Projector,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Gateway,
+        Role::Router,
+        Role::Dispatcher,
+        Role::Projector,
+    ];
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Gateway => "gateway",
+            Role::Router => "router",
+            Role::Dispatcher => "dispatcher",
+            Role::Projector => "projector",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.to_string() == s)
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector)"))
+    }
+}
+
+/// The connections and settings every role of a process shares.
+#[derive(Clone)]
+pub struct Node {
+    pub cfg: Config,
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn Store>,
+    pub topics: Topics,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Node {
+    /// Opens the log and store named by the configuration and creates topics.
+    pub async fn open(cfg: Config) -> anyhow::Result<Node> {
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        let log = clarion_log::open(&cfg.log_url())
+            .await
+            .with_context(|| format!("opening log {}", cfg.log_url()))?;
+        let store = clarion_store::open(&cfg.store_url())
+            .await
+            .with_context(|| format!("opening store {}", cfg.store_url()))?;
+        let topics = Topics::new(&cfg.log.topic_prefix, cfg.log.partitions);
+        topics.ensure(&*log).await.context("creating topics")?;
+        Ok(Node {
+            cfg,
+            log,
+            store,
+            topics,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    fn runner_config(&self) -> RunnerConfig {
+        RunnerConfig {
+            max_batch: self.cfg.runtime.max_batch,
+            poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+            effect_concurrency: self.cfg.runtime.effect_concurrency,
+            ..RunnerConfig::default()
+        }
+    }
+
+    pub fn gateway_state(&self, admin_token_sha256: Option<String>) -> GatewayState {
+        GatewayState {
+            log: self.log.clone(),
+            store: self.store.clone(),
+            topics: self.topics.clone(),
+            clock: self.clock.clone(),
+            limits: TriggerLimits {
+                max_payload_bytes: self.cfg.limits.max_payload_bytes,
+                max_recipients: self.cfg.limits.max_recipients,
+            },
+            admin_token_sha256,
+            projection_wait: Duration::from_secs(10),
+            config_lock: Arc::default(),
+        }
+    }
+
+    fn spawn_partitions<P: Processor>(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        topic: Topic,
+        effects: Arc<dyn Effects>,
+        make: impl Fn() -> P,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        for p in 0..self.topics.partitions_of(topic) {
+            let runner = PartitionRunner::new(
+                make(),
+                effects.clone(),
+                self.log.clone(),
+                self.store.clone(),
+                self.topics.clone(),
+                topic,
+                p,
+                self.clock.clone(),
+                self.runner_config(),
+            );
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                runner
+                    .run(sd)
+                    .await
+                    .with_context(|| format!("{topic} partition {p}"))
+            });
+        }
+    }
+
+    fn providers(&self) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
+        let mut out: Vec<Arc<dyn Provider>> = Vec::new();
+        if let Some(smtp) = &self.cfg.providers.smtp {
+            out.push(Arc::new(
+                SmtpProvider::new(smtp).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        if let Some(wh) = &self.cfg.providers.webhook {
+            out.push(Arc::new(
+                WebhookProvider::new(wh).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn default_providers(&self) -> HashMap<Channel, String> {
+        self.cfg
+            .providers
+            .defaults
+            .iter()
+            .filter_map(|(c, p)| c.parse().ok().map(|c| (c, p.clone())))
+            .collect()
+    }
+
+    /// Starts the tasks of `role`. Processor roles run until `shutdown`; the
+    /// gateway serves gRPC on the configured address.
+    pub fn spawn_role(
+        &self,
+        role: Role,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        admin_token_sha256: Option<String>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        match role {
+            Role::Gateway => {
+                let state = self.gateway_state(admin_token_sha256);
+                let addr = self.cfg.grpc.listen;
+                let sd = shutdown.clone();
+                tasks.spawn(async move {
+                    clarion_gateway::serve_grpc(state, addr, sd)
+                        .await
+                        .with_context(|| format!("gRPC server on {addr}"))
+                });
+            }
+            Role::Router => {
+                let defaults = self.default_providers();
+                self.spawn_partitions(
+                    tasks,
+                    Topic::Triggers,
+                    Arc::new(NoEffects),
+                    || Router::new(defaults.clone()),
+                    shutdown,
+                );
+            }
+            Role::Dispatcher => {
+                let effects = Arc::new(DispatchEffects::new(self.providers()?));
+                self.spawn_partitions(tasks, Topic::Dispatch, effects, || Dispatcher, shutdown);
+            }
+            Role::Projector => {
+                for t in Topic::ALL {
+                    self.spawn_partitions(tasks, t, Arc::new(NoEffects), || Projector, shutdown);
+                }
+            }
+        }
+        Ok(())
+    }
+}
