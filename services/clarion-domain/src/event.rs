@@ -247,6 +247,13 @@ impl Event {
     }
 }
 
+/// Decodes a stored `SubscriberUpserted` record (the subscribers table value).
+pub fn decode_subscriber(bytes: &[u8]) -> Option<crate::subscriber::Subscriber> {
+    pb::SubscriberUpserted::decode(bytes)
+        .ok()
+        .map(|s| crate::subscriber::Subscriber::from_event(&s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,11 +323,4 @@ mod tests {
         assert_eq!(a.id, b.id);
         assert_eq!(a.causation_id, Some(e.id));
     }
-}
-
-/// Decodes a stored `SubscriberUpserted` record (the subscribers table value).
-pub fn decode_subscriber(bytes: &[u8]) -> Option<crate::subscriber::Subscriber> {
-    pb::SubscriberUpserted::decode(bytes)
-        .ok()
-        .map(|s| crate::subscriber::Subscriber::from_event(&s))
 }

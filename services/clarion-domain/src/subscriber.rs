@@ -113,9 +113,8 @@ pub fn validate_contact(
             "must be a BCP 47 tag such as 'fr' or 'fr-CA'",
         );
     }
-    if !webhook_url.is_empty()
-        && !(webhook_url.starts_with("https://") || webhook_url.starts_with("http://"))
-    {
+    let is_http = webhook_url.starts_with("https://") || webhook_url.starts_with("http://");
+    if !webhook_url.is_empty() && !is_http {
         v.push(format!("{prefix}webhook_url"), "must be an http(s) URL");
     }
 }

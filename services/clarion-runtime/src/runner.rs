@@ -198,6 +198,7 @@ impl<P: Processor> PartitionRunner<P> {
 
         let mut writes = WriteBatch::new();
         if self.processor.dedup() {
+            let before = inputs.len();
             let keys: Vec<RowKey> = inputs.iter().map(|i| self.dedup_key(&i.event)).collect();
             let seen = self.store.get_many(&keys).await?;
             let mut in_batch = HashSet::new();
@@ -208,7 +209,7 @@ impl<P: Processor> PartitionRunner<P> {
                     fresh.push(input);
                 }
             }
-            let dropped = recs.len() - fresh.len();
+            let dropped = before - fresh.len();
             if dropped > 0 {
                 metrics::counter!("clarion_processor_duplicates_total", "processor" => self.processor.name()).increment(dropped as u64);
             }
@@ -279,7 +280,7 @@ impl<P: Processor> PartitionRunner<P> {
         if !entry.effects.is_empty() {
             let now = self.clock.now_ms();
             let effects = self.effects.clone();
-            let results: Vec<Vec<Emit>> = futures::stream::iter(entry.effects.into_iter())
+            let results: Vec<Vec<Emit>> = futures::stream::iter(entry.effects)
                 .map(|f| {
                     let effects = effects.clone();
                     async move { effects.run(&f, now).await }

@@ -125,15 +125,15 @@ impl Default for Config {
 
 impl Config {
     /// Defaults, then `file` (or `./clarion.toml` if it exists), then `CLARION__*`.
-    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(f) => {
                 if !f.exists() {
-                    return Err(figment::Error::from(format!(
+                    return Err(Box::new(figment::Error::from(format!(
                         "config file {} does not exist",
                         f.display()
-                    )));
+                    ))));
                 }
                 fig = fig.merge(Toml::file(f));
             }
@@ -143,7 +143,7 @@ impl Config {
         let env = Env::prefixed("CLARION__")
             .map(|k| k.as_str().replace('_', "-").into())
             .split("--");
-        fig.merge(env).extract()
+        fig.merge(env).extract().map_err(Box::new)
     }
 
     pub fn log_url(&self) -> String {
@@ -186,6 +186,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
     fn layers_file_then_env() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");

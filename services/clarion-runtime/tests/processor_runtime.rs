@@ -1,0 +1,1198 @@
+//! Integration tests of the partition runtime over the real embedded parts: the
+//! SQLite log and the SQLite store on files in a temporary directory, driven by
+//! a `ManualClock`. Runners are driven by hand (`start` / `step` /
+//! `fire_timers`) except where `run` itself is under test.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use clarion_domain::ids::{recipient_key, tenant_key};
+use clarion_domain::subscriber::Subscriber;
+use clarion_domain::template::Template;
+use clarion_domain::trigger::{Recipient, TriggerCommand};
+use clarion_domain::workflow::Workflow;
+use clarion_domain::{Actor, Channel, Event, Id, Payload, TenantId};
+use clarion_log::embedded::SqliteLog;
+use clarion_log::{partition_for, EventLog, LogRecord, Record};
+use clarion_proto::events as pb;
+use clarion_runtime::outbox::OutboxEntry;
+use clarion_runtime::processor::NoEffects;
+use clarion_runtime::projector::{version_ck, Projector};
+use clarion_runtime::router::{Router, ROUTER};
+use clarion_runtime::runner::stored_offset;
+use clarion_runtime::{
+    Batch, Effects, Emit, Input, ManualClock, PartitionRunner, ProcessError, Processor,
+    RunnerConfig, Topic, Topics,
+};
+use clarion_store::embedded::SqliteStore;
+use clarion_store::{RowKey, Scan, Store, Table, WriteBatch, SYSTEM_TENANT};
+use tempfile::TempDir;
+use tokio::sync::watch;
+
+/// 2023-11-14T22:13:20Z: any fixed instant will do.
+const T0: i64 = 1_700_000_000_000;
+const PARTITIONS: u32 = 4;
+const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
+
+// ---------------------------------------------------------------------------
+// Environment: a log and a store on files, reopenable to simulate a restart.
+// ---------------------------------------------------------------------------
+
+struct Env {
+    dir: TempDir,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn Store>,
+    topics: Topics,
+    clock: ManualClock,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, store) = open_files(&dir);
+        let topics = Topics::new("test.", PARTITIONS);
+        topics.ensure(&*log).await.expect("create topics");
+        Env {
+            dir,
+            log,
+            store,
+            topics,
+            clock: ManualClock::new(T0),
+        }
+    }
+
+    /// Drops this process's handles on the log and store and opens the same
+    /// files again, as a restarted process would.
+    fn reopen(&mut self) {
+        let (log, store) = open_files(&self.dir);
+        self.log = log;
+        self.store = store;
+    }
+
+    fn clock_now(&self) -> i64 {
+        clarion_runtime::Clock::now_ms(&self.clock)
+    }
+
+    fn name(&self, t: Topic) -> String {
+        self.topics.name(t)
+    }
+
+    fn runner<P: Processor>(
+        &self,
+        processor: P,
+        effects: Arc<dyn Effects>,
+        topic: Topic,
+        partition: u32,
+    ) -> PartitionRunner<P> {
+        PartitionRunner::new(
+            processor,
+            effects,
+            self.log.clone(),
+            self.store.clone(),
+            self.topics.clone(),
+            topic,
+            partition,
+            Arc::new(self.clock.clone()),
+            RunnerConfig::default(),
+        )
+    }
+
+    /// Appends events to a topic (each to the partition of its key).
+    async fn append(&self, topic: Topic, events: &[Event]) -> Vec<(u32, u64)> {
+        let recs = events
+            .iter()
+            .map(|e| Record {
+                key: e.partition_key.clone(),
+                value: Bytes::from(e.encode()),
+            })
+            .collect();
+        self.log
+            .append(&self.name(topic), recs)
+            .await
+            .expect("append")
+            .into_iter()
+            .map(|a| (a.partition, a.offset))
+            .collect()
+    }
+
+    /// Every record of one partition, from `from`.
+    async fn records(&self, topic: Topic, partition: u32, from: u64) -> Vec<LogRecord> {
+        self.log
+            .read(&self.name(topic), partition, from, 100_000)
+            .await
+            .expect("read")
+    }
+
+    /// Every event of a topic, all partitions, decoded.
+    async fn events(&self, topic: Topic) -> Vec<Event> {
+        let mut out = Vec::new();
+        for p in 0..self.topics.partitions_of(topic) {
+            for r in self.records(topic, p, 0).await {
+                out.push(Event::decode(&r.value).expect("runtime output decodes"));
+            }
+        }
+        out
+    }
+
+    async fn offset(&self, processor: &str, topic: Topic, partition: u32) -> u64 {
+        stored_offset(&*self.store, processor, &self.name(topic), partition)
+            .await
+            .expect("stored offset")
+    }
+
+    async fn timer_rows(&self, runner_key: &str) -> usize {
+        self.store
+            .scan(&Scan::partition(
+                Table::Timers,
+                SYSTEM_TENANT,
+                runner_key,
+                100,
+            ))
+            .await
+            .expect("scan timers")
+            .len()
+    }
+
+    async fn outbox_rows(&self, runner_key: &str) -> Vec<(Vec<u8>, Bytes)> {
+        self.store
+            .scan(&Scan::partition(
+                Table::Outbox,
+                SYSTEM_TENANT,
+                runner_key,
+                usize::MAX,
+            ))
+            .await
+            .expect("scan outbox")
+    }
+}
+
+fn open_files(dir: &TempDir) -> (Arc<dyn EventLog>, Arc<dyn Store>) {
+    let path = |f: &str| dir.path().join(f).to_str().expect("utf-8 path").to_string();
+    let log = SqliteLog::open(&path("log.db")).expect("open log");
+    let store = SqliteStore::open(&path("store.db")).expect("open store");
+    (Arc::new(log), Arc::new(store))
+}
+
+fn acme() -> TenantId {
+    TenantId::parse("acme").expect("tenant id")
+}
+
+/// Runner key, as the runtime builds it: `{processor}/{topic_name}/{partition}`.
+fn runner_key(env: &Env, processor: &str, topic: Topic, partition: u32) -> String {
+    format!("{processor}/{}/{partition}", env.name(topic))
+}
+
+// ---------------------------------------------------------------------------
+// A test processor and effects (the runtime's extension points, not Clarion
+// components): they record what the runtime makes them do.
+// ---------------------------------------------------------------------------
+
+const RECORDER: &str = "recorder";
+
+#[derive(Clone, Default)]
+struct Behaviour {
+    dedup: bool,
+    /// Emit one `Delivered` event per input to this topic.
+    emit_to: Option<Topic>,
+    /// Request one effect per input (its bytes: the input's notification id).
+    effect: bool,
+    /// Schedule one `Delivered` event per input, due `batch.now_ms + delay`.
+    timer: Option<(Duration, Topic)>,
+}
+
+/// Records the offset of every input handed to `process`, and commits one
+/// state row per input (table `SinkDeliveries`, pk `recorder`, ck offset).
+struct Recorder {
+    behaviour: Behaviour,
+    calls: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Recorder {
+    fn new(behaviour: Behaviour) -> (Recorder, Arc<Mutex<Vec<u64>>>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        (
+            Recorder {
+                behaviour,
+                calls: calls.clone(),
+            },
+            calls,
+        )
+    }
+}
+
+fn notification_of(e: &Event) -> String {
+    e.payload
+        .notification_id()
+        .expect("test inputs are lifecycle events")
+        .to_string()
+}
+
+/// The event the recorder emits (or schedules) for an input.
+fn delivered_for(input: &Event, now_ms: i64) -> Event {
+    input.caused(
+        0,
+        now_ms,
+        Actor::System(RECORDER.into()),
+        Payload::Delivered(pb::NotificationDelivered {
+            notification_id: notification_of(input),
+            attempt_id: "a0".into(),
+            provider: "test".into(),
+        }),
+    )
+}
+
+#[async_trait]
+impl Processor for Recorder {
+    fn name(&self) -> &'static str {
+        RECORDER
+    }
+
+    fn dedup(&self) -> bool {
+        self.behaviour.dedup
+    }
+
+    async fn process(
+        &mut self,
+        _store: &dyn Store,
+        batch: &mut Batch,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        for input in inputs {
+            self.calls.lock().unwrap().push(input.offset);
+            batch.writes.put(
+                RowKey::new(
+                    Table::SinkDeliveries,
+                    input.event.tenant.as_str(),
+                    RECORDER,
+                    input.offset.to_be_bytes().to_vec(),
+                ),
+                Bytes::copy_from_slice(&input.event.id.0),
+            );
+            if let Some(topic) = self.behaviour.emit_to {
+                batch.emit(topic, delivered_for(&input.event, batch.now_ms));
+            }
+            if self.behaviour.effect {
+                batch
+                    .effects
+                    .push(Bytes::from(notification_of(&input.event).into_bytes()));
+            }
+            if let Some((delay, topic)) = self.behaviour.timer {
+                let due = batch.now_ms + delay.as_millis() as i64;
+                batch.timers.push((
+                    due,
+                    Emit {
+                        topic,
+                        event: delivered_for(&input.event, due),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Offsets of the recorder's committed state rows.
+async fn committed_rows(env: &Env) -> Vec<u64> {
+    env.store
+        .scan(&Scan::partition(
+            Table::SinkDeliveries,
+            "acme",
+            RECORDER,
+            usize::MAX,
+        ))
+        .await
+        .expect("scan state")
+        .into_iter()
+        .map(|(ck, _)| u64::from_be_bytes(ck.try_into().expect("8-byte ck")))
+        .collect()
+}
+
+/// The follow-up event an effect reports.
+fn effect_result(effect: &[u8], now_ms: i64) -> Event {
+    let nid = String::from_utf8(effect.to_vec()).expect("utf-8 effect");
+    Event {
+        id: Id::derive(&[b"effect-result", effect]),
+        tenant: acme(),
+        partition_key: recipient_key(&acme(), "u1"),
+        occurred_at_ms: now_ms,
+        causation_id: None,
+        correlation_id: None,
+        actor: Actor::System("test-effects".into()),
+        payload: Payload::Sent(pb::NotificationSent {
+            notification_id: nid,
+            attempt_id: "a0".into(),
+            provider: "test".into(),
+            provider_message_id: "pm-1".into(),
+        }),
+    }
+}
+
+/// Records every effect it runs and reports one `Sent` event per effect to
+/// the notifications topic. Panics once, on its first run, if `crash_once`.
+#[derive(Default)]
+struct RecordingEffects {
+    ran: Mutex<Vec<(Bytes, i64)>>,
+    crash_once: AtomicBool,
+}
+
+#[async_trait]
+impl Effects for RecordingEffects {
+    async fn run(&self, effect: &[u8], now_ms: i64) -> Vec<Emit> {
+        if self.crash_once.swap(false, Ordering::SeqCst) {
+            panic!("simulated process crash while running an effect");
+        }
+        self.ran
+            .lock()
+            .unwrap()
+            .push((Bytes::copy_from_slice(effect), now_ms));
+        vec![Emit {
+            topic: Topic::Notifications,
+            event: effect_result(effect, now_ms),
+        }]
+    }
+}
+
+impl RecordingEffects {
+    fn ran(&self) -> Vec<(Bytes, i64)> {
+        self.ran.lock().unwrap().clone()
+    }
+}
+
+/// Input number `n`: a lifecycle event of subscriber `u1` of tenant `acme`.
+fn fact(n: u32) -> Event {
+    Event {
+        id: Id::derive(&[b"fact", &n.to_le_bytes()]),
+        tenant: acme(),
+        partition_key: recipient_key(&acme(), "u1"),
+        occurred_at_ms: T0,
+        causation_id: None,
+        correlation_id: None,
+        actor: Actor::System("test".into()),
+        payload: Payload::Sent(pb::NotificationSent {
+            notification_id: format!("n{n}"),
+            attempt_id: "a0".into(),
+            provider: "test".into(),
+            provider_message_id: format!("pm-{n}"),
+        }),
+    }
+}
+
+fn u1_partition() -> u32 {
+    partition_for(&recipient_key(&acme(), "u1"), PARTITIONS)
+}
+
+// ---------------------------------------------------------------------------
+// Router fixtures: a French-capable template, a one-step email workflow, a
+// fr-CA subscriber and a trigger for them.
+// ---------------------------------------------------------------------------
+
+const SUBSCRIBER: &str = "tech-7";
+const EMAIL: &str = "tech7@example.test";
+
+fn config_event(tag: &str, payload: Payload) -> Event {
+    Event {
+        id: Id::derive(&[b"config", tag.as_bytes()]),
+        tenant: acme(),
+        partition_key: tenant_key(&acme()),
+        occurred_at_ms: T0 - 60_000,
+        causation_id: None,
+        correlation_id: None,
+        actor: Actor::Operator("op-1".into()),
+        payload,
+    }
+}
+
+fn template_published() -> Event {
+    let variant = |locale: &str, subject: &str, body: &str| pb::TemplateVariant {
+        locale: locale.into(),
+        subject: subject.into(),
+        body: body.into(),
+    };
+    let t = Template::new(
+        "appt",
+        1,
+        "email",
+        &[
+            variant("default", "Visit", "Visit at {{ payload.time }}"),
+            variant("fr", "Visite", "Visite à {{ payload.time }}"),
+        ],
+    )
+    .expect("valid template");
+    config_event("template appt v1", Payload::TemplatePublished(t.to_event()))
+}
+
+fn workflow_published() -> Event {
+    let w = Workflow::new(
+        "appt",
+        1,
+        "Appointment reminder",
+        &[pb::WorkflowStep {
+            channel: "email".into(),
+            template_id: "appt".into(),
+            provider: String::new(),
+        }],
+        |_| Some(Channel::Email),
+    )
+    .expect("valid workflow");
+    config_event("workflow appt v1", Payload::WorkflowPublished(w.to_event()))
+}
+
+fn subscriber_upserted() -> Event {
+    let s = Subscriber {
+        subscriber_id: SUBSCRIBER.into(),
+        email: EMAIL.into(),
+        locale: "fr-CA".into(),
+        ..Default::default()
+    };
+    Event {
+        id: Id::derive(&[b"upsert", SUBSCRIBER.as_bytes()]),
+        tenant: acme(),
+        partition_key: recipient_key(&acme(), SUBSCRIBER),
+        occurred_at_ms: T0 - 1_000,
+        causation_id: None,
+        correlation_id: None,
+        actor: Actor::ApiKey("k1".into()),
+        payload: Payload::SubscriberUpserted(s.to_event()),
+    }
+}
+
+fn triggered() -> Event {
+    triggered_with_key("order-42")
+}
+
+fn triggered_with_key(idempotency_key: &str) -> Event {
+    let cmd = TriggerCommand {
+        workflow_id: "appt".into(),
+        recipients: vec![Recipient {
+            subscriber_id: SUBSCRIBER.into(),
+            contact: None,
+        }],
+        payload_json: r#"{"time":"9:30"}"#.into(),
+        idempotency_key: idempotency_key.into(),
+    };
+    let mut events = cmd.accept(&acme(), 1, [7; 16], T0, &Actor::ApiKey("k1".into()));
+    assert_eq!(events.len(), 1, "one recipient, one event");
+    events.remove(0)
+}
+
+fn recipient_partition() -> u32 {
+    partition_for(&recipient_key(&acme(), SUBSCRIBER), PARTITIONS)
+}
+
+/// Publishes the template and workflow to the config topic and projects them
+/// with a `Projector` runner, as the running system would.
+async fn given_published_config(env: &Env) {
+    let config_partition = partition_for(&tenant_key(&acme()), env.topics.config_partitions);
+    let at = env
+        .append(Topic::Config, &[template_published(), workflow_published()])
+        .await;
+    assert_eq!(at, vec![(config_partition, 0), (config_partition, 1)]);
+
+    let mut projector = env.runner(
+        Projector,
+        Arc::new(NoEffects),
+        Topic::Config,
+        config_partition,
+    );
+    projector.start().await.unwrap();
+    let recs = env.records(Topic::Config, config_partition, 0).await;
+    assert_eq!(recs.len(), 2);
+    projector.step(recs).await.unwrap();
+    assert_eq!(
+        env.offset("projector", Topic::Config, config_partition)
+            .await,
+        2
+    );
+    // The projection the router reads is there.
+    let wf = env
+        .store
+        .get(&RowKey::new(
+            Table::Workflows,
+            "acme",
+            "appt",
+            version_ck(1),
+        ))
+        .await
+        .unwrap();
+    assert!(wf.is_some(), "workflow appt v1 projected");
+}
+
+fn router() -> Router {
+    Router::new(HashMap::new())
+}
+
+fn dispatches(events: &[Event]) -> Vec<&pb::DispatchRequested> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::DispatchRequested(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Router end to end on the log.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_renders_a_french_dispatch_end_to_end_on_the_log() {
+    // Given: a published template (default + fr) and email workflow, projected
+    // from the config topic, and on the triggers topic a fr-CA subscriber
+    // followed by a trigger for them.
+    let mut env = Env::new().await;
+    given_published_config(&env).await;
+    let p = recipient_partition();
+    let trigger = triggered();
+    let at = env
+        .append(Topic::Triggers, &[subscriber_upserted(), trigger.clone()])
+        .await;
+    assert_eq!(at, vec![(p, 0), (p, 1)]);
+    env.clock.set(T0 + 5_000);
+
+    // When: the router runs over that partition.
+    let mut runner = env.runner(router(), Arc::new(NoEffects), Topic::Triggers, p);
+    runner.start().await.unwrap();
+    runner
+        .step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+
+    // Then: exactly one DispatchRequested, rendered in French to the
+    // subscriber's email, on the recipient's partition of the dispatch topic...
+    let Payload::Triggered(t) = &trigger.payload else {
+        unreachable!()
+    };
+    let dispatch = env.events(Topic::Dispatch).await;
+    assert_eq!(dispatch.len(), 1, "{dispatch:?}");
+    let d = dispatches(&dispatch);
+    assert_eq!(d.len(), 1, "{dispatch:?}");
+    let d = d[0];
+    assert_eq!(d.to, EMAIL);
+    assert_eq!(d.body, "Visite à 9:30");
+    assert_eq!(d.subject, "Visite");
+    assert_eq!(d.locale, "fr");
+    assert_eq!(d.channel, "email");
+    assert_eq!(d.provider, "sink");
+    assert_eq!(d.subscriber_id, SUBSCRIBER);
+    assert_eq!(d.notification_id, t.notification_id);
+    assert_eq!(
+        d.attempt_id,
+        clarion_domain::router::attempt_id(&t.notification_id, 0, 0)
+    );
+    assert_eq!(dispatch[0].causation_id, Some(trigger.id));
+    assert_eq!(dispatch[0].correlation_id, trigger.correlation_id);
+    assert_eq!(
+        dispatch[0].occurred_at_ms,
+        T0 + 5_000,
+        "the runtime clock's time"
+    );
+    assert_eq!(env.records(Topic::Dispatch, p, 0).await.len(), 1);
+
+    // ...and exactly one Routed event on the notifications topic.
+    let notifications = env.events(Topic::Notifications).await;
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    let Payload::Routed(r) = &notifications[0].payload else {
+        panic!("expected Routed, got {notifications:?}")
+    };
+    assert_eq!(r.notification_id, t.notification_id);
+    assert_eq!(
+        (r.workflow_id.as_str(), r.workflow_version, r.step),
+        ("appt", 1, 0)
+    );
+    assert_eq!(
+        (
+            r.template_id.as_str(),
+            r.template_version,
+            r.locale.as_str()
+        ),
+        ("appt", 1, "fr")
+    );
+    assert_eq!((r.channel.as_str(), r.provider.as_str()), ("email", "sink"));
+
+    // The router committed its position and the subscriber it applied.
+    assert_eq!(env.offset(ROUTER, Topic::Triggers, p).await, 2);
+    let stored = env
+        .store
+        .get(&RowKey::new(
+            Table::Subscribers,
+            "acme",
+            SUBSCRIBER,
+            Vec::new(),
+        ))
+        .await
+        .unwrap()
+        .expect("subscriber row");
+    let s = clarion_domain::event::decode_subscriber(&stored).expect("decodes");
+    assert_eq!((s.email.as_str(), s.locale.as_str()), (EMAIL, "fr-CA"));
+    assert!(env
+        .outbox_rows(&runner_key(&env, ROUTER, Topic::Triggers, p))
+        .await
+        .is_empty());
+
+    // When: after a restart (cold caches) another trigger for the same
+    // subscriber arrives, with no upsert in its batch.
+    drop(runner);
+    env.reopen();
+    let second = triggered_with_key("order-43");
+    assert_ne!(second.id, trigger.id);
+    let at = env
+        .append(Topic::Triggers, std::slice::from_ref(&second))
+        .await;
+    assert_eq!(at, vec![(p, 2)]);
+    let mut restarted = env.runner(router(), Arc::new(NoEffects), Topic::Triggers, p);
+    restarted.start().await.unwrap();
+    restarted
+        .step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+
+    // Then: it is routed from the stored subscriber and projected config:
+    // one more French dispatch to the same address, nothing else re-routed.
+    let dispatch = env.events(Topic::Dispatch).await;
+    assert_eq!(dispatch.len(), 2, "{dispatch:?}");
+    assert_eq!(dispatch[0].causation_id, Some(trigger.id));
+    assert_eq!(dispatch[1].causation_id, Some(second.id));
+    let Payload::DispatchRequested(d2) = &dispatch[1].payload else {
+        panic!("expected DispatchRequested, got {dispatch:?}")
+    };
+    assert_eq!(
+        (d2.to.as_str(), d2.body.as_str(), d2.locale.as_str()),
+        (EMAIL, "Visite à 9:30", "fr")
+    );
+    assert_eq!(env.events(Topic::Notifications).await.len(), 2);
+    assert_eq!(env.offset(ROUTER, Topic::Triggers, p).await, 3);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Dedup.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_appended_twice_is_dispatched_once() {
+    // Given: config projected, the subscriber upserted, and the same Triggered
+    // event appended twice (a producer retry): two offsets, one event id.
+    let env = Env::new().await;
+    given_published_config(&env).await;
+    let p = recipient_partition();
+    let trigger = triggered();
+    let at = env
+        .append(
+            Topic::Triggers,
+            &[subscriber_upserted(), trigger.clone(), trigger.clone()],
+        )
+        .await;
+    assert_eq!(at, vec![(p, 0), (p, 1), (p, 2)]);
+
+    // When: the router processes both copies in one batch.
+    let mut runner = env.runner(router(), Arc::new(NoEffects), Topic::Triggers, p);
+    runner.start().await.unwrap();
+    runner
+        .step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+
+    // Then: exactly one DispatchRequested and one Routed, and both offsets
+    // are consumed.
+    let dispatch = env.events(Topic::Dispatch).await;
+    assert_eq!(dispatches(&dispatch).len(), 1, "{dispatch:?}");
+    assert_eq!(dispatch.len(), 1, "{dispatch:?}");
+    assert_eq!(env.events(Topic::Notifications).await.len(), 1);
+    assert_eq!(env.offset(ROUTER, Topic::Triggers, p).await, 3);
+
+    // When: a third copy arrives later, in its own batch, and is processed by
+    // a restarted router (cold caches, so only the dedup table can catch it).
+    drop(runner);
+    let at = env
+        .append(Topic::Triggers, std::slice::from_ref(&trigger))
+        .await;
+    assert_eq!(at, vec![(p, 3)]);
+    let mut restarted = env.runner(router(), Arc::new(NoEffects), Topic::Triggers, p);
+    restarted.start().await.unwrap();
+    restarted
+        .step(env.records(Topic::Triggers, p, 3).await)
+        .await
+        .unwrap();
+
+    // Then: still exactly one dispatch and one routing decision.
+    let dispatch = env.events(Topic::Dispatch).await;
+    assert_eq!(dispatch.len(), 1, "{dispatch:?}");
+    let notifications = env.events(Topic::Notifications).await;
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    assert_eq!(env.offset(ROUTER, Topic::Triggers, p).await, 4);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Crash between commit and outbox completion.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_completes_a_left_over_outbox_exactly_once_and_never_redoes_completed_ones() {
+    // Given: a processor emitting one event and one effect per input, which
+    // completed a batch of two inputs normally.
+    let mut env = Env::new().await;
+    let p = u1_partition();
+    let behaviour = Behaviour {
+        dedup: true,
+        emit_to: Some(Topic::Deliveries),
+        effect: true,
+        timer: None,
+    };
+    env.append(Topic::Triggers, &[fact(0), fact(1)]).await;
+    let key = runner_key(&env, RECORDER, Topic::Triggers, p);
+    {
+        let (proc_a, calls_a) = Recorder::new(behaviour.clone());
+        let effects_a = Arc::new(RecordingEffects::default());
+        let mut a = env.runner(proc_a, effects_a.clone(), Topic::Triggers, p);
+        a.start().await.unwrap();
+        a.step(env.records(Topic::Triggers, p, 0).await)
+            .await
+            .unwrap();
+        assert_eq!(*calls_a.lock().unwrap(), vec![0, 1]);
+        let ran: Vec<Bytes> = effects_a.ran().into_iter().map(|(b, _)| b).collect();
+        assert_eq!(
+            sorted(ran),
+            vec![Bytes::from_static(b"n0"), Bytes::from_static(b"n1")]
+        );
+        assert!(
+            env.outbox_rows(&key).await.is_empty(),
+            "completed outbox is deleted"
+        );
+    }
+    assert_eq!(env.events(Topic::Deliveries).await.len(), 2);
+    assert_eq!(env.events(Topic::Notifications).await.len(), 2);
+
+    // When: the process restarts (same files) and a new runner starts.
+    env.reopen();
+    let (proc_b, calls_b) = Recorder::new(behaviour.clone());
+    let effects_b = Arc::new(RecordingEffects::default());
+    let mut b = env.runner(proc_b, effects_b.clone(), Topic::Triggers, p);
+    b.start().await.unwrap();
+
+    // Then: nothing completed before is redone: no effect, no emit, no input.
+    assert!(effects_b.ran().is_empty(), "{:?}", effects_b.ran());
+    assert!(calls_b.lock().unwrap().is_empty());
+    assert_eq!(env.events(Topic::Deliveries).await.len(), 2);
+    assert_eq!(env.events(Topic::Notifications).await.len(), 2);
+    assert_eq!(env.offset(RECORDER, Topic::Triggers, p).await, 2);
+    drop(b);
+
+    // Given: a crash right after a batch (input offset 2) committed: its
+    // outbox row is in the store, its offset advanced, nothing published.
+    env.append(Topic::Triggers, &[fact(2)]).await;
+    let left_over = delivered_for(&fact(2), T0);
+    let entry = OutboxEntry {
+        emits: vec![Emit {
+            topic: Topic::Deliveries,
+            event: left_over.clone(),
+        }],
+        effects: vec![Bytes::from_static(b"n2")],
+    };
+    let mut crash = WriteBatch::new();
+    crash.put(
+        RowKey::new(
+            Table::Outbox,
+            SYSTEM_TENANT,
+            &key,
+            2u64.to_be_bytes().to_vec(),
+        ),
+        entry.encode(),
+    );
+    crash.put(
+        RowKey::new(Table::ProcessorOffsets, SYSTEM_TENANT, &key, Vec::new()),
+        Bytes::copy_from_slice(&3u64.to_be_bytes()),
+    );
+    env.store.write(crash).await.unwrap();
+    env.reopen();
+    env.clock.set(T0 + 42);
+
+    // When: the restarted runner starts.
+    let (proc_c, calls_c) = Recorder::new(behaviour.clone());
+    let effects_c = Arc::new(RecordingEffects::default());
+    let mut c = env.runner(proc_c, effects_c.clone(), Topic::Triggers, p);
+    c.start().await.unwrap();
+
+    // Then: the outbox's effect ran once (at the clock's time), its emit and
+    // the effect's report are published, the row is gone, and the input
+    // itself is not applied again.
+    assert_eq!(effects_c.ran(), vec![(Bytes::from_static(b"n2"), T0 + 42)]);
+    let deliveries = env.events(Topic::Deliveries).await;
+    assert_eq!(deliveries.len(), 3, "{deliveries:?}");
+    assert_eq!(
+        deliveries.iter().filter(|e| e.id == left_over.id).count(),
+        1
+    );
+    let notifications = env.events(Topic::Notifications).await;
+    assert_eq!(notifications.len(), 3, "{notifications:?}");
+    let report = effect_result(b"n2", T0 + 42);
+    assert_eq!(notifications.iter().filter(|e| **e == report).count(), 1);
+    assert!(env.outbox_rows(&key).await.is_empty(), "outbox row deleted");
+    assert_eq!(env.offset(RECORDER, Topic::Triggers, p).await, 3);
+    c.step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+    assert!(
+        calls_c.lock().unwrap().is_empty(),
+        "offsets 0..3 already applied"
+    );
+    drop(c);
+
+    // When: it restarts once more.
+    env.reopen();
+    let (proc_d, _) = Recorder::new(behaviour);
+    let effects_d = Arc::new(RecordingEffects::default());
+    let mut d = env.runner(proc_d, effects_d.clone(), Topic::Triggers, p);
+    d.start().await.unwrap();
+
+    // Then: the completed outbox is not completed again.
+    assert!(effects_d.ran().is_empty());
+    assert_eq!(env.events(Topic::Deliveries).await.len(), 3);
+    assert_eq!(env.events(Topic::Notifications).await.len(), 3);
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_running_effects_is_finished_by_the_next_start() {
+    // Given: a runner whose effects crash the task on their first run, after
+    // the batch committed.
+    let mut env = Env::new().await;
+    let p = u1_partition();
+    let behaviour = Behaviour {
+        dedup: true,
+        emit_to: Some(Topic::Deliveries),
+        effect: true,
+        timer: None,
+    };
+    env.append(Topic::Triggers, &[fact(0)]).await;
+    let key = runner_key(&env, RECORDER, Topic::Triggers, p);
+    let (proc_a, calls_a) = Recorder::new(behaviour.clone());
+    let crashing = Arc::new(RecordingEffects {
+        crash_once: AtomicBool::new(true),
+        ..Default::default()
+    });
+    let mut a = env.runner(proc_a, crashing.clone(), Topic::Triggers, p);
+    a.start().await.unwrap();
+    let recs = env.records(Topic::Triggers, p, 0).await;
+
+    // When: the step crashes while running the effect.
+    let crashed = tokio::spawn(async move { a.step(recs).await }).await;
+
+    // Then: the crash happened after the commit: the input's state and offset
+    // are committed and the outbox row is still there.
+    assert!(crashed.expect_err("the step panicked").is_panic());
+    assert_eq!(*calls_a.lock().unwrap(), vec![0]);
+    assert!(crashing.ran().is_empty());
+    assert_eq!(committed_rows(&env).await, vec![0]);
+    assert_eq!(env.offset(RECORDER, Topic::Triggers, p).await, 1);
+    let rows = env.outbox_rows(&key).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].0,
+        0u64.to_be_bytes().to_vec(),
+        "keyed by last offset"
+    );
+    let emitted = delivered_for(&fact(0), T0);
+    assert_eq!(
+        OutboxEntry::decode(rows[0].1.clone()).unwrap(),
+        OutboxEntry {
+            emits: vec![Emit {
+                topic: Topic::Deliveries,
+                event: emitted.clone(),
+            }],
+            effects: vec![Bytes::from_static(b"n0")],
+        }
+    );
+
+    // When: the process restarts and the runner starts again.
+    env.reopen();
+    let (proc_b, calls_b) = Recorder::new(behaviour);
+    let effects_b = Arc::new(RecordingEffects::default());
+    let mut b = env.runner(proc_b, effects_b.clone(), Topic::Triggers, p);
+    b.start().await.unwrap();
+    b.step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+
+    // Then: the effect ran exactly once, its report is published, the emit is
+    // published again under the same id (at least once), the input is not
+    // applied again, and the outbox is empty.
+    assert_eq!(effects_b.ran(), vec![(Bytes::from_static(b"n0"), T0)]);
+    assert!(calls_b.lock().unwrap().is_empty());
+    // Published before the crash and again on completion: same event twice.
+    assert_eq!(
+        env.events(Topic::Deliveries).await,
+        vec![emitted.clone(), emitted]
+    );
+    assert_eq!(
+        env.events(Topic::Notifications).await,
+        vec![effect_result(b"n0", T0)]
+    );
+    assert!(env.outbox_rows(&key).await.is_empty());
+    assert_eq!(committed_rows(&env).await, vec![0]);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Offsets.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runner_resumes_at_its_stored_offset() {
+    // Given: a processor without dedup (so only the offset can prevent a
+    // re-application) that processed N = 5 inputs in two batches.
+    let mut env = Env::new().await;
+    let p = u1_partition();
+    let topic = Topic::Notifications;
+    let behaviour = Behaviour::default();
+    env.append(topic, &(0..5).map(fact).collect::<Vec<_>>())
+        .await;
+    let (proc_a, calls_a) = Recorder::new(behaviour.clone());
+    let mut a = env.runner(proc_a, Arc::new(NoEffects), topic, p);
+    a.start().await.unwrap();
+    let recs = env.records(topic, p, 0).await;
+    assert_eq!(recs.len(), 5);
+    a.step(recs[..3].to_vec()).await.unwrap();
+    assert_eq!(env.offset(RECORDER, topic, p).await, 3);
+    a.step(recs[3..].to_vec()).await.unwrap();
+    assert_eq!(*calls_a.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    drop(a);
+
+    // When: the process restarts and a new runner starts.
+    env.reopen();
+    let (proc_b, calls_b) = Recorder::new(behaviour.clone());
+    let mut b = env.runner(proc_b, Arc::new(NoEffects), topic, p);
+    b.start().await.unwrap();
+
+    // Then: its position is N.
+    assert_eq!(env.offset(RECORDER, topic, p).await, 5);
+    assert_eq!(committed_rows(&env).await, vec![0, 1, 2, 3, 4]);
+
+    // When: the log re-delivers everything from 0, plus two new inputs.
+    env.append(topic, &[fact(5), fact(6)]).await;
+    b.step(env.records(topic, p, 0).await).await.unwrap();
+
+    // Then: only the new inputs are applied.
+    assert_eq!(*calls_b.lock().unwrap(), vec![5, 6]);
+    assert_eq!(env.offset(RECORDER, topic, p).await, 7);
+    drop(b);
+
+    // When: a third incarnation runs with `run` and one more input arrives.
+    let (proc_c, calls_c) = Recorder::new(behaviour);
+    let c = env.runner(proc_c, Arc::new(NoEffects), topic, p);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(c.run(shutdown));
+    env.append(topic, &[fact(7)]).await;
+    wait_until(|| async { env.offset(RECORDER, topic, p).await == 8 }).await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+
+    // Then: it started at 7 and applied only offset 7; every input was
+    // applied exactly once overall, and the position is mirrored to the log.
+    assert_eq!(*calls_c.lock().unwrap(), vec![7]);
+    assert_eq!(committed_rows(&env).await, (0..8).collect::<Vec<u64>>());
+    assert_eq!(
+        env.log
+            .committed_offset(RECORDER, &env.name(topic), p)
+            .await
+            .unwrap(),
+        Some(8)
+    );
+}
+
+/// Waits (bounded) for asynchronous progress of a spawned runner. This polls
+/// for completion of work, not for the passage of domain time.
+async fn wait_until<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Timers.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_fires_exactly_when_due_and_only_once() {
+    // Given: a processor that schedules, per input, a Delivered event for the
+    // deliveries topic two hours after the batch's time.
+    let mut env = Env::new().await;
+    let p = u1_partition();
+    let behaviour = Behaviour {
+        timer: Some((TWO_HOURS, Topic::Deliveries)),
+        ..Default::default()
+    };
+    env.append(Topic::Notifications, &[fact(0)]).await;
+    let (proc_a, _) = Recorder::new(behaviour.clone());
+    let mut a = env.runner(proc_a, Arc::new(NoEffects), Topic::Notifications, p);
+    a.start().await.unwrap();
+    a.step(env.records(Topic::Notifications, p, 0).await)
+        .await
+        .unwrap();
+    let due = T0 + TWO_HOURS.as_millis() as i64;
+    let expected = delivered_for(&fact(0), due);
+    let key = runner_key(&env, RECORDER, Topic::Notifications, p);
+    assert_eq!(
+        env.timer_rows(&key).await,
+        1,
+        "the timer is committed with the batch"
+    );
+
+    // When/then: before the clock moves, nothing fires.
+    assert_eq!(a.fire_timers().await.unwrap(), 0);
+    assert!(env.events(Topic::Deliveries).await.is_empty());
+
+    // When/then: one millisecond early, still nothing.
+    env.clock.advance(TWO_HOURS - Duration::from_millis(1));
+    assert_eq!(a.fire_timers().await.unwrap(), 0);
+    assert!(env.events(Topic::Deliveries).await.is_empty());
+
+    // Given: the process restarts before the timer is due (timers are state,
+    // not memory).
+    drop(a);
+    env.reopen();
+    let (proc_b, calls_b) = Recorder::new(behaviour);
+    let mut b = env.runner(proc_b, Arc::new(NoEffects), Topic::Notifications, p);
+    b.start().await.unwrap();
+    assert_eq!(b.fire_timers().await.unwrap(), 0);
+
+    // When: the due instant arrives.
+    env.clock.advance(Duration::from_millis(1));
+    assert_eq!(env.clock_now(), due);
+
+    // Then: the timer fires once and its event is in the topic exactly once.
+    assert_eq!(b.fire_timers().await.unwrap(), 1);
+    assert_eq!(env.events(Topic::Deliveries).await, vec![expected.clone()]);
+    assert_eq!(env.timer_rows(&key).await, 0, "a fired timer is deleted");
+
+    // When/then: firing again (even much later) fires nothing.
+    assert_eq!(b.fire_timers().await.unwrap(), 0);
+    env.clock.advance(TWO_HOURS);
+    assert_eq!(b.fire_timers().await.unwrap(), 0);
+    assert_eq!(env.events(Topic::Deliveries).await, vec![expected]);
+    assert!(calls_b.lock().unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// 6. Poison.
+// ---------------------------------------------------------------------------
+
+/// Fixed pseudo-random bytes (xorshift), so a failure reproduces.
+fn garbage(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_stops_the_partition_at_its_offset() {
+    // Given: a good input (offset 0), random bytes (offset 1) and another good
+    // input (offset 2) on one partition.
+    let mut env = Env::new().await;
+    let p = u1_partition();
+    let topic = Topic::Triggers;
+    let junk = garbage(97);
+    let reason = Event::decode(&junk)
+        .expect_err("the junk must not decode")
+        .to_string();
+    env.append(topic, &[fact(0)]).await;
+    let at = env
+        .log
+        .append(
+            &env.name(topic),
+            vec![Record {
+                key: recipient_key(&acme(), "u1"),
+                value: Bytes::from(junk),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!((at[0].partition, at[0].offset), (p, 1));
+    env.append(topic, &[fact(2)]).await;
+    let behaviour = Behaviour {
+        dedup: true,
+        emit_to: Some(Topic::Deliveries),
+        ..Default::default()
+    };
+
+    // When: a batch holding all three is stepped.
+    let (proc_a, calls_a) = Recorder::new(behaviour.clone());
+    let mut a = env.runner(proc_a, Arc::new(NoEffects), topic, p);
+    a.start().await.unwrap();
+    let err = a
+        .step(env.records(topic, p, 0).await)
+        .await
+        .expect_err("poison stops the step");
+
+    // Then: the error names offset 1, nothing at or past it is applied or
+    // published, and the position has not moved past it.
+    match err {
+        ProcessError::Poison { offset, reason: r } => {
+            assert_eq!(offset, 1);
+            assert_eq!(r, reason);
+        }
+        other => panic!("expected Poison, got {other:?}"),
+    }
+    assert!(!calls_a.lock().unwrap().contains(&2));
+    let stored = env.offset(RECORDER, topic, p).await;
+    assert!(stored <= 1, "stored offset {stored} moved past the poison");
+    assert!(committed_rows(&env).await.iter().all(|o| *o < stored));
+    assert!(env.events(Topic::Deliveries).await.len() as u64 <= stored);
+
+    // When: the good prefix is stepped alone, then the rest.
+    a.step(env.records(topic, p, 0).await[..1].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(env.offset(RECORDER, topic, p).await, 1);
+    let err = a.step(env.records(topic, p, 1).await).await.unwrap_err();
+
+    // Then: the partition stays stopped exactly at offset 1.
+    assert!(
+        matches!(err, ProcessError::Poison { offset: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(env.offset(RECORDER, topic, p).await, 1);
+    assert_eq!(committed_rows(&env).await, vec![0]);
+    drop(a);
+
+    // When: the process restarts and tries again.
+    env.reopen();
+    let (proc_b, calls_b) = Recorder::new(behaviour);
+    let mut b = env.runner(proc_b, Arc::new(NoEffects), topic, p);
+    b.start().await.unwrap();
+    let err = b.step(env.records(topic, p, 0).await).await.unwrap_err();
+
+    // Then: same stop, same position; offset 2 was never applied.
+    assert!(
+        matches!(err, ProcessError::Poison { offset: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(env.offset(RECORDER, topic, p).await, 1);
+    assert!(calls_b.lock().unwrap().is_empty());
+    assert_eq!(committed_rows(&env).await, vec![0]);
+    assert_eq!(
+        env.events(Topic::Deliveries).await,
+        vec![delivered_for(&fact(0), T0)]
+    );
+}

@@ -1,0 +1,299 @@
+//! End to end on the embedded backends (SQLite log and store on real files),
+//! every role in one process as `clarion serve` runs them.
+
+mod support;
+
+use std::time::Duration;
+
+use clarion_dispatch::smtp::SmtpConfig;
+use clarion_proto::api;
+use support::*;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn smtp_config(smtp: &SmtpServer) -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: smtp.port,
+        from: "Clarion <noreply@clarion.test>".into(),
+        message_id_domain: "clarion.test".into(),
+        starttls: false,
+        pool_size: 4,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_sends_a_localized_email_over_smtp() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.providers.smtp = Some(smtp_config(&smtp));
+    let node = start(cfg, false).await;
+    email_scenario(&node, &smtp, "acme").await;
+    node.stop().await;
+}
+
+fn violations(s: &tonic::Status) -> Vec<(String, String)> {
+    s.get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_clearly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path());
+    let node = start(cfg, false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    let mut client = Notifications::new(ch.clone());
+    let req = |payload: &str, workflow: &str| api::TriggerRequest {
+        workflow_id: workflow.into(),
+        recipients: vec![api::Recipient {
+            subscriber_id: "u1".into(),
+            email: "u1@example.test".into(),
+            ..Default::default()
+        }],
+        payload_json: payload.into(),
+        idempotency_key: String::new(),
+    };
+
+    // Given one trigger accepted before the bad ones
+    let accepted = client
+        .trigger(authed(&key, req(r#"{"day":"lundi"}"#, "appointment")))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids;
+
+    // No key, a malformed key, a key of an unknown tenant, a wrong key of a real tenant
+    let e = client
+        .trigger(tonic::Request::new(req("{}", "appointment")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("missing API key"), "{e:?}");
+    let e = client
+        .trigger(authed("nonsense", req("{}", "appointment")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("malformed API key"), "{e:?}");
+    let stranger = format!("ck_nobody_{}", "0".repeat(48));
+    let e = client
+        .trigger(authed(&stranger, req("{}", "appointment")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("unknown tenant \"nobody\""), "{e:?}");
+    let wrong = format!("ck_acme_{}", "0".repeat(48));
+    let e = client
+        .trigger(authed(&wrong, req("{}", "appointment")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(
+        e.message().contains("not valid for tenant \"acme\""),
+        "{e:?}"
+    );
+
+    // Unknown workflow
+    let e = client
+        .trigger(authed(&key, req("{}", "no-such-flow")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let v = violations(&e);
+    assert_eq!(v[0].0, "workflow_id", "{v:?}");
+    assert!(v[0].1.contains("no workflow \"no-such-flow\""), "{v:?}");
+
+    // Malformed payload
+    let e = client
+        .trigger(authed(&key, req("{\"day\":", "appointment")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let v = violations(&e);
+    assert_eq!(v[0].0, "payload_json");
+    assert!(v[0].1.contains("not valid JSON"), "{v:?}");
+
+    // Oversize payload (limit 64 KiB)
+    let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(70 * 1024));
+    let e = client
+        .trigger(authed(&key, req(&big, "appointment")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let v = violations(&e);
+    assert_eq!(v[0].0, "payload_json");
+    assert!(v[0].1.contains("over the limit of 65536 bytes"), "{v:?}");
+
+    // Bad recipient fields are all reported, each by its path
+    let mut bad = req("{}", "appointment");
+    bad.recipients.push(api::Recipient {
+        subscriber_id: "has/slash".into(),
+        email: "not-an-email".into(),
+        ..Default::default()
+    });
+    let e = client.trigger(authed(&key, bad)).await.unwrap_err();
+    let fields: Vec<String> = violations(&e).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        fields,
+        ["recipients[1].subscriber_id", "recipients[1].email"]
+    );
+
+    // Then the trigger accepted first is still delivered (to the sink)
+    let n = wait_status(
+        &ch,
+        &key,
+        &accepted[0],
+        "delivered",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(n.status, "delivered", "{n:?}");
+    let sunk = clarion_dispatch::dispatcher::sink_deliveries(node.store(), "acme", &accepted[0])
+        .await
+        .unwrap();
+    assert_eq!(sunk.len(), 1);
+    assert_eq!(sunk[0].body, "Hello u1, your technician comes on lundi.");
+
+    // And bad configuration is refused with paths, too
+    let e = Tenants::new(ch.clone())
+        .put_workflow(authed(
+            &key,
+            api::Workflow {
+                workflow_id: "broken".into(),
+                name: String::new(),
+                steps: vec![api::WorkflowStep {
+                    channel: "fax".into(),
+                    template_id: "missing".into(),
+                    provider: String::new(),
+                }],
+            },
+        ))
+        .await
+        .unwrap_err();
+    let fields: Vec<String> = violations(&e).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["steps[0].channel", "steps[0].template_id"]);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keys_and_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let mut tenants = Tenants::new(ch.clone());
+    // Creating a tenant needs the admin token
+    let e = tenants
+        .create_tenant(authed(
+            "ck_acme_wrong",
+            api::CreateTenantRequest {
+                tenant_id: "acme".into(),
+                name: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let key = create_tenant(&ch, "acme").await;
+    let e = tenants
+        .create_tenant(authed(
+            ADMIN_TOKEN,
+            api::CreateTenantRequest {
+                tenant_id: "acme".into(),
+                name: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = tenants
+        .create_tenant(authed(
+            ADMIN_TOKEN,
+            api::CreateTenantRequest {
+                tenant_id: "Bad_Id".into(),
+                name: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&e)[0].0, "tenant_id");
+
+    // A second key works; keys are stored only as hashes
+    let second = tenants
+        .create_api_key(authed(&key, api::CreateApiKeyRequest { name: "ci".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut subs = Subscribers::new(ch.clone());
+    let s = api::Subscriber {
+        subscriber_id: "ana".into(),
+        email: "ana@example.test".into(),
+        phone: "+15145550100".into(),
+        locale: "fr-CA".into(),
+        timezone: "America/Montreal".into(),
+        attributes_json: r#"{"tier":"gold"}"#.into(),
+        webhook_url: String::new(),
+    };
+    subs.upsert(authed(&second.api_key, s.clone()))
+        .await
+        .unwrap();
+    let got = subs
+        .get(authed(
+            &key,
+            api::GetSubscriberRequest {
+                subscriber_id: "ana".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, s);
+    let e = subs
+        .get(authed(
+            &key,
+            api::GetSubscriberRequest {
+                subscriber_id: "bob".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = subs
+        .upsert(authed(
+            &key,
+            api::Subscriber {
+                subscriber_id: "x".into(),
+                phone: "12".into(),
+                attributes_json: "[]".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    let fields: Vec<String> = violations(&e).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["phone", "attributes_json"]);
+    let raw = node
+        .store()
+        .scan(&clarion_store::Scan::partition(
+            clarion_store::Table::ApiKeys,
+            "acme",
+            "",
+            100,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        raw.is_empty(),
+        "api keys are keyed by hash, not by an empty id"
+    );
+    node.stop().await;
+}

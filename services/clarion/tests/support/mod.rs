@@ -1,0 +1,403 @@
+//! Shared harness for the end-to-end tests: a real SMTP server (aiosmtpd,
+//! writing a Maildir), Clarion nodes started in-process from the same code as
+//! the binary, and gRPC clients.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clarion::{Config, Node, Role};
+use clarion_proto::api;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port} within 20 s");
+}
+
+/// One mail as the SMTP server stored it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub message_id: String,
+    pub idempotency_key: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// aiosmtpd (PyPI) serving SMTP on a free port into a Maildir. Installed by
+/// `.ci/run` (`pip install aiosmtpd`).
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    pub fn start() -> SmtpServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("maildir"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect(
+                "python3 with aiosmtpd is required (pip install aiosmtpd; .ci/run installs it)",
+            );
+        wait_port(port, "aiosmtpd", &mut child);
+        SmtpServer { child, port, dir }
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("maildir")
+    }
+
+    pub fn messages(&self) -> Vec<Mail> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(entries) = std::fs::read_dir(self.maildir().join(sub)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Some(m) = parse_mail(&e.path()) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until at least `n` messages arrived.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Mail> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_mail(path: &Path) -> Option<Mail> {
+    let raw = std::fs::read(path).ok()?;
+    let msg = mail_parser::MessageParser::default().parse(&raw)?;
+    let header = |name: &str| {
+        msg.header_raw(name)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    Some(Mail {
+        message_id: header("Message-ID"),
+        idempotency_key: header("X-Clarion-Idempotency-Key"),
+        to: msg
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .unwrap_or_default()
+            .to_string(),
+        subject: msg.subject().unwrap_or_default().to_string(),
+        body: msg
+            .body_text(0)
+            .map(|b| b.trim().to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// Roles running in-process, stopped on drop.
+pub struct RunningNode {
+    pub grpc: SocketAddr,
+    pub nodes: Vec<Node>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl RunningNode {
+    pub fn store(&self) -> &dyn clarion_store::Store {
+        &*self.nodes[0].store
+    }
+
+    /// Stops every role and reports any that failed.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while let Some(r) = self.tasks.join_next().await {
+            r.expect("role task panicked").expect("role failed");
+        }
+    }
+}
+
+/// A config on a fresh data dir with ephemeral ports.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut cfg = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    cfg.grpc.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.http.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.runtime.poll_wait_ms = 20;
+    cfg
+}
+
+/// Starts the roles. `separate`: each role gets its own `Node` (its own log
+/// client and store handle), as separate processes would.
+pub async fn start(cfg: Config, separate: bool) -> RunningNode {
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut nodes = Vec::new();
+    let shared = Node::open(cfg.clone()).await.expect("opening node");
+    for role in [Role::Projector, Role::Router, Role::Dispatcher] {
+        let node = if separate {
+            Node::open(cfg.clone()).await.expect("opening node")
+        } else {
+            shared.clone()
+        };
+        node.spawn_role(role, &mut tasks, None, &rx).unwrap();
+        nodes.push(node);
+    }
+    let admin = Some(clarion_domain::tenant::sha256_hex(ADMIN_TOKEN.as_bytes()));
+    let gw = if separate {
+        Node::open(cfg.clone()).await.unwrap()
+    } else {
+        shared.clone()
+    };
+    gw.spawn_role(Role::Gateway, &mut tasks, admin, &rx)
+        .unwrap();
+    nodes.insert(0, gw);
+    let grpc = cfg.grpc.listen;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(grpc).is_err() {
+        assert!(Instant::now() < deadline, "gRPC did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    RunningNode {
+        grpc,
+        nodes,
+        shutdown,
+        tasks,
+    }
+}
+
+pub const ADMIN_TOKEN: &str = "adm_test_token_for_e2e";
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+pub fn authed<T>(key: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+pub type Notifications = api::notification_service_client::NotificationServiceClient<Channel>;
+pub type Tenants = api::tenant_service_client::TenantServiceClient<Channel>;
+pub type Subscribers = api::subscriber_service_client::SubscriberServiceClient<Channel>;
+
+/// Creates a tenant through the admin API; returns its API key.
+pub async fn create_tenant(ch: &Channel, tenant: &str) -> String {
+    Tenants::new(ch.clone())
+        .create_tenant(authed(
+            ADMIN_TOKEN,
+            api::CreateTenantRequest {
+                tenant_id: tenant.into(),
+                name: format!("Tenant {tenant}"),
+            },
+        ))
+        .await
+        .expect("create tenant")
+        .into_inner()
+        .api_key
+}
+
+/// A localized appointment email template and a one-step workflow using it.
+pub async fn appointment_workflow(ch: &Channel, key: &str, workflow: &str, provider: &str) {
+    let v = |locale: &str, subject: &str, body: &str| api::TemplateVariant {
+        locale: locale.into(),
+        subject: subject.into(),
+        body: body.into(),
+    };
+    Tenants::new(ch.clone())
+        .put_template(authed(
+            key,
+            api::Template {
+                template_id: format!("{workflow}-tpl"),
+                channel: "email".into(),
+                variants: vec![
+                    v(
+                        "default",
+                        "Your visit on {{ payload.day }}",
+                        "Hello {{ subscriber.id }}, your technician comes on {{ payload.day }}.",
+                    ),
+                    v(
+                        "fr",
+                        "Votre visite du {{ payload.day }}",
+                        "Bonjour {{ subscriber.id }}, le technicien passe le {{ payload.day }}.",
+                    ),
+                    v(
+                        "fr-CA",
+                        "Votre visite du {{ payload.day }}",
+                        "Allô {{ subscriber.id }}, le technicien passe le {{ payload.day }}.",
+                    ),
+                ],
+            },
+        ))
+        .await
+        .expect("put template");
+    Tenants::new(ch.clone())
+        .put_workflow(authed(
+            key,
+            api::Workflow {
+                workflow_id: workflow.into(),
+                name: "Appointment reminder".into(),
+                steps: vec![api::WorkflowStep {
+                    channel: "email".into(),
+                    template_id: format!("{workflow}-tpl"),
+                    provider: provider.into(),
+                }],
+            },
+        ))
+        .await
+        .expect("put workflow");
+}
+
+/// Polls GetNotification until `status` (or times out and returns the last view).
+pub async fn wait_status(
+    ch: &Channel,
+    key: &str,
+    id: &str,
+    status: &str,
+    timeout: Duration,
+) -> api::Notification {
+    let deadline = Instant::now() + timeout;
+    let mut client = Notifications::new(ch.clone());
+    loop {
+        let got = client
+            .get_notification(authed(
+                key,
+                api::GetNotificationRequest {
+                    notification_id: id.into(),
+                },
+            ))
+            .await;
+        if let Ok(n) = &got {
+            if n.get_ref().status == status || Instant::now() > deadline {
+                return n.get_ref().clone();
+            }
+        } else if Instant::now() > deadline {
+            panic!("GetNotification {id}: {got:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// The spine scenario: gRPC Trigger → a localized email at a real SMTP server,
+/// and GetNotification shows the full history.
+pub async fn email_scenario(node: &RunningNode, smtp: &SmtpServer, tenant: &str) {
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, tenant).await;
+    appointment_workflow(&ch, &key, "appointment", "smtp").await;
+    // Given a Québec technician known to Clarion
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            &key,
+            api::Subscriber {
+                subscriber_id: "tech-42".into(),
+                email: "tech42@example.test".into(),
+                locale: "fr-CA".into(),
+                timezone: "America/Toronto".into(),
+                attributes_json: r#"{"role":"technician"}"#.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("upsert subscriber");
+    // When a producer triggers the appointment workflow
+    let ids = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "appointment".into(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "tech-42".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"day":"2026-12-01"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .notification_ids;
+    assert_eq!(ids.len(), 1);
+    // Then the email arrives, rendered in Canadian French
+    let mails = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1, "exactly one email: {mails:?}");
+    let m = &mails[0];
+    assert_eq!(m.to, "tech42@example.test");
+    assert_eq!(m.subject, "Votre visite du 2026-12-01");
+    assert_eq!(m.body, "Allô tech-42, le technicien passe le 2026-12-01.");
+    assert!(!m.idempotency_key.is_empty(), "idempotency header present");
+    assert!(
+        m.message_id.contains(&m.idempotency_key),
+        "Message-ID derives from the attempt id: {m:?}"
+    );
+    // And GetNotification shows the whole story
+    let n = wait_status(&ch, &key, &ids[0], "sent", Duration::from_secs(20)).await;
+    assert_eq!(n.status, "sent", "{n:?}");
+    assert_eq!(n.workflow_id, "appointment");
+    assert_eq!(n.subscriber_id, "tech-42");
+    let types: Vec<&str> = n.events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "clarion.notification.triggered.v1",
+            "clarion.notification.routed.v1",
+            "clarion.notification.dispatch_requested.v1",
+            "clarion.notification.sent.v1",
+        ]
+    );
+    let routed: serde_json::Value = serde_json::from_str(&n.events[1].detail_json).unwrap();
+    assert_eq!(routed["locale"], "fr-ca");
+    assert_eq!(routed["provider"], "smtp");
+    let sent: serde_json::Value = serde_json::from_str(&n.events[3].detail_json).unwrap();
+    assert_eq!(sent["provider_message_id"], m.message_id.as_str());
+}
