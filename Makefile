@@ -10,7 +10,7 @@ run:
 
 ## Install and start what the tests need (aiosmtpd, tansu on 127.0.0.1:9092), then run every test.
 test: test-deps
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked --no-fail-fast
 
 test-deps:
 	scripts/test-deps.sh

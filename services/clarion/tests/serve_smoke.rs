@@ -1,0 +1,173 @@
+//! The README's first command, checked: `clarion serve` on a fresh directory
+//! starts every role on the embedded backends, prints a working demo API key,
+//! answers health and metrics over HTTP, and delivers the demo `welcome`
+//! workflow to the sink with the subscriber's locale.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clarion_proto::api;
+use support::*;
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
+    let help = Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--data-dir",
+        "--log-url",
+        "--store-url",
+        "--grpc-listen",
+        "--http-listen",
+        "--config",
+    ] {
+        assert!(help.contains(flag), "serve --help documents {flag}: {help}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .env("CLARION_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l = lines.clone();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let key = loop {
+        if let Some(k) = lines.lock().unwrap().iter().find_map(|l| {
+            l.trim()
+                .strip_prefix("demo API key:")
+                .map(|k| k.trim().to_string())
+        }) {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no demo key printed: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("Clarion is running"))
+    {
+        assert!(Instant::now() < deadline, "never reported running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(dir.path().join("data/log.db").exists() && dir.path().join("data/store.db").exists());
+
+    assert_eq!(http_get(http, "/healthz").0, 200);
+    assert_eq!(http_get(http, "/readyz").0, 200);
+
+    let ch = channel(format!("127.0.0.1:{grpc}").parse().unwrap()).await;
+    let ids = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "welcome".into(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "ana".into(),
+                    email: "ana@example.test".into(),
+                    locale: "fr-CA".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"name":"Ana"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids;
+    let n = wait_status(&ch, &key, &ids[0], "delivered", Duration::from_secs(20)).await;
+    assert_eq!(n.status, "delivered", "{n:?}");
+    let dispatch: serde_json::Value = serde_json::from_str(&n.events[2].detail_json).unwrap();
+    assert_eq!(dispatch["body"], "Allô Ana, bienvenue à bord!");
+    assert_eq!(dispatch["provider"], "sink");
+
+    let (status, metrics) = http_get(http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("clarion_triggers_accepted_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clarion_processor_events_total{processor=\"dispatcher\"}"),
+        "{metrics}"
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A second start on the same directory keeps the tenant and prints no new secrets.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--grpc-listen",
+            &format!("127.0.0.1:{busy_port}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .env("CLARION_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    // The gRPC port is taken: the process must fail loudly and exit non-zero
+    // rather than run half-started.
+    assert!(
+        !out.status.success(),
+        "bad listen address must fail the process"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("demo API key"),
+        "secrets are printed only on first start"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gRPC server on"),
+        "the error names what failed"
+    );
+    drop(busy);
+}
