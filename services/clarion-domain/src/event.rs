@@ -91,6 +91,10 @@ payloads! {
     Sent(NotificationSent) = "clarion.notification.sent.v1",
     Delivered(NotificationDelivered) = "clarion.notification.delivered.v1",
     Failed(NotificationFailed) = "clarion.notification.failed.v1",
+    TimerFired(TimerFired) = "clarion.notification.timer_fired.v1",
+    Engaged(EngagementRecorded) = "clarion.notification.engaged.v1",
+    Ended(RunEnded) = "clarion.notification.ended.v1",
+    Noted(RunNoted) = "clarion.notification.noted.v1",
 }
 
 impl Payload {
@@ -103,6 +107,10 @@ impl Payload {
             Payload::Sent(p) => Some(&p.notification_id),
             Payload::Delivered(p) => Some(&p.notification_id),
             Payload::Failed(p) => Some(&p.notification_id),
+            Payload::TimerFired(p) => Some(&p.notification_id),
+            Payload::Engaged(p) => Some(&p.notification_id),
+            Payload::Ended(p) => Some(&p.notification_id),
+            Payload::Noted(p) => Some(&p.notification_id),
             _ => None,
         }
     }
@@ -119,7 +127,8 @@ impl Payload {
             }),
             Payload::WorkflowPublished(p) => json!({
                 "workflow_id": p.workflow_id, "version": p.version, "name": p.name,
-                "steps": p.steps.iter().map(|s| json!({"channel": s.channel, "template_id": s.template_id, "provider": s.provider})).collect::<Vec<_>>(),
+                "trigger_event": p.trigger_event,
+                "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
             }),
             Payload::SubscriberUpserted(p) => {
                 json!({"subscriber_id": p.subscriber_id, "locale": p.locale, "timezone": p.timezone})
@@ -136,7 +145,7 @@ impl Payload {
             }),
             Payload::DispatchRequested(p) => json!({
                 "attempt_id": p.attempt_id, "channel": p.channel, "provider": p.provider,
-                "to": p.to, "subject": p.subject, "body": p.body, "locale": p.locale,
+                "to": p.to, "subject": p.subject, "body": p.body, "locale": p.locale, "step": p.step,
             }),
             Payload::Sent(p) => {
                 json!({"attempt_id": p.attempt_id, "provider": p.provider, "provider_message_id": p.provider_message_id})
@@ -145,6 +154,20 @@ impl Payload {
             Payload::Failed(p) => {
                 json!({"attempt_id": p.attempt_id, "provider": p.provider, "reason": p.reason, "retryable": p.retryable, "stage": p.stage})
             }
+            Payload::TimerFired(p) => json!({"seq": p.seq, "purpose": p.purpose}),
+            Payload::Engaged(p) => {
+                json!({"attempt_id": p.attempt_id, "kind": p.kind, "source": p.source})
+            }
+            Payload::Ended(p) => json!({
+                "outcome": p.outcome, "reason": p.reason, "step": p.step,
+                "workflow_id": p.workflow_id, "workflow_version": p.workflow_version,
+                "attempts": p.attempts.iter().map(|a| json!({
+                    "attempt_id": a.attempt_id, "step": a.step, "channel": a.channel,
+                    "provider": a.provider, "at_ms": a.at_ms, "error": a.error,
+                    "retryable": a.retryable, "sent": a.sent,
+                })).collect::<Vec<_>>(),
+            }),
+            Payload::Noted(p) => json!({"message": p.message}),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod channel;
 pub mod error;
 pub mod event;
+pub mod flow;
 pub mod ids;
 pub mod router;
 pub mod subscriber;

@@ -1,7 +1,7 @@
 //! Reads of tenant configuration from the projection.
 
+use clarion_domain::flow::Flow;
 use clarion_domain::template::Template;
-use clarion_domain::workflow::Workflow;
 use clarion_domain::{Event, Payload, TenantId};
 use clarion_store::{Scan, Store, Table};
 
@@ -30,12 +30,12 @@ pub async fn latest_workflow(
     store: &dyn Store,
     tenant: &TenantId,
     id: &str,
-) -> Result<Option<Workflow>, ApiError> {
+) -> Result<Option<Flow>, ApiError> {
     Ok(match latest(store, Table::Workflows, tenant, id).await? {
         Some(Event {
             payload: Payload::WorkflowPublished(p),
             ..
-        }) => Workflow::from_event(&p).ok(),
+        }) => clarion_domain::workflow::from_published(&p).ok(),
         _ => None,
     })
 }

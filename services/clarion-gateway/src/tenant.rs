@@ -9,7 +9,6 @@ use bytes::Bytes;
 use clarion_domain::ids::tenant_key;
 use clarion_domain::template::Template;
 use clarion_domain::tenant::issue_api_key;
-use clarion_domain::workflow::Workflow;
 use clarion_domain::{Actor, Event, Id, Payload, TenantId};
 use clarion_proto::api;
 use clarion_proto::events as pb;
@@ -162,16 +161,17 @@ impl TenantApi {
             .await?
             .map(|w| w.version + 1)
             .unwrap_or(1);
-        let wf = Workflow::new(&w.workflow_id, version, &w.name, &steps, |id| {
-            channels.get(id).copied()
-        })?;
+        let flow =
+            clarion_domain::workflow::from_steps(&w.workflow_id, &w.name, &steps, version, |id| {
+                channels.get(id).copied()
+            })?;
         publish(
             s,
             &[config_event(
                 s,
                 &caller.tenant,
                 &caller.actor,
-                Payload::WorkflowPublished(wf.to_event()),
+                Payload::WorkflowPublished(clarion_domain::workflow::published(&flow)),
             )],
         )
         .await?;

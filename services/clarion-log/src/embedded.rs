@@ -491,8 +491,8 @@ impl Subscription for SqliteSubscription {
             return Ok(recs);
         }
         // Appends from other processes sharing the file do not signal our watch,
-        // so wake at least every 50 ms to look.
-        let nap = wait.min(Duration::from_millis(50));
+        // so wake at least every 250 ms to look (in-process appends wake us at once).
+        let nap = wait.min(Duration::from_millis(250));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let _ = tokio::time::timeout(nap, self.watch.changed()).await;

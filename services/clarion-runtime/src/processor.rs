@@ -67,6 +67,11 @@ pub trait Processor: Send + Sync + 'static {
         true
     }
 
+    /// Whether this processor schedules timers (the runner then fires them).
+    fn uses_timers(&self) -> bool {
+        false
+    }
+
     async fn process(
         &mut self,
         store: &dyn Store,

@@ -85,6 +85,17 @@ fn project(batch: &mut Batch, e: &Event) {
                 ),
                 bytes(),
             );
+            // Config is one partition per tenant, applied in order: the last
+            // write is the latest version.
+            let id = wf.workflow_id.as_bytes().to_vec();
+            w.put(
+                RowKey::new(Table::WorkflowIndex, tenant, "all", id.clone()),
+                bytes(),
+            );
+            if !wf.trigger_event.is_empty() {
+                let pk = format!("event/{}", wf.trigger_event);
+                w.put(RowKey::new(Table::WorkflowIndex, tenant, &pk, id), bytes());
+            }
         }
         // Subscriber state is the router's (it must see upserts in order with
         // triggers); it writes the subscribers table itself.
@@ -93,11 +104,23 @@ fn project(batch: &mut Batch, e: &Event) {
             let Some(nid) = p.notification_id() else {
                 return;
             };
-            if let Payload::Triggered(_) = p {
-                w.put(
-                    RowKey::new(Table::Notifications, tenant, nid, Vec::new()),
-                    bytes(),
-                );
+            let dlq = || RowKey::new(Table::DeadLetters, tenant, "dlq", nid.as_bytes().to_vec());
+            match p {
+                Payload::Triggered(_) => {
+                    w.put(
+                        RowKey::new(Table::Notifications, tenant, nid, Vec::new()),
+                        bytes(),
+                    );
+                }
+                // The dead-letter queue holds a notification while its latest
+                // end is a dead letter (a retry that succeeds removes it).
+                Payload::Ended(end) if end.outcome == "dead_lettered" => {
+                    w.put(dlq(), bytes());
+                }
+                Payload::Ended(_) => {
+                    w.delete(dlq());
+                }
+                _ => {}
             }
             w.put(
                 RowKey::new(Table::NotificationEvents, tenant, nid, e.id.0.to_vec()),
@@ -115,7 +138,9 @@ fn rank(p: &Payload) -> u8 {
         Payload::DispatchRequested(_) => 3,
         Payload::Sent(_) => 4,
         Payload::Delivered(_) => 5,
-        Payload::Failed(_) => 6,
+        Payload::Failed(_) | Payload::Engaged(_) | Payload::TimerFired(_) => 6,
+        Payload::Noted(_) => 7,
+        Payload::Ended(_) => 8,
         _ => 0,
     }
 }
@@ -128,6 +153,18 @@ pub fn sort_history(events: &mut [Event]) {
 /// Status derived from a history: the furthest lifecycle point reached.
 /// `failed` wins only if nothing was delivered afterwards (a later retry can succeed).
 pub fn status_of(events: &[Event]) -> &'static str {
+    // A run that ended without delivering says why (the latest end wins:
+    // a dead letter retried to success is no longer dead).
+    let last_end = events.iter().rev().find_map(|e| match &e.payload {
+        Payload::Ended(end) => Some(end.outcome.as_str()),
+        _ => None,
+    });
+    match last_end {
+        Some("dead_lettered") => return "dead_lettered",
+        Some("cancelled") => return "cancelled",
+        Some("suppressed") => return "suppressed",
+        _ => {}
+    }
     let reached = |f: fn(&Payload) -> bool| events.iter().any(|e| f(&e.payload));
     if reached(|p| matches!(p, Payload::Delivered(_))) {
         "delivered"

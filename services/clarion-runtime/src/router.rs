@@ -1,50 +1,118 @@
-//! The router processor: applies subscriber upserts and routes triggers.
+//! The router processor: runs workflows.
 //!
-//! It owns the subscriber state of its partition (upserts arrive on the same
-//! partition as that subscriber's triggers, in order), and reads tenant
-//! configuration (workflows, templates) from the projection, caching it:
-//! workflow versions are immutable, templates are re-read at most every
-//! `template_refresh`.
+//! It reads the recipient streams of its partition — triggers and subscriber
+//! upserts, delivery outcomes, engagement, and its own fired timers — and
+//! drives each notification's [`Run`]. It owns the subscriber and run state of
+//! its partition (one writer), and reads tenant configuration (workflow
+//! versions, templates) from the projection, caching it: published workflow
+//! versions are immutable, templates are re-read at most every second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use clarion_domain::router::{route, RouteInput};
+use clarion_domain::flow::run::Purpose;
+use clarion_domain::flow::{Ctx, Engagement, Flow, Input as RunInput, Output, RetryPolicy, Run};
+use clarion_domain::router::{render_send, SendInput};
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::{CompiledTemplate, Template};
-use clarion_domain::workflow::Workflow;
-use clarion_domain::{Channel, Event, Payload};
+use clarion_domain::{Actor, Channel, Event, Id, Payload};
+use clarion_proto::events as pb;
 use clarion_store::{RowKey, Scan, Store, Table};
 use prost::Message;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use crate::processor::{Batch, Input, ProcessError, Processor};
+use crate::processor::{Batch, Emit, Input, ProcessError, Processor};
 use crate::projector::version_ck;
 use crate::topics::Topic;
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
 
+/// What the router keeps per notification (the `runs` table, JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run: Run,
+    pub subscriber_id: String,
+    pub payload: Value,
+    /// Contact data given with the trigger (overrides the stored subscriber).
+    pub contact: ContactOverride,
+    /// Partition key of the recipient stream (for timers).
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ContactOverride {
+    pub email: String,
+    pub phone: String,
+    pub locale: String,
+    pub timezone: String,
+    pub webhook_url: String,
+}
+
+impl ContactOverride {
+    fn to_pb(&self) -> pb::RecipientOverride {
+        pb::RecipientOverride {
+            email: self.email.clone(),
+            phone: self.phone.clone(),
+            locale: self.locale.clone(),
+            timezone: self.timezone.clone(),
+            webhook_url: self.webhook_url.clone(),
+        }
+    }
+}
+
 type TemplateEntry = (Instant, Option<Arc<CompiledTemplate>>);
 
 pub struct Router {
     default_providers: HashMap<Channel, String>,
+    retry: RetryPolicy,
     subscribers: HashMap<(String, String), Option<Subscriber>>,
-    workflows: HashMap<(String, String, u32), Option<Arc<Workflow>>>,
+    flows: HashMap<(String, String, u32), Arc<Flow>>,
     templates: HashMap<(String, String), TemplateEntry>,
+    runs: HashMap<(String, String), RunRecord>,
     template_refresh: Duration,
+}
+
+fn actor() -> Actor {
+    Actor::System(ROUTER.into())
+}
+
+/// Reads a stored run.
+pub async fn load_run(
+    store: &dyn Store,
+    tenant: &str,
+    notification_id: &str,
+) -> Result<Option<RunRecord>, ProcessError> {
+    Ok(store
+        .get(&RowKey::new(
+            Table::Runs,
+            tenant,
+            notification_id,
+            Vec::new(),
+        ))
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 impl Router {
     pub fn new(default_providers: HashMap<Channel, String>) -> Router {
         Router {
             default_providers,
+            retry: RetryPolicy::default(),
             subscribers: HashMap::new(),
-            workflows: HashMap::new(),
+            flows: HashMap::new(),
             templates: HashMap::new(),
+            runs: HashMap::new(),
             template_refresh: Duration::from_secs(1),
         }
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Router {
+        self.retry = retry;
+        self
     }
 
     async fn subscriber(
@@ -65,18 +133,18 @@ impl Router {
         Ok(s)
     }
 
-    async fn workflow(
+    async fn flow(
         &mut self,
         store: &dyn Store,
         tenant: &str,
         id: &str,
         version: u32,
-    ) -> Result<Option<Arc<Workflow>>, ProcessError> {
+    ) -> Result<Option<Arc<Flow>>, ProcessError> {
         let k = (tenant.to_string(), id.to_string(), version);
-        if let Some(w) = self.workflows.get(&k) {
-            return Ok(w.clone());
+        if let Some(f) = self.flows.get(&k) {
+            return Ok(Some(f.clone()));
         }
-        let w = store
+        let f = store
             .get(&RowKey::new(
                 Table::Workflows,
                 tenant,
@@ -86,14 +154,16 @@ impl Router {
             .await?
             .and_then(|b| Event::decode(&b).ok())
             .and_then(|e| match e.payload {
-                Payload::WorkflowPublished(p) => Workflow::from_event(&p).ok().map(Arc::new),
+                Payload::WorkflowPublished(p) => clarion_domain::workflow::from_published(&p)
+                    .ok()
+                    .map(Arc::new),
                 _ => None,
             });
-        // Only cache hits: a miss may be a version not yet projected.
-        if w.is_some() {
-            self.workflows.insert(k, w.clone());
+        // Only hits are cached: a miss may be a version not projected yet.
+        if let Some(f) = &f {
+            self.flows.insert(k, f.clone());
         }
-        Ok(w)
+        Ok(f)
     }
 
     async fn template(
@@ -123,12 +193,266 @@ impl Router {
         self.templates.insert(k, (Instant::now(), t.clone()));
         Ok(t)
     }
+
+    async fn run_record(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        nid: &str,
+    ) -> Result<Option<RunRecord>, ProcessError> {
+        let k = (tenant.to_string(), nid.to_string());
+        if let Some(r) = self.runs.get(&k) {
+            return Ok(Some(r.clone()));
+        }
+        load_run(store, tenant, nid).await
+    }
+
+    /// Applies `first` to a run and carries out everything it asks for,
+    /// feeding render failures back as failed attempts.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        cause: &Event,
+        flow: &Flow,
+        mut rec: RunRecord,
+        first: RunInput,
+        out_index: &mut u32,
+    ) -> Result<(), ProcessError> {
+        let tenant = cause.tenant.as_str().to_string();
+        let nid = rec.run.notification_id.clone();
+        let stored = self.subscriber(store, &tenant, &rec.subscriber_id).await?;
+        let subscriber = stored
+            .unwrap_or_else(|| Subscriber {
+                subscriber_id: rec.subscriber_id.clone(),
+                ..Default::default()
+            })
+            .with_override(&rec.contact.to_pb());
+        let sub_json = subscriber.template_context();
+        let tenant_json = json!({"id": tenant});
+        let mut queue = VecDeque::from([first]);
+        let mut emit = |batch: &mut Batch, topic: Topic, payload: Payload| {
+            let ev = cause.caused(*out_index, batch.now_ms, actor(), payload);
+            *out_index += 1;
+            batch.emit(topic, ev);
+        };
+        while let Some(input) = queue.pop_front() {
+            let ctx = Ctx {
+                now_ms: batch.now_ms,
+                payload: &rec.payload,
+                subscriber: &sub_json,
+                tenant: &tenant_json,
+                retry: &self.retry,
+            };
+            let outputs = rec.run.apply(flow, input, &ctx);
+            for o in outputs {
+                match o {
+                    Output::Send {
+                        step,
+                        attempt_id,
+                        spec,
+                    } => {
+                        let template = self.template(store, &tenant, &spec.template).await?;
+                        let defaults = &self.default_providers;
+                        let default_provider = |c: Channel| {
+                            defaults
+                                .get(&c)
+                                .cloned()
+                                .unwrap_or_else(|| "sink".to_string())
+                        };
+                        let rendered = render_send(&SendInput {
+                            tenant: &tenant,
+                            notification_id: &nid,
+                            workflow_id: &rec.run.workflow_id,
+                            workflow_version: rec.run.workflow_version,
+                            step: &step,
+                            step_index: flow.step_index(&step).unwrap_or(0) as u32,
+                            attempt_id: &attempt_id,
+                            spec: &spec,
+                            subscriber: &subscriber,
+                            payload: &rec.payload,
+                            template: template.as_deref(),
+                            default_provider: &default_provider,
+                        });
+                        match rendered {
+                            Ok((routed, dispatch)) => {
+                                emit(batch, Topic::Notifications, Payload::Routed(routed));
+                                emit(batch, Topic::Dispatch, Payload::DispatchRequested(dispatch));
+                            }
+                            Err(reason) => {
+                                emit(
+                                    batch,
+                                    Topic::Notifications,
+                                    Payload::Failed(pb::NotificationFailed {
+                                        notification_id: nid.clone(),
+                                        attempt_id: attempt_id.clone(),
+                                        provider: String::new(),
+                                        reason: reason.clone(),
+                                        retryable: false,
+                                        stage: "route".into(),
+                                    }),
+                                );
+                                queue.push_back(RunInput::Failed {
+                                    attempt_id,
+                                    retryable: false,
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                    Output::Timer {
+                        seq,
+                        due_ms,
+                        purpose,
+                    } => {
+                        let fired = Event {
+                            id: Id::derive(&[
+                                b"timer",
+                                tenant.as_bytes(),
+                                nid.as_bytes(),
+                                &seq.to_le_bytes(),
+                            ]),
+                            tenant: cause.tenant.clone(),
+                            partition_key: rec.key.clone(),
+                            occurred_at_ms: due_ms,
+                            causation_id: Some(cause.id),
+                            correlation_id: cause.correlation_id,
+                            actor: actor(),
+                            payload: Payload::TimerFired(pb::TimerFired {
+                                notification_id: nid.clone(),
+                                seq,
+                                purpose: purpose_str(purpose).into(),
+                            }),
+                        };
+                        batch.timers.push((
+                            due_ms,
+                            Emit {
+                                topic: Topic::Triggers,
+                                event: fired,
+                            },
+                        ));
+                    }
+                    Output::Note(message) => emit(
+                        batch,
+                        Topic::Notifications,
+                        Payload::Noted(pb::RunNoted {
+                            notification_id: nid.clone(),
+                            message,
+                        }),
+                    ),
+                    Output::End { terminal, reason } => {
+                        metrics::counter!("clarion_runs_ended_total", "outcome" => terminal.as_str())
+                            .increment(1);
+                        emit(
+                            batch,
+                            Topic::Notifications,
+                            Payload::Ended(pb::RunEnded {
+                                notification_id: nid.clone(),
+                                outcome: terminal.as_str().into(),
+                                reason,
+                                workflow_id: rec.run.workflow_id.clone(),
+                                workflow_version: rec.run.workflow_version,
+                                step: rec
+                                    .run
+                                    .attempts
+                                    .last()
+                                    .map(|a| a.step.clone())
+                                    .unwrap_or_default(),
+                                attempts: rec
+                                    .run
+                                    .attempts
+                                    .iter()
+                                    .map(|a| pb::AttemptRecord {
+                                        attempt_id: a.attempt_id.clone(),
+                                        step: a.step.clone(),
+                                        channel: a.channel.clone(),
+                                        provider: a.provider.clone(),
+                                        at_ms: a.at_ms,
+                                        error: a.error.clone().unwrap_or_default(),
+                                        retryable: a.retryable,
+                                        sent: a.sent,
+                                    })
+                                    .collect(),
+                                subscriber_id: rec.subscriber_id.clone(),
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+        batch.writes.put(
+            RowKey::new(Table::Runs, &tenant, &nid, Vec::new()),
+            Bytes::from(serde_json::to_vec(&rec).expect("run records serialize")),
+        );
+        self.runs.insert((tenant, nid), rec);
+        Ok(())
+    }
+
+    /// Feeds a fact about an existing run into it.
+    async fn feed(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        cause: &Event,
+        nid: &str,
+        input: impl FnOnce(&RunRecord) -> Option<RunInput>,
+        out_index: &mut u32,
+    ) -> Result<(), ProcessError> {
+        let tenant = cause.tenant.as_str().to_string();
+        let Some(rec) = self.run_record(store, &tenant, nid).await? else {
+            return Ok(()); // not a workflow run of ours (or already purged)
+        };
+        let Some(input) = input(&rec) else {
+            return Ok(());
+        };
+        let Some(flow) = self
+            .flow(
+                store,
+                &tenant,
+                &rec.run.workflow_id,
+                rec.run.workflow_version,
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        self.drive(store, batch, cause, &flow, rec, input, out_index)
+            .await
+    }
+}
+
+fn purpose_str(p: Purpose) -> &'static str {
+    match p {
+        Purpose::Delay => "delay",
+        Purpose::Retry => "retry",
+        Purpose::WaitTimeout => "wait_timeout",
+        Purpose::AckTimeout => "ack_timeout",
+    }
+}
+
+/// Engagement without an attempt id is credited to the latest sent attempt.
+fn attempt_for(rec: &RunRecord, attempt_id: &str) -> Option<String> {
+    if !attempt_id.is_empty() {
+        return Some(attempt_id.to_string());
+    }
+    rec.run
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.sent)
+        .or(rec.run.attempts.last())
+        .map(|a| a.attempt_id.clone())
 }
 
 #[async_trait]
 impl Processor for Router {
     fn name(&self) -> &'static str {
         ROUTER
+    }
+
+    fn uses_timers(&self) -> bool {
+        true
     }
 
     async fn process(
@@ -140,6 +464,7 @@ impl Processor for Router {
         for input in inputs {
             let e = &input.event;
             let tenant = e.tenant.as_str().to_string();
+            let mut idx = 0u32;
             match &e.payload {
                 Payload::SubscriberUpserted(s) => {
                     batch.writes.put(
@@ -152,38 +477,190 @@ impl Processor for Router {
                     );
                 }
                 Payload::Triggered(t) => {
-                    let subscriber = self.subscriber(store, &tenant, &t.subscriber_id).await?;
-                    let workflow = self
-                        .workflow(store, &tenant, &t.workflow_id, t.workflow_version)
-                        .await?;
-                    let template = match workflow.as_ref().and_then(|w| w.steps.first()) {
-                        Some(step) => self.template(store, &tenant, &step.template_id).await?,
-                        None => None,
+                    if self
+                        .run_record(store, &tenant, &t.notification_id)
+                        .await?
+                        .is_some()
+                    {
+                        continue; // a retried trigger with the same idempotency key
+                    }
+                    let payload: Value =
+                        serde_json::from_str(&t.payload_json).unwrap_or_else(|_| json!({}));
+                    let c = t.recipient.clone().unwrap_or_default();
+                    let rec_contact = ContactOverride {
+                        email: c.email,
+                        phone: c.phone,
+                        locale: c.locale,
+                        timezone: c.timezone,
+                        webhook_url: c.webhook_url,
                     };
-                    let defaults = &self.default_providers;
-                    let default_provider = |c: Channel| {
-                        defaults
-                            .get(&c)
-                            .cloned()
-                            .unwrap_or_else(|| "sink".to_string())
+                    let Some(flow) = self
+                        .flow(store, &tenant, &t.workflow_id, t.workflow_version)
+                        .await?
+                    else {
+                        let end = Payload::Ended(pb::RunEnded {
+                            notification_id: t.notification_id.clone(),
+                            outcome: "suppressed".into(),
+                            reason: format!(
+                                "workflow {:?} version {} does not exist",
+                                t.workflow_id, t.workflow_version
+                            ),
+                            workflow_id: t.workflow_id.clone(),
+                            workflow_version: t.workflow_version,
+                            subscriber_id: t.subscriber_id.clone(),
+                            ..Default::default()
+                        });
+                        batch.emit(
+                            Topic::Notifications,
+                            e.caused(0, batch.now_ms, actor(), end),
+                        );
+                        continue;
                     };
-                    let out = route(&RouteInput {
-                        trigger: e,
-                        subscriber: subscriber.as_ref(),
-                        workflow: workflow.as_deref(),
-                        template: template.as_deref(),
-                        default_provider: &default_provider,
-                        now_ms: batch.now_ms,
-                    });
-                    for ev in out {
-                        let topic = match ev.payload {
-                            Payload::DispatchRequested(_) => Topic::Dispatch,
-                            _ => Topic::Notifications,
-                        };
-                        batch.emit(topic, ev);
+                    let rec = RunRecord {
+                        run: Run::new(&t.notification_id, &flow),
+                        subscriber_id: t.subscriber_id.clone(),
+                        payload,
+                        contact: rec_contact,
+                        key: e.partition_key.clone(),
+                    };
+                    // The trigger condition decides whether the run starts at all.
+                    let stored = self.subscriber(store, &tenant, &t.subscriber_id).await?;
+                    let sub_json = stored
+                        .unwrap_or_else(|| Subscriber {
+                            subscriber_id: t.subscriber_id.clone(),
+                            ..Default::default()
+                        })
+                        .with_override(&rec.contact.to_pb())
+                        .template_context();
+                    match flow.matches(&rec.payload, &sub_json, &json!({"id": tenant})) {
+                        Ok(true) => {
+                            self.drive(store, batch, e, &flow, rec, RunInput::Start, &mut idx)
+                                .await?;
+                        }
+                        outcome => {
+                            let reason = match outcome {
+                                Err(err) => {
+                                    format!("trigger condition could not be evaluated: {err}")
+                                }
+                                _ => "trigger condition is false".to_string(),
+                            };
+                            let mut rec = rec;
+                            let ctx = Ctx {
+                                now_ms: batch.now_ms,
+                                payload: &Value::Null,
+                                subscriber: &Value::Null,
+                                tenant: &Value::Null,
+                                retry: &self.retry,
+                            };
+                            // Recorded as a run that ended suppressed, so the
+                            // notification still reaches a terminal state.
+                            let _ = rec.run.apply(
+                                &flow,
+                                RunInput::Cancel {
+                                    reason: reason.clone(),
+                                },
+                                &ctx,
+                            );
+                            rec.run.terminal = Some(clarion_domain::flow::Terminal::Suppressed);
+                            let end = Payload::Ended(pb::RunEnded {
+                                notification_id: t.notification_id.clone(),
+                                outcome: "suppressed".into(),
+                                reason,
+                                workflow_id: flow.def.id.clone(),
+                                workflow_version: flow.version,
+                                subscriber_id: t.subscriber_id.clone(),
+                                ..Default::default()
+                            });
+                            batch.emit(
+                                Topic::Notifications,
+                                e.caused(0, batch.now_ms, actor(), end),
+                            );
+                            batch.writes.put(
+                                RowKey::new(Table::Runs, &tenant, &t.notification_id, Vec::new()),
+                                Bytes::from(
+                                    serde_json::to_vec(&rec).expect("run records serialize"),
+                                ),
+                            );
+                            self.runs.insert((tenant, t.notification_id.clone()), rec);
+                        }
                     }
                 }
-                // Other events on this topic are not the router's business.
+                Payload::Sent(s) => {
+                    let a = s.attempt_id.clone();
+                    self.feed(
+                        store,
+                        batch,
+                        e,
+                        &s.notification_id,
+                        |_| Some(RunInput::Sent { attempt_id: a }),
+                        &mut idx,
+                    )
+                    .await?;
+                }
+                Payload::Failed(f) if f.stage == "dispatch" => {
+                    let input = RunInput::Failed {
+                        attempt_id: f.attempt_id.clone(),
+                        retryable: f.retryable,
+                        reason: f.reason.clone(),
+                    };
+                    self.feed(
+                        store,
+                        batch,
+                        e,
+                        &f.notification_id,
+                        |_| Some(input),
+                        &mut idx,
+                    )
+                    .await?;
+                }
+                Payload::Delivered(d) => {
+                    let a = d.attempt_id.clone();
+                    self.feed(
+                        store,
+                        batch,
+                        e,
+                        &d.notification_id,
+                        |_| {
+                            Some(RunInput::Engaged {
+                                attempt_id: a,
+                                kind: Engagement::Delivered,
+                            })
+                        },
+                        &mut idx,
+                    )
+                    .await?;
+                }
+                Payload::Engaged(g) => {
+                    let Some(kind) = Engagement::parse(&g.kind) else {
+                        continue;
+                    };
+                    let given = g.attempt_id.clone();
+                    self.feed(
+                        store,
+                        batch,
+                        e,
+                        &g.notification_id,
+                        |rec| {
+                            attempt_for(rec, &given)
+                                .map(|attempt_id| RunInput::Engaged { attempt_id, kind })
+                        },
+                        &mut idx,
+                    )
+                    .await?;
+                }
+                Payload::TimerFired(t) => {
+                    let seq = t.seq;
+                    self.feed(
+                        store,
+                        batch,
+                        e,
+                        &t.notification_id,
+                        |_| Some(RunInput::Timer { seq }),
+                        &mut idx,
+                    )
+                    .await?;
+                }
+                // Other events on these topics are not the router's business.
                 _ => {}
             }
         }

@@ -1,6 +1,6 @@
 //! The partition runner: the exactly-once loop described in the crate docs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,12 +52,15 @@ pub struct PartitionRunner<P: Processor> {
     log: Arc<dyn EventLog>,
     store: Arc<dyn Store>,
     topics: Topics,
-    topic: Topic,
+    /// Input topics; the first is the primary (it names timers and is waited
+    /// on when idle). One runner per partition reads all of them, so the
+    /// processor's state for that partition has a single writer.
+    inputs: Vec<Topic>,
     partition: u32,
     clock: Arc<dyn Clock>,
     cfg: RunnerConfig,
     key: String,
-    next_offset: u64,
+    positions: HashMap<Topic, u64>,
     last_group_commit: Option<Instant>,
 }
 
@@ -106,37 +109,79 @@ impl<P: Processor> PartitionRunner<P> {
             log,
             store,
             topics,
-            topic,
+            inputs: vec![topic],
             partition,
             clock,
             cfg,
             key,
-            next_offset: 0,
+            positions: HashMap::new(),
             last_group_commit: None,
         }
+    }
+
+    /// Also reads these topics (same partition number), in the same runner.
+    pub fn with_inputs(mut self, more: &[Topic]) -> Self {
+        for t in more {
+            if !self.inputs.contains(t) {
+                self.inputs.push(*t);
+            }
+        }
+        self
+    }
+
+    fn runner_key(&self, topic: Topic) -> String {
+        format!(
+            "{}/{}/{}",
+            self.processor.name(),
+            self.topics.name(topic),
+            self.partition
+        )
+    }
+
+    /// Next offset to apply on the primary input.
+    pub fn next_offset(&self) -> u64 {
+        self.positions.get(&self.inputs[0]).copied().unwrap_or(0)
     }
 
     /// Processes until `shutdown` turns true or an error stops it.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
         self.start().await?;
-        let topic_name = self.topics.name(self.topic);
-        let mut sub = self
-            .log
-            .subscribe(&topic_name, self.partition, self.next_offset)
-            .await?;
-        tracing::info!(runner = %self.key, from = self.next_offset, "processor started");
+        let mut subs = Vec::with_capacity(self.inputs.len());
+        for t in self.inputs.clone() {
+            let from = self.positions.get(&t).copied().unwrap_or(0);
+            let sub = self
+                .log
+                .subscribe(&self.topics.name(t), self.partition, from)
+                .await?;
+            subs.push((t, sub));
+        }
+        tracing::info!(runner = %self.key, from = self.next_offset(), inputs = subs.len(), "processor started");
+        let mut busy = true;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let recs = tokio::select! {
-                r = sub.next_batch(self.cfg.max_batch, self.cfg.poll_wait) => r?,
-                _ = shutdown.changed() => return Ok(()),
-            };
-            if !recs.is_empty() {
-                self.step(recs).await?;
+            let was_busy = std::mem::replace(&mut busy, false);
+            for (i, (topic, sub)) in subs.iter_mut().enumerate() {
+                // Wait only on the primary, and only after a pass found nothing:
+                // under load every input is drained without waiting.
+                let wait = if i == 0 && !was_busy {
+                    self.cfg.poll_wait
+                } else {
+                    Duration::ZERO
+                };
+                let recs = tokio::select! {
+                    r = sub.next_batch(self.cfg.max_batch, wait) => r?,
+                    _ = shutdown.changed() => return Ok(()),
+                };
+                if !recs.is_empty() {
+                    busy = true;
+                    self.step_topic(*topic, recs).await?;
+                }
             }
-            self.fire_timers().await?;
+            if self.processor.uses_timers() {
+                self.fire_timers().await?;
+            }
         }
     }
 
@@ -144,41 +189,56 @@ impl<P: Processor> PartitionRunner<P> {
     /// and loads the position. Called by `run`; public for tests that drive
     /// `step` by hand.
     pub async fn start(&mut self) -> Result<(), ProcessError> {
-        let rows = self
-            .store
-            .scan(&Scan::partition(
-                Table::Outbox,
-                SYSTEM_TENANT,
-                &self.key,
-                usize::MAX,
-            ))
+        for topic in self.inputs.clone() {
+            let key = self.runner_key(topic);
+            let rows = self
+                .store
+                .scan(&Scan::partition(
+                    Table::Outbox,
+                    SYSTEM_TENANT,
+                    &key,
+                    usize::MAX,
+                ))
+                .await?;
+            for (ck, value) in rows {
+                let entry = OutboxEntry::decode(value).map_err(|e| ProcessError::Poison {
+                    offset: 0,
+                    reason: e.to_string(),
+                })?;
+                tracing::info!(runner = %key, emits = entry.emits.len(), effects = entry.effects.len(), "completing outbox left by a previous run");
+                self.complete(&key, ck, entry).await?;
+            }
+            let pos = stored_offset(
+                &*self.store,
+                self.processor.name(),
+                &self.topics.name(topic),
+                self.partition,
+            )
             .await?;
-        for (ck, value) in rows {
-            let entry = OutboxEntry::decode(value).map_err(|e| ProcessError::Poison {
-                offset: 0,
-                reason: e.to_string(),
-            })?;
-            tracing::info!(runner = %self.key, emits = entry.emits.len(), effects = entry.effects.len(), "completing outbox left by a previous run");
-            self.complete(ck, entry).await?;
+            self.positions.insert(topic, pos);
         }
-        self.next_offset = stored_offset(
-            &*self.store,
-            self.processor.name(),
-            &self.topics.name(self.topic),
-            self.partition,
-        )
-        .await?;
         Ok(())
     }
 
-    /// Applies one batch of records: decide, commit, act.
+    /// Applies one batch of records of the primary input: decide, commit, act.
     pub async fn step(&mut self, recs: Vec<LogRecord>) -> Result<(), ProcessError> {
+        let primary = self.inputs[0];
+        self.step_topic(primary, recs).await
+    }
+
+    /// Applies one batch of records of input `topic`.
+    pub async fn step_topic(
+        &mut self,
+        topic: Topic,
+        recs: Vec<LogRecord>,
+    ) -> Result<(), ProcessError> {
         let Some(last) = recs.last().map(|r| r.offset) else {
             return Ok(());
         };
+        let next_offset = self.positions.get(&topic).copied().unwrap_or(0);
         let mut inputs = Vec::with_capacity(recs.len());
         for r in &recs {
-            if r.offset < self.next_offset {
+            if r.offset < next_offset {
                 continue; // re-delivered by the log
             }
             // An event we cannot read stops the partition: skipping it would
@@ -217,7 +277,7 @@ impl<P: Processor> PartitionRunner<P> {
         }
 
         let mut batch = Batch {
-            topic: Some(self.topic),
+            topic: Some(topic),
             partition: self.partition,
             now_ms: self.clock.now_ms(),
             ..Default::default()
@@ -238,27 +298,28 @@ impl<P: Processor> PartitionRunner<P> {
             effects: std::mem::take(&mut batch.effects),
         };
         let outbox_ck = last.to_be_bytes().to_vec();
+        let outbox_key = self.runner_key(topic);
         if !entry.is_empty() {
             writes.put(
-                RowKey::new(Table::Outbox, SYSTEM_TENANT, &self.key, outbox_ck.clone()),
+                RowKey::new(Table::Outbox, SYSTEM_TENANT, &outbox_key, outbox_ck.clone()),
                 entry.encode(),
             );
         }
         writes.put(
             offset_key(
                 self.processor.name(),
-                &self.topics.name(self.topic),
+                &self.topics.name(topic),
                 self.partition,
             ),
             Bytes::copy_from_slice(&(last + 1).to_be_bytes()),
         );
         self.store.write(writes).await?;
-        self.next_offset = last + 1;
+        self.positions.insert(topic, last + 1);
         metrics::counter!("clarion_processor_events_total", "processor" => self.processor.name())
             .increment(inputs.len() as u64);
 
         if !entry.is_empty() {
-            self.complete(outbox_ck, entry).await?;
+            self.complete(&outbox_key, outbox_ck, entry).await?;
         }
         self.mirror_position().await;
         Ok(())
@@ -275,7 +336,12 @@ impl<P: Processor> PartitionRunner<P> {
 
     /// Publishes an outbox entry, runs its effects (publishing what they
     /// report), then deletes it.
-    async fn complete(&self, ck: Vec<u8>, entry: OutboxEntry) -> Result<(), ProcessError> {
+    async fn complete(
+        &self,
+        outbox_key: &str,
+        ck: Vec<u8>,
+        entry: OutboxEntry,
+    ) -> Result<(), ProcessError> {
         publish(&*self.log, &self.topics, &entry.emits).await?;
         if !entry.effects.is_empty() {
             let now = self.clock.now_ms();
@@ -292,7 +358,7 @@ impl<P: Processor> PartitionRunner<P> {
             publish(&*self.log, &self.topics, &follow).await?;
         }
         let mut del = WriteBatch::new();
-        del.delete(RowKey::new(Table::Outbox, SYSTEM_TENANT, &self.key, ck));
+        del.delete(RowKey::new(Table::Outbox, SYSTEM_TENANT, outbox_key, ck));
         self.store.write(del).await?;
         Ok(())
     }
@@ -317,17 +383,19 @@ impl<P: Processor> PartitionRunner<P> {
             return;
         }
         self.last_group_commit = Some(Instant::now());
-        if let Err(e) = self
-            .log
-            .commit_offset(
-                self.processor.name(),
-                &self.topics.name(self.topic),
-                self.partition,
-                self.next_offset,
-            )
-            .await
-        {
-            tracing::warn!(runner = %self.key, error = %e, "could not mirror position to the log");
+        for (topic, pos) in &self.positions {
+            if let Err(e) = self
+                .log
+                .commit_offset(
+                    self.processor.name(),
+                    &self.topics.name(*topic),
+                    self.partition,
+                    *pos,
+                )
+                .await
+            {
+                tracing::warn!(runner = %self.key, error = %e, "could not mirror position to the log");
+            }
         }
     }
 }

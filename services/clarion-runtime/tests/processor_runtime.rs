@@ -14,7 +14,6 @@ use clarion_domain::ids::{recipient_key, tenant_key};
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
-use clarion_domain::workflow::Workflow;
 use clarion_domain::{Actor, Channel, Event, Id, Payload, TenantId};
 use clarion_log::embedded::SqliteLog;
 use clarion_log::{partition_for, EventLog, LogRecord, Record};
@@ -426,19 +425,22 @@ fn template_published() -> Event {
 }
 
 fn workflow_published() -> Event {
-    let w = Workflow::new(
+    let w = clarion_domain::workflow::from_steps(
         "appt",
-        1,
         "Appointment reminder",
         &[pb::WorkflowStep {
             channel: "email".into(),
             template_id: "appt".into(),
             provider: String::new(),
         }],
+        1,
         |_| Some(Channel::Email),
     )
     .expect("valid workflow");
-    config_event("workflow appt v1", Payload::WorkflowPublished(w.to_event()))
+    config_event(
+        "workflow appt v1",
+        Payload::WorkflowPublished(clarion_domain::workflow::published(&w)),
+    )
 }
 
 fn subscriber_upserted() -> Event {

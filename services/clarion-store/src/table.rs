@@ -32,10 +32,16 @@ pub enum Table {
     SinkDeliveries,
     /// Operator settings: admin token hash, demo tenant (system tenant).
     Settings,
+    /// Workflow run state, owned by the router (pk notification id).
+    Runs,
+    /// Dead-lettered notifications (pk "dlq", ck notification id).
+    DeadLetters,
+    /// Latest workflow versions by trigger event and by id (pk "event/<name>" or "all", ck workflow id).
+    WorkflowIndex,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 16] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -49,6 +55,9 @@ impl Table {
         Table::NotificationEvents,
         Table::SinkDeliveries,
         Table::Settings,
+        Table::Runs,
+        Table::DeadLetters,
+        Table::WorkflowIndex,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -66,6 +75,9 @@ impl Table {
             Table::NotificationEvents => "notification_events",
             Table::SinkDeliveries => "sink_deliveries",
             Table::Settings => "settings",
+            Table::Runs => "runs",
+            Table::DeadLetters => "dead_letters",
+            Table::WorkflowIndex => "workflow_index",
         }
     }
 }

@@ -121,10 +121,12 @@ impl Node {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_partitions<P: Processor>(
         &self,
         tasks: &mut JoinSet<anyhow::Result<()>>,
         topic: Topic,
+        more_inputs: &[Topic],
         effects: Arc<dyn Effects>,
         make: impl Fn() -> P,
         shutdown: &watch::Receiver<bool>,
@@ -140,7 +142,8 @@ impl Node {
                 p,
                 self.clock.clone(),
                 self.runner_config(),
-            );
+            )
+            .with_inputs(more_inputs);
             let sd = shutdown.clone();
             tasks.spawn(async move {
                 runner
@@ -197,9 +200,11 @@ impl Node {
             }
             Role::Router => {
                 let defaults = self.default_providers();
+                // Outcomes come back to the router on the same partition.
                 self.spawn_partitions(
                     tasks,
                     Topic::Triggers,
+                    &[Topic::Deliveries],
                     Arc::new(NoEffects),
                     || Router::new(defaults.clone()),
                     shutdown,
@@ -207,11 +212,25 @@ impl Node {
             }
             Role::Dispatcher => {
                 let effects = Arc::new(DispatchEffects::new(self.providers()?));
-                self.spawn_partitions(tasks, Topic::Dispatch, effects, || Dispatcher, shutdown);
+                self.spawn_partitions(
+                    tasks,
+                    Topic::Dispatch,
+                    &[],
+                    effects,
+                    || Dispatcher,
+                    shutdown,
+                );
             }
             Role::Projector => {
                 for t in Topic::ALL {
-                    self.spawn_partitions(tasks, t, Arc::new(NoEffects), || Projector, shutdown);
+                    self.spawn_partitions(
+                        tasks,
+                        t,
+                        &[],
+                        Arc::new(NoEffects),
+                        || Projector,
+                        shutdown,
+                    );
                 }
             }
         }

@@ -43,6 +43,14 @@ fn spawn_server(config: &Path) -> Server {
     Server { child, stdout }
 }
 
+impl Drop for Server {
+    // A failing assertion must not leave a server running after the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     fn wait_line(&self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -129,7 +137,7 @@ async fn kill_dash_nine_loses_nothing_and_sends_no_silent_duplicates() {
         let mut client = Notifications::new(channel(addr).await);
         while Instant::now() < until {
             seq += 1;
-            let (wf, kind) = if seq % 2 == 0 {
+            let (wf, kind) = if seq.is_multiple_of(2) {
                 ("by-mail", "smtp")
             } else {
                 ("to-sink", "sink")

@@ -16,8 +16,11 @@ use support::*;
 
 const SECRET: &str = "whsec_test_0123456789abcdef";
 
+/// One request as the receiver saw it: body, idempotency key, signature check.
+type Hit = (serde_json::Value, String, Result<(), String>);
+
 #[derive(Default, Clone)]
-struct Received(Arc<Mutex<Vec<(serde_json::Value, String, Result<(), String>)>>>);
+struct Received(Arc<Mutex<Vec<Hit>>>);
 
 async fn receiver() -> (std::net::SocketAddr, Received) {
     let got = Received::default();

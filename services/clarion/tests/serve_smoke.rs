@@ -60,9 +60,18 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed on drop, so a failed assertion leaves no server behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let l = lines.clone();
     let out = child.stdout.take().unwrap();
+    let child = KillOnDrop(child);
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             l.lock().unwrap().push(line);
@@ -135,8 +144,7 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
         "{metrics}"
     );
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
     // A second start on the same directory keeps the tenant and prints no new secrets.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -298,6 +298,33 @@ pub async fn appointment_workflow(ch: &Channel, key: &str, workflow: &str, provi
         .expect("put workflow");
 }
 
+/// Polls GetNotification until `done` holds (or times out and returns the last view).
+pub async fn wait_until(
+    ch: &Channel,
+    key: &str,
+    id: &str,
+    timeout: Duration,
+    done: impl Fn(&api::Notification) -> bool,
+) -> api::Notification {
+    let deadline = Instant::now() + timeout;
+    let mut client = Notifications::new(ch.clone());
+    loop {
+        let got = client
+            .get_notification(authed(
+                key,
+                api::GetNotificationRequest {
+                    notification_id: id.into(),
+                },
+            ))
+            .await;
+        match got {
+            Ok(n) if done(n.get_ref()) || Instant::now() > deadline => return n.into_inner(),
+            Err(e) if Instant::now() > deadline => panic!("GetNotification {id}: {e:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(30)).await,
+        }
+    }
+}
+
 /// Polls GetNotification until `status` (or times out and returns the last view).
 pub async fn wait_status(
     ch: &Channel,
@@ -380,8 +407,13 @@ pub async fn email_scenario(node: &RunningNode, smtp: &SmtpServer, tenant: &str)
         m.message_id.contains(&m.idempotency_key),
         "Message-ID derives from the attempt id: {m:?}"
     );
-    // And GetNotification shows the whole story
-    let n = wait_status(&ch, &key, &ids[0], "sent", Duration::from_secs(20)).await;
+    // And GetNotification shows the whole story, to the end of the run
+    let n = wait_until(&ch, &key, &ids[0], Duration::from_secs(20), |n| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    })
+    .await;
     assert_eq!(n.status, "sent", "{n:?}");
     assert_eq!(n.workflow_id, "appointment");
     assert_eq!(n.subscriber_id, "tech-42");
@@ -393,8 +425,11 @@ pub async fn email_scenario(node: &RunningNode, smtp: &SmtpServer, tenant: &str)
             "clarion.notification.routed.v1",
             "clarion.notification.dispatch_requested.v1",
             "clarion.notification.sent.v1",
+            "clarion.notification.ended.v1",
         ]
     );
+    let ended: serde_json::Value = serde_json::from_str(&n.events[4].detail_json).unwrap();
+    assert_eq!(ended["outcome"], "completed");
     let routed: serde_json::Value = serde_json::from_str(&n.events[1].detail_json).unwrap();
     assert_eq!(routed["locale"], "fr-ca");
     assert_eq!(routed["provider"], "smtp");

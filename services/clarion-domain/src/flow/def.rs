@@ -1,0 +1,764 @@
+//! Workflow definitions: what tenant admins write (YAML or JSON) and publish.
+//!
+//! A definition is a list of steps executed in order; steps jump with `next`
+//! (default), `end`, or a step id. Validation reports every problem with its
+//! path (`steps[2].timeout`), rejects jumps to unknown steps and cycles, and
+//! compiles every condition, so nothing invalid is ever published.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::Channel;
+use crate::error::Violations;
+use crate::flow::condition::Condition;
+use crate::flow::duration::parse_ms;
+use crate::workflow::{validate_id, KNOWN_PROVIDERS};
+
+/// Engagement a run can wait for or stop on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engagement {
+    Delivered,
+    Opened,
+    Clicked,
+    Acknowledged,
+    Read,
+}
+
+impl Engagement {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Engagement::Delivered => "delivered",
+            Engagement::Opened => "opened",
+            Engagement::Clicked => "clicked",
+            Engagement::Acknowledged => "acknowledged",
+            Engagement::Read => "read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Engagement> {
+        [
+            Engagement::Delivered,
+            Engagement::Opened,
+            Engagement::Clicked,
+            Engagement::Acknowledged,
+            Engagement::Read,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+    }
+
+    /// A click implies the message was opened; reading an inbox item or
+    /// acknowledging implies delivery. Waiting for X is satisfied by anything
+    /// that implies X.
+    pub fn satisfies(&self, wanted: Engagement) -> bool {
+        *self == wanted
+            || matches!(
+                (self, wanted),
+                (Engagement::Clicked, Engagement::Opened)
+                    | (
+                        Engagement::Opened
+                            | Engagement::Clicked
+                            | Engagement::Acknowledged
+                            | Engagement::Read,
+                        Engagement::Delivered
+                    )
+            )
+    }
+}
+
+/// Where to go after a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(from = "String", into = "String")]
+pub enum Next {
+    /// The following step (or the end after the last one).
+    #[default]
+    Continue,
+    End,
+    Step(String),
+}
+
+impl From<String> for Next {
+    fn from(s: String) -> Next {
+        match s.as_str() {
+            "next" | "" => Next::Continue,
+            "end" => Next::End,
+            _ => Next::Step(s),
+        }
+    }
+}
+
+impl From<Next> for String {
+    fn from(n: Next) -> String {
+        match n {
+            Next::Continue => "next".into(),
+            Next::End => "end".into(),
+            Next::Step(s) => s,
+        }
+    }
+}
+
+/// One message to send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendSpec {
+    pub channel: String,
+    pub template: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Alternate contact: a path into the trigger payload or the subscriber,
+    /// e.g. `payload.backup_technician.phone` or `subscriber.attributes.manager_email`.
+    /// Empty: the recipient's own address on the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckSpec {
+    #[serde(rename = "for")]
+    pub event: Engagement,
+    pub timeout: String,
+}
+
+/// Branch condition: a CEL expression over `payload`, `subscriber` and
+/// `steps` (each step's status), or a step-status shorthand.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepStatusCheck {
+    pub step: String,
+    pub is: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepKind {
+    Send {
+        send: SendSpec,
+        next: Next,
+    },
+    Delay {
+        duration: String,
+        next: Next,
+    },
+    /// Wait until `step`'s message gets the engagement, at most `timeout`.
+    Wait {
+        event: Engagement,
+        step: String,
+        timeout: String,
+        on_event: Next,
+        on_timeout: Next,
+    },
+    /// Branch on a CEL condition over `payload`, `subscriber`, `tenant` and
+    /// `steps` (step id → status), or on one step's status.
+    Branch {
+        condition: Option<String>,
+        step_status: Option<StepStatusCheck>,
+        then: Next,
+        otherwise: Next,
+    },
+    /// Try each send in turn until one is sent (and, with `ack`, engaged with
+    /// in time); when all fail the notification is dead-lettered.
+    Fallback {
+        chain: Vec<SendSpec>,
+        ack: Option<AckSpec>,
+        next: Next,
+    },
+    Stop,
+}
+
+/// A step as written: `type` selects the kind, the other keys are its fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawStep", into = "RawStep")]
+pub struct StepDef {
+    pub id: String,
+    pub kind: StepKind,
+}
+
+/// The written form of a step (one flat map per step, checked for unknown keys).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawStep {
+    Send {
+        id: String,
+        channel: String,
+        template: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default)]
+        next: Next,
+    },
+    Delay {
+        id: String,
+        duration: String,
+        #[serde(default)]
+        next: Next,
+    },
+    Wait {
+        id: String,
+        #[serde(rename = "for")]
+        event: Engagement,
+        step: String,
+        timeout: String,
+        #[serde(default)]
+        on_event: Next,
+        #[serde(default)]
+        on_timeout: Next,
+    },
+    Branch {
+        id: String,
+        #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+        condition: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_status: Option<StepStatusCheck>,
+        then: Next,
+        #[serde(default, rename = "else")]
+        otherwise: Next,
+    },
+    Fallback {
+        id: String,
+        chain: Vec<SendSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ack: Option<AckSpec>,
+        #[serde(default)]
+        next: Next,
+    },
+    Stop {
+        id: String,
+    },
+}
+
+impl TryFrom<RawStep> for StepDef {
+    type Error = String;
+    fn try_from(r: RawStep) -> Result<StepDef, String> {
+        Ok(match r {
+            RawStep::Send {
+                id,
+                channel,
+                template,
+                provider,
+                to,
+                next,
+            } => StepDef {
+                id,
+                kind: StepKind::Send {
+                    send: SendSpec {
+                        channel,
+                        template,
+                        provider,
+                        to,
+                    },
+                    next,
+                },
+            },
+            RawStep::Delay { id, duration, next } => StepDef {
+                id,
+                kind: StepKind::Delay { duration, next },
+            },
+            RawStep::Wait {
+                id,
+                event,
+                step,
+                timeout,
+                on_event,
+                on_timeout,
+            } => StepDef {
+                id,
+                kind: StepKind::Wait {
+                    event,
+                    step,
+                    timeout,
+                    on_event,
+                    on_timeout,
+                },
+            },
+            RawStep::Branch {
+                id,
+                condition,
+                step_status,
+                then,
+                otherwise,
+            } => StepDef {
+                id,
+                kind: StepKind::Branch {
+                    condition,
+                    step_status,
+                    then,
+                    otherwise,
+                },
+            },
+            RawStep::Fallback {
+                id,
+                chain,
+                ack,
+                next,
+            } => StepDef {
+                id,
+                kind: StepKind::Fallback { chain, ack, next },
+            },
+            RawStep::Stop { id } => StepDef {
+                id,
+                kind: StepKind::Stop,
+            },
+        })
+    }
+}
+
+impl From<StepDef> for RawStep {
+    fn from(s: StepDef) -> RawStep {
+        let id = s.id;
+        match s.kind {
+            StepKind::Send { send, next } => RawStep::Send {
+                id,
+                channel: send.channel,
+                template: send.template,
+                provider: send.provider,
+                to: send.to,
+                next,
+            },
+            StepKind::Delay { duration, next } => RawStep::Delay { id, duration, next },
+            StepKind::Wait {
+                event,
+                step,
+                timeout,
+                on_event,
+                on_timeout,
+            } => RawStep::Wait {
+                id,
+                event,
+                step,
+                timeout,
+                on_event,
+                on_timeout,
+            },
+            StepKind::Branch {
+                condition,
+                step_status,
+                then,
+                otherwise,
+            } => RawStep::Branch {
+                id,
+                condition,
+                step_status,
+                then,
+                otherwise,
+            },
+            StepKind::Fallback { chain, ack, next } => RawStep::Fallback {
+                id,
+                chain,
+                ack,
+                next,
+            },
+            StepKind::Stop => RawStep::Stop { id },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerDef {
+    /// Business event name this workflow reacts to (e.g. `appointment.booked`).
+    /// Empty: only triggered by workflow id.
+    #[serde(default)]
+    pub event: String,
+    /// CEL over `payload` and `subscriber`; the run starts only when true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+/// A workflow definition as written by a tenant admin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowDef {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "default_trigger")]
+    pub trigger: TriggerDef,
+    /// Payload field whose value is the run's cancellation key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_key: Option<String>,
+    /// Engagement that completes the run as soon as it happens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<Engagement>,
+    pub steps: Vec<StepDef>,
+}
+
+fn default_trigger() -> TriggerDef {
+    TriggerDef {
+        event: String::new(),
+        condition: None,
+    }
+}
+
+/// A validated definition with everything resolved for execution.
+#[derive(Debug)]
+pub struct Flow {
+    pub def: FlowDef,
+    pub version: u32,
+    pub(crate) index: HashMap<String, usize>,
+    pub(crate) trigger_condition: Option<Condition>,
+    pub(crate) conditions: HashMap<usize, Condition>,
+    pub(crate) durations: HashMap<(usize, &'static str), u64>,
+}
+
+impl Flow {
+    /// Parses YAML or JSON (JSON is YAML) and validates.
+    pub fn parse(
+        text: &str,
+        version: u32,
+        template_channel: impl Fn(&str) -> Option<Channel>,
+    ) -> Result<Flow, Violations> {
+        let def: FlowDef = serde_norway::from_str(text)
+            .map_err(|e| Violations::single(error_path(&e), e.to_string()))?;
+        Flow::new(def, version, template_channel)
+    }
+
+    pub fn new(
+        def: FlowDef,
+        version: u32,
+        template_channel: impl Fn(&str) -> Option<Channel>,
+    ) -> Result<Flow, Violations> {
+        let mut v = Violations::default();
+        validate_id(&mut v, "id", &def.id);
+        if def.steps.is_empty() {
+            v.push("steps", "at least one step is required");
+        }
+        let mut index = HashMap::new();
+        for (i, s) in def.steps.iter().enumerate() {
+            validate_id(&mut v, &format!("steps[{i}].id"), &s.id);
+            if s.id == "next" || s.id == "end" {
+                v.push(
+                    format!("steps[{i}].id"),
+                    "\"next\" and \"end\" are reserved",
+                );
+            }
+            if index.insert(s.id.clone(), i).is_some() {
+                v.push(
+                    format!("steps[{i}].id"),
+                    format!("duplicate step id {:?}", s.id),
+                );
+            }
+        }
+        let trigger_condition = match &def.trigger.condition {
+            Some(c) => match Condition::compile(c) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    v.push("trigger.condition", e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut conditions = HashMap::new();
+        let mut durations = HashMap::new();
+        let check_next = |v: &mut Violations, field: String, n: &Next| {
+            if let Next::Step(id) = n {
+                if !index.contains_key(id) {
+                    v.push(field, format!("jumps to unknown step {id:?}"));
+                }
+            }
+        };
+        let check_send = |v: &mut Violations, field: &str, s: &SendSpec| {
+            let channel = match s.channel.parse::<Channel>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    v.push(format!("{field}.channel"), e);
+                    None
+                }
+            };
+            match (template_channel(&s.template), channel) {
+                (None, _) => v.push(
+                    format!("{field}.template"),
+                    format!("no template {:?} exists for this tenant", s.template),
+                ),
+                (Some(tc), Some(c)) if tc != c => v.push(
+                    format!("{field}.template"),
+                    format!(
+                        "template {:?} is for channel {tc}, the step sends on {c}",
+                        s.template
+                    ),
+                ),
+                _ => {}
+            }
+            if let Some(p) = &s.provider {
+                if !KNOWN_PROVIDERS.contains(&p.as_str()) {
+                    v.push(
+                        format!("{field}.provider"),
+                        format!(
+                            "unknown provider {p:?} (known: {})",
+                            KNOWN_PROVIDERS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if let Some(to) = &s.to {
+                if !(to.starts_with("payload.") || to.starts_with("subscriber.")) {
+                    v.push(
+                        format!("{field}.to"),
+                        "must be a path starting with payload. or subscriber.",
+                    );
+                }
+            }
+        };
+        for (i, s) in def.steps.iter().enumerate() {
+            let f = format!("steps[{i}]");
+            match &s.kind {
+                StepKind::Send { send, next } => {
+                    check_send(&mut v, &f, send);
+                    check_next(&mut v, format!("{f}.next"), next);
+                }
+                StepKind::Delay { duration, next } => {
+                    match parse_ms(duration) {
+                        Ok(ms) => {
+                            durations.insert((i, "duration"), ms);
+                        }
+                        Err(e) => v.push(format!("{f}.duration"), e),
+                    }
+                    check_next(&mut v, format!("{f}.next"), next);
+                }
+                StepKind::Wait {
+                    step,
+                    timeout,
+                    on_event,
+                    on_timeout,
+                    ..
+                } => {
+                    match index.get(step) {
+                        None => v.push(format!("{f}.step"), format!("unknown step {step:?}")),
+                        Some(j)
+                            if !matches!(
+                                def.steps[*j].kind,
+                                StepKind::Send { .. } | StepKind::Fallback { .. }
+                            ) =>
+                        {
+                            v.push(
+                                format!("{f}.step"),
+                                format!("step {step:?} sends nothing to wait on"),
+                            )
+                        }
+                        Some(j) if *j >= i => v.push(
+                            format!("{f}.step"),
+                            format!("step {step:?} does not come before this wait"),
+                        ),
+                        _ => {}
+                    }
+                    match parse_ms(timeout) {
+                        Ok(ms) => {
+                            durations.insert((i, "timeout"), ms);
+                        }
+                        Err(e) => v.push(format!("{f}.timeout"), e),
+                    }
+                    check_next(&mut v, format!("{f}.on_event"), on_event);
+                    check_next(&mut v, format!("{f}.on_timeout"), on_timeout);
+                }
+                StepKind::Branch {
+                    condition,
+                    step_status,
+                    then,
+                    otherwise,
+                } => {
+                    match (condition, step_status) {
+                        (Some(c), None) => match Condition::compile(c) {
+                            Ok(c) => {
+                                conditions.insert(i, c);
+                            }
+                            Err(e) => v.push(format!("{f}.if"), e),
+                        },
+                        (None, Some(sc)) => {
+                            if !index.contains_key(&sc.step) {
+                                v.push(
+                                    format!("{f}.step_status.step"),
+                                    format!("unknown step {:?}", sc.step),
+                                );
+                            }
+                            if !super::run::STEP_STATUSES.contains(&sc.is.as_str()) {
+                                v.push(
+                                    format!("{f}.step_status.is"),
+                                    format!(
+                                        "unknown status {:?} (one of {})",
+                                        sc.is,
+                                        super::run::STEP_STATUSES.join(", ")
+                                    ),
+                                );
+                            }
+                        }
+                        _ => v.push(
+                            f.clone(),
+                            "a branch needs exactly one of `if` or `step_status`",
+                        ),
+                    }
+                    check_next(&mut v, format!("{f}.then"), then);
+                    check_next(&mut v, format!("{f}.else"), otherwise);
+                }
+                StepKind::Fallback { chain, ack, next } => {
+                    if chain.len() < 2 {
+                        v.push(format!("{f}.chain"), "a fallback needs at least two sends");
+                    }
+                    for (k, s) in chain.iter().enumerate() {
+                        check_send(&mut v, &format!("{f}.chain[{k}]"), s);
+                    }
+                    if let Some(a) = ack {
+                        match parse_ms(&a.timeout) {
+                            Ok(ms) => {
+                                durations.insert((i, "ack"), ms);
+                            }
+                            Err(e) => v.push(format!("{f}.ack.timeout"), e),
+                        }
+                    }
+                    check_next(&mut v, format!("{f}.next"), next);
+                }
+                StepKind::Stop => {}
+            }
+        }
+        if v.is_empty() {
+            if let Some(cycle) = find_cycle(&def, &index) {
+                v.push(
+                    "steps",
+                    format!("steps form a cycle: {}", cycle.join(" → ")),
+                );
+            }
+        }
+        v.into_result()?;
+        Ok(Flow {
+            def,
+            version,
+            index,
+            trigger_condition,
+            conditions,
+            durations,
+        })
+    }
+
+    /// Whether a trigger starts a run: the trigger condition over `payload`,
+    /// `subscriber` and `tenant` (true when there is none).
+    pub fn matches(
+        &self,
+        payload: &serde_json::Value,
+        subscriber: &serde_json::Value,
+        tenant: &serde_json::Value,
+    ) -> Result<bool, String> {
+        match &self.trigger_condition {
+            Some(c) => c.eval(&[
+                ("payload", payload),
+                ("subscriber", subscriber),
+                ("tenant", tenant),
+            ]),
+            None => Ok(true),
+        }
+    }
+
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Canonical JSON of the definition (what the log stores).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.def).expect("definitions serialize")
+    }
+
+    /// Rebuilds a published definition. Templates were checked at publish
+    /// time against the tenant's templates; here each send's own channel is
+    /// taken as its template's.
+    pub fn from_json(json: &str, version: u32) -> Result<Flow, Violations> {
+        let def: FlowDef = serde_json::from_str(json)
+            .map_err(|e| Violations::single("definition", e.to_string()))?;
+        Flow::new_unchecked_templates(def, version)
+    }
+
+    fn new_unchecked_templates(def: FlowDef, version: u32) -> Result<Flow, Violations> {
+        let channels: HashMap<String, Channel> = def
+            .steps
+            .iter()
+            .flat_map(|s| match &s.kind {
+                StepKind::Send { send, .. } => vec![send.clone()],
+                StepKind::Fallback { chain, .. } => chain.clone(),
+                _ => vec![],
+            })
+            .filter_map(|s| s.channel.parse().ok().map(|c| (s.template, c)))
+            .collect();
+        Flow::new(def, version, |t| channels.get(t).copied())
+    }
+
+    /// The step after `i` for a `Next`; `None` means the run ends.
+    pub(crate) fn resolve(&self, i: usize, next: &Next) -> Option<usize> {
+        match next {
+            Next::Continue => (i + 1 < self.def.steps.len()).then_some(i + 1),
+            Next::End => None,
+            Next::Step(id) => self.index.get(id).copied(),
+        }
+    }
+}
+
+fn error_path(e: &serde_norway::Error) -> String {
+    match e.location() {
+        Some(l) => format!("definition (line {}, column {})", l.line(), l.column()),
+        None => "definition".into(),
+    }
+}
+
+/// Any cycle in the jump graph, as step ids. Runs are bounded by design:
+/// repetition belongs to recurring schedules, not to workflow loops.
+fn find_cycle(def: &FlowDef, index: &HashMap<String, usize>) -> Option<Vec<String>> {
+    let n = def.steps.len();
+    let succ = |i: usize| -> Vec<usize> {
+        let to = |next: &Next| match next {
+            Next::Continue => (i + 1 < n).then_some(i + 1),
+            Next::End => None,
+            Next::Step(id) => index.get(id).copied(),
+        };
+        let nexts: Vec<&Next> = match &def.steps[i].kind {
+            StepKind::Send { next, .. }
+            | StepKind::Delay { next, .. }
+            | StepKind::Fallback { next, .. } => vec![next],
+            StepKind::Wait {
+                on_event,
+                on_timeout,
+                ..
+            } => vec![on_event, on_timeout],
+            StepKind::Branch {
+                then, otherwise, ..
+            } => vec![then, otherwise],
+            StepKind::Stop => vec![],
+        };
+        nexts.into_iter().filter_map(to).collect()
+    };
+    // 0 = unvisited, 1 = on stack, 2 = done
+    let mut state = vec![0u8; n];
+    let mut stack: Vec<usize> = Vec::new();
+    fn dfs(
+        i: usize,
+        succ: &dyn Fn(usize) -> Vec<usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[i] = 1;
+        stack.push(i);
+        for j in succ(i) {
+            if state[j] == 1 {
+                let from = stack.iter().position(|x| *x == j).unwrap_or(0);
+                let mut c = stack[from..].to_vec();
+                c.push(j);
+                return Some(c);
+            }
+            if state[j] == 0 {
+                if let Some(c) = dfs(j, succ, state, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        None
+    }
+    for i in 0..n {
+        if state[i] == 0 {
+            if let Some(c) = dfs(i, &succ, &mut state, &mut stack) {
+                return Some(c.into_iter().map(|x| def.steps[x].id.clone()).collect());
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,637 @@
+//! A workflow run: the pure state machine that executes a [`Flow`] for one
+//! notification. Inputs are facts (started, a send's outcome, engagement, a
+//! timer firing, a cancellation, an operator's retry); outputs are what to do
+//! (send, schedule a timer, end). Time is `ctx.now_ms`; nothing else is read.
+//!
+//! Invariants (checked by the property tests below):
+//! * a run reaches exactly one terminal state, once;
+//! * every send has a distinct attempt id, and an attempt is never re-sent
+//!   by the engine (retries are new attempts);
+//! * stale or duplicate inputs (an old timer, a repeated outcome) change nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::def::{Engagement, Flow, SendSpec, StepKind};
+
+/// Statuses a step can have, as seen by `step_status` branches and `steps.x` in CEL.
+pub const STEP_STATUSES: &[&str] = &[
+    "pending",
+    "sent",
+    "failed",
+    "delivered",
+    "opened",
+    "read",
+    "clicked",
+    "acknowledged",
+    "timed_out",
+];
+
+fn rank(status: &str) -> u8 {
+    match status {
+        "failed" => 1,
+        "sent" => 2,
+        "delivered" => 3,
+        "opened" | "read" => 4,
+        "clicked" | "acknowledged" => 5,
+        _ => 0,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Terminal {
+    /// Every step ran (or a stop step / the goal ended it).
+    Completed,
+    Cancelled,
+    /// Could not be delivered: parked for operators (retry or discard).
+    DeadLettered,
+    /// Not started: condition false, throttled away or a duplicate.
+    Suppressed,
+}
+
+impl Terminal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Terminal::Completed => "completed",
+            Terminal::Cancelled => "cancelled",
+            Terminal::DeadLettered => "dead_lettered",
+            Terminal::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// Retry policy for retryable provider errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts per send, the first included.
+    pub max_attempts: u32,
+    pub base_ms: u64,
+    pub max_ms: u64,
+    /// Fraction of the delay randomised (deterministically, from the attempt id).
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            base_ms: 1_000,
+            max_ms: 60_000,
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `n + 1` after `n` failed ones: exponential, capped,
+    /// with jitter derived from the attempt id so replay computes the same.
+    pub fn backoff_ms(&self, failed_attempts: u32, attempt_id: &str) -> u64 {
+        let exp = self
+            .base_ms
+            .saturating_mul(1u64 << failed_attempts.saturating_sub(1).min(30));
+        let capped = exp.min(self.max_ms) as f64;
+        let h = crate::ids::Id::derive(&[attempt_id.as_bytes()]).0;
+        let unit = u16::from_le_bytes([h[0], h[1]]) as f64 / u16::MAX as f64; // 0..=1
+        let factor = 1.0 - self.jitter + 2.0 * self.jitter * unit;
+        (capped * factor).round().max(1.0) as u64
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    Delay,
+    Retry,
+    WaitTimeout,
+    AckTimeout,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Waiting {
+    Nothing,
+    Outcome { attempt_id: String },
+    Timer { seq: u32, purpose: Purpose },
+}
+
+/// One send attempt, kept for the history and the dead-letter record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt_id: String,
+    pub step: String,
+    pub channel: String,
+    pub provider: String,
+    pub at_ms: i64,
+    /// `None` while in flight or when sent.
+    pub error: Option<String>,
+    pub retryable: bool,
+    pub sent: bool,
+}
+
+/// The state of one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub notification_id: String,
+    pub workflow_id: String,
+    pub workflow_version: u32,
+    /// Current step; `None` once terminal.
+    pub pc: Option<usize>,
+    /// Position in the current fallback chain.
+    pub chain: usize,
+    /// Failed attempts of the current send.
+    pub failures: u32,
+    /// Operator retries (`dlq retry`) so far; part of attempt ids.
+    pub generation: u32,
+    pub waiting: Waiting,
+    pub timer_seq: u32,
+    pub step_status: BTreeMap<String, String>,
+    pub attempts: Vec<Attempt>,
+    pub terminal: Option<Terminal>,
+    pub reason: String,
+}
+
+/// A fact the run reacts to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Start,
+    Sent {
+        attempt_id: String,
+    },
+    Failed {
+        attempt_id: String,
+        retryable: bool,
+        reason: String,
+    },
+    Engaged {
+        attempt_id: String,
+        kind: Engagement,
+    },
+    Timer {
+        seq: u32,
+    },
+    Cancel {
+        reason: String,
+    },
+    /// Operator re-drive of a dead-lettered run: re-enters the failed step.
+    Retry,
+}
+
+/// What the run wants done.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Send {
+        step: String,
+        attempt_id: String,
+        spec: SendSpec,
+    },
+    Timer {
+        seq: u32,
+        due_ms: i64,
+        purpose: Purpose,
+    },
+    /// Recorded in the history (e.g. a condition that could not be evaluated).
+    Note(String),
+    End {
+        terminal: Terminal,
+        reason: String,
+    },
+}
+
+/// What a step sees besides the run.
+pub struct Ctx<'a> {
+    pub now_ms: i64,
+    pub payload: &'a Value,
+    pub subscriber: &'a Value,
+    pub tenant: &'a Value,
+    pub retry: &'a RetryPolicy,
+}
+
+impl Run {
+    pub fn new(notification_id: &str, flow: &Flow) -> Run {
+        Run {
+            notification_id: notification_id.to_string(),
+            workflow_id: flow.def.id.clone(),
+            workflow_version: flow.version,
+            pc: Some(0),
+            chain: 0,
+            failures: 0,
+            generation: 0,
+            waiting: Waiting::Nothing,
+            timer_seq: 0,
+            step_status: BTreeMap::new(),
+            attempts: Vec::new(),
+            terminal: None,
+            reason: String::new(),
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    /// Applies one input; returns what to do.
+    pub fn apply(&mut self, flow: &Flow, input: Input, ctx: &Ctx<'_>) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.terminal.is_some() && input != Input::Retry {
+            // Engagement after the end still counts for the history.
+            if let Input::Engaged { attempt_id, kind } = &input {
+                self.record_engagement(attempt_id, *kind);
+            }
+            return out;
+        }
+        match input {
+            Input::Start => {
+                if self.attempts.is_empty() && self.waiting == Waiting::Nothing {
+                    self.advance(flow, ctx, &mut out);
+                }
+            }
+            Input::Sent { attempt_id } => {
+                if self.waiting_on(&attempt_id) {
+                    self.on_sent(flow, &attempt_id, ctx, &mut out);
+                }
+            }
+            Input::Failed {
+                attempt_id,
+                retryable,
+                reason,
+            } => {
+                if self.waiting_on(&attempt_id) {
+                    self.on_failed(flow, &attempt_id, retryable, reason, ctx, &mut out);
+                }
+            }
+            Input::Engaged { attempt_id, kind } => {
+                self.on_engaged(flow, &attempt_id, kind, ctx, &mut out);
+            }
+            Input::Timer { seq } => {
+                if let Waiting::Timer { seq: s, purpose } = self.waiting.clone() {
+                    if s == seq {
+                        self.waiting = Waiting::Nothing;
+                        self.on_timer(flow, purpose, ctx, &mut out);
+                    }
+                }
+            }
+            Input::Cancel { reason } => self.end(Terminal::Cancelled, reason, &mut out),
+            Input::Retry => {
+                if self.terminal == Some(Terminal::DeadLettered) {
+                    if let Some(pc) = self.failed_step(flow) {
+                        self.terminal = None;
+                        self.reason.clear();
+                        self.pc = Some(pc);
+                        self.chain = 0;
+                        self.failures = 0;
+                        self.generation += 1;
+                        self.waiting = Waiting::Nothing;
+                        self.advance(flow, ctx, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn waiting_on(&self, attempt_id: &str) -> bool {
+        matches!(&self.waiting, Waiting::Outcome { attempt_id: a } if a == attempt_id)
+    }
+
+    fn end(&mut self, terminal: Terminal, reason: String, out: &mut Vec<Output>) {
+        if self.terminal.is_none() {
+            self.terminal = Some(terminal);
+            self.reason = reason.clone();
+            self.pc = None;
+            self.waiting = Waiting::Nothing;
+            out.push(Output::End { terminal, reason });
+        }
+    }
+
+    /// The step a dead-lettered run failed at (kept in `reason`'s step).
+    fn failed_step(&self, flow: &Flow) -> Option<usize> {
+        self.attempts.last().and_then(|a| flow.step_index(&a.step))
+    }
+
+    fn set_status(&mut self, step: &str, status: &str) {
+        let cur = self
+            .step_status
+            .get(step)
+            .map(String::as_str)
+            .unwrap_or("pending");
+        if rank(status) > rank(cur) || status == "timed_out" {
+            self.step_status
+                .insert(step.to_string(), status.to_string());
+        }
+    }
+
+    fn schedule(&mut self, due_ms: i64, purpose: Purpose, out: &mut Vec<Output>) {
+        self.timer_seq += 1;
+        self.waiting = Waiting::Timer {
+            seq: self.timer_seq,
+            purpose,
+        };
+        out.push(Output::Timer {
+            seq: self.timer_seq,
+            due_ms,
+            purpose,
+        });
+    }
+
+    fn send(
+        &mut self,
+        flow: &Flow,
+        pc: usize,
+        spec: &SendSpec,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let step = flow.def.steps[pc].id.clone();
+        let n = self.generation * 1_000_000 + (self.chain as u32) * 1_000 + self.failures;
+        let attempt_id = crate::router::attempt_id(&self.notification_id, pc as u32, n);
+        self.attempts.push(Attempt {
+            attempt_id: attempt_id.clone(),
+            step: step.clone(),
+            channel: spec.channel.clone(),
+            provider: spec.provider.clone().unwrap_or_default(),
+            at_ms: ctx.now_ms,
+            error: None,
+            retryable: false,
+            sent: false,
+        });
+        self.waiting = Waiting::Outcome {
+            attempt_id: attempt_id.clone(),
+        };
+        out.push(Output::Send {
+            step,
+            attempt_id,
+            spec: spec.clone(),
+        });
+    }
+
+    /// Runs steps from `pc` until one has to wait or the run ends.
+    fn advance(&mut self, flow: &Flow, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+        // Bounded: definitions are acyclic, so each step is visited at most once per advance.
+        for _ in 0..=flow.def.steps.len() {
+            let Some(pc) = self.pc else {
+                self.end(Terminal::Completed, "all steps done".into(), out);
+                return;
+            };
+            let step = &flow.def.steps[pc];
+            match &step.kind {
+                StepKind::Send { send, .. } => {
+                    self.send(flow, pc, send, ctx, out);
+                    return;
+                }
+                StepKind::Fallback { chain, .. } => {
+                    let spec = chain[self.chain.min(chain.len() - 1)].clone();
+                    self.send(flow, pc, &spec, ctx, out);
+                    return;
+                }
+                StepKind::Delay { .. } => {
+                    let ms = flow.durations[&(pc, "duration")];
+                    self.schedule(ctx.now_ms + ms as i64, Purpose::Delay, out);
+                    return;
+                }
+                StepKind::Wait {
+                    event,
+                    step: target,
+                    on_event,
+                    ..
+                } => {
+                    let already = self
+                        .step_status
+                        .get(target)
+                        .and_then(|s| Engagement::parse(s))
+                        .is_some_and(|got| got.satisfies(*event));
+                    if already {
+                        self.pc = flow.resolve(pc, on_event);
+                        continue;
+                    }
+                    let ms = flow.durations[&(pc, "timeout")];
+                    self.schedule(ctx.now_ms + ms as i64, Purpose::WaitTimeout, out);
+                    return;
+                }
+                StepKind::Branch {
+                    step_status,
+                    then,
+                    otherwise,
+                    ..
+                } => {
+                    let taken = match step_status {
+                        Some(check) => {
+                            self.step_status
+                                .get(&check.step)
+                                .map(String::as_str)
+                                .unwrap_or("pending")
+                                == check.is
+                        }
+                        None => {
+                            let steps = serde_json::to_value(&self.step_status).unwrap_or_default();
+                            match flow.conditions[&pc].eval(&[
+                                ("payload", ctx.payload),
+                                ("subscriber", ctx.subscriber),
+                                ("tenant", ctx.tenant),
+                                ("steps", &steps),
+                            ]) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    out.push(Output::Note(format!(
+                                        "step {}: {e}; taking the else branch",
+                                        step.id
+                                    )));
+                                    false
+                                }
+                            }
+                        }
+                    };
+                    self.pc = flow.resolve(pc, if taken { then } else { otherwise });
+                }
+                StepKind::Stop => {
+                    self.end(
+                        Terminal::Completed,
+                        format!("stopped at step {}", step.id),
+                        out,
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_sent(&mut self, flow: &Flow, attempt_id: &str, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+        let Some(pc) = self.pc else { return };
+        if let Some(a) = self
+            .attempts
+            .iter_mut()
+            .find(|a| a.attempt_id == attempt_id)
+        {
+            a.sent = true;
+        }
+        let step = flow.def.steps[pc].clone();
+        self.set_status(&step.id, "sent");
+        self.waiting = Waiting::Nothing;
+        match &step.kind {
+            StepKind::Fallback { ack: Some(_), .. } => {
+                let ms = flow.durations[&(pc, "ack")];
+                self.schedule(ctx.now_ms + ms as i64, Purpose::AckTimeout, out);
+            }
+            StepKind::Send { next, .. } | StepKind::Fallback { next, .. } => {
+                self.pc = flow.resolve(pc, next);
+                self.chain = 0;
+                self.failures = 0;
+                self.advance(flow, ctx, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_failed(
+        &mut self,
+        flow: &Flow,
+        attempt_id: &str,
+        retryable: bool,
+        reason: String,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(pc) = self.pc else { return };
+        if let Some(a) = self
+            .attempts
+            .iter_mut()
+            .find(|a| a.attempt_id == attempt_id)
+        {
+            a.error = Some(reason.clone());
+            a.retryable = retryable;
+        }
+        self.waiting = Waiting::Nothing;
+        self.failures += 1;
+        if retryable && self.failures < ctx.retry.max_attempts {
+            let delay = ctx.retry.backoff_ms(self.failures, attempt_id);
+            self.schedule(ctx.now_ms + delay as i64, Purpose::Retry, out);
+            return;
+        }
+        self.next_in_chain_or_dead_letter(flow, pc, reason, ctx, out);
+    }
+
+    fn next_in_chain_or_dead_letter(
+        &mut self,
+        flow: &Flow,
+        pc: usize,
+        reason: String,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let step = flow.def.steps[pc].clone();
+        if let StepKind::Fallback { chain, .. } = &step.kind {
+            if self.chain + 1 < chain.len() {
+                self.chain += 1;
+                self.failures = 0;
+                let spec = chain[self.chain].clone();
+                self.send(flow, pc, &spec, ctx, out);
+                return;
+            }
+        }
+        self.set_status(&step.id, "failed");
+        self.end(
+            Terminal::DeadLettered,
+            format!("step {} failed: {reason}", step.id),
+            out,
+        );
+    }
+
+    fn record_engagement(&mut self, attempt_id: &str, kind: Engagement) -> Option<String> {
+        let step = self
+            .attempts
+            .iter()
+            .find(|a| a.attempt_id == attempt_id)
+            .map(|a| a.step.clone())?;
+        self.set_status(&step, kind.as_str());
+        Some(step)
+    }
+
+    fn on_engaged(
+        &mut self,
+        flow: &Flow,
+        attempt_id: &str,
+        kind: Engagement,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(step) = self.record_engagement(attempt_id, kind) else {
+            return;
+        };
+        if flow.def.goal.is_some_and(|g| kind.satisfies(g)) {
+            self.end(
+                Terminal::Completed,
+                format!("goal {} reached", kind.as_str()),
+                out,
+            );
+            return;
+        }
+        let Some(pc) = self.pc else { return };
+        let Waiting::Timer { purpose, .. } = self.waiting.clone() else {
+            return;
+        };
+        match (&flow.def.steps[pc].kind, purpose) {
+            (
+                StepKind::Wait {
+                    event,
+                    step: target,
+                    on_event,
+                    ..
+                },
+                Purpose::WaitTimeout,
+            ) if *target == step && kind.satisfies(*event) => {
+                self.waiting = Waiting::Nothing;
+                self.pc = flow.resolve(pc, on_event);
+                self.advance(flow, ctx, out);
+            }
+            (
+                StepKind::Fallback {
+                    ack: Some(ack),
+                    next,
+                    ..
+                },
+                Purpose::AckTimeout,
+            ) if flow.def.steps[pc].id == step
+                && self
+                    .attempts
+                    .last()
+                    .is_some_and(|a| a.attempt_id == attempt_id)
+                && kind.satisfies(ack.event) =>
+            {
+                self.waiting = Waiting::Nothing;
+                self.pc = flow.resolve(pc, next);
+                self.chain = 0;
+                self.failures = 0;
+                self.advance(flow, ctx, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, flow: &Flow, purpose: Purpose, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+        let Some(pc) = self.pc else { return };
+        let step = flow.def.steps[pc].clone();
+        match (purpose, &step.kind) {
+            (Purpose::Delay, StepKind::Delay { next, .. }) => {
+                self.pc = flow.resolve(pc, next);
+                self.advance(flow, ctx, out);
+            }
+            (Purpose::Retry, StepKind::Send { send, .. }) => self.send(flow, pc, send, ctx, out),
+            (Purpose::Retry, StepKind::Fallback { chain, .. }) => {
+                let spec = chain[self.chain].clone();
+                self.send(flow, pc, &spec, ctx, out);
+            }
+            (Purpose::WaitTimeout, StepKind::Wait { on_timeout, .. }) => {
+                self.set_status(&step.id, "timed_out");
+                self.pc = flow.resolve(pc, on_timeout);
+                self.advance(flow, ctx, out);
+            }
+            (Purpose::AckTimeout, StepKind::Fallback { ack: Some(ack), .. }) => {
+                let reason = format!("no {} within {}", ack.event.as_str(), ack.timeout);
+                self.next_in_chain_or_dead_letter(flow, pc, reason, ctx, out);
+            }
+            _ => {}
+        }
+    }
+}
