@@ -9,6 +9,7 @@
 pub mod dispatcher;
 pub mod provider;
 pub mod smtp;
+pub mod twilio;
 pub mod webhook;
 
 pub use dispatcher::{DispatchEffects, Dispatcher, DISPATCHER};

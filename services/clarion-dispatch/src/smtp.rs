@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use clarion_proto::events::DispatchRequested;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::client::Tls;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
@@ -68,10 +68,25 @@ pub struct SmtpProvider {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     domain: String,
+    tracking: Option<Tracking>,
+}
+
+/// Open tracking: where the pixel is served and the key that signs it.
+#[derive(Clone)]
+pub struct Tracking {
+    pub base_url: String,
+    pub secret: Vec<u8>,
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 impl SmtpProvider {
-    pub fn new(cfg: &SmtpConfig) -> Result<SmtpProvider, String> {
+    pub fn new(cfg: &SmtpConfig, tracking: Option<Tracking>) -> Result<SmtpProvider, String> {
         let from: Mailbox = cfg
             .from
             .parse()
@@ -88,6 +103,7 @@ impl SmtpProvider {
             transport: b.build(),
             from,
             domain: cfg.message_id_domain.clone(),
+            tracking,
         })
     }
 
@@ -103,21 +119,39 @@ impl Provider for SmtpProvider {
         "smtp"
     }
 
-    async fn send(&self, _tenant: &str, msg: &DispatchRequested) -> Result<SendOutcome, SendError> {
+    async fn send(&self, tenant: &str, msg: &DispatchRequested) -> Result<SendOutcome, SendError> {
         let to: Mailbox = msg
             .to
             .parse()
             .map_err(|e| SendError::terminal(format!("recipient {:?}: {e}", msg.to)))?;
         let message_id = self.message_id(&msg.attempt_id);
-        let email = Message::builder()
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(msg.subject.clone())
             .message_id(Some(message_id.clone()))
-            .header(IdempotencyKey(msg.attempt_id.clone()))
-            .header(ContentType::TEXT_PLAIN)
-            .body(msg.body.clone())
-            .map_err(|e| SendError::terminal(format!("building the message: {e}")))?;
+            .header(IdempotencyKey(msg.attempt_id.clone()));
+        let email = match &self.tracking {
+            // With tracking, an HTML alternative carries the open pixel.
+            Some(t) => {
+                let pixel = clarion_domain::tracking::TrackingRef {
+                    tenant: tenant.to_string(),
+                    subscriber_id: msg.subscriber_id.clone(),
+                    notification_id: msg.notification_id.clone(),
+                    attempt_id: msg.attempt_id.clone(),
+                    url: String::new(),
+                }
+                .open_url(&t.base_url, &t.secret);
+                let html = format!(
+                    "<!doctype html><html><body><p>{}</p><img src=\"{}\" width=\"1\" height=\"1\" alt=\"\"></body></html>",
+                    html_escape(&msg.body).replace('\n', "<br>"),
+                    html_escape(&pixel)
+                );
+                builder.multipart(MultiPart::alternative_plain_html(msg.body.clone(), html))
+            }
+            None => builder.header(ContentType::TEXT_PLAIN).body(msg.body.clone()),
+        }
+        .map_err(|e| SendError::terminal(format!("building the message: {e}")))?;
         match self.transport.send(email).await {
             Ok(_) => Ok(SendOutcome {
                 provider_message_id: message_id,

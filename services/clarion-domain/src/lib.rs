@@ -14,6 +14,7 @@ pub mod router;
 pub mod subscriber;
 pub mod template;
 pub mod tenant;
+pub mod tracking;
 pub mod trigger;
 pub mod workflow;
 

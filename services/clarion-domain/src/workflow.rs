@@ -21,7 +21,7 @@ pub fn validate_id(v: &mut Violations, field: &str, id: &str) {
     }
 }
 
-pub const KNOWN_PROVIDERS: &[&str] = &["sink", "smtp", "webhook", "sms"];
+pub const KNOWN_PROVIDERS: &[&str] = &["sink", "smtp", "webhook", "twilio"];
 
 /// The shorthand of `PutWorkflow`: one send step per entry, in order.
 /// Problems are reported against the shorthand's own fields (`steps[0].channel`).

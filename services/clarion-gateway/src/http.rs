@@ -1,4 +1,5 @@
-//! HTTP side endpoints: liveness, readiness and Prometheus metrics.
+//! HTTP side endpoints: liveness, readiness, Prometheus metrics, and (from
+//! the gateway) engagement tracking.
 
 use std::net::SocketAddr;
 
@@ -21,6 +22,7 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: PrometheusHandle,
     ready: watch::Receiver<bool>,
+    extra: Option<Router>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -40,6 +42,10 @@ pub async fn serve(
             get(|State(s): State<HttpState>| async move { s.metrics.render() }),
         )
         .with_state(HttpState { metrics, ready });
+    let app = match extra {
+        Some(more) => app.merge(more),
+        None => app,
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "HTTP listening (/healthz, /readyz, /metrics)");
     axum::serve(listener, app)

@@ -14,6 +14,8 @@ pub mod notification;
 pub mod state;
 pub mod subscriber;
 pub mod tenant;
+pub mod tracking;
+pub mod workflow;
 
 use std::net::SocketAddr;
 
@@ -38,6 +40,9 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::tenant_service_server::TenantServiceServer<tenant::TenantApi>>()
         .await;
+    health
+        .set_serving::<api::workflow_service_server::WorkflowServiceServer<workflow::WorkflowApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -58,6 +63,9 @@ pub async fn serve_grpc(
                 subscriber::SubscriberApi(state.clone()),
             ),
         )
+        .add_service(api::workflow_service_server::WorkflowServiceServer::new(
+            workflow::WorkflowApi(state.clone()),
+        ))
         .add_service(api::tenant_service_server::TenantServiceServer::new(
             tenant::TenantApi(state),
         ))

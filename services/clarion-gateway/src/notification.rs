@@ -48,35 +48,105 @@ impl NotificationApi {
     ) -> Result<api::TriggerResponse, ApiError> {
         let s = &self.0;
         let caller = auth::tenant(s, req.metadata()).await?;
-        let cmd = command(req.into_inner());
-        cmd.validate(&s.limits)?;
-        let workflow = latest_workflow(&*s.store, &caller.tenant, &cmd.workflow_id)
-            .await?
-            .ok_or_else(|| {
-                Violations::single(
-                    "workflow_id",
-                    format!(
-                        "no workflow {:?} exists for tenant {:?}",
-                        cmd.workflow_id,
-                        caller.tenant.as_str()
-                    ),
-                )
-            })?;
-        let events = cmd.accept(
-            &caller.tenant,
-            workflow.version,
-            rand::random(),
-            s.clock.now_ms(),
-            &caller.actor,
-        );
-        s.append(Topic::Triggers, &events).await?;
+        let req = req.into_inner();
+        let event = req.event.clone();
+        if !event.is_empty() && !req.workflow_id.is_empty() {
+            return Err(
+                Violations::single("event", "set either workflow_id or event, not both").into(),
+            );
+        }
+        let base = command(req);
+        let mut flows = Vec::new();
+        if event.is_empty() {
+            base.validate(&s.limits)?;
+            let flow = latest_workflow(&*s.store, &caller.tenant, &base.workflow_id)
+                .await?
+                .ok_or_else(|| {
+                    Violations::single(
+                        "workflow_id",
+                        format!(
+                            "no workflow {:?} exists for tenant {:?}",
+                            base.workflow_id,
+                            caller.tenant.as_str()
+                        ),
+                    )
+                })?;
+            flows.push((base.workflow_id.clone(), flow.version));
+        } else {
+            // Validate the shape once with a placeholder id, then fan out.
+            let mut probe = base.clone();
+            probe.workflow_id = "event".into();
+            probe.validate(&s.limits)?;
+            for (id, version) in workflows_for_event(s, &caller.tenant, &event).await? {
+                flows.push((id, version));
+            }
+        }
+        let mut events = Vec::new();
+        for (workflow_id, version) in flows {
+            let mut cmd = base.clone();
+            cmd.workflow_id = workflow_id;
+            events.extend(cmd.accept(
+                &caller.tenant,
+                version,
+                rand::random(),
+                s.clock.now_ms(),
+                &caller.actor,
+            ));
+        }
+        if !events.is_empty() {
+            s.append(Topic::Triggers, &events).await?;
+        }
         metrics::counter!("clarion_triggers_accepted_total").increment(events.len() as u64);
+        let notifications: Vec<api::TriggeredNotification> = events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::Triggered(t) => Some(api::TriggeredNotification {
+                    notification_id: t.notification_id.clone(),
+                    workflow_id: t.workflow_id.clone(),
+                    subscriber_id: t.subscriber_id.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
         Ok(api::TriggerResponse {
-            notification_ids: events
+            notification_ids: notifications
                 .iter()
-                .filter_map(|e| e.payload.notification_id().map(str::to_string))
+                .map(|n| n.notification_id.clone())
                 .collect(),
+            notifications,
         })
+    }
+
+    async fn acknowledge(
+        &self,
+        req: Request<api::AcknowledgeRequest>,
+    ) -> Result<api::AcknowledgeResponse, ApiError> {
+        let s = &self.0;
+        let caller = auth::tenant(s, req.metadata()).await?;
+        let r = req.into_inner();
+        let mut v = Violations::default();
+        if r.notification_id.is_empty() {
+            v.push("notification_id", "is required");
+        }
+        let kind = match clarion_domain::flow::Engagement::parse(&r.kind) {
+            Some(k) if k != clarion_domain::flow::Engagement::Delivered => Some(k),
+            _ => {
+                v.push("kind", "must be one of acknowledged, read, opened, clicked");
+                None
+            }
+        };
+        v.into_result()?;
+        record_engagement(
+            s,
+            &caller.tenant,
+            &r.notification_id,
+            &r.attempt_id,
+            kind.expect("validated").as_str(),
+            "app",
+            caller.actor,
+        )
+        .await?;
+        Ok(api::AcknowledgeResponse {})
     }
 
     async fn get(
@@ -144,4 +214,95 @@ impl api::notification_service_server::NotificationService for NotificationApi {
     ) -> Result<Response<api::Notification>, Status> {
         Ok(Response::new(self.get(request).await?))
     }
+
+    async fn acknowledge(
+        &self,
+        request: Request<api::AcknowledgeRequest>,
+    ) -> Result<Response<api::AcknowledgeResponse>, Status> {
+        Ok(Response::new(
+            NotificationApi::acknowledge(self, request).await?,
+        ))
+    }
+}
+
+/// Latest versions of the tenant's workflows triggered by `event`.
+async fn workflows_for_event(
+    s: &GatewayState,
+    tenant: &clarion_domain::TenantId,
+    event: &str,
+) -> Result<Vec<(String, u32)>, ApiError> {
+    let rows = s
+        .store
+        .scan(&clarion_store::Scan::partition(
+            Table::WorkflowIndex,
+            tenant.as_str(),
+            &format!("event/{event}"),
+            10_000,
+        ))
+        .await?;
+    let mut out = Vec::new();
+    for (id, _) in rows {
+        let id = String::from_utf8_lossy(&id).into_owned();
+        // The index keeps old entries when a later version changed its event.
+        if let Some(flow) = latest_workflow(&*s.store, tenant, &id).await? {
+            if flow.def.trigger.event == event {
+                out.push((id, flow.version));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends an engagement fact to the notification's recipient stream, where
+/// the router feeds it to the run. Unknown notifications are NOT_FOUND.
+pub async fn record_engagement(
+    s: &GatewayState,
+    tenant: &clarion_domain::TenantId,
+    notification_id: &str,
+    attempt_id: &str,
+    kind: &str,
+    source: &str,
+    actor: clarion_domain::Actor,
+) -> Result<(), ApiError> {
+    let head = s
+        .store
+        .get(&RowKey::new(
+            Table::Notifications,
+            tenant.as_str(),
+            notification_id,
+            Vec::new(),
+        ))
+        .await?
+        .and_then(|b| Event::decode(&b).ok());
+    let Some(Event {
+        payload: Payload::Triggered(t),
+        partition_key,
+        correlation_id,
+        ..
+    }) = head
+    else {
+        return Err(ApiError::NotFound(format!(
+            "no notification {notification_id:?} for tenant {:?}",
+            tenant.as_str()
+        )));
+    };
+    let event = Event {
+        id: clarion_domain::Id(rand::random()),
+        tenant: tenant.clone(),
+        partition_key,
+        occurred_at_ms: s.clock.now_ms(),
+        causation_id: None,
+        correlation_id,
+        actor,
+        payload: Payload::Engaged(pb::EngagementRecorded {
+            notification_id: t.notification_id,
+            attempt_id: attempt_id.to_string(),
+            kind: kind.to_string(),
+            source: source.to_string(),
+        }),
+    };
+    s.append(Topic::Triggers, &[event]).await?;
+    metrics::counter!("clarion_engagement_total", "kind" => kind.to_string(), "source" => source.to_string())
+        .increment(1);
+    Ok(())
 }

@@ -24,7 +24,12 @@ use crate::state::GatewayState;
 
 pub struct TenantApi(pub GatewayState);
 
-fn config_event(state: &GatewayState, tenant: &TenantId, actor: &Actor, payload: Payload) -> Event {
+pub(crate) fn config_event(
+    state: &GatewayState,
+    tenant: &TenantId,
+    actor: &Actor,
+    payload: Payload,
+) -> Event {
     Event {
         id: Id(rand::random()),
         tenant: tenant.clone(),
@@ -38,7 +43,7 @@ fn config_event(state: &GatewayState, tenant: &TenantId, actor: &Actor, payload:
 }
 
 /// Appends config events and waits until the projector applied them.
-async fn publish(state: &GatewayState, events: &[Event]) -> Result<(), ApiError> {
+pub(crate) async fn publish(state: &GatewayState, events: &[Event]) -> Result<(), ApiError> {
     let at = state.append(Topic::Config, events).await?;
     if let Some(last) = at.last() {
         state.wait_applied(PROJECTOR, Topic::Config, *last).await;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clarion_dispatch::smtp::SmtpConfig;
+use clarion_dispatch::twilio::TwilioConfig;
 use clarion_dispatch::webhook::WebhookConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -26,6 +27,16 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub providers: ProvidersConfig,
     pub runtime: RuntimeConfig,
+    pub tracking: TrackingConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Add an open-tracking pixel to emails.
+    pub enabled: bool,
+    /// Public base URL of this deployment's HTTP endpoint (where /t/o and /t/c are served).
+    pub base_url: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -75,6 +86,7 @@ pub struct ProvidersConfig {
     pub defaults: HashMap<String, String>,
     pub smtp: Option<SmtpConfig>,
     pub webhook: Option<WebhookConfig>,
+    pub twilio: Option<TwilioConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -113,11 +125,16 @@ impl Default for Config {
                 defaults: HashMap::new(),
                 smtp: None,
                 webhook: None,
+                twilio: None,
             },
             runtime: RuntimeConfig {
                 max_batch: 1024,
                 poll_wait_ms: 100,
                 effect_concurrency: 64,
+            },
+            tracking: TrackingConfig {
+                enabled: true,
+                base_url: "http://localhost:8080".into(),
             },
         }
     }

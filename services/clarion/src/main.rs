@@ -119,8 +119,13 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
     {
         let sd = shutdown.clone();
         let addr = cfg.http.listen;
+        let extra = if roles.contains(&Role::Gateway) {
+            Some(node.tracking_routes().await?)
+        } else {
+            None
+        };
         tasks.spawn(async move {
-            clarion_gateway::http::serve(addr, metrics, ready, sd)
+            clarion_gateway::http::serve(addr, metrics, ready, extra, sd)
                 .await
                 .with_context(|| format!("HTTP server on {addr}"))
         });
@@ -128,7 +133,7 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
 
     // Processors first: the bootstrap waits for the projector.
     for role in roles.iter().filter(|r| **r != Role::Gateway) {
-        node.spawn_role(*role, &mut tasks, None, &shutdown)?;
+        node.spawn_role(*role, &mut tasks, None, &shutdown).await?;
     }
 
     if roles.contains(&Role::Gateway) {
@@ -155,7 +160,8 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
         } else {
             Some(cfg.auth.admin_token_sha256.clone())
         };
-        node.spawn_role(Role::Gateway, &mut tasks, admin, &shutdown)?;
+        node.spawn_role(Role::Gateway, &mut tasks, admin, &shutdown)
+            .await?;
     }
     let _ = ready_tx.send(true);
     println!(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clarion_dispatch::smtp::SmtpProvider;
+use clarion_dispatch::smtp::{SmtpProvider, Tracking};
+use clarion_dispatch::twilio::TwilioProvider;
 use clarion_dispatch::webhook::WebhookProvider;
 use clarion_dispatch::{DispatchEffects, Dispatcher, Provider};
 use clarion_domain::trigger::TriggerLimits;
@@ -154,11 +155,24 @@ impl Node {
         }
     }
 
-    fn providers(&self) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
+    async fn providers(&self) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
         let mut out: Vec<Arc<dyn Provider>> = Vec::new();
         if let Some(smtp) = &self.cfg.providers.smtp {
+            let tracking = if self.cfg.tracking.enabled {
+                Some(Tracking {
+                    base_url: self.cfg.tracking.base_url.clone(),
+                    secret: clarion_gateway::tracking::secret(&*self.store).await?,
+                })
+            } else {
+                None
+            };
             out.push(Arc::new(
-                SmtpProvider::new(smtp).map_err(anyhow::Error::msg)?,
+                SmtpProvider::new(smtp, tracking).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        if let Some(tw) = &self.cfg.providers.twilio {
+            out.push(Arc::new(
+                TwilioProvider::new(tw).map_err(anyhow::Error::msg)?,
             ));
         }
         if let Some(wh) = &self.cfg.providers.webhook {
@@ -180,7 +194,7 @@ impl Node {
 
     /// Starts the tasks of `role`. Processor roles run until `shutdown`; the
     /// gateway serves gRPC on the configured address.
-    pub fn spawn_role(
+    pub async fn spawn_role(
         &self,
         role: Role,
         tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -211,7 +225,7 @@ impl Node {
                 );
             }
             Role::Dispatcher => {
-                let effects = Arc::new(DispatchEffects::new(self.providers()?));
+                let effects = Arc::new(DispatchEffects::new(self.providers().await?));
                 self.spawn_partitions(
                     tasks,
                     Topic::Dispatch,
@@ -235,5 +249,16 @@ impl Node {
             }
         }
         Ok(())
+    }
+}
+
+impl Node {
+    /// The HTTP routes a gateway adds to the side server (engagement tracking).
+    pub async fn tracking_routes(&self) -> anyhow::Result<axum::Router> {
+        let secret = clarion_gateway::tracking::secret(&*self.store).await?;
+        Ok(clarion_gateway::tracking::routes(
+            self.gateway_state(None),
+            secret,
+        ))
     }
 }

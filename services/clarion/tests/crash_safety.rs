@@ -86,6 +86,7 @@ async fn trigger(
         .trigger(authed(
             key,
             api::TriggerRequest {
+                event: String::new(),
                 workflow_id: workflow.into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: sub.into(),

@@ -54,6 +54,7 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
     appointment_workflow(&ch, &key, "appointment", "sink").await;
     let mut client = Notifications::new(ch.clone());
     let req = |payload: &str, workflow: &str| api::TriggerRequest {
+        event: String::new(),
         workflow_id: workflow.into(),
         recipients: vec![api::Recipient {
             subscriber_id: "u1".into(),

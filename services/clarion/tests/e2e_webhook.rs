@@ -109,6 +109,7 @@ async fn webhook_deliveries_are_signed_and_verifiable() {
         .trigger(authed(
             &key,
             api::TriggerRequest {
+                event: String::new(),
                 workflow_id: "job-assigned".into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: "fsm-system".into(),
@@ -140,6 +141,7 @@ async fn webhook_deliveries_are_signed_and_verifiable() {
         .trigger(authed(
             &key,
             api::TriggerRequest {
+                event: String::new(),
                 workflow_id: "job-assigned".into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: "fsm-system".into(),
@@ -161,6 +163,7 @@ async fn webhook_deliveries_are_signed_and_verifiable() {
         .trigger(authed(
             &key,
             api::TriggerRequest {
+                event: String::new(),
                 workflow_id: "job-assigned".into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: "fsm-system".into(),

@@ -112,6 +112,7 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
         .trigger(authed(
             &key,
             api::TriggerRequest {
+                event: String::new(),
                 workflow_id: "welcome".into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: "ana".into(),

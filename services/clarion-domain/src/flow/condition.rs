@@ -100,9 +100,9 @@ mod tests {
         assert!(Condition::compile("paylaod.x == 1")
             .unwrap_err()
             .contains("unknown variable \"paylaod\""));
-        let c = Condition::compile("payload.count + 1").unwrap();
+        let c = Condition::compile("payload.name + \"!\"").unwrap();
         assert!(c
-            .eval(&[("payload", &json!({"count": 1}))])
+            .eval(&[("payload", &json!({"name": "ana"}))])
             .unwrap_err()
             .contains("not a boolean"));
         let c = Condition::compile("payload.missing == 1").unwrap();

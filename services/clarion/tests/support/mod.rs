@@ -44,6 +44,8 @@ pub struct Mail {
     pub to: String,
     pub subject: String,
     pub body: String,
+    /// The HTML alternative, when there is one (it carries the open pixel).
+    pub html: String,
 }
 
 /// aiosmtpd (PyPI) serving SMTP on a free port into a Maildir. Installed by
@@ -134,6 +136,7 @@ fn parse_mail(path: &Path) -> Option<Mail> {
             .body_text(0)
             .map(|b| b.trim().to_string())
             .unwrap_or_default(),
+        html: msg.body_html(0).map(|b| b.to_string()).unwrap_or_default(),
     })
 }
 
@@ -184,7 +187,7 @@ pub async fn start(cfg: Config, separate: bool) -> RunningNode {
         } else {
             shared.clone()
         };
-        node.spawn_role(role, &mut tasks, None, &rx).unwrap();
+        node.spawn_role(role, &mut tasks, None, &rx).await.unwrap();
         nodes.push(node);
     }
     let admin = Some(clarion_domain::tenant::sha256_hex(ADMIN_TOKEN.as_bytes()));
@@ -194,6 +197,7 @@ pub async fn start(cfg: Config, separate: bool) -> RunningNode {
         shared.clone()
     };
     gw.spawn_role(Role::Gateway, &mut tasks, admin, &rx)
+        .await
         .unwrap();
     nodes.insert(0, gw);
     let grpc = cfg.grpc.listen;
@@ -381,6 +385,7 @@ pub async fn email_scenario(node: &RunningNode, smtp: &SmtpServer, tenant: &str)
         .trigger(authed(
             &key,
             api::TriggerRequest {
+                event: String::new(),
                 workflow_id: "appointment".into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: "tech-42".into(),
@@ -435,4 +440,303 @@ pub async fn email_scenario(node: &RunningNode, smtp: &SmtpServer, tenant: &str)
     assert_eq!(routed["provider"], "smtp");
     let sent: serde_json::Value = serde_json::from_str(&n.events[3].detail_json).unwrap();
     assert_eq!(sent["provider_message_id"], m.message_id.as_str());
+}
+
+/// A local server speaking Twilio's Messages API (the real wire format:
+/// form-encoded POST, basic auth, JSON 201 answer). Records what it accepted.
+pub struct TwilioDouble {
+    pub base_url: String,
+    pub messages: std::sync::Arc<std::sync::Mutex<Vec<SmsMessage>>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SmsMessage {
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub idempotency_key: String,
+}
+
+pub const TWILIO_SID: &str = "ACtest0000000000000000000000000000";
+pub const TWILIO_TOKEN: &str = "twilio-test-token";
+
+impl TwilioDouble {
+    pub async fn start() -> TwilioDouble {
+        use axum::extract::{Form, Path, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use std::collections::HashMap;
+        type Store = std::sync::Arc<std::sync::Mutex<Vec<SmsMessage>>>;
+        async fn create(
+            State(store): State<Store>,
+            Path(sid): Path<String>,
+            headers: HeaderMap,
+            Form(form): Form<HashMap<String, String>>,
+        ) -> (StatusCode, String) {
+            let expected = format!(
+                "Basic {}",
+                base64_encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}").as_bytes())
+            );
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if sid != TWILIO_SID || auth != expected {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"code":20003,"message":"Authenticate","status":401}"#.into(),
+                );
+            }
+            let to = form.get("To").cloned().unwrap_or_default();
+            if !to.starts_with('+') {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    r#"{"code":21211,"message":"The 'To' number is not a valid phone number.","status":400}"#.into(),
+                );
+            }
+            let mut m = store.lock().unwrap();
+            m.push(SmsMessage {
+                to,
+                from: form.get("From").cloned().unwrap_or_default(),
+                body: form.get("Body").cloned().unwrap_or_default(),
+                idempotency_key: headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+            (
+                StatusCode::CREATED,
+                format!(r#"{{"sid":"SM{:032}","status":"queued"}}"#, m.len()),
+            )
+        }
+        let messages: Store = Default::default();
+        let app = axum::Router::new()
+            .route(
+                "/2010-04-01/Accounts/:sid/Messages.json",
+                axum::routing::post(create),
+            )
+            .with_state(messages.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TwilioDouble {
+            base_url: format!("http://{addr}"),
+            messages,
+        }
+    }
+
+    pub fn config(&self) -> clarion_dispatch::twilio::TwilioConfig {
+        clarion_dispatch::twilio::TwilioConfig {
+            base_url: self.base_url.clone(),
+            account_sid: TWILIO_SID.into(),
+            auth_token: TWILIO_TOKEN.into(),
+            from: "+15145550000".into(),
+            status_callback_url: None,
+            timeout_ms: 5_000,
+        }
+    }
+
+    pub fn sent(&self) -> Vec<SmsMessage> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Serves the gateway's tracking routes (open pixel, click redirect) on `addr`.
+pub async fn serve_tracking(node: &RunningNode, addr: SocketAddr) {
+    let routes = node.nodes[0].tracking_routes().await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
+}
+
+/// Plain HTTP GET (the way a mail client fetches an image); returns the status.
+pub async fn http_get(url: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+pub const VISIT_WORKFLOW: &str = r#"
+id: visit-reminder
+name: Visit reminder, SMS if the email is not opened
+trigger:
+  event: visit.scheduled
+steps:
+  - { id: email, type: send, channel: email, template: visit-email, provider: smtp }
+  - { id: wait-open, type: wait, for: opened, step: email, timeout: 2s, on_event: end }
+  - { id: sms, type: send, channel: sms, template: visit-sms, provider: twilio }
+"#;
+
+/// Issue-3 scenario: email → wait 2 s for the open → SMS. With `open_it`, the
+/// test fetches the tracking pixel from the received email like a mail client.
+pub async fn wait_then_sms_scenario(
+    node: &RunningNode,
+    smtp: &SmtpServer,
+    twilio: &TwilioDouble,
+    tenant: &str,
+    open_it: bool,
+) {
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, tenant).await;
+    let mut tenants = Tenants::new(ch.clone());
+    for (id, channel_name, subject, body) in [
+        (
+            "visit-email",
+            "email",
+            "Visit on {{ payload.day }}",
+            "Hello {{ subscriber.id }}, see you on {{ payload.day }}.",
+        ),
+        (
+            "visit-sms",
+            "sms",
+            "",
+            "Reminder: visit on {{ payload.day }}. Reply C to confirm.",
+        ),
+    ] {
+        tenants
+            .put_template(authed(
+                &key,
+                api::Template {
+                    template_id: id.into(),
+                    channel: channel_name.into(),
+                    variants: vec![api::TemplateVariant {
+                        locale: "default".into(),
+                        subject: subject.into(),
+                        body: body.into(),
+                    }],
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    let applied = api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+        .apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: VISIT_WORKFLOW.into(),
+            },
+        ))
+        .await
+        .expect("apply workflow")
+        .into_inner();
+    assert_eq!(
+        (applied.workflow_id.as_str(), applied.version),
+        ("visit-reminder", 1)
+    );
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            &key,
+            api::Subscriber {
+                subscriber_id: "cust-9".into(),
+                email: "cust9@example.test".into(),
+                phone: "+15145550123".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let resp = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                event: "visit.scheduled".into(),
+                workflow_id: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "cust-9".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"day":"Friday"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.notifications.len(), 1);
+    assert_eq!(resp.notifications[0].workflow_id, "visit-reminder");
+    let id = resp.notification_ids[0].clone();
+
+    let mails = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].body, "Hello cust-9, see you on Friday.");
+    if open_it {
+        let html = &mails[0].html;
+        let start = html.find("src=\"").expect("pixel in the HTML part") + 5;
+        let url = html[start..][..html[start..].find('"').unwrap()].replace("&amp;", "&");
+        assert_eq!(http_get(&url).await, 200, "pixel {url}");
+    }
+    let n = wait_until(&ch, &key, &id, Duration::from_secs(30), |n| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    })
+    .await;
+    let types: Vec<&str> = n.events.iter().map(|e| e.event_type.as_str()).collect();
+    let ended: serde_json::Value =
+        serde_json::from_str(&n.events.last().unwrap().detail_json).unwrap();
+    assert_eq!(ended["outcome"], "completed", "{types:?}");
+    let sms = twilio.sent();
+    if open_it {
+        assert!(
+            types.contains(&"clarion.notification.engaged.v1"),
+            "{types:?}"
+        );
+        assert!(sms.is_empty(), "opened in time: no SMS, got {sms:?}");
+    } else {
+        assert_eq!(sms.len(), 1, "{sms:?}");
+        assert_eq!(sms[0].to, "+15145550123");
+        assert_eq!(
+            sms[0].body,
+            "Reminder: visit on Friday. Reply C to confirm."
+        );
+        assert!(!sms[0].idempotency_key.is_empty());
+        // The SMS went out only after the 2 s wait ran out.
+        let at = |ty: &str| {
+            n.events
+                .iter()
+                .filter(|e| e.event_type == ty)
+                .map(|e| e.occurred_at_ms)
+                .collect::<Vec<_>>()
+        };
+        let sent = at("clarion.notification.sent.v1");
+        let fired = at("clarion.notification.timer_fired.v1");
+        assert_eq!(fired.len(), 1, "{types:?}");
+        assert!(
+            fired[0] - sent[0] >= 2_000,
+            "timeout fired {} ms after the email",
+            fired[0] - sent[0]
+        );
+        assert_eq!(sent.len(), 2, "email and SMS both sent: {types:?}");
+    }
 }
