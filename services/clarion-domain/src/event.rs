@@ -95,6 +95,8 @@ payloads! {
     Engaged(EngagementRecorded) = "clarion.notification.engaged.v1",
     Ended(RunEnded) = "clarion.notification.ended.v1",
     Noted(RunNoted) = "clarion.notification.noted.v1",
+    DlqRetried(DeadLetterRetried) = "clarion.notification.dlq_retried.v1",
+    DlqDiscarded(DeadLetterDiscarded) = "clarion.notification.dlq_discarded.v1",
 }
 
 impl Payload {
@@ -111,6 +113,8 @@ impl Payload {
             Payload::Engaged(p) => Some(&p.notification_id),
             Payload::Ended(p) => Some(&p.notification_id),
             Payload::Noted(p) => Some(&p.notification_id),
+            Payload::DlqRetried(p) => Some(&p.notification_id),
+            Payload::DlqDiscarded(p) => Some(&p.notification_id),
             _ => None,
         }
     }
@@ -168,6 +172,8 @@ impl Payload {
                 })).collect::<Vec<_>>(),
             }),
             Payload::Noted(p) => json!({"message": p.message}),
+            Payload::DlqRetried(p) => json!({"note": p.note}),
+            Payload::DlqDiscarded(p) => json!({"note": p.note}),
         }
     }
 }

@@ -8,9 +8,11 @@
 
 pub mod auth;
 pub mod config_read;
+pub mod dead_letter;
 pub mod error;
 pub mod http;
 pub mod notification;
+pub mod rest;
 pub mod state;
 pub mod subscriber;
 pub mod tenant;
@@ -43,6 +45,9 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::workflow_service_server::WorkflowServiceServer<workflow::WorkflowApi>>()
         .await;
+    health
+        .set_serving::<api::dead_letter_service_server::DeadLetterServiceServer<dead_letter::DeadLetterApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -66,6 +71,11 @@ pub async fn serve_grpc(
         .add_service(api::workflow_service_server::WorkflowServiceServer::new(
             workflow::WorkflowApi(state.clone()),
         ))
+        .add_service(
+            api::dead_letter_service_server::DeadLetterServiceServer::new(
+                dead_letter::DeadLetterApi(state.clone()),
+            ),
+        )
         .add_service(api::tenant_service_server::TenantServiceServer::new(
             tenant::TenantApi(state),
         ))

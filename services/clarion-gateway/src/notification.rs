@@ -264,6 +264,34 @@ pub async fn record_engagement(
     source: &str,
     actor: clarion_domain::Actor,
 ) -> Result<(), ApiError> {
+    append_for_notification(
+        s,
+        tenant,
+        notification_id,
+        actor,
+        Payload::Engaged(pb::EngagementRecorded {
+            notification_id: notification_id.to_string(),
+            attempt_id: attempt_id.to_string(),
+            kind: kind.to_string(),
+            source: source.to_string(),
+        }),
+    )
+    .await?;
+    metrics::counter!("clarion_engagement_total", "kind" => kind.to_string(), "source" => source.to_string())
+        .increment(1);
+    Ok(())
+}
+
+/// Appends `payload` to the recipient stream of a notification (its
+/// partition), where the router applies it in order with the run's other
+/// inputs. Unknown notifications are NOT_FOUND.
+pub async fn append_for_notification(
+    s: &GatewayState,
+    tenant: &clarion_domain::TenantId,
+    notification_id: &str,
+    actor: clarion_domain::Actor,
+    payload: Payload,
+) -> Result<(), ApiError> {
     let head = s
         .store
         .get(&RowKey::new(
@@ -294,15 +322,9 @@ pub async fn record_engagement(
         causation_id: None,
         correlation_id,
         actor,
-        payload: Payload::Engaged(pb::EngagementRecorded {
-            notification_id: t.notification_id,
-            attempt_id: attempt_id.to_string(),
-            kind: kind.to_string(),
-            source: source.to_string(),
-        }),
+        payload,
     };
+    debug_assert_eq!(t.notification_id, notification_id);
     s.append(Topic::Triggers, &[event]).await?;
-    metrics::counter!("clarion_engagement_total", "kind" => kind.to_string(), "source" => source.to_string())
-        .increment(1);
     Ok(())
 }

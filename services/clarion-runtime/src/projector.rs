@@ -117,7 +117,9 @@ fn project(batch: &mut Batch, e: &Event) {
                 Payload::Ended(end) if end.outcome == "dead_lettered" => {
                     w.put(dlq(), bytes());
                 }
-                Payload::Ended(_) => {
+                // Out of the queue once an operator acts on it (a retry that
+                // fails again puts it back with a fresh Ended).
+                Payload::Ended(_) | Payload::DlqRetried(_) | Payload::DlqDiscarded(_) => {
                     w.delete(dlq());
                 }
                 _ => {}
@@ -139,6 +141,7 @@ fn rank(p: &Payload) -> u8 {
         Payload::Sent(_) => 4,
         Payload::Delivered(_) => 5,
         Payload::Failed(_) | Payload::Engaged(_) | Payload::TimerFired(_) => 6,
+        Payload::DlqRetried(_) | Payload::DlqDiscarded(_) => 7,
         Payload::Noted(_) => 7,
         Payload::Ended(_) => 8,
         _ => 0,
@@ -157,6 +160,8 @@ pub fn status_of(events: &[Event]) -> &'static str {
     // a dead letter retried to success is no longer dead).
     let last_end = events.iter().rev().find_map(|e| match &e.payload {
         Payload::Ended(end) => Some(end.outcome.as_str()),
+        // Retried by an operator after its last end: running again.
+        Payload::DlqRetried(_) => Some("retrying"),
         _ => None,
     });
     match last_end {

@@ -648,6 +648,17 @@ impl Processor for Router {
                     )
                     .await?;
                 }
+                Payload::DlqRetried(r) => {
+                    self.feed(
+                        store,
+                        batch,
+                        e,
+                        &r.notification_id,
+                        |_| Some(RunInput::Retry),
+                        &mut idx,
+                    )
+                    .await?;
+                }
                 Payload::TimerFired(t) => {
                     let seq = t.seq;
                     self.feed(

@@ -2,6 +2,7 @@
 //! `main.rs` and the end-to-end tests (which run roles in-process as tasks).
 
 pub mod bootstrap;
+pub mod client;
 pub mod config;
 pub mod roles;
 

@@ -41,6 +41,20 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Manage workflow definitions of a running deployment (over gRPC).
+    Workflow {
+        #[command(subcommand)]
+        cmd: clarion::client::WorkflowCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
+    /// Work the dead-letter queue of a running deployment (over gRPC).
+    Dlq {
+        #[command(subcommand)]
+        cmd: clarion::client::DlqCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
 }
 
 #[derive(Args, Default)]
@@ -104,6 +118,8 @@ fn main() -> anyhow::Result<()> {
             overrides.apply(&mut cfg);
             rt.block_on(run(cfg, roles, false))
         }
+        Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
+        Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
     }
 }
 

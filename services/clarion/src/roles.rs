@@ -253,12 +253,12 @@ impl Node {
 }
 
 impl Node {
-    /// The HTTP routes a gateway adds to the side server (engagement tracking).
+    /// The HTTP routes a gateway adds to the side server: engagement
+    /// tracking and the REST API.
     pub async fn tracking_routes(&self) -> anyhow::Result<axum::Router> {
         let secret = clarion_gateway::tracking::secret(&*self.store).await?;
-        Ok(clarion_gateway::tracking::routes(
-            self.gateway_state(None),
-            secret,
-        ))
+        let state = self.gateway_state(None);
+        Ok(clarion_gateway::tracking::routes(state.clone(), secret)
+            .merge(clarion_gateway::rest::routes(state)))
     }
 }

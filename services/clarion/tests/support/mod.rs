@@ -487,7 +487,8 @@ impl TwilioDouble {
                 );
             }
             let to = form.get("To").cloned().unwrap_or_default();
-            if !to.starts_with('+') {
+            // Twilio's magic test numbers +1500555xxxx are invalid destinations.
+            if !to.starts_with('+') || to.starts_with("+1500555") {
                 return (
                     StatusCode::BAD_REQUEST,
                     r#"{"code":21211,"message":"The 'To' number is not a valid phone number.","status":400}"#.into(),

@@ -1,0 +1,272 @@
+//! Admin commands that talk to a running Clarion over gRPC:
+//! `clarion workflow apply|list|get` and `clarion dlq list|show|retry|discard`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use clarion_proto::api;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// gRPC endpoint of a Clarion gateway.
+    #[arg(
+        long,
+        global = true,
+        env = "CLARION_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// Tenant API key (ck_<tenant>_...).
+    #[arg(long, global = true, env = "CLARION_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+impl ClientArgs {
+    fn key(&self) -> anyhow::Result<&str> {
+        self.api_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--api-key (or CLARION_API_KEY) is required"))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum WorkflowCmd {
+    /// Validate and publish a definition (YAML or JSON) as a new version.
+    Apply {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List the tenant's workflows (latest versions).
+    List,
+    /// Print a workflow definition (latest version unless --version).
+    Get {
+        workflow_id: String,
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DlqCmd {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        channel: Option<String>,
+        /// Substring of the reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only entries at least this old (e.g. 30m, 2h, 1d).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one dead letter with every attempt.
+    Show { notification_id: String },
+    /// Re-enter the workflow at the step that failed.
+    Retry {
+        notification_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Remove from the queue (the history keeps it).
+    Discard {
+        notification_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+fn authed<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}")
+            .parse()
+            .context("the API key is not valid header text")?,
+    );
+    Ok(r)
+}
+
+/// A gRPC error as a person should read it: the message and every field problem.
+fn explain(s: tonic::Status) -> anyhow::Error {
+    let mut msg = format!("{:?}: {}", s.code(), s.message());
+    if let Some(br) = s.get_details_bad_request() {
+        for v in br.field_violations {
+            msg.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    anyhow::anyhow!(msg)
+}
+
+async fn connect(c: &ClientArgs) -> anyhow::Result<Channel> {
+    Channel::from_shared(c.endpoint.clone())
+        .context("--endpoint")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", c.endpoint))
+}
+
+pub async fn workflow(c: ClientArgs, cmd: WorkflowCmd) -> anyhow::Result<()> {
+    let mut client = api::workflow_service_client::WorkflowServiceClient::new(connect(&c).await?);
+    match cmd {
+        WorkflowCmd::Apply { file } => {
+            let definition = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let r = client
+                .apply(authed(c.key()?, api::ApplyWorkflowRequest { definition })?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("published {} version {}", r.workflow_id, r.version);
+        }
+        WorkflowCmd::List => {
+            let r = client
+                .list(authed(c.key()?, api::ListWorkflowsRequest {})?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            for w in r.workflows {
+                println!(
+                    "{}\tv{}\t{}\t{}",
+                    w.workflow_id, w.version, w.trigger_event, w.name
+                );
+            }
+        }
+        WorkflowCmd::Get {
+            workflow_id,
+            version,
+        } => {
+            let r = client
+                .get(authed(
+                    c.key()?,
+                    api::GetWorkflowRequest {
+                        workflow_id,
+                        version,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let v: serde_json::Value = serde_json::from_str(&r.definition_json)?;
+            println!(
+                "# version {}\n{}",
+                r.version,
+                serde_json::to_string_pretty(&v)?
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn dlq(c: ClientArgs, cmd: DlqCmd) -> anyhow::Result<()> {
+    let mut client =
+        api::dead_letter_service_client::DeadLetterServiceClient::new(connect(&c).await?);
+    match cmd {
+        DlqCmd::List {
+            workflow,
+            channel,
+            reason,
+            older_than,
+            limit,
+        } => {
+            let older_than_ms = match older_than {
+                Some(d) => clarion_domain::flow::duration::parse_ms(&d)
+                    .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?
+                    as i64,
+                None => 0,
+            };
+            let r = client
+                .list(authed(
+                    c.key()?,
+                    api::ListDeadLettersRequest {
+                        workflow_id: workflow.unwrap_or_default(),
+                        channel: channel.unwrap_or_default(),
+                        reason_contains: reason.unwrap_or_default(),
+                        older_than_ms,
+                        limit,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            for d in &r.dead_letters {
+                println!(
+                    "{}\t{}\tstep {}\t{} attempt(s)\t{}",
+                    d.notification_id,
+                    d.workflow_id,
+                    d.step,
+                    d.attempts.len(),
+                    d.reason
+                );
+            }
+            eprintln!("{} dead letter(s)", r.dead_letters.len());
+        }
+        DlqCmd::Show { notification_id } => {
+            let d = client
+                .show(authed(c.key()?, api::DeadLetterRef { notification_id })?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "notification {}\nworkflow {} v{}\nsubscriber {}\nstopped at step {}\nreason {}\nattempts:",
+                d.notification_id, d.workflow_id, d.workflow_version, d.subscriber_id, d.step, d.reason
+            );
+            for a in d.attempts {
+                println!(
+                    "  {} step {} {} via {} at {}: {}{}",
+                    a.attempt_id,
+                    a.step,
+                    a.channel,
+                    if a.provider.is_empty() {
+                        "default"
+                    } else {
+                        &a.provider
+                    },
+                    a.at_ms,
+                    if a.error.is_empty() { "sent" } else { &a.error },
+                    if a.retryable { " (retryable)" } else { "" }
+                );
+            }
+        }
+        DlqCmd::Retry {
+            notification_id,
+            note,
+        } => {
+            client
+                .retry(authed(
+                    c.key()?,
+                    api::DeadLetterAction {
+                        notification_id: notification_id.clone(),
+                        note,
+                    },
+                )?)
+                .await
+                .map_err(explain)?;
+            println!("retrying {notification_id}");
+        }
+        DlqCmd::Discard {
+            notification_id,
+            note,
+        } => {
+            client
+                .discard(authed(
+                    c.key()?,
+                    api::DeadLetterAction {
+                        notification_id: notification_id.clone(),
+                        note,
+                    },
+                )?)
+                .await
+                .map_err(explain)?;
+            println!("discarded {notification_id}");
+        }
+    }
+    Ok(())
+}

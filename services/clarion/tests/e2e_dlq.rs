@@ -1,0 +1,283 @@
+//! Dead-letter queue end to end: an SMS the provider refuses for good lands in
+//! the DLQ with its reason and attempts; it is listed over gRPC, REST and the
+//! `clarion dlq` command; after the contact is fixed, `retry` re-enters the
+//! workflow at the failed step and the SMS goes out; every action is in the
+//! history with who did it.
+
+mod support;
+
+use std::time::Duration;
+
+use clarion_proto::api;
+use support::*;
+
+const FLOW: &str = r#"
+id: job-sms
+steps:
+  - { id: text, type: send, channel: sms, template: job-sms, provider: twilio }
+"#;
+
+async fn rest(method: &str, url: &str, key: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    // Chunked bodies: take the JSON between the first '{' and the last '}'.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sms_is_dead_lettered_then_retried_after_the_fix() {
+    let twilio = TwilioDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.providers.twilio = Some(twilio.config());
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node = start(cfg, false).await;
+    serve_tracking(&node, http).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    Tenants::new(ch.clone())
+        .put_template(authed(
+            &key,
+            api::Template {
+                template_id: "job-sms".into(),
+                channel: "sms".into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: String::new(),
+                    body: "Job {{ payload.job }} is yours".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    // Published with the CLI, as an admin would: `clarion workflow apply -f`
+    let file = dir.path().join("job-sms.yaml");
+    std::fs::write(&file, FLOW).unwrap();
+    let endpoint = format!("http://{}", node.grpc);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+            .args(args)
+            .args(["--endpoint", &endpoint, "--api-key", &key])
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["workflow", "apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "published job-sms version 1"
+    );
+    // A broken definition is refused with the path and reason, exit code non-zero
+    std::fs::write(&file, FLOW.replace("channel: sms", "channel: fax")).unwrap();
+    let out = cli(&["workflow", "apply", "-f", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("steps[0].channel") && err.contains("unknown channel \"fax\""),
+        "{err}"
+    );
+    let mut subs = Subscribers::new(ch.clone());
+    let tech = |phone: &str| api::Subscriber {
+        subscriber_id: "tech-3".into(),
+        phone: phone.into(),
+        ..Default::default()
+    };
+    // Given a technician whose stored number the provider refuses
+    subs.upsert(authed(&key, tech("+15005550001")))
+        .await
+        .unwrap();
+    let id = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "job-sms".into(),
+                event: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "tech-3".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"job":"J-77"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone();
+
+    // Then it is dead-lettered with the provider's reason and the attempt
+    let n = wait_status(&ch, &key, &id, "dead_lettered", Duration::from_secs(20)).await;
+    assert_eq!(n.status, "dead_lettered", "{n:?}");
+    let mut dlq = api::dead_letter_service_client::DeadLetterServiceClient::new(ch.clone());
+    let listed = dlq
+        .list(authed(
+            &key,
+            api::ListDeadLettersRequest {
+                channel: "sms".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(listed.len(), 1);
+    let d = &listed[0];
+    assert_eq!(
+        (
+            d.notification_id.as_str(),
+            d.workflow_id.as_str(),
+            d.step.as_str()
+        ),
+        (id.as_str(), "job-sms", "text")
+    );
+    assert!(d.reason.contains("21211"), "{}", d.reason);
+    assert_eq!(d.attempts.len(), 1);
+    assert!(!d.attempts[0].retryable);
+    // Filters work: another workflow or a younger-than cut-off shows nothing
+    let none = dlq
+        .list(authed(
+            &key,
+            api::ListDeadLettersRequest {
+                workflow_id: "other".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert!(none.is_empty());
+    let none = dlq
+        .list(authed(
+            &key,
+            api::ListDeadLettersRequest {
+                older_than_ms: 3_600_000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert!(none.is_empty());
+
+    // The same over REST and the CLI
+    let (status, body) = rest(
+        "GET",
+        &format!("http://{http}/v1/dead-letters?channel=sms"),
+        &key,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dead_letters"][0]["notification_id"], id.as_str());
+    let (status, body) = rest("GET", &format!("http://{http}/v1/dead-letters/nope"), &key).await;
+    assert_eq!(status, 404);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not in the dead-letter queue"),
+        "{body}"
+    );
+    let (status, _) = rest(
+        "GET",
+        &format!("http://{http}/v1/dead-letters"),
+        "ck_acme_wrong",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let out = cli(&["dlq", "list", "--channel", "sms"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&id) && stdout.contains("21211"), "{stdout}");
+
+    // When the number is fixed and an operator retries over REST
+    subs.upsert(authed(&key, tech("+15145550177")))
+        .await
+        .unwrap();
+    let (status, body) = rest(
+        "POST",
+        &format!("http://{http}/v1/dead-letters/{id}/retry"),
+        &key,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    // Then the workflow re-enters the failed step and the SMS goes out
+    let n = wait_until(&ch, &key, &id, Duration::from_secs(20), |n| {
+        n.events
+            .iter()
+            .filter(|e| e.event_type == "clarion.notification.ended.v1")
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(
+        n.status,
+        "sent",
+        "{:?}",
+        n.events.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+    );
+    let sms = twilio.sent();
+    assert_eq!(sms.len(), 1, "{sms:?}");
+    assert_eq!(
+        (sms[0].to.as_str(), sms[0].body.as_str()),
+        ("+15145550177", "Job J-77 is yours")
+    );
+    let retried = n
+        .events
+        .iter()
+        .find(|e| e.event_type == "clarion.notification.dlq_retried.v1")
+        .expect("the retry is in the history");
+    assert!(retried.detail_json.contains("note"));
+    let empty = dlq
+        .list(authed(&key, api::ListDeadLettersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert!(
+        empty.is_empty(),
+        "out of the queue after a successful retry"
+    );
+    // Retrying something not in the queue is NOT_FOUND
+    let e = dlq
+        .retry(authed(
+            &key,
+            api::DeadLetterAction {
+                notification_id: id.clone(),
+                note: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    node.stop().await;
+}
