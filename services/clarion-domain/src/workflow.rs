@@ -41,6 +41,7 @@ pub fn from_steps(
         },
         cancel_key: None,
         goal: None,
+        dedup_window: None,
         steps: steps
             .iter()
             .enumerate()

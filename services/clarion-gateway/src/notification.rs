@@ -81,6 +81,7 @@ impl NotificationApi {
                 flows.push((id, version));
             }
         }
+        let request_hash = request_fingerprint(&base, &event);
         let mut events = Vec::new();
         for (workflow_id, version) in flows {
             let mut cmd = base.clone();
@@ -93,10 +94,6 @@ impl NotificationApi {
                 &caller.actor,
             ));
         }
-        if !events.is_empty() {
-            s.append(Topic::Triggers, &events).await?;
-        }
-        metrics::counter!("clarion_triggers_accepted_total").increment(events.len() as u64);
         let notifications: Vec<api::TriggeredNotification> = events
             .iter()
             .filter_map(|e| match &e.payload {
@@ -108,12 +105,74 @@ impl NotificationApi {
                 _ => None,
             })
             .collect();
+        let mut replay = false;
+        let mut notifications = notifications;
+        if !base.idempotency_key.is_empty() {
+            let stored = serde_json::json!({
+                "hash": request_hash,
+                "notifications": notifications.iter().map(|n| serde_json::json!({
+                    "notification_id": n.notification_id,
+                    "workflow_id": n.workflow_id,
+                    "subscriber_id": n.subscriber_id,
+                })).collect::<Vec<_>>(),
+            });
+            let key = RowKey::new(
+                Table::Idempotency,
+                caller.tenant.as_str(),
+                &base.idempotency_key,
+                Vec::new(),
+            );
+            // Claiming the key is atomic: of concurrent duplicates one wins and
+            // the others read its answer.
+            if let Some(existing) = s
+                .store
+                .insert_if_absent(&key, stored.to_string().into(), Some(s.idempotency_ttl))
+                .await?
+            {
+                let existing: serde_json::Value =
+                    serde_json::from_slice(&existing).unwrap_or_default();
+                if existing["hash"] != request_hash.as_str() {
+                    return Err(Violations::single(
+                        "idempotency_key",
+                        format!(
+                            "{:?} was already used with different parameters (keys are kept {} h)",
+                            base.idempotency_key,
+                            s.idempotency_ttl.as_secs() / 3600
+                        ),
+                    )
+                    .into());
+                }
+                replay = true;
+                notifications = existing["notifications"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|n| api::TriggeredNotification {
+                        notification_id: n["notification_id"].as_str().unwrap_or_default().into(),
+                        workflow_id: n["workflow_id"].as_str().unwrap_or_default().into(),
+                        subscriber_id: n["subscriber_id"].as_str().unwrap_or_default().into(),
+                    })
+                    .collect();
+            }
+        }
+        // A replay appends again: if the first request died between claiming
+        // the key and appending, this completes it; otherwise the events'
+        // fixed ids make the router drop them.
+        if !events.is_empty() {
+            s.append(Topic::Triggers, &events).await?;
+        }
+        if replay {
+            metrics::counter!("clarion_trigger_replays_total").increment(1);
+        } else {
+            metrics::counter!("clarion_triggers_accepted_total").increment(events.len() as u64);
+        }
         Ok(api::TriggerResponse {
             notification_ids: notifications
                 .iter()
                 .map(|n| n.notification_id.clone())
                 .collect(),
             notifications,
+            replay,
         })
     }
 
@@ -327,4 +386,58 @@ pub async fn append_for_notification(
     debug_assert_eq!(t.notification_id, notification_id);
     s.append(Topic::Triggers, &[event]).await?;
     Ok(())
+}
+
+/// Canonical hash of what a trigger asks for (not of how it was encoded):
+/// a repeat with the same key must ask for the same thing.
+fn request_fingerprint(cmd: &TriggerCommand, event: &str) -> String {
+    let payload: serde_json::Value = if cmd.payload_json.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(&cmd.payload_json).unwrap_or(serde_json::Value::Null)
+    };
+    let recipients: Vec<serde_json::Value> = cmd
+        .recipients
+        .iter()
+        .map(|r| {
+            let c = r.contact.clone().unwrap_or_default();
+            serde_json::json!([
+                r.subscriber_id,
+                c.email,
+                c.phone,
+                c.locale,
+                c.timezone,
+                c.webhook_url
+            ])
+        })
+        .collect();
+    let text = canonical(&serde_json::json!([
+        cmd.workflow_id,
+        event,
+        recipients,
+        payload
+    ]));
+    clarion_domain::tenant::sha256_hex(text.as_bytes())
+}
+
+/// JSON text with object keys sorted at every level, whatever order they came in.
+fn canonical(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let sorted: std::collections::BTreeMap<&String, String> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let parts: Vec<String> = sorted
+                .into_iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::Value::String(k.clone())))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        serde_json::Value::Array(a) => {
+            format!(
+                "[{}]",
+                a.iter().map(canonical).collect::<Vec<_>>().join(",")
+            )
+        }
+        other => other.to_string(),
+    }
 }

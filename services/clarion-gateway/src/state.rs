@@ -22,6 +22,8 @@ pub struct GatewayState {
     pub admin_token_sha256: Option<String>,
     /// How long configuration writes wait to become visible.
     pub projection_wait: Duration,
+    /// How long trigger idempotency keys are remembered.
+    pub idempotency_ttl: Duration,
     /// Serialises configuration writes of this gateway (version numbering).
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
 }

@@ -73,6 +73,7 @@ pub struct Router {
     flows: HashMap<(String, String, u32), Arc<Flow>>,
     templates: HashMap<(String, String), TemplateEntry>,
     runs: HashMap<(String, String), RunRecord>,
+    content: HashMap<(String, String), Value>,
     template_refresh: Duration,
 }
 
@@ -106,6 +107,7 @@ impl Router {
             flows: HashMap::new(),
             templates: HashMap::new(),
             runs: HashMap::new(),
+            content: HashMap::new(),
             template_refresh: Duration::from_secs(1),
         }
     }
@@ -516,6 +518,55 @@ impl Processor for Router {
                         );
                         continue;
                     };
+                    if let Some(window) = flow.dedup_window_ms {
+                        let hash = clarion_domain::tenant::sha256_hex(
+                            format!(
+                                "{tenant}\n{}\n{}\n{}",
+                                t.workflow_id, t.subscriber_id, payload
+                            )
+                            .as_bytes(),
+                        );
+                        let key = RowKey::new(Table::ContentDedup, &tenant, &hash, Vec::new());
+                        // Recent hashes of this partition are also kept in memory:
+                        // a duplicate in the same batch is not in the store yet.
+                        let seen = match self.content.get(&(tenant.clone(), hash.clone())) {
+                            Some(v) => Some(v.clone()),
+                            None => store
+                                .get(&key)
+                                .await?
+                                .and_then(|b| serde_json::from_slice::<Value>(&b).ok()),
+                        };
+                        let now = batch.now_ms;
+                        if let Some(prev) =
+                            seen.filter(|p| now - p["at"].as_i64().unwrap_or(0) < window as i64)
+                        {
+                            let end = Payload::Ended(pb::RunEnded {
+                                notification_id: t.notification_id.clone(),
+                                outcome: "suppressed".into(),
+                                reason: format!(
+                                    "same content as notification {} within the {} dedup window",
+                                    prev["notification_id"].as_str().unwrap_or("?"),
+                                    flow.def.dedup_window.clone().unwrap_or_default()
+                                ),
+                                workflow_id: flow.def.id.clone(),
+                                workflow_version: flow.version,
+                                subscriber_id: t.subscriber_id.clone(),
+                                ..Default::default()
+                            });
+                            batch.emit(Topic::Notifications, e.caused(0, now, actor(), end));
+                            continue;
+                        }
+                        let mark = json!({"at": now, "notification_id": t.notification_id});
+                        batch.writes.put_ttl(
+                            key,
+                            Bytes::from(mark.to_string()),
+                            Duration::from_millis(window),
+                        );
+                        if self.content.len() > 100_000 {
+                            self.content.clear();
+                        }
+                        self.content.insert((tenant.clone(), hash), mark);
+                    }
                     let rec = RunRecord {
                         run: Run::new(&t.notification_id, &flow),
                         subscriber_id: t.subscriber_id.clone(),

@@ -38,10 +38,14 @@ pub enum Table {
     DeadLetters,
     /// Latest workflow versions by trigger event and by id (pk "event/<name>" or "all", ck workflow id).
     WorkflowIndex,
+    /// Trigger idempotency keys with the request hash and original response (pk key), with TTL.
+    Idempotency,
+    /// Content hashes of recent triggers for the dedup window (pk hash), owned by the router, with TTL.
+    ContentDedup,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 18] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -58,6 +62,8 @@ impl Table {
         Table::Runs,
         Table::DeadLetters,
         Table::WorkflowIndex,
+        Table::Idempotency,
+        Table::ContentDedup,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -78,6 +84,8 @@ impl Table {
             Table::Runs => "runs",
             Table::DeadLetters => "dead_letters",
             Table::WorkflowIndex => "workflow_index",
+            Table::Idempotency => "idempotency",
+            Table::ContentDedup => "content_dedup",
         }
     }
 }

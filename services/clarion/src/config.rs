@@ -76,6 +76,8 @@ pub struct AuthConfig {
 pub struct LimitsConfig {
     pub max_payload_bytes: usize,
     pub max_recipients: usize,
+    /// How long trigger idempotency keys are remembered.
+    pub idempotency_retention_hours: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -120,6 +122,7 @@ impl Default for Config {
             limits: LimitsConfig {
                 max_payload_bytes: 64 * 1024,
                 max_recipients: 1000,
+                idempotency_retention_hours: 24,
             },
             providers: ProvidersConfig {
                 defaults: HashMap::new(),

@@ -118,6 +118,9 @@ impl Node {
             },
             admin_token_sha256,
             projection_wait: Duration::from_secs(10),
+            idempotency_ttl: Duration::from_secs(
+                3600 * self.cfg.limits.idempotency_retention_hours,
+            ),
             config_lock: Arc::default(),
         }
     }

@@ -298,3 +298,166 @@ async fn tenants_keys_and_subscribers() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_refuse_conflicts_and_never_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    let req = |payload: &str| api::TriggerRequest {
+        workflow_id: "appointment".into(),
+        event: String::new(),
+        recipients: vec![api::Recipient {
+            subscriber_id: "u9".into(),
+            email: "u9@example.test".into(),
+            ..Default::default()
+        }],
+        payload_json: payload.into(),
+        idempotency_key: "order-1001-confirmed".into(),
+    };
+    // Concurrent duplicates: every caller gets the same ids, one of them fresh.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let ch = ch.clone();
+        let key = key.clone();
+        // Same content, keys in a different order: still the same request.
+        let payload = if i % 2 == 0 {
+            r#"{"day":"mardi","slot":1}"#
+        } else {
+            r#"{"slot":1,"day":"mardi"}"#
+        };
+        let r = req(payload);
+        tasks.push(tokio::spawn(async move {
+            Notifications::new(ch)
+                .trigger(authed(&key, r))
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let ids = answers[0].notification_ids.clone();
+    assert!(answers.iter().all(|a| a.notification_ids == ids));
+    assert_eq!(
+        answers.iter().filter(|a| !a.replay).count(),
+        1,
+        "exactly one original"
+    );
+
+    // A later repeat is a replay of the original response
+    let again = Notifications::new(ch.clone())
+        .trigger(authed(&key, req(r#"{"day":"mardi","slot":1}"#)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replay);
+    assert_eq!(again.notification_ids, ids);
+
+    // The same key with different parameters is refused, naming the field
+    let e = Notifications::new(ch.clone())
+        .trigger(authed(&key, req(r#"{"day":"jeudi","slot":1}"#)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let v = violations(&e);
+    assert_eq!(v[0].0, "idempotency_key");
+    assert!(v[0].1.contains("different parameters"), "{v:?}");
+
+    // And the notification ran once: one sink delivery, one end
+    let n = wait_until(&ch, &key, &ids[0], Duration::from_secs(20), |n| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    })
+    .await;
+    assert_eq!(n.status, "delivered");
+    let sunk = clarion_dispatch::dispatcher::sink_deliveries(node.store(), "acme", &ids[0])
+        .await
+        .unwrap();
+    assert_eq!(sunk.len(), 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_dedup_window_suppresses_repeats_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+        .apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: r#"
+id: status-change
+dedup_window: 10m
+steps:
+  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }
+"#
+                .into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let trigger = |day: &'static str| {
+        let ch = ch.clone();
+        let key = key.clone();
+        async move {
+            Notifications::new(ch)
+                .trigger(authed(
+                    &key,
+                    api::TriggerRequest {
+                        workflow_id: "status-change".into(),
+                        event: String::new(),
+                        recipients: vec![api::Recipient {
+                            subscriber_id: "u5".into(),
+                            email: "u5@example.test".into(),
+                            ..Default::default()
+                        }],
+                        payload_json: format!(r#"{{"day":"{day}"}}"#),
+                        idempotency_key: String::new(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .notification_ids[0]
+                .clone()
+        }
+    };
+    let first = trigger("lundi").await;
+    let repeat = trigger("lundi").await;
+    let other = trigger("mardi").await;
+    let done = |n: &api::Notification| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    };
+    let n = wait_until(&ch, &key, &repeat, Duration::from_secs(20), done).await;
+    assert_eq!(n.status, "suppressed", "{n:?}");
+    let ended: serde_json::Value =
+        serde_json::from_str(&n.events.last().unwrap().detail_json).unwrap();
+    assert!(
+        ended["reason"].as_str().unwrap().contains(&first),
+        "names the original: {ended}"
+    );
+    assert_eq!(
+        wait_until(&ch, &key, &first, Duration::from_secs(20), done)
+            .await
+            .status,
+        "delivered"
+    );
+    assert_eq!(
+        wait_until(&ch, &key, &other, Duration::from_secs(20), done)
+            .await
+            .status,
+        "delivered"
+    );
+    node.stop().await;
+}

@@ -383,6 +383,10 @@ pub struct FlowDef {
     /// Engagement that completes the run as soon as it happens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<Engagement>,
+    /// Content dedup: a trigger with the same workflow, recipient and payload
+    /// as one accepted within this window (e.g. `10m`) is suppressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window: Option<String>,
     pub steps: Vec<StepDef>,
 }
 
@@ -402,6 +406,8 @@ pub struct Flow {
     pub(crate) trigger_condition: Option<Condition>,
     pub(crate) conditions: HashMap<usize, Condition>,
     pub(crate) durations: HashMap<(usize, &'static str), u64>,
+    /// The content dedup window, in milliseconds.
+    pub dedup_window_ms: Option<u64>,
 }
 
 impl Flow {
@@ -613,6 +619,16 @@ impl Flow {
                 StepKind::Stop => {}
             }
         }
+        let dedup_window_ms = match &def.dedup_window {
+            Some(w) => match parse_ms(w) {
+                Ok(ms) => Some(ms),
+                Err(e) => {
+                    v.push("dedup_window", e);
+                    None
+                }
+            },
+            None => None,
+        };
         if v.is_empty() {
             if let Some(cycle) = find_cycle(&def, &index) {
                 v.push(
@@ -629,6 +645,7 @@ impl Flow {
             trigger_condition,
             conditions,
             durations,
+            dedup_window_ms,
         })
     }
 
