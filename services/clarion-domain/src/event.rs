@@ -97,6 +97,7 @@ payloads! {
     Noted(RunNoted) = "clarion.notification.noted.v1",
     DlqRetried(DeadLetterRetried) = "clarion.notification.dlq_retried.v1",
     DlqDiscarded(DeadLetterDiscarded) = "clarion.notification.dlq_discarded.v1",
+    CancelRequested(CancelRequested) = "clarion.notification.cancel_requested.v1",
 }
 
 impl Payload {
@@ -174,6 +175,7 @@ impl Payload {
             Payload::Noted(p) => json!({"message": p.message}),
             Payload::DlqRetried(p) => json!({"note": p.note}),
             Payload::DlqDiscarded(p) => json!({"note": p.note}),
+            Payload::CancelRequested(p) => json!({"cancel_key": p.cancel_key, "reason": p.reason}),
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn from_steps(
         cancel_key: None,
         goal: None,
         dedup_window: None,
+        throttle: Vec::new(),
         steps: steps
             .iter()
             .enumerate()

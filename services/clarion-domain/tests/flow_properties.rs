@@ -58,6 +58,7 @@ enum Fact {
     FireTimer(usize),
     Cancel,
     Retry,
+    Throttle(usize, bool),
 }
 
 fn fact() -> impl Strategy<Value = Fact> {
@@ -68,6 +69,7 @@ fn fact() -> impl Strategy<Value = Fact> {
         4 => any::<usize>().prop_map(Fact::FireTimer),
         1 => Just(Fact::Cancel),
         1 => Just(Fact::Retry),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Fact::Throttle(i, d)),
     ]
 }
 
@@ -132,6 +134,11 @@ proptest! {
                 // Operators retry a dead letter at most once here, so runs stay finite.
                 Fact::Retry if !retried => { retried = true; Some(Input::Retry) }
                 Fact::Retry => None,
+                Fact::Throttle(i, defer) => pick(&w.sends, i).map(|a| Input::Throttled {
+                    attempt_id: a,
+                    defer_until: defer.then_some(w.now + 60_000),
+                    reason: "throttled".into(),
+                }),
             };
             if let Some(input) = input {
                 apply(&mut run, &flow, &mut w, input);
@@ -148,8 +155,11 @@ proptest! {
             }
         }
         prop_assert!(run.is_terminal(), "run never ended: {run:?}");
-        let unique: HashSet<&String> = w.sends.iter().collect();
-        prop_assert_eq!(unique.len(), w.sends.len(), "an attempt was sent twice: {:?}", w.sends);
+        // A held (throttled) send never went out, so its retry may reuse the
+        // id; every attempt the run records was sent once.
+        let recorded: Vec<&String> = run.attempts.iter().map(|a| &a.attempt_id).collect();
+        let unique: HashSet<&String> = recorded.iter().copied().collect();
+        prop_assert_eq!(unique.len(), recorded.len(), "an attempt was recorded twice: {:?}", recorded);
         // One terminal state per life: a dead letter may be retried (once
         // here), which starts a new life that ends once more.
         let lives = if retried && w.ends.first() == Some(&Terminal::DeadLettered) { 2 } else { 1 };

@@ -495,3 +495,43 @@ fn definitions_round_trip_through_canonical_json() {
     assert_eq!(back.def, f.def);
     assert_eq!(back.version, 4);
 }
+
+#[test]
+fn a_throttled_send_is_deferred_then_sent_with_the_same_attempt_id() {
+    let mut s = Sim::new(EMAIL_THEN_SMS);
+    s.apply(Input::Start);
+    let held = s.last_attempt();
+    // Given the send is over a limit that frees up in 10 minutes
+    s.apply(Input::Throttled {
+        attempt_id: held.clone(),
+        defer_until: Some(T0 + 600_000),
+        reason: "throttled".into(),
+    });
+    assert!(s.run.attempts.is_empty(), "a held send is not an attempt");
+    s.at(T0 + 600_000 - 1);
+    assert_eq!(s.sends.len(), 1);
+    s.at(T0 + 600_000);
+    assert_eq!(s.sends.len(), 2);
+    assert_eq!(s.last_attempt(), held, "never sent, so the same attempt id");
+    s.sent_last();
+    assert_eq!(s.run.step_status["email"], "sent");
+}
+
+#[test]
+fn a_throttled_send_with_drop_ends_the_run_suppressed() {
+    let mut s = Sim::new(EMAIL_THEN_SMS);
+    s.apply(Input::Start);
+    let held = s.last_attempt();
+    s.apply(Input::Throttled {
+        attempt_id: held,
+        defer_until: None,
+        reason: "throttled: recipient limit of 3 per 1d reached".into(),
+    });
+    assert_eq!(
+        s.ends,
+        [(
+            Terminal::Suppressed,
+            "throttled: recipient limit of 3 per 1d reached".into()
+        )]
+    );
+}

@@ -176,6 +176,43 @@ impl NotificationApi {
         })
     }
 
+    async fn cancel(
+        &self,
+        req: Request<api::CancelRequest>,
+    ) -> Result<api::CancelResponse, ApiError> {
+        let s = &self.0;
+        let caller = auth::tenant(s, req.metadata()).await?;
+        let r = req.into_inner();
+        if r.cancel_key.is_empty() || r.cancel_key.len() > 255 {
+            return Err(Violations::single("cancel_key", "is required (at most 255 bytes)").into());
+        }
+        // Runs with this key may be on any partition: tell every partition.
+        let partitions = s.topics.partitions_of(Topic::Triggers);
+        let seed: [u8; 16] = rand::random();
+        let mut events = Vec::new();
+        for p in 0..partitions {
+            let key = (0u32..)
+                .map(|i| format!("{}/~cancel/{i}", caller.tenant))
+                .find(|k| clarion_log::partition_for(k, partitions) == p)
+                .expect("some key hashes to every partition");
+            events.push(Event {
+                id: clarion_domain::Id(seed).child("cancel", p),
+                tenant: caller.tenant.clone(),
+                partition_key: key,
+                occurred_at_ms: s.clock.now_ms(),
+                causation_id: None,
+                correlation_id: None,
+                actor: caller.actor.clone(),
+                payload: Payload::CancelRequested(pb::CancelRequested {
+                    cancel_key: r.cancel_key.clone(),
+                    reason: r.reason.clone(),
+                }),
+            });
+        }
+        s.append(Topic::Triggers, &events).await?;
+        Ok(api::CancelResponse {})
+    }
+
     async fn acknowledge(
         &self,
         req: Request<api::AcknowledgeRequest>,
@@ -272,6 +309,13 @@ impl api::notification_service_server::NotificationService for NotificationApi {
         request: Request<api::GetNotificationRequest>,
     ) -> Result<Response<api::Notification>, Status> {
         Ok(Response::new(self.get(request).await?))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<api::CancelRequest>,
+    ) -> Result<Response<api::CancelResponse>, Status> {
+        Ok(Response::new(NotificationApi::cancel(self, request).await?))
     }
 
     async fn acknowledge(

@@ -74,6 +74,9 @@ pub struct Router {
     templates: HashMap<(String, String), TemplateEntry>,
     runs: HashMap<(String, String), RunRecord>,
     content: HashMap<(String, String), Value>,
+    /// Sliding-window send logs by throttle key (timestamps, oldest first).
+    throttle_logs: HashMap<(String, String), VecDeque<i64>>,
+    partitions: u32,
     template_refresh: Duration,
 }
 
@@ -108,8 +111,99 @@ impl Router {
             templates: HashMap::new(),
             runs: HashMap::new(),
             content: HashMap::new(),
+            throttle_logs: HashMap::new(),
+            partitions: 1,
             template_refresh: Duration::from_secs(1),
         }
+    }
+
+    /// Partition count of the router's input: workflow-wide throttle limits
+    /// are shared equally among partitions.
+    pub fn with_partitions(mut self, partitions: u32) -> Router {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// Checks the workflow's throttle limits for a send now. `Ok(None)`: it
+    /// may go, and is counted. `Ok(Some((defer_until, reason)))`: it is held.
+    #[allow(clippy::too_many_arguments)]
+    async fn throttle(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        flow: &Flow,
+        tenant: &str,
+        subscriber: &str,
+        channel: &str,
+        attempt_id: &str,
+    ) -> Result<Option<(Option<i64>, String)>, ProcessError> {
+        use clarion_domain::flow::{OnExceed, ThrottleScope};
+        let now = batch.now_ms;
+        let mut keys = Vec::new();
+        let mut held: Option<(Option<i64>, String)> = None;
+        for (i, rule) in flow.def.throttle.iter().enumerate() {
+            let window = flow.throttle_windows_ms[i] as i64;
+            let (scope_key, limit) = match rule.scope {
+                ThrottleScope::Recipient => (format!("r/{subscriber}"), rule.limit),
+                ThrottleScope::Channel => (format!("c/{subscriber}/{channel}"), rule.limit),
+                ThrottleScope::Workflow => (
+                    format!("p{}", batch.partition),
+                    rule.limit.div_ceil(self.partitions),
+                ),
+            };
+            let key = format!("throttle:{}/{i}/{scope_key}", flow.def.id);
+            let log_key = (tenant.to_string(), key.clone());
+            if !self.throttle_logs.contains_key(&log_key) {
+                let rows = store
+                    .scan(&Scan::partition(Table::Runs, tenant, &key, 100_000))
+                    .await?;
+                let log: VecDeque<i64> = rows
+                    .iter()
+                    .filter_map(|(ck, _)| ck.get(..8))
+                    .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+                    .collect();
+                self.throttle_logs.insert(log_key.clone(), log);
+            }
+            let log = self.throttle_logs.get_mut(&log_key).expect("just loaded");
+            while log.front().is_some_and(|t| *t <= now - window) {
+                log.pop_front();
+            }
+            if log.len() as u32 >= limit {
+                let frees_at = log.front().copied().unwrap_or(now) + window;
+                let reason = format!(
+                    "throttled: {} limit of {} per {} reached",
+                    serde_json::to_value(rule.scope)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("?"),
+                    rule.limit,
+                    rule.window
+                );
+                held = Some(match (rule.on_exceed, held) {
+                    (OnExceed::Drop, _) | (_, Some((None, _))) => (None, reason),
+                    (OnExceed::Defer, Some((Some(t), _))) => (Some(t.max(frees_at)), reason),
+                    (OnExceed::Defer, None) => (Some(frees_at), reason),
+                });
+            }
+            keys.push((log_key, window));
+        }
+        if held.is_some() {
+            return Ok(held);
+        }
+        for ((tenant, key), window) in keys {
+            let mut ck = now.to_be_bytes().to_vec();
+            ck.extend_from_slice(attempt_id.as_bytes());
+            batch.writes.put_ttl(
+                RowKey::new(Table::Runs, &tenant, &key, ck),
+                Bytes::new(),
+                Duration::from_millis(window as u64),
+            );
+            self.throttle_logs
+                .get_mut(&(tenant, key))
+                .expect("loaded above")
+                .push_back(now);
+        }
+        Ok(None)
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Router {
@@ -255,6 +349,35 @@ impl Router {
                         attempt_id,
                         spec,
                     } => {
+                        if let Some((defer_until, reason)) = self
+                            .throttle(
+                                store,
+                                batch,
+                                flow,
+                                &tenant,
+                                &rec.subscriber_id,
+                                &spec.channel,
+                                &attempt_id,
+                            )
+                            .await?
+                        {
+                            if let Some(at) = defer_until {
+                                emit(
+                                    batch,
+                                    Topic::Notifications,
+                                    Payload::Noted(pb::RunNoted {
+                                        notification_id: nid.clone(),
+                                        message: format!("{reason}; step {step} deferred to {at}"),
+                                    }),
+                                );
+                            }
+                            queue.push_back(RunInput::Throttled {
+                                attempt_id,
+                                defer_until,
+                                reason,
+                            });
+                            continue;
+                        }
                         let template = self.template(store, &tenant, &spec.template).await?;
                         let defaults = &self.default_providers;
                         let default_provider = |c: Channel| {
@@ -585,6 +708,20 @@ impl Processor for Router {
                         .template_context();
                     match flow.matches(&rec.payload, &sub_json, &json!({"id": tenant})) {
                         Ok(true) => {
+                            // Index the run by its cancellation key, if the workflow has one.
+                            if let Some(value) = flow.def.cancel_key.as_deref().and_then(|field| {
+                                clarion_domain::router::resolve_path(&rec.payload, field)
+                            }) {
+                                batch.writes.put(
+                                    RowKey::new(
+                                        Table::Runs,
+                                        &tenant,
+                                        &cancel_pk(&value),
+                                        t.notification_id.as_bytes().to_vec(),
+                                    ),
+                                    Bytes::new(),
+                                );
+                            }
                             self.drive(store, batch, e, &flow, rec, RunInput::Start, &mut idx)
                                 .await?;
                         }
@@ -699,6 +836,33 @@ impl Processor for Router {
                     )
                     .await?;
                 }
+                Payload::CancelRequested(c) => {
+                    let rows = store
+                        .scan(&Scan::partition(
+                            Table::Runs,
+                            &tenant,
+                            &cancel_pk(&c.cancel_key),
+                            100_000,
+                        ))
+                        .await?;
+                    for (nid, _) in rows {
+                        let nid = String::from_utf8_lossy(&nid).into_owned();
+                        let reason = if c.reason.is_empty() {
+                            format!("cancelled by key {:?}", c.cancel_key)
+                        } else {
+                            c.reason.clone()
+                        };
+                        self.feed(
+                            store,
+                            batch,
+                            e,
+                            &nid,
+                            |_| Some(RunInput::Cancel { reason }),
+                            &mut idx,
+                        )
+                        .await?;
+                    }
+                }
                 Payload::DlqRetried(r) => {
                     self.feed(
                         store,
@@ -728,4 +892,10 @@ impl Processor for Router {
         }
         Ok(())
     }
+}
+
+/// Runs-table partition listing the runs with a given cancellation key value
+/// (notification ids are hex, so the prefix cannot collide with one).
+fn cancel_pk(value: &str) -> String {
+    format!("cancel:{value}")
 }

@@ -217,13 +217,14 @@ impl Node {
             }
             Role::Router => {
                 let defaults = self.default_providers();
+                let partitions = self.topics.partitions_of(Topic::Triggers);
                 // Outcomes come back to the router on the same partition.
                 self.spawn_partitions(
                     tasks,
                     Topic::Triggers,
                     &[Topic::Deliveries],
                     Arc::new(NoEffects),
-                    || Router::new(defaults.clone()),
+                    || Router::new(defaults.clone()).with_partitions(partitions),
                     shutdown,
                 );
             }

@@ -461,3 +461,258 @@ steps:
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_key_stops_waiting_runs_of_that_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.log.partitions = 3;
+    let node = start(cfg, false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+        .apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: r#"
+id: reminder
+cancel_key: appointment_id
+steps:
+  - { id: wait, type: delay, duration: 1h }
+  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }
+"#
+                .into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (sub, appt) in [("a1", "42"), ("a2", "42"), ("a3", "43")] {
+        ids.push(
+            Notifications::new(ch.clone())
+                .trigger(authed(
+                    &key,
+                    api::TriggerRequest {
+                        workflow_id: "reminder".into(),
+                        event: String::new(),
+                        recipients: vec![api::Recipient {
+                            subscriber_id: sub.into(),
+                            email: format!("{sub}@example.test"),
+                            ..Default::default()
+                        }],
+                        payload_json: format!(r#"{{"appointment_id":"{appt}","day":"lundi"}}"#),
+                        idempotency_key: String::new(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .notification_ids[0]
+                .clone(),
+        );
+    }
+    // Wait until all three runs are waiting on their delay (timer scheduled).
+    for id in &ids {
+        wait_until(&ch, &key, id, Duration::from_secs(20), |n| {
+            !n.events.is_empty()
+        })
+        .await;
+    }
+    let e = Notifications::new(ch.clone())
+        .cancel(authed(
+            &key,
+            api::CancelRequest {
+                cancel_key: String::new(),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&e)[0].0, "cancel_key");
+    Notifications::new(ch.clone())
+        .cancel(authed(
+            &key,
+            api::CancelRequest {
+                cancel_key: "42".into(),
+                reason: "appointment 42 cancelled by the customer".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    for id in &ids[..2] {
+        let n = wait_status(&ch, &key, id, "cancelled", Duration::from_secs(20)).await;
+        assert_eq!(n.status, "cancelled", "{n:?}");
+        let ended: serde_json::Value =
+            serde_json::from_str(&n.events.last().unwrap().detail_json).unwrap();
+        assert_eq!(ended["reason"], "appointment 42 cancelled by the customer");
+    }
+    // A later trigger for a3 sits behind the cancel on a3's partition: once it
+    // is delivered, that partition has applied the cancel.
+    let sentinel = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "appointment".into(),
+                event: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "a3".into(),
+                    email: "a3@example.test".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"day":"mardi"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone();
+    assert_eq!(
+        wait_status(&ch, &key, &sentinel, "delivered", Duration::from_secs(20))
+            .await
+            .status,
+        "delivered"
+    );
+    // The run for appointment 43 is untouched: still waiting, not ended.
+    let other = Notifications::new(ch.clone())
+        .get_notification(authed(
+            &key,
+            api::GetNotificationRequest {
+                notification_id: ids[2].clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        other
+            .events
+            .iter()
+            .all(|e| e.event_type != "clarion.notification.ended.v1"),
+        "{other:?}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_limits_drop_or_defer_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
+    for def in [
+        "id: capped\nthrottle: [ { scope: recipient, limit: 2, window: 1h, on_exceed: drop } ]\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+        "id: paced\nthrottle: [ { scope: channel, limit: 1, window: 2s, on_exceed: defer } ]\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+    ] {
+        wf.apply(authed(&key, api::ApplyWorkflowRequest { definition: def.into() }))
+            .await
+            .unwrap();
+    }
+    let e = wf
+        .apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: "id: bad\nthrottle: [ { scope: recipient, limit: 0, window: soon } ]\nsteps: [ { id: s, type: stop } ]\n".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    let fields: Vec<String> = violations(&e).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["throttle[0].limit", "throttle[0].window"]);
+
+    let trigger = |workflow: &'static str, sub: &'static str, n: u32| {
+        let ch = ch.clone();
+        let key = key.clone();
+        async move {
+            Notifications::new(ch)
+                .trigger(authed(
+                    &key,
+                    api::TriggerRequest {
+                        workflow_id: workflow.into(),
+                        event: String::new(),
+                        recipients: vec![api::Recipient {
+                            subscriber_id: sub.into(),
+                            email: format!("{sub}@example.test"),
+                            ..Default::default()
+                        }],
+                        payload_json: format!(r#"{{"day":"day {n}"}}"#),
+                        idempotency_key: String::new(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .notification_ids[0]
+                .clone()
+        }
+    };
+    let done = |n: &api::Notification| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    };
+    // Drop: the third message to the same recipient within the hour is not sent
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let id = trigger("capped", "busy-bee", i).await;
+        statuses.push(wait_until(&ch, &key, &id, Duration::from_secs(20), done).await);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .map(|n| n.status.as_str())
+            .collect::<Vec<_>>(),
+        ["delivered", "delivered", "suppressed"]
+    );
+    let ended: serde_json::Value =
+        serde_json::from_str(&statuses[2].events.last().unwrap().detail_json).unwrap();
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap()
+            .contains("throttled: recipient limit of 2 per 1h"),
+        "{ended}"
+    );
+    // Another recipient is not affected
+    let other = trigger("capped", "calm-cat", 9).await;
+    assert_eq!(
+        wait_until(&ch, &key, &other, Duration::from_secs(20), done)
+            .await
+            .status,
+        "delivered"
+    );
+
+    // Defer: the second message waits until the 2 s window has room, then goes
+    let first = trigger("paced", "pacer", 1).await;
+    let second = trigger("paced", "pacer", 2).await;
+    let a = wait_until(&ch, &key, &first, Duration::from_secs(20), done).await;
+    let b = wait_until(&ch, &key, &second, Duration::from_secs(20), done).await;
+    assert_eq!(
+        (a.status.as_str(), b.status.as_str()),
+        ("delivered", "delivered")
+    );
+    let sent_at = |n: &api::Notification| {
+        n.events
+            .iter()
+            .find(|e| e.event_type == "clarion.notification.sent.v1")
+            .unwrap()
+            .occurred_at_ms
+    };
+    assert!(
+        sent_at(&b) - sent_at(&a) >= 2_000,
+        "deferred by the window: {} ms",
+        sent_at(&b) - sent_at(&a)
+    );
+    assert!(
+        b.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.noted.v1"
+                && e.detail_json.contains("deferred")),
+        "the deferral is recorded"
+    );
+    node.stop().await;
+}

@@ -68,6 +68,44 @@ impl Engagement {
     }
 }
 
+/// What a throttle limit of a workflow counts: this workflow's sends...
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottleScope {
+    /// ...to one recipient.
+    Recipient,
+    /// ...to one recipient on the sending step's channel.
+    Channel,
+    /// ...to anyone. Enforced per partition with an equal share of the limit
+    /// (rounded up), so no coordination is needed on the hot path.
+    Workflow,
+}
+
+/// What happens to a message over the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExceed {
+    /// Not sent; the run ends suppressed, with the reason.
+    Drop,
+    /// Sent as soon as the window has room.
+    Defer,
+}
+
+/// A sliding-window limit on sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleDef {
+    pub scope: ThrottleScope,
+    pub limit: u32,
+    pub window: String,
+    #[serde(default = "default_on_exceed")]
+    pub on_exceed: OnExceed,
+}
+
+fn default_on_exceed() -> OnExceed {
+    OnExceed::Drop
+}
+
 /// Where to go after a step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(from = "String", into = "String")]
@@ -387,6 +425,9 @@ pub struct FlowDef {
     /// as one accepted within this window (e.g. `10m`) is suppressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_window: Option<String>,
+    /// Sliding-window limits checked before every send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttle: Vec<ThrottleDef>,
     pub steps: Vec<StepDef>,
 }
 
@@ -408,6 +449,8 @@ pub struct Flow {
     pub(crate) durations: HashMap<(usize, &'static str), u64>,
     /// The content dedup window, in milliseconds.
     pub dedup_window_ms: Option<u64>,
+    /// Throttle windows in milliseconds, parallel to `def.throttle`.
+    pub throttle_windows_ms: Vec<u64>,
 }
 
 impl Flow {
@@ -629,6 +672,16 @@ impl Flow {
             },
             None => None,
         };
+        let mut throttle_windows_ms = Vec::new();
+        for (i, t) in def.throttle.iter().enumerate() {
+            if t.limit == 0 {
+                v.push(format!("throttle[{i}].limit"), "must be at least 1");
+            }
+            match parse_ms(&t.window) {
+                Ok(ms) => throttle_windows_ms.push(ms),
+                Err(e) => v.push(format!("throttle[{i}].window"), e),
+            }
+        }
         if v.is_empty() {
             if let Some(cycle) = find_cycle(&def, &index) {
                 v.push(
@@ -646,6 +699,7 @@ impl Flow {
             conditions,
             durations,
             dedup_window_ms,
+            throttle_windows_ms,
         })
     }
 

@@ -6,5 +6,8 @@ pub mod def;
 pub mod duration;
 pub mod run;
 
-pub use def::{Engagement, Flow, FlowDef, Next, SendSpec, StepDef, StepKind};
+pub use def::{
+    Engagement, Flow, FlowDef, Next, OnExceed, SendSpec, StepDef, StepKind, ThrottleDef,
+    ThrottleScope,
+};
 pub use run::{Ctx, Input, Output, RetryPolicy, Run, Terminal};

@@ -177,6 +177,13 @@ pub enum Input {
     },
     /// Operator re-drive of a dead-lettered run: re-enters the failed step.
     Retry,
+    /// A send was held back by a throttle limit: it never went out. With
+    /// `defer_until` it is tried again then; without, the run ends suppressed.
+    Throttled {
+        attempt_id: String,
+        defer_until: Option<i64>,
+        reason: String,
+    },
 }
 
 /// What the run wants done.
@@ -274,6 +281,27 @@ impl Run {
                 }
             }
             Input::Cancel { reason } => self.end(Terminal::Cancelled, reason, &mut out),
+            Input::Throttled {
+                attempt_id,
+                defer_until,
+                reason,
+            } => {
+                if self.waiting_on(&attempt_id) {
+                    // The attempt never happened: forget it, so the retry reuses its id.
+                    if self
+                        .attempts
+                        .last()
+                        .is_some_and(|a| a.attempt_id == attempt_id)
+                    {
+                        self.attempts.pop();
+                    }
+                    self.waiting = Waiting::Nothing;
+                    match defer_until {
+                        Some(at) => self.schedule(at, Purpose::Retry, &mut out),
+                        None => self.end(Terminal::Suppressed, reason, &mut out),
+                    }
+                }
+            }
             Input::Retry => {
                 if self.terminal == Some(Terminal::DeadLettered) {
                     if let Some(pc) = self.failed_step(flow) {
