@@ -66,9 +66,29 @@ impl ContactOverride {
 
 type TemplateEntry = (Instant, Option<Arc<CompiledTemplate>>);
 
+/// Retry policies: a default, per channel, and per tenant and channel.
+#[derive(Clone, Debug, Default)]
+pub struct RetryPolicies {
+    pub default: RetryPolicy,
+    pub channels: HashMap<String, RetryPolicy>,
+    /// tenant → channel → policy
+    pub tenants: HashMap<String, HashMap<String, RetryPolicy>>,
+}
+
+impl RetryPolicies {
+    /// The most specific policy for a tenant's sends on a channel.
+    pub fn for_send(&self, tenant: &str, channel: &str) -> &RetryPolicy {
+        self.tenants
+            .get(tenant)
+            .and_then(|c| c.get(channel))
+            .or_else(|| self.channels.get(channel))
+            .unwrap_or(&self.default)
+    }
+}
+
 pub struct Router {
     default_providers: HashMap<Channel, String>,
-    retry: RetryPolicy,
+    retry: RetryPolicies,
     subscribers: HashMap<(String, String), Option<Subscriber>>,
     flows: HashMap<(String, String, u32), Arc<Flow>>,
     templates: HashMap<(String, String), TemplateEntry>,
@@ -105,7 +125,7 @@ impl Router {
     pub fn new(default_providers: HashMap<Channel, String>) -> Router {
         Router {
             default_providers,
-            retry: RetryPolicy::default(),
+            retry: RetryPolicies::default(),
             subscribers: HashMap::new(),
             flows: HashMap::new(),
             templates: HashMap::new(),
@@ -206,7 +226,7 @@ impl Router {
         Ok(None)
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Router {
+    pub fn with_retry(mut self, retry: RetryPolicies) -> Router {
         self.retry = retry;
         self
     }
@@ -334,12 +354,20 @@ impl Router {
             batch.emit(topic, ev);
         };
         while let Some(input) = queue.pop_front() {
+            // Failures are retried by the policy of the channel being sent on.
+            let channel = rec
+                .run
+                .attempts
+                .last()
+                .map(|a| a.channel.clone())
+                .unwrap_or_default();
+            let retry = self.retry.for_send(&tenant, &channel).clone();
             let ctx = Ctx {
                 now_ms: batch.now_ms,
                 payload: &rec.payload,
                 subscriber: &sub_json,
                 tenant: &tenant_json,
-                retry: &self.retry,
+                retry: &retry,
             };
             let outputs = rec.run.apply(flow, input, &ctx);
             for o in outputs {
@@ -738,7 +766,7 @@ impl Processor for Router {
                                 payload: &Value::Null,
                                 subscriber: &Value::Null,
                                 tenant: &Value::Null,
-                                retry: &self.retry,
+                                retry: &self.retry.default,
                             };
                             // Recorded as a run that ended suppressed, so the
                             // notification still reaches a terminal state.

@@ -28,6 +28,18 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub runtime: RuntimeConfig,
     pub tracking: TrackingConfig,
+    pub retry: RetryConfig,
+}
+
+/// Retries of retryable provider errors: a default policy, overridden per
+/// channel and per tenant and channel. Each policy: max-attempts, base-ms,
+/// max-ms, jitter (fraction).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub default: clarion_domain::flow::RetryPolicy,
+    pub channels: HashMap<String, clarion_domain::flow::RetryPolicy>,
+    pub tenants: HashMap<String, HashMap<String, clarion_domain::flow::RetryPolicy>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -139,6 +151,7 @@ impl Default for Config {
                 enabled: true,
                 base_url: "http://localhost:8080".into(),
             },
+            retry: RetryConfig::default(),
         }
     }
 }

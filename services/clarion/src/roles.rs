@@ -218,13 +218,22 @@ impl Node {
             Role::Router => {
                 let defaults = self.default_providers();
                 let partitions = self.topics.partitions_of(Topic::Triggers);
+                let retry = clarion_runtime::router::RetryPolicies {
+                    default: self.cfg.retry.default.clone(),
+                    channels: self.cfg.retry.channels.clone(),
+                    tenants: self.cfg.retry.tenants.clone(),
+                };
                 // Outcomes come back to the router on the same partition.
                 self.spawn_partitions(
                     tasks,
                     Topic::Triggers,
                     &[Topic::Deliveries],
                     Arc::new(NoEffects),
-                    || Router::new(defaults.clone()).with_partitions(partitions),
+                    || {
+                        Router::new(defaults.clone())
+                            .with_partitions(partitions)
+                            .with_retry(retry.clone())
+                    },
                     shutdown,
                 );
             }

@@ -281,3 +281,108 @@ async fn refused_sms_is_dead_lettered_then_retried_after_the_fix() {
     assert_eq!(e.code(), tonic::Code::NotFound);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_provider_error_is_retried_with_the_channel_policy_and_succeeds() {
+    let twilio = TwilioDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.providers.twilio = Some(twilio.config());
+    cfg.retry.channels.insert(
+        "sms".into(),
+        clarion_domain::flow::RetryPolicy {
+            max_attempts: 3,
+            base_ms: 300,
+            max_ms: 1_000,
+            jitter: 0.1,
+        },
+    );
+    let node = start(cfg, false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    Tenants::new(ch.clone())
+        .put_template(authed(
+            &key,
+            api::Template {
+                template_id: "job-sms".into(),
+                channel: "sms".into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: String::new(),
+                    body: "Job {{ payload.job }} is yours".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+        .apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: FLOW.into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let id = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "job-sms".into(),
+                event: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "t9".into(),
+                    phone: "+19995550100".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"job":"J-9"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone();
+    let n = wait_until(&ch, &key, &id, Duration::from_secs(20), |n| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    })
+    .await;
+    let types: Vec<&str> = n.events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(n.status, "sent", "{types:?}");
+    let failed = n
+        .events
+        .iter()
+        .find(|e| e.event_type == "clarion.notification.failed.v1")
+        .expect("the 503");
+    let f: serde_json::Value = serde_json::from_str(&failed.detail_json).unwrap();
+    assert_eq!(f["retryable"], true);
+    let timer = n
+        .events
+        .iter()
+        .find(|e| e.event_type == "clarion.notification.timer_fired.v1")
+        .expect("the backoff");
+    let t: serde_json::Value = serde_json::from_str(&timer.detail_json).unwrap();
+    assert_eq!(t["purpose"], "retry");
+    let waited = timer.occurred_at_ms - failed.occurred_at_ms;
+    assert!(
+        (200..=1_000).contains(&waited),
+        "backoff from the sms policy (300 ms ± 10 %): {waited} ms"
+    );
+    let attempts: std::collections::HashSet<String> = n
+        .events
+        .iter()
+        .filter(|e| e.event_type == "clarion.notification.dispatch_requested.v1")
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.detail_json).unwrap()["attempt_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(attempts.len(), 2, "the retry is a new attempt");
+    assert_eq!(twilio.sent().len(), 1);
+    node.stop().await;
+}

@@ -65,6 +65,7 @@ impl Terminal {
 
 /// Retry policy for retryable provider errors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts per send, the first included.
     pub max_attempts: u32,

@@ -495,6 +495,20 @@ impl TwilioDouble {
                 );
             }
             let mut m = store.lock().unwrap();
+            // +1999... numbers: the first request for each number answers 503
+            // (a transient outage), later ones succeed.
+            if to.starts_with("+1999") && !m.iter().any(|x| x.to == to && x.body == "\u{0}503") {
+                m.push(SmsMessage {
+                    to,
+                    from: String::new(),
+                    body: "\u{0}503".into(),
+                    idempotency_key: String::new(),
+                });
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"code":20500,"message":"Service unavailable","status":503}"#.into(),
+                );
+            }
             m.push(SmsMessage {
                 to,
                 from: form.get("From").cloned().unwrap_or_default(),
@@ -537,8 +551,15 @@ impl TwilioDouble {
         }
     }
 
+    /// Messages accepted (not the simulated outages).
     pub fn sent(&self) -> Vec<SmsMessage> {
-        self.messages.lock().unwrap().clone()
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.body != "\u{0}503")
+            .cloned()
+            .collect()
     }
 }
 
