@@ -11,6 +11,7 @@ pub mod config_read;
 pub mod dead_letter;
 pub mod error;
 pub mod http;
+pub mod inbound;
 pub mod notification;
 pub mod rest;
 pub mod state;

@@ -171,8 +171,12 @@ pub fn status_of(events: &[Event]) -> &'static str {
         _ => {}
     }
     let reached = |f: fn(&Payload) -> bool| events.iter().any(|e| f(&e.payload));
+    let delivery_failed = reached(|p| matches!(p, Payload::Failed(f) if f.stage == "delivery"));
     if reached(|p| matches!(p, Payload::Delivered(_))) {
         "delivered"
+    } else if delivery_failed {
+        // The provider accepted it, then reported it undeliverable.
+        "failed"
     } else if reached(|p| matches!(p, Payload::Sent(_))) {
         "sent"
     } else if reached(|p| matches!(p, Payload::Failed(_))) {

@@ -271,7 +271,17 @@ impl Node {
     pub async fn tracking_routes(&self) -> anyhow::Result<axum::Router> {
         let secret = clarion_gateway::tracking::secret(&*self.store).await?;
         let state = self.gateway_state(None);
-        Ok(clarion_gateway::tracking::routes(state.clone(), secret)
-            .merge(clarion_gateway::rest::routes(state)))
+        let mut routes = clarion_gateway::tracking::routes(state.clone(), secret)
+            .merge(clarion_gateway::rest::routes(state.clone()));
+        if let Some(tw) = &self.cfg.providers.twilio {
+            if let Some(cb) = &tw.status_callback_url {
+                routes = routes.merge(clarion_gateway::inbound::twilio_routes(
+                    state,
+                    tw.auth_token.clone(),
+                    cb.clone(),
+                ));
+            }
+        }
+        Ok(routes)
     }
 }

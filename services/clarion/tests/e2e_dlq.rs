@@ -386,3 +386,125 @@ async fn a_transient_provider_error_is_retried_with_the_channel_policy_and_succe
     assert_eq!(twilio.sent().len(), 1);
     node.stop().await;
 }
+
+/// POSTs a status callback the way the provider does (form body, signature header).
+async fn callback(url: &str, form: &[(&str, &str)], signature: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let body: String = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B")))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_sms_status_callbacks_mark_delivery_and_forged_ones_are_refused() {
+    let twilio = TwilioDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cfg = test_config(dir.path());
+    let mut tw = twilio.config();
+    tw.status_callback_url = Some(format!("http://{http}/webhooks/twilio/status"));
+    cfg.providers.twilio = Some(tw);
+    let node = start(cfg, false).await;
+    serve_tracking(&node, http).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    Tenants::new(ch.clone())
+        .put_template(authed(
+            &key,
+            api::Template {
+                template_id: "job-sms".into(),
+                channel: "sms".into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: String::new(),
+                    body: "Job {{ payload.job }}".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+        .apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: FLOW.into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let id = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "job-sms".into(),
+                event: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "t1".into(),
+                    phone: "+15145550111".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"job":"J-1"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone();
+    assert_eq!(
+        wait_status(&ch, &key, &id, "sent", Duration::from_secs(20))
+            .await
+            .status,
+        "sent"
+    );
+    let cb = twilio.sent()[0].status_callback.clone();
+    assert!(cb.contains(&format!("notification={id}")), "{cb}");
+    let form = [
+        ("MessageSid", "SM1"),
+        ("MessageStatus", "delivered"),
+        ("To", "+15145550111"),
+    ];
+    let params: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // A forged callback (wrong token) is refused and changes nothing
+    let forged = clarion_dispatch::twilio::signature("not-the-token", &cb, &params);
+    assert_eq!(callback(&cb, &form, &forged).await, 403);
+    // A callback whose URL was edited (another notification) fails the signature too
+    let good = clarion_dispatch::twilio::signature(TWILIO_TOKEN, &cb, &params);
+    let edited = cb.replace(&id, "0".repeat(32).as_str());
+    assert_eq!(callback(&edited, &form, &good).await, 403);
+    // The real one marks the SMS delivered
+    assert_eq!(callback(&cb, &form, &good).await, 204);
+    let n = wait_status(&ch, &key, &id, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(n.status, "delivered");
+    assert!(n
+        .events
+        .iter()
+        .any(|e| e.event_type == "clarion.notification.delivered.v1"));
+    node.stop().await;
+}

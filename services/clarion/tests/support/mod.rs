@@ -455,6 +455,7 @@ pub struct SmsMessage {
     pub from: String,
     pub body: String,
     pub idempotency_key: String,
+    pub status_callback: String,
 }
 
 pub const TWILIO_SID: &str = "ACtest0000000000000000000000000000";
@@ -503,6 +504,7 @@ impl TwilioDouble {
                     from: String::new(),
                     body: "\u{0}503".into(),
                     idempotency_key: String::new(),
+                    status_callback: String::new(),
                 });
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -518,6 +520,7 @@ impl TwilioDouble {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_string(),
+                status_callback: form.get("StatusCallback").cloned().unwrap_or_default(),
             });
             (
                 StatusCode::CREATED,
