@@ -44,7 +44,9 @@ fn connect(path: &str) -> Result<Connection> {
     // crash or power loss can lose the last commits. `CLARION` operators who
     // need power-loss durability set `?sync=full` on the URL.
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+        // busy_timeout first: switching to WAL (and recovering a WAL left by a
+        // crash) takes locks, and without it a concurrent opener fails at once.
+        "PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     )
     .map_err(storage)?;
     Ok(conn)
@@ -285,7 +287,12 @@ fn write_group(
     next: &mut HashMap<(i64, u32), u64>,
     group: &[Cmd],
 ) -> Result<Vec<Vec<Appended>>> {
-    let tx = conn.transaction().map_err(storage)?;
+    // IMMEDIATE: take the write lock up front. A deferred transaction that
+    // reads first cannot upgrade once another connection wrote, and SQLite
+    // then fails at once instead of waiting (busy_timeout does not apply).
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(storage)?;
     let ts = now_ms();
     let mut out = Vec::with_capacity(group.len());
     {

@@ -42,7 +42,9 @@ fn connect(path: &str) -> Result<Connection> {
     }
     let c = Connection::open(path).map_err(storage)?;
     c.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+        // busy_timeout first: switching to WAL (and recovering a WAL left by a
+        // crash) takes locks, and without it a concurrent opener fails at once.
+        "PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     )
     .map_err(storage)?;
     Ok(c)
@@ -215,7 +217,11 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.write_with(move |c| {
-            let tx = c.transaction().map_err(storage)?;
+            // IMMEDIATE: the write lock up front, so busy_timeout applies
+            // (a deferred read-then-write cannot wait for other writers).
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(storage)?;
             for op in &batch.ops {
                 match op {
                     Op::Put { key, value, ttl } => {
@@ -258,7 +264,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<Bytes>> {
         let k = key.clone();
         self.write_with(move |c| {
-            let tx = c.transaction().map_err(storage)?;
+            // IMMEDIATE: the write lock up front, so busy_timeout applies
+            // (a deferred read-then-write cannot wait for other writers).
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(storage)?;
             let now = now_ms();
             // An expired row counts as absent and is replaced.
             let changed = tx

@@ -147,12 +147,17 @@ async fn kill_dash_nine_loses_nothing_and_sends_no_silent_duplicates() {
                 accepted.insert(id, kind);
             }
         }
+        // The server must have stayed up on its own: only our kills stop it.
+        let died = server.as_mut().unwrap().child.try_wait().unwrap();
+        assert!(died.is_none(), "the server exited by itself in round {round}: {died:?}");
         if round < crashes {
             server.take().unwrap().kill9();
             server = Some(spawn_server(&config));
             let deadline = Instant::now() + Duration::from_secs(60);
             while std::net::TcpStream::connect(addr).is_err() {
                 assert!(Instant::now() < deadline, "restart {round} did not listen");
+                let exited = server.as_mut().unwrap().child.try_wait().unwrap();
+                assert!(exited.is_none(), "restart {round} exited: {exited:?}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
