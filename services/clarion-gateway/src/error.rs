@@ -58,3 +58,20 @@ impl From<ApiError> for Status {
         }
     }
 }
+
+/// An RFC 9457 `application/problem+json` response for the HTTP side.
+pub fn problem(status: axum::http::StatusCode, detail: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+            "detail": detail,
+        })
+        .to_string(),
+    )
+        .into_response()
+}

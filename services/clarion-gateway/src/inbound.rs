@@ -5,14 +5,14 @@
 //! notification and attempt, which the signature therefore also protects.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Form, Router};
 use clarion_domain::{Actor, Payload, TenantId};
 use clarion_proto::events as pb;
 
-use crate::error::ApiError;
+use crate::error::{problem, ApiError};
 use crate::notification::append_for_notification;
 use crate::state::GatewayState;
 
@@ -22,21 +22,6 @@ struct TwilioState {
     auth_token: String,
     /// The StatusCallback base URL given to the provider (what it signs).
     callback_url: String,
-}
-
-fn problem(status: StatusCode, detail: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "detail": detail,
-        })
-        .to_string(),
-    )
-        .into_response()
 }
 
 async fn status(

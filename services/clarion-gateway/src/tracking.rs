@@ -12,7 +12,7 @@ use clarion_domain::tracking::TrackingRef;
 use clarion_domain::{Actor, TenantId};
 use clarion_store::{RowKey, Store, Table, SYSTEM_TENANT};
 
-use crate::error::ApiError;
+use crate::error::{problem, ApiError};
 use crate::notification::record_engagement;
 use crate::state::GatewayState;
 
@@ -48,22 +48,6 @@ pub async fn secret(store: &dyn Store) -> Result<Vec<u8>, clarion_store::StoreEr
 struct TrackState {
     gateway: GatewayState,
     secret: std::sync::Arc<Vec<u8>>,
-}
-
-/// RFC 9457 problem details.
-fn problem(status: StatusCode, detail: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "detail": detail,
-        })
-        .to_string(),
-    )
-        .into_response()
 }
 
 async fn hit(

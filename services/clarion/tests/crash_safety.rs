@@ -149,7 +149,10 @@ async fn kill_dash_nine_loses_nothing_and_sends_no_silent_duplicates() {
         }
         // The server must have stayed up on its own: only our kills stop it.
         let died = server.as_mut().unwrap().child.try_wait().unwrap();
-        assert!(died.is_none(), "the server exited by itself in round {round}: {died:?}");
+        assert!(
+            died.is_none(),
+            "the server exited by itself in round {round}: {died:?}"
+        );
         if round < crashes {
             server.take().unwrap().kill9();
             server = Some(spawn_server(&config));

@@ -11,6 +11,66 @@ use std::time::Duration;
 use clarion_proto::api;
 use support::*;
 
+/// The `job-sms` template, and (with `apply`) the FLOW workflow using it.
+async fn sms_setup(ch: &tonic::transport::Channel, key: &str, apply: bool) {
+    Tenants::new(ch.clone())
+        .put_template(authed(
+            key,
+            api::Template {
+                template_id: "job-sms".into(),
+                channel: "sms".into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: String::new(),
+                    body: "Job {{ payload.job }} is yours".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    if apply {
+        api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+            .apply(authed(
+                key,
+                api::ApplyWorkflowRequest {
+                    definition: FLOW.into(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// Triggers `job-sms` for one subscriber, with an inline phone number when given.
+async fn trigger_sms(
+    ch: &tonic::transport::Channel,
+    key: &str,
+    sub: &str,
+    phone: &str,
+    payload: &str,
+) -> String {
+    Notifications::new(ch.clone())
+        .trigger(authed(
+            key,
+            api::TriggerRequest {
+                workflow_id: "job-sms".into(),
+                event: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: sub.into(),
+                    phone: phone.into(),
+                    ..Default::default()
+                }],
+                payload_json: payload.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone()
+}
+
 const FLOW: &str = r#"
 id: job-sms
 steps:
@@ -52,21 +112,7 @@ async fn refused_sms_is_dead_lettered_then_retried_after_the_fix() {
     serve_tracking(&node, http).await;
     let ch = channel(node.grpc).await;
     let key = create_tenant(&ch, "acme").await;
-    Tenants::new(ch.clone())
-        .put_template(authed(
-            &key,
-            api::Template {
-                template_id: "job-sms".into(),
-                channel: "sms".into(),
-                variants: vec![api::TemplateVariant {
-                    locale: "default".into(),
-                    subject: String::new(),
-                    body: "Job {{ payload.job }} is yours".into(),
-                }],
-            },
-        ))
-        .await
-        .unwrap();
+    sms_setup(&ch, &key, false).await;
     // Published with the CLI, as an admin would: `clarion workflow apply -f`
     let file = dir.path().join("job-sms.yaml");
     std::fs::write(&file, FLOW).unwrap();
@@ -107,25 +153,7 @@ async fn refused_sms_is_dead_lettered_then_retried_after_the_fix() {
     subs.upsert(authed(&key, tech("+15005550001")))
         .await
         .unwrap();
-    let id = Notifications::new(ch.clone())
-        .trigger(authed(
-            &key,
-            api::TriggerRequest {
-                workflow_id: "job-sms".into(),
-                event: String::new(),
-                recipients: vec![api::Recipient {
-                    subscriber_id: "tech-3".into(),
-                    ..Default::default()
-                }],
-                payload_json: r#"{"job":"J-77"}"#.into(),
-                idempotency_key: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .notification_ids[0]
-        .clone();
+    let id = trigger_sms(&ch, &key, "tech-3", "", r#"{"job":"J-77"}"#).await;
 
     // Then it is dead-lettered with the provider's reason and the attempt
     let n = wait_status(&ch, &key, &id, "dead_lettered", Duration::from_secs(20)).await;
@@ -300,50 +328,8 @@ async fn a_transient_provider_error_is_retried_with_the_channel_policy_and_succe
     let node = start(cfg, false).await;
     let ch = channel(node.grpc).await;
     let key = create_tenant(&ch, "acme").await;
-    Tenants::new(ch.clone())
-        .put_template(authed(
-            &key,
-            api::Template {
-                template_id: "job-sms".into(),
-                channel: "sms".into(),
-                variants: vec![api::TemplateVariant {
-                    locale: "default".into(),
-                    subject: String::new(),
-                    body: "Job {{ payload.job }} is yours".into(),
-                }],
-            },
-        ))
-        .await
-        .unwrap();
-    api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
-        .apply(authed(
-            &key,
-            api::ApplyWorkflowRequest {
-                definition: FLOW.into(),
-            },
-        ))
-        .await
-        .unwrap();
-    let id = Notifications::new(ch.clone())
-        .trigger(authed(
-            &key,
-            api::TriggerRequest {
-                workflow_id: "job-sms".into(),
-                event: String::new(),
-                recipients: vec![api::Recipient {
-                    subscriber_id: "t9".into(),
-                    phone: "+19995550100".into(),
-                    ..Default::default()
-                }],
-                payload_json: r#"{"job":"J-9"}"#.into(),
-                idempotency_key: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .notification_ids[0]
-        .clone();
+    sms_setup(&ch, &key, true).await;
+    let id = trigger_sms(&ch, &key, "t9", "+19995550100", r#"{"job":"J-9"}"#).await;
     let n = wait_until(&ch, &key, &id, Duration::from_secs(20), |n| {
         n.events
             .iter()
@@ -430,50 +416,8 @@ async fn signed_sms_status_callbacks_mark_delivery_and_forged_ones_are_refused()
     serve_tracking(&node, http).await;
     let ch = channel(node.grpc).await;
     let key = create_tenant(&ch, "acme").await;
-    Tenants::new(ch.clone())
-        .put_template(authed(
-            &key,
-            api::Template {
-                template_id: "job-sms".into(),
-                channel: "sms".into(),
-                variants: vec![api::TemplateVariant {
-                    locale: "default".into(),
-                    subject: String::new(),
-                    body: "Job {{ payload.job }}".into(),
-                }],
-            },
-        ))
-        .await
-        .unwrap();
-    api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
-        .apply(authed(
-            &key,
-            api::ApplyWorkflowRequest {
-                definition: FLOW.into(),
-            },
-        ))
-        .await
-        .unwrap();
-    let id = Notifications::new(ch.clone())
-        .trigger(authed(
-            &key,
-            api::TriggerRequest {
-                workflow_id: "job-sms".into(),
-                event: String::new(),
-                recipients: vec![api::Recipient {
-                    subscriber_id: "t1".into(),
-                    phone: "+15145550111".into(),
-                    ..Default::default()
-                }],
-                payload_json: r#"{"job":"J-1"}"#.into(),
-                idempotency_key: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .notification_ids[0]
-        .clone();
+    sms_setup(&ch, &key, true).await;
+    let id = trigger_sms(&ch, &key, "t1", "+15145550111", r#"{"job":"J-1"}"#).await;
     assert_eq!(
         wait_status(&ch, &key, &id, "sent", Duration::from_secs(20))
             .await

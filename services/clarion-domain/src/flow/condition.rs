@@ -58,12 +58,13 @@ impl Condition {
     /// Evaluates to a boolean. A non-boolean result or a runtime error (e.g. a
     /// missing field) is an error the caller records, never a silent false.
     pub fn eval(&self, vars: &[(&str, &serde_json::Value)]) -> Result<bool, String> {
-        let mut ctx = Context::with_env(env());
-        for (name, value) in vars {
-            let v = cel::to_value(value).map_err(|e| format!("{name}: {e}"))?;
-            ctx.add_variable_from_value(*name, v);
-        }
-        match self.program.execute(&ctx) {
+        self.eval_with(&Bindings::new(vars)?)
+    }
+
+    /// Evaluates against variables converted once (matching one trigger
+    /// against many workflows converts its payload once, not per condition).
+    pub fn eval_with(&self, b: &Bindings) -> Result<bool, String> {
+        match self.program.execute(&b.0) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!(
                 "condition {:?} gave {other:?}, not a boolean",
@@ -71,6 +72,20 @@ impl Condition {
             )),
             Err(e) => Err(format!("condition {:?} failed: {e}", self.source)),
         }
+    }
+}
+
+/// Variables converted to CEL values, reusable across conditions.
+pub struct Bindings(Context<'static, 'static>);
+
+impl Bindings {
+    pub fn new(vars: &[(&str, &serde_json::Value)]) -> Result<Bindings, String> {
+        let mut ctx = Context::with_env(env());
+        for (name, value) in vars {
+            let v = cel::to_value(value).map_err(|e| format!("{name}: {e}"))?;
+            ctx.add_variable_from_value(*name, v);
+        }
+        Ok(Bindings(ctx))
     }
 }
 

@@ -721,6 +721,16 @@ impl Flow {
         }
     }
 
+    /// Like [`Flow::matches`], with variables already converted (see
+    /// [`Bindings`](crate::flow::condition::Bindings)): one trigger is matched
+    /// against many workflows with one conversion.
+    pub fn matches_with(&self, b: &crate::flow::condition::Bindings) -> Result<bool, String> {
+        match &self.trigger_condition {
+            Some(c) => c.eval_with(b),
+            None => Ok(true),
+        }
+    }
+
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
     }
