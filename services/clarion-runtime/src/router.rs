@@ -41,6 +41,20 @@ pub struct RunRecord {
     pub contact: ContactOverride,
     /// Partition key of the recipient stream (for timers).
     pub key: String,
+    /// In the dead-letter queue (dead-lettered, not yet retried or discarded).
+    #[serde(default)]
+    pub in_dlq: bool,
+}
+
+/// When a tenant's dead-letter queue grows past a threshold, an alert is
+/// dispatched to a webhook (signed like every Clarion webhook).
+#[derive(Clone, Debug, Default)]
+pub struct DlqAlerts {
+    /// Dead letters that raise the alert; 0 disables it.
+    pub threshold: u64,
+    pub per_tenant: HashMap<String, u64>,
+    /// Where the alert is POSTed (needs the webhook provider).
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -97,6 +111,9 @@ pub struct Router {
     /// Sliding-window send logs by throttle key (timestamps, oldest first).
     throttle_logs: HashMap<(String, String), VecDeque<i64>>,
     partitions: u32,
+    dlq_alerts: DlqAlerts,
+    /// This partition's dead-letter count per tenant.
+    dlq_counts: HashMap<String, i64>,
     template_refresh: Duration,
 }
 
@@ -133,6 +150,8 @@ impl Router {
             content: HashMap::new(),
             throttle_logs: HashMap::new(),
             partitions: 1,
+            dlq_alerts: DlqAlerts::default(),
+            dlq_counts: HashMap::new(),
             template_refresh: Duration::from_secs(1),
         }
     }
@@ -224,6 +243,105 @@ impl Router {
                 .push_back(now);
         }
         Ok(None)
+    }
+
+    pub fn with_dlq_alerts(mut self, alerts: DlqAlerts) -> Router {
+        self.dlq_alerts = alerts;
+        self
+    }
+
+    /// Applies a change of this partition's dead-letter count for a tenant:
+    /// keeps the per-partition row (one writer each), exports the tenant's
+    /// total as a gauge and, on crossing the threshold upward, dispatches the
+    /// alert.
+    async fn dlq_changed(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        cause: &Event,
+        tenant: &str,
+        delta: i64,
+    ) -> Result<(), ProcessError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let own_ck = batch.partition.to_be_bytes().to_vec();
+        let rows = store
+            .scan(&Scan::partition(Table::Runs, tenant, "dlq-count", 10_000))
+            .await?;
+        let parse = |b: &[u8]| <[u8; 8]>::try_from(b).map(i64::from_be_bytes).unwrap_or(0);
+        let stored_own = rows
+            .iter()
+            .find(|(ck, _)| *ck == own_ck)
+            .map(|(_, v)| parse(v))
+            .unwrap_or(0);
+        let own = *self
+            .dlq_counts
+            .entry(tenant.to_string())
+            .or_insert(stored_own);
+        let new_own = (own + delta).max(0);
+        self.dlq_counts.insert(tenant.to_string(), new_own);
+        batch.writes.put(
+            RowKey::new(Table::Runs, tenant, "dlq-count", own_ck.clone()),
+            Bytes::copy_from_slice(&new_own.to_be_bytes()),
+        );
+        let others: i64 = rows
+            .iter()
+            .filter(|(ck, _)| *ck != own_ck)
+            .map(|(_, v)| parse(v))
+            .sum();
+        let total = (others + new_own) as u64;
+        metrics::gauge!("clarion_dlq_size", "tenant" => tenant.to_string()).set(total as f64);
+        let threshold = self
+            .dlq_alerts
+            .per_tenant
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.dlq_alerts.threshold);
+        let before = (others + own) as u64;
+        if threshold > 0 && delta > 0 && before < threshold && total >= threshold {
+            metrics::counter!("clarion_dlq_alerts_total", "tenant" => tenant.to_string())
+                .increment(1);
+            tracing::warn!(
+                tenant,
+                total,
+                threshold,
+                "dead-letter queue over its alert threshold"
+            );
+            if let Some(url) = &self.dlq_alerts.webhook_url {
+                let alert_id = cause.id.child("dlq-alert", 0).to_hex();
+                let body = json!({
+                    "alert": "dead_letter_queue_threshold",
+                    "tenant_id": tenant,
+                    "dead_letters": total,
+                    "threshold": threshold,
+                })
+                .to_string();
+                let ev = Event {
+                    id: cause.id.child("dlq-alert", 1),
+                    tenant: cause.tenant.clone(),
+                    partition_key: cause.partition_key.clone(),
+                    occurred_at_ms: batch.now_ms,
+                    causation_id: Some(cause.id),
+                    correlation_id: None,
+                    actor: actor(),
+                    payload: Payload::DispatchRequested(pb::DispatchRequested {
+                        notification_id: format!("dlq-alert-{alert_id}"),
+                        attempt_id: alert_id,
+                        channel: "webhook".into(),
+                        provider: "webhook".into(),
+                        to: url.clone(),
+                        subject: format!("Dead-letter queue of {tenant}: {total} entries"),
+                        body,
+                        locale: String::new(),
+                        subscriber_id: String::new(),
+                        step: String::new(),
+                    }),
+                };
+                batch.emit(Topic::Dispatch, ev);
+            }
+        }
+        Ok(())
     }
 
     pub fn with_retry(mut self, retry: RetryPolicies) -> Router {
@@ -338,6 +456,8 @@ impl Router {
     ) -> Result<(), ProcessError> {
         let tenant = cause.tenant.as_str().to_string();
         let nid = rec.run.notification_id.clone();
+        let was_in_dlq = rec.in_dlq;
+        let mut dead_lettered_now = false;
         let stored = self.subscriber(store, &tenant, &rec.subscriber_id).await?;
         let subscriber = stored
             .unwrap_or_else(|| Subscriber {
@@ -495,6 +615,8 @@ impl Router {
                         }),
                     ),
                     Output::End { terminal, reason } => {
+                        dead_lettered_now |=
+                            terminal == clarion_domain::flow::Terminal::DeadLettered;
                         metrics::counter!("clarion_runs_ended_total", "outcome" => terminal.as_str())
                             .increment(1);
                         emit(
@@ -534,12 +656,20 @@ impl Router {
                 }
             }
         }
+        // In the queue while dead-lettered; a retry takes it out (and a retry
+        // that fails again puts it back).
+        if dead_lettered_now {
+            rec.in_dlq = true;
+        } else if rec.run.terminal != Some(clarion_domain::flow::Terminal::DeadLettered) {
+            rec.in_dlq = false;
+        }
+        let delta = i64::from(rec.in_dlq) - i64::from(was_in_dlq);
         batch.writes.put(
             RowKey::new(Table::Runs, &tenant, &nid, Vec::new()),
             Bytes::from(serde_json::to_vec(&rec).expect("run records serialize")),
         );
-        self.runs.insert((tenant, nid), rec);
-        Ok(())
+        self.runs.insert((tenant.clone(), nid), rec);
+        self.dlq_changed(store, batch, cause, &tenant, delta).await
     }
 
     /// Feeds a fact about an existing run into it.
@@ -724,6 +854,7 @@ impl Processor for Router {
                         payload,
                         contact: rec_contact,
                         key: e.partition_key.clone(),
+                        in_dlq: false,
                     };
                     // The trigger condition decides whether the run starts at all.
                     let stored = self.subscriber(store, &tenant, &t.subscriber_id).await?;
@@ -889,6 +1020,24 @@ impl Processor for Router {
                             &mut idx,
                         )
                         .await?;
+                    }
+                }
+                Payload::DlqDiscarded(d) => {
+                    if let Some(mut rec) =
+                        self.run_record(store, &tenant, &d.notification_id).await?
+                    {
+                        if rec.in_dlq {
+                            rec.in_dlq = false;
+                            batch.writes.put(
+                                RowKey::new(Table::Runs, &tenant, &d.notification_id, Vec::new()),
+                                Bytes::from(
+                                    serde_json::to_vec(&rec).expect("run records serialize"),
+                                ),
+                            );
+                            self.runs
+                                .insert((tenant.clone(), d.notification_id.clone()), rec);
+                            self.dlq_changed(store, batch, e, &tenant, -1).await?;
+                        }
                     }
                 }
                 Payload::DlqRetried(r) => {

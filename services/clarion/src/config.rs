@@ -29,6 +29,19 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub tracking: TrackingConfig,
     pub retry: RetryConfig,
+    pub dlq: DlqConfig,
+}
+
+/// Dead-letter queue alerting.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// Dead letters of one tenant that raise an alert (0: never).
+    pub alert_threshold: u64,
+    /// Per-tenant thresholds (tenant id → count).
+    pub tenant_thresholds: HashMap<String, u64>,
+    /// Where alerts are POSTed, signed (needs `providers.webhook`).
+    pub alert_webhook_url: String,
 }
 
 /// Retries of retryable provider errors: a default policy, overridden per
@@ -152,6 +165,10 @@ impl Default for Config {
                 base_url: "http://localhost:8080".into(),
             },
             retry: RetryConfig::default(),
+            dlq: DlqConfig {
+                alert_threshold: 100,
+                ..DlqConfig::default()
+            },
         }
     }
 }

@@ -218,6 +218,12 @@ impl Node {
             Role::Router => {
                 let defaults = self.default_providers();
                 let partitions = self.topics.partitions_of(Topic::Triggers);
+                let alerts = clarion_runtime::router::DlqAlerts {
+                    threshold: self.cfg.dlq.alert_threshold,
+                    per_tenant: self.cfg.dlq.tenant_thresholds.clone(),
+                    webhook_url: (!self.cfg.dlq.alert_webhook_url.is_empty())
+                        .then(|| self.cfg.dlq.alert_webhook_url.clone()),
+                };
                 let retry = clarion_runtime::router::RetryPolicies {
                     default: self.cfg.retry.default.clone(),
                     channels: self.cfg.retry.channels.clone(),
@@ -233,6 +239,7 @@ impl Node {
                         Router::new(defaults.clone())
                             .with_partitions(partitions)
                             .with_retry(retry.clone())
+                            .with_dlq_alerts(alerts.clone())
                     },
                     shutdown,
                 );

@@ -452,3 +452,94 @@ async fn signed_sms_status_callbacks_mark_delivery_and_forged_ones_are_refused()
         .any(|e| e.event_type == "clarion.notification.delivered.v1"));
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_growth_past_the_tenant_threshold_alerts_a_signed_webhook() {
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    const SECRET: &str = "whsec_alerts_0123456789";
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(serde_json::Value, bool)>>> = Default::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let g = g.clone();
+            async move {
+                let sig = headers
+                    .get("clarion-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let ok = clarion_dispatch::webhook::verify(
+                    SECRET.as_bytes(),
+                    sig,
+                    &body,
+                    now,
+                    Duration::from_secs(300),
+                )
+                .is_ok();
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                g.lock().unwrap().push((json, ok));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let twilio = TwilioDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.providers.twilio = Some(twilio.config());
+    cfg.providers.webhook = Some(clarion_dispatch::webhook::WebhookConfig {
+        signing_secret: SECRET.into(),
+        timeout_ms: 5_000,
+    });
+    cfg.dlq.tenant_thresholds.insert("acme".into(), 2);
+    cfg.dlq.alert_webhook_url = format!("http://{hook}/alerts");
+    let node = start(cfg, false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    sms_setup(&ch, &key, true).await;
+    // Two refused numbers on different subscribers (possibly different partitions)
+    let a = trigger_sms(&ch, &key, "bad-1", "+15005550001", r#"{"job":"J-1"}"#).await;
+    assert_eq!(
+        wait_status(&ch, &key, &a, "dead_lettered", Duration::from_secs(20))
+            .await
+            .status,
+        "dead_lettered"
+    );
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "one dead letter is under the threshold of 2"
+    );
+    let b = trigger_sms(&ch, &key, "bad-2", "+15005550002", r#"{"job":"J-2"}"#).await;
+    assert_eq!(
+        wait_status(&ch, &key, &b, "dead_lettered", Duration::from_secs(20))
+            .await
+            .status,
+        "dead_lettered"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alerts = got.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].1, "signed");
+    let body: serde_json::Value =
+        serde_json::from_str(alerts[0].0["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (
+            body["tenant_id"].as_str(),
+            body["dead_letters"].as_u64(),
+            body["threshold"].as_u64()
+        ),
+        (Some("acme"), Some(2), Some(2))
+    );
+    node.stop().await;
+}
