@@ -55,6 +55,96 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    /// Batches for the group-commit thread.
+    batches: std::sync::mpsc::Sender<WriteRequest>,
+}
+
+struct WriteRequest {
+    batch: WriteBatch,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// Most ops committed in one grouped transaction.
+const MAX_GROUP_OPS: usize = 20_000;
+
+/// The group-commit loop: every processor partition commits a batch per step;
+/// taking all batches waiting and committing them in one transaction turns
+/// many small commits into few large ones. A failing group is retried batch by
+/// batch, so one bad batch fails alone.
+fn group_commit_loop(conn: Arc<Mutex<Connection>>, rx: std::sync::mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = first.batch.len();
+        let mut group = vec![first];
+        while ops < MAX_GROUP_OPS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    ops += r.batch.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut c = conn.lock().expect("store writer lock");
+        let all: Vec<&WriteBatch> = group.iter().map(|r| &r.batch).collect();
+        match apply_batches(&mut c, &all) {
+            Ok(()) => {
+                for r in group {
+                    let _ = r.reply.send(Ok(()));
+                }
+            }
+            Err(_) if group.len() > 1 => {
+                for r in group {
+                    let res = apply_batches(&mut c, &[&r.batch]);
+                    let _ = r.reply.send(res);
+                }
+            }
+            Err(e) => {
+                for r in group {
+                    let _ = r.reply.send(Err(StoreError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies batches in one IMMEDIATE transaction (the write lock up front, so
+/// busy_timeout applies; a deferred read-then-write cannot wait for others).
+fn apply_batches(c: &mut Connection, batches: &[&WriteBatch]) -> Result<()> {
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(storage)?;
+    for batch in batches {
+        for op in &batch.ops {
+            match op {
+                Op::Put { key, value, ttl } => {
+                    tx.prepare_cached(&format!(
+                        "INSERT OR REPLACE INTO {} (tenant, pk, ck, value, expires_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        key.table
+                    ))
+                    .map_err(storage)?
+                    .execute(params![
+                        key.tenant,
+                        key.pk,
+                        key.ck,
+                        &value[..],
+                        expiry(*ttl)
+                    ])
+                    .map_err(storage)?;
+                }
+                Op::Delete { key } => {
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM {} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3",
+                        key.table
+                    ))
+                    .map_err(storage)?
+                    .execute(params![key.tenant, key.pk, key.ck])
+                    .map_err(storage)?;
+                }
+            }
+        }
+    }
+    tx.commit().map_err(storage)
 }
 
 impl SqliteStore {
@@ -77,10 +167,18 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| connect(path).map(|c| Arc::new(Mutex::new(c))))
             .collect::<Result<Vec<_>>>()?;
+        let writer = Arc::new(Mutex::new(writer));
+        let (batches, rx) = std::sync::mpsc::channel();
+        let w = writer.clone();
+        std::thread::Builder::new()
+            .name("clarion-store-writer".into())
+            .spawn(move || group_commit_loop(w, rx))
+            .map_err(storage)?;
         let store = SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             readers,
             next_reader: AtomicUsize::new(0),
+            batches,
         };
         store.purge_expired_blocking()?;
         Ok(store)
@@ -216,44 +314,12 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write_with(move |c| {
-            // IMMEDIATE: the write lock up front, so busy_timeout applies
-            // (a deferred read-then-write cannot wait for other writers).
-            let tx = c
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(storage)?;
-            for op in &batch.ops {
-                match op {
-                    Op::Put { key, value, ttl } => {
-                        tx.prepare_cached(&format!(
-                            "INSERT OR REPLACE INTO {} (tenant, pk, ck, value, expires_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5)",
-                            key.table
-                        ))
-                        .map_err(storage)?
-                        .execute(params![
-                            key.tenant,
-                            key.pk,
-                            key.ck,
-                            &value[..],
-                            expiry(*ttl)
-                        ])
-                        .map_err(storage)?;
-                    }
-                    Op::Delete { key } => {
-                        tx.prepare_cached(&format!(
-                            "DELETE FROM {} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3",
-                            key.table
-                        ))
-                        .map_err(storage)?
-                        .execute(params![key.tenant, key.pk, key.ck])
-                        .map_err(storage)?;
-                    }
-                }
-            }
-            tx.commit().map_err(storage)
-        })
-        .await
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.batches
+            .send(WriteRequest { batch, reply })
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 
     async fn insert_if_absent(
