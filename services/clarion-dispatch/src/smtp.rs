@@ -78,6 +78,37 @@ pub struct Tracking {
     pub secret: Vec<u8>,
 }
 
+/// The HTML alternative of a text body: escaped, line breaks kept, and every
+/// http(s) link made clickable through `link` (the signed click redirect).
+fn linkify(text: &str, link: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut rest = text;
+    while let Some(start) = ["https://", "http://"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        out.push_str(&html_escape(&rest[..start]));
+        let tail = &rest[start..];
+        let mut end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\''))
+            .unwrap_or(tail.len());
+        // Sentence punctuation after a link is not part of it.
+        while end > 0 && tail[..end].ends_with(['.', ',', ';', ':', '!', '?', ')']) {
+            end -= 1;
+        }
+        let url = &tail[..end];
+        out.push_str(&format!(
+            "<a href=\"{}\">{}</a>",
+            html_escape(&link(url)),
+            html_escape(url)
+        ));
+        rest = &tail[end..];
+    }
+    out.push_str(&html_escape(rest));
+    out.replace('\n', "<br>")
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -134,17 +165,17 @@ impl Provider for SmtpProvider {
         let email = match &self.tracking {
             // With tracking, an HTML alternative carries the open pixel.
             Some(t) => {
-                let pixel = clarion_domain::tracking::TrackingRef {
+                let tracked = |url: &str| clarion_domain::tracking::TrackingRef {
                     tenant: tenant.to_string(),
                     subscriber_id: msg.subscriber_id.clone(),
                     notification_id: msg.notification_id.clone(),
                     attempt_id: msg.attempt_id.clone(),
-                    url: String::new(),
-                }
-                .open_url(&t.base_url, &t.secret);
+                    url: url.to_string(),
+                };
+                let pixel = tracked("").open_url(&t.base_url, &t.secret);
+                let body = linkify(&msg.body, |url| tracked(url).click_url(&t.base_url, &t.secret));
                 let html = format!(
-                    "<!doctype html><html><body><p>{}</p><img src=\"{}\" width=\"1\" height=\"1\" alt=\"\"></body></html>",
-                    html_escape(&msg.body).replace('\n', "<br>"),
+                    "<!doctype html><html><body><p>{body}</p><img src=\"{}\" width=\"1\" height=\"1\" alt=\"\"></body></html>",
                     html_escape(&pixel)
                 );
                 builder.multipart(MultiPart::alternative_plain_html(msg.body.clone(), html))
@@ -161,5 +192,22 @@ impl Provider for SmtpProvider {
             Err(e) if e.is_permanent() => Err(SendError::terminal(format!("smtp: {e}"))),
             Err(e) => Err(SendError::retryable(format!("smtp: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_become_tracked_anchors_and_text_is_escaped() {
+        let html = linkify(
+            "See https://example.test/job/7?a=1&b=2. Or <http://x.test>\nBye & thanks",
+            |u| format!("https://t.test/c/{}", u.len()),
+        );
+        assert_eq!(
+            html,
+            "See <a href=\"https://t.test/c/34\">https://example.test/job/7?a=1&amp;b=2</a>. Or &lt;<a href=\"https://t.test/c/13\">http://x.test</a>&gt;<br>Bye &amp; thanks"
+        );
     }
 }

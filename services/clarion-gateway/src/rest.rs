@@ -163,8 +163,58 @@ async fn discard(
     act(s, headers, id, body, false).await
 }
 
+#[derive(Deserialize)]
+struct AckBody {
+    kind: String,
+    #[serde(default)]
+    attempt_id: String,
+}
+
+/// `POST /v1/notifications/{id}/engagement` `{"kind": "acknowledged"}`: what
+/// an app reports (acknowledged, read, opened, clicked).
+async fn engagement(
+    State(s): State<GatewayState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<AckBody>>,
+) -> Response {
+    let run = async {
+        let caller = auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
+        let Some(Json(b)) = body else {
+            return Err(ApiError::Invalid(clarion_domain::Violations::single(
+                "kind",
+                "is required (JSON body {\"kind\": \"acknowledged\"})",
+            )));
+        };
+        let kind = match clarion_domain::flow::Engagement::parse(&b.kind) {
+            Some(k) if k != clarion_domain::flow::Engagement::Delivered => k,
+            _ => {
+                return Err(ApiError::Invalid(clarion_domain::Violations::single(
+                    "kind",
+                    "must be one of acknowledged, read, opened, clicked",
+                )))
+            }
+        };
+        crate::notification::record_engagement(
+            &s,
+            &caller.tenant,
+            &id,
+            &b.attempt_id,
+            kind.as_str(),
+            "app",
+            caller.actor,
+        )
+        .await
+    };
+    match run.await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => problem(e),
+    }
+}
+
 pub fn routes(state: GatewayState) -> Router {
     Router::new()
+        .route("/v1/notifications/:id/engagement", post(engagement))
         .route("/v1/dead-letters", get(list))
         .route("/v1/dead-letters/:id", get(show))
         .route("/v1/dead-letters/:id/retry", post(retry))

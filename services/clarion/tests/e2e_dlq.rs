@@ -78,12 +78,16 @@ steps:
 "#;
 
 async fn rest(method: &str, url: &str, key: &str) -> (u16, serde_json::Value) {
+    rest_body(method, url, key, "").await
+}
+
+async fn rest_body(method: &str, url: &str, key: &str, body: &str) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
     s.write_all(
-        format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
             .as_bytes(),
     )
     .await
@@ -450,6 +454,29 @@ async fn signed_sms_status_callbacks_mark_delivery_and_forged_ones_are_refused()
         .events
         .iter()
         .any(|e| e.event_type == "clarion.notification.delivered.v1"));
+    // The technician's app acknowledges over REST; bad input is a problem+json naming the field
+    let url = format!("http://{http}/v1/notifications/{id}/engagement");
+    let (status, body) = rest_body("POST", &url, &key, r#"{"kind":"teleported"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "kind");
+    let (status, _) = rest_body("POST", &url, &key, r#"{"kind":"acknowledged"}"#).await;
+    assert_eq!(status, 202);
+    let n = wait_until(&ch, &key, &id, Duration::from_secs(20), |n| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.engaged.v1")
+    })
+    .await;
+    let engaged = n
+        .events
+        .iter()
+        .find(|e| e.event_type == "clarion.notification.engaged.v1")
+        .unwrap();
+    assert!(
+        engaged.detail_json.contains("acknowledged"),
+        "{}",
+        engaged.detail_json
+    );
     node.stop().await;
 }
 

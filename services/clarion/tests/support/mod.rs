@@ -640,7 +640,7 @@ pub async fn wait_then_sms_scenario(
             "visit-email",
             "email",
             "Visit on {{ payload.day }}",
-            "Hello {{ subscriber.id }}, see you on {{ payload.day }}.",
+            "Hello {{ subscriber.id }}, see you on {{ payload.day }}. Details: https://example.test/visits/{{ payload.day }}",
         ),
         (
             "visit-sms",
@@ -714,12 +714,22 @@ pub async fn wait_then_sms_scenario(
 
     let mails = smtp.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
-    assert_eq!(mails[0].body, "Hello cust-9, see you on Friday.");
+    assert_eq!(
+        mails[0].body,
+        "Hello cust-9, see you on Friday. Details: https://example.test/visits/Friday"
+    );
     if open_it {
         let html = &mails[0].html;
         let start = html.find("src=\"").expect("pixel in the HTML part") + 5;
         let url = html[start..][..html[start..].find('"').unwrap()].replace("&amp;", "&");
         assert_eq!(http_get(&url).await, 200, "pixel {url}");
+        // The link in the HTML part is a signed redirect to the original URL.
+        let start = html.find("href=\"").expect("tracked link") + 6;
+        let click = html[start..][..html[start..].find('"').unwrap()].replace("&amp;", "&");
+        assert!(click.contains("/t/c/"), "{click}");
+        assert_eq!(http_get(&click).await, 302, "click {click}");
+        let tampered = format!("{}0", &click[..click.len() - 1]);
+        assert_eq!(http_get(&tampered).await, 404, "a tampered link is refused");
     }
     let n = wait_until(&ch, &key, &id, Duration::from_secs(30), |n| {
         n.events
@@ -728,14 +738,31 @@ pub async fn wait_then_sms_scenario(
     })
     .await;
     let types: Vec<&str> = n.events.iter().map(|e| e.event_type.as_str()).collect();
-    let ended: serde_json::Value =
-        serde_json::from_str(&n.events.last().unwrap().detail_json).unwrap();
+    let ended: serde_json::Value = serde_json::from_str(
+        &n.events
+            .iter()
+            .find(|e| e.event_type == "clarion.notification.ended.v1")
+            .unwrap()
+            .detail_json,
+    )
+    .unwrap();
     assert_eq!(ended["outcome"], "completed", "{types:?}");
     let sms = twilio.sent();
     if open_it {
+        let kinds: Vec<String> = n
+            .events
+            .iter()
+            .filter(|e| e.event_type == "clarion.notification.engaged.v1")
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.detail_json).unwrap()["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
         assert!(
-            types.contains(&"clarion.notification.engaged.v1"),
-            "{types:?}"
+            kinds.contains(&"opened".to_string()) && kinds.contains(&"clicked".to_string()),
+            "{kinds:?}"
         );
         assert!(sms.is_empty(), "opened in time: no SMS, got {sms:?}");
     } else {
