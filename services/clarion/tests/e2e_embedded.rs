@@ -716,3 +716,108 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_runs_keep_their_version_through_new_and_bad_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
+    let v1 = "id: follow-up\nsteps:\n  - { id: pause, type: delay, duration: 1s }\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n";
+    assert_eq!(
+        wf.apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: v1.into()
+            }
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .version,
+        1
+    );
+    let id = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "follow-up".into(),
+                event: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "v1".into(),
+                    email: "v1@example.test".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"day":"lundi"}"#.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone();
+    // While it waits: a broken definition is refused, and a new version is published
+    let e = wf
+        .apply(authed(&key, api::ApplyWorkflowRequest { definition: "id: follow-up\nsteps:\n  - { id: mail, type: send, channel: email, template: nope }\n".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let v2 = "id: follow-up\nsteps:\n  - { id: stop-now, type: stop }\n";
+    assert_eq!(
+        wf.apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: v2.into()
+            }
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .version,
+        2
+    );
+    let listed = wf
+        .list(authed(&key, api::ListWorkflowsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .workflows;
+    assert!(
+        listed
+            .iter()
+            .any(|w| w.workflow_id == "follow-up" && w.version == 2),
+        "{listed:?}"
+    );
+    let got = wf
+        .get(authed(
+            &key,
+            api::GetWorkflowRequest {
+                workflow_id: "follow-up".into(),
+                version: 1,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        got.definition_json.contains("pause"),
+        "version 1 is immutable: {}",
+        got.definition_json
+    );
+    // The running notification finishes on version 1: it sends after its delay
+    let n = wait_status(&ch, &key, &id, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(n.status, "delivered");
+    let routed: serde_json::Value = serde_json::from_str(
+        &n.events
+            .iter()
+            .find(|e| e.event_type == "clarion.notification.routed.v1")
+            .unwrap()
+            .detail_json,
+    )
+    .unwrap();
+    assert_eq!(routed["workflow_version"], 1);
+    node.stop().await;
+}
