@@ -457,6 +457,7 @@ impl Router {
         let tenant = cause.tenant.as_str().to_string();
         let nid = rec.run.notification_id.clone();
         let was_in_dlq = rec.in_dlq;
+        let run_before = rec.run.clone();
         let mut dead_lettered_now = false;
         let stored = self.subscriber(store, &tenant, &rec.subscriber_id).await?;
         let subscriber = stored
@@ -467,6 +468,10 @@ impl Router {
             .with_override(&rec.contact.to_pb());
         let sub_json = subscriber.template_context();
         let tenant_json = json!({"id": tenant});
+        let first_kind = match first {
+            RunInput::Start => FirstInput::Start,
+            _ => FirstInput::Other,
+        };
         let mut queue = VecDeque::from([first]);
         let mut emit = |batch: &mut Batch, topic: Topic, payload: Payload| {
             let ev = cause.caused(*out_index, batch.now_ms, actor(), payload);
@@ -664,10 +669,15 @@ impl Router {
             rec.in_dlq = false;
         }
         let delta = i64::from(rec.in_dlq) - i64::from(was_in_dlq);
-        batch.writes.put(
-            RowKey::new(Table::Runs, &tenant, &nid, Vec::new()),
-            Bytes::from(serde_json::to_vec(&rec).expect("run records serialize")),
-        );
+        // Late engagement, stale timers and repeats often change nothing: the
+        // run record is the biggest row per notification, so skip the rewrite.
+        let fresh = matches!(first_kind, FirstInput::Start);
+        if fresh || rec.run != run_before || delta != 0 {
+            batch.writes.put(
+                RowKey::new(Table::Runs, &tenant, &nid, Vec::new()),
+                Bytes::from(serde_json::to_vec(&rec).expect("run records serialize")),
+            );
+        }
         self.runs.insert((tenant.clone(), nid), rec);
         self.dlq_changed(store, batch, cause, &tenant, delta).await
     }
@@ -736,6 +746,14 @@ impl Processor for Router {
 
     fn uses_timers(&self) -> bool {
         true
+    }
+
+    /// Every router input is idempotent against the run state it keeps: a
+    /// repeated trigger finds its run, a repeated outcome or timer finds the
+    /// run no longer waiting for it, upserts and engagement are overwrites.
+    /// So the dedup table (a read and a write per input) is not needed.
+    fn dedup(&self) -> bool {
+        false
     }
 
     async fn process(
@@ -1075,4 +1093,9 @@ impl Processor for Router {
 /// (notification ids are hex, so the prefix cannot collide with one).
 fn cancel_pk(value: &str) -> String {
     format!("cancel:{value}")
+}
+
+enum FirstInput {
+    Start,
+    Other,
 }
