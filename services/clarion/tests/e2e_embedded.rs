@@ -409,26 +409,15 @@ steps:
         let ch = ch.clone();
         let key = key.clone();
         async move {
-            Notifications::new(ch)
-                .trigger(authed(
-                    &key,
-                    api::TriggerRequest {
-                        workflow_id: "status-change".into(),
-                        event: String::new(),
-                        recipients: vec![api::Recipient {
-                            subscriber_id: "u5".into(),
-                            email: "u5@example.test".into(),
-                            ..Default::default()
-                        }],
-                        payload_json: format!(r#"{{"day":"{day}"}}"#),
-                        idempotency_key: String::new(),
-                    },
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-                .notification_ids[0]
-                .clone()
+            trigger_one(
+                &ch,
+                &key,
+                "status-change",
+                "u5",
+                "u5@example.test",
+                &format!(r#"{{"day":"{day}"}}"#),
+            )
+            .await
         }
     };
     let first = trigger("lundi").await;
@@ -490,26 +479,15 @@ steps:
     let mut ids = Vec::new();
     for (sub, appt) in [("a1", "42"), ("a2", "42"), ("a3", "43")] {
         ids.push(
-            Notifications::new(ch.clone())
-                .trigger(authed(
-                    &key,
-                    api::TriggerRequest {
-                        workflow_id: "reminder".into(),
-                        event: String::new(),
-                        recipients: vec![api::Recipient {
-                            subscriber_id: sub.into(),
-                            email: format!("{sub}@example.test"),
-                            ..Default::default()
-                        }],
-                        payload_json: format!(r#"{{"appointment_id":"{appt}","day":"lundi"}}"#),
-                        idempotency_key: String::new(),
-                    },
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-                .notification_ids[0]
-                .clone(),
+            trigger_one(
+                &ch,
+                &key,
+                "reminder",
+                sub,
+                &format!("{sub}@example.test"),
+                &format!(r#"{{"appointment_id":"{appt}","day":"lundi"}}"#),
+            )
+            .await,
         );
     }
     // Wait until all three runs are waiting on their delay (timer scheduled).
@@ -549,26 +527,15 @@ steps:
     }
     // A later trigger for a3 sits behind the cancel on a3's partition: once it
     // is delivered, that partition has applied the cancel.
-    let sentinel = Notifications::new(ch.clone())
-        .trigger(authed(
-            &key,
-            api::TriggerRequest {
-                workflow_id: "appointment".into(),
-                event: String::new(),
-                recipients: vec![api::Recipient {
-                    subscriber_id: "a3".into(),
-                    email: "a3@example.test".into(),
-                    ..Default::default()
-                }],
-                payload_json: r#"{"day":"mardi"}"#.into(),
-                idempotency_key: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .notification_ids[0]
-        .clone();
+    let sentinel = trigger_one(
+        &ch,
+        &key,
+        "appointment",
+        "a3",
+        "a3@example.test",
+        r#"{"day":"mardi"}"#,
+    )
+    .await;
     assert_eq!(
         wait_status(&ch, &key, &sentinel, "delivered", Duration::from_secs(20))
             .await
@@ -628,26 +595,15 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
         let ch = ch.clone();
         let key = key.clone();
         async move {
-            Notifications::new(ch)
-                .trigger(authed(
-                    &key,
-                    api::TriggerRequest {
-                        workflow_id: workflow.into(),
-                        event: String::new(),
-                        recipients: vec![api::Recipient {
-                            subscriber_id: sub.into(),
-                            email: format!("{sub}@example.test"),
-                            ..Default::default()
-                        }],
-                        payload_json: format!(r#"{{"day":"day {n}"}}"#),
-                        idempotency_key: String::new(),
-                    },
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-                .notification_ids[0]
-                .clone()
+            trigger_one(
+                &ch,
+                &key,
+                workflow,
+                sub,
+                &format!("{sub}@example.test"),
+                &format!(r#"{{"day":"day {n}"}}"#),
+            )
+            .await
         }
     };
     let done = |n: &api::Notification| {
@@ -739,26 +695,15 @@ async fn running_runs_keep_their_version_through_new_and_bad_definitions() {
         .version,
         1
     );
-    let id = Notifications::new(ch.clone())
-        .trigger(authed(
-            &key,
-            api::TriggerRequest {
-                workflow_id: "follow-up".into(),
-                event: String::new(),
-                recipients: vec![api::Recipient {
-                    subscriber_id: "v1".into(),
-                    email: "v1@example.test".into(),
-                    ..Default::default()
-                }],
-                payload_json: r#"{"day":"lundi"}"#.into(),
-                idempotency_key: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .notification_ids[0]
-        .clone();
+    let id = trigger_one(
+        &ch,
+        &key,
+        "follow-up",
+        "v1",
+        "v1@example.test",
+        r#"{"day":"lundi"}"#,
+    )
+    .await;
     // While it waits: a broken definition is refused, and a new version is published
     let e = wf
         .apply(authed(&key, api::ApplyWorkflowRequest { definition: "id: follow-up\nsteps:\n  - { id: mail, type: send, channel: email, template: nope }\n".into() }))

@@ -792,3 +792,34 @@ pub async fn wait_then_sms_scenario(
         assert_eq!(sent.len(), 2, "email and SMS both sent: {types:?}");
     }
 }
+
+/// Triggers `workflow` for one recipient with an inline email; returns the notification id.
+pub async fn trigger_one(
+    ch: &Channel,
+    key: &str,
+    workflow: &str,
+    subscriber: &str,
+    email: &str,
+    payload_json: &str,
+) -> String {
+    Notifications::new(ch.clone())
+        .trigger(authed(
+            key,
+            api::TriggerRequest {
+                workflow_id: workflow.into(),
+                event: String::new(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: subscriber.into(),
+                    email: email.into(),
+                    ..Default::default()
+                }],
+                payload_json: payload_json.into(),
+                idempotency_key: String::new(),
+            },
+        ))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .notification_ids[0]
+        .clone()
+}
