@@ -651,17 +651,19 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
         (a.status.as_str(), b.status.as_str()),
         ("delivered", "delivered")
     );
-    let sent_at = |n: &api::Notification| {
+    // The router's clock: both the throttle window and the dispatch request
+    // are stamped with it (a provider's "sent" time is later and varies).
+    let requested_at = |n: &api::Notification| {
         n.events
             .iter()
-            .find(|e| e.event_type == "clarion.notification.sent.v1")
+            .find(|e| e.event_type == "clarion.notification.dispatch_requested.v1")
             .unwrap()
             .occurred_at_ms
     };
     assert!(
-        sent_at(&b) - sent_at(&a) >= 2_000,
+        requested_at(&b) - requested_at(&a) >= 2_000,
         "deferred by the window: {} ms",
-        sent_at(&b) - sent_at(&a)
+        requested_at(&b) - requested_at(&a)
     );
     assert!(
         b.events
