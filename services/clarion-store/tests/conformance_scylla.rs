@@ -10,7 +10,13 @@ use clarion_store::{store_conformance_tests, Store};
 
 async fn make() -> Option<Arc<dyn Store>> {
     let Ok(uri) = std::env::var("CLARION_SCYLLA_URI") else {
-        eprintln!("SKIPPED: CLARION_SCYLLA_URI is not set; ScyllaDB store conformance not run");
+        // Written to the real stderr (not the test harness's capture), so CI
+        // output shows the skip even though the test itself passes.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: CLARION_SCYLLA_URI is not set; ScyllaDB store conformance not run"
+        );
         return None;
     };
     Some(
