@@ -406,16 +406,16 @@ steps:
         .await
         .unwrap();
     let trigger = |day: &'static str| {
-        let ch = ch.clone();
-        let key = key.clone();
+        let (ch, key) = (ch.clone(), key.clone());
         async move {
+            let payload = format!(r#"{{"day":"{day}"}}"#);
             trigger_one(
                 &ch,
                 &key,
                 "status-change",
                 "u5",
                 "u5@example.test",
-                &format!(r#"{{"day":"{day}"}}"#),
+                &payload,
             )
             .await
         }
@@ -592,18 +592,11 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
     assert_eq!(fields, ["throttle[0].limit", "throttle[0].window"]);
 
     let trigger = |workflow: &'static str, sub: &'static str, n: u32| {
-        let ch = ch.clone();
-        let key = key.clone();
+        let (ch, key) = (ch.clone(), key.clone());
         async move {
-            trigger_one(
-                &ch,
-                &key,
-                workflow,
-                sub,
-                &format!("{sub}@example.test"),
-                &format!(r#"{{"day":"day {n}"}}"#),
-            )
-            .await
+            let email = format!("{sub}@example.test");
+            let payload = format!(r#"{{"day":"day {n}"}}"#);
+            trigger_one(&ch, &key, workflow, sub, &email, &payload).await
         }
     };
     let done = |n: &api::Notification| {
