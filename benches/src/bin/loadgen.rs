@@ -89,6 +89,12 @@ struct Cli {
     /// Workflow to trigger.
     #[arg(long, default_value = "loadgen", value_name = "ID")]
     workflow_id: String,
+    /// Send steps in the set-up workflow, alternating email and SMS (both to
+    /// the sink provider): 1 is the spine's single email, 2 the workflow
+    /// engine's two-step sequence. Each notification is delivered this many
+    /// times.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    steps: usize,
     /// Concurrent Trigger tasks (each has at most one call in flight).
     #[arg(long, default_value_t = 64, value_name = "N")]
     concurrency: usize,
@@ -212,7 +218,12 @@ fn authed<T>(auth: &MetadataValue<Ascii>, msg: T) -> tonic::Request<T> {
     r
 }
 
-async fn setup(ch: &Channel, auth: &MetadataValue<Ascii>, workflow_id: &str) -> anyhow::Result<()> {
+async fn setup(
+    ch: &Channel,
+    auth: &MetadataValue<Ascii>,
+    workflow_id: &str,
+    steps: usize,
+) -> anyhow::Result<()> {
     let v = |locale: &str, subject: &str, body: &str| api::TemplateVariant {
         locale: locale.into(),
         subject: subject.into(),
@@ -243,24 +254,57 @@ async fn setup(ch: &Channel, auth: &MetadataValue<Ascii>, workflow_id: &str) -> 
         .await
         .context("PutTemplate")?
         .into_inner();
+    let sms_template_id = format!("{workflow_id}-sms-tpl");
+    if steps > 1 {
+        tenants
+            .put_template(authed(
+                auth,
+                api::Template {
+                    template_id: sms_template_id.clone(),
+                    channel: "sms".into(),
+                    variants: vec![
+                        v(
+                            "default",
+                            "",
+                            "Reminder: technician visit on {{ payload.day }}.",
+                        ),
+                        v(
+                            "fr",
+                            "",
+                            "Rappel : visite du technicien le {{ payload.day }}.",
+                        ),
+                    ],
+                },
+            ))
+            .await
+            .context("PutTemplate (sms)")?;
+    }
+    let step = |i: usize| {
+        let (channel, template_id) = if i % 2 == 0 {
+            ("email", template_id.clone())
+        } else {
+            ("sms", sms_template_id.clone())
+        };
+        api::WorkflowStep {
+            channel: channel.into(),
+            template_id,
+            provider: "sink".into(),
+        }
+    };
     let w = tenants
         .put_workflow(authed(
             auth,
             api::Workflow {
                 workflow_id: workflow_id.into(),
-                name: "loadgen: one email to the sink".into(),
-                steps: vec![api::WorkflowStep {
-                    channel: "email".into(),
-                    template_id,
-                    provider: "sink".into(),
-                }],
+                name: format!("loadgen: {steps} step(s) to the sink"),
+                steps: (0..steps).map(step).collect(),
             },
         ))
         .await
         .context("PutWorkflow")?
         .into_inner();
     println!(
-        "setup: template {workflow_id}-tpl v{}, workflow {workflow_id} v{} (provider sink)",
+        "setup: template {workflow_id}-tpl v{}, workflow {workflow_id} v{} with {steps} step(s) (provider sink)",
         t.version, w.version
     );
     Ok(())
@@ -283,6 +327,7 @@ impl Requests {
                 let id = format!("lg-{}", (n * self.per_trigger + j) % self.subscribers);
                 api::Recipient {
                     email: format!("{id}@example.test"),
+                    phone: format!("+1555{:07}", (n * self.per_trigger + j) % self.subscribers),
                     locale: "fr-CA".into(),
                     subscriber_id: id,
                     ..Default::default()
@@ -620,8 +665,14 @@ fn print_cpu(title: &str, v: &Value) {
 
 async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
     let cli = Arc::new(cli.clone());
-    if cli.concurrency == 0 || cli.connections == 0 || cli.recipients_per_trigger == 0 {
-        bail!("--concurrency, --connections and --recipients-per-trigger must be at least 1");
+    if cli.concurrency == 0
+        || cli.connections == 0
+        || cli.recipients_per_trigger == 0
+        || cli.steps == 0
+    {
+        bail!(
+            "--concurrency, --connections, --recipients-per-trigger and --steps must be at least 1"
+        );
     }
     let key = cli.api_key.clone().context("--api-key is required")?;
     let auth: MetadataValue<Ascii> = format!("Bearer {key}")
@@ -638,7 +689,7 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
         );
     }
     if cli.setup {
-        setup(&channels[0], &auth, &cli.workflow_id).await?;
+        setup(&channels[0], &auth, &cli.workflow_id, cli.steps).await?;
     }
     let reqs = Arc::new(Requests {
         workflow_id: cli.workflow_id.clone(),
@@ -761,7 +812,8 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
     let mut delivery = Value::Null;
     let mut cpu_drain = Value::Null;
     if let (Some(base), Some(sampler)) = (base, sampler) {
-        let want = stats.notifications as f64;
+        let steps = cli.steps as f64;
+        let want = stats.notifications as f64 * steps;
         let drain_deadline = Instant::now() + Duration::from_secs(cli.drain_timeout_secs);
         let stall = Duration::from_secs(cli.stall_secs);
         loop {
@@ -770,8 +822,6 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
             let Some(last) = s.last().copied() else {
                 continue;
             };
-            let done = last.dispatcher - base.dispatcher >= want
-                && last.projector - base.projector >= 5.0 * want;
             // When the counters took their current values; a server that
             // stopped answering counts as stalled too.
             let since = s
@@ -781,7 +831,11 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
                 .last()
                 .map(|x| x.at)
                 .unwrap_or(last.at);
-            let stalled = start.elapsed().saturating_sub(since) >= stall;
+            let idle = start.elapsed().saturating_sub(since);
+            // Every delivery made, and the projector (which sees every
+            // event) idle for a second: the pipeline is drained.
+            let done = last.dispatcher - base.dispatcher >= want && idle >= Duration::from_secs(1);
+            let stalled = idle >= stall;
             if done || stalled || Instant::now() > drain_deadline {
                 break;
             }
@@ -810,28 +864,30 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
         let delivered = last.dispatcher - base.dispatcher;
         let projected = last.projector - base.projector;
         let delivered_per_s = delivered / t_disp.as_secs_f64().max(1e-9);
+        let notifications_per_s = delivered_per_s / steps;
         let projected_per_s = projected / t_proj.as_secs_f64().max(1e-9);
+        let events_per_notification = projected / (stats.notifications as f64).max(1.0);
         let during = (at_trigger_end.dispatcher - base.dispatcher)
             / at_trigger_end.at.as_secs_f64().max(1e-9);
-        let complete = delivered >= stats.notifications as f64;
+        let backlog =
+            stats.notifications as f64 - (at_trigger_end.dispatcher - base.dispatcher) / steps;
+        let complete = delivered >= want;
         println!("\n== delivery (sink), from {} ==", cli.metrics);
         println!(
-            "  delivered {delivered:.0} of {} accepted ({}) in {:.2} s after the first trigger",
+            "  delivered {delivered:.0} messages of {} accepted notifications x {steps} step(s) ({}) in {:.2} s after the first trigger",
             stats.notifications,
             if complete { "all" } else { "INCOMPLETE" },
             t_disp.as_secs_f64()
         );
         println!(
-            "  delivered/s: {delivered_per_s:.0}  (pipeline events/s = 5 x delivered/s = {:.0})",
-            5.0 * delivered_per_s
+            "  delivered/s: {delivered_per_s:.0} messages = {notifications_per_s:.0} notifications/s completed"
         );
         println!(
-            "  projector: {projected:.0} events in {:.2} s = {projected_per_s:.0} events/s",
+            "  projector: {projected:.0} events ({events_per_notification:.1} per notification) in {:.2} s = {projected_per_s:.0} events/s",
             t_proj.as_secs_f64()
         );
         println!(
-            "  during the trigger phase: {during:.0} delivered/s; backlog at its end {:.0} notifications; drain took {:.2} s",
-            stats.notifications as f64 - (at_trigger_end.dispatcher - base.dispatcher),
+            "  during the trigger phase: {during:.0} delivered/s; backlog at its end {backlog:.0} notifications; drain took {:.2} s",
             t_disp.saturating_sub(trigger_elapsed).as_secs_f64()
         );
         println!(
@@ -844,12 +900,14 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
             "delivered": delivered,
             "complete": complete,
             "delivered_at_s": t_disp.as_secs_f64(),
+            "steps": cli.steps,
             "delivered_per_s": delivered_per_s.round(),
-            "events_per_s_derived": (5.0 * delivered_per_s).round(),
+            "notifications_per_s": notifications_per_s.round(),
+            "events_per_notification": events_per_notification,
             "projector_events": projected,
             "projector_events_per_s": projected_per_s.round(),
             "delivered_per_s_during_trigger_phase": during.round(),
-            "backlog_at_trigger_end": stats.notifications as f64 - (at_trigger_end.dispatcher - base.dispatcher),
+            "backlog_at_trigger_end": backlog,
             "drain_s": t_disp.saturating_sub(trigger_elapsed).as_secs_f64(),
             "router_triggers": last.router - base.router,
         });

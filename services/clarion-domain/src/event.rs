@@ -84,6 +84,7 @@ payloads! {
     ApiKeyCreated(ApiKeyCreated) = "clarion.api_key.created.v1",
     TemplatePublished(TemplatePublished) = "clarion.template.published.v1",
     WorkflowPublished(WorkflowPublished) = "clarion.workflow.published.v1",
+    TenantLimitsSet(TenantLimitsSet) = "clarion.tenant.limits_set.v1",
     SubscriberUpserted(SubscriberUpserted) = "clarion.subscriber.upserted.v1",
     Triggered(NotificationTriggered) = "clarion.notification.triggered.v1",
     Routed(NotificationRouted) = "clarion.notification.routed.v1",
@@ -133,6 +134,10 @@ impl Payload {
             Payload::WorkflowPublished(p) => json!({
                 "workflow_id": p.workflow_id, "version": p.version, "name": p.name,
                 "trigger_event": p.trigger_event,
+                "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
+            }),
+            Payload::TenantLimitsSet(p) => json!({
+                "version": p.version,
                 "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
             }),
             Payload::SubscriberUpserted(p) => {

@@ -1,6 +1,6 @@
 //! Reads of tenant configuration from the projection.
 
-use clarion_domain::flow::Flow;
+use clarion_domain::flow::{Flow, TenantLimits};
 use clarion_domain::template::Template;
 use clarion_domain::{Event, Payload, TenantId};
 use clarion_store::{Scan, Store, Table};
@@ -50,6 +50,34 @@ pub async fn latest_template(
             payload: Payload::TemplatePublished(p),
             ..
         }) => Template::from_event(&p).ok(),
+        _ => None,
+    })
+}
+
+/// The tenant's current limits; `None` when it never set any.
+pub async fn latest_limits(
+    store: &dyn Store,
+    tenant: &TenantId,
+) -> Result<Option<TenantLimits>, ApiError> {
+    let row = store
+        .scan(
+            &Scan::partition(
+                Table::Tenants,
+                tenant.as_str(),
+                clarion_runtime::projector::TENANT_LIMITS_PK,
+                1,
+            )
+            .reversed(),
+        )
+        .await?
+        .into_iter()
+        .next();
+    Ok(match row.map(|(_, v)| Event::decode(&v)) {
+        Some(Ok(Event {
+            payload: Payload::TenantLimitsSet(p),
+            ..
+        })) => clarion_domain::flow::throttle::from_event(&p).ok(),
+        Some(Err(e)) => return Err(ApiError::Internal(format!("stored limits row: {e}"))),
         _ => None,
     })
 }

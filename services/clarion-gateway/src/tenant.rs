@@ -1,4 +1,4 @@
-//! `TenantService`: tenants, API keys, templates and workflows.
+//! `TenantService`: tenants, API keys, templates, workflows and limits.
 //!
 //! Each write is an event on the tenant's partition of the config topic; the
 //! call returns after the projector applied it. Versions are numbered by the
@@ -6,6 +6,7 @@
 //! this version; see docs/architecture.md).
 
 use bytes::Bytes;
+use clarion_domain::flow::{throttle, TenantLimits};
 use clarion_domain::ids::tenant_key;
 use clarion_domain::template::Template;
 use clarion_domain::tenant::issue_api_key;
@@ -18,7 +19,7 @@ use clarion_store::{RowKey, Table, SYSTEM_TENANT};
 use tonic::{Request, Response, Status};
 
 use crate::auth;
-use crate::config_read::{latest_template, latest_workflow};
+use crate::config_read::{latest_limits, latest_template, latest_workflow};
 use crate::error::ApiError;
 use crate::state::GatewayState;
 
@@ -183,6 +184,50 @@ impl TenantApi {
         Ok(api::PutResponse { version })
     }
 
+    async fn put_limits(
+        &self,
+        req: Request<api::PutLimitsRequest>,
+    ) -> Result<api::PutResponse, ApiError> {
+        let s = &self.0;
+        let caller = auth::tenant(s, req.metadata()).await?;
+        let text = req.into_inner().definition;
+        if text.len() > 64 * 1024 {
+            return Err(clarion_domain::Violations::single("definition", "is over 64 KiB").into());
+        }
+        let _guard = s.config_lock.lock().await;
+        let version = latest_limits(&*s.store, &caller.tenant)
+            .await?
+            .map(|l| l.version + 1)
+            .unwrap_or(1);
+        let limits = TenantLimits::parse(&text, version)?;
+        publish(
+            s,
+            &[config_event(
+                s,
+                &caller.tenant,
+                &caller.actor,
+                Payload::TenantLimitsSet(throttle::to_event(&limits)),
+            )],
+        )
+        .await?;
+        Ok(api::PutResponse { version })
+    }
+
+    async fn get_limits(
+        &self,
+        req: Request<api::GetLimitsRequest>,
+    ) -> Result<api::TenantLimits, ApiError> {
+        let s = &self.0;
+        let caller = auth::tenant(s, req.metadata()).await?;
+        let limits = latest_limits(&*s.store, &caller.tenant)
+            .await?
+            .unwrap_or_default();
+        Ok(api::TenantLimits {
+            version: limits.version,
+            definition_json: limits.to_json(),
+        })
+    }
+
     async fn create_api_key(
         &self,
         req: Request<api::CreateApiKeyRequest>,
@@ -253,5 +298,19 @@ impl api::tenant_service_server::TenantService for TenantApi {
         request: Request<api::Workflow>,
     ) -> Result<Response<api::PutResponse>, Status> {
         Ok(Response::new(TenantApi::put_workflow(self, request).await?))
+    }
+
+    async fn put_limits(
+        &self,
+        request: Request<api::PutLimitsRequest>,
+    ) -> Result<Response<api::PutResponse>, Status> {
+        Ok(Response::new(TenantApi::put_limits(self, request).await?))
+    }
+
+    async fn get_limits(
+        &self,
+        request: Request<api::GetLimitsRequest>,
+    ) -> Result<Response<api::TenantLimits>, Status> {
+        Ok(Response::new(TenantApi::get_limits(self, request).await?))
     }
 }

@@ -18,6 +18,10 @@ pub const PROJECTOR: &str = "projector";
 #[derive(Default)]
 pub struct Projector;
 
+/// Partition (in the tenants table) of a tenant's limit versions. Tenant
+/// ids cannot contain `/`, so it never meets a tenant record.
+pub const TENANT_LIMITS_PK: &str = "limits/";
+
 /// Clustering key of a template or workflow version: big-endian, so a reverse
 /// scan finds the latest first.
 pub fn version_ck(version: u32) -> Vec<u8> {
@@ -71,6 +75,17 @@ fn project(batch: &mut Batch, e: &Event) {
                     tenant,
                     &t.template_id,
                     version_ck(t.version),
+                ),
+                bytes(),
+            );
+        }
+        Payload::TenantLimitsSet(l) => {
+            w.put(
+                RowKey::new(
+                    Table::Tenants,
+                    tenant,
+                    TENANT_LIMITS_PK,
+                    version_ck(l.version),
                 ),
                 bytes(),
             );

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use clarion_domain::flow::run::Purpose;
+use clarion_domain::flow::throttle::{self, Hold, Owner};
 use clarion_domain::flow::{Ctx, Engagement, Flow, Input as RunInput, Output, RetryPolicy, Run};
+use clarion_domain::flow::{OnExceed, TenantLimits, ThrottleScope};
 use clarion_domain::router::{render_send, SendInput};
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::{CompiledTemplate, Template};
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::processor::{Batch, Emit, Input, ProcessError, Processor};
-use crate::projector::version_ck;
+use crate::projector::{version_ck, TENANT_LIMITS_PK};
 use crate::topics::Topic;
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
@@ -110,6 +112,8 @@ pub struct Router {
     content: HashMap<(String, String), Value>,
     /// Sliding-window send logs by throttle key (timestamps, oldest first).
     throttle_logs: HashMap<(String, String), VecDeque<i64>>,
+    /// Tenant limits by tenant, with when they were read.
+    tenant_limits: HashMap<String, (Instant, Option<Arc<TenantLimits>>)>,
     partitions: u32,
     dlq_alerts: DlqAlerts,
     /// This partition's dead-letter count per tenant.
@@ -149,6 +153,7 @@ impl Router {
             runs: HashMap::new(),
             content: HashMap::new(),
             throttle_logs: HashMap::new(),
+            tenant_limits: HashMap::new(),
             partitions: 1,
             dlq_alerts: DlqAlerts::default(),
             dlq_counts: HashMap::new(),
@@ -163,8 +168,38 @@ impl Router {
         self
     }
 
-    /// Checks the workflow's throttle limits for a send now. `Ok(None)`: it
-    /// may go, and is counted. `Ok(Some((defer_until, reason)))`: it is held.
+    /// The tenant's limits across its workflows, re-read at most every
+    /// `template_refresh` (like templates: config changes apply within it).
+    async fn tenant_limits(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+    ) -> Result<Option<Arc<TenantLimits>>, ProcessError> {
+        if let Some((at, l)) = self.tenant_limits.get(tenant) {
+            if at.elapsed() < self.template_refresh {
+                return Ok(l.clone());
+            }
+        }
+        let l = store
+            .scan(&Scan::partition(Table::Tenants, tenant, TENANT_LIMITS_PK, 1).reversed())
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|(_, b)| Event::decode(&b).ok())
+            .and_then(|e| match e.payload {
+                Payload::TenantLimitsSet(p) => throttle::from_event(&p).ok(),
+                _ => None,
+            })
+            .filter(|l| !l.def.throttle.is_empty())
+            .map(Arc::new);
+        self.tenant_limits
+            .insert(tenant.to_string(), (Instant::now(), l.clone()));
+        Ok(l)
+    }
+
+    /// Checks a send against the workflow's limits and the tenant's. `Ok(None)`:
+    /// it may go, and is counted by every limit that covers it. `Ok(Some(hold))`:
+    /// it is held back (and counted nowhere).
     #[allow(clippy::too_many_arguments)]
     async fn throttle(
         &mut self,
@@ -175,22 +210,41 @@ impl Router {
         subscriber: &str,
         channel: &str,
         attempt_id: &str,
-    ) -> Result<Option<(Option<i64>, String)>, ProcessError> {
-        use clarion_domain::flow::{OnExceed, ThrottleScope};
+    ) -> Result<Option<Hold>, ProcessError> {
+        let limits = self.tenant_limits(store, tenant).await?;
+        let workflow_rules = flow
+            .def
+            .throttle
+            .iter()
+            .zip(&flow.throttle_windows_ms)
+            .map(|(r, w)| (Owner::Workflow, r, *w));
+        let tenant_rules = limits
+            .iter()
+            .flat_map(|l| l.def.throttle.iter().zip(&l.windows_ms))
+            .map(|(r, w)| (Owner::Tenant, r, *w));
         let now = batch.now_ms;
         let mut keys = Vec::new();
-        let mut held: Option<(Option<i64>, String)> = None;
-        for (i, rule) in flow.def.throttle.iter().enumerate() {
-            let window = flow.throttle_windows_ms[i] as i64;
-            let (scope_key, limit) = match rule.scope {
-                ThrottleScope::Recipient => (format!("r/{subscriber}"), rule.limit),
-                ThrottleScope::Channel => (format!("c/{subscriber}/{channel}"), rule.limit),
-                ThrottleScope::Workflow => (
-                    format!("p{}", batch.partition),
-                    rule.limit.div_ceil(self.partitions),
-                ),
+        let mut held: Option<Hold> = None;
+        for (owner, rule, window) in workflow_rules.chain(tenant_rules) {
+            if !rule.covers(channel) {
+                continue;
+            }
+            let window = window as i64;
+            let scope_key = match rule.scope {
+                ThrottleScope::Recipient => format!("r/{subscriber}"),
+                ThrottleScope::Channel => format!("c/{subscriber}/{channel}"),
+                ThrottleScope::Workflow | ThrottleScope::Tenant => format!("p{}", batch.partition),
             };
-            let key = format!("throttle:{}/{i}/{scope_key}", flow.def.id);
+            let limit = if rule.scope.spans_partitions() {
+                rule.limit.div_ceil(self.partitions)
+            } else {
+                rule.limit
+            };
+            let counter = rule.counter_name(window as u64);
+            let key = match owner {
+                Owner::Workflow => format!("throttle:w/{}/{counter}/{scope_key}", flow.def.id),
+                Owner::Tenant => format!("throttle:t/{counter}/{scope_key}"),
+            };
             let log_key = (tenant.to_string(), key.clone());
             if !self.throttle_logs.contains_key(&log_key) {
                 let rows = store
@@ -204,24 +258,22 @@ impl Router {
                 self.throttle_logs.insert(log_key.clone(), log);
             }
             let log = self.throttle_logs.get_mut(&log_key).expect("just loaded");
-            while log.front().is_some_and(|t| *t <= now - window) {
-                log.pop_front();
-            }
-            if log.len() as u32 >= limit {
-                let frees_at = log.front().copied().unwrap_or(now) + window;
-                let reason = format!(
-                    "throttled: {} limit of {} per {} reached",
-                    serde_json::to_value(rule.scope)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or("?"),
-                    rule.limit,
-                    rule.window
-                );
-                held = Some(match (rule.on_exceed, held) {
-                    (OnExceed::Drop, _) | (_, Some((None, _))) => (None, reason),
-                    (OnExceed::Defer, Some((Some(t), _))) => (Some(t.max(frees_at)), reason),
-                    (OnExceed::Defer, None) => (Some(frees_at), reason),
+            throttle::slide(log, now, window);
+            if let Some(frees_at) = throttle::frees_at(log, limit, window) {
+                let source = match owner {
+                    Owner::Workflow => format!("workflow {}", flow.def.id),
+                    Owner::Tenant => format!(
+                        "tenant limits v{}",
+                        limits.as_ref().map(|l| l.version).unwrap_or_default()
+                    ),
+                };
+                let hold = match rule.on_exceed {
+                    OnExceed::Drop => Hold::Drop(rule.reason(&source)),
+                    OnExceed::Defer => Hold::Defer(frees_at, rule.reason(&source)),
+                };
+                held = Some(match held {
+                    Some(h) => h.and(hold),
+                    None => hold,
                 });
             }
             keys.push((log_key, window));
@@ -502,7 +554,7 @@ impl Router {
                         attempt_id,
                         spec,
                     } => {
-                        if let Some((defer_until, reason)) = self
+                        if let Some(hold) = self
                             .throttle(
                                 store,
                                 batch,
@@ -514,6 +566,10 @@ impl Router {
                             )
                             .await?
                         {
+                            let (defer_until, reason) = match hold {
+                                Hold::Drop(reason) => (None, reason),
+                                Hold::Defer(at, reason) => (Some(at), reason),
+                            };
                             if let Some(at) = defer_until {
                                 emit(
                                     batch,

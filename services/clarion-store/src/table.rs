@@ -14,7 +14,7 @@ pub enum Table {
     Outbox,
     /// Due times of scheduled inputs (pk processor partition, ck due time + id).
     Timers,
-    /// Tenant records (pk tenant id).
+    /// Tenant records (pk tenant id) and limit versions (pk `limits/`, ck big-endian version).
     Tenants,
     /// API keys by secret hash (pk sha256 of the secret).
     ApiKeys,

@@ -1,5 +1,6 @@
 //! Admin commands that talk to a running Clarion over gRPC:
-//! `clarion workflow apply|list|get` and `clarion dlq list|show|retry|discard`.
+//! `clarion workflow apply|list|get`, `clarion limits apply|get` and
+//! `clarion dlq list|show|retry|discard`.
 
 use std::path::PathBuf;
 
@@ -48,6 +49,17 @@ pub enum WorkflowCmd {
         #[arg(long, default_value_t = 0)]
         version: u32,
     },
+}
+
+#[derive(Subcommand)]
+pub enum LimitsCmd {
+    /// Validate and set the tenant's limits (YAML or JSON) as a new version.
+    Apply {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the tenant's current limits.
+    Get,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +163,36 @@ pub async fn workflow(c: ClientArgs, cmd: WorkflowCmd) -> anyhow::Result<()> {
                         version,
                     },
                 )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let v: serde_json::Value = serde_json::from_str(&r.definition_json)?;
+            println!(
+                "# version {}\n{}",
+                r.version,
+                serde_json::to_string_pretty(&v)?
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn limits(c: ClientArgs, cmd: LimitsCmd) -> anyhow::Result<()> {
+    let mut client = api::tenant_service_client::TenantServiceClient::new(connect(&c).await?);
+    match cmd {
+        LimitsCmd::Apply { file } => {
+            let definition = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let r = client
+                .put_limits(authed(c.key()?, api::PutLimitsRequest { definition })?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("limits version {}", r.version);
+        }
+        LimitsCmd::Get => {
+            let r = client
+                .get_limits(authed(c.key()?, api::GetLimitsRequest {})?)
                 .await
                 .map_err(explain)?
                 .into_inner();

@@ -48,6 +48,13 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// Set or show the tenant's send limits across all its workflows (over gRPC).
+    Limits {
+        #[command(subcommand)]
+        cmd: clarion::client::LimitsCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
     /// Work the dead-letter queue of a running deployment (over gRPC).
     Dlq {
         #[command(subcommand)]
@@ -120,6 +127,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
+        Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),
     }
 }
 

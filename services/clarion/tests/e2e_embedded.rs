@@ -623,7 +623,7 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
         ended["reason"]
             .as_str()
             .unwrap()
-            .contains("throttled: recipient limit of 2 per 1h"),
+            .contains("throttled: recipient limit of 2 per 1h reached (workflow capped)"),
         "{ended}"
     );
     // Another recipient is not affected
@@ -665,6 +665,172 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
                 && e.detail_json.contains("deferred")),
         "the deferral is recorded"
     );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_limits_hold_across_workflows_and_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    let mut tenants = api::tenant_service_client::TenantServiceClient::new(ch.clone());
+    let limits = |definition: &str| {
+        authed(
+            &key,
+            api::PutLimitsRequest {
+                definition: definition.into(),
+            },
+        )
+    };
+
+    // Bad limits are refused with the path, and nothing is set.
+    let e = tenants
+        .put_limits(limits(
+            "throttle:\n  - { scope: workflow, limit: 5, window: 1h }\n  - { scope: tenant, channel: fax, limit: 0, window: 1h }\n",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let fields: Vec<String> = violations(&e).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        fields,
+        [
+            "throttle[0].scope",
+            "throttle[1].channel",
+            "throttle[1].limit"
+        ]
+    );
+    let none = tenants
+        .get_limits(authed(&key, api::GetLimitsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(none.version, 0);
+
+    // At most 2 messages per recipient per hour whatever the workflow, and
+    // at most 1 SMS per hour for the whole tenant; set as an admin would,
+    // with `clarion limits apply -f`.
+    let file = dir.path().join("limits.yaml");
+    std::fs::write(
+        &file,
+        "throttle:\n  - { scope: recipient, limit: 2, window: 1h }\n  - { scope: tenant, channel: sms, limit: 1, window: 1h }\n",
+    )
+    .unwrap();
+    let endpoint = format!("http://{}", node.grpc);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+            .args(args)
+            .args(["--endpoint", &endpoint, "--api-key", &key])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        cli(&["limits", "apply", "-f", file.to_str().unwrap()]).trim(),
+        "limits version 1"
+    );
+    let shown = cli(&["limits", "get"]);
+    assert!(
+        shown.starts_with("# version 1\n") && shown.contains(r#""channel": "sms""#),
+        "{shown}"
+    );
+
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    tenants
+        .put_template(authed(
+            &key,
+            api::Template {
+                template_id: "text-tpl".into(),
+                channel: "sms".into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: String::new(),
+                    body: "Visit on {{ payload.day }}".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
+    for def in [
+        "id: reminder\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+        "id: texts\nsteps:\n  - { id: text, type: send, channel: sms, template: text-tpl, provider: sink, to: payload.phone }\n",
+    ] {
+        wf.apply(authed(&key, api::ApplyWorkflowRequest { definition: def.into() }))
+            .await
+            .unwrap();
+    }
+    let done = |n: &api::Notification| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    };
+    let run = |workflow: &'static str, sub: &'static str| {
+        let (ch, key) = (ch.clone(), key.clone());
+        async move {
+            let email = format!("{sub}@example.test");
+            let payload = r#"{"day":"monday","phone":"+15145550100"}"#;
+            let id = trigger_one(&ch, &key, workflow, sub, &email, payload).await;
+            wait_until(&ch, &key, &id, Duration::from_secs(20), done).await
+        }
+    };
+    let reason = |n: &api::Notification| {
+        let end: serde_json::Value =
+            serde_json::from_str(&n.events.last().unwrap().detail_json).unwrap();
+        end["reason"].as_str().unwrap_or_default().to_string()
+    };
+
+    // Two workflows share the recipient's budget.
+    assert_eq!(run("appointment", "ana").await.status, "delivered");
+    assert_eq!(run("reminder", "ana").await.status, "delivered");
+    let third = run("appointment", "ana").await;
+    assert_eq!(third.status, "suppressed");
+    assert_eq!(
+        reason(&third),
+        "throttled: recipient limit of 2 per 1h reached (tenant limits v1)"
+    );
+    // The SMS cap does not count email: other recipients still get theirs.
+    assert_eq!(run("appointment", "bob").await.status, "delivered");
+    assert_eq!(run("reminder", "bob").await.status, "delivered");
+    // The tenant's one SMS for the hour goes; the next one (same recipient,
+    // so the same partition: tenant-wide limits are shared per partition) not.
+    assert_eq!(run("texts", "dan").await.status, "delivered");
+    let second_text = run("texts", "dan").await;
+    assert_eq!(second_text.status, "suppressed");
+    assert_eq!(
+        reason(&second_text),
+        "throttled: tenant sms limit of 1 per 1h reached (tenant limits v1)"
+    );
+
+    // Removing the limits lets the recipient's messages through again (the
+    // router re-reads limits within a second).
+    assert_eq!(
+        tenants
+            .put_limits(limits("throttle: []\n"))
+            .await
+            .unwrap()
+            .into_inner()
+            .version,
+        2
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = run("appointment", "ana").await;
+        if n.status == "delivered" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still throttled: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     node.stop().await;
 }
 

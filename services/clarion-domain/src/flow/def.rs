@@ -13,6 +13,7 @@ use crate::channel::Channel;
 use crate::error::Violations;
 use crate::flow::condition::Condition;
 use crate::flow::duration::parse_ms;
+use crate::flow::throttle::{validate_throttle, Owner, ThrottleDef};
 use crate::workflow::{validate_id, KNOWN_PROVIDERS};
 
 /// Engagement a run can wait for or stop on.
@@ -66,44 +67,6 @@ impl Engagement {
                     )
             )
     }
-}
-
-/// What a throttle limit of a workflow counts: this workflow's sends...
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ThrottleScope {
-    /// ...to one recipient.
-    Recipient,
-    /// ...to one recipient on the sending step's channel.
-    Channel,
-    /// ...to anyone. Enforced per partition with an equal share of the limit
-    /// (rounded up), so no coordination is needed on the hot path.
-    Workflow,
-}
-
-/// What happens to a message over the limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExceed {
-    /// Not sent; the run ends suppressed, with the reason.
-    Drop,
-    /// Sent as soon as the window has room.
-    Defer,
-}
-
-/// A sliding-window limit on sends.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThrottleDef {
-    pub scope: ThrottleScope,
-    pub limit: u32,
-    pub window: String,
-    #[serde(default = "default_on_exceed")]
-    pub on_exceed: OnExceed,
-}
-
-fn default_on_exceed() -> OnExceed {
-    OnExceed::Drop
 }
 
 /// Where to go after a step.
@@ -672,16 +635,7 @@ impl Flow {
             },
             None => None,
         };
-        let mut throttle_windows_ms = Vec::new();
-        for (i, t) in def.throttle.iter().enumerate() {
-            if t.limit == 0 {
-                v.push(format!("throttle[{i}].limit"), "must be at least 1");
-            }
-            match parse_ms(&t.window) {
-                Ok(ms) => throttle_windows_ms.push(ms),
-                Err(e) => v.push(format!("throttle[{i}].window"), e),
-            }
-        }
+        let throttle_windows_ms = validate_throttle(&mut v, &def.throttle, Owner::Workflow);
         if v.is_empty() {
             if let Some(cycle) = find_cycle(&def, &index) {
                 v.push(
@@ -773,7 +727,7 @@ impl Flow {
     }
 }
 
-fn error_path(e: &serde_norway::Error) -> String {
+pub(crate) fn error_path(e: &serde_norway::Error) -> String {
     match e.location() {
         Some(l) => format!("definition (line {}, column {})", l.line(), l.column()),
         None => "definition".into(),

@@ -5,9 +5,8 @@ pub mod condition;
 pub mod def;
 pub mod duration;
 pub mod run;
+pub mod throttle;
 
-pub use def::{
-    Engagement, Flow, FlowDef, Next, OnExceed, SendSpec, StepDef, StepKind, ThrottleDef,
-    ThrottleScope,
-};
+pub use def::{Engagement, Flow, FlowDef, Next, SendSpec, StepDef, StepKind};
 pub use run::{Ctx, Input, Output, RetryPolicy, Run, Terminal};
+pub use throttle::{OnExceed, TenantLimits, ThrottleDef, ThrottleScope};
