@@ -488,6 +488,103 @@ async fn signed_sms_status_callbacks_mark_delivery_and_forged_ones_are_refused()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_read_over_rest_or_grpc_ends_the_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    serve_tracking(&node, http).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    api::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .put_template(authed(
+            &key,
+            api::Template {
+                template_id: "inbox-tpl".into(),
+                channel: "in_app".into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: "Visit".into(),
+                    body: "Your visit is on {{ payload.day }}".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    // In the app's inbox first; by email only if it is not read within the hour.
+    api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+        .apply(authed(
+            &key,
+            api::ApplyWorkflowRequest {
+                definition: "id: inbox-first\nsteps:\n  - { id: inbox, type: send, channel: in_app, template: inbox-tpl, provider: sink }\n  - { id: wait-read, type: wait, for: read, step: inbox, timeout: 1h, on_event: end }\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let mut notifications =
+        api::notification_service_client::NotificationServiceClient::new(ch.clone());
+    let ended = |n: &api::Notification| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.ended.v1")
+    };
+    let sent = |n: &api::Notification| {
+        n.events
+            .iter()
+            .any(|e| e.event_type == "clarion.notification.sent.v1")
+    };
+    for via_rest in [true, false] {
+        let sub = if via_rest {
+            "reader-rest"
+        } else {
+            "reader-grpc"
+        };
+        let email = format!("{sub}@example.test");
+        let id = trigger_one(&ch, &key, "inbox-first", sub, &email, r#"{"day":"monday"}"#).await;
+        wait_until(&ch, &key, &id, Duration::from_secs(20), sent).await;
+        if via_rest {
+            let url = format!("http://{http}/v1/notifications/{id}/engagement");
+            let (status, body) = rest_body("POST", &url, &key, r#"{"kind":"read"}"#).await;
+            assert_eq!(status, 202, "{body}");
+        } else {
+            notifications
+                .acknowledge(authed(
+                    &key,
+                    api::AcknowledgeRequest {
+                        notification_id: id.clone(),
+                        kind: "read".into(),
+                        attempt_id: String::new(),
+                    },
+                ))
+                .await
+                .unwrap();
+        }
+        let n = wait_until(&ch, &key, &id, Duration::from_secs(20), ended).await;
+        let end: serde_json::Value =
+            serde_json::from_str(&n.events.last().unwrap().detail_json).unwrap();
+        assert_eq!(end["outcome"], "completed", "{n:?}");
+        let channels: Vec<String> = n
+            .events
+            .iter()
+            .filter(|e| e.event_type == "clarion.notification.dispatch_requested.v1")
+            .map(|e| {
+                let d: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap();
+                d["channel"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(channels, ["in_app"], "read in the inbox: no email");
+        assert!(
+            n.events
+                .iter()
+                .any(|e| e.event_type == "clarion.notification.engaged.v1"
+                    && e.detail_json.contains("read")),
+            "{n:?}"
+        );
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_growth_past_the_tenant_threshold_alerts_a_signed_webhook() {
     use axum::body::Bytes;
     use axum::http::HeaderMap;
