@@ -96,9 +96,10 @@ impl TriggerCommand {
 
     /// The `NotificationTriggered` events for an accepted trigger, one per recipient.
     ///
-    /// Ids derive from the idempotency key when there is one (a retry yields the
-    /// same ids, so downstream dedup makes it a no-op), else from `request_seed`,
-    /// random bytes the caller draws once per request.
+    /// Ids derive from the idempotency key when there is one, else from
+    /// `request_seed`, random bytes the caller draws once per request; they
+    /// lead with `now_ms`. A retry given the original request's time yields
+    /// the same ids, so downstream dedup makes it a no-op.
     pub fn accept(
         &self,
         tenant: &TenantId,
@@ -126,11 +127,14 @@ impl TriggerCommand {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let notification_id = Id::derive(&[
-                    &base.0,
-                    &(i as u32).to_le_bytes(),
-                    r.subscriber_id.as_bytes(),
-                ]);
+                let notification_id = Id::time_ordered(
+                    now_ms,
+                    &[
+                        &base.0,
+                        &(i as u32).to_le_bytes(),
+                        r.subscriber_id.as_bytes(),
+                    ],
+                );
                 Event {
                     id: notification_id.child("triggered", 0),
                     tenant: tenant.clone(),
@@ -200,10 +204,22 @@ mod tests {
         let a = Actor::ApiKey("k".into());
         let c = cmd(&["u1", "u2"], "{}", "order-42");
         let first = c.accept(&t, 1, [1; 16], 10, &a);
-        let again = c.accept(&t, 1, [2; 16], 20, &a);
+        let again = c.accept(&t, 1, [2; 16], 10, &a);
         assert_eq!(
             first.iter().map(|e| e.id).collect::<Vec<_>>(),
             again.iter().map(|e| e.id).collect::<Vec<_>>()
+        );
+        // Notification ids lead with the time, so later ones sort later
+        let nid = |es: &[Event]| match &es[0].payload {
+            Payload::Triggered(t) => t.notification_id.clone(),
+            _ => unreachable!(),
+        };
+        let later = c.accept(&t, 1, [1; 16], 1_700_000_000_000, &a);
+        let latest = c.accept(&t, 1, [1; 16], 1_700_000_000_001, &a);
+        assert!(nid(&first) < nid(&later) && nid(&later) < nid(&latest));
+        assert_eq!(
+            Id::parse_hex(&nid(&later)).unwrap().time_ms(),
+            1_700_000_000_000
         );
         assert_ne!(first[0].id, first[1].id);
         let no_key = cmd(&["u1"], "{}", "");

@@ -82,18 +82,23 @@ impl NotificationApi {
             }
         }
         let request_hash = request_fingerprint(&base, &event);
-        let mut events = Vec::new();
-        for (workflow_id, version) in flows {
-            let mut cmd = base.clone();
-            cmd.workflow_id = workflow_id;
-            events.extend(cmd.accept(
-                &caller.tenant,
-                version,
-                rand::random(),
-                s.clock.now_ms(),
-                &caller.actor,
-            ));
-        }
+        let accept = |at_ms: i64| {
+            let mut events = Vec::new();
+            for (workflow_id, version) in &flows {
+                let mut cmd = base.clone();
+                cmd.workflow_id = workflow_id.clone();
+                events.extend(cmd.accept(
+                    &caller.tenant,
+                    *version,
+                    rand::random(),
+                    at_ms,
+                    &caller.actor,
+                ));
+            }
+            events
+        };
+        let at_ms = s.clock.now_ms();
+        let mut events = accept(at_ms);
         let notifications: Vec<api::TriggeredNotification> = events
             .iter()
             .filter_map(|e| match &e.payload {
@@ -110,6 +115,7 @@ impl NotificationApi {
         if !base.idempotency_key.is_empty() {
             let stored = serde_json::json!({
                 "hash": request_hash,
+                "at_ms": at_ms,
                 "notifications": notifications.iter().map(|n| serde_json::json!({
                     "notification_id": n.notification_id,
                     "workflow_id": n.workflow_id,
@@ -143,6 +149,10 @@ impl NotificationApi {
                     .into());
                 }
                 replay = true;
+                // The original request's time fixes its ids: rebuild them.
+                if let Some(original) = existing["at_ms"].as_i64() {
+                    events = accept(original);
+                }
                 notifications = existing["notifications"]
                     .as_array()
                     .into_iter()

@@ -421,6 +421,9 @@ impl EventLog for SqliteLog {
             partition,
             position: from,
             watch,
+            last_fetch: std::time::Instant::now()
+                .checked_sub(CROSS_PROCESS_LOOK)
+                .unwrap_or_else(std::time::Instant::now),
         }))
     }
 
@@ -467,16 +470,22 @@ impl EventLog for SqliteLog {
     }
 }
 
+/// How stale a subscription's last read may get before it reads without a
+/// signal (for appends by other processes).
+const CROSS_PROCESS_LOOK: Duration = Duration::from_millis(250);
+
 struct SqliteSubscription {
     conn: Arc<Mutex<Connection>>,
     topic: i64,
     partition: u32,
     position: u64,
     watch: watch::Receiver<u64>,
+    last_fetch: std::time::Instant,
 }
 
 impl SqliteSubscription {
     async fn fetch(&mut self, max: usize) -> Result<Vec<LogRecord>> {
+        self.last_fetch = std::time::Instant::now();
         let (conn, topic, partition, from) =
             (self.conn.clone(), self.topic, self.partition, self.position);
         let recs = tokio::task::spawn_blocking(move || {
@@ -494,23 +503,33 @@ impl SqliteSubscription {
 #[async_trait]
 impl Subscription for SqliteSubscription {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>> {
-        // The watch holds the end offset after the last commit we were told of;
-        // mark it seen before reading so a commit racing the read wakes us.
-        self.watch.borrow_and_update();
-        let recs = self.fetch(max).await?;
-        if !recs.is_empty() {
-            return Ok(recs);
+        // The watch holds the end offset after the last commit in this
+        // process; mark it seen before reading so a commit racing the read
+        // wakes us. Reading only when it moved spares a query (and a hop to
+        // the blocking pool) per idle input per pass. Appends from other
+        // processes sharing the file do not signal it, so look anyway when
+        // the last read is older than `CROSS_PROCESS_LOOK`.
+        let end = *self.watch.borrow_and_update();
+        if end > self.position || self.last_fetch.elapsed() >= CROSS_PROCESS_LOOK {
+            let recs = self.fetch(max).await?;
+            if !recs.is_empty() {
+                return Ok(recs);
+            }
         }
-        // Appends from other processes sharing the file do not signal our watch,
-        // so wake at least every 250 ms to look (in-process appends wake us at once).
-        let nap = wait.min(Duration::from_millis(250));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let nap = (deadline - now).min(CROSS_PROCESS_LOOK);
             let _ = tokio::time::timeout(nap, self.watch.changed()).await;
-            self.watch.borrow_and_update();
-            let recs = self.fetch(max).await?;
-            if !recs.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(recs);
+            let end = *self.watch.borrow_and_update();
+            if end > self.position || self.last_fetch.elapsed() >= CROSS_PROCESS_LOOK {
+                let recs = self.fetch(max).await?;
+                if !recs.is_empty() {
+                    return Ok(recs);
+                }
             }
         }
     }
