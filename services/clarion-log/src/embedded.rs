@@ -488,11 +488,10 @@ impl SqliteSubscription {
         self.last_fetch = std::time::Instant::now();
         let (conn, topic, partition, from) =
             (self.conn.clone(), self.topic, self.partition, self.position);
-        let recs = tokio::task::spawn_blocking(move || {
-            read_range(&conn.lock().expect("sub lock"), topic, partition, from, max)
-        })
-        .await
-        .map_err(storage)??;
+        // Inline on the async worker: the subscription owns its connection
+        // and a batch read from cached pages is shorter than the two thread
+        // switches of a trip through the blocking pool.
+        let recs = read_range(&conn.lock().expect("sub lock"), topic, partition, from, max)?;
         if let Some(last) = recs.last() {
             self.position = last.offset + 1;
         }
