@@ -100,6 +100,8 @@ pub struct SqliteLog {
     meta: Arc<Mutex<Connection>>,
     topics: Mutex<HashMap<String, TopicMeta>>,
     watches: Watches,
+    /// Dropped with the log: stops the checkpoint thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 impl SqliteLog {
@@ -114,7 +116,7 @@ impl SqliteLog {
         writer.execute_batch(SCHEMA).map_err(storage)?;
         // A 64 MiB page cache for the writer (SQLite's default is 2 MiB).
         writer
-            .execute_batch("PRAGMA cache_size=-65536;")
+            .execute_batch("PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;")
             .map_err(storage)?;
         if sync_full {
             writer
@@ -129,12 +131,14 @@ impl SqliteLog {
             .name("clarion-log-writer".into())
             .spawn(move || writer_loop(writer, rx, w))
             .map_err(storage)?;
+        let checkpointer = spawn_checkpointer(&path, "clarion-log-ckpt")?;
         Ok(SqliteLog {
             path,
             tx,
             meta: Arc::new(Mutex::new(meta)),
             topics: Mutex::default(),
             watches,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -195,6 +199,40 @@ impl SqliteLog {
             .or_insert_with(|| watch::channel(end).0)
             .subscribe()
     }
+}
+
+/// Checkpoints the WAL from a thread of its own, so the writer never stalls
+/// copying pages into the database file and syncing it (SQLite's automatic
+/// checkpoint runs inside the commit that crosses the threshold, which is a
+/// latency spike for every caller waiting on that commit). Passive
+/// checkpoints run beside the writer; when the WAL still grows past
+/// `WAL_RESTART_PAGES` a restarting checkpoint waits for a pause and resets
+/// it. The thread ends when the returned sender is dropped.
+fn spawn_checkpointer(path: &str, name: &str) -> Result<std::sync::mpsc::Sender<()>> {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+    const WAL_RESTART_PAGES: i64 = 16_384;
+    let conn = connect(path)?;
+    let (stop, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let checkpoint = |mode: &str| {
+                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    r.get::<_, i64>(1)
+                })
+            };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EVERY) {
+                match checkpoint("PASSIVE") {
+                    Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
+                        let _ = checkpoint("RESTART");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                }
+            }
+        })
+        .map_err(storage)?;
+    Ok(stop)
 }
 
 fn read_range(

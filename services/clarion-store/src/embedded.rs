@@ -59,6 +59,8 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     /// Batches for the group-commit thread.
     batches: std::sync::mpsc::Sender<WriteRequest>,
+    /// Dropped with the store: stops the checkpoint thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 struct WriteRequest {
@@ -156,7 +158,7 @@ impl SqliteStore {
         // store grows with every notification, and with random keys a small
         // cache turns every commit into page reads and writes.
         writer
-            .execute_batch("PRAGMA cache_size=-262144;")
+            .execute_batch("PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=0;")
             .map_err(storage)?;
         for t in Table::ALL {
             writer
@@ -187,6 +189,7 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             batches,
+            _checkpointer: spawn_checkpointer(path, "clarion-store-ckpt")?,
         };
         store.purge_expired_blocking()?;
         Ok(store)
@@ -238,6 +241,40 @@ impl SqliteStore {
             .await
             .map_err(storage)?
     }
+}
+
+/// Checkpoints the WAL from a thread of its own, so the writer never stalls
+/// copying pages into the database file and syncing it (SQLite's automatic
+/// checkpoint runs inside the commit that crosses the threshold, which is a
+/// latency spike for every caller waiting on that commit). Passive
+/// checkpoints run beside the writer; when the WAL still grows past
+/// `WAL_RESTART_PAGES` a restarting checkpoint waits for a pause and resets
+/// it. The thread ends when the returned sender is dropped.
+fn spawn_checkpointer(path: &str, name: &str) -> Result<std::sync::mpsc::Sender<()>> {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+    const WAL_RESTART_PAGES: i64 = 16_384;
+    let conn = connect(path)?;
+    let (stop, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let checkpoint = |mode: &str| {
+                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    r.get::<_, i64>(1)
+                })
+            };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EVERY) {
+                match checkpoint("PASSIVE") {
+                    Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
+                        let _ = checkpoint("RESTART");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                }
+            }
+        })
+        .map_err(storage)?;
+    Ok(stop)
 }
 
 fn purge(c: &Connection) -> Result<()> {
