@@ -40,6 +40,22 @@ pub async fn latest_workflow(
     })
 }
 
+/// The latest version of a workflow and its trigger event, without
+/// rebuilding the definition (the Trigger hot path needs no more).
+pub async fn latest_workflow_version(
+    store: &dyn Store,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<(u32, String)>, ApiError> {
+    Ok(match latest(store, Table::Workflows, tenant, id).await? {
+        Some(Event {
+            payload: Payload::WorkflowPublished(p),
+            ..
+        }) => Some((p.version, p.trigger_event)),
+        _ => None,
+    })
+}
+
 pub async fn latest_template(
     store: &dyn Store,
     tenant: &TenantId,
