@@ -121,6 +121,10 @@ pub struct Router {
     template_refresh: Duration,
 }
 
+/// Cache bounds (entries per router partition).
+const MAX_CACHED_RUNS: usize = 200_000;
+const MAX_CACHED_SUBSCRIBERS: usize = 100_000;
+
 fn actor() -> Actor {
     Actor::System(ROUTER.into())
 }
@@ -415,6 +419,9 @@ impl Router {
             .get(&RowKey::new(Table::Subscribers, tenant, id, Vec::new()))
             .await?
             .and_then(|b| clarion_domain::event::decode_subscriber(&b));
+        if self.subscribers.len() >= MAX_CACHED_SUBSCRIBERS {
+            self.subscribers.clear();
+        }
         self.subscribers.insert(k, s.clone());
         Ok(s)
     }
@@ -491,6 +498,22 @@ impl Router {
             return Ok(Some(r.clone()));
         }
         load_run(store, tenant, nid).await
+    }
+
+    /// Keeps a live run in memory for its next input. Ended runs leave the
+    /// cache (a late engagement reloads them from the store), so memory holds
+    /// the runs in flight, not every run ever started; the bound is a guard
+    /// against a flood of long waits.
+    fn remember(&mut self, tenant: &str, nid: String, rec: RunRecord) {
+        let key = (tenant.to_string(), nid);
+        if rec.run.terminal.is_some() && !rec.in_dlq {
+            self.runs.remove(&key);
+            return;
+        }
+        if self.runs.len() >= MAX_CACHED_RUNS {
+            self.runs.clear();
+        }
+        self.runs.insert(key, rec);
     }
 
     /// Applies `first` to a run and carries out everything it asks for,
@@ -734,7 +757,7 @@ impl Router {
                 Bytes::from(serde_json::to_vec(&rec).expect("run records serialize")),
             );
         }
-        self.runs.insert((tenant.clone(), nid), rec);
+        self.remember(&tenant, nid, rec);
         self.dlq_changed(store, batch, cause, &tenant, delta).await
     }
 
@@ -1002,7 +1025,7 @@ impl Processor for Router {
                                     serde_json::to_vec(&rec).expect("run records serialize"),
                                 ),
                             );
-                            self.runs.insert((tenant, t.notification_id.clone()), rec);
+                            self.remember(&tenant, t.notification_id.clone(), rec);
                         }
                     }
                 }
