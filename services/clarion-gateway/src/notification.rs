@@ -267,22 +267,18 @@ impl NotificationApi {
             return Err(Violations::single("notification_id", "is required").into());
         }
         let t = caller.tenant.as_str();
-        let head = s
-            .store
-            .get(&RowKey::new(Table::Notifications, t, &id, Vec::new()))
-            .await?;
         let events = history(&*s.store, t, &id)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        if head.is_none() && events.is_empty() {
+        if events.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "no notification {id:?} for tenant {t:?}"
             )));
         }
-        let triggered = head
-            .and_then(|b| Event::decode(&b).ok())
-            .and_then(|e| match e.payload {
-                Payload::Triggered(p) => Some(p),
+        let triggered = events
+            .iter()
+            .find_map(|e| match &e.payload {
+                Payload::Triggered(p) => Some(p.clone()),
                 _ => None,
             })
             .unwrap_or_default();
@@ -408,16 +404,20 @@ pub async fn append_for_notification(
     actor: clarion_domain::Actor,
     payload: Payload,
 ) -> Result<(), ApiError> {
-    let head = s
-        .store
-        .get(&RowKey::new(
-            Table::Notifications,
-            tenant.as_str(),
-            notification_id,
-            Vec::new(),
-        ))
-        .await?
-        .and_then(|b| Event::decode(&b).ok());
+    // The history holds the Triggered event under its derived id.
+    let head = match clarion_domain::Id::parse_hex(notification_id) {
+        Some(nid) => s
+            .store
+            .get(&RowKey::new(
+                Table::NotificationEvents,
+                tenant.as_str(),
+                notification_id,
+                nid.child("triggered", 0).0.to_vec(),
+            ))
+            .await?
+            .and_then(|b| Event::decode(&b).ok()),
+        None => None,
+    };
     let Some(Event {
         payload: Payload::Triggered(t),
         partition_key,

@@ -121,12 +121,6 @@ fn project(batch: &mut Batch, e: &Event) {
             };
             let dlq = || RowKey::new(Table::DeadLetters, tenant, "dlq", nid.as_bytes().to_vec());
             match p {
-                Payload::Triggered(_) => {
-                    w.put(
-                        RowKey::new(Table::Notifications, tenant, nid, Vec::new()),
-                        bytes(),
-                    );
-                }
                 // The dead-letter queue holds a notification while its latest
                 // end is a dead letter (a retry that succeeds removes it).
                 Payload::Ended(end) if end.outcome == "dead_lettered" => {

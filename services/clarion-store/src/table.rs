@@ -24,9 +24,8 @@ pub enum Table {
     Workflows,
     /// Subscriber records (pk subscriber id).
     Subscribers,
-    /// Notification status (pk notification id).
-    Notifications,
-    /// Notification history (pk notification id, ck time + event id).
+    /// Notification history (pk notification id, ck event id); the
+    /// notification's Triggered event is its head.
     NotificationEvents,
     /// Deliveries recorded by the sink provider (pk notification id, ck input position).
     SinkDeliveries,
@@ -45,7 +44,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 17] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -55,7 +54,6 @@ impl Table {
         Table::Templates,
         Table::Workflows,
         Table::Subscribers,
-        Table::Notifications,
         Table::NotificationEvents,
         Table::SinkDeliveries,
         Table::Settings,
@@ -77,7 +75,6 @@ impl Table {
             Table::Templates => "templates",
             Table::Workflows => "workflows",
             Table::Subscribers => "subscribers",
-            Table::Notifications => "notifications",
             Table::NotificationEvents => "notification_events",
             Table::SinkDeliveries => "sink_deliveries",
             Table::Settings => "settings",
