@@ -150,43 +150,58 @@ impl<P: Processor> PartitionRunner<P> {
     }
 
     /// Processes until `shutdown` turns true or an error stops it.
+    ///
+    /// Each input is read by a task of its own that hands batches over a
+    /// small channel, so the runner wakes as soon as any input has records
+    /// (a router reacts to a delivery outcome at once, not at its next poll
+    /// of triggers) and reading the next batch overlaps applying this one.
+    /// The channel holds at most a couple of batches: a runner that falls
+    /// behind stops its readers rather than buffering the log in memory.
+    /// Reads run ahead of the committed position; a restart resumes from
+    /// the store's positions and `step_topic` skips what it already applied.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
         self.start().await?;
-        let mut subs = Vec::with_capacity(self.inputs.len());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Topic, clarion_log::Result<Vec<LogRecord>>)>(
+            2 * self.inputs.len(),
+        );
+        let mut readers = tokio::task::JoinSet::new();
         for t in self.inputs.clone() {
             let from = self.positions.get(&t).copied().unwrap_or(0);
-            let sub = self
+            let mut sub = self
                 .log
                 .subscribe(&self.topics.name(t), self.partition, from)
                 .await?;
-            subs.push((t, sub));
+            let (tx, max, wait) = (tx.clone(), self.cfg.max_batch, self.cfg.poll_wait);
+            readers.spawn(async move {
+                loop {
+                    let r = sub.next_batch(max, wait).await;
+                    let failed = r.is_err();
+                    if (failed || r.as_ref().is_ok_and(|v| !v.is_empty()))
+                        && (tx.send((t, r)).await.is_err() || failed)
+                    {
+                        return;
+                    }
+                }
+            });
         }
-        tracing::info!(runner = %self.key, from = self.next_offset(), inputs = subs.len(), "processor started");
-        let mut busy = true;
+        drop(tx);
+        tracing::info!(runner = %self.key, from = self.next_offset(), inputs = self.inputs.len(), "processor started");
+        // Idle, the runner still wakes every `poll_wait` to fire due timers.
+        let tick = self.cfg.poll_wait.max(Duration::from_millis(1));
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let was_busy = std::mem::replace(&mut busy, false);
-            for (i, (topic, sub)) in subs.iter_mut().enumerate() {
-                // Wait only on the primary, and only after a pass found nothing:
-                // under load every input is drained without waiting.
-                let wait = if i == 0 && !was_busy {
-                    self.cfg.poll_wait
-                } else {
-                    Duration::ZERO
-                };
-                let recs = tokio::select! {
-                    r = sub.next_batch(self.cfg.max_batch, wait) => r?,
-                    _ = shutdown.changed() => return Ok(()),
-                };
-                if !recs.is_empty() {
-                    busy = true;
-                    self.step_topic(*topic, recs).await?;
-                }
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some((topic, recs)) => self.step_topic(topic, recs?).await?,
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => return Ok(()),
             }
-            // Under load a pass takes milliseconds: looking for due timers on
-            // every pass would be a store scan per batch for nothing.
+            // Under load batches come every few milliseconds: looking for due
+            // timers after each would be a store scan per batch for nothing.
             if self.processor.uses_timers()
                 && self
                     .last_timer_check

@@ -256,16 +256,25 @@ impl Node {
                 );
             }
             Role::Projector => {
-                for t in Topic::ALL {
-                    self.spawn_partitions(
-                        tasks,
-                        t,
-                        &[],
-                        Arc::new(NoEffects),
-                        || Projector,
-                        shutdown,
-                    );
-                }
+                // One runner per partition reads every recipient stream (the
+                // projector's writes are idempotent puts, so the interleaving
+                // of topics does not matter); config has its own partitions.
+                self.spawn_partitions(
+                    tasks,
+                    Topic::Triggers,
+                    &[Topic::Notifications, Topic::Dispatch, Topic::Deliveries],
+                    Arc::new(NoEffects),
+                    || Projector,
+                    shutdown,
+                );
+                self.spawn_partitions(
+                    tasks,
+                    Topic::Config,
+                    &[],
+                    Arc::new(NoEffects),
+                    || Projector,
+                    shutdown,
+                );
             }
         }
         Ok(())

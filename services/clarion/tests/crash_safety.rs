@@ -124,6 +124,12 @@ async fn kill_dash_nine_loses_nothing_and_sends_no_silent_duplicates() {
     let server = spawn_server(&config);
     let key = server.wait_line("demo API key:", Duration::from_secs(60));
     let addr = format!("127.0.0.1:{grpc_port}").parse().unwrap();
+    // The key is printed by the bootstrap, before the gRPC listener is up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the server did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let ch = channel(addr).await;
     appointment_workflow(&ch, &key, "by-mail", "smtp").await;
     appointment_workflow(&ch, &key, "to-sink", "sink").await;
