@@ -174,12 +174,17 @@ impl<P: Processor> PartitionRunner<P> {
             let (tx, max, wait) = (tx.clone(), self.cfg.max_batch, self.cfg.poll_wait);
             readers.spawn(async move {
                 loop {
-                    let r = sub.next_batch(max, wait).await;
-                    let failed = r.is_err();
-                    if (failed || r.as_ref().is_ok_and(|v| !v.is_empty()))
-                        && (tx.send((t, r)).await.is_err() || failed)
-                    {
-                        return;
+                    match sub.next_batch(max, wait).await {
+                        Ok(recs) if recs.is_empty() => {}
+                        Ok(recs) => {
+                            if tx.send((t, Ok(recs))).await.is_err() {
+                                return; // the runner stopped
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send((t, Err(e))).await;
+                            return;
+                        }
                     }
                 }
             });
