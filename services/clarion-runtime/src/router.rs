@@ -33,8 +33,8 @@ use crate::topics::Topic;
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
 
-/// What the router keeps per notification (the `runs` table, JSON).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What the router keeps per notification (the `runs` table; see [`encode_run`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run: Run,
     pub subscriber_id: String,
@@ -59,7 +59,7 @@ pub struct DlqAlerts {
     pub webhook_url: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactOverride {
     pub email: String,
     pub phone: String,
@@ -129,6 +129,29 @@ fn actor() -> Actor {
     Actor::System(ROUTER.into())
 }
 
+/// First byte of a MessagePack run record (positional fields, version 1).
+/// Records written before it are JSON objects and start with `{`.
+const RUN_RECORD_V1: u8 = 1;
+
+/// A run record as stored. Rewritten on every change of the run, it is the
+/// router's biggest write: MessagePack with positional fields is about 35 %
+/// smaller than JSON (no field names) and cheaper to produce. Fields are
+/// only ever appended (with `#[serde(default)]`), or the version byte bumps.
+pub fn encode_run(rec: &RunRecord) -> Bytes {
+    let mut out = vec![RUN_RECORD_V1];
+    rmp_serde::encode::write(&mut out, rec).expect("run records serialize");
+    Bytes::from(out)
+}
+
+/// Reads a stored run record (MessagePack, or JSON from before it).
+pub fn decode_run(b: &[u8]) -> Option<RunRecord> {
+    match b.first() {
+        Some(&RUN_RECORD_V1) => rmp_serde::from_slice(&b[1..]).ok(),
+        Some(b'{') => serde_json::from_slice(b).ok(),
+        _ => None,
+    }
+}
+
 /// Reads a stored run.
 pub async fn load_run(
     store: &dyn Store,
@@ -143,7 +166,7 @@ pub async fn load_run(
             Vec::new(),
         ))
         .await?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
+        .and_then(|b| decode_run(&b)))
 }
 
 impl Router {
@@ -754,7 +777,7 @@ impl Router {
         if fresh || rec.run != run_before || delta != 0 {
             batch.writes.put(
                 RowKey::new(Table::Runs, &tenant, &nid, Vec::new()),
-                Bytes::from(serde_json::to_vec(&rec).expect("run records serialize")),
+                encode_run(&rec),
             );
         }
         self.remember(&tenant, nid, rec);
@@ -1021,9 +1044,7 @@ impl Processor for Router {
                             );
                             batch.writes.put(
                                 RowKey::new(Table::Runs, &tenant, &t.notification_id, Vec::new()),
-                                Bytes::from(
-                                    serde_json::to_vec(&rec).expect("run records serialize"),
-                                ),
+                                encode_run(&rec),
                             );
                             self.remember(&tenant, t.notification_id.clone(), rec);
                         }
@@ -1127,9 +1148,7 @@ impl Processor for Router {
                             rec.in_dlq = false;
                             batch.writes.put(
                                 RowKey::new(Table::Runs, &tenant, &d.notification_id, Vec::new()),
-                                Bytes::from(
-                                    serde_json::to_vec(&rec).expect("run records serialize"),
-                                ),
+                                encode_run(&rec),
                             );
                             self.runs
                                 .insert((tenant.clone(), d.notification_id.clone()), rec);
@@ -1177,4 +1196,88 @@ fn cancel_pk(value: &str) -> String {
 enum FirstInput {
     Start,
     Other,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clarion_domain::flow::run::{Attempt, Waiting};
+    use clarion_domain::flow::Terminal;
+
+    fn record(waiting: Waiting, terminal: Option<Terminal>, in_dlq: bool) -> RunRecord {
+        let mut run = Run {
+            notification_id: "0190aa00ffee".into(),
+            workflow_id: "visit".into(),
+            workflow_version: 3,
+            pc: terminal.is_none().then_some(2),
+            chain: 1,
+            failures: 2,
+            generation: 1,
+            waiting,
+            timer_seq: 5,
+            step_status: Default::default(),
+            attempts: Vec::new(),
+            terminal,
+            reason: "provider refused".into(),
+        };
+        run.step_status.insert("mail".into(), "failed".into());
+        run.attempts.push(Attempt {
+            attempt_id: "a1".into(),
+            step: "mail".into(),
+            channel: "email".into(),
+            provider: "smtp".into(),
+            at_ms: 1_700_000_000_123,
+            error: Some("550 mailbox unavailable".into()),
+            retryable: false,
+            sent: false,
+        });
+        RunRecord {
+            run,
+            subscriber_id: "tech-7".into(),
+            payload: json!({"day": "Friday", "n": 3, "nested": {"ok": true, "x": [1.5, null]}}),
+            contact: ContactOverride {
+                email: "t@example.test".into(),
+                locale: "fr-CA".into(),
+                ..Default::default()
+            },
+            key: "acme/tech-7".into(),
+            in_dlq,
+        }
+    }
+
+    #[test]
+    fn run_records_round_trip_and_are_smaller_than_json() {
+        for rec in [
+            record(Waiting::Nothing, None, false),
+            record(
+                Waiting::Outcome {
+                    attempt_id: "a1".into(),
+                },
+                None,
+                false,
+            ),
+            record(
+                Waiting::Timer {
+                    seq: 4,
+                    purpose: Purpose::WaitTimeout,
+                },
+                None,
+                false,
+            ),
+            record(Waiting::Nothing, Some(Terminal::DeadLettered), true),
+        ] {
+            let bytes = encode_run(&rec);
+            assert_eq!(decode_run(&bytes).as_ref(), Some(&rec));
+            let json = serde_json::to_vec(&rec).unwrap();
+            assert!(
+                bytes.len() * 4 < json.len() * 3,
+                "{} vs {}",
+                bytes.len(),
+                json.len()
+            );
+            // Records written before the binary format still read.
+            assert_eq!(decode_run(&json).as_ref(), Some(&rec));
+        }
+        assert_eq!(decode_run(b"\x07garbage"), None);
+    }
 }
