@@ -350,6 +350,10 @@ impl<P: Processor> PartitionRunner<P> {
         self.positions.insert(topic, last + 1);
         metrics::counter!("clarion_processor_events_total", "processor" => self.processor.name())
             .increment(inputs.len() as u64);
+        // Batches per processor: with the events counter, the mean batch size
+        // (small batches under load mean per-commit costs dominate).
+        metrics::counter!("clarion_processor_batches_total", "processor" => self.processor.name())
+            .increment(1);
 
         if !entry.is_empty() {
             self.complete(&outbox_key, outbox_ck, &entry).await?;

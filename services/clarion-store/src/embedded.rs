@@ -121,9 +121,14 @@ fn apply_batches(c: &mut Connection, batches: &[&WriteBatch]) -> Result<()> {
         for op in &batch.ops {
             match op {
                 Op::Put { key, value, ttl } => {
+                    // An upsert rewrites an existing row in place, where
+                    // OR REPLACE deletes and reinserts it (run records are
+                    // rewritten on every step).
                     tx.prepare_cached(&format!(
-                        "INSERT OR REPLACE INTO {} (tenant, pk, ck, value, expires_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO {} (tenant, pk, ck, value, expires_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (tenant, pk, ck)
+                         DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                         key.table
                     ))
                     .map_err(storage)?
