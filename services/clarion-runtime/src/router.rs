@@ -124,6 +124,7 @@ pub struct Router {
 /// Cache bounds (entries per router partition).
 const MAX_CACHED_RUNS: usize = 200_000;
 const MAX_CACHED_SUBSCRIBERS: usize = 100_000;
+const MAX_CACHED_THROTTLE_LOGS: usize = 100_000;
 
 fn actor() -> Actor {
     Actor::System(ROUTER.into())
@@ -273,6 +274,12 @@ impl Router {
                 Owner::Tenant => format!("throttle:t/{counter}/{scope_key}"),
             };
             let log_key = (tenant.to_string(), key.clone());
+            if self.throttle_logs.len() >= MAX_CACHED_THROTTLE_LOGS {
+                // Recipient-scoped windows pile up, one per recipient. Every
+                // counted send is also a store row (TTL = its window), so a
+                // forgotten window is reloaded exactly when next needed.
+                self.throttle_logs.clear();
+            }
             if !self.throttle_logs.contains_key(&log_key) {
                 let rows = store
                     .scan(&Scan::partition(Table::Runs, tenant, &key, 100_000))
