@@ -2,7 +2,8 @@
 //!
 //! Writes go through one connection (SQLite has one writer anyway); reads use
 //! a small pool of connections so they proceed while a write commits (WAL).
-//! TTL is an `expires_at` column filtered on read and purged on open and by
+//! TTL is an `expires_at` column (with a partial index) filtered on read and
+//! purged on open, every minute by a thread of the store, and by
 //! [`SqliteStore::purge_expired`].
 
 use std::ops::Bound;
@@ -59,8 +60,9 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     /// Batches for the group-commit thread.
     batches: std::sync::mpsc::Sender<WriteRequest>,
-    /// Dropped with the store: stops the checkpoint thread.
+    /// Dropped with the store: stop the checkpoint and purge threads.
     _checkpointer: std::sync::mpsc::Sender<()>,
+    _purger: std::sync::mpsc::Sender<()>,
 }
 
 struct WriteRequest {
@@ -175,7 +177,9 @@ impl SqliteStore {
                         value BLOB NOT NULL,
                         expires_at INTEGER,
                         PRIMARY KEY (tenant, pk, ck)
-                    ) WITHOUT ROWID;"
+                    ) WITHOUT ROWID;
+                    CREATE INDEX IF NOT EXISTS {t}_expiry ON {t} (expires_at)
+                        WHERE expires_at IS NOT NULL;"
                 ))
                 .map_err(storage)?;
         }
@@ -195,6 +199,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             batches,
             _checkpointer: spawn_checkpointer(path, "clarion-store-ckpt")?,
+            _purger: spawn_purger(path)?,
         };
         store.purge_expired_blocking()?;
         Ok(store)
@@ -282,14 +287,41 @@ fn spawn_checkpointer(path: &str, name: &str) -> Result<std::sync::mpsc::Sender<
     Ok(stop)
 }
 
+/// Deletes expired rows every `PURGE_EVERY` from a thread of its own, in
+/// chunks, each its own short transaction, so the writer never waits long.
+/// Reads already filter expired rows out; this keeps the tables from growing
+/// with dedup ids, throttle marks and idempotency keys. The thread ends when
+/// the returned sender is dropped.
+fn spawn_purger(path: &str) -> Result<std::sync::mpsc::Sender<()>> {
+    const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+    let conn = connect(path)?;
+    let (stop, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("clarion-store-purge".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PURGE_EVERY)
+            {
+                if let Err(e) = purge(&conn) {
+                    tracing::warn!(error = %e, "purging expired rows failed");
+                }
+            }
+        })
+        .map_err(storage)?;
+    Ok(stop)
+}
+
+/// Deletes every row whose TTL has passed, at most `CHUNK` per transaction
+/// (found through the partial index on `expires_at`).
 fn purge(c: &Connection) -> Result<()> {
+    const CHUNK: usize = 5_000;
     let now = now_ms();
     for t in Table::ALL {
-        c.execute(
-            &format!("DELETE FROM {t} WHERE expires_at IS NOT NULL AND expires_at <= ?1"),
-            [now],
-        )
-        .map_err(storage)?;
+        let sql = format!(
+            "DELETE FROM {t} WHERE (tenant, pk, ck) IN (
+                 SELECT tenant, pk, ck FROM {t}
+                 WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT {CHUNK})"
+        );
+        while c.execute(&sql, [now]).map_err(storage)? == CHUNK {}
     }
     Ok(())
 }
