@@ -8,7 +8,6 @@
 //! woken by a per-partition watch channel carrying the end offset.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,22 +33,7 @@ fn now_ms() -> i64 {
 }
 
 fn connect(path: &str) -> Result<Connection> {
-    if let Some(dir) = Path::new(path).parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(storage)?;
-        }
-    }
-    let conn = Connection::open(path).map_err(storage)?;
-    // WAL + NORMAL: a commit survives a process crash (kill -9); only an OS
-    // crash or power loss can lose the last commits. `CLARION` operators who
-    // need power-loss durability set `?sync=full` on the URL.
-    conn.execute_batch(
-        // busy_timeout first: switching to WAL (and recovering a WAL left by a
-        // crash) takes locks, and without it a concurrent opener fails at once.
-        "PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    )
-    .map_err(storage)?;
-    Ok(conn)
+    clarion_sqlite::connect(path).map_err(storage)
 }
 
 const SCHEMA: &str = "
@@ -131,7 +115,8 @@ impl SqliteLog {
             .name("clarion-log-writer".into())
             .spawn(move || writer_loop(writer, rx, w))
             .map_err(storage)?;
-        let checkpointer = spawn_checkpointer(&path, "clarion-log-ckpt")?;
+        let checkpointer =
+            clarion_sqlite::spawn_checkpointer(&path, "clarion-log-ckpt").map_err(storage)?;
         Ok(SqliteLog {
             path,
             tx,
@@ -199,40 +184,6 @@ impl SqliteLog {
             .or_insert_with(|| watch::channel(end).0)
             .subscribe()
     }
-}
-
-/// Checkpoints the WAL from a thread of its own, so the writer never stalls
-/// copying pages into the database file and syncing it (SQLite's automatic
-/// checkpoint runs inside the commit that crosses the threshold, which is a
-/// latency spike for every caller waiting on that commit). Passive
-/// checkpoints run beside the writer; when the WAL still grows past
-/// `WAL_RESTART_PAGES` a restarting checkpoint waits for a pause and resets
-/// it. The thread ends when the returned sender is dropped.
-fn spawn_checkpointer(path: &str, name: &str) -> Result<std::sync::mpsc::Sender<()>> {
-    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-    const WAL_RESTART_PAGES: i64 = 16_384;
-    let conn = connect(path)?;
-    let (stop, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let checkpoint = |mode: &str| {
-                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                    r.get::<_, i64>(1)
-                })
-            };
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EVERY) {
-                match checkpoint("PASSIVE") {
-                    Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
-                        let _ = checkpoint("RESTART");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-                }
-            }
-        })
-        .map_err(storage)?;
-    Ok(stop)
 }
 
 fn read_range(

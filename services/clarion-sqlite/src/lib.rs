@@ -1,0 +1,102 @@
+//! How Clarion opens and maintains its SQLite files (the embedded log and
+//! the embedded store): WAL mode, the durability level, the busy timeout and
+//! WAL checkpoints off the writer's path.
+
+use std::path::Path;
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// Opens (creating the directory if needed) a connection in WAL mode with
+/// `synchronous=NORMAL`: a commit survives a process crash (kill -9); only
+/// an OS crash or power loss can lose the last commits.
+pub fn connect(path: &str) -> Result<Connection, String> {
+    if let Some(dir) = Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+    }
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    conn.execute_batch(
+        // busy_timeout first: switching to WAL (and recovering a WAL left by a
+        // crash) takes locks, and without it a concurrent opener fails at once.
+        "PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// How often the checkpointer runs a passive checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL size (pages) past which it restarts the WAL (waiting for a pause).
+const WAL_RESTART_PAGES: i64 = 16_384;
+
+/// Checkpoints the WAL of `path` from a thread of its own, so the writer
+/// never stalls copying pages into the database file and syncing it.
+/// SQLite's automatic checkpoint runs inside the commit that crosses its
+/// threshold, a latency spike for every caller waiting on that commit; the
+/// writer connection should set `PRAGMA wal_autocheckpoint=0`. Passive
+/// checkpoints run beside the writer; when the WAL still grows past
+/// `WAL_RESTART_PAGES` a restarting checkpoint waits for a pause and resets
+/// it. The thread ends when the returned sender is dropped.
+pub fn spawn_checkpointer(path: &str, thread_name: &str) -> Result<Sender<()>, String> {
+    let conn = connect(path)?;
+    let (stop, rx) = channel::<()>();
+    std::thread::Builder::new()
+        .name(thread_name.into())
+        .spawn(move || {
+            let checkpoint = |mode: &str| {
+                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    r.get::<_, i64>(1)
+                })
+            };
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
+                match checkpoint("PASSIVE") {
+                    Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
+                        let _ = checkpoint("RESTART");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpointer_moves_committed_pages_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/x.db");
+        let path = path.to_str().unwrap();
+        let writer = connect(path).unwrap();
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t (v BLOB);")
+            .unwrap();
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let db_size = || std::fs::metadata(path).unwrap().len();
+        let before = db_size();
+        for _ in 0..200 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                .unwrap();
+        }
+        // Without automatic checkpoints the rows are only in the WAL.
+        assert_eq!(db_size(), before);
+        let stop = spawn_checkpointer(path, "test-ckpt").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while db_size() < 200 * 4000 {
+            assert!(std::time::Instant::now() < deadline, "never checkpointed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stop);
+    }
+}
