@@ -117,6 +117,17 @@ fn explain(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(msg)
 }
 
+fn read_definition(file: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+/// A stored definition as people read it: its version, then pretty JSON.
+fn print_definition(version: u32, json: &str) -> anyhow::Result<()> {
+    let v: serde_json::Value = serde_json::from_str(json)?;
+    println!("# version {version}\n{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
 async fn connect(c: &ClientArgs) -> anyhow::Result<Channel> {
     Channel::from_shared(c.endpoint.clone())
         .context("--endpoint")?
@@ -129,8 +140,7 @@ pub async fn workflow(c: ClientArgs, cmd: WorkflowCmd) -> anyhow::Result<()> {
     let mut client = api::workflow_service_client::WorkflowServiceClient::new(connect(&c).await?);
     match cmd {
         WorkflowCmd::Apply { file } => {
-            let definition = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let definition = read_definition(&file)?;
             let r = client
                 .apply(authed(c.key()?, api::ApplyWorkflowRequest { definition })?)
                 .await
@@ -166,12 +176,7 @@ pub async fn workflow(c: ClientArgs, cmd: WorkflowCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            let v: serde_json::Value = serde_json::from_str(&r.definition_json)?;
-            println!(
-                "# version {}\n{}",
-                r.version,
-                serde_json::to_string_pretty(&v)?
-            );
+            print_definition(r.version, &r.definition_json)?;
         }
     }
     Ok(())
@@ -181,8 +186,7 @@ pub async fn limits(c: ClientArgs, cmd: LimitsCmd) -> anyhow::Result<()> {
     let mut client = api::tenant_service_client::TenantServiceClient::new(connect(&c).await?);
     match cmd {
         LimitsCmd::Apply { file } => {
-            let definition = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let definition = read_definition(&file)?;
             let r = client
                 .put_limits(authed(c.key()?, api::PutLimitsRequest { definition })?)
                 .await
@@ -196,12 +200,7 @@ pub async fn limits(c: ClientArgs, cmd: LimitsCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            let v: serde_json::Value = serde_json::from_str(&r.definition_json)?;
-            println!(
-                "# version {}\n{}",
-                r.version,
-                serde_json::to_string_pretty(&v)?
-            );
+            print_definition(r.version, &r.definition_json)?;
         }
     }
     Ok(())
