@@ -1190,6 +1190,11 @@ impl Processor for Router {
                 _ => {}
             }
         }
+        // A run that several inputs of this batch changed (often a send's
+        // `sent` and `delivered`, which arrive together) is written once.
+        batch
+            .writes
+            .keep_last_writes(|k| k.table == Table::Runs && k.ck.is_empty());
         Ok(())
     }
 }
