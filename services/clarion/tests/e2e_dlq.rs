@@ -523,11 +523,6 @@ async fn an_inbox_read_over_rest_or_grpc_ends_the_wait_for_it() {
         .unwrap();
     let mut notifications =
         api::notification_service_client::NotificationServiceClient::new(ch.clone());
-    let ended = |n: &api::Notification| {
-        n.events
-            .iter()
-            .any(|e| e.event_type == "clarion.notification.ended.v1")
-    };
     let sent = |n: &api::Notification| {
         n.events
             .iter()

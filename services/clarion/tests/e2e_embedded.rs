@@ -423,27 +423,22 @@ steps:
     let first = trigger("lundi").await;
     let repeat = trigger("lundi").await;
     let other = trigger("mardi").await;
-    let done = |n: &api::Notification| {
-        n.events
-            .iter()
-            .any(|e| e.event_type == "clarion.notification.ended.v1")
-    };
-    let n = wait_until(&ch, &key, &repeat, Duration::from_secs(20), done).await;
+    let n = wait_until(&ch, &key, &repeat, Duration::from_secs(20), ended).await;
     assert_eq!(n.status, "suppressed", "{n:?}");
-    let ended: serde_json::Value =
+    let end: serde_json::Value =
         serde_json::from_str(&n.events.last().unwrap().detail_json).unwrap();
     assert!(
-        ended["reason"].as_str().unwrap().contains(&first),
-        "names the original: {ended}"
+        end["reason"].as_str().unwrap().contains(&first),
+        "names the original: {end}"
     );
     assert_eq!(
-        wait_until(&ch, &key, &first, Duration::from_secs(20), done)
+        wait_until(&ch, &key, &first, Duration::from_secs(20), ended)
             .await
             .status,
         "delivered"
     );
     assert_eq!(
-        wait_until(&ch, &key, &other, Duration::from_secs(20), done)
+        wait_until(&ch, &key, &other, Duration::from_secs(20), ended)
             .await
             .status,
         "delivered"
@@ -599,16 +594,11 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
             trigger_one(&ch, &key, workflow, sub, &email, &payload).await
         }
     };
-    let done = |n: &api::Notification| {
-        n.events
-            .iter()
-            .any(|e| e.event_type == "clarion.notification.ended.v1")
-    };
     // Drop: the third message to the same recipient within the hour is not sent
     let mut statuses = Vec::new();
     for i in 0..3 {
         let id = trigger("capped", "busy-bee", i).await;
-        statuses.push(wait_until(&ch, &key, &id, Duration::from_secs(20), done).await);
+        statuses.push(wait_until(&ch, &key, &id, Duration::from_secs(20), ended).await);
     }
     assert_eq!(
         statuses
@@ -617,19 +607,19 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
             .collect::<Vec<_>>(),
         ["delivered", "delivered", "suppressed"]
     );
-    let ended: serde_json::Value =
+    let end: serde_json::Value =
         serde_json::from_str(&statuses[2].events.last().unwrap().detail_json).unwrap();
     assert!(
-        ended["reason"]
+        end["reason"]
             .as_str()
             .unwrap()
             .contains("throttled: recipient limit of 2 per 1h reached (workflow capped)"),
-        "{ended}"
+        "{end}"
     );
     // Another recipient is not affected
     let other = trigger("capped", "calm-cat", 9).await;
     assert_eq!(
-        wait_until(&ch, &key, &other, Duration::from_secs(20), done)
+        wait_until(&ch, &key, &other, Duration::from_secs(20), ended)
             .await
             .status,
         "delivered"
@@ -638,8 +628,8 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
     // Defer: the second message waits until the 2 s window has room, then goes
     let first = trigger("paced", "pacer", 1).await;
     let second = trigger("paced", "pacer", 2).await;
-    let a = wait_until(&ch, &key, &first, Duration::from_secs(20), done).await;
-    let b = wait_until(&ch, &key, &second, Duration::from_secs(20), done).await;
+    let a = wait_until(&ch, &key, &first, Duration::from_secs(20), ended).await;
+    let b = wait_until(&ch, &key, &second, Duration::from_secs(20), ended).await;
     assert_eq!(
         (a.status.as_str(), b.status.as_str()),
         ("delivered", "delivered")
@@ -766,18 +756,13 @@ async fn tenant_limits_hold_across_workflows_and_channels() {
             .await
             .unwrap();
     }
-    let done = |n: &api::Notification| {
-        n.events
-            .iter()
-            .any(|e| e.event_type == "clarion.notification.ended.v1")
-    };
     let run = |workflow: &'static str, sub: &'static str| {
         let (ch, key) = (ch.clone(), key.clone());
         async move {
             let email = format!("{sub}@example.test");
             let payload = r#"{"day":"monday","phone":"+15145550100"}"#;
             let id = trigger_one(&ch, &key, workflow, sub, &email, payload).await;
-            wait_until(&ch, &key, &id, Duration::from_secs(20), done).await
+            wait_until(&ch, &key, &id, Duration::from_secs(20), ended).await
         }
     };
     let reason = |n: &api::Notification| {

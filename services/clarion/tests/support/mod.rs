@@ -302,6 +302,13 @@ pub async fn appointment_workflow(ch: &Channel, key: &str, workflow: &str, provi
         .expect("put workflow");
 }
 
+/// Whether the notification's run has ended (a `wait_until` predicate).
+pub fn ended(n: &api::Notification) -> bool {
+    n.events
+        .iter()
+        .any(|e| e.event_type == "clarion.notification.ended.v1")
+}
+
 /// Polls GetNotification until `done` holds (or times out and returns the last view).
 pub async fn wait_until(
     ch: &Channel,
