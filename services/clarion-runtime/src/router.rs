@@ -983,16 +983,22 @@ impl Processor for Router {
                         key: e.partition_key.clone(),
                         in_dlq: false,
                     };
-                    // The trigger condition decides whether the run starts at all.
-                    let stored = self.subscriber(store, &tenant, &t.subscriber_id).await?;
-                    let sub_json = stored
-                        .unwrap_or_else(|| Subscriber {
-                            subscriber_id: t.subscriber_id.clone(),
-                            ..Default::default()
-                        })
-                        .with_override(&rec.contact.to_pb())
-                        .template_context();
-                    match flow.matches(&rec.payload, &sub_json, &json!({"id": tenant})) {
+                    // The trigger condition decides whether the run starts at
+                    // all; the subscriber's variables are built only for one.
+                    let matched = if flow.has_trigger_condition() {
+                        let stored = self.subscriber(store, &tenant, &t.subscriber_id).await?;
+                        let sub_json = stored
+                            .unwrap_or_else(|| Subscriber {
+                                subscriber_id: t.subscriber_id.clone(),
+                                ..Default::default()
+                            })
+                            .with_override(&rec.contact.to_pb())
+                            .template_context();
+                        flow.matches(&rec.payload, &sub_json, &json!({"id": tenant}))
+                    } else {
+                        Ok(true)
+                    };
+                    match matched {
                         Ok(true) => {
                             // Index the run by its cancellation key, if the workflow has one.
                             if let Some(value) = flow.def.cancel_key.as_deref().and_then(|field| {

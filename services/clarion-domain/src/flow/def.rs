@@ -657,6 +657,12 @@ impl Flow {
         })
     }
 
+    /// Whether the trigger has a condition (without one every trigger starts
+    /// a run, and its variables need not be built).
+    pub fn has_trigger_condition(&self) -> bool {
+        self.trigger_condition.is_some()
+    }
+
     /// Whether a trigger starts a run: the trigger condition over `payload`,
     /// `subscriber` and `tenant` (true when there is none).
     pub fn matches(
