@@ -912,3 +912,98 @@ async fn running_runs_keep_their_version_through_new_and_bad_definitions() {
     assert_eq!(routed["workflow_version"], 1);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_starts_only_the_workflows_whose_condition_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let key = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &key, "appointment", "sink").await;
+    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
+    for def in [
+        // Payload, subscriber attributes and tenant data in one condition.
+        "id: vip-visit\ntrigger:\n  event: visit.scheduled\n  condition: 'payload.priority != \"low\" && subscriber.attributes.tier == \"gold\" && tenant.id == \"acme\"'\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+        "id: any-visit\ntrigger: { event: visit.scheduled }\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+    ] {
+        wf.apply(authed(&key, api::ApplyWorkflowRequest { definition: def.into() }))
+            .await
+            .unwrap();
+    }
+    let mut subs = Subscribers::new(ch.clone());
+    for (id, tier) in [("gold-1", "gold"), ("basic-1", "basic")] {
+        subs.upsert(authed(
+            &key,
+            api::Subscriber {
+                subscriber_id: id.into(),
+                email: format!("{id}@example.test"),
+                attributes_json: format!(r#"{{"tier":"{tier}"}}"#),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    // Each trigger fans out to both workflows of the event; returns the
+    // outcome of each by workflow.
+    let by_event = |sub: &'static str, priority: &'static str| {
+        let (ch, key) = (ch.clone(), key.clone());
+        let request = authed(
+            &key,
+            api::TriggerRequest {
+                event: "visit.scheduled".into(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: sub.into(),
+                    ..Default::default()
+                }],
+                payload_json: format!(r#"{{"day":"monday","priority":"{priority}"}}"#),
+                ..Default::default()
+            },
+        );
+        async move {
+            let resp = Notifications::new(ch.clone())
+                .trigger(request)
+                .await
+                .unwrap()
+                .into_inner();
+            let mut out = Vec::new();
+            for n in resp.notifications {
+                let view = wait_until(
+                    &ch,
+                    &key,
+                    &n.notification_id,
+                    Duration::from_secs(20),
+                    ended,
+                )
+                .await;
+                let end: serde_json::Value =
+                    serde_json::from_str(&view.events.last().unwrap().detail_json).unwrap();
+                out.push((
+                    n.workflow_id,
+                    view.status,
+                    end["reason"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+            out.sort();
+            out
+        }
+    };
+    let high_gold = by_event("gold-1", "high").await;
+    assert_eq!(
+        high_gold
+            .iter()
+            .map(|(w, s, _)| (w.as_str(), s.as_str()))
+            .collect::<Vec<_>>(),
+        [("any-visit", "delivered"), ("vip-visit", "delivered")]
+    );
+    for (sub, priority) in [("gold-1", "low"), ("basic-1", "high")] {
+        let got = by_event(sub, priority).await;
+        assert_eq!(got[0].1, "delivered", "{got:?}");
+        assert_eq!(
+            (got[1].0.as_str(), got[1].1.as_str(), got[1].2.as_str()),
+            ("vip-visit", "suppressed", "trigger condition is false"),
+            "{sub} {priority}"
+        );
+    }
+    node.stop().await;
+}
