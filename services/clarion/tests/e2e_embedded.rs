@@ -565,16 +565,16 @@ async fn throttle_limits_drop_or_defer_and_say_why() {
     let ch = channel(node.grpc).await;
     let key = create_tenant(&ch, "acme").await;
     appointment_workflow(&ch, &key, "appointment", "sink").await;
-    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
-    for def in [
-        "id: capped\nthrottle: [ { scope: recipient, limit: 2, window: 1h, on_exceed: drop } ]\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
-        "id: paced\nthrottle: [ { scope: channel, limit: 1, window: 2s, on_exceed: defer } ]\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
-    ] {
-        wf.apply(authed(&key, api::ApplyWorkflowRequest { definition: def.into() }))
-            .await
-            .unwrap();
-    }
-    let e = wf
+    apply_workflows(
+        &ch,
+        &key,
+        &[
+            "id: capped\nthrottle: [ { scope: recipient, limit: 2, window: 1h, on_exceed: drop } ]\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+            "id: paced\nthrottle: [ { scope: channel, limit: 1, window: 2s, on_exceed: defer } ]\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+        ],
+    )
+    .await;
+    let e = api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
         .apply(authed(
             &key,
             api::ApplyWorkflowRequest {
@@ -747,15 +747,15 @@ async fn tenant_limits_hold_across_workflows_and_channels() {
         ))
         .await
         .unwrap();
-    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
-    for def in [
-        "id: reminder\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
-        "id: texts\nsteps:\n  - { id: text, type: send, channel: sms, template: text-tpl, provider: sink, to: payload.phone }\n",
-    ] {
-        wf.apply(authed(&key, api::ApplyWorkflowRequest { definition: def.into() }))
-            .await
-            .unwrap();
-    }
+    apply_workflows(
+        &ch,
+        &key,
+        &[
+            "id: reminder\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+            "id: texts\nsteps:\n  - { id: text, type: send, channel: sms, template: text-tpl, provider: sink, to: payload.phone }\n",
+        ],
+    )
+    .await;
     let run = |workflow: &'static str, sub: &'static str| {
         let (ch, key) = (ch.clone(), key.clone());
         async move {
@@ -920,16 +920,16 @@ async fn an_event_starts_only_the_workflows_whose_condition_holds() {
     let ch = channel(node.grpc).await;
     let key = create_tenant(&ch, "acme").await;
     appointment_workflow(&ch, &key, "appointment", "sink").await;
-    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
-    for def in [
-        // Payload, subscriber attributes and tenant data in one condition.
-        "id: vip-visit\ntrigger:\n  event: visit.scheduled\n  condition: 'payload.priority != \"low\" && subscriber.attributes.tier == \"gold\" && tenant.id == \"acme\"'\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
-        "id: any-visit\ntrigger: { event: visit.scheduled }\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
-    ] {
-        wf.apply(authed(&key, api::ApplyWorkflowRequest { definition: def.into() }))
-            .await
-            .unwrap();
-    }
+    apply_workflows(
+        &ch,
+        &key,
+        &[
+            // Payload, subscriber attributes and tenant data in one condition.
+            "id: vip-visit\ntrigger:\n  event: visit.scheduled\n  condition: 'payload.priority != \"low\" && subscriber.attributes.tier == \"gold\" && tenant.id == \"acme\"'\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+            "id: any-visit\ntrigger: { event: visit.scheduled }\nsteps:\n  - { id: mail, type: send, channel: email, template: appointment-tpl, provider: sink }\n",
+        ],
+    )
+    .await;
     let mut subs = Subscribers::new(ch.clone());
     for (id, tier) in [("gold-1", "gold"), ("basic-1", "basic")] {
         subs.upsert(authed(

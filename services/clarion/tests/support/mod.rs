@@ -302,6 +302,21 @@ pub async fn appointment_workflow(ch: &Channel, key: &str, workflow: &str, provi
         .expect("put workflow");
 }
 
+/// Publishes workflow definitions (YAML) through `WorkflowService.Apply`.
+pub async fn apply_workflows(ch: &Channel, key: &str, definitions: &[&str]) {
+    let mut wf = api::workflow_service_client::WorkflowServiceClient::new(ch.clone());
+    for def in definitions {
+        wf.apply(authed(
+            key,
+            api::ApplyWorkflowRequest {
+                definition: def.to_string(),
+            },
+        ))
+        .await
+        .expect("apply workflow");
+    }
+}
+
 /// Whether the notification's run has ended (a `wait_until` predicate).
 pub fn ended(n: &api::Notification) -> bool {
     n.events
