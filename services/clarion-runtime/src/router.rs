@@ -109,6 +109,12 @@ pub struct Router {
     flows: HashMap<(String, String, u32), Arc<Flow>>,
     templates: HashMap<(String, String), TemplateEntry>,
     runs: HashMap<(String, String), RunRecord>,
+    /// Runs that ended in the batch being processed. They leave the cache at
+    /// the start of the next batch, not at once: a later input of the same
+    /// batch (the sink's Delivered right behind its Sent) must see the ended
+    /// run, and until the batch commits the store still holds the run as it
+    /// was before.
+    ended: Vec<(String, String)>,
     content: HashMap<(String, String), Value>,
     /// Sliding-window send logs by throttle key (timestamps, oldest first).
     throttle_logs: HashMap<(String, String), VecDeque<i64>>,
@@ -179,6 +185,7 @@ impl Router {
             flows: HashMap::new(),
             templates: HashMap::new(),
             runs: HashMap::new(),
+            ended: Vec::new(),
             content: HashMap::new(),
             throttle_logs: HashMap::new(),
             tenant_limits: HashMap::new(),
@@ -530,20 +537,48 @@ impl Router {
         load_run(store, tenant, nid).await
     }
 
-    /// Keeps a live run in memory for its next input. Ended runs leave the
-    /// cache (a late engagement reloads them from the store), so memory holds
-    /// the runs in flight, not every run ever started; the bound is a guard
-    /// against a flood of long waits.
+    /// Keeps a run in memory for its next input. Ended runs leave the cache
+    /// with the next batch (a late engagement reloads them from the store), so
+    /// memory holds the runs in flight, not every run ever started; the bound
+    /// is a guard against a flood of long waits.
     fn remember(&mut self, tenant: &str, nid: String, rec: RunRecord) {
         let key = (tenant.to_string(), nid);
-        if rec.run.terminal.is_some() && !rec.in_dlq {
-            self.runs.remove(&key);
-            return;
-        }
+        let before = self.runs.len();
         if self.runs.len() >= MAX_CACHED_RUNS {
             self.runs.clear();
         }
+        if rec.run.terminal.is_some() && !rec.in_dlq {
+            self.ended.push(key.clone());
+        }
         self.runs.insert(key, rec);
+        self.count_cached_runs(before);
+    }
+
+    /// Drops the runs that ended in the previous batch (now committed) and
+    /// have not come back to life since (a dead letter retried).
+    fn forget_ended_runs(&mut self) {
+        let before = self.runs.len();
+        for key in std::mem::take(&mut self.ended) {
+            if self
+                .runs
+                .get(&key)
+                .is_some_and(|r| r.run.terminal.is_some() && !r.in_dlq)
+            {
+                self.runs.remove(&key);
+            }
+        }
+        self.count_cached_runs(before);
+    }
+
+    /// A gauge summed over the partitions' routers: the runs held in memory.
+    fn count_cached_runs(&self, before: usize) {
+        metrics::gauge!("clarion_router_cached_runs")
+            .increment(self.runs.len() as f64 - before as f64);
+    }
+
+    /// Runs held in memory (in flight, or ended in the last batch).
+    pub fn cached_runs(&self) -> usize {
+        self.runs.len()
     }
 
     /// Applies `first` to a run and carries out everything it asks for,
@@ -871,6 +906,7 @@ impl Processor for Router {
         batch: &mut Batch,
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
+        self.forget_ended_runs();
         for input in inputs {
             let e = &input.event;
             let tenant = e.tenant.as_str().to_string();
@@ -1163,8 +1199,7 @@ impl Processor for Router {
                                 RowKey::new(Table::Runs, &tenant, &d.notification_id, Vec::new()),
                                 encode_run(&rec),
                             );
-                            self.runs
-                                .insert((tenant.clone(), d.notification_id.clone()), rec);
+                            self.remember(&tenant, d.notification_id.clone(), rec);
                             self.dlq_changed(store, batch, e, &tenant, -1).await?;
                         }
                     }

@@ -144,6 +144,12 @@ impl<P: Processor> PartitionRunner<P> {
         )
     }
 
+    /// The processor this runner drives (its in-memory state, for tests and
+    /// diagnostics).
+    pub fn processor(&self) -> &P {
+        &self.processor
+    }
+
     /// Next offset to apply on the primary input.
     pub fn next_offset(&self) -> u64 {
         self.positions.get(&self.inputs[0]).copied().unwrap_or(0)

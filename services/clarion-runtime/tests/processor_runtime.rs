@@ -728,6 +728,107 @@ async fn a_trigger_appended_twice_is_dispatched_once() {
     assert_eq!(env.offset(ROUTER, Topic::Triggers, p).await, 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_and_delivered_in_one_batch_end_the_run_once_and_it_stays_ended() {
+    // Given: a routed one-step email run, and the sink's outcome for it: Sent
+    // and Delivered, appended together as the dispatcher appends them, so the
+    // router reads both in one batch.
+    let env = Env::new().await;
+    given_published_config(&env).await;
+    let p = recipient_partition();
+    env.append(Topic::Triggers, &[subscriber_upserted(), triggered()])
+        .await;
+    let mut runner = env
+        .runner(router(), Arc::new(NoEffects), Topic::Triggers, p)
+        .with_inputs(&[Topic::Deliveries]);
+    runner.start().await.unwrap();
+    runner
+        .step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+    let dispatch = env.events(Topic::Dispatch).await;
+    let d = dispatches(&dispatch)[0].clone();
+    let system = || Actor::System("dispatcher".into());
+    let sent = dispatch[0].caused(
+        0,
+        T0,
+        system(),
+        Payload::Sent(pb::NotificationSent {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: "sink".into(),
+            provider_message_id: d.attempt_id.clone(),
+        }),
+    );
+    let delivered = dispatch[0].caused(
+        1,
+        T0,
+        system(),
+        Payload::Delivered(pb::NotificationDelivered {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: "sink".into(),
+        }),
+    );
+    env.append(Topic::Deliveries, &[sent, delivered]).await;
+
+    // When: the router applies that batch.
+    runner
+        .step_topic(
+            Topic::Deliveries,
+            env.records(Topic::Deliveries, p, 0).await,
+        )
+        .await
+        .unwrap();
+
+    // Then: the run ended once, completed...
+    let ended: Vec<_> = env
+        .events(Topic::Notifications)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            Payload::Ended(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].outcome, "completed");
+    // ...and the stored run is the ended one, with the delivery recorded: the
+    // Delivered behind the Sent saw the run as the Sent left it, not the
+    // record the store held before the batch.
+    let stored = env
+        .store
+        .get(&RowKey::new(
+            Table::Runs,
+            "acme",
+            &d.notification_id,
+            Vec::new(),
+        ))
+        .await
+        .unwrap()
+        .expect("run record");
+    let rec = clarion_runtime::router::decode_run(&stored).expect("run record decodes");
+    assert_eq!(
+        rec.run.terminal,
+        Some(clarion_domain::flow::Terminal::Completed),
+        "{rec:?}"
+    );
+    assert_eq!(
+        rec.run.step_status.values().collect::<Vec<_>>(),
+        ["delivered"],
+        "{rec:?}"
+    );
+
+    // And: once the next batch starts, the ended run no longer takes memory.
+    assert_eq!(runner.processor().cached_runs(), 1);
+    env.append(Topic::Triggers, &[subscriber_upserted()]).await;
+    runner
+        .step(env.records(Topic::Triggers, p, 2).await)
+        .await
+        .unwrap();
+    assert_eq!(runner.processor().cached_runs(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // 3. Crash between commit and outbox completion.
 // ---------------------------------------------------------------------------

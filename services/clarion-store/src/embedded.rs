@@ -148,11 +148,15 @@ fn apply_batches(c: &mut Connection, batches: &[&WriteBatch]) -> Result<()> {
 impl SqliteStore {
     pub fn open(path: &str) -> Result<SqliteStore> {
         let writer = connect(path)?;
-        // The writer gets a 256 MiB page cache (SQLite's default is 2 MiB): the
-        // store grows with every notification, and with random keys a small
-        // cache turns every commit into page reads and writes.
+        // The writer gets a 16 MiB page cache (SQLite's default is 2 MiB):
+        // keys are time-ordered, so the pages a commit touches are mostly the
+        // right edges of the B-trees. Not larger: a B-tree split parks a page
+        // at the lock-byte page number (1 GiB), and every commit then scans
+        // the whole page cache to drop pages past the end of the file
+        // (`pcache1TruncateUnsafe`); with 256 MiB that scan was 8 % of the
+        // server's CPU (docs/benchmarks.md).
         writer
-            .execute_batch("PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=0;")
+            .execute_batch("PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;")
             .map_err(storage)?;
         for t in Table::ALL {
             writer
