@@ -12,6 +12,10 @@ use crate::topics::Topic;
 pub struct Input {
     pub offset: u64,
     pub event: Event,
+    /// The record as read from the log (the encoded `event`): a processor
+    /// that stores the event as is (the projector) keeps these bytes rather
+    /// than encode it again.
+    pub raw: Bytes,
 }
 
 /// An output event for a topic.

@@ -45,15 +45,15 @@ impl Processor for Projector {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         for input in inputs {
-            project(batch, &input.event);
+            project(batch, &input.event, &input.raw);
         }
         Ok(())
     }
 }
 
-fn project(batch: &mut Batch, e: &Event) {
+fn project(batch: &mut Batch, e: &Event, raw: &Bytes) {
     let tenant = e.tenant.as_str();
-    let bytes = || Bytes::from(e.encode());
+    let bytes = || raw.clone();
     let w = &mut batch.writes;
     match &e.payload {
         Payload::TenantCreated(t) => {

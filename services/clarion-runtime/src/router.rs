@@ -115,6 +115,10 @@ pub struct Router {
     /// run, and until the batch commits the store still holds the run as it
     /// was before.
     ended: Vec<(String, String)>,
+    /// Run records of this batch's notifications read from the store in one
+    /// go before the batch (`None`: no run yet). The cache above wins: an
+    /// entry here is only the state before the batch.
+    prefetched: HashMap<(String, String), Option<RunRecord>>,
     content: HashMap<(String, String), Value>,
     /// Sliding-window send logs by throttle key (timestamps, oldest first).
     throttle_logs: HashMap<(String, String), VecDeque<i64>>,
@@ -186,6 +190,7 @@ impl Router {
             templates: HashMap::new(),
             runs: HashMap::new(),
             ended: Vec::new(),
+            prefetched: HashMap::new(),
             content: HashMap::new(),
             throttle_logs: HashMap::new(),
             tenant_limits: HashMap::new(),
@@ -534,7 +539,44 @@ impl Router {
         if let Some(r) = self.runs.get(&k) {
             return Ok(Some(r.clone()));
         }
+        if let Some(r) = self.prefetched.get(&k) {
+            return Ok(r.clone());
+        }
         load_run(store, tenant, nid).await
+    }
+
+    /// Reads the run records of the batch's notifications that are not in
+    /// memory (new triggers, late engagement) with one store read, not one
+    /// read per input.
+    async fn prefetch_runs(
+        &mut self,
+        store: &dyn Store,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        self.prefetched.clear();
+        let mut keys = Vec::new();
+        let mut ids = Vec::new();
+        for input in inputs {
+            let e = &input.event;
+            let Some(nid) = e.payload.notification_id() else {
+                continue;
+            };
+            let k = (e.tenant.as_str().to_string(), nid.to_string());
+            if self.runs.contains_key(&k) || self.prefetched.contains_key(&k) {
+                continue;
+            }
+            keys.push(RowKey::new(Table::Runs, &k.0, &k.1, Vec::new()));
+            self.prefetched.insert(k.clone(), None);
+            ids.push(k);
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows = store.get_many(&keys).await?;
+        for (k, row) in ids.into_iter().zip(rows) {
+            self.prefetched.insert(k, row.and_then(|b| decode_run(&b)));
+        }
+        Ok(())
     }
 
     /// Keeps a run in memory for its next input. Ended runs leave the cache
@@ -543,6 +585,7 @@ impl Router {
     /// is a guard against a flood of long waits.
     fn remember(&mut self, tenant: &str, nid: String, rec: RunRecord) {
         let key = (tenant.to_string(), nid);
+        self.prefetched.remove(&key);
         let before = self.runs.len();
         if self.runs.len() >= MAX_CACHED_RUNS {
             self.runs.clear();
@@ -907,6 +950,7 @@ impl Processor for Router {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         self.forget_ended_runs();
+        self.prefetch_runs(store, inputs).await?;
         for input in inputs {
             let e = &input.event;
             let tenant = e.tenant.as_str().to_string();

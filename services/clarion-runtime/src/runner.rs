@@ -289,6 +289,7 @@ impl<P: Processor> PartitionRunner<P> {
             inputs.push(Input {
                 offset: r.offset,
                 event,
+                raw: r.value.clone(),
             });
         }
         if inputs.is_empty() {

@@ -312,8 +312,14 @@ impl Store for SqliteStore {
         }
         let keys = keys.to_vec();
         self.read(keys.len() <= SMALL_READ_ROWS, move |c| {
+            // One read transaction for all keys: one snapshot, and one WAL
+            // check instead of one per key (each statement outside a
+            // transaction is a read transaction of its own).
+            let tx = c.unchecked_transaction().map_err(storage)?;
             let now = now_ms();
-            keys.iter().map(|k| get_one(c, k, now)).collect()
+            let rows = keys.iter().map(|k| get_one(&tx, k, now)).collect();
+            tx.finish().map_err(storage)?;
+            rows
         })
         .await
     }
