@@ -40,6 +40,44 @@ fn connect(path: &str) -> Result<Connection> {
     clarion_sqlite::connect(path).map_err(storage)
 }
 
+/// The per-row statements of one table, formatted once: the hot paths look
+/// them up rather than format a fresh SQL string for every row.
+struct TableSql {
+    get: String,
+    put: String,
+    delete: String,
+}
+
+fn sql(table: Table) -> &'static TableSql {
+    static SQL: std::sync::OnceLock<Vec<TableSql>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        Table::ALL
+            .iter()
+            .map(|t| TableSql {
+                get: format!(
+                    "SELECT value FROM {t} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3
+                     AND (expires_at IS NULL OR expires_at > ?4)"
+                ),
+                // An upsert rewrites an existing row in place, where OR
+                // REPLACE deletes and reinserts it (run records are rewritten
+                // on every step).
+                put: format!(
+                    "INSERT INTO {t} (tenant, pk, ck, value, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant, pk, ck)
+                     DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+                ),
+                delete: format!("DELETE FROM {t} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3"),
+            })
+            .collect()
+    });
+    let i = Table::ALL
+        .iter()
+        .position(|t| *t == table)
+        .expect("every table is in Table::ALL");
+    &all[i]
+}
+
 /// The embedded SQLite store.
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
@@ -110,34 +148,22 @@ fn apply_batches(c: &mut Connection, batches: &[&WriteBatch]) -> Result<()> {
         for op in &batch.ops {
             match op {
                 Op::Put { key, value, ttl } => {
-                    // An upsert rewrites an existing row in place, where
-                    // OR REPLACE deletes and reinserts it (run records are
-                    // rewritten on every step).
-                    tx.prepare_cached(&format!(
-                        "INSERT INTO {} (tenant, pk, ck, value, expires_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (tenant, pk, ck)
-                         DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-                        key.table
-                    ))
-                    .map_err(storage)?
-                    .execute(params![
-                        key.tenant,
-                        key.pk,
-                        key.ck,
-                        &value[..],
-                        expiry(*ttl)
-                    ])
-                    .map_err(storage)?;
+                    tx.prepare_cached(&sql(key.table).put)
+                        .map_err(storage)?
+                        .execute(params![
+                            key.tenant,
+                            key.pk,
+                            key.ck,
+                            &value[..],
+                            expiry(*ttl)
+                        ])
+                        .map_err(storage)?;
                 }
                 Op::Delete { key } => {
-                    tx.prepare_cached(&format!(
-                        "DELETE FROM {} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3",
-                        key.table
-                    ))
-                    .map_err(storage)?
-                    .execute(params![key.tenant, key.pk, key.ck])
-                    .map_err(storage)?;
+                    tx.prepare_cached(&sql(key.table).delete)
+                        .map_err(storage)?
+                        .execute(params![key.tenant, key.pk, key.ck])
+                        .map_err(storage)?;
                 }
             }
         }
@@ -285,18 +311,14 @@ fn purge(c: &Connection) -> Result<()> {
 }
 
 fn get_one(c: &Connection, k: &RowKey, now: i64) -> Result<Option<Bytes>> {
-    c.prepare_cached(&format!(
-        "SELECT value FROM {} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3
-         AND (expires_at IS NULL OR expires_at > ?4)",
-        k.table
-    ))
-    .map_err(storage)?
-    .query_row(params![k.tenant, k.pk, k.ck, now], |r| {
-        r.get::<_, Vec<u8>>(0)
-    })
-    .optional()
-    .map(|v| v.map(Bytes::from))
-    .map_err(storage)
+    c.prepare_cached(&sql(k.table).get)
+        .map_err(storage)?
+        .query_row(params![k.tenant, k.pk, k.ck, now], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .optional()
+        .map(|v| v.map(Bytes::from))
+        .map_err(storage)
 }
 
 #[async_trait]
