@@ -36,6 +36,14 @@ pub async fn tenant(state: &GatewayState, md: &MetadataMap) -> Result<Caller, Ap
         ApiError::Unauthenticated("malformed API key: expected ck_<tenant>_<secret>".into())
     })?;
     let t = key.tenant.as_str();
+    let now = state.clock.now_ms();
+    if state.config_cache.api_key_valid(t, &key.secret_sha256, now) {
+        return Ok(Caller {
+            actor: Actor::ApiKey(key.key_id()),
+            tenant: key.tenant,
+        });
+    }
+    let seen = state.config_cache.generation();
     let found = state
         .store
         .get(&RowKey::new(
@@ -45,7 +53,11 @@ pub async fn tenant(state: &GatewayState, md: &MetadataMap) -> Result<Caller, Ap
             Vec::new(),
         ))
         .await?;
-    if found.is_none() {
+    if found.is_some() {
+        state
+            .config_cache
+            .remember_api_key(seen, t, &key.secret_sha256, now);
+    } else {
         let tenant_exists = state
             .store
             .get(&RowKey::new(Table::Tenants, t, t, Vec::new()))

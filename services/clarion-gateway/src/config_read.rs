@@ -40,6 +40,35 @@ pub async fn latest_workflow(
     })
 }
 
+/// [`latest_workflow_version`] through the gateway's short-lived cache (the
+/// Trigger hot path; see `config_cache`).
+pub async fn cached_workflow_version(
+    state: &crate::GatewayState,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<(u32, String)>, ApiError> {
+    let now = state.clock.now_ms();
+    if let Some(hit) = state
+        .config_cache
+        .workflow_version(tenant.as_str(), id, now)
+    {
+        return Ok(Some(hit));
+    }
+    let seen = state.config_cache.generation();
+    let found = latest_workflow_version(&*state.store, tenant, id).await?;
+    if let Some((version, event)) = &found {
+        state.config_cache.remember_workflow_version(
+            seen,
+            tenant.as_str(),
+            id,
+            *version,
+            event,
+            now,
+        );
+    }
+    Ok(found)
+}
+
 /// The latest version of a workflow and its trigger event, without
 /// rebuilding the definition (the Trigger hot path needs no more).
 pub async fn latest_workflow_version(

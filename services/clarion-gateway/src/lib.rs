@@ -7,6 +7,7 @@
 //! a caller can use what it just created.
 
 pub mod auth;
+pub mod config_cache;
 pub mod config_read;
 pub mod dead_letter;
 pub mod error;

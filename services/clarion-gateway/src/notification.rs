@@ -10,7 +10,7 @@ use clarion_store::{RowKey, Table};
 use tonic::{Request, Response, Status};
 
 use crate::auth;
-use crate::config_read::latest_workflow_version;
+use crate::config_read::cached_workflow_version;
 use crate::error::ApiError;
 use crate::state::GatewayState;
 
@@ -59,19 +59,18 @@ impl NotificationApi {
         let mut flows = Vec::new();
         if event.is_empty() {
             base.validate(&s.limits)?;
-            let (version, _) =
-                latest_workflow_version(&*s.store, &caller.tenant, &base.workflow_id)
-                    .await?
-                    .ok_or_else(|| {
-                        Violations::single(
-                            "workflow_id",
-                            format!(
-                                "no workflow {:?} exists for tenant {:?}",
-                                base.workflow_id,
-                                caller.tenant.as_str()
-                            ),
-                        )
-                    })?;
+            let (version, _) = cached_workflow_version(s, &caller.tenant, &base.workflow_id)
+                .await?
+                .ok_or_else(|| {
+                    Violations::single(
+                        "workflow_id",
+                        format!(
+                            "no workflow {:?} exists for tenant {:?}",
+                            base.workflow_id,
+                            caller.tenant.as_str()
+                        ),
+                    )
+                })?;
             flows.push((base.workflow_id.clone(), version));
         } else {
             // Validate the shape once with a placeholder id, then fan out.
@@ -354,9 +353,7 @@ async fn workflows_for_event(
     for (id, _) in rows {
         let id = String::from_utf8_lossy(&id).into_owned();
         // The index keeps old entries when a later version changed its event.
-        if let Some((version, trigger_event)) =
-            latest_workflow_version(&*s.store, tenant, &id).await?
-        {
+        if let Some((version, trigger_event)) = cached_workflow_version(s, tenant, &id).await? {
             if trigger_event == event {
                 out.push((id, version));
             }

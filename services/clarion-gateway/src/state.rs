@@ -9,6 +9,7 @@ use clarion_log::{Appended, EventLog, Record};
 use clarion_runtime::{Clock, Topic, Topics};
 use clarion_store::Store;
 
+use crate::config_cache::ConfigCache;
 use crate::error::ApiError;
 
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct GatewayState {
     pub idempotency_ttl: Duration,
     /// Serialises configuration writes of this gateway (version numbering).
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Recently read API keys and workflow versions (the Trigger hot path).
+    pub config_cache: Arc<ConfigCache>,
 }
 
 impl GatewayState {

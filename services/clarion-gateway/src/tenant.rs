@@ -49,6 +49,8 @@ pub(crate) async fn publish(state: &GatewayState, events: &[Event]) -> Result<()
     if let Some(last) = at.last() {
         state.wait_applied(PROJECTOR, Topic::Config, *last).await;
     }
+    // After the projection has it: the next read sees the new configuration.
+    state.config_cache.invalidate();
     Ok(())
 }
 

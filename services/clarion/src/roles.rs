@@ -122,6 +122,7 @@ impl Node {
                 3600 * self.cfg.limits.idempotency_retention_hours,
             ),
             config_lock: Arc::default(),
+            config_cache: Arc::default(),
         }
     }
 

@@ -882,6 +882,34 @@ async fn running_runs_keep_their_version_through_new_and_bad_definitions() {
             .any(|w| w.workflow_id == "follow-up" && w.version == 2),
         "{listed:?}"
     );
+    // A trigger right after the publish runs on version 2, although the
+    // gateway had just read version 1 for the first trigger (its cache of
+    // workflow versions is cleared by the publish).
+    let on_v2 = trigger_one(
+        &ch,
+        &key,
+        "follow-up",
+        "v2",
+        "v2@example.test",
+        r#"{"day":"mardi"}"#,
+    )
+    .await;
+    let n2 = wait_until(&ch, &key, &on_v2, Duration::from_secs(20), ended).await;
+    let triggered: serde_json::Value = serde_json::from_str(
+        &n2.events
+            .iter()
+            .find(|e| e.event_type == "clarion.notification.triggered.v1")
+            .unwrap()
+            .detail_json,
+    )
+    .unwrap();
+    assert_eq!(triggered["workflow_version"], 2, "{n2:?}");
+    assert!(
+        n2.events
+            .iter()
+            .all(|e| e.event_type != "clarion.notification.routed.v1"),
+        "version 2 stops without sending: {n2:?}"
+    );
     let got = wf
         .get(authed(
             &key,
