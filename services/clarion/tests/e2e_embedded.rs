@@ -895,14 +895,7 @@ async fn running_runs_keep_their_version_through_new_and_bad_definitions() {
     )
     .await;
     let n2 = wait_until(&ch, &key, &on_v2, Duration::from_secs(20), ended).await;
-    let triggered: serde_json::Value = serde_json::from_str(
-        &n2.events
-            .iter()
-            .find(|e| e.event_type == "clarion.notification.triggered.v1")
-            .unwrap()
-            .detail_json,
-    )
-    .unwrap();
+    let triggered = event_detail(&n2, "clarion.notification.triggered.v1");
     assert_eq!(triggered["workflow_version"], 2, "{n2:?}");
     assert!(
         n2.events
@@ -929,14 +922,7 @@ async fn running_runs_keep_their_version_through_new_and_bad_definitions() {
     // The running notification finishes on version 1: it sends after its delay
     let n = wait_status(&ch, &key, &id, "delivered", Duration::from_secs(20)).await;
     assert_eq!(n.status, "delivered");
-    let routed: serde_json::Value = serde_json::from_str(
-        &n.events
-            .iter()
-            .find(|e| e.event_type == "clarion.notification.routed.v1")
-            .unwrap()
-            .detail_json,
-    )
-    .unwrap();
+    let routed = event_detail(&n, "clarion.notification.routed.v1");
     assert_eq!(routed["workflow_version"], 1);
     node.stop().await;
 }

@@ -324,6 +324,16 @@ pub fn ended(n: &api::Notification) -> bool {
         .any(|e| e.event_type == "clarion.notification.ended.v1")
 }
 
+/// The detail (JSON) of the first event of `event_type` in a notification's history.
+pub fn event_detail(n: &api::Notification, event_type: &str) -> serde_json::Value {
+    let e = n
+        .events
+        .iter()
+        .find(|e| e.event_type == event_type)
+        .unwrap_or_else(|| panic!("no {event_type} in {n:?}"));
+    serde_json::from_str(&e.detail_json).expect("event detail is JSON")
+}
+
 /// Polls GetNotification until `done` holds (or times out and returns the last view).
 pub async fn wait_until(
     ch: &Channel,
@@ -763,14 +773,7 @@ pub async fn wait_then_sms_scenario(
     })
     .await;
     let types: Vec<&str> = n.events.iter().map(|e| e.event_type.as_str()).collect();
-    let ended: serde_json::Value = serde_json::from_str(
-        &n.events
-            .iter()
-            .find(|e| e.event_type == "clarion.notification.ended.v1")
-            .unwrap()
-            .detail_json,
-    )
-    .unwrap();
+    let ended = event_detail(&n, "clarion.notification.ended.v1");
     assert_eq!(ended["outcome"], "completed", "{types:?}");
     let sms = twilio.sent();
     if open_it {
