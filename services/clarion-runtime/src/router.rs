@@ -139,6 +139,7 @@ pub struct Router {
 const MAX_CACHED_RUNS: usize = 200_000;
 const MAX_CACHED_SUBSCRIBERS: usize = 100_000;
 const MAX_CACHED_THROTTLE_LOGS: usize = 100_000;
+const MAX_CACHED_CONTENT_HASHES: usize = 100_000;
 
 fn actor() -> Actor {
     Actor::System(ROUTER.into())
@@ -292,12 +293,6 @@ impl Router {
                 Owner::Tenant => format!("throttle:t/{counter}/{scope_key}"),
             };
             let log_key = (tenant.to_string(), key.clone());
-            if self.throttle_logs.len() >= MAX_CACHED_THROTTLE_LOGS {
-                // Recipient-scoped windows pile up, one per recipient. Every
-                // counted send is also a store row (TTL = its window), so a
-                // forgotten window is reloaded exactly when next needed.
-                self.throttle_logs.clear();
-            }
             if !self.throttle_logs.contains_key(&log_key) {
                 let rows = store
                     .scan(&Scan::partition(Table::Runs, tenant, &key, 100_000))
@@ -467,9 +462,6 @@ impl Router {
             .get(&RowKey::new(Table::Subscribers, tenant, id, Vec::new()))
             .await?
             .and_then(|b| clarion_domain::event::decode_subscriber(&b));
-        if self.subscribers.len() >= MAX_CACHED_SUBSCRIBERS {
-            self.subscribers.clear();
-        }
         self.subscribers.insert(k, s.clone());
         Ok(s)
     }
@@ -593,9 +585,6 @@ impl Router {
         let key = (tenant.to_string(), nid);
         self.prefetched.remove(&key);
         let before = self.runs.len();
-        if self.runs.len() >= MAX_CACHED_RUNS {
-            self.runs.clear();
-        }
         if rec.run.terminal.is_some() && !rec.in_dlq {
             self.ended.push(key.clone());
         }
@@ -603,10 +592,35 @@ impl Router {
         self.count_cached_runs(before);
     }
 
-    /// Drops the runs that ended in the previous batch (now committed) and
-    /// have not come back to life since (a dead letter retried).
+    /// Between batches, when everything this router decided is committed:
+    /// starts full caches over and drops the runs that ended. Only here: an
+    /// entry changed earlier in a batch must stay in memory for the rest of
+    /// it, since the store has the change only once the batch commits.
+    /// Every cached fact is also a store row (throttle marks and content
+    /// hashes with their window as TTL), so what is forgotten is reloaded
+    /// when next needed.
+    fn start_batch(&mut self) {
+        if self.throttle_logs.len() >= MAX_CACHED_THROTTLE_LOGS {
+            // Recipient-scoped windows pile up, one per recipient.
+            self.throttle_logs.clear();
+        }
+        if self.subscribers.len() >= MAX_CACHED_SUBSCRIBERS {
+            self.subscribers.clear();
+        }
+        if self.content.len() >= MAX_CACHED_CONTENT_HASHES {
+            self.content.clear();
+        }
+        self.forget_ended_runs();
+    }
+
+    /// Drops the runs that ended in the previous batch and have not come
+    /// back to life since (a dead letter retried); starts over when full.
     fn forget_ended_runs(&mut self) {
         let before = self.runs.len();
+        if self.runs.len() >= MAX_CACHED_RUNS {
+            self.runs.clear();
+            self.ended.clear();
+        }
         for key in std::mem::take(&mut self.ended) {
             if self
                 .runs
@@ -971,7 +985,7 @@ impl Processor for Router {
         batch: &mut Batch,
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
-        self.forget_ended_runs();
+        self.start_batch();
         self.prefetch_runs(store, inputs).await?;
         for input in inputs {
             let e = &input.event;
@@ -1072,9 +1086,6 @@ impl Processor for Router {
                             Bytes::from(mark.to_string()),
                             Duration::from_millis(window),
                         );
-                        if self.content.len() > 100_000 {
-                            self.content.clear();
-                        }
                         self.content.insert((tenant.clone(), hash), mark);
                     }
                     let rec = RunRecord {
