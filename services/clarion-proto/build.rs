@@ -13,7 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "schemas/events/v1/config.proto",
     ]
     .map(|p| root.join(p));
-    prost_build::Config::new().compile_protos(&events, &[root.join("schemas/events")])?;
+    // The envelope's payload as `Bytes`: decoded from a log record's `Bytes`
+    // it is a view of the record, not a copy (every processor decodes every
+    // event it reads).
+    prost_build::Config::new()
+        .bytes([".clarion.events.v1.EventEnvelope.payload"])
+        .compile_protos(&events, &[root.join("schemas/events")])?;
 
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
         println!(

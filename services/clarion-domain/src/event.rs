@@ -231,14 +231,28 @@ impl Event {
                 .map(|i| i.0.to_vec())
                 .unwrap_or_default(),
             actor: Some(self.actor.to_pb()),
-            payload: self.payload.encode_to_vec(),
+            payload: self.payload.encode_to_vec().into(),
         }
         .encode_to_vec()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Event, EventDecodeError> {
-        let env = pb::EventEnvelope::decode(bytes)
-            .map_err(|e| EventDecodeError::Envelope(e.to_string()))?;
+        Self::from_envelope(
+            pb::EventEnvelope::decode(bytes)
+                .map_err(|e| EventDecodeError::Envelope(e.to_string()))?,
+        )
+    }
+
+    /// Like [`Event::decode`], for a record held as `Bytes`: the envelope's
+    /// payload is then a view of `bytes` rather than a copy.
+    pub fn decode_bytes(bytes: bytes::Bytes) -> Result<Event, EventDecodeError> {
+        Self::from_envelope(
+            pb::EventEnvelope::decode(bytes)
+                .map_err(|e| EventDecodeError::Envelope(e.to_string()))?,
+        )
+    }
+
+    fn from_envelope(env: pb::EventEnvelope) -> Result<Event, EventDecodeError> {
         if env.schema_version != SCHEMA_VERSION {
             return Err(EventDecodeError::SchemaVersion(env.schema_version));
         }
@@ -318,12 +332,15 @@ mod tests {
         #[test]
         fn envelope_roundtrips(payload in ".{0,200}", key in "[a-z0-9]{1,20}") {
             let e = sample(payload, key);
-            prop_assert_eq!(Event::decode(&e.encode()).unwrap(), e);
+            prop_assert_eq!(Event::decode(&e.encode()).unwrap(), e.clone());
+            // The same from `Bytes` (the payload a view of the record).
+            prop_assert_eq!(Event::decode_bytes(e.encode().into()).unwrap(), e);
         }
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Event::decode(&bytes);
+            let _ = Event::decode_bytes(bytes.into());
         }
     }
 

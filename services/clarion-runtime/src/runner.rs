@@ -282,7 +282,7 @@ impl<P: Processor> PartitionRunner<P> {
             }
             // An event we cannot read stops the partition: skipping it would
             // silently lose a fact; the operator fixes the build and restarts.
-            let event = Event::decode(&r.value).map_err(|e| ProcessError::Poison {
+            let event = Event::decode_bytes(r.value.clone()).map_err(|e| ProcessError::Poison {
                 offset: r.offset,
                 reason: e.to_string(),
             })?;
