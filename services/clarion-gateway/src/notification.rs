@@ -81,7 +81,6 @@ impl NotificationApi {
                 flows.push((id, version));
             }
         }
-        let request_hash = request_fingerprint(&base, &event);
         let accept = |at_ms: i64| {
             let mut events = Vec::new();
             for (workflow_id, version) in &flows {
@@ -113,6 +112,9 @@ impl NotificationApi {
         let mut replay = false;
         let mut notifications = notifications;
         if !base.idempotency_key.is_empty() {
+            // Only a keyed request needs its fingerprint (a canonical JSON
+            // rendering and a hash: not free on the hot path).
+            let request_hash = request_fingerprint(&base, &event);
             let stored = serde_json::json!({
                 "hash": request_hash,
                 "at_ms": at_ms,
