@@ -49,11 +49,24 @@ impl OutboxEntry {
     }
 
     pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(64 + 400 * (self.emits.len() + self.effects.len()));
+        let encoded: Vec<Bytes> = self
+            .emits
+            .iter()
+            .map(|e| Bytes::from(e.event.encode()))
+            .collect();
+        self.encode_with(&encoded)
+    }
+
+    /// [`OutboxEntry::encode`] with the outputs already encoded
+    /// (`encoded[i]` is `emits[i]`'s event).
+    pub fn encode_with(&self, encoded: &[Bytes]) -> Bytes {
+        let mut buf = BytesMut::with_capacity(
+            64 + encoded.iter().map(|b| 5 + b.len()).sum::<usize>() + 400 * self.effects.len(),
+        );
         buf.put_u32(self.emits.len() as u32);
-        for e in &self.emits {
+        for (e, bytes) in self.emits.iter().zip(encoded) {
             buf.put_u8(topic_code(e.topic));
-            put_bytes(&mut buf, &e.event.encode());
+            put_bytes(&mut buf, bytes);
         }
         buf.put_u32(self.effects.len() as u32);
         for f in &self.effects {

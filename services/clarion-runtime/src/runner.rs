@@ -245,7 +245,8 @@ impl<P: Processor> PartitionRunner<P> {
                     reason: e.to_string(),
                 })?;
                 tracing::info!(runner = %key, emits = entry.emits.len(), effects = entry.effects.len(), "completing outbox left by a previous run");
-                self.complete(&key, ck, &entry).await?;
+                let encoded = encode_emits(&entry.emits);
+                self.complete(&key, ck, &entry, &encoded).await?;
             }
             let pos = stored_offset(
                 &*self.store,
@@ -339,10 +340,12 @@ impl<P: Processor> PartitionRunner<P> {
         };
         let outbox_ck = last.to_be_bytes().to_vec();
         let outbox_key = self.runner_key(topic);
+        // Each output is encoded once, for the outbox row and the append.
+        let encoded = encode_emits(&entry.emits);
         if !entry.is_empty() {
             writes.put(
                 RowKey::new(Table::Outbox, SYSTEM_TENANT, &outbox_key, outbox_ck.clone()),
-                entry.encode(),
+                entry.encode_with(&encoded),
             );
         }
         writes.put(
@@ -363,7 +366,8 @@ impl<P: Processor> PartitionRunner<P> {
             .increment(1);
 
         if !entry.is_empty() {
-            self.complete(&outbox_key, outbox_ck, &entry).await?;
+            self.complete(&outbox_key, outbox_ck, &entry, &encoded)
+                .await?;
         }
         self.mirror_position().await;
         Ok(())
@@ -389,8 +393,9 @@ impl<P: Processor> PartitionRunner<P> {
         outbox_key: &str,
         ck: Vec<u8>,
         entry: &OutboxEntry,
+        encoded: &[Bytes],
     ) -> Result<(), ProcessError> {
-        publish(&*self.log, &self.topics, &entry.emits).await?;
+        publish_encoded(&*self.log, &self.topics, &entry.emits, encoded).await?;
         if !entry.effects.is_empty() {
             let now = self.clock.now_ms();
             let effects = self.effects.clone();
@@ -448,19 +453,38 @@ impl<P: Processor> PartitionRunner<P> {
     }
 }
 
+/// The log encoding of each output, in order.
+pub fn encode_emits(emits: &[Emit]) -> Vec<Bytes> {
+    emits
+        .iter()
+        .map(|e| Bytes::from(e.event.encode()))
+        .collect()
+}
+
 /// Appends events to their topics, one append per topic.
 pub async fn publish(
     log: &dyn EventLog,
     topics: &Topics,
     emits: &[Emit],
 ) -> Result<(), ProcessError> {
+    publish_encoded(log, topics, emits, &encode_emits(emits)).await
+}
+
+/// [`publish`] with the events already encoded (`encoded[i]` is `emits[i]`).
+pub async fn publish_encoded(
+    log: &dyn EventLog,
+    topics: &Topics,
+    emits: &[Emit],
+    encoded: &[Bytes],
+) -> Result<(), ProcessError> {
     for t in Topic::ALL {
         let recs: Vec<Record> = emits
             .iter()
-            .filter(|e| e.topic == t)
-            .map(|e| Record {
+            .zip(encoded)
+            .filter(|(e, _)| e.topic == t)
+            .map(|(e, value)| Record {
                 key: e.event.partition_key.clone(),
-                value: Bytes::from(e.event.encode()),
+                value: value.clone(),
             })
             .collect();
         if !recs.is_empty() {
