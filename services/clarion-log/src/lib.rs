@@ -66,6 +66,8 @@ pub enum LogError {
     },
     #[error("unsupported log URL {0:?}: use sqlite://PATH or kafka://HOST:PORT")]
     BadUrl(String),
+    #[error("log URL parameter {param:?}: {problem}")]
+    BadUrlParam { param: String, problem: String },
     #[error("this build has no {0} log backend: rebuild with `--features {0}`")]
     NotBuilt(&'static str),
     #[error("log storage error: {0}")]

@@ -67,7 +67,9 @@ pub struct TrackingConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LogConfig {
-    /// `sqlite://PATH` or `kafka://HOST:PORT[,HOST:PORT]`. Empty: `sqlite://<data-dir>/log.db`.
+    /// `sqlite://PATH[?sync=full]` or `kafka://HOST:PORT[,HOST:PORT][?fetch_wait_ms=N]`
+    /// (how long an idle reader's fetch waits at the broker; default 10: lower
+    /// latency, more broker load). Empty: `sqlite://<data-dir>/log.db`.
     pub url: String,
     /// Partitions of each recipient topic. Fixed once topics exist.
     pub partitions: u32,

@@ -76,7 +76,8 @@ struct Overrides {
     /// Directory of the embedded log and store files [config: data-dir].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Event log URL: sqlite://PATH or kafka://HOST:PORT [config: log.url].
+    /// Event log URL: sqlite://PATH[?sync=full] or kafka://HOST:PORT[,HOST:PORT][?fetch_wait_ms=N]
+    /// [config: log.url].
     #[arg(long, value_name = "URL")]
     log_url: Option<String>,
     /// Store URL: sqlite://PATH or scylla://HOST:PORT/KEYSPACE [config: store.url].
