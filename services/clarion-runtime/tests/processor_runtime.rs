@@ -748,29 +748,25 @@ async fn sent_and_delivered_in_one_batch_end_the_run_once_and_it_stays_ended() {
         .unwrap();
     let dispatch = env.events(Topic::Dispatch).await;
     let d = dispatches(&dispatch)[0].clone();
-    let system = || Actor::System("dispatcher".into());
-    let sent = dispatch[0].caused(
-        0,
-        T0,
-        system(),
+    let outcome = [
         Payload::Sent(pb::NotificationSent {
             notification_id: d.notification_id.clone(),
             attempt_id: d.attempt_id.clone(),
             provider: "sink".into(),
             provider_message_id: d.attempt_id.clone(),
         }),
-    );
-    let delivered = dispatch[0].caused(
-        1,
-        T0,
-        system(),
         Payload::Delivered(pb::NotificationDelivered {
             notification_id: d.notification_id.clone(),
             attempt_id: d.attempt_id.clone(),
             provider: "sink".into(),
         }),
-    );
-    env.append(Topic::Deliveries, &[sent, delivered]).await;
+    ];
+    let outcome: Vec<Event> = outcome
+        .into_iter()
+        .zip(0..)
+        .map(|(payload, i)| dispatch[0].caused(i, T0, Actor::System("dispatcher".into()), payload))
+        .collect();
+    env.append(Topic::Deliveries, &outcome).await;
 
     // When: the router applies that batch.
     runner

@@ -51,6 +51,9 @@ struct TableSql {
 fn sql(table: Table) -> &'static TableSql {
     static SQL: std::sync::OnceLock<Vec<TableSql>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
+        // Indexed by the enum's discriminant: `Table::ALL` lists the tables
+        // in declaration order.
+        debug_assert!(Table::ALL.iter().enumerate().all(|(i, t)| *t as usize == i));
         Table::ALL
             .iter()
             .map(|t| TableSql {
@@ -71,11 +74,7 @@ fn sql(table: Table) -> &'static TableSql {
             })
             .collect()
     });
-    let i = Table::ALL
-        .iter()
-        .position(|t| *t == table)
-        .expect("every table is in Table::ALL");
-    &all[i]
+    &all[table as usize]
 }
 
 /// The embedded SQLite store.
