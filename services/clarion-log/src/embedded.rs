@@ -16,6 +16,8 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
+use clarion_sqlite::writer::{WriteJob, Writer};
+
 use crate::{partition_for, Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
 
 /// Most appends committed in one transaction.
@@ -66,26 +68,105 @@ struct TopicMeta {
     partitions: u32,
 }
 
-enum Cmd {
-    Append {
-        topic: TopicMeta,
-        records: Vec<Record>,
-        reply: oneshot::Sender<Result<Vec<Appended>>>,
-    },
-}
-
 type Watches = Arc<Mutex<HashMap<(i64, u32), watch::Sender<u64>>>>;
+
+/// What appends share: the next offset of each partition (read from the
+/// file on first use, then kept here by the writer thread, the only one
+/// that appends) and the watches that wake subscribers.
+#[derive(Default)]
+struct Tails {
+    next: Mutex<HashMap<(i64, u32), u64>>,
+    watches: Watches,
+}
 
 /// The embedded SQLite log.
 pub struct SqliteLog {
     path: String,
-    tx: std::sync::mpsc::Sender<Cmd>,
+    writer: Writer,
     /// Short operations (metadata, group offsets, one-shot reads).
     meta: Arc<Mutex<Connection>>,
     topics: Mutex<HashMap<String, TopicMeta>>,
-    watches: Watches,
+    tails: Arc<Tails>,
     /// Dropped with the log: stops the checkpoint thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+/// Records to append to one topic, as a job of the file's writer.
+struct AppendJob {
+    tails: Arc<Tails>,
+    topic: TopicMeta,
+    records: Vec<Record>,
+    assigned: Vec<Appended>,
+    /// Each partition this job advanced, with its next offset before.
+    undo: Vec<((i64, u32), Option<u64>)>,
+    reply: oneshot::Sender<Result<Vec<Appended>>>,
+}
+
+impl WriteJob for AppendJob {
+    fn weight(&self) -> usize {
+        self.records.len()
+    }
+
+    fn apply(&mut self, tx: &rusqlite::Transaction<'_>) -> std::result::Result<(), String> {
+        let mut next = self.tails.next.lock().expect("log tails lock");
+        let mut ins = tx
+            .prepare_cached(
+                "INSERT INTO records (topic, partition, offset, key, value, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(|e| e.to_string())?;
+        let ts = now_ms();
+        for r in &self.records {
+            let p = partition_for(&r.key, self.topic.partitions);
+            let k = (self.topic.id, p);
+            let offset = match next.get(&k) {
+                Some(o) => *o,
+                None => end_of(tx, k.0, p).map_err(|e| e.to_string())?,
+            };
+            if !self.undo.iter().any(|(u, _)| *u == k) {
+                self.undo.push((k, next.get(&k).copied()));
+            }
+            // Counted before the insert: a rollback after a failed insert
+            // then restores it like any other.
+            next.insert(k, offset + 1);
+            ins.execute(params![k.0, p, offset as i64, r.key, &r.value[..], ts])
+                .map_err(|e| e.to_string())?;
+            self.assigned.push(Appended {
+                partition: p,
+                offset,
+            });
+        }
+        Ok(())
+    }
+
+    fn rolled_back(&mut self) {
+        let mut next = self.tails.next.lock().expect("log tails lock");
+        for (k, before) in self.undo.drain(..).rev() {
+            match before {
+                Some(o) => next.insert(k, o),
+                None => next.remove(&k),
+            };
+        }
+        self.assigned.clear();
+    }
+
+    fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
+        if outcome.is_ok() {
+            // Everything in `next` is committed now (finish runs after the
+            // group's commit), so waking at its current end is safe.
+            let next = self.tails.next.lock().expect("log tails lock");
+            let w = self.tails.watches.lock().expect("watch lock");
+            for (k, _) in &self.undo {
+                if let (Some(s), Some(end)) = (w.get(k), next.get(k)) {
+                    s.send_replace(*end);
+                }
+            }
+        }
+        let AppendJob {
+            reply, assigned, ..
+        } = *self;
+        let _ = reply.send(outcome.map(|()| assigned).map_err(LogError::Storage));
+    }
 }
 
 impl SqliteLog {
@@ -96,35 +177,57 @@ impl SqliteLog {
             Some((p, q)) => (p.to_string(), q.split('&').any(|kv| kv == "sync=full")),
             None => (path.to_string(), false),
         };
-        let writer = connect(&path)?;
-        writer.execute_batch(SCHEMA).map_err(storage)?;
-        // A 64 MiB page cache for the writer (SQLite's default is 2 MiB).
-        writer
-            .execute_batch("PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;")
+        let conn = connect(&path)?;
+        conn.execute_batch(SCHEMA).map_err(storage)?;
+        conn.execute_batch(clarion_sqlite::WRITER_PRAGMAS)
             .map_err(storage)?;
         if sync_full {
-            writer
-                .execute_batch("PRAGMA synchronous=FULL;")
+            conn.execute_batch("PRAGMA synchronous=FULL;")
                 .map_err(storage)?;
         }
+        let writer =
+            Writer::spawn(conn, &path, "clarion-log-writer", MAX_GROUP).map_err(storage)?;
         let meta = connect(&path)?;
-        let watches: Watches = Arc::default();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let w = watches.clone();
-        std::thread::Builder::new()
-            .name("clarion-log-writer".into())
-            .spawn(move || writer_loop(writer, rx, w))
-            .map_err(storage)?;
         let checkpointer =
             clarion_sqlite::spawn_checkpointer(&path, "clarion-log-ckpt").map_err(storage)?;
         Ok(SqliteLog {
             path,
-            tx,
+            writer,
             meta: Arc::new(Mutex::new(meta)),
             topics: Mutex::default(),
-            watches,
+            tails: Arc::default(),
             _checkpointer: checkpointer,
         })
+    }
+
+    /// The file's writer. The embedded store can share it
+    /// (`SqliteStore::open_with_writer`), so that a processor's state and
+    /// the events it emits commit in one transaction.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// An append as a job for [`SqliteLog::writer`], to commit in one
+    /// transaction with other jobs ([`clarion_sqlite::writer::Together`]).
+    /// The receiver answers once the job's transaction committed or failed.
+    pub async fn append_job(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> Result<(Box<dyn WriteJob>, oneshot::Receiver<Result<Vec<Appended>>>)> {
+        let topic = self.topic(topic).await?;
+        let (reply, rx) = oneshot::channel();
+        Ok((
+            Box::new(AppendJob {
+                tails: self.tails.clone(),
+                topic,
+                records,
+                assigned: Vec::new(),
+                undo: Vec::new(),
+                reply,
+            }),
+            rx,
+        ))
     }
 
     async fn meta_op<T: Send + 'static>(
@@ -179,7 +282,7 @@ impl SqliteLog {
     }
 
     fn watch(&self, topic: i64, partition: u32, end: u64) -> watch::Receiver<u64> {
-        let mut w = self.watches.lock().expect("watch lock");
+        let mut w = self.tails.watches.lock().expect("watch lock");
         w.entry((topic, partition))
             .or_insert_with(|| watch::channel(end).0)
             .subscribe()
@@ -225,103 +328,6 @@ fn end_of(conn: &Connection, topic: i64, partition: u32) -> Result<u64> {
     Ok(max.map(|m| m as u64 + 1).unwrap_or(0))
 }
 
-fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<Cmd>, watches: Watches) {
-    let mut next: HashMap<(i64, u32), u64> = HashMap::new();
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        let mut n: usize = group
-            .iter()
-            .map(|Cmd::Append { records, .. }| records.len())
-            .sum();
-        while n < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(cmd) => {
-                    let Cmd::Append { records, .. } = &cmd;
-                    n += records.len();
-                    group.push(cmd);
-                }
-                Err(_) => break,
-            }
-        }
-        let before = next.clone();
-        match write_group(&mut conn, &mut next, &group) {
-            Ok(results) => {
-                let mut touched = Vec::new();
-                for (cmd, res) in group.into_iter().zip(results) {
-                    let Cmd::Append { topic, reply, .. } = cmd;
-                    for a in &res {
-                        touched.push((topic.id, a.partition));
-                    }
-                    let _ = reply.send(Ok(res));
-                }
-                touched.sort_unstable();
-                touched.dedup();
-                let w = watches.lock().expect("watch lock");
-                for k in touched {
-                    if let (Some(s), Some(end)) = (w.get(&k), next.get(&k)) {
-                        s.send_replace(*end);
-                    }
-                }
-            }
-            Err(e) => {
-                // Nothing of the group was committed: roll back our counters too.
-                next = before;
-                let msg = e.to_string();
-                for Cmd::Append { reply, .. } in group {
-                    let _ = reply.send(Err(LogError::Storage(msg.clone())));
-                }
-            }
-        }
-    }
-}
-
-fn write_group(
-    conn: &mut Connection,
-    next: &mut HashMap<(i64, u32), u64>,
-    group: &[Cmd],
-) -> Result<Vec<Vec<Appended>>> {
-    // IMMEDIATE: take the write lock up front. A deferred transaction that
-    // reads first cannot upgrade once another connection wrote, and SQLite
-    // then fails at once instead of waiting (busy_timeout does not apply).
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(storage)?;
-    let ts = now_ms();
-    let mut out = Vec::with_capacity(group.len());
-    {
-        let mut ins = tx
-            .prepare_cached(
-                "INSERT INTO records (topic, partition, offset, key, value, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(storage)?;
-        for Cmd::Append { topic, records, .. } in group {
-            let mut res = Vec::with_capacity(records.len());
-            for r in records {
-                let p = partition_for(&r.key, topic.partitions);
-                let slot = match next.get_mut(&(topic.id, p)) {
-                    Some(s) => s,
-                    None => {
-                        let end = end_of(&tx, topic.id, p)?;
-                        next.entry((topic.id, p)).or_insert(end)
-                    }
-                };
-                let offset = *slot;
-                ins.execute(params![topic.id, p, offset as i64, r.key, &r.value[..], ts])
-                    .map_err(storage)?;
-                *slot += 1;
-                res.push(Appended {
-                    partition: p,
-                    offset,
-                });
-            }
-            out.push(res);
-        }
-    }
-    tx.commit().map_err(storage)?;
-    Ok(out)
-}
-
 #[async_trait]
 impl EventLog for SqliteLog {
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
@@ -364,15 +370,8 @@ impl EventLog for SqliteLog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let topic = self.topic(topic).await?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Append {
-                topic,
-                records,
-                reply,
-            })
-            .map_err(|_| LogError::Unavailable("log writer stopped".into()))?;
+        let (job, rx) = self.append_job(topic, records).await?;
+        self.writer.submit(job);
         rx.await
             .map_err(|_| LogError::Unavailable("log writer stopped".into()))?
     }

@@ -2,6 +2,8 @@
 //! the embedded store): WAL mode, the durability level, the busy timeout and
 //! WAL checkpoints off the writer's path.
 
+pub mod writer;
+
 use std::path::Path;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::Duration;
@@ -32,6 +34,17 @@ pub fn connect(path: &str) -> Result<Connection, String> {
     .map_err(|e| e.to_string())?;
     Ok(conn)
 }
+
+/// Pragmas of a file's writer connection ([`writer::Writer`]).
+///
+/// A 16 MiB page cache (SQLite's default is 2 MiB). Keys are time-ordered,
+/// so the pages a commit touches are mostly the right edges of the B-trees.
+/// Not larger: a B-tree split parks a page at the lock-byte page number
+/// (1 GiB), and every commit then scans the whole page cache to drop pages
+/// past the end of the file (`pcache1TruncateUnsafe`); with 256 MiB that
+/// scan was 8 % of the server's CPU (docs/benchmarks.md). No automatic
+/// checkpoints: [`spawn_checkpointer`] runs them off the writer's path.
+pub const WRITER_PRAGMAS: &str = "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;";
 
 /// How often the checkpointer runs a passive checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);

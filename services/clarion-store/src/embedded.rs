@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use clarion_sqlite::writer::{WriteJob, Writer};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
 use crate::{Op, Result, RowKey, Scan, Store, StoreError, Table, WriteBatch};
 
@@ -79,159 +80,207 @@ fn sql(table: Table) -> &'static TableSql {
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    /// The file's single writer: the store's own, or the embedded log's when
+    /// both live in one file ([`SqliteStore::open_with_writer`]).
+    writer: Writer,
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: AtomicUsize,
-    /// Batches for the group-commit thread.
-    batches: std::sync::mpsc::Sender<WriteRequest>,
-    /// Dropped with the store: stop the checkpoint and purge threads.
-    _checkpointer: std::sync::mpsc::Sender<()>,
+    /// Dropped with the store: stop the checkpoint (if the store owns the
+    /// file's writer) and purge threads.
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
     _purger: std::sync::mpsc::Sender<()>,
-}
-
-struct WriteRequest {
-    batch: WriteBatch,
-    reply: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
 /// Most ops committed in one grouped transaction.
 const MAX_GROUP_OPS: usize = 20_000;
 
-/// The group-commit loop: every processor partition commits a batch per step;
-/// taking all batches waiting and committing them in one transaction turns
-/// many small commits into few large ones. A failing group is retried batch by
-/// batch, so one bad batch fails alone.
-fn group_commit_loop(conn: Arc<Mutex<Connection>>, rx: std::sync::mpsc::Receiver<WriteRequest>) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = first.batch.len();
-        let mut group = vec![first];
-        while ops < MAX_GROUP_OPS {
-            match rx.try_recv() {
-                Ok(r) => {
-                    ops += r.batch.len();
-                    group.push(r);
-                }
-                Err(_) => break,
+fn unavailable(e: String) -> StoreError {
+    StoreError::Unavailable(e)
+}
+
+/// Applies a batch's ops in the writer's transaction.
+fn apply_ops(tx: &Transaction<'_>, batch: &WriteBatch) -> rusqlite::Result<()> {
+    for op in &batch.ops {
+        match op {
+            Op::Put { key, value, ttl } => {
+                tx.prepare_cached(&sql(key.table).put)?.execute(params![
+                    key.tenant,
+                    key.pk,
+                    key.ck,
+                    &value[..],
+                    expiry(*ttl)
+                ])?;
+            }
+            Op::Delete { key } => {
+                tx.prepare_cached(&sql(key.table).delete)?
+                    .execute(params![key.tenant, key.pk, key.ck])?;
             }
         }
-        let mut c = conn.lock().expect("store writer lock");
-        let all: Vec<&WriteBatch> = group.iter().map(|r| &r.batch).collect();
-        match apply_batches(&mut c, &all) {
-            Ok(()) => {
-                for r in group {
-                    let _ = r.reply.send(Ok(()));
-                }
-            }
-            Err(_) if group.len() > 1 => {
-                for r in group {
-                    let res = apply_batches(&mut c, &[&r.batch]);
-                    let _ = r.reply.send(res);
-                }
-            }
-            Err(e) => {
-                for r in group {
-                    let _ = r.reply.send(Err(StoreError::Storage(e.to_string())));
-                }
-            }
+    }
+    Ok(())
+}
+
+/// A write batch as a job of the file's writer.
+struct BatchJob {
+    batch: WriteBatch,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+impl WriteJob for BatchJob {
+    fn weight(&self) -> usize {
+        self.batch.len()
+    }
+
+    fn apply(&mut self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
+        apply_ops(tx, &self.batch).map_err(|e| e.to_string())
+    }
+
+    fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
+        let _ = self.reply.send(outcome.map_err(StoreError::Storage));
+    }
+}
+
+/// Any write that computes an answer, as a job of the file's writer.
+struct FnJob<T, F> {
+    f: F,
+    answer: Option<T>,
+    reply: Option<Box<dyn FnOnce(Result<T>) + Send>>,
+}
+
+impl<T, F> WriteJob for FnJob<T, F>
+where
+    T: Send,
+    F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send,
+{
+    fn weight(&self) -> usize {
+        1
+    }
+
+    fn apply(&mut self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
+        self.answer = Some((self.f)(tx).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn rolled_back(&mut self) {
+        self.answer = None;
+    }
+
+    fn finish(mut self: Box<Self>, outcome: std::result::Result<(), String>) {
+        let answer = outcome
+            .map_err(StoreError::Storage)
+            .and_then(|()| self.answer.take().ok_or_else(|| storage("no answer")));
+        if let Some(reply) = self.reply.take() {
+            reply(answer);
         }
     }
 }
 
-/// Applies batches in one IMMEDIATE transaction (the write lock up front, so
-/// busy_timeout applies; a deferred read-then-write cannot wait for others).
-fn apply_batches(c: &mut Connection, batches: &[&WriteBatch]) -> Result<()> {
-    let tx = c
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+/// Runs `f` on `writer` and hands its answer to `reply`.
+fn submit_fn<T, F>(writer: &Writer, f: F, reply: impl FnOnce(Result<T>) + Send + 'static)
+where
+    T: Send + 'static,
+    F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+{
+    writer.submit(Box::new(FnJob {
+        f,
+        answer: None,
+        reply: Some(Box::new(reply)),
+    }));
+}
+
+/// Runs `f` on `writer`; awaits its answer.
+async fn write_fn<T, F>(writer: &Writer, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    submit_fn(writer, f, move |a| {
+        let _ = tx.send(a);
+    });
+    rx.await
+        .map_err(|_| unavailable("store writer stopped".into()))?
+}
+
+fn create_tables(c: &Connection) -> Result<()> {
+    for t in Table::ALL {
+        c.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                tenant TEXT NOT NULL,
+                pk TEXT NOT NULL,
+                ck BLOB NOT NULL,
+                value BLOB NOT NULL,
+                expires_at INTEGER,
+                PRIMARY KEY (tenant, pk, ck)
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS {t}_expiry ON {t} (expires_at)
+                WHERE expires_at IS NOT NULL;"
+        ))
         .map_err(storage)?;
-    for batch in batches {
-        for op in &batch.ops {
-            match op {
-                Op::Put { key, value, ttl } => {
-                    tx.prepare_cached(&sql(key.table).put)
-                        .map_err(storage)?
-                        .execute(params![
-                            key.tenant,
-                            key.pk,
-                            key.ck,
-                            &value[..],
-                            expiry(*ttl)
-                        ])
-                        .map_err(storage)?;
-                }
-                Op::Delete { key } => {
-                    tx.prepare_cached(&sql(key.table).delete)
-                        .map_err(storage)?
-                        .execute(params![key.tenant, key.pk, key.ck])
-                        .map_err(storage)?;
-                }
-            }
-        }
     }
-    tx.commit().map_err(storage)
+    Ok(())
 }
 
 impl SqliteStore {
+    /// Opens (creating if needed) a store in a file of its own, with its own
+    /// writer thread and checkpointer.
     pub fn open(path: &str) -> Result<SqliteStore> {
-        let writer = connect(path)?;
-        // The writer gets a 16 MiB page cache (SQLite's default is 2 MiB):
-        // keys are time-ordered, so the pages a commit touches are mostly the
-        // right edges of the B-trees. Not larger: a B-tree split parks a page
-        // at the lock-byte page number (1 GiB), and every commit then scans
-        // the whole page cache to drop pages past the end of the file
-        // (`pcache1TruncateUnsafe`); with 256 MiB that scan was 8 % of the
-        // server's CPU (docs/benchmarks.md).
-        writer
-            .execute_batch("PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;")
+        let conn = connect(path)?;
+        conn.execute_batch(clarion_sqlite::WRITER_PRAGMAS).map_err(storage)?;
+        let writer = Writer::spawn(conn, path, "clarion-store-writer", MAX_GROUP_OPS)
             .map_err(storage)?;
-        for t in Table::ALL {
-            writer
-                .execute_batch(&format!(
-                    "CREATE TABLE IF NOT EXISTS {t} (
-                        tenant TEXT NOT NULL,
-                        pk TEXT NOT NULL,
-                        ck BLOB NOT NULL,
-                        value BLOB NOT NULL,
-                        expires_at INTEGER,
-                        PRIMARY KEY (tenant, pk, ck)
-                    ) WITHOUT ROWID;
-                    CREATE INDEX IF NOT EXISTS {t}_expiry ON {t} (expires_at)
-                        WHERE expires_at IS NOT NULL;"
-                ))
-                .map_err(storage)?;
-        }
+        let checkpointer =
+            clarion_sqlite::spawn_checkpointer(path, "clarion-store-ckpt").map_err(storage)?;
+        Self::with_writer(writer, Some(checkpointer))
+    }
+
+    /// Opens a store in the file `writer` writes (the embedded log's), so a
+    /// processor's state and the events it emits can commit together. The
+    /// writer's owner checkpoints the file.
+    pub fn open_with_writer(writer: Writer) -> Result<SqliteStore> {
+        Self::with_writer(writer, None)
+    }
+
+    fn with_writer(
+        writer: Writer,
+        checkpointer: Option<std::sync::mpsc::Sender<()>>,
+    ) -> Result<SqliteStore> {
+        let path = writer.path().to_string();
+        create_tables(&connect(&path)?)?;
         let readers = (0..READERS)
-            .map(|_| connect(path).map(|c| Arc::new(Mutex::new(c))))
+            .map(|_| connect(&path).map(|c| Arc::new(Mutex::new(c))))
             .collect::<Result<Vec<_>>>()?;
-        let writer = Arc::new(Mutex::new(writer));
-        let (batches, rx) = std::sync::mpsc::channel();
-        let w = writer.clone();
-        std::thread::Builder::new()
-            .name("clarion-store-writer".into())
-            .spawn(move || group_commit_loop(w, rx))
-            .map_err(storage)?;
         let store = SqliteStore {
+            _purger: spawn_purger(writer.clone())?,
             writer,
             readers,
             next_reader: AtomicUsize::new(0),
-            batches,
-            _checkpointer: clarion_sqlite::spawn_checkpointer(path, "clarion-store-ckpt")
-                .map_err(storage)?,
-            _purger: spawn_purger(path)?,
+            _checkpointer: checkpointer,
         };
-        store.purge_expired_blocking()?;
+        purge_blocking(&store.writer)?;
         Ok(store)
+    }
+
+    /// The file's writer (to commit other jobs together with store writes).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// A write batch as a job for [`SqliteStore::writer`], to commit in one
+    /// transaction with other jobs ([`clarion_sqlite::writer::Together`]).
+    /// The receiver answers once the job's transaction has committed or failed.
+    pub fn write_job(
+        &self,
+        batch: WriteBatch,
+    ) -> (Box<dyn WriteJob>, tokio::sync::oneshot::Receiver<Result<()>>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        (Box::new(BatchJob { batch, reply }), rx)
     }
 
     /// Deletes rows whose TTL has passed.
     pub async fn purge_expired(&self) -> Result<()> {
-        let w = self.writer.clone();
-        tokio::task::spawn_blocking(move || purge(&w.lock().expect("store writer lock")))
-            .await
-            .map_err(storage)?
-    }
-
-    fn purge_expired_blocking(&self) -> Result<()> {
-        purge(&self.writer.lock().expect("store writer lock"))
+        while write_fn(&self.writer, purge_chunk).await? {}
+        Ok(())
     }
 
     /// Runs a read on a reader connection. A `small` read (point lookups,
@@ -258,33 +307,22 @@ impl SqliteStore {
             .await
             .map_err(storage)?
     }
-
-    async fn write_with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let w = self.writer.clone();
-        tokio::task::spawn_blocking(move || f(&mut w.lock().expect("store writer lock")))
-            .await
-            .map_err(storage)?
-    }
 }
 
-/// Deletes expired rows every `PURGE_EVERY` from a thread of its own, in
-/// chunks, each its own short transaction, so the writer never waits long.
-/// Reads already filter expired rows out; this keeps the tables from growing
-/// with dedup ids, throttle marks and idempotency keys. The thread ends when
-/// the returned sender is dropped.
-fn spawn_purger(path: &str) -> Result<std::sync::mpsc::Sender<()>> {
+/// Deletes expired rows every `PURGE_EVERY`, in chunks, each a job of the
+/// file's writer, so other writes wait at most one chunk. Reads already
+/// filter expired rows out; this keeps the tables from growing with dedup
+/// ids, throttle marks and idempotency keys. The thread ends when the
+/// returned sender is dropped.
+fn spawn_purger(writer: Writer) -> Result<std::sync::mpsc::Sender<()>> {
     const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-    let conn = connect(path)?;
     let (stop, rx) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("clarion-store-purge".into())
         .spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PURGE_EVERY)
             {
-                if let Err(e) = purge(&conn) {
+                if let Err(e) = purge_blocking(&writer) {
                     tracing::warn!(error = %e, "purging expired rows failed");
                 }
             }
@@ -293,20 +331,38 @@ fn spawn_purger(path: &str) -> Result<std::sync::mpsc::Sender<()>> {
     Ok(stop)
 }
 
-/// Deletes every row whose TTL has passed, at most `CHUNK` per transaction
-/// (found through the partial index on `expires_at`).
-fn purge(c: &Connection) -> Result<()> {
+/// Purges every expired row, one chunk per writer job, from a thread that
+/// may block.
+fn purge_blocking(writer: &Writer) -> Result<()> {
+    loop {
+        let (tx, rx) = std::sync::mpsc::channel();
+        submit_fn(writer, purge_chunk, move |a| {
+            let _ = tx.send(a);
+        });
+        let more = rx
+            .recv()
+            .map_err(|_| unavailable("store writer stopped".into()))??;
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Deletes at most `CHUNK` expired rows of each table (found through the
+/// partial index on `expires_at`); true if some table may have more.
+fn purge_chunk(tx: &Transaction<'_>) -> rusqlite::Result<bool> {
     const CHUNK: usize = 5_000;
     let now = now_ms();
+    let mut more = false;
     for t in Table::ALL {
         let sql = format!(
             "DELETE FROM {t} WHERE (tenant, pk, ck) IN (
                  SELECT tenant, pk, ck FROM {t}
                  WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT {CHUNK})"
         );
-        while c.execute(&sql, [now]).map_err(storage)? == CHUNK {}
+        more |= tx.prepare_cached(&sql)?.execute([now])? == CHUNK;
     }
-    Ok(())
+    Ok(more)
 }
 
 fn get_one(c: &Connection, k: &RowKey, now: i64) -> Result<Option<Bytes>> {
@@ -395,12 +451,10 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.batches
-            .send(WriteRequest { batch, reply })
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        let (job, rx) = self.write_job(batch);
+        self.writer.submit(job);
         rx.await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+            .map_err(|_| unavailable("store writer stopped".into()))?
     }
 
     async fn insert_if_absent(
@@ -410,33 +464,29 @@ impl Store for SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<Option<Bytes>> {
         let k = key.clone();
-        self.write_with(move |c| {
-            // IMMEDIATE: the write lock up front, so busy_timeout applies
-            // (a deferred read-then-write cannot wait for other writers).
-            let tx = c
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(storage)?;
+        let upsert = format!(
+            "INSERT INTO {} (tenant, pk, ck, value, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant, pk, ck) DO UPDATE
+             SET value = excluded.value, expires_at = excluded.expires_at
+             WHERE expires_at IS NOT NULL AND expires_at <= ?6",
+            k.table
+        );
+        write_fn(&self.writer, move |tx| {
             let now = now_ms();
             // An expired row counts as absent and is replaced.
-            let changed = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO {} (tenant, pk, ck, value, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (tenant, pk, ck) DO UPDATE
-                         SET value = excluded.value, expires_at = excluded.expires_at
-                         WHERE expires_at IS NOT NULL AND expires_at <= ?6",
-                        k.table
-                    ),
-                    params![k.tenant, k.pk, k.ck, &value[..], expiry(ttl), now],
-                )
-                .map_err(storage)?;
-            let existing = if changed == 1 {
-                None
-            } else {
-                get_one(&tx, &k, now)?
-            };
-            tx.commit().map_err(storage)?;
-            Ok(existing)
+            let changed = tx.execute(
+                &upsert,
+                params![k.tenant, k.pk, k.ck, &value[..], expiry(ttl), now],
+            )?;
+            if changed == 1 {
+                return Ok(None);
+            }
+            tx.prepare_cached(&sql(k.table).get)?
+                .query_row(params![k.tenant, k.pk, k.ck, now], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })
+                .optional()
+                .map(|v| v.map(Bytes::from))
         })
         .await
     }
