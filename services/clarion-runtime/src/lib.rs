@@ -10,6 +10,7 @@
 //! stable ids, so consumers deduplicate them; effects carry stable attempt ids.
 
 pub mod clock;
+pub mod colocated;
 pub mod outbox;
 pub mod processor;
 pub mod projector;

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clarion_domain::Event;
-use clarion_log::{EventLog, LogRecord, Record};
+use clarion_log::{EventLog, LogRecord};
 use clarion_store::{RowKey, Scan, Store, Table, WriteBatch, SYSTEM_TENANT};
 use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::colocated::{records_by_topic, Colocated};
 use crate::outbox::OutboxEntry;
 use crate::processor::{Batch, Effects, Emit, Input, ProcessError, Processor};
 use crate::timers;
@@ -67,6 +68,9 @@ pub struct PartitionRunner<P: Processor> {
     positions: HashMap<Topic, u64>,
     last_group_commit: Option<Instant>,
     last_timer_check: Option<Instant>,
+    /// Set when the log and the store share one SQLite file: emits then
+    /// commit with the batch instead of going through the outbox.
+    colocated: Option<Arc<Colocated>>,
 }
 
 /// Store key of a processor partition's position.
@@ -122,7 +126,15 @@ impl<P: Processor> PartitionRunner<P> {
             positions: HashMap::new(),
             last_group_commit: None,
             last_timer_check: None,
+            colocated: None,
         }
+    }
+
+    /// The log and store are `colocated` (the same objects as `log` and
+    /// `store`): commit emits in the batch's transaction.
+    pub fn with_colocated(mut self, colocated: Arc<Colocated>) -> Self {
+        self.colocated = Some(colocated);
+        self
     }
 
     /// Also reads these topics (same partition number), in the same runner.
@@ -334,18 +346,31 @@ impl<P: Processor> PartitionRunner<P> {
             let (key, value) = timers::row(&self.key, *due, emit);
             writes.put(key, value);
         }
-        let entry = OutboxEntry {
-            emits: std::mem::take(&mut batch.emits),
-            effects: std::mem::take(&mut batch.effects),
+        let emits = std::mem::take(&mut batch.emits);
+        let effects = std::mem::take(&mut batch.effects);
+        // Each output is encoded once, for the outbox row or the append.
+        let encoded = encode_emits(&emits);
+        // What remains to do after the commit: with the log in the store's
+        // file the emits commit with the batch, and only effects remain.
+        let colocated = self.colocated.is_some();
+        let (commit_emits, pending) = if colocated {
+            (
+                emits,
+                OutboxEntry {
+                    emits: Vec::new(),
+                    effects,
+                },
+            )
+        } else {
+            (Vec::new(), OutboxEntry { emits, effects })
         };
+        let pending_encoded: &[Bytes] = if colocated { &[] } else { &encoded };
         let outbox_ck = last.to_be_bytes().to_vec();
         let outbox_key = self.runner_key(topic);
-        // Each output is encoded once, for the outbox row and the append.
-        let encoded = encode_emits(&entry.emits);
-        if !entry.is_empty() {
+        if !pending.is_empty() {
             writes.put(
                 RowKey::new(Table::Outbox, SYSTEM_TENANT, &outbox_key, outbox_ck.clone()),
-                entry.encode_with(&encoded),
+                pending.encode_with(pending_encoded),
             );
         }
         writes.put(
@@ -356,7 +381,13 @@ impl<P: Processor> PartitionRunner<P> {
             ),
             Bytes::copy_from_slice(&(last + 1).to_be_bytes()),
         );
-        self.store.write(writes).await?;
+        match &self.colocated {
+            Some(c) => {
+                c.commit(writes, &self.topics, &commit_emits, &encoded)
+                    .await?
+            }
+            None => self.store.write(writes).await?,
+        }
         self.positions.insert(topic, last + 1);
         metrics::counter!("clarion_processor_events_total", "processor" => self.processor.name())
             .increment(inputs.len() as u64);
@@ -365,8 +396,8 @@ impl<P: Processor> PartitionRunner<P> {
         metrics::counter!("clarion_processor_batches_total", "processor" => self.processor.name())
             .increment(1);
 
-        if !entry.is_empty() {
-            self.complete(&outbox_key, outbox_ck, &entry, &encoded)
+        if !pending.is_empty() {
+            self.complete(&outbox_key, outbox_ck, &pending, pending_encoded)
                 .await?;
         }
         self.mirror_position().await;
@@ -421,6 +452,7 @@ impl<P: Processor> PartitionRunner<P> {
         timers::fire_due(
             &*self.store,
             &*self.log,
+            self.colocated.as_deref(),
             &self.topics,
             &self.key,
             self.clock.now_ms(),
@@ -477,19 +509,8 @@ pub async fn publish_encoded(
     emits: &[Emit],
     encoded: &[Bytes],
 ) -> Result<(), ProcessError> {
-    for t in Topic::ALL {
-        let recs: Vec<Record> = emits
-            .iter()
-            .zip(encoded)
-            .filter(|(e, _)| e.topic == t)
-            .map(|(e, value)| Record {
-                key: e.event.partition_key.clone(),
-                value: value.clone(),
-            })
-            .collect();
-        if !recs.is_empty() {
-            log.append(&topics.name(t), recs).await?;
-        }
+    for (topic, records) in records_by_topic(topics, emits, encoded) {
+        log.append(&topic, records).await?;
     }
     Ok(())
 }

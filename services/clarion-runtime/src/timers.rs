@@ -11,9 +11,10 @@ use clarion_log::EventLog;
 use clarion_store::{RowKey, Scan, Store, Table, WriteBatch, SYSTEM_TENANT};
 use std::ops::Bound;
 
+use crate::colocated::Colocated;
 use crate::outbox::OutboxEntry;
 use crate::processor::{Emit, ProcessError};
-use crate::runner::publish;
+use crate::runner::{encode_emits, publish};
 use crate::topics::Topics;
 
 /// Clustering key: due time (sign-flipped so byte order is time order), then
@@ -36,9 +37,13 @@ pub(crate) fn row(owner: &str, due_ms: i64, emit: &Emit) -> (RowKey, Bytes) {
 }
 
 /// Fires every timer of `owner` due at `now_ms`; returns how many fired.
+/// With the log and store `colocated`, the appends and the deletes of the
+/// timer rows are one transaction; otherwise a crash between them fires the
+/// timer again, with the same event id.
 pub async fn fire_due(
     store: &dyn Store,
     log: &dyn EventLog,
+    colocated: Option<&Colocated>,
     topics: &Topics,
     owner: &str,
     now_ms: i64,
@@ -65,7 +70,12 @@ pub async fn fire_due(
         emits.extend(entry.emits);
         del.delete(RowKey::new(Table::Timers, SYSTEM_TENANT, owner, ck.clone()));
     }
-    publish(log, topics, &emits).await?;
-    store.write(del).await?;
+    match colocated {
+        Some(c) => c.commit(del, topics, &emits, &encode_emits(&emits)).await?,
+        None => {
+            publish(log, topics, &emits).await?;
+            store.write(del).await?;
+        }
+    }
     Ok(due.len())
 }

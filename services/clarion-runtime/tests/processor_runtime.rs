@@ -18,6 +18,7 @@ use clarion_domain::{Actor, Channel, Event, Id, Payload, TenantId};
 use clarion_log::embedded::SqliteLog;
 use clarion_log::{partition_for, EventLog, LogRecord, Record};
 use clarion_proto::events as pb;
+use clarion_runtime::colocated::Colocated;
 use clarion_runtime::outbox::OutboxEntry;
 use clarion_runtime::processor::NoEffects;
 use clarion_runtime::projector::{version_ck, Projector};
@@ -45,20 +46,34 @@ struct Env {
     dir: TempDir,
     log: Arc<dyn EventLog>,
     store: Arc<dyn Store>,
+    /// Set when the log and store share one file (the embedded default).
+    colocated: Option<Arc<Colocated>>,
     topics: Topics,
     clock: ManualClock,
 }
 
 impl Env {
+    /// A log and a store in files of their own: emits go through the outbox,
+    /// as with Kafka.
     async fn new() -> Env {
+        Env::open(false).await
+    }
+
+    /// The log and the store in one file: emits commit with the batch.
+    async fn colocated() -> Env {
+        Env::open(true).await
+    }
+
+    async fn open(colocated: bool) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (log, store) = open_files(&dir);
+        let (log, store, colocated) = open_files(&dir, colocated);
         let topics = Topics::new("test.", PARTITIONS);
         topics.ensure(&*log).await.expect("create topics");
         Env {
             dir,
             log,
             store,
+            colocated,
             topics,
             clock: ManualClock::new(T0),
         }
@@ -67,9 +82,10 @@ impl Env {
     /// Drops this process's handles on the log and store and opens the same
     /// files again, as a restarted process would.
     fn reopen(&mut self) {
-        let (log, store) = open_files(&self.dir);
+        let (log, store, colocated) = open_files(&self.dir, self.colocated.is_some());
         self.log = log;
         self.store = store;
+        self.colocated = colocated;
     }
 
     fn clock_now(&self) -> i64 {
@@ -87,7 +103,7 @@ impl Env {
         topic: Topic,
         partition: u32,
     ) -> PartitionRunner<P> {
-        PartitionRunner::new(
+        let runner = PartitionRunner::new(
             processor,
             effects,
             self.log.clone(),
@@ -97,7 +113,11 @@ impl Env {
             partition,
             Arc::new(self.clock.clone()),
             RunnerConfig::default(),
-        )
+        );
+        match &self.colocated {
+            Some(c) => runner.with_colocated(c.clone()),
+            None => runner,
+        }
     }
 
     /// Appends events to a topic (each to the partition of its key).
@@ -169,11 +189,17 @@ impl Env {
     }
 }
 
-fn open_files(dir: &TempDir) -> (Arc<dyn EventLog>, Arc<dyn Store>) {
+type Opened = (Arc<dyn EventLog>, Arc<dyn Store>, Option<Arc<Colocated>>);
+
+fn open_files(dir: &TempDir, colocated: bool) -> Opened {
     let path = |f: &str| dir.path().join(f).to_str().expect("utf-8 path").to_string();
+    if colocated {
+        let c = Arc::new(Colocated::open(&path("clarion.db")).expect("open log and store"));
+        return (c.log(), c.store(), Some(c));
+    }
     let log = SqliteLog::open(&path("log.db")).expect("open log");
     let store = SqliteStore::open(&path("store.db")).expect("open store");
-    (Arc::new(log), Arc::new(store))
+    (Arc::new(log), Arc::new(store), None)
 }
 
 fn acme() -> TenantId {
@@ -1036,6 +1062,159 @@ async fn a_crash_while_running_effects_is_finished_by_the_next_start() {
     );
     assert!(env.outbox_rows(&key).await.is_empty());
     assert_eq!(committed_rows(&env).await, vec![0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colocated_emits_commit_with_the_batch_so_a_crash_neither_loses_nor_repeats_them() {
+    // Given: the log and store in one file, and a runner whose effects crash
+    // the task on their first run, after the batch committed.
+    let mut env = Env::colocated().await;
+    let p = u1_partition();
+    let behaviour = Behaviour {
+        dedup: true,
+        emit_to: Some(Topic::Deliveries),
+        effect: true,
+        timer: None,
+    };
+    env.append(Topic::Triggers, &[fact(0)]).await;
+    let key = runner_key(&env, RECORDER, Topic::Triggers, p);
+    let (proc_a, _) = Recorder::new(behaviour.clone());
+    let crashing = Arc::new(RecordingEffects {
+        crash_once: AtomicBool::new(true),
+        ..Default::default()
+    });
+    let mut a = env.runner(proc_a, crashing.clone(), Topic::Triggers, p);
+    a.start().await.unwrap();
+    let recs = env.records(Topic::Triggers, p, 0).await;
+
+    // When: the step crashes while running the effect.
+    let crashed = tokio::spawn(async move { a.step(recs).await }).await;
+
+    // Then: the emit was appended by the commit itself, and the outbox row
+    // holds only the effect.
+    assert!(crashed.expect_err("the step panicked").is_panic());
+    let emitted = delivered_for(&fact(0), T0);
+    assert_eq!(env.events(Topic::Deliveries).await, vec![emitted.clone()]);
+    assert_eq!(committed_rows(&env).await, vec![0]);
+    assert_eq!(env.offset(RECORDER, Topic::Triggers, p).await, 1);
+    let rows = env.outbox_rows(&key).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        OutboxEntry::decode(rows[0].1.clone()).unwrap(),
+        OutboxEntry {
+            emits: Vec::new(),
+            effects: vec![Bytes::from_static(b"n0")],
+        }
+    );
+
+    // When: the process restarts and the runner starts again.
+    env.reopen();
+    let (proc_b, calls_b) = Recorder::new(behaviour.clone());
+    let effects_b = Arc::new(RecordingEffects::default());
+    let mut b = env.runner(proc_b, effects_b.clone(), Topic::Triggers, p);
+    b.start().await.unwrap();
+    b.step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+
+    // Then: the effect ran once, and the emit is in the log exactly once
+    // (with separate files it is published again on completion).
+    assert_eq!(effects_b.ran(), vec![(Bytes::from_static(b"n0"), T0)]);
+    assert!(calls_b.lock().unwrap().is_empty());
+    assert_eq!(env.events(Topic::Deliveries).await, vec![emitted]);
+    assert_eq!(
+        env.events(Topic::Notifications).await,
+        vec![effect_result(b"n0", T0)]
+    );
+    assert!(env.outbox_rows(&key).await.is_empty());
+
+    // And: a batch with emits and no effects writes no outbox row at all:
+    // the log has the emit, and the outbox stays empty even before the step
+    // returns (nothing is left to complete).
+    env.append(Topic::Triggers, &[fact(1)]).await;
+    let plain = Behaviour {
+        effect: false,
+        ..behaviour
+    };
+    let (proc_c, _) = Recorder::new(plain);
+    let mut c = env.runner(proc_c, Arc::new(NoEffects), Topic::Triggers, p);
+    c.start().await.unwrap();
+    c.step(env.records(Topic::Triggers, p, 1).await)
+        .await
+        .unwrap();
+    assert_eq!(env.events(Topic::Deliveries).await.len(), 2);
+    assert!(env.outbox_rows(&key).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colocated_commit_that_fails_appends_nothing_and_a_retry_takes_the_same_offsets() {
+    // Given: the log and store in one file; another writer of the file has
+    // put a record where the log will append next (the log keeps each
+    // partition's end in memory), so the next append's insert fails.
+    let env = Env::colocated().await;
+    let c = env.colocated.clone().unwrap();
+    let p = u1_partition();
+    let topic = env.name(Topic::Deliveries);
+    let emit = Emit {
+        topic: Topic::Deliveries,
+        event: delivered_for(&fact(0), T0),
+    };
+    let encoded = clarion_runtime::runner::encode_emits(std::slice::from_ref(&emit));
+    // One commit so the log knows the partition's end (offset 1 next).
+    c.commit(
+        WriteBatch::new(),
+        &env.topics,
+        std::slice::from_ref(&emit),
+        &encoded,
+    )
+    .await
+    .unwrap();
+    let raw = rusqlite::Connection::open(env.dir.path().join("clarion.db")).unwrap();
+    raw.execute_batch("PRAGMA busy_timeout=10000").unwrap();
+    let squat = |sql: &str| raw.execute(sql, rusqlite::params![topic, p]).unwrap();
+    let insert = "INSERT INTO records (topic, partition, offset, key, value, ts)
+                  SELECT id, ?2, 1, 'squatter', x'00', 0 FROM topics WHERE name = ?1";
+    assert_eq!(squat(insert), 1);
+    let state = RowKey::new(Table::SinkDeliveries, "acme", RECORDER, b"state".to_vec());
+    let mut writes = WriteBatch::new();
+    writes.put(state.clone(), Bytes::from_static(b"v"));
+
+    // When: a commit writes state and emits the same event again.
+    let failed = c
+        .commit(
+            writes.clone(),
+            &env.topics,
+            std::slice::from_ref(&emit),
+            &encoded,
+        )
+        .await;
+
+    // Then: it fails as a whole: no state row, and the log holds only the
+    // first emit and the squatter.
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(env.store.get(&state).await.unwrap(), None);
+    assert_eq!(env.records(Topic::Deliveries, p, 0).await.len(), 2);
+
+    // When: the squatter is gone and the commit is retried.
+    let delete = "DELETE FROM records WHERE partition = ?2 AND offset = 1
+                  AND topic = (SELECT id FROM topics WHERE name = ?1)";
+    assert_eq!(squat(delete), 1);
+    c.commit(writes, &env.topics, std::slice::from_ref(&emit), &encoded)
+        .await
+        .unwrap();
+
+    // Then: both committed, and the emit took offset 1: the failed attempt
+    // left the log's notion of the partition's end where it was.
+    assert_eq!(
+        env.store.get(&state).await.unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
+    let recs = env.records(Topic::Deliveries, p, 0).await;
+    assert_eq!(
+        recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert_eq!(recs[1].value, encoded[0]);
 }
 
 // ---------------------------------------------------------------------------

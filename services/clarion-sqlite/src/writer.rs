@@ -176,13 +176,19 @@ mod tests {
             1
         }
         fn apply(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
-            self.applied.lock().unwrap().push(format!("apply {}", self.value));
+            self.applied
+                .lock()
+                .unwrap()
+                .push(format!("apply {}", self.value));
             tx.execute("INSERT INTO t (v) VALUES (?1)", [self.value])
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
         fn rolled_back(&mut self) {
-            self.applied.lock().unwrap().push(format!("undo {}", self.value));
+            self.applied
+                .lock()
+                .unwrap()
+                .push(format!("undo {}", self.value));
         }
         fn finish(self: Box<Self>, outcome: Result<(), String>) {
             self.done.send((self.value, outcome)).unwrap();
@@ -224,10 +230,7 @@ mod tests {
             })
             .collect();
         commit_group(&mut crate::connect(&path).unwrap(), group);
-        let got: Vec<(i64, bool)> = outcomes
-            .try_iter()
-            .map(|(v, o)| (v, o.is_ok()))
-            .collect();
+        let got: Vec<(i64, bool)> = outcomes.try_iter().map(|(v, o)| (v, o.is_ok())).collect();
         assert_eq!(got, vec![(1, true), (-2, false), (3, true)]);
         assert_eq!(values(&path), vec![1, 3]);
         // The group ran 1 and -2, rolled both back (newest first), then

@@ -226,9 +226,10 @@ impl SqliteStore {
     /// writer thread and checkpointer.
     pub fn open(path: &str) -> Result<SqliteStore> {
         let conn = connect(path)?;
-        conn.execute_batch(clarion_sqlite::WRITER_PRAGMAS).map_err(storage)?;
-        let writer = Writer::spawn(conn, path, "clarion-store-writer", MAX_GROUP_OPS)
+        conn.execute_batch(clarion_sqlite::WRITER_PRAGMAS)
             .map_err(storage)?;
+        let writer =
+            Writer::spawn(conn, path, "clarion-store-writer", MAX_GROUP_OPS).map_err(storage)?;
         let checkpointer =
             clarion_sqlite::spawn_checkpointer(path, "clarion-store-ckpt").map_err(storage)?;
         Self::with_writer(writer, Some(checkpointer))
@@ -272,7 +273,10 @@ impl SqliteStore {
     pub fn write_job(
         &self,
         batch: WriteBatch,
-    ) -> (Box<dyn WriteJob>, tokio::sync::oneshot::Receiver<Result<()>>) {
+    ) -> (
+        Box<dyn WriteJob>,
+        tokio::sync::oneshot::Receiver<Result<()>>,
+    ) {
         let (reply, rx) = tokio::sync::oneshot::channel();
         (Box::new(BatchJob { batch, reply }), rx)
     }

@@ -64,12 +64,17 @@ pub struct TrackingConfig {
     pub base_url: String,
 }
 
+/// The embedded default's file in the data directory: log and store.
+pub const EMBEDDED_FILE: &str = "clarion.db";
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LogConfig {
     /// `sqlite://PATH[?sync=full]` or `kafka://HOST:PORT[,HOST:PORT][?fetch_wait_ms=N]`
     /// (how long an idle reader's fetch waits at the broker; default 10: lower
-    /// latency, more broker load). Empty: `sqlite://<data-dir>/log.db`.
+    /// latency, more broker load). Empty: `sqlite://<data-dir>/clarion.db`, the store's
+    /// file: a log and store in one SQLite file commit a processor's state and
+    /// the events it emits in one transaction.
     pub url: String,
     /// Partitions of each recipient topic. Fixed once topics exist.
     pub partitions: u32,
@@ -80,7 +85,7 @@ pub struct LogConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` or `scylla://HOST:PORT/KEYSPACE`. Empty: `sqlite://<data-dir>/store.db`.
+    /// `sqlite://PATH` or `scylla://HOST:PORT/KEYSPACE`. Empty: `sqlite://<data-dir>/clarion.db`.
     pub url: String,
 }
 
@@ -198,9 +203,21 @@ impl Config {
         fig.merge(env).extract().map_err(Box::new)
     }
 
+    /// The SQLite file both the log and the store use when they share one
+    /// (the embedded default), or `None`.
+    pub fn colocated_file(&self) -> Option<String> {
+        let file = |url: &str| {
+            let path = url.strip_prefix("sqlite://")?;
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            std::path::absolute(path).ok()
+        };
+        let log = file(&self.log_url())?;
+        (Some(&log) == file(&self.store_url()).as_ref()).then(|| self.log_url())
+    }
+
     pub fn log_url(&self) -> String {
         if self.log.url.is_empty() {
-            format!("sqlite://{}", self.data_dir.join("log.db").display())
+            format!("sqlite://{}", self.data_dir.join(EMBEDDED_FILE).display())
         } else {
             self.log.url.clone()
         }
@@ -208,7 +225,7 @@ impl Config {
 
     pub fn store_url(&self) -> String {
         if self.store.url.is_empty() {
-            format!("sqlite://{}", self.data_dir.join("store.db").display())
+            format!("sqlite://{}", self.data_dir.join(EMBEDDED_FILE).display())
         } else {
             self.store.url.clone()
         }

@@ -35,8 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every role in one process on the embedded backends (default
-    /// ./data/log.db and ./data/store.db). On first start creates an admin
+    /// Run every role in one process on the embedded backends (default: the
+    /// log and the store in one file, ./data/clarion.db). On first start creates an admin
     /// token and a "demo" tenant with a `welcome` workflow, and prints both
     /// credentials once.
     Serve(Overrides),

@@ -16,6 +16,7 @@ use clarion_domain::trigger::TriggerLimits;
 use clarion_domain::Channel;
 use clarion_gateway::GatewayState;
 use clarion_log::EventLog;
+use clarion_runtime::colocated::Colocated;
 use clarion_runtime::processor::NoEffects;
 use clarion_runtime::projector::Projector;
 use clarion_runtime::router::Router;
@@ -72,6 +73,8 @@ pub struct Node {
     pub cfg: Config,
     pub log: Arc<dyn EventLog>,
     pub store: Arc<dyn Store>,
+    /// Set when the log and the store share one SQLite file.
+    pub colocated: Option<Arc<Colocated>>,
     pub topics: Topics,
     pub clock: Arc<dyn Clock>,
 }
@@ -80,18 +83,44 @@ impl Node {
     /// Opens the log and store named by the configuration and creates topics.
     pub async fn open(cfg: Config) -> anyhow::Result<Node> {
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let log = clarion_log::open(&cfg.log_url())
-            .await
-            .with_context(|| format!("opening log {}", cfg.log_url()))?;
-        let store = clarion_store::open(&cfg.store_url())
-            .await
-            .with_context(|| format!("opening store {}", cfg.store_url()))?;
+        if cfg.log.url.is_empty()
+            && cfg.store.url.is_empty()
+            && cfg.data_dir.join("log.db").exists()
+            && !cfg.data_dir.join(crate::config::EMBEDDED_FILE).exists()
+        {
+            tracing::warn!(
+                data_dir = %cfg.data_dir.display(),
+                "the data directory holds log.db and store.db of an earlier release, which kept \
+                 the log and the store in two files; starting afresh in clarion.db. To keep \
+                 using them, set log.url and store.url to sqlite://DIR/log.db and sqlite://DIR/store.db"
+            );
+        }
+        let (log, store, colocated) = match cfg.colocated_file() {
+            Some(url) => {
+                let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+                let c = Arc::new(
+                    Colocated::open(path)
+                        .with_context(|| format!("opening log and store {url}"))?,
+                );
+                (c.log(), c.store(), Some(c))
+            }
+            None => {
+                let log = clarion_log::open(&cfg.log_url())
+                    .await
+                    .with_context(|| format!("opening log {}", cfg.log_url()))?;
+                let store = clarion_store::open(&cfg.store_url())
+                    .await
+                    .with_context(|| format!("opening store {}", cfg.store_url()))?;
+                (log, store, None)
+            }
+        };
         let topics = Topics::new(&cfg.log.topic_prefix, cfg.log.partitions);
         topics.ensure(&*log).await.context("creating topics")?;
         Ok(Node {
             cfg,
             log,
             store,
+            colocated,
             topics,
             clock: Arc::new(SystemClock),
         })
@@ -137,7 +166,7 @@ impl Node {
         shutdown: &watch::Receiver<bool>,
     ) {
         for p in 0..self.topics.partitions_of(topic) {
-            let runner = PartitionRunner::new(
+            let mut runner = PartitionRunner::new(
                 make(),
                 effects.clone(),
                 self.log.clone(),
@@ -149,6 +178,9 @@ impl Node {
                 self.runner_config(),
             )
             .with_inputs(more_inputs);
+            if let Some(c) = &self.colocated {
+                runner = runner.with_colocated(c.clone());
+            }
             let sd = shutdown.clone();
             tasks.spawn(async move {
                 runner

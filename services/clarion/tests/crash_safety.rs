@@ -249,7 +249,7 @@ async fn kill_dash_nine_loses_nothing_and_sends_no_silent_duplicates() {
 
     // Every accepted sink notification was recorded exactly once.
     let store = clarion_store::embedded::SqliteStore::open(
-        dir.path().join("data/store.db").to_str().unwrap(),
+        dir.path().join("data/clarion.db").to_str().unwrap(),
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

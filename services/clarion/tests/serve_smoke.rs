@@ -102,7 +102,9 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
         assert!(Instant::now() < deadline, "never reported running");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(dir.path().join("data/log.db").exists() && dir.path().join("data/store.db").exists());
+    // The embedded log and store share one file.
+    assert!(dir.path().join("data/clarion.db").exists());
+    assert!(!dir.path().join("data/log.db").exists() && !dir.path().join("data/store.db").exists());
 
     assert_eq!(http_get(http, "/healthz").0, 200);
     assert_eq!(http_get(http, "/readyz").0, 200);

@@ -1,0 +1,95 @@
+//! The embedded log and store in one SQLite file.
+//!
+//! With both in one file and one writer thread, a processor's commit (its
+//! state, dedup rows and input position) and the events it emits are one
+//! transaction: the emits need no outbox row written before and deleted
+//! after, and a crash can neither lose them nor publish them twice. This is
+//! the embedded default. Kafka has no transactions that span the store, so
+//! there the runner keeps the outbox (crate docs).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clarion_log::embedded::SqliteLog;
+use clarion_log::{EventLog, LogError, Record};
+use clarion_sqlite::writer::Together;
+use clarion_store::embedded::SqliteStore;
+use clarion_store::{Store, StoreError, WriteBatch};
+
+use crate::processor::{Emit, ProcessError};
+use crate::topics::{Topic, Topics};
+
+/// An embedded log and store sharing one file and its writer.
+pub struct Colocated {
+    log: Arc<SqliteLog>,
+    store: Arc<SqliteStore>,
+}
+
+impl Colocated {
+    /// Opens (creating if needed) the log and the store in the file at
+    /// `path` (which may carry the log's `?sync=full`).
+    pub fn open(path: &str) -> Result<Colocated, ProcessError> {
+        let log = Arc::new(SqliteLog::open(path)?);
+        let store = Arc::new(SqliteStore::open_with_writer(log.writer().clone())?);
+        Ok(Colocated { log, store })
+    }
+
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        self.log.clone()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Applies `writes` and appends `emits` (`encoded[i]` is `emits[i]`'s
+    /// event) in one transaction: both or neither.
+    pub async fn commit(
+        &self,
+        writes: WriteBatch,
+        topics: &Topics,
+        emits: &[Emit],
+        encoded: &[Bytes],
+    ) -> Result<(), ProcessError> {
+        let (store_job, stored) = self.store.write_job(writes);
+        let mut jobs = vec![store_job];
+        let mut appended = Vec::new();
+        for (topic, records) in records_by_topic(topics, emits, encoded) {
+            let (job, rx) = self.log.append_job(&topic, records).await?;
+            jobs.push(job);
+            appended.push(rx);
+        }
+        self.log.writer().submit(Box::new(Together(jobs)));
+        let stopped = || StoreError::Unavailable("SQLite writer stopped".into());
+        stored.await.map_err(|_| stopped())??;
+        for rx in appended {
+            rx.await
+                .map_err(|_| LogError::Unavailable("SQLite writer stopped".into()))??;
+        }
+        Ok(())
+    }
+}
+
+/// The records to append for `emits`, grouped by topic (in `Topic::ALL`
+/// order; within a topic, in emit order).
+pub fn records_by_topic(
+    topics: &Topics,
+    emits: &[Emit],
+    encoded: &[Bytes],
+) -> Vec<(String, Vec<Record>)> {
+    Topic::ALL
+        .into_iter()
+        .filter_map(|t| {
+            let recs: Vec<Record> = emits
+                .iter()
+                .zip(encoded)
+                .filter(|(e, _)| e.topic == t)
+                .map(|(e, value)| Record {
+                    key: e.event.partition_key.clone(),
+                    value: value.clone(),
+                })
+                .collect();
+            (!recs.is_empty()).then(|| (topics.name(t), recs))
+        })
+        .collect()
+}
