@@ -8,6 +8,8 @@
 #   scripts/bench-e2e.sh --concurrency 16 --rate 1000
 #   LOG_URL=kafka://127.0.0.1:9092 scripts/bench-e2e.sh --concurrency 64
 #
+# The server's stderr of the last run is kept in /tmp/last-server.err.
+#
 # Needs the release binaries:
 #   cargo build --release -p clarion -p clarion-bench --bin clarion --bin loadgen
 set -euo pipefail
@@ -23,7 +25,7 @@ if [[ -n "${LOG_URL:-}" ]]; then
 fi
 "$BIN/clarion" "${args[@]}" >"$RUN/server.out" 2>"$RUN/server.err" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$RUN"' EXIT
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; cp "$RUN/server.err" /tmp/last-server.err; rm -rf "$RUN"' EXIT
 KEY=""
 for _ in $(seq 1 100); do
   KEY=$(awk '/demo API key/ {print $4}' "$RUN/server.out" 2>/dev/null || true)

@@ -177,10 +177,8 @@ impl SqliteLog {
             Some((p, q)) => (p.to_string(), q.split('&').any(|kv| kv == "sync=full")),
             None => (path.to_string(), false),
         };
-        let conn = connect(&path)?;
+        let conn = clarion_sqlite::connect_writer(&path).map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
-        conn.execute_batch(clarion_sqlite::WRITER_PRAGMAS)
-            .map_err(storage)?;
         if sync_full {
             conn.execute_batch("PRAGMA synchronous=FULL;")
                 .map_err(storage)?;
@@ -228,6 +226,21 @@ impl SqliteLog {
             }),
             rx,
         ))
+    }
+
+    /// Runs a write on the file's writer thread (the only connection that
+    /// writes, so it never meets a lock held by another and sleeps in
+    /// SQLite's busy handler).
+    async fn write_op<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.call(false, f, move |answer| {
+            let _ = reply.send(answer.map_err(LogError::Storage));
+        });
+        rx.await
+            .map_err(|_| LogError::Unavailable("log writer stopped".into()))?
     }
 
     async fn meta_op<T: Send + 'static>(
@@ -338,18 +351,16 @@ impl EventLog for SqliteLog {
         }
         let name = topic.to_string();
         let existing = self
-            .meta_op(move |c| {
+            .write_op(move |c| {
                 c.execute(
                     "INSERT INTO topics (name, partitions) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
                     params![name, partitions],
-                )
-                .map_err(storage)?;
+                )?;
                 c.query_row(
                     "SELECT partitions FROM topics WHERE name = ?1",
                     [&name],
                     |r| r.get::<_, u32>(0),
                 )
-                .map_err(storage)
             })
             .await?;
         if existing != partitions {
@@ -424,14 +435,13 @@ impl EventLog for SqliteLog {
     ) -> Result<()> {
         let t = self.checked(topic, partition).await?;
         let group = group.to_string();
-        self.meta_op(move |c| {
+        self.write_op(move |c| {
             c.execute(
                 "INSERT INTO group_offsets (grp, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
                 params![group, t.id, partition, next_offset as i64],
             )
             .map(|_| ())
-            .map_err(storage)
         })
         .await
     }

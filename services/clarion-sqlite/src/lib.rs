@@ -44,7 +44,37 @@ pub fn connect(path: &str) -> Result<Connection, String> {
 /// past the end of the file (`pcache1TruncateUnsafe`); with 256 MiB that
 /// scan was 8 % of the server's CPU (docs/benchmarks.md). No automatic
 /// checkpoints: [`spawn_checkpointer`] runs them off the writer's path.
-pub const WRITER_PRAGMAS: &str = "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;";
+const WRITER_PRAGMAS: &str = "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;";
+
+/// Opens the connection of a file's writer thread ([`writer::Writer`]):
+/// [`connect`], then [`WRITER_PRAGMAS`] and [`writer_busy_handler`].
+pub fn connect_writer(path: &str) -> Result<Connection, String> {
+    let conn = connect(path)?;
+    conn.execute_batch(WRITER_PRAGMAS)
+        .map_err(|e| e.to_string())?;
+    conn.busy_handler(Some(writer_busy_handler))
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// Busy handler of a writer connection: waits for a lock in steps of 50 µs
+/// at first, then 1 ms, for up to about 10 s (like `busy_timeout=10000`).
+/// SQLite's own handler sleeps 1, 2, 5, 10 ms...: a writer that meets the
+/// checkpointer's brief lock would sleep 8 ms for a lock held 1 ms, and
+/// every request waiting on that writer with it.
+fn writer_busy_handler(attempt: i32) -> bool {
+    const FINE: i32 = 200;
+    let nap = if attempt < FINE {
+        Duration::from_micros(50)
+    } else {
+        Duration::from_millis(1)
+    };
+    if attempt >= FINE + 10_000 {
+        return false;
+    }
+    std::thread::sleep(nap);
+    true
+}
 
 /// How often the checkpointer runs a passive checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
@@ -61,6 +91,11 @@ const WAL_RESTART_PAGES: i64 = 16_384;
 /// it. The thread ends when the returned sender is dropped.
 pub fn spawn_checkpointer(path: &str, thread_name: &str) -> Result<Sender<()>, String> {
     let conn = connect(path)?;
+    // A restarting checkpoint holds the write lock while it waits for
+    // readers: wait for them in fine steps too, so the writer gets the lock
+    // back as soon as they are done.
+    conn.busy_handler(Some(writer_busy_handler))
+        .map_err(|e| e.to_string())?;
     let (stop, rx) = channel::<()>();
     std::thread::Builder::new()
         .name(thread_name.into())

@@ -140,62 +140,29 @@ impl WriteJob for BatchJob {
     }
 }
 
-/// Any write that computes an answer, as a job of the file's writer.
-struct FnJob<T, F> {
-    f: F,
-    answer: Option<T>,
-    reply: Option<Box<dyn FnOnce(Result<T>) + Send>>,
-}
-
-impl<T, F> WriteJob for FnJob<T, F>
-where
-    T: Send,
-    F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send,
-{
-    fn weight(&self) -> usize {
-        1
-    }
-
-    fn apply(&mut self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
-        self.answer = Some((self.f)(tx).map_err(|e| e.to_string())?);
-        Ok(())
-    }
-
-    fn rolled_back(&mut self) {
-        self.answer = None;
-    }
-
-    fn finish(mut self: Box<Self>, outcome: std::result::Result<(), String>) {
-        let answer = outcome
-            .map_err(StoreError::Storage)
-            .and_then(|()| self.answer.take().ok_or_else(|| storage("no answer")));
-        if let Some(reply) = self.reply.take() {
-            reply(answer);
-        }
-    }
-}
-
 /// Runs `f` on `writer` and hands its answer to `reply`.
-fn submit_fn<T, F>(writer: &Writer, f: F, reply: impl FnOnce(Result<T>) + Send + 'static)
-where
+fn submit_fn<T, F>(
+    writer: &Writer,
+    background: bool,
+    f: F,
+    reply: impl FnOnce(Result<T>) + Send + 'static,
+) where
     T: Send + 'static,
     F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
 {
-    writer.submit(Box::new(FnJob {
-        f,
-        answer: None,
-        reply: Some(Box::new(reply)),
-    }));
+    writer.call(background, f, move |answer| {
+        reply(answer.map_err(StoreError::Storage))
+    });
 }
 
 /// Runs `f` on `writer`; awaits its answer.
-async fn write_fn<T, F>(writer: &Writer, f: F) -> Result<T>
+async fn write_fn<T, F>(writer: &Writer, background: bool, f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    submit_fn(writer, f, move |a| {
+    submit_fn(writer, background, f, move |a| {
         let _ = tx.send(a);
     });
     rx.await
@@ -225,9 +192,7 @@ impl SqliteStore {
     /// Opens (creating if needed) a store in a file of its own, with its own
     /// writer thread and checkpointer.
     pub fn open(path: &str) -> Result<SqliteStore> {
-        let conn = connect(path)?;
-        conn.execute_batch(clarion_sqlite::WRITER_PRAGMAS)
-            .map_err(storage)?;
+        let conn = clarion_sqlite::connect_writer(path).map_err(storage)?;
         let writer =
             Writer::spawn(conn, path, "clarion-store-writer", MAX_GROUP_OPS).map_err(storage)?;
         let checkpointer =
@@ -283,7 +248,7 @@ impl SqliteStore {
 
     /// Deletes rows whose TTL has passed.
     pub async fn purge_expired(&self) -> Result<()> {
-        while write_fn(&self.writer, purge_chunk).await? {}
+        while write_fn(&self.writer, true, purge_chunk).await? {}
         Ok(())
     }
 
@@ -340,7 +305,7 @@ fn spawn_purger(writer: Writer) -> Result<std::sync::mpsc::Sender<()>> {
 fn purge_blocking(writer: &Writer) -> Result<()> {
     loop {
         let (tx, rx) = std::sync::mpsc::channel();
-        submit_fn(writer, purge_chunk, move |a| {
+        submit_fn(writer, true, purge_chunk, move |a| {
             let _ = tx.send(a);
         });
         let more = rx
@@ -475,7 +440,7 @@ impl Store for SqliteStore {
              WHERE expires_at IS NOT NULL AND expires_at <= ?6",
             k.table
         );
-        write_fn(&self.writer, move |tx| {
+        write_fn(&self.writer, false, move |tx| {
             let now = now_ms();
             // An expired row counts as absent and is replaced.
             let changed = tx.execute(
