@@ -984,21 +984,32 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_while_running_effects_is_finished_by_the_next_start() {
-    // Given: a runner whose effects crash the task on their first run, after
-    // the batch committed.
-    let mut env = Env::new().await;
-    let p = u1_partition();
-    let behaviour = Behaviour {
+/// The recorder's behaviour in the crash tests: dedup, one emit to
+/// `deliveries` and one effect per input.
+fn emit_and_effect() -> Behaviour {
+    Behaviour {
         dedup: true,
         emit_to: Some(Topic::Deliveries),
         effect: true,
         timer: None,
-    };
+    }
+}
+
+/// Appends `fact(0)` and steps a runner whose effects crash the task on
+/// their first run, after the batch committed. Returns the runner key, the
+/// step's outcome, what the processor was handed and the crashing effects.
+async fn step_until_the_effect_crashes(
+    env: &Env,
+) -> (
+    String,
+    Result<Result<(), ProcessError>, tokio::task::JoinError>,
+    Arc<Mutex<Vec<u64>>>,
+    Arc<RecordingEffects>,
+) {
+    let p = u1_partition();
     env.append(Topic::Triggers, &[fact(0)]).await;
-    let key = runner_key(&env, RECORDER, Topic::Triggers, p);
-    let (proc_a, calls_a) = Recorder::new(behaviour.clone());
+    let key = runner_key(env, RECORDER, Topic::Triggers, p);
+    let (proc_a, calls_a) = Recorder::new(emit_and_effect());
     let crashing = Arc::new(RecordingEffects {
         crash_once: AtomicBool::new(true),
         ..Default::default()
@@ -1006,9 +1017,35 @@ async fn a_crash_while_running_effects_is_finished_by_the_next_start() {
     let mut a = env.runner(proc_a, crashing.clone(), Topic::Triggers, p);
     a.start().await.unwrap();
     let recs = env.records(Topic::Triggers, p, 0).await;
+    let crashed = tokio::spawn(async move { a.step(recs).await }).await;
+    (key, crashed, calls_a, crashing)
+}
+
+/// Reopens the files as a restarted process would, then starts a runner
+/// with working effects and steps the partition from offset 0. Returns what
+/// the processor was handed and the effects.
+async fn restart_and_step(env: &mut Env) -> (Arc<Mutex<Vec<u64>>>, Arc<RecordingEffects>) {
+    env.reopen();
+    let p = u1_partition();
+    let (proc_b, calls_b) = Recorder::new(emit_and_effect());
+    let effects_b = Arc::new(RecordingEffects::default());
+    let mut b = env.runner(proc_b, effects_b.clone(), Topic::Triggers, p);
+    b.start().await.unwrap();
+    b.step(env.records(Topic::Triggers, p, 0).await)
+        .await
+        .unwrap();
+    (calls_b, effects_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_running_effects_is_finished_by_the_next_start() {
+    // Given: a runner whose effects crash the task on their first run, after
+    // the batch committed (`step_until_the_effect_crashes`).
+    let mut env = Env::new().await;
+    let p = u1_partition();
 
     // When: the step crashes while running the effect.
-    let crashed = tokio::spawn(async move { a.step(recs).await }).await;
+    let (key, crashed, calls_a, crashing) = step_until_the_effect_crashes(&env).await;
 
     // Then: the crash happened after the commit: the input's state and offset
     // are committed and the outbox row is still there.
@@ -1037,14 +1074,7 @@ async fn a_crash_while_running_effects_is_finished_by_the_next_start() {
     );
 
     // When: the process restarts and the runner starts again.
-    env.reopen();
-    let (proc_b, calls_b) = Recorder::new(behaviour);
-    let effects_b = Arc::new(RecordingEffects::default());
-    let mut b = env.runner(proc_b, effects_b.clone(), Topic::Triggers, p);
-    b.start().await.unwrap();
-    b.step(env.records(Topic::Triggers, p, 0).await)
-        .await
-        .unwrap();
+    let (calls_b, effects_b) = restart_and_step(&mut env).await;
 
     // Then: the effect ran exactly once, its report is published, the emit is
     // published again under the same id (at least once), the input is not
@@ -1070,25 +1100,9 @@ async fn colocated_emits_commit_with_the_batch_so_a_crash_neither_loses_nor_repe
     // the task on their first run, after the batch committed.
     let mut env = Env::colocated().await;
     let p = u1_partition();
-    let behaviour = Behaviour {
-        dedup: true,
-        emit_to: Some(Topic::Deliveries),
-        effect: true,
-        timer: None,
-    };
-    env.append(Topic::Triggers, &[fact(0)]).await;
-    let key = runner_key(&env, RECORDER, Topic::Triggers, p);
-    let (proc_a, _) = Recorder::new(behaviour.clone());
-    let crashing = Arc::new(RecordingEffects {
-        crash_once: AtomicBool::new(true),
-        ..Default::default()
-    });
-    let mut a = env.runner(proc_a, crashing.clone(), Topic::Triggers, p);
-    a.start().await.unwrap();
-    let recs = env.records(Topic::Triggers, p, 0).await;
 
     // When: the step crashes while running the effect.
-    let crashed = tokio::spawn(async move { a.step(recs).await }).await;
+    let (key, crashed, _, _) = step_until_the_effect_crashes(&env).await;
 
     // Then: the emit was appended by the commit itself, and the outbox row
     // holds only the effect.
@@ -1108,14 +1122,7 @@ async fn colocated_emits_commit_with_the_batch_so_a_crash_neither_loses_nor_repe
     );
 
     // When: the process restarts and the runner starts again.
-    env.reopen();
-    let (proc_b, calls_b) = Recorder::new(behaviour.clone());
-    let effects_b = Arc::new(RecordingEffects::default());
-    let mut b = env.runner(proc_b, effects_b.clone(), Topic::Triggers, p);
-    b.start().await.unwrap();
-    b.step(env.records(Topic::Triggers, p, 0).await)
-        .await
-        .unwrap();
+    let (calls_b, effects_b) = restart_and_step(&mut env).await;
 
     // Then: the effect ran once, and the emit is in the log exactly once
     // (with separate files it is published again on completion).
@@ -1134,7 +1141,7 @@ async fn colocated_emits_commit_with_the_batch_so_a_crash_neither_loses_nor_repe
     env.append(Topic::Triggers, &[fact(1)]).await;
     let plain = Behaviour {
         effect: false,
-        ..behaviour
+        ..emit_and_effect()
     };
     let (proc_c, _) = Recorder::new(plain);
     let mut c = env.runner(proc_c, Arc::new(NoEffects), Topic::Triggers, p);
