@@ -25,7 +25,7 @@ if [[ -n "${LOG_URL:-}" ]]; then
 fi
 "$BIN/clarion" "${args[@]}" >"$RUN/server.out" 2>"$RUN/server.err" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; cp "$RUN/server.err" /tmp/last-server.err; rm -rf "$RUN"' EXIT
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; cp "$RUN/server.err" /tmp/last-server.err; [[ -n "${KEEP_DATA:-}" ]] && cp -r "$RUN/data" "$KEEP_DATA"; rm -rf "$RUN"' EXIT
 KEY=""
 for _ in $(seq 1 100); do
   KEY=$(awk '/demo API key/ {print $4}' "$RUN/server.out" 2>/dev/null || true)

@@ -4,7 +4,7 @@ use clarion_domain::trigger::{Recipient, TriggerCommand};
 use clarion_domain::{Event, Payload, Violations};
 use clarion_proto::api;
 use clarion_proto::events as pb;
-use clarion_runtime::projector::{history, status_of};
+use clarion_runtime::projector::{history, history_event, status_of};
 use clarion_runtime::Topic;
 use clarion_store::{RowKey, Table};
 use tonic::{Request, Response, Status};
@@ -268,7 +268,7 @@ impl NotificationApi {
             return Err(Violations::single("notification_id", "is required").into());
         }
         let t = caller.tenant.as_str();
-        let events = history(&*s.store, t, &id)
+        let events = history(&*s.store, &*s.log, &s.topics, t, &id)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         if events.is_empty() {
@@ -404,17 +404,25 @@ pub async fn append_for_notification(
     payload: Payload,
 ) -> Result<(), ApiError> {
     // The history holds the Triggered event under its derived id.
-    let head = match clarion_domain::Id::parse_hex(notification_id) {
-        Some(nid) => s
-            .store
-            .get(&RowKey::new(
-                Table::NotificationEvents,
-                tenant.as_str(),
-                notification_id,
-                nid.child("triggered", 0).0.to_vec(),
-            ))
-            .await?
-            .and_then(|b| Event::decode(&b).ok()),
+    let row = match clarion_domain::Id::parse_hex(notification_id) {
+        Some(nid) => {
+            s.store
+                .get(&RowKey::new(
+                    Table::NotificationEvents,
+                    tenant.as_str(),
+                    notification_id,
+                    nid.child("triggered", 0).0.to_vec(),
+                ))
+                .await?
+        }
+        None => None,
+    };
+    let head = match row {
+        Some(v) => Some(
+            history_event(&*s.log, &s.topics, &v)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        ),
         None => None,
     };
     let Some(Event {

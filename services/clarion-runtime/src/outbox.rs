@@ -20,13 +20,6 @@ pub struct OutboxEntry {
 #[error("corrupt outbox row: {0}")]
 pub struct OutboxError(String);
 
-fn topic_code(t: Topic) -> u8 {
-    Topic::ALL
-        .iter()
-        .position(|x| *x == t)
-        .expect("known topic") as u8
-}
-
 fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_u32(b.len() as u32);
     buf.put_slice(b);
@@ -65,7 +58,7 @@ impl OutboxEntry {
         );
         buf.put_u32(self.emits.len() as u32);
         for (e, bytes) in self.emits.iter().zip(encoded) {
-            buf.put_u8(topic_code(e.topic));
+            buf.put_u8(e.topic.code());
             put_bytes(&mut buf, bytes);
         }
         buf.put_u32(self.effects.len() as u32);
@@ -84,9 +77,8 @@ impl OutboxEntry {
             if buf.remaining() < 1 {
                 return Err(OutboxError("truncated topic".into()));
             }
-            let code = buf.get_u8() as usize;
-            let topic = *Topic::ALL
-                .get(code)
+            let code = buf.get_u8();
+            let topic = Topic::from_code(code)
                 .ok_or_else(|| OutboxError(format!("unknown topic code {code}")))?;
             let event =
                 Event::decode(&take_bytes(&mut buf)?).map_err(|e| OutboxError(e.to_string()))?;

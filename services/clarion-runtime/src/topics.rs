@@ -27,6 +27,18 @@ impl Topic {
         Topic::Config,
     ];
 
+    /// A one-byte code for stored references (outbox rows, history rows).
+    pub fn code(self) -> u8 {
+        Topic::ALL
+            .iter()
+            .position(|x| *x == self)
+            .expect("known topic") as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Topic> {
+        Topic::ALL.get(code as usize).copied()
+    }
+
     pub fn base_name(&self) -> &'static str {
         match self {
             Topic::Triggers => "triggers",

@@ -21,7 +21,7 @@ use clarion_proto::events as pb;
 use clarion_runtime::colocated::Colocated;
 use clarion_runtime::outbox::OutboxEntry;
 use clarion_runtime::processor::NoEffects;
-use clarion_runtime::projector::{version_ck, Projector};
+use clarion_runtime::projector::{history, version_ck, HistoryRef, Projector};
 use clarion_runtime::router::{Router, ROUTER};
 use clarion_runtime::runner::stored_offset;
 use clarion_runtime::{
@@ -521,7 +521,7 @@ async fn given_published_config(env: &Env) {
     assert_eq!(at, vec![(config_partition, 0), (config_partition, 1)]);
 
     let mut projector = env.runner(
-        Projector,
+        Projector::default(),
         Arc::new(NoEffects),
         Topic::Config,
         config_partition,
@@ -1035,6 +1035,86 @@ async fn restart_and_step(env: &mut Env) -> (Arc<Mutex<Vec<u64>>>, Arc<Recording
         .await
         .unwrap();
     (calls_b, effects_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_points_into_a_colocated_log_and_reads_back_the_same_events() {
+    for colocated in [false, true] {
+        // Given: a notification's Triggered and Delivered on the log.
+        let env = Env::open(colocated).await;
+        let p = recipient_partition();
+        let trig = triggered();
+        let done = delivered_for(&trig, T0 + 5);
+        assert_eq!(
+            env.append(Topic::Triggers, &[trig.clone()]).await,
+            vec![(p, 0)]
+        );
+        assert_eq!(
+            env.append(Topic::Deliveries, &[done.clone()]).await,
+            vec![(p, 0)]
+        );
+
+        // When: the projector applies both (referencing the log when it
+        // shares the store's file, as `clarion serve` runs it).
+        let projector = match colocated {
+            true => Projector::referencing_log(),
+            false => Projector::default(),
+        };
+        let mut runner = env
+            .runner(projector, Arc::new(NoEffects), Topic::Triggers, p)
+            .with_inputs(&[Topic::Deliveries]);
+        runner.start().await.unwrap();
+        for t in [Topic::Triggers, Topic::Deliveries] {
+            runner
+                .step_topic(t, env.records(t, p, 0).await)
+                .await
+                .unwrap();
+        }
+
+        // Then: the history reads back both events, in order.
+        let nid = notification_of(&trig);
+        let got = history(&*env.store, &*env.log, &env.topics, "acme", &nid)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![trig.clone(), done.clone()],
+            "colocated: {colocated}"
+        );
+
+        // And: the rows hold 14-byte references to the log's records when
+        // colocated, the events' own bytes otherwise.
+        let rows = env
+            .store
+            .scan(&Scan::partition(
+                Table::NotificationEvents,
+                "acme",
+                &nid,
+                10,
+            ))
+            .await
+            .unwrap();
+        let mut values: Vec<Bytes> = rows.into_iter().map(|(_, v)| v).collect();
+        values.sort_by_key(|v| v.len());
+        if colocated {
+            let mut refs: Vec<HistoryRef> = values
+                .iter()
+                .map(|v| HistoryRef::decode(v).expect("a reference"))
+                .collect();
+            refs.sort_by_key(|r| r.topic.code());
+            let at = |topic| HistoryRef {
+                topic,
+                partition: p,
+                offset: 0,
+            };
+            assert_eq!(refs, vec![at(Topic::Triggers), at(Topic::Deliveries)]);
+        } else {
+            let mut want = vec![Bytes::from(trig.encode()), Bytes::from(done.encode())];
+            want.sort_by_key(|v| v.len());
+            assert_eq!(values, want);
+            assert!(values.iter().all(|v| HistoryRef::decode(v).is_none()));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

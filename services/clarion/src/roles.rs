@@ -292,12 +292,19 @@ impl Node {
                 // One runner per partition reads every recipient stream (the
                 // projector's writes are idempotent puts, so the interleaving
                 // of topics does not matter); config has its own partitions.
+                // With the log in the store's file, history rows point at the
+                // log's records rather than copy them.
+                let colocated = self.colocated.is_some();
+                let projector = move || match colocated {
+                    true => Projector::referencing_log(),
+                    false => Projector::default(),
+                };
                 self.spawn_partitions(
                     tasks,
                     Topic::Triggers,
                     &[Topic::Notifications, Topic::Dispatch, Topic::Deliveries],
                     Arc::new(NoEffects),
-                    || Projector,
+                    projector,
                     shutdown,
                 );
                 self.spawn_partitions(
@@ -305,7 +312,7 @@ impl Node {
                     Topic::Config,
                     &[],
                     Arc::new(NoEffects),
-                    || Projector,
+                    projector,
                     shutdown,
                 );
             }
