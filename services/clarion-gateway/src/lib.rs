@@ -27,10 +27,11 @@ use clarion_proto::api;
 pub use state::GatewayState;
 use tokio::sync::watch;
 
-/// Serves every gRPC service (plus health and reflection) on `addr` until
-/// `shutdown` turns true.
+/// Serves every gRPC service (plus health and reflection) on `incoming`
+/// (bound to `addr` by [`bind_grpc`]) until `shutdown` turns true.
 pub async fn serve_grpc(
     state: GatewayState,
+    incoming: tonic::transport::server::TcpIncoming,
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -57,7 +58,6 @@ pub async fn serve_grpc(
         .expect("descriptor sets are generated at build time");
     tracing::info!(%addr, "gRPC listening");
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -81,8 +81,17 @@ pub async fn serve_grpc(
         .add_service(api::tenant_service_server::TenantServiceServer::new(
             tenant::TenantApi(state),
         ))
-        .serve_with_shutdown(addr, async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await
+}
+
+/// Binds the gRPC listener (with `TCP_NODELAY` on accepted connections).
+/// Bound before the server is spawned, so that once the process reports it
+/// is running, connections are accepted, and a port in use fails the start.
+pub fn bind_grpc(
+    addr: SocketAddr,
+) -> Result<tonic::transport::server::TcpIncoming, Box<dyn std::error::Error + Send + Sync>> {
+    tonic::transport::server::TcpIncoming::new(addr, true, None)
 }

@@ -241,9 +241,11 @@ impl Node {
             Role::Gateway => {
                 let state = self.gateway_state(admin_token_sha256);
                 let addr = self.cfg.grpc.listen;
+                let incoming = clarion_gateway::bind_grpc(addr)
+                    .map_err(|e| anyhow::anyhow!("gRPC server on {addr}: cannot listen: {e}"))?;
                 let sd = shutdown.clone();
                 tasks.spawn(async move {
-                    clarion_gateway::serve_grpc(state, addr, sd)
+                    clarion_gateway::serve_grpc(state, incoming, addr, sd)
                         .await
                         .with_context(|| format!("gRPC server on {addr}"))
                 });
