@@ -1,7 +1,9 @@
 //! The embedded log: one SQLite file, one writer thread with group commit.
 //!
-//! Appends from every task are queued to a single writer thread, which takes
-//! everything waiting, writes it in one transaction and answers each caller.
+//! Appends from every task are queued to a single writer thread
+//! (`clarion_sqlite::writer`, which the embedded store shares when both are
+//! in one file), which takes everything waiting, writes it in one
+//! transaction and answers each caller.
 //! Under load that turns thousands of small appends into a few large commits;
 //! when idle, an append commits alone with no added delay. Readers use their
 //! own connections (WAL mode lets them read while the writer writes) and are

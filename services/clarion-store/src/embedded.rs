@@ -1,7 +1,9 @@
 //! The embedded store: one SQLite file, a table per logical table.
 //!
-//! Writes go through one connection (SQLite has one writer anyway); reads use
-//! a small pool of connections so they proceed while a write commits (WAL).
+//! Writes are jobs of the file's one writer thread (`clarion_sqlite::writer`;
+//! SQLite has one writer anyway), the store's own or, when the log and the
+//! store share a file, the log's. Reads use a small pool of connections so
+//! they proceed while a write commits (WAL).
 //! TTL is an `expires_at` column (with a partial index) filtered on read and
 //! purged on open, every minute by a thread of the store, and by
 //! [`SqliteStore::purge_expired`].
@@ -140,21 +142,6 @@ impl WriteJob for BatchJob {
     }
 }
 
-/// Runs `f` on `writer` and hands its answer to `reply`.
-fn submit_fn<T, F>(
-    writer: &Writer,
-    background: bool,
-    f: F,
-    reply: impl FnOnce(Result<T>) + Send + 'static,
-) where
-    T: Send + 'static,
-    F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
-{
-    writer.call(background, f, move |answer| {
-        reply(answer.map_err(StoreError::Storage))
-    });
-}
-
 /// Runs `f` on `writer`; awaits its answer.
 async fn write_fn<T, F>(writer: &Writer, background: bool, f: F) -> Result<T>
 where
@@ -162,11 +149,12 @@ where
     F: FnMut(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    submit_fn(writer, background, f, move |a| {
+    writer.call(background, f, move |a| {
         let _ = tx.send(a);
     });
     rx.await
         .map_err(|_| unavailable("store writer stopped".into()))?
+        .map_err(StoreError::Storage)
 }
 
 fn create_tables(c: &Connection) -> Result<()> {
@@ -305,12 +293,13 @@ fn spawn_purger(writer: Writer) -> Result<std::sync::mpsc::Sender<()>> {
 fn purge_blocking(writer: &Writer) -> Result<()> {
     loop {
         let (tx, rx) = std::sync::mpsc::channel();
-        submit_fn(writer, true, purge_chunk, move |a| {
+        writer.call(true, purge_chunk, move |a| {
             let _ = tx.send(a);
         });
         let more = rx
             .recv()
-            .map_err(|_| unavailable("store writer stopped".into()))??;
+            .map_err(|_| unavailable("store writer stopped".into()))?
+            .map_err(StoreError::Storage)?;
         if !more {
             return Ok(());
         }
