@@ -279,6 +279,13 @@ fn group_commit_loop(mut conn: Connection, rx: Receiver<Box<dyn WriteJob>>, max_
 /// Commits `group` in one transaction, or, if that fails, each job in one
 /// of its own; then tells every job its outcome.
 fn commit_group(conn: &mut Connection, mut group: Vec<Box<dyn WriteJob>>) {
+    let class = match group.first().map(|j| j.background()) {
+        Some(true) => "background",
+        _ => "foreground",
+    };
+    metrics::counter!("clarion_sqlite_commits_total", "class" => class).increment(1);
+    metrics::counter!("clarion_sqlite_committed_jobs_total", "class" => class)
+        .increment(group.len() as u64);
     match run(conn, &mut group) {
         Ok(()) => group.into_iter().for_each(|j| j.finish(Ok(()))),
         Err(e) if group.len() == 1 => group.into_iter().for_each(|j| j.finish(Err(e.clone()))),
