@@ -41,10 +41,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn records(value: &Bytes, n: usize, start: usize) -> Vec<Record> {
     (start..start + n)
-        .map(|i| Record {
-            key: format!("acme/sub-{}", i % KEYS),
-            value: value.clone(),
-        })
+        .map(|i| Record::new(format!("acme/sub-{}", i % KEYS), value.clone()))
         .collect()
 }
 

@@ -21,9 +21,10 @@
 //!    the counter's increase over the run divided by the time from the first
 //!    trigger until the counter reached its final value (it has all accepted
 //!    notifications, or it stopped growing for `--stall-secs`).
-//!    `processor="projector"` counts every event projected (each sink
-//!    notification is 5 events: triggered, routed, dispatch_requested, sent,
-//!    delivered) and is reported the same way as events/s, beside 5 × delivered/s.
+//!    `clarion_log_appended_records_total` counts every event appended to the
+//!    log (each sink notification is 6 events: triggered, routed,
+//!    dispatch_requested, sent, delivered, ended) and is reported the same way
+//!    as the pipeline's events/s.
 //!    (`clarion_dispatch_sent_total` is not used: the sink path does not
 //!    increment it.)
 //!
@@ -534,7 +535,8 @@ fn triggers_accepted(s: &Scrape) -> f64 {
 struct Sample {
     at: Duration,
     dispatcher: f64,
-    projector: f64,
+    /// Events appended to the log, every topic.
+    logged: f64,
     router: f64,
     accepted: f64,
 }
@@ -543,7 +545,10 @@ fn sample(s: &Scrape, at: Duration) -> Sample {
     Sample {
         at,
         dispatcher: processor_events(s, "dispatcher"),
-        projector: processor_events(s, "projector"),
+        logged: s
+            .get("clarion_log_appended_records_total")
+            .copied()
+            .unwrap_or(0.0),
         router: processor_events(s, "router"),
         accepted: triggers_accepted(s),
     }
@@ -558,9 +563,11 @@ async fn quiesce(url: &str) -> anyhow::Result<Scrape> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = scrape(url).await?;
+        let logged = |s: &Scrape| s.get("clarion_log_appended_records_total").copied();
         let same = ["dispatcher", "projector", "router"]
             .iter()
-            .all(|p| processor_events(&now, p) == processor_events(&last, p));
+            .all(|p| processor_events(&now, p) == processor_events(&last, p))
+            && logged(&now) == logged(&last);
         if !same {
             stable_since = Instant::now();
         } else if stable_since.elapsed() >= Duration::from_secs(1) {
@@ -827,13 +834,13 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
             let since = s
                 .iter()
                 .rev()
-                .take_while(|x| x.dispatcher == last.dispatcher && x.projector == last.projector)
+                .take_while(|x| x.dispatcher == last.dispatcher && x.logged == last.logged)
                 .last()
                 .map(|x| x.at)
                 .unwrap_or(last.at);
             let idle = start.elapsed().saturating_sub(since);
-            // Every delivery made, and the projector (which sees every
-            // event) idle for a second: the pipeline is drained.
+            // Every delivery made, and no event appended for a second: the
+            // pipeline is drained.
             let done = last.dispatcher - base.dispatcher >= want && idle >= Duration::from_secs(1);
             let stalled = idle >= stall;
             if done || stalled || Instant::now() > drain_deadline {
@@ -854,7 +861,7 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
                 .unwrap_or(last.at)
         };
         let t_disp = reached(|x| x.dispatcher);
-        let t_proj = reached(|x| x.projector);
+        let t_logged = reached(|x| x.logged);
         let at_trigger_end = s
             .iter()
             .rev()
@@ -862,11 +869,11 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
             .copied()
             .unwrap_or(base);
         let delivered = last.dispatcher - base.dispatcher;
-        let projected = last.projector - base.projector;
+        let logged = last.logged - base.logged;
         let delivered_per_s = delivered / t_disp.as_secs_f64().max(1e-9);
         let notifications_per_s = delivered_per_s / steps;
-        let projected_per_s = projected / t_proj.as_secs_f64().max(1e-9);
-        let events_per_notification = projected / (stats.notifications as f64).max(1.0);
+        let logged_per_s = logged / t_logged.as_secs_f64().max(1e-9);
+        let events_per_notification = logged / (stats.notifications as f64).max(1.0);
         let during = (at_trigger_end.dispatcher - base.dispatcher)
             / at_trigger_end.at.as_secs_f64().max(1e-9);
         let backlog =
@@ -883,8 +890,8 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
             "  delivered/s: {delivered_per_s:.0} messages = {notifications_per_s:.0} notifications/s completed"
         );
         println!(
-            "  projector: {projected:.0} events ({events_per_notification:.1} per notification) in {:.2} s = {projected_per_s:.0} events/s",
-            t_proj.as_secs_f64()
+            "  log: {logged:.0} events appended ({events_per_notification:.1} per notification) in {:.2} s = {logged_per_s:.0} events/s",
+            t_logged.as_secs_f64()
         );
         println!(
             "  during the trigger phase: {during:.0} delivered/s; backlog at its end {backlog:.0} notifications; drain took {:.2} s",
@@ -904,8 +911,8 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
             "delivered_per_s": delivered_per_s.round(),
             "notifications_per_s": notifications_per_s.round(),
             "events_per_notification": events_per_notification,
-            "projector_events": projected,
-            "projector_events_per_s": projected_per_s.round(),
+            "logged_events": logged,
+            "logged_events_per_s": logged_per_s.round(),
             "delivered_per_s_during_trigger_phase": during.round(),
             "backlog_at_trigger_end": backlog,
             "drain_s": t_disp.saturating_sub(trigger_elapsed).as_secs_f64(),

@@ -4,7 +4,7 @@ use clarion_domain::trigger::{Recipient, TriggerCommand};
 use clarion_domain::{Event, Payload, Violations};
 use clarion_proto::api;
 use clarion_proto::events as pb;
-use clarion_runtime::projector::{history, history_event, status_of};
+use clarion_runtime::projector::{history, status_of};
 use clarion_runtime::Topic;
 use clarion_store::{RowKey, Table};
 use tonic::{Request, Response, Status};
@@ -403,28 +403,18 @@ pub async fn append_for_notification(
     actor: clarion_domain::Actor,
     payload: Payload,
 ) -> Result<(), ApiError> {
-    // The history holds the Triggered event under its derived id.
-    let row = match clarion_domain::Id::parse_hex(notification_id) {
-        Some(nid) => {
-            s.store
-                .get(&RowKey::new(
-                    Table::NotificationEvents,
-                    tenant.as_str(),
-                    notification_id,
-                    nid.child("triggered", 0).0.to_vec(),
-                ))
-                .await?
-        }
-        None => None,
-    };
-    let head = match row {
-        Some(v) => Some(
-            history_event(&*s.log, &s.topics, &v)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        ),
-        None => None,
-    };
+    // The notification's Triggered event names its partition and correlation.
+    let head = history(
+        &*s.store,
+        &*s.log,
+        &s.topics,
+        tenant.as_str(),
+        notification_id,
+    )
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .into_iter()
+    .find(|e| matches!(e.payload, Payload::Triggered(_)));
     let Some(Event {
         payload: Payload::Triggered(t),
         partition_key,

@@ -39,6 +39,7 @@ impl GatewayState {
             .map(|e| Record {
                 key: e.partition_key.clone(),
                 value: e.encode().into(),
+                index: clarion_runtime::projector::event_history_index(e),
             })
             .collect();
         self.log

@@ -55,6 +55,16 @@ CREATE TABLE IF NOT EXISTS records (
     ts INTEGER NOT NULL,
     PRIMARY KEY (topic, partition, offset)
 ) WITHOUT ROWID;
+-- Records by their secondary key (`Record::index`): a notification's events
+-- across every topic. Keys lead with the tenant, then a time-ordered id, so
+-- appends land at the right edge of the tree.
+CREATE TABLE IF NOT EXISTS record_index (
+    idx BLOB NOT NULL,
+    topic INTEGER NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    PRIMARY KEY (idx, topic, partition, offset)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_offsets (
     grp TEXT NOT NULL,
     topic INTEGER NOT NULL,
@@ -117,6 +127,7 @@ impl WriteJob for AppendJob {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|e| e.to_string())?;
+        let mut index = None;
         let ts = now_ms();
         for r in &self.records {
             let p = partition_for(&r.key, self.topic.partitions);
@@ -133,6 +144,21 @@ impl WriteJob for AppendJob {
             next.insert(k, offset + 1);
             ins.execute(params![k.0, p, offset as i64, r.key, &r.value[..], ts])
                 .map_err(|e| e.to_string())?;
+            if let Some(idx) = &r.index {
+                let index = match &mut index {
+                    Some(stmt) => stmt,
+                    None => index.insert(
+                        tx.prepare_cached(
+                            "INSERT INTO record_index (idx, topic, partition, offset)
+                             VALUES (?1, ?2, ?3, ?4)",
+                        )
+                        .map_err(|e| e.to_string())?,
+                    ),
+                };
+                index
+                    .execute(params![&idx[..], k.0, p, offset as i64])
+                    .map_err(|e| e.to_string())?;
+            }
             self.assigned.push(Appended {
                 partition: p,
                 offset,
@@ -154,6 +180,7 @@ impl WriteJob for AppendJob {
 
     fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
         if outcome.is_ok() {
+            crate::count_appended(self.records.len());
             // Everything in `next` is committed now (finish runs after the
             // group's commit), so waking at its current end is safe.
             let next = self.tails.next.lock().expect("log tails lock");
@@ -468,6 +495,45 @@ impl EventLog for SqliteLog {
         })
         .await
     }
+
+    fn keeps_index(&self) -> bool {
+        true
+    }
+
+    async fn read_indexed(&self, index: &[u8]) -> Result<Option<Vec<(String, LogRecord)>>> {
+        let idx = index.to_vec();
+        self.meta_op(move |c| read_index(c, &idx).map(Some)).await
+    }
+}
+
+/// The records under `idx` in `record_index`, with their topic names.
+fn read_index(conn: &Connection, idx: &[u8]) -> Result<Vec<(String, LogRecord)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT t.name, r.partition, r.offset, r.key, r.value, r.ts
+             FROM record_index i
+             JOIN records r ON r.topic = i.topic AND r.partition = i.partition
+                           AND r.offset = i.offset
+             JOIN topics t ON t.id = i.topic
+             WHERE i.idx = ?1
+             ORDER BY i.topic, i.partition, i.offset",
+        )
+        .map_err(storage)?;
+    let rows = stmt
+        .query_map(params![idx], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                LogRecord {
+                    partition: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    key: r.get(3)?,
+                    value: Bytes::from(r.get::<_, Vec<u8>>(4)?),
+                    timestamp_ms: r.get(5)?,
+                },
+            ))
+        })
+        .map_err(storage)?;
+    rows.collect::<std::result::Result<_, _>>().map_err(storage)
 }
 
 /// How stale a subscription's last read may get before it reads without a

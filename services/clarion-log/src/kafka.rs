@@ -279,6 +279,7 @@ impl EventLog for KafkaLog {
                 Err(_) => return Err(LogError::Unavailable("producer dropped the record".into())),
             }
         }
+        crate::count_appended(out.len());
         Ok(out)
     }
 

@@ -28,6 +28,28 @@ pub use partitioner::partition_for;
 pub struct Record {
     pub key: String,
     pub value: Bytes,
+    /// A secondary key under which a backend that keeps an index
+    /// ([`EventLog::read_indexed`]) finds the record again; Clarion sets it
+    /// to the tenant and notification of a notification's events, so the
+    /// embedded log itself answers "what happened to this notification".
+    pub index: Option<Bytes>,
+}
+
+impl Record {
+    /// A record with no secondary key.
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Record {
+        Record {
+            key: key.into(),
+            value: value.into(),
+            index: None,
+        }
+    }
+
+    /// The same record, found again by [`EventLog::read_indexed`]`(index)`.
+    pub fn indexed(mut self, index: impl Into<Bytes>) -> Record {
+        self.index = Some(index.into());
+        self
+    }
 }
 
 /// A record read back from the log.
@@ -134,6 +156,21 @@ pub trait EventLog: Send + Sync + 'static {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>>;
+
+    /// Every record appended with `index` as its [`Record::index`], with
+    /// its topic, in append order within each partition; `None` if this
+    /// backend keeps no index (Kafka), in which case readers keep their own
+    /// projection.
+    async fn read_indexed(&self, index: &[u8]) -> Result<Option<Vec<(String, LogRecord)>>> {
+        let _ = index;
+        Ok(None)
+    }
+
+    /// Whether [`EventLog::read_indexed`] answers (and appends keep the
+    /// index of records that carry one).
+    fn keeps_index(&self) -> bool {
+        false
+    }
 }
 
 /// A tailing reader of one partition.
@@ -141,6 +178,13 @@ pub trait EventLog: Send + Sync + 'static {
 pub trait Subscription: Send {
     /// The next records, waiting up to `wait` for the first one; empty on timeout.
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>>;
+}
+
+/// Counts records that became durable (`clarion_log_appended_records_total`):
+/// every event of the pipeline passes here once, so its rate is the
+/// pipeline's events/s (the load generator reports it).
+fn count_appended(n: usize) {
+    metrics::counter!("clarion_log_appended_records_total").increment(n as u64);
 }
 
 /// Opens the backend named by `url`.

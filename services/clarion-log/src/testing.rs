@@ -12,10 +12,7 @@ use bytes::Bytes;
 use crate::{partition_for, EventLog, LogError, Record};
 
 fn rec(key: &str, value: &str) -> Record {
-    Record {
-        key: key.to_string(),
-        value: Bytes::from(value.to_string()),
-    }
+    Record::new(key, Bytes::from(value.to_string()))
 }
 
 /// Appends return dense per-partition offsets in record order, and the

@@ -87,6 +87,7 @@ pub fn records_by_topic(
                 .map(|(e, value)| Record {
                     key: e.event.partition_key.clone(),
                     value: value.clone(),
+                    index: crate::projector::event_history_index(&e.event),
                 })
                 .collect();
             (!recs.is_empty()).then(|| (topics.name(t), recs))

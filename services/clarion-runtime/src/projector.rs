@@ -17,26 +17,46 @@ use crate::topics::{Topic, Topics};
 
 pub const PROJECTOR: &str = "projector";
 
+/// Builds the read models. Notification history rows are written only
+/// when the log keeps no index of its own ([`EventLog::read_indexed`]):
+/// the embedded log finds a notification's events by their
+/// [`history_index`], and its projector does not read the recipient
+/// topics at all.
 #[derive(Default)]
-pub struct Projector {
-    /// The log and the store share one file (`colocated`): history rows
-    /// point at the log's records ([`HistoryRef`]) instead of copying them.
-    reference_log: bool,
-}
+pub struct Projector;
 
-impl Projector {
-    /// A projector whose history rows point at the log's records. Only for
-    /// a log that keeps its records as long as the store keeps the history
-    /// (the embedded log keeps them all).
-    pub fn referencing_log() -> Projector {
-        Projector {
-            reference_log: true,
+/// The secondary key under which a log that keeps an index finds every
+/// event of one notification: the tenant, a 0 byte, then the notification
+/// id's 16 bytes (ids are time-ordered, so appends land at the right edge
+/// of the index). An id that is not hex, which Clarion never makes, is
+/// kept as text after a 1 byte.
+pub fn history_index(tenant: &str, notification_id: &str) -> Bytes {
+    let mut k = Vec::with_capacity(tenant.len() + 17);
+    k.extend_from_slice(tenant.as_bytes());
+    match clarion_domain::Id::parse_hex(notification_id) {
+        Some(id) => {
+            k.push(0);
+            k.extend_from_slice(&id.0);
+        }
+        None => {
+            k.push(1);
+            k.extend_from_slice(notification_id.as_bytes());
         }
     }
+    Bytes::from(k)
 }
 
-/// Where a history row's event is in the log: the value of a history row
-/// written by [`Projector::referencing_log`]. 14 bytes, where the event
+/// The [`history_index`] of a notification's event; `None` for other
+/// events (configuration, subscribers).
+pub fn event_history_index(e: &Event) -> Option<Bytes> {
+    e.payload
+        .notification_id()
+        .map(|nid| history_index(e.tenant.as_str(), nid))
+}
+
+/// Where a history row's event is in the log: the value of the history
+/// rows that releases before the log's index wrote on the embedded default
+/// (still read, see [`history`]). 14 bytes, where the event
 /// itself is about 330: history was nearly half of the bytes the embedded
 /// default wrote per notification (docs/benchmarks.md). Its first byte is 0,
 /// which no encoded event starts with (protobuf field numbers start at 1),
@@ -121,24 +141,14 @@ impl Processor for Projector {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         for input in inputs {
-            let history = match (self.reference_log, batch.topic) {
-                (true, Some(topic)) => HistoryRef {
-                    topic,
-                    partition: batch.partition,
-                    offset: input.offset,
-                }
-                .encode(),
-                _ => input.raw.clone(),
-            };
-            project(batch, &input.event, &input.raw, history);
+            project(batch, &input.event, &input.raw);
         }
         Ok(())
     }
 }
 
-/// Records `e` (whose log bytes are `raw`) in the read models; its history
-/// row's value is `history`.
-fn project(batch: &mut Batch, e: &Event, raw: &Bytes, history: Bytes) {
+/// Records `e` (whose log bytes are `raw`) in the read models.
+fn project(batch: &mut Batch, e: &Event, raw: &Bytes) {
     let tenant = e.tenant.as_str();
     let bytes = || raw.clone();
     let w = &mut batch.writes;
@@ -206,23 +216,11 @@ fn project(batch: &mut Batch, e: &Event, raw: &Bytes, history: Bytes) {
             let Some(nid) = p.notification_id() else {
                 return;
             };
-            let dlq = || RowKey::new(Table::DeadLetters, tenant, "dlq", nid.as_bytes().to_vec());
-            match p {
-                // The dead-letter queue holds a notification while its latest
-                // end is a dead letter (a retry that succeeds removes it).
-                Payload::Ended(end) if end.outcome == "dead_lettered" => {
-                    w.put(dlq(), bytes());
-                }
-                // Out of the queue once an operator acts on it (a retry that
-                // fails again puts it back with a fresh Ended).
-                Payload::Ended(_) | Payload::DlqRetried(_) | Payload::DlqDiscarded(_) => {
-                    w.delete(dlq());
-                }
-                _ => {}
-            }
+            // The dead-letter queue is the router's (it writes the rows in
+            // the commit that moves a run in or out of the queue).
             w.put(
                 RowKey::new(Table::NotificationEvents, tenant, nid, e.id.0.to_vec()),
-                history,
+                bytes(),
             );
         }
     }
@@ -286,7 +284,9 @@ pub fn status_of(events: &[Event]) -> &'static str {
     }
 }
 
-/// Reads a notification's history (sorted) from the projection; empty if unknown.
+/// Reads a notification's history (sorted); empty if unknown. The log's
+/// index answers where the log keeps one; the projection's rows hold what
+/// it does not (a Kafka log, or events appended before the index existed).
 pub async fn history(
     store: &dyn Store,
     log: &dyn EventLog,
@@ -294,6 +294,21 @@ pub async fn history(
     tenant: &str,
     notification_id: &str,
 ) -> Result<Vec<Event>, ProcessError> {
+    let poison = |reason: String| ProcessError::Poison { offset: 0, reason };
+    let mut out = Vec::new();
+    if let Some(records) = log
+        .read_indexed(&history_index(tenant, notification_id))
+        .await?
+    {
+        for (_, r) in records {
+            let e = Event::decode_bytes(r.value).map_err(|e| poison(e.to_string()))?;
+            // The key names the tenant and the notification; checked again
+            // on the event itself, so no other tenant's event can answer.
+            if e.tenant.as_str() == tenant && e.payload.notification_id() == Some(notification_id) {
+                out.push(e);
+            }
+        }
+    }
     let rows = store
         .scan(&clarion_store::Scan::partition(
             Table::NotificationEvents,
@@ -302,8 +317,11 @@ pub async fn history(
             10_000,
         ))
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (_, v) in rows {
+    for (ck, v) in rows {
+        // Rows are keyed by event id: skip what the index already gave.
+        if out.iter().any(|e| e.id.0[..] == ck[..]) {
+            continue;
+        }
         out.push(history_event(log, topics, &v).await?);
     }
     sort_history(&mut out);

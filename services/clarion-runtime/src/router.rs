@@ -149,6 +149,17 @@ fn actor() -> Actor {
 /// Records written before it are JSON objects and start with `{`.
 const RUN_RECORD_V1: u8 = 1;
 
+/// The dead-letter queue's row of a notification (its value: the `Ended`
+/// event that put it there).
+pub fn dead_letter_key(tenant: &str, notification_id: &str) -> RowKey {
+    RowKey::new(
+        Table::DeadLetters,
+        tenant,
+        "dlq",
+        notification_id.as_bytes().to_vec(),
+    )
+}
+
 /// A run record as stored. Rewritten on every change of the run, it is the
 /// router's biggest write: MessagePack with positional fields is about 35 %
 /// smaller than JSON (no field names) and cheaper to produce. Fields are
@@ -679,6 +690,8 @@ impl Router {
         let was_in_dlq = rec.in_dlq;
         let run_before = rec.run.clone();
         let mut dead_lettered_now = false;
+        // The `Ended` of a dead letter: the dead-letter queue's row.
+        let mut dead_letter: Option<Event> = None;
         let stored = self.subscriber(store, &tenant, &rec.subscriber_id).await?;
         let subscriber = stored
             .unwrap_or_else(|| Subscriber {
@@ -844,8 +857,8 @@ impl Router {
                         }),
                     ),
                     Output::End { terminal, reason } => {
-                        dead_lettered_now |=
-                            terminal == clarion_domain::flow::Terminal::DeadLettered;
+                        let dead = terminal == clarion_domain::flow::Terminal::DeadLettered;
+                        dead_lettered_now |= dead;
                         self.count_run_ended(terminal.as_str());
                         emit(
                             batch,
@@ -880,6 +893,9 @@ impl Router {
                                 subscriber_id: rec.subscriber_id.clone(),
                             }),
                         );
+                        if dead {
+                            dead_letter = batch.emits.last().map(|e| e.event.clone());
+                        }
                     }
                 }
             }
@@ -892,6 +908,15 @@ impl Router {
             rec.in_dlq = false;
         }
         let delta = i64::from(rec.in_dlq) - i64::from(was_in_dlq);
+        // The queue's rows are the router's to write, in the commit that
+        // moves the run in or out: a listing never disagrees with the runs.
+        match dead_letter {
+            Some(ended) => batch
+                .writes
+                .put(dead_letter_key(&tenant, &nid), ended.encode()),
+            None if delta < 0 => batch.writes.delete(dead_letter_key(&tenant, &nid)),
+            None => &mut batch.writes,
+        };
         // Late engagement, stale timers and repeats often change nothing: the
         // run record is the biggest row per notification, so skip the rewrite.
         let fresh = matches!(first_kind, FirstInput::Start);
@@ -1276,6 +1301,9 @@ impl Processor for Router {
                                 RowKey::new(Table::Runs, &tenant, &d.notification_id, Vec::new()),
                                 encode_run(&rec),
                             );
+                            batch
+                                .writes
+                                .delete(dead_letter_key(&tenant, &d.notification_id));
                             self.remember(&tenant, d.notification_id.clone(), rec);
                             self.dlq_changed(store, batch, e, &tenant, -1).await?;
                         }

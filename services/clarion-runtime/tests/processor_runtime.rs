@@ -127,6 +127,7 @@ impl Env {
             .map(|e| Record {
                 key: e.partition_key.clone(),
                 value: Bytes::from(e.encode()),
+                index: clarion_runtime::projector::event_history_index(e),
             })
             .collect();
         self.log
@@ -521,7 +522,7 @@ async fn given_published_config(env: &Env) {
     assert_eq!(at, vec![(config_partition, 0), (config_partition, 1)]);
 
     let mut projector = env.runner(
-        Projector::default(),
+        Projector,
         Arc::new(NoEffects),
         Topic::Config,
         config_partition,
@@ -1038,52 +1039,30 @@ async fn restart_and_step(env: &mut Env) -> (Arc<Mutex<Vec<u64>>>, Arc<Recording
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_points_into_a_colocated_log_and_reads_back_the_same_events() {
+async fn history_is_read_from_the_logs_index_with_no_projection() {
     for colocated in [false, true] {
-        // Given: a notification's Triggered and Delivered on the log.
+        // Given: a notification's Triggered and Delivered appended as
+        // producers append them (with their history index), and no
+        // projector running.
         let env = Env::open(colocated).await;
         let p = recipient_partition();
         let trig = triggered();
         let done = delivered_for(&trig, T0 + 5);
-        assert_eq!(
-            env.append(Topic::Triggers, &[trig.clone()]).await,
-            vec![(p, 0)]
-        );
-        assert_eq!(
-            env.append(Topic::Deliveries, &[done.clone()]).await,
-            vec![(p, 0)]
-        );
-
-        // When: the projector applies both (referencing the log when it
-        // shares the store's file, as `clarion serve` runs it).
-        let projector = match colocated {
-            true => Projector::referencing_log(),
-            false => Projector::default(),
-        };
-        let mut runner = env
-            .runner(projector, Arc::new(NoEffects), Topic::Triggers, p)
-            .with_inputs(&[Topic::Deliveries]);
-        runner.start().await.unwrap();
-        for t in [Topic::Triggers, Topic::Deliveries] {
-            runner
-                .step_topic(t, env.records(t, p, 0).await)
-                .await
-                .unwrap();
-        }
-
-        // Then: the history reads back both events, in order.
+        env.append(Topic::Deliveries, &[done.clone()]).await;
+        env.append(Topic::Triggers, &[trig.clone()]).await;
         let nid = notification_of(&trig);
+
+        // When: its history is read.
         let got = history(&*env.store, &*env.log, &env.topics, "acme", &nid)
             .await
             .unwrap();
+
+        // Then: both events, in lifecycle order, though no history row exists.
         assert_eq!(
             got,
             vec![trig.clone(), done.clone()],
             "colocated: {colocated}"
         );
-
-        // And: the rows hold 14-byte references to the log's records when
-        // colocated, the events' own bytes otherwise.
         let rows = env
             .store
             .scan(&Scan::partition(
@@ -1094,27 +1073,73 @@ async fn history_points_into_a_colocated_log_and_reads_back_the_same_events() {
             ))
             .await
             .unwrap();
-        let mut values: Vec<Bytes> = rows.into_iter().map(|(_, v)| v).collect();
-        values.sort_by_key(|v| v.len());
-        if colocated {
-            let mut refs: Vec<HistoryRef> = values
-                .iter()
-                .map(|v| HistoryRef::decode(v).expect("a reference"))
-                .collect();
-            refs.sort_by_key(|r| r.topic.code());
-            let at = |topic| HistoryRef {
-                topic,
-                partition: p,
-                offset: 0,
-            };
-            assert_eq!(refs, vec![at(Topic::Triggers), at(Topic::Deliveries)]);
-        } else {
-            let mut want = vec![Bytes::from(trig.encode()), Bytes::from(done.encode())];
-            want.sort_by_key(|v| v.len());
-            assert_eq!(values, want);
-            assert!(values.iter().all(|v| HistoryRef::decode(v).is_none()));
+        assert!(rows.is_empty(), "no projection was written");
+        // And: another tenant asking for the same id finds nothing.
+        let other = history(&*env.store, &*env.log, &env.topics, "other", &nid)
+            .await
+            .unwrap();
+        assert!(other.is_empty());
+        // And: the projector reading the same records (as it does on a log
+        // without an index) adds rows, and the history still holds each
+        // event once.
+        let mut runner = env
+            .runner(Projector, Arc::new(NoEffects), Topic::Triggers, p)
+            .with_inputs(&[Topic::Deliveries]);
+        runner.start().await.unwrap();
+        for t in [Topic::Triggers, Topic::Deliveries] {
+            runner
+                .step_topic(t, env.records(t, p, 0).await)
+                .await
+                .unwrap();
         }
+        let got = history(&*env.store, &*env.log, &env.topics, "acme", &nid)
+            .await
+            .unwrap();
+        assert_eq!(got, vec![trig.clone(), done.clone()]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_rows_written_before_the_index_still_read() {
+    // Given: records appended without an index (as releases before it did),
+    // whose history rows are a reference into the log and a copy.
+    let env = Env::open(true).await;
+    let p = recipient_partition();
+    let trig = triggered();
+    let done = delivered_for(&trig, T0 + 5);
+    for (topic, e) in [(Topic::Triggers, &trig), (Topic::Deliveries, &done)] {
+        let at = env
+            .log
+            .append(
+                &env.name(topic),
+                vec![Record::new(e.partition_key.clone(), e.encode())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(at[0].partition, p);
+    }
+    let nid = notification_of(&trig);
+    let row = |e: &clarion_domain::Event| {
+        RowKey::new(Table::NotificationEvents, "acme", &nid, e.id.0.to_vec())
+    };
+    let mut w = WriteBatch::new();
+    w.put(
+        row(&trig),
+        HistoryRef {
+            topic: Topic::Triggers,
+            partition: p,
+            offset: 0,
+        }
+        .encode(),
+    );
+    w.put(row(&done), Bytes::from(done.encode()));
+    env.store.write(w).await.unwrap();
+
+    // When / Then: the history resolves the reference and reads the copy.
+    let got = history(&*env.store, &*env.log, &env.topics, "acme", &nid)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![trig, done]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1486,10 +1511,7 @@ async fn an_undecodable_record_stops_the_partition_at_its_offset() {
         .log
         .append(
             &env.name(topic),
-            vec![Record {
-                key: recipient_key(&acme(), "u1"),
-                value: Bytes::from(junk),
-            }],
+            vec![Record::new(recipient_key(&acme(), "u1"), junk)],
         )
         .await
         .unwrap();

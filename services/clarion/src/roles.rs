@@ -291,30 +291,29 @@ impl Node {
                 );
             }
             Role::Projector => {
-                // One runner per partition reads every recipient stream (the
-                // projector's writes are idempotent puts, so the interleaving
-                // of topics does not matter); config has its own partitions.
-                // With the log in the store's file, history rows point at the
-                // log's records rather than copy them.
-                let colocated = self.colocated.is_some();
-                let projector = move || match colocated {
-                    true => Projector::referencing_log(),
-                    false => Projector::default(),
-                };
-                self.spawn_partitions(
-                    tasks,
-                    Topic::Triggers,
-                    &[Topic::Notifications, Topic::Dispatch, Topic::Deliveries],
-                    Arc::new(NoEffects),
-                    projector,
-                    shutdown,
-                );
+                // A log that keeps an index (the embedded one) answers a
+                // notification's history itself: the projector then has
+                // nothing to do on the recipient streams and does not read
+                // them. Otherwise one runner per partition reads every
+                // recipient stream (the projector's writes are idempotent
+                // puts, so the interleaving of topics does not matter).
+                // Config has its own partitions.
+                if !self.log.keeps_index() {
+                    self.spawn_partitions(
+                        tasks,
+                        Topic::Triggers,
+                        &[Topic::Notifications, Topic::Dispatch, Topic::Deliveries],
+                        Arc::new(NoEffects),
+                        || Projector,
+                        shutdown,
+                    );
+                }
                 self.spawn_partitions(
                     tasks,
                     Topic::Config,
                     &[],
                     Arc::new(NoEffects),
-                    projector,
+                    || Projector,
                     shutdown,
                 );
             }
