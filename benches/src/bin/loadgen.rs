@@ -281,7 +281,7 @@ async fn setup(
             .context("PutTemplate (sms)")?;
     }
     let step = |i: usize| {
-        let (channel, template_id) = if i % 2 == 0 {
+        let (channel, template_id) = if i.is_multiple_of(2) {
             ("email", template_id.clone())
         } else {
             ("sms", sms_template_id.clone())

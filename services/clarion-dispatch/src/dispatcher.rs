@@ -18,8 +18,33 @@ pub const SINK: &str = "sink";
 
 /// Decides, per dispatch request, between the sink (recorded in the commit)
 /// and an external provider (an effect after the commit).
-#[derive(Default)]
-pub struct Dispatcher;
+pub struct Dispatcher {
+    dedup: bool,
+}
+
+impl Dispatcher {
+    /// A dispatcher whose inputs may repeat: on Kafka, or with the log in
+    /// another file than the store, a router's requests are published after
+    /// its commit, and a crash in between publishes them again, so the
+    /// runner drops repeats through the dedup table.
+    pub fn new() -> Dispatcher {
+        Dispatcher { dedup: true }
+    }
+
+    /// A dispatcher for a log that shares the store's file (the embedded
+    /// default): every router appends its requests in the commit that made
+    /// them, so `dispatch` holds each request exactly once, and the dedup
+    /// rows (two B-tree rows per request, kept for days) would be pure cost.
+    pub fn colocated() -> Dispatcher {
+        Dispatcher { dedup: false }
+    }
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Dispatcher::new()
+    }
+}
 
 fn actor() -> Actor {
     Actor::System(DISPATCHER.into())
@@ -29,6 +54,10 @@ fn actor() -> Actor {
 impl Processor for Dispatcher {
     fn name(&self) -> &'static str {
         DISPATCHER
+    }
+
+    fn dedup(&self) -> bool {
+        self.dedup
     }
 
     async fn process(

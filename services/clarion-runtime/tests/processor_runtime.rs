@@ -1048,8 +1048,10 @@ async fn history_is_read_from_the_logs_index_with_no_projection() {
         let p = recipient_partition();
         let trig = triggered();
         let done = delivered_for(&trig, T0 + 5);
-        env.append(Topic::Deliveries, &[done.clone()]).await;
-        env.append(Topic::Triggers, &[trig.clone()]).await;
+        env.append(Topic::Deliveries, std::slice::from_ref(&done))
+            .await;
+        env.append(Topic::Triggers, std::slice::from_ref(&trig))
+            .await;
         let nid = notification_of(&trig);
 
         // When: its history is read.

@@ -11,11 +11,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 // Every event is decoded, re-encoded and copied a few times between the log,
-// the processors and the store: the allocator is on the hot path, and
-// mimalloc's thread-local free lists cost a fraction of glibc malloc's
-// (which showed as ~30% of the server's user time; docs/benchmarks.md).
+// the processors and the store: the allocator is on the hot path. glibc
+// malloc showed as ~30% of the server's user time; mimalloc cut that, and
+// jemalloc delivered 7-11% more than mimalloc in back-to-back runs: much of
+// the memory is allocated on the async workers and freed on the SQLite
+// writer thread, and mimalloc's delayed cross-thread frees showed in the
+// profile (docs/benchmarks.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Clarion: multi-tenant notifications, event-sourced.
 ///

@@ -281,12 +281,18 @@ impl Node {
             }
             Role::Dispatcher => {
                 let effects = Arc::new(DispatchEffects::new(self.providers().await?));
+                // With the log in the store's file, routers append requests
+                // in their commits, exactly once: no dedup rows needed.
+                let colocated = self.colocated.is_some();
                 self.spawn_partitions(
                     tasks,
                     Topic::Dispatch,
                     &[],
                     effects,
-                    || Dispatcher,
+                    move || match colocated {
+                        true => Dispatcher::colocated(),
+                        false => Dispatcher::new(),
+                    },
                     shutdown,
                 );
             }
