@@ -72,6 +72,37 @@ fn bench_sqlite_log(c: &mut Criterion) {
             })
         });
     }
+    // As the pipeline appends: every record also carries a notification's
+    // history key (tenant, 0, 16-byte time-ordered id; six records share one).
+    let n = 1024usize;
+    let mut next_id = 0u64;
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(BenchmarkId::new("batch_indexed", n), |b| {
+        b.iter_custom(|iters| {
+            let mut batches = Vec::with_capacity(iters as usize);
+            for _ in 0..iters {
+                let batch: Vec<Record> = records(&value, n, 0)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let mut k = b"acme\0".to_vec();
+                        k.extend_from_slice(&(next_id + i as u64 / 6).to_be_bytes());
+                        k.extend_from_slice(&[0; 8]);
+                        r.indexed(k)
+                    })
+                    .collect();
+                next_id += n as u64;
+                batches.push(batch);
+            }
+            rt.block_on(async {
+                let start = Instant::now();
+                for batch in batches {
+                    log.append(TOPIC, batch).await.expect("append");
+                }
+                start.elapsed()
+            })
+        })
+    });
     for appenders in [16usize, 64, 256] {
         g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("concurrent_appenders", appenders), |b| {

@@ -530,6 +530,11 @@ fn triggers_accepted(s: &Scrape) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Events appended to the log, every topic (`None` before the first).
+fn appended(s: &Scrape) -> Option<f64> {
+    s.get("clarion_log_appended_records_total").copied()
+}
+
 /// Counters of interest at one instant.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
@@ -545,10 +550,7 @@ fn sample(s: &Scrape, at: Duration) -> Sample {
     Sample {
         at,
         dispatcher: processor_events(s, "dispatcher"),
-        logged: s
-            .get("clarion_log_appended_records_total")
-            .copied()
-            .unwrap_or(0.0),
+        logged: appended(s).unwrap_or(0.0),
         router: processor_events(s, "router"),
         accepted: triggers_accepted(s),
     }
@@ -563,11 +565,10 @@ async fn quiesce(url: &str) -> anyhow::Result<Scrape> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = scrape(url).await?;
-        let logged = |s: &Scrape| s.get("clarion_log_appended_records_total").copied();
         let same = ["dispatcher", "projector", "router"]
             .iter()
             .all(|p| processor_events(&now, p) == processor_events(&last, p))
-            && logged(&now) == logged(&last);
+            && appended(&now) == appended(&last);
         if !same {
             stable_since = Instant::now();
         } else if stable_since.elapsed() >= Duration::from_secs(1) {

@@ -347,16 +347,22 @@ fn read_range(
         .map_err(storage)?;
     let rows = stmt
         .query_map(params![topic, partition, from as i64, max as i64], |r| {
-            Ok(LogRecord {
-                partition,
-                offset: r.get::<_, i64>(0)? as u64,
-                key: r.get(1)?,
-                value: Bytes::from(r.get::<_, Vec<u8>>(2)?),
-                timestamp_ms: r.get(3)?,
-            })
+            record_at(r, partition, 0)
         })
         .map_err(storage)?;
     rows.collect::<std::result::Result<_, _>>().map_err(storage)
+}
+
+/// The record of `partition` whose offset, key, value and timestamp are
+/// the row's columns from `first` on.
+fn record_at(r: &rusqlite::Row<'_>, partition: u32, first: usize) -> rusqlite::Result<LogRecord> {
+    Ok(LogRecord {
+        partition,
+        offset: r.get::<_, i64>(first)? as u64,
+        key: r.get(first + 1)?,
+        value: Bytes::from(r.get::<_, Vec<u8>>(first + 2)?),
+        timestamp_ms: r.get(first + 3)?,
+    })
 }
 
 fn end_of(conn: &Connection, topic: i64, partition: u32) -> Result<u64> {
@@ -521,16 +527,7 @@ fn read_index(conn: &Connection, idx: &[u8]) -> Result<Vec<(String, LogRecord)>>
         .map_err(storage)?;
     let rows = stmt
         .query_map(params![idx], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                LogRecord {
-                    partition: r.get(1)?,
-                    offset: r.get::<_, i64>(2)? as u64,
-                    key: r.get(3)?,
-                    value: Bytes::from(r.get::<_, Vec<u8>>(4)?),
-                    timestamp_ms: r.get(5)?,
-                },
-            ))
+            Ok((r.get::<_, String>(0)?, record_at(r, r.get(1)?, 2)?))
         })
         .map_err(storage)?;
     rows.collect::<std::result::Result<_, _>>().map_err(storage)

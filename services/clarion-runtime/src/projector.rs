@@ -317,9 +317,10 @@ pub async fn history(
             10_000,
         ))
         .await?;
+    // Rows are keyed by event id: skip what the index already gave.
+    let seen: std::collections::HashSet<[u8; 16]> = out.iter().map(|e| e.id.0).collect();
     for (ck, v) in rows {
-        // Rows are keyed by event id: skip what the index already gave.
-        if out.iter().any(|e| e.id.0[..] == ck[..]) {
+        if <[u8; 16]>::try_from(&ck[..]).is_ok_and(|id| seen.contains(&id)) {
             continue;
         }
         out.push(history_event(log, topics, &v).await?);

@@ -105,7 +105,6 @@ fn unavailable(e: String) -> StoreError {
 /// then many sink rows...) looks its statement up once: the cache lookup
 /// hashes the SQL text, and it showed in the writer's profile.
 fn apply_ops(tx: &Transaction<'_>, batch: &WriteBatch) -> rusqlite::Result<()> {
-    let now = now_ms();
     let mut current: Option<(&'static str, rusqlite::CachedStatement<'_>)> = None;
     for op in &batch.ops {
         let sql = match op {
@@ -123,7 +122,7 @@ fn apply_ops(tx: &Transaction<'_>, batch: &WriteBatch) -> rusqlite::Result<()> {
                     key.pk,
                     key.ck,
                     &value[..],
-                    ttl.map(|t| now + t.as_millis() as i64)
+                    expiry(*ttl)
                 ])?;
             }
             Op::Delete { key } => {
