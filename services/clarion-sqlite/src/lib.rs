@@ -106,7 +106,11 @@ pub fn spawn_checkpointer(path: &str, thread_name: &str) -> Result<Sender<()>, S
                 })
             };
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
-                match checkpoint("PASSIVE") {
+                let started = std::time::Instant::now();
+                let passive = checkpoint("PASSIVE");
+                metrics::histogram!("clarion_sqlite_checkpoint_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                match passive {
                     Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
                         let _ = checkpoint("RESTART");
                     }

@@ -74,7 +74,7 @@ impl WriteJob for Together {
 /// when the last clone is dropped.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: Sender<Box<dyn WriteJob>>,
+    jobs: Sender<Queued>,
     path: String,
 }
 
@@ -126,10 +126,22 @@ impl Writer {
     /// Queues `job`; its `finish` is always called, with an error if the
     /// writer has stopped.
     pub fn submit(&self, job: Box<dyn WriteJob>) {
-        if let Err(e) = self.jobs.send(job) {
-            e.0.finish(Err("SQLite writer stopped".into()));
+        let queued = Queued {
+            since: Instant::now(),
+            job,
+        };
+        if let Err(e) = self.jobs.send(queued) {
+            e.0.job.finish(Err("SQLite writer stopped".into()));
         }
     }
+}
+
+/// A job and when it was submitted: the time it waits for the writer
+/// (behind other commits, a background linger, or for a CPU) is part of
+/// its caller's latency (`clarion_sqlite_queue_wait_seconds`).
+struct Queued {
+    since: Instant,
+    job: Box<dyn WriteJob>,
 }
 
 /// Where a [`Writer::call`] answer goes.
@@ -185,21 +197,21 @@ pub const BACKGROUND_LINGER: Duration = Duration::from_millis(2);
 /// The jobs waiting for the writer, by class.
 #[derive(Default)]
 struct Waiting {
-    fore: VecDeque<Box<dyn WriteJob>>,
-    back: VecDeque<Box<dyn WriteJob>>,
+    fore: VecDeque<Queued>,
+    back: VecDeque<Queued>,
     back_weight: usize,
     /// When the oldest waiting background job arrived.
     back_since: Option<Instant>,
 }
 
 impl Waiting {
-    fn push(&mut self, job: Box<dyn WriteJob>) {
-        if job.background() {
-            self.back_weight += job.weight();
+    fn push(&mut self, queued: Queued) {
+        if queued.job.background() {
+            self.back_weight += queued.job.weight();
             self.back_since.get_or_insert_with(Instant::now);
-            self.back.push_back(job);
+            self.back.push_back(queued);
         } else {
-            self.fore.push_back(job);
+            self.fore.push_back(queued);
         }
     }
 
@@ -222,10 +234,16 @@ impl Waiting {
     fn take_group(&mut self, max_group: usize) -> Vec<Box<dyn WriteJob>> {
         let back = self.fore.is_empty();
         let from = if back { &mut self.back } else { &mut self.fore };
+        let class = class_name(back);
+        let now = Instant::now();
         let mut group = Vec::new();
         let mut weight = 0;
         while weight < max_group {
-            let Some(job) = from.pop_front() else { break };
+            let Some(Queued { since, job }) = from.pop_front() else {
+                break;
+            };
+            metrics::histogram!("clarion_sqlite_queue_wait_seconds", "class" => class)
+                .record(now.duration_since(since).as_secs_f64());
             weight += job.weight();
             group.push(job);
         }
@@ -240,7 +258,15 @@ impl Waiting {
     }
 }
 
-fn group_commit_loop(mut conn: Connection, rx: Receiver<Box<dyn WriteJob>>, max_group: usize) {
+fn class_name(background: bool) -> &'static str {
+    if background {
+        "background"
+    } else {
+        "foreground"
+    }
+}
+
+fn group_commit_loop(mut conn: Connection, rx: Receiver<Queued>, max_group: usize) {
     let linger = BACKGROUND_LINGER;
     let mut waiting = Waiting::default();
     loop {
@@ -279,14 +305,15 @@ fn group_commit_loop(mut conn: Connection, rx: Receiver<Box<dyn WriteJob>>, max_
 /// Commits `group` in one transaction, or, if that fails, each job in one
 /// of its own; then tells every job its outcome.
 fn commit_group(conn: &mut Connection, mut group: Vec<Box<dyn WriteJob>>) {
-    let class = match group.first().map(|j| j.background()) {
-        Some(true) => "background",
-        _ => "foreground",
-    };
+    let class = class_name(group.first().is_some_and(|j| j.background()));
     metrics::counter!("clarion_sqlite_commits_total", "class" => class).increment(1);
     metrics::counter!("clarion_sqlite_committed_jobs_total", "class" => class)
         .increment(group.len() as u64);
-    match run(conn, &mut group) {
+    let started = Instant::now();
+    let outcome = run(conn, &mut group);
+    metrics::histogram!("clarion_sqlite_commit_seconds", "class" => class)
+        .record(started.elapsed().as_secs_f64());
+    match outcome {
         Ok(()) => group.into_iter().for_each(|j| j.finish(Ok(()))),
         Err(e) if group.len() == 1 => group.into_iter().for_each(|j| j.finish(Err(e.clone()))),
         Err(_) => {
@@ -412,6 +439,13 @@ mod tests {
         );
     }
 
+    fn queued(job: Box<dyn WriteJob>) -> Queued {
+        Queued {
+            since: Instant::now(),
+            job,
+        }
+    }
+
     /// A job that only has a class and a weight (for the queueing rules);
     /// tests tell jobs apart by weight.
     struct Tagged {
@@ -445,13 +479,13 @@ mod tests {
         let linger = Duration::from_millis(2);
         let mut w = Waiting::default();
         assert_eq!(w.back_due(10, linger), None, "nothing waiting, nothing due");
-        w.push(tagged(3, true));
+        w.push(queued(tagged(3, true)));
         let oldest = w
             .back_since
             .expect("the first background job starts the wait");
         assert_eq!(w.back_due(10, linger), Some(oldest + linger));
-        w.push(tagged(1, false));
-        w.push(tagged(4, true));
+        w.push(queued(tagged(1, false)));
+        w.push(queued(tagged(4, true)));
         // A later background job does not put the due time off.
         assert_eq!(w.back_due(10, linger), Some(oldest + linger));
         // Foreground first, whatever arrived before it.
@@ -466,7 +500,7 @@ mod tests {
         let linger = Duration::from_millis(2);
         let mut w = Waiting::default();
         for _ in 0..3 {
-            w.push(tagged(4, true));
+            w.push(queued(tagged(4, true)));
         }
         let oldest = w.back_since.unwrap();
         // Weight 12 >= 8: a full group, due now.
@@ -476,7 +510,7 @@ mod tests {
         assert_eq!(w.back_due(8, linger), Some(oldest + linger));
         assert_eq!(weights(w.take_group(8)), vec![4]);
         // A new job after the queue emptied starts a fresh wait.
-        w.push(tagged(1, true));
+        w.push(queued(tagged(1, true)));
         assert!(w.back_since.unwrap() >= oldest);
         assert_eq!(w.back_weight, 1);
     }
