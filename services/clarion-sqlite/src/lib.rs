@@ -76,8 +76,23 @@ fn writer_busy_handler(attempt: i32) -> bool {
     true
 }
 
-/// How often the checkpointer runs a passive checkpoint.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// The checkpointer's pause between passive checkpoints: five times the
+/// last one's duration, within these bounds.
+const CHECKPOINT_PAUSE_MIN: Duration = Duration::from_millis(5);
+const CHECKPOINT_PAUSE_MAX: Duration = Duration::from_millis(100);
+/// The pause is this many times the last checkpoint's duration.
+const CHECKPOINT_DUTY: u32 = 5;
+
+/// The pause before the next passive checkpoint, given how long the last
+/// one took. A checkpoint's fsync of the WAL stalls the writer's appends
+/// on ext4 for as long as it runs (docs/benchmarks.md), so small, frequent
+/// checkpoints keep each stall short while the load is light; but each
+/// one copies every page changed since the last, and the hot pages change
+/// in every interval, so under heavy load they back off, keeping the
+/// checkpointer under a sixth of a core.
+fn checkpoint_pause(last: Duration) -> Duration {
+    (last * CHECKPOINT_DUTY).clamp(CHECKPOINT_PAUSE_MIN, CHECKPOINT_PAUSE_MAX)
+}
 /// WAL size (pages) past which it restarts the WAL (waiting for a pause).
 const WAL_RESTART_PAGES: i64 = 16_384;
 
@@ -105,11 +120,13 @@ pub fn spawn_checkpointer(path: &str, thread_name: &str) -> Result<Sender<()>, S
                     r.get::<_, i64>(1)
                 })
             };
-            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
+            let mut pause = CHECKPOINT_PAUSE_MAX;
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(pause) {
                 let started = std::time::Instant::now();
                 let passive = checkpoint("PASSIVE");
-                metrics::histogram!("clarion_sqlite_checkpoint_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                metrics::histogram!("clarion_sqlite_checkpoint_seconds").record(took.as_secs_f64());
+                pause = checkpoint_pause(took);
                 match passive {
                     Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
                         let _ = checkpoint("RESTART");
@@ -126,6 +143,15 @@ pub fn spawn_checkpointer(path: &str, thread_name: &str) -> Result<Sender<()>, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_come_often_while_cheap_and_back_off_when_they_take_long() {
+        let ms = Duration::from_millis;
+        assert_eq!(checkpoint_pause(Duration::from_micros(200)), ms(5));
+        assert_eq!(checkpoint_pause(ms(3)), ms(15));
+        assert_eq!(checkpoint_pause(ms(16)), ms(80));
+        assert_eq!(checkpoint_pause(ms(40)), ms(100));
+    }
 
     #[test]
     fn the_checkpointer_moves_committed_pages_into_the_database_file() {
