@@ -125,11 +125,17 @@ pub fn spawn_checkpointer(path: &str, thread_name: &str) -> Result<Sender<()>, S
                 let started = std::time::Instant::now();
                 let passive = checkpoint("PASSIVE");
                 let took = started.elapsed();
-                metrics::histogram!("clarion_sqlite_checkpoint_seconds").record(took.as_secs_f64());
+                metrics::histogram!("clarion_sqlite_checkpoint_seconds", "mode" => "passive")
+                    .record(took.as_secs_f64());
                 pause = checkpoint_pause(took);
                 match passive {
                     Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
+                        // It holds the write lock while it waits for readers:
+                        // every commit waits with it.
+                        let started = std::time::Instant::now();
                         let _ = checkpoint("RESTART");
+                        metrics::histogram!("clarion_sqlite_checkpoint_seconds", "mode" => "restart")
+                            .record(started.elapsed().as_secs_f64());
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
