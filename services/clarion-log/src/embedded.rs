@@ -18,12 +18,15 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
+use clarion_sqlite::readers::Readers;
 use clarion_sqlite::writer::{WriteJob, Writer};
 
 use crate::{partition_for, Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
 
 /// Most appends committed in one transaction.
 const MAX_GROUP: usize = 4096;
+/// Reader connections for reads outside subscriptions (which have their own).
+const READERS: usize = 4;
 
 fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
@@ -95,8 +98,9 @@ struct Tails {
 pub struct SqliteLog {
     path: String,
     writer: Writer,
-    /// Short operations (metadata, group offsets, one-shot reads).
-    meta: Arc<Mutex<Connection>>,
+    /// Reads outside subscriptions (metadata, group offsets, one-shot
+    /// reads, a notification's history by the index).
+    readers: Readers,
     topics: Mutex<HashMap<String, TopicMeta>>,
     tails: Arc<Tails>,
     /// Dropped with the log: stops the checkpoint thread.
@@ -214,13 +218,13 @@ impl SqliteLog {
         }
         let writer =
             Writer::spawn(conn, &path, "clarion-log-writer", MAX_GROUP).map_err(storage)?;
-        let meta = connect(&path)?;
+        let readers = Readers::open(&path, READERS).map_err(storage)?;
         let checkpointer =
             clarion_sqlite::spawn_checkpointer(&path, "clarion-log-ckpt").map_err(storage)?;
         Ok(SqliteLog {
             path,
             writer,
-            meta: Arc::new(Mutex::new(meta)),
+            readers,
             topics: Mutex::default(),
             tails: Arc::default(),
             _checkpointer: checkpointer,
@@ -272,14 +276,14 @@ impl SqliteLog {
             .map_err(|_| LogError::Unavailable("log writer stopped".into()))?
     }
 
-    async fn meta_op<T: Send + 'static>(
+    /// Runs a read on a reader connection ([`Readers::read`]: a `small`
+    /// one inline when a connection is free).
+    async fn read_op<T: Send + 'static>(
         &self,
+        small: bool,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.meta.clone();
-        tokio::task::spawn_blocking(move || f(&conn.lock().expect("log meta lock")))
-            .await
-            .map_err(storage)?
+        self.readers.read(small, f).await.map_err(storage)?
     }
 
     async fn topic(&self, name: &str) -> Result<TopicMeta> {
@@ -288,7 +292,7 @@ impl SqliteLog {
         }
         let n = name.to_string();
         let t = self
-            .meta_op(move |c| {
+            .read_op(true, move |c| {
                 c.query_row(
                     "SELECT id, partitions FROM topics WHERE name = ?1",
                     [&n],
@@ -430,13 +434,14 @@ impl EventLog for SqliteLog {
         max: usize,
     ) -> Result<Vec<LogRecord>> {
         let t = self.checked(topic, partition).await?;
-        self.meta_op(move |c| read_range(c, t.id, partition, from, max))
+        self.read_op(false, move |c| read_range(c, t.id, partition, from, max))
             .await
     }
 
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         let t = self.checked(topic, partition).await?;
-        self.meta_op(move |c| end_of(c, t.id, partition)).await
+        self.read_op(true, move |c| end_of(c, t.id, partition))
+            .await
     }
 
     async fn subscribe(
@@ -489,7 +494,7 @@ impl EventLog for SqliteLog {
     ) -> Result<Option<u64>> {
         let t = self.checked(topic, partition).await?;
         let group = group.to_string();
-        self.meta_op(move |c| {
+        self.read_op(true, move |c| {
             c.query_row(
                 "SELECT next_offset FROM group_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3",
                 params![group, t.id, partition],
@@ -508,7 +513,8 @@ impl EventLog for SqliteLog {
 
     async fn read_indexed(&self, index: &[u8]) -> Result<Option<Vec<(String, LogRecord)>>> {
         let idx = index.to_vec();
-        self.meta_op(move |c| read_index(c, &idx).map(Some)).await
+        self.read_op(false, move |c| read_index(c, &idx).map(Some))
+            .await
     }
 }
 

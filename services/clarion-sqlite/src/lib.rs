@@ -2,6 +2,7 @@
 //! the embedded store): WAL mode, the durability level, the busy timeout and
 //! WAL checkpoints off the writer's path.
 
+pub mod readers;
 pub mod writer;
 
 use std::path::Path;

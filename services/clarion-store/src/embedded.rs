@@ -9,12 +9,11 @@
 //! [`SqliteStore::purge_expired`].
 
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use clarion_sqlite::readers::Readers;
 use clarion_sqlite::writer::{WriteJob, Writer};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
@@ -85,8 +84,7 @@ pub struct SqliteStore {
     /// The file's single writer: the store's own, or the embedded log's when
     /// both live in one file ([`SqliteStore::open_with_writer`]).
     writer: Writer,
-    readers: Vec<Arc<Mutex<Connection>>>,
-    next_reader: AtomicUsize,
+    readers: Readers,
     /// Dropped with the store: stop the checkpoint (if the store owns the
     /// file's writer) and purge threads.
     _checkpointer: Option<std::sync::mpsc::Sender<()>>,
@@ -212,14 +210,11 @@ impl SqliteStore {
     ) -> Result<SqliteStore> {
         let path = writer.path().to_string();
         create_tables(&connect(&path)?)?;
-        let readers = (0..READERS)
-            .map(|_| connect(&path).map(|c| Arc::new(Mutex::new(c))))
-            .collect::<Result<Vec<_>>>()?;
+        let readers = Readers::open(&path, READERS).map_err(storage)?;
         let store = SqliteStore {
             _purger: spawn_purger(writer.clone())?,
             writer,
             readers,
-            next_reader: AtomicUsize::new(0),
             _checkpointer: checkpointer,
         };
         purge_blocking(&store.writer)?;
@@ -251,29 +246,14 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Runs a read on a reader connection. A `small` read (point lookups,
-    /// short scans: tens of microseconds on cached pages) runs right here on
-    /// the async worker when a reader is free: handing it to the blocking
-    /// pool costs two thread switches, more than the read itself. Large
-    /// reads, or all readers busy, go to the blocking pool.
+    /// Runs a read on a reader connection ([`Readers::read`]: a `small`
+    /// one inline when a connection is free).
     async fn read<T: Send + 'static>(
         &self,
         small: bool,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        if small {
-            for j in 0..self.readers.len() {
-                let i = (start + j) % self.readers.len();
-                if let Ok(c) = self.readers[i].try_lock() {
-                    return f(&c);
-                }
-            }
-        }
-        let c = self.readers[start % self.readers.len()].clone();
-        tokio::task::spawn_blocking(move || f(&c.lock().expect("store reader lock")))
-            .await
-            .map_err(storage)?
+        self.readers.read(small, f).await.map_err(storage)?
     }
 }
 
