@@ -17,11 +17,17 @@ fn prefix() -> String {
 
 log_conformance_tests!(make(), prefix);
 
+/// A log file's path in a fresh directory (removed when dropped).
+fn log_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db").to_str().unwrap().to_string();
+    (dir, path)
+}
+
 #[tokio::test]
 async fn records_survive_reopening_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.db");
-    let path = path.to_str().unwrap();
+    let (_dir, path) = log_file();
+    let path = path.as_str();
     {
         let log = SqliteLog::open(path).unwrap();
         log.create_topic("t", 1).await.unwrap();
@@ -45,9 +51,8 @@ async fn records_survive_reopening_the_file() {
 #[tokio::test]
 async fn records_are_found_again_by_their_index_across_topics() {
     use clarion_log::Record;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.db");
-    let path = path.to_str().unwrap();
+    let (_dir, path) = log_file();
+    let path = path.as_str();
     {
         let log = SqliteLog::open(path).unwrap();
         log.create_topic("a", 2).await.unwrap();

@@ -116,27 +116,28 @@ pub fn spawn_checkpointer(path: &str, thread_name: &str) -> Result<Sender<()>, S
     std::thread::Builder::new()
         .name(thread_name.into())
         .spawn(move || {
-            let checkpoint = |mode: &str| {
-                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                    r.get::<_, i64>(1)
-                })
+            // Runs one checkpoint: the WAL's size in pages, and how long it took.
+            let checkpoint = |mode: &'static str| {
+                let started = std::time::Instant::now();
+                let wal_pages = conn.query_row(
+                    &format!("PRAGMA wal_checkpoint({mode})"),
+                    [],
+                    |r| r.get::<_, i64>(1),
+                );
+                let took = started.elapsed();
+                metrics::histogram!("clarion_sqlite_checkpoint_seconds", "mode" => mode.to_lowercase())
+                    .record(took.as_secs_f64());
+                (wal_pages, took)
             };
             let mut pause = CHECKPOINT_PAUSE_MAX;
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(pause) {
-                let started = std::time::Instant::now();
-                let passive = checkpoint("PASSIVE");
-                let took = started.elapsed();
-                metrics::histogram!("clarion_sqlite_checkpoint_seconds", "mode" => "passive")
-                    .record(took.as_secs_f64());
+                let (passive, took) = checkpoint("PASSIVE");
                 pause = checkpoint_pause(took);
                 match passive {
                     Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
                         // It holds the write lock while it waits for readers:
                         // every commit waits with it.
-                        let started = std::time::Instant::now();
                         let _ = checkpoint("RESTART");
-                        metrics::histogram!("clarion_sqlite_checkpoint_seconds", "mode" => "restart")
-                            .record(started.elapsed().as_secs_f64());
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),

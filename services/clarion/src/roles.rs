@@ -289,9 +289,12 @@ impl Node {
                     Topic::Dispatch,
                     &[],
                     effects,
-                    move || match colocated {
-                        true => Dispatcher::colocated(),
-                        false => Dispatcher::new(),
+                    move || {
+                        if colocated {
+                            Dispatcher::colocated()
+                        } else {
+                            Dispatcher::new()
+                        }
                     },
                     shutdown,
                 );
