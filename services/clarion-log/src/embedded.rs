@@ -1,5 +1,8 @@
 //! The embedded log: one SQLite file, one writer thread with group commit.
 //!
+//! Records are stored many to a row ([`batch`]): an append becomes one row
+//! per partition it touches, built by the appending task.
+//!
 //! Appends from every task are queued to a single writer thread
 //! (`clarion_sqlite::writer`, which the embedded store shares when both are
 //! in one file), which takes everything waiting, writes it in one
@@ -14,14 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
 use clarion_sqlite::readers::Readers;
 use clarion_sqlite::writer::{WriteJob, Writer};
 
-use crate::{partition_for, Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
+use crate::{Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
+
+mod batch;
+mod migrate;
 
 /// Most appends committed in one transaction.
 const MAX_GROUP: usize = 4096;
@@ -49,24 +54,29 @@ CREATE TABLE IF NOT EXISTS topics (
     name TEXT NOT NULL UNIQUE,
     partitions INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS records (
+-- Records of one partition, `count` of them from `base_offset` on, all
+-- appended at `ts`, framed in `body` (see `batch`). A rowid table: bodies
+-- run to several pages, which an index B-tree (WITHOUT ROWID) would copy
+-- into its interior pages.
+CREATE TABLE IF NOT EXISTS record_batches (
+    id INTEGER PRIMARY KEY,
     topic INTEGER NOT NULL,
     partition INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    value BLOB NOT NULL,
+    base_offset INTEGER NOT NULL,
+    count INTEGER NOT NULL,
     ts INTEGER NOT NULL,
-    PRIMARY KEY (topic, partition, offset)
-) WITHOUT ROWID;
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS record_batches_by_offset
+    ON record_batches (topic, partition, base_offset);
 -- Records by their secondary key (`Record::index`): a notification's events
--- across every topic. Keys lead with the tenant, then a time-ordered id, so
--- appends land at the right edge of the tree.
-CREATE TABLE IF NOT EXISTS record_index (
+-- across every topic, as the batch and the position in it. Keys lead with
+-- the tenant, then a time-ordered id, so appends land near the right edge.
+CREATE TABLE IF NOT EXISTS record_keys (
     idx BLOB NOT NULL,
-    topic INTEGER NOT NULL,
-    partition INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    PRIMARY KEY (idx, topic, partition, offset)
+    batch INTEGER NOT NULL,
+    pos INTEGER NOT NULL,
+    PRIMARY KEY (idx, batch, pos)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_offsets (
     grp TEXT NOT NULL,
@@ -111,7 +121,11 @@ pub struct SqliteLog {
 struct AppendJob {
     tails: Arc<Tails>,
     topic: TopicMeta,
-    records: Vec<Record>,
+    /// Records appended.
+    len: usize,
+    rows: batch::Split,
+    /// The first offset of each of `rows.batches`, once inserted.
+    bases: Vec<u64>,
     assigned: Vec<Appended>,
     /// Each partition this job advanced, with its next offset before.
     undo: Vec<((i64, u32), Option<u64>)>,
@@ -120,54 +134,59 @@ struct AppendJob {
 
 impl WriteJob for AppendJob {
     fn weight(&self) -> usize {
-        self.records.len()
+        self.len
     }
 
     fn apply(&mut self, tx: &rusqlite::Transaction<'_>) -> std::result::Result<(), String> {
         let mut next = self.tails.next.lock().expect("log tails lock");
         let mut ins = tx
             .prepare_cached(
-                "INSERT INTO records (topic, partition, offset, key, value, ts)
+                "INSERT INTO record_batches (topic, partition, base_offset, count, ts, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|e| e.to_string())?;
         let mut index = None;
         let ts = now_ms();
-        for r in &self.records {
-            let p = partition_for(&r.key, self.topic.partitions);
-            let k = (self.topic.id, p);
-            let offset = match next.get(&k) {
+        for b in &self.rows.batches {
+            let k = (self.topic.id, b.partition);
+            let base = match next.get(&k) {
                 Some(o) => *o,
-                None => end_of(tx, k.0, p).map_err(|e| e.to_string())?,
+                None => end_of(tx, k.0, b.partition).map_err(|e| e.to_string())?,
             };
             if !self.undo.iter().any(|(u, _)| *u == k) {
                 self.undo.push((k, next.get(&k).copied()));
             }
             // Counted before the insert: a rollback after a failed insert
             // then restores it like any other.
-            next.insert(k, offset + 1);
-            ins.execute(params![k.0, p, offset as i64, r.key, &r.value[..], ts])
+            next.insert(k, base + u64::from(b.count));
+            ins.execute(params![k.0, b.partition, base as i64, b.count, ts, &b.body])
                 .map_err(|e| e.to_string())?;
-            if let Some(idx) = &r.index {
-                let index = match &mut index {
-                    Some(stmt) => stmt,
-                    None => index.insert(
-                        tx.prepare_cached(
-                            "INSERT INTO record_index (idx, topic, partition, offset)
-                             VALUES (?1, ?2, ?3, ?4)",
-                        )
-                        .map_err(|e| e.to_string())?,
-                    ),
-                };
+            self.bases.push(base);
+            if b.index.is_empty() {
+                continue;
+            }
+            let id = tx.last_insert_rowid();
+            let index = match &mut index {
+                Some(stmt) => stmt,
+                None => index.insert(
+                    tx.prepare_cached(
+                        "INSERT INTO record_keys (idx, batch, pos) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(|e| e.to_string())?,
+                ),
+            };
+            for (idx, pos) in &b.index {
                 index
-                    .execute(params![&idx[..], k.0, p, offset as i64])
+                    .execute(params![&idx[..], id, pos])
                     .map_err(|e| e.to_string())?;
             }
-            self.assigned.push(Appended {
-                partition: p,
-                offset,
-            });
         }
+        let (batches, bases) = (&self.rows.batches, &self.bases);
+        self.assigned
+            .extend(self.rows.places.iter().map(|&(slot, pos)| Appended {
+                partition: batches[slot as usize].partition,
+                offset: bases[slot as usize] + u64::from(pos),
+            }));
         Ok(())
     }
 
@@ -179,12 +198,13 @@ impl WriteJob for AppendJob {
                 None => next.remove(&k),
             };
         }
+        self.bases.clear();
         self.assigned.clear();
     }
 
     fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
         if outcome.is_ok() {
-            crate::count_appended(self.records.len());
+            crate::count_appended(self.len);
             // Everything in `next` is committed now (finish runs after the
             // group's commit), so waking at its current end is safe.
             let next = self.tails.next.lock().expect("log tails lock");
@@ -210,8 +230,11 @@ impl SqliteLog {
             Some((p, q)) => (p.to_string(), q.split('&').any(|kv| kv == "sync=full")),
             None => (path.to_string(), false),
         };
-        let conn = clarion_sqlite::connect_writer(&path).map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
+        let mut conn = clarion_sqlite::connect_writer(&path).map_err(storage)?;
+        let tx = conn.transaction().map_err(storage)?;
+        tx.execute_batch(SCHEMA).map_err(storage)?;
+        migrate::from_record_rows(&tx).map_err(storage)?;
+        tx.commit().map_err(storage)?;
         if sync_full {
             conn.execute_batch("PRAGMA synchronous=FULL;")
                 .map_err(storage)?;
@@ -252,7 +275,9 @@ impl SqliteLog {
             Box::new(AppendJob {
                 tails: self.tails.clone(),
                 topic,
-                records,
+                len: records.len(),
+                rows: batch::split(records, topic.partitions),
+                bases: Vec::new(),
                 assigned: Vec::new(),
                 undo: Vec::new(),
                 reply,
@@ -342,42 +367,56 @@ fn read_range(
     from: u64,
     max: usize,
 ) -> Result<Vec<LogRecord>> {
+    // From the batch that holds `from` on; each batch holds at least one
+    // record, so `max` batches are always enough.
     let mut stmt = conn
         .prepare_cached(
-            "SELECT offset, key, value, ts FROM records
-             WHERE topic = ?1 AND partition = ?2 AND offset >= ?3
-             ORDER BY offset LIMIT ?4",
+            "SELECT base_offset, ts, body FROM record_batches
+             WHERE topic = ?1 AND partition = ?2 AND base_offset >= COALESCE(
+                 (SELECT MAX(base_offset) FROM record_batches
+                  WHERE topic = ?1 AND partition = ?2 AND base_offset <= ?3), 0)
+             ORDER BY base_offset LIMIT ?4",
         )
         .map_err(storage)?;
-    let rows = stmt
-        .query_map(params![topic, partition, from as i64, max as i64], |r| {
-            record_at(r, partition, 0)
-        })
+    let mut rows = stmt
+        .query(params![topic, partition, from as i64, max as i64])
         .map_err(storage)?;
-    rows.collect::<std::result::Result<_, _>>().map_err(storage)
-}
-
-/// The record of `partition` whose offset, key, value and timestamp are
-/// the row's columns from `first` on.
-fn record_at(r: &rusqlite::Row<'_>, partition: u32, first: usize) -> rusqlite::Result<LogRecord> {
-    Ok(LogRecord {
-        partition,
-        offset: r.get::<_, i64>(first)? as u64,
-        key: r.get(first + 1)?,
-        value: Bytes::from(r.get::<_, Vec<u8>>(first + 2)?),
-        timestamp_ms: r.get(first + 3)?,
-    })
+    let mut out = Vec::with_capacity(max.min(1024));
+    while let Some(r) = rows.next().map_err(storage)? {
+        let (base, ts): (i64, i64) = (r.get(0).map_err(storage)?, r.get(1).map_err(storage)?);
+        let frames = batch::frames(r.get(2).map_err(storage)?)?;
+        for (pos, frame) in frames.enumerate() {
+            let offset = base as u64 + pos as u64;
+            if offset < from {
+                continue;
+            }
+            let (key, value) = frame?;
+            out.push(LogRecord {
+                partition,
+                offset,
+                key,
+                value,
+                timestamp_ms: ts,
+            });
+            if out.len() == max {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn end_of(conn: &Connection, topic: i64, partition: u32) -> Result<u64> {
-    let max: Option<i64> = conn
+    let end: Option<i64> = conn
         .query_row(
-            "SELECT MAX(offset) FROM records WHERE topic = ?1 AND partition = ?2",
+            "SELECT base_offset + count FROM record_batches
+             WHERE topic = ?1 AND partition = ?2 ORDER BY base_offset DESC LIMIT 1",
             params![topic, partition],
             |r| r.get(0),
         )
+        .optional()
         .map_err(storage)?;
-    Ok(max.map(|m| m as u64 + 1).unwrap_or(0))
+    Ok(end.map(|e| e as u64).unwrap_or(0))
 }
 
 #[async_trait]
@@ -518,25 +557,42 @@ impl EventLog for SqliteLog {
     }
 }
 
-/// The records under `idx` in `record_index`, with their topic names.
+/// The records under `idx` in `record_keys`, with their topic names.
 fn read_index(conn: &Connection, idx: &[u8]) -> Result<Vec<(String, LogRecord)>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT t.name, r.partition, r.offset, r.key, r.value, r.ts
-             FROM record_index i
-             JOIN records r ON r.topic = i.topic AND r.partition = i.partition
-                           AND r.offset = i.offset
-             JOIN topics t ON t.id = i.topic
-             WHERE i.idx = ?1
-             ORDER BY i.topic, i.partition, i.offset",
+            "SELECT t.name, b.partition, b.base_offset, b.ts, b.body, k.pos
+             FROM record_keys k
+             JOIN record_batches b ON b.id = k.batch
+             JOIN topics t ON t.id = b.topic
+             WHERE k.idx = ?1
+             ORDER BY b.topic, b.partition, b.base_offset, k.pos",
         )
         .map_err(storage)?;
-    let rows = stmt
-        .query_map(params![idx], |r| {
-            Ok((r.get::<_, String>(0)?, record_at(r, r.get(1)?, 2)?))
-        })
-        .map_err(storage)?;
-    rows.collect::<std::result::Result<_, _>>().map_err(storage)
+    let mut rows = stmt.query(params![idx]).map_err(storage)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(storage)? {
+        let partition: u32 = r.get(1).map_err(storage)?;
+        let (base, ts, pos): (i64, i64, i64) = (
+            r.get(2).map_err(storage)?,
+            r.get(3).map_err(storage)?,
+            r.get(5).map_err(storage)?,
+        );
+        let (key, value) = batch::frames(r.get(4).map_err(storage)?)?
+            .nth(pos as usize)
+            .ok_or_else(|| storage(format!("batch at {base} has no record {pos}")))??;
+        out.push((
+            r.get(0).map_err(storage)?,
+            LogRecord {
+                partition,
+                offset: (base + pos) as u64,
+                key,
+                value,
+                timestamp_ms: ts,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// How stale a subscription's last read may get before it reads without a

@@ -65,6 +65,13 @@ pub async fn read_returns_appended_records(log: Arc<dyn EventLog>, prefix: &str)
         assert_eq!(r.partition, p);
         assert!(r.timestamp_ms > 0);
     }
+    // From inside one append to inside the next.
+    let across = read_all(&*log, &topic, p, 12, 4).await;
+    assert_eq!(
+        across.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![12, 13, 14, 15]
+    );
+    assert_eq!(across[2].value, Bytes::from(values[14].clone()));
     let tail = read_all(&*log, &topic, p, 45, 100).await;
     assert_eq!(
         tail.iter().map(|r| r.offset).collect::<Vec<_>>(),

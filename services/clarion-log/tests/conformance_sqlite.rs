@@ -94,3 +94,89 @@ async fn records_are_found_again_by_their_index_across_topics() {
     assert_eq!(found("n2").await, vec![s("a", "k2", "a2")]);
     assert!(found("n3").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_file_with_a_row_per_record_is_moved_into_batches_on_open() {
+    // Given: a file in the layout before record batches: a row per record,
+    // the index by offset; two appends at different times on partition 0.
+    let (_dir, path) = log_file();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                                  partitions INTEGER NOT NULL);
+             CREATE TABLE records (topic INTEGER NOT NULL, partition INTEGER NOT NULL,
+                 offset INTEGER NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                 ts INTEGER NOT NULL, PRIMARY KEY (topic, partition, offset)) WITHOUT ROWID;
+             CREATE TABLE record_index (idx BLOB NOT NULL, topic INTEGER NOT NULL,
+                 partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+                 PRIMARY KEY (idx, topic, partition, offset)) WITHOUT ROWID;
+             INSERT INTO topics VALUES (1, 'a', 2), (2, 'b', 1);
+             INSERT INTO records VALUES
+                 (1, 0, 0, 'k0', x'00', 100), (1, 0, 1, 'k1', x'01', 100),
+                 (1, 0, 2, 'k2', x'02', 100), (1, 0, 3, 'k3', x'03', 200),
+                 (1, 0, 4, 'k4', x'04', 200), (1, 1, 0, 'j0', x'10', 100),
+                 (2, 0, 0, 'b0', x'20', 300);
+             INSERT INTO record_index VALUES
+                 (x'6e31', 1, 0, 1), (x'6e31', 1, 0, 4), (x'6e31', 2, 0, 0),
+                 (x'6e32', 1, 1, 0);",
+        )
+        .unwrap();
+    }
+
+    // When: the log opens it.
+    let log = SqliteLog::open(&path).unwrap();
+
+    // Then: every record reads back at its offset, with its key, value and
+    // time; the index finds the same records; appends continue after them.
+    let a0 = log.read("a", 0, 0, 10).await.unwrap();
+    assert_eq!(
+        a0.iter()
+            .map(|r| (r.offset, r.key.as_str(), r.value[0], r.timestamp_ms))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, "k0", 0, 100),
+            (1, "k1", 1, 100),
+            (2, "k2", 2, 100),
+            (3, "k3", 3, 200),
+            (4, "k4", 4, 200)
+        ]
+    );
+    assert_eq!(log.read("a", 0, 3, 10).await.unwrap()[0].key, "k3");
+    assert_eq!(log.read("a", 1, 0, 10).await.unwrap()[0].key, "j0");
+    assert_eq!(log.read("b", 0, 0, 10).await.unwrap()[0].key, "b0");
+    let found = |idx: &'static str| {
+        let log = &log;
+        async move {
+            log.read_indexed(idx.as_bytes())
+                .await
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .map(|(t, r)| (t, r.partition, r.offset, r.key))
+                .collect::<Vec<_>>()
+        }
+    };
+    let at = |t: &str, p: u32, o: u64, k: &str| (t.to_string(), p, o, k.to_string());
+    assert_eq!(
+        found("n1").await,
+        vec![at("a", 0, 1, "k1"), at("a", 0, 4, "k4"), at("b", 0, 0, "b0")]
+    );
+    assert_eq!(found("n2").await, vec![at("a", 1, 0, "j0")]);
+    assert_eq!(log.end_offset("a", 0).await.unwrap(), 5);
+    let next = log
+        .append("a", vec![clarion_log::Record::new("k0", "new")])
+        .await
+        .unwrap();
+    assert_eq!((next[0].partition, next[0].offset), (0, 5));
+    drop(log);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let old: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('records', 'record_index')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0, "the old tables are gone");
+}

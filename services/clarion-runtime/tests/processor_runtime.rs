@@ -1286,8 +1286,15 @@ async fn a_colocated_commit_that_fails_appends_nothing_and_a_retry_takes_the_sam
     let raw = rusqlite::Connection::open(env.dir.path().join("clarion.db")).unwrap();
     raw.execute_batch("PRAGMA busy_timeout=10000").unwrap();
     let squat = |sql: &str| raw.execute(sql, rusqlite::params![topic, p]).unwrap();
-    let insert = "INSERT INTO records (topic, partition, offset, key, value, ts)
-                  SELECT id, ?2, 1, 'squatter', x'00', 0 FROM topics WHERE name = ?1";
+    // One record, key "squatter", value 0x00, framed as the log frames a
+    // batch: the codec byte (00, plain), then each length (u32, little
+    // endian) before its bytes.
+    let insert = concat!(
+        "INSERT INTO record_batches (topic, partition, base_offset, count, ts, body)
+         SELECT id, ?2, 1, 1, 0, x'",
+        "00", "08000000", "7371756174746572", "01000000", "00",
+        "' FROM topics WHERE name = ?1"
+    );
     assert_eq!(squat(insert), 1);
     let state = RowKey::new(Table::SinkDeliveries, "acme", RECORDER, b"state".to_vec());
     let mut writes = WriteBatch::new();
@@ -1310,7 +1317,7 @@ async fn a_colocated_commit_that_fails_appends_nothing_and_a_retry_takes_the_sam
     assert_eq!(env.records(Topic::Deliveries, p, 0).await.len(), 2);
 
     // When: the squatter is gone and the commit is retried.
-    let delete = "DELETE FROM records WHERE partition = ?2 AND offset = 1
+    let delete = "DELETE FROM record_batches WHERE partition = ?2 AND base_offset = 1
                   AND topic = (SELECT id FROM topics WHERE name = ?1)";
     assert_eq!(squat(delete), 1);
     c.commit(writes, &env.topics, std::slice::from_ref(&emit), &encoded)

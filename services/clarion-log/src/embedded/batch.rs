@@ -1,0 +1,296 @@
+//! Record batches: how the embedded log stores records, many to a row.
+//!
+//! A row per record made the log's appends the writer's largest cost: a
+//! B-tree insert, its statement and its page bookkeeping for every ~300-byte
+//! event. An append now becomes one row per partition it touches (split when
+//! a body passes [`MAX_BODY`]), whose body holds the records one after the
+//! other. The body is built (and compressed, see [`Codec`]) by the task that
+//! appends, so the writer thread, the serial resource, only inserts it.
+//!
+//! A body is one codec byte, then the frames, each a key and a value with
+//! their lengths (`u32`, little-endian) in front.
+
+use bytes::Bytes;
+
+use crate::{partition_for, LogError, Record, Result};
+
+/// Frames are added to a body until it holds this many bytes (a record that
+/// is larger alone gets a body of its own). Small enough that reading one
+/// record by the index decodes little beside it; large enough that a
+/// processor's batch of emits takes few rows.
+pub(super) const MAX_BODY: usize = 16 * 1024;
+
+/// How a body's frames are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Codec {
+    Plain = 0,
+}
+
+/// The frames of one body being built.
+#[derive(Default)]
+pub(super) struct BodyWriter {
+    frames: Vec<u8>,
+    count: u32,
+}
+
+impl BodyWriter {
+    pub(super) fn push(&mut self, key: &str, value: &[u8]) {
+        if self.frames.is_empty() {
+            self.frames.reserve(MAX_BODY.min(key.len() + value.len() + 9));
+            self.frames.push(Codec::Plain as u8);
+        }
+        self.frames
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.frames.extend_from_slice(key.as_bytes());
+        self.frames
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.frames.extend_from_slice(value);
+        self.count += 1;
+    }
+
+    /// Records in the body.
+    pub(super) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether a record of `key` and `value` would push a non-empty body
+    /// past [`MAX_BODY`].
+    pub(super) fn full_for(&self, key: &str, value: &[u8]) -> bool {
+        self.count > 0 && self.frames.len() + 8 + key.len() + value.len() > MAX_BODY
+    }
+
+    /// The body as stored.
+    pub(super) fn finish(self) -> Vec<u8> {
+        self.frames
+    }
+}
+
+/// The records of one stored body, in order.
+pub(super) struct Frames {
+    body: Bytes,
+    at: usize,
+}
+
+/// Decodes a stored body. Values share the body's buffer.
+pub(super) fn frames(body: Vec<u8>) -> Result<Frames> {
+    match body.first() {
+        Some(&c) if c == Codec::Plain as u8 => Ok(Frames {
+            body: Bytes::from(body),
+            at: 1,
+        }),
+        Some(c) => Err(corrupt(format!("unknown codec {c}"))),
+        None => Err(corrupt("empty body".into())),
+    }
+}
+
+fn corrupt(problem: String) -> LogError {
+    LogError::Storage(format!("corrupt record batch: {problem}"))
+}
+
+impl Frames {
+    fn take(&mut self) -> Result<Bytes> {
+        let len = self
+            .body
+            .get(self.at..self.at + 4)
+            .ok_or_else(|| corrupt(format!("length cut short at byte {}", self.at)))?;
+        let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+        let start = self.at + 4;
+        if start + len > self.body.len() {
+            return Err(corrupt(format!("frame at byte {} overruns the body", self.at)));
+        }
+        self.at = start + len;
+        Ok(self.body.slice(start..start + len))
+    }
+}
+
+impl Iterator for Frames {
+    type Item = Result<(String, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.body.len() {
+            return None;
+        }
+        let frame = self.take().and_then(|key| {
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| corrupt("a key is not UTF-8".into()))?;
+            Ok((key, self.take()?))
+        });
+        if frame.is_err() {
+            // Nothing after a bad frame can be trusted.
+            self.at = self.body.len();
+        }
+        Some(frame)
+    }
+}
+
+/// One row to insert: records of one partition.
+pub(super) struct Batch {
+    pub partition: u32,
+    pub count: u32,
+    pub body: Vec<u8>,
+    /// The secondary keys of its records ([`Record::index`]), with each
+    /// record's position in the batch.
+    pub index: Vec<(Bytes, u32)>,
+}
+
+/// An append, split into rows.
+pub(super) struct Split {
+    /// In the order their offsets are assigned: a partition's batches come
+    /// in the order of its records.
+    pub batches: Vec<Batch>,
+    /// For each record appended, in order: its batch and its position there.
+    pub places: Vec<(u32, u32)>,
+}
+
+/// Groups `records` by the partition their key picks among `partitions`.
+pub(super) fn split(records: Vec<Record>, partitions: u32) -> Split {
+    struct Open {
+        slot: usize,
+        body: BodyWriter,
+        index: Vec<(Bytes, u32)>,
+    }
+    let mut open: Vec<Option<Open>> = (0..partitions).map(|_| None).collect();
+    let mut done: Vec<Option<Batch>> = Vec::new();
+    let mut places = Vec::with_capacity(records.len());
+    let close = |o: Open, p: u32, done: &mut Vec<Option<Batch>>| {
+        done[o.slot] = Some(Batch {
+            partition: p,
+            count: o.body.count(),
+            body: o.body.finish(),
+            index: o.index,
+        });
+    };
+    for r in records {
+        let p = partition_for(&r.key, partitions);
+        let cur = &mut open[p as usize];
+        if cur.as_ref().is_some_and(|o| o.body.full_for(&r.key, &r.value)) {
+            close(cur.take().expect("checked"), p, &mut done);
+        }
+        let o = cur.get_or_insert_with(|| {
+            done.push(None);
+            Open {
+                slot: done.len() - 1,
+                body: BodyWriter::default(),
+                index: Vec::new(),
+            }
+        });
+        let pos = o.body.count();
+        o.body.push(&r.key, &r.value);
+        if let Some(idx) = r.index {
+            o.index.push((idx, pos));
+        }
+        places.push((o.slot as u32, pos));
+    }
+    for (p, o) in open.into_iter().enumerate() {
+        if let Some(o) = o {
+            close(o, p as u32, &mut done);
+        }
+    }
+    Split {
+        batches: done.into_iter().map(|b| b.expect("every slot closed")).collect(),
+        places,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(body: Vec<u8>) -> Vec<(String, Bytes)> {
+        frames(body).unwrap().collect::<Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_body_gives_back_its_records_in_order() {
+        let mut w = BodyWriter::default();
+        w.push("k1", b"first");
+        w.push("", b"");
+        w.push("k\u{e9}", &[0u8; 300]);
+        assert_eq!(w.count(), 3);
+        assert_eq!(
+            decoded(w.finish()),
+            vec![
+                ("k1".to_string(), Bytes::from_static(b"first")),
+                (String::new(), Bytes::new()),
+                ("k\u{e9}".to_string(), Bytes::from(vec![0u8; 300])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_damaged_body_is_an_error_not_a_short_read() {
+        let mut w = BodyWriter::default();
+        w.push("key", b"value");
+        let body = w.finish();
+        let cut = body[..body.len() - 1].to_vec();
+        let got: Vec<_> = frames(cut).unwrap().collect();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].as_ref().unwrap_err().to_string().contains("overruns"));
+        let mut unknown = body.clone();
+        unknown[0] = 200;
+        assert!(frames(unknown).is_err());
+        assert!(frames(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn an_append_becomes_one_batch_per_partition_until_a_body_fills() {
+        let records: Vec<Record> = (0..40)
+            .map(|i| {
+                let r = Record::new(format!("key-{}", i % 4), vec![i as u8; 1000]);
+                if i % 2 == 0 {
+                    r.indexed(format!("n{i}"))
+                } else {
+                    r
+                }
+            })
+            .collect();
+        let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+        let s = split(records, 3);
+
+        // Every record has a place, in its key's partition, and the
+        // batches of a partition hold its records in append order.
+        assert_eq!(s.places.len(), 40);
+        let mut seen: Vec<Vec<(String, Bytes)>> = vec![Vec::new(); 3];
+        for b in &s.batches {
+            assert!(b.count >= 1);
+            assert!(b.body.len() <= MAX_BODY);
+            let recs = decoded(b.body.clone());
+            assert_eq!(recs.len() as u32, b.count);
+            seen[b.partition as usize].extend(recs);
+        }
+        for (i, (slot, pos)) in s.places.iter().enumerate() {
+            let b = &s.batches[*slot as usize];
+            assert_eq!(b.partition, partition_for(&keys[i], 3));
+            let recs = decoded(b.body.clone());
+            assert_eq!(recs[*pos as usize].1, Bytes::from(vec![i as u8; 1000]));
+            let indexed = b.index.iter().find(|(_, p)| p == pos);
+            assert_eq!(
+                indexed.map(|(k, _)| k.clone()),
+                (i % 2 == 0).then(|| Bytes::from(format!("n{i}")))
+            );
+        }
+        // 40 KB of records over at most 3 partitions at 16 KB a body.
+        assert!(s.batches.len() >= 3, "{}", s.batches.len());
+        assert_eq!(seen.iter().map(Vec::len).sum::<usize>(), 40);
+    }
+
+    #[test]
+    fn a_record_larger_than_a_body_gets_one_of_its_own() {
+        let big = vec![7u8; MAX_BODY * 2];
+        let s = split(
+            vec![
+                Record::new("a", b"small".to_vec()),
+                Record::new("a", big.clone()),
+                Record::new("a", b"after".to_vec()),
+            ],
+            1,
+        );
+        assert_eq!(
+            s.batches.iter().map(|b| b.count).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
+        assert_eq!(s.places, vec![(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(decoded(s.batches[1].body.clone())[0].1, Bytes::from(big));
+    }
+}
