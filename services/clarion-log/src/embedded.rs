@@ -115,6 +115,8 @@ pub struct SqliteLog {
     tails: Arc<Tails>,
     /// Dropped with the log: stops the checkpoint thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
+    /// Whether appends compress their batches (`compression=lz4`).
+    compress: bool,
 }
 
 /// Records to append to one topic, as a job of the file's writer.
@@ -222,20 +224,63 @@ impl WriteJob for AppendJob {
     }
 }
 
-impl SqliteLog {
-    /// Opens (creating if needed) the log at `path`. `path` may carry
-    /// `?sync=full` to fsync every commit.
-    pub fn open(path: &str) -> Result<SqliteLog> {
-        let (path, sync_full) = match path.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.split('&').any(|kv| kv == "sync=full")),
-            None => (path.to_string(), false),
+/// What a `sqlite://` URL's query sets.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Options {
+    /// `sync=full`: fsync every commit (the default, `sync=normal`, syncs
+    /// at checkpoints: a power cut may lose the last commits, a crash not).
+    sync_full: bool,
+    /// `compression=lz4`: store new record batches compressed
+    /// (`compression=none`, the default, stores them plain). Files may mix
+    /// both; reads take either.
+    compress: bool,
+}
+
+/// Splits `path[?k=v&...]` into the file's path and its [`Options`].
+fn parse_path(url: &str) -> Result<(String, Options)> {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let mut o = Options::default();
+    for kv in query.into_iter().flat_map(|q| q.split('&')) {
+        let bad = |problem: &str| LogError::BadUrlParam {
+            param: kv.split('=').next().unwrap_or(kv).to_string(),
+            problem: problem.to_string(),
         };
+        match kv.split_once('=') {
+            Some(("sync", v)) => {
+                o.sync_full = match v {
+                    "full" => true,
+                    "normal" => false,
+                    _ => return Err(bad("must be full or normal")),
+                }
+            }
+            Some(("compression", v)) => {
+                o.compress = match v {
+                    "lz4" => true,
+                    "none" => false,
+                    _ => return Err(bad("must be lz4 or none")),
+                }
+            }
+            _ => return Err(bad("unknown (the SQLite log takes sync and compression)")),
+        }
+    }
+    Ok((path.to_string(), o))
+}
+
+impl SqliteLog {
+    /// Opens (creating if needed) the log at `path`, which may carry
+    /// `?sync=full` to fsync every commit and `compression=lz4` to
+    /// compress record batches ([`Options`]).
+    pub fn open(path: &str) -> Result<SqliteLog> {
+        let (path, options) = parse_path(path)?;
         let mut conn = clarion_sqlite::connect_writer(&path).map_err(storage)?;
         let tx = conn.transaction().map_err(storage)?;
         tx.execute_batch(SCHEMA).map_err(storage)?;
         migrate::from_record_rows(&tx).map_err(storage)?;
         tx.commit().map_err(storage)?;
-        if sync_full {
+        if options.sync_full {
             conn.execute_batch("PRAGMA synchronous=FULL;")
                 .map_err(storage)?;
         }
@@ -251,6 +296,7 @@ impl SqliteLog {
             topics: Mutex::default(),
             tails: Arc::default(),
             _checkpointer: checkpointer,
+            compress: options.compress,
         })
     }
 
@@ -276,7 +322,7 @@ impl SqliteLog {
                 tails: self.tails.clone(),
                 topic,
                 len: records.len(),
-                rows: batch::split(records, topic.partitions),
+                rows: batch::split(records, topic.partitions, self.compress),
                 bases: Vec::new(),
                 assigned: Vec::new(),
                 undo: Vec::new(),
@@ -654,6 +700,43 @@ impl Subscription for SqliteSubscription {
                 if !recs.is_empty() {
                     return Ok(recs);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_takes_sync_and_compression_and_nothing_else() {
+        assert_eq!(
+            parse_path("/d/clarion.db").unwrap(),
+            ("/d/clarion.db".to_string(), Options::default())
+        );
+        assert_eq!(
+            parse_path("/d/c.db?sync=full&compression=lz4").unwrap(),
+            (
+                "/d/c.db".to_string(),
+                Options {
+                    sync_full: true,
+                    compress: true
+                }
+            )
+        );
+        for (url, param) in [
+            ("/d/c.db?sync=sometimes", "sync"),
+            ("/d/c.db?compression=zstd", "compression"),
+            ("/d/c.db?sync=full&cache=big", "cache"),
+            ("/d/c.db?compression", "compression"),
+        ] {
+            match parse_path(url) {
+                Err(LogError::BadUrlParam { param: p, problem }) => {
+                    assert_eq!(p, param, "{url}");
+                    assert!(!problem.is_empty());
+                }
+                other => panic!("{url}: {other:?}"),
             }
         }
     }

@@ -17,6 +17,20 @@ fn prefix() -> String {
 
 log_conformance_tests!(make(), prefix);
 
+/// The same suite with record batches compressed.
+mod compressed {
+    use super::*;
+
+    async fn make() -> Option<Arc<dyn EventLog>> {
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let path = dir.path().join("log.db");
+        let url = format!("{}?compression=lz4", path.to_str().unwrap());
+        Some(Arc::new(SqliteLog::open(&url).unwrap()))
+    }
+
+    log_conformance_tests!(make(), prefix);
+}
+
 /// A log file's path in a fresh directory (removed when dropped).
 fn log_file() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +174,11 @@ async fn a_file_with_a_row_per_record_is_moved_into_batches_on_open() {
     let at = |t: &str, p: u32, o: u64, k: &str| (t.to_string(), p, o, k.to_string());
     assert_eq!(
         found("n1").await,
-        vec![at("a", 0, 1, "k1"), at("a", 0, 4, "k4"), at("b", 0, 0, "b0")]
+        vec![
+            at("a", 0, 1, "k1"),
+            at("a", 0, 4, "k4"),
+            at("b", 0, 0, "b0")
+        ]
     );
     assert_eq!(found("n2").await, vec![at("a", 1, 0, "j0")]);
     assert_eq!(log.end_offset("a", 0).await.unwrap(), 5);
@@ -179,4 +197,52 @@ async fn a_file_with_a_row_per_record_is_moved_into_batches_on_open() {
         )
         .unwrap();
     assert_eq!(old, 0, "the old tables are gone");
+}
+
+#[tokio::test]
+async fn a_file_may_hold_compressed_and_plain_batches() {
+    use clarion_log::Record;
+    let (_dir, path) = log_file();
+    // Records that repeat themselves, so LZ4 has something to take out.
+    let recs = |from: usize| -> Vec<Record> {
+        (from..from + 50)
+            .map(|i| Record::new("k", format!("{i:04} {}", "event ".repeat(20))).indexed("n"))
+            .collect()
+    };
+    let size = |path: &str| {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.query_row("SELECT SUM(length(body)) FROM record_batches", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    {
+        let log = SqliteLog::open(&format!("{path}?compression=lz4")).unwrap();
+        log.create_topic("t", 1).await.unwrap();
+        log.append("t", recs(0)).await.unwrap();
+    }
+    let compressed = size(&path);
+    {
+        let log = SqliteLog::open(&path).unwrap();
+        log.append("t", recs(50)).await.unwrap();
+    }
+    let plain = size(&path) - compressed;
+    assert!(compressed * 3 < plain, "{compressed} bytes against {plain}");
+
+    let log = SqliteLog::open(&path).unwrap();
+    let all = log.read("t", 0, 0, 200).await.unwrap();
+    let want: Vec<Record> = recs(0).into_iter().chain(recs(50)).collect();
+    assert_eq!(all.len(), 100);
+    for (i, (got, want)) in all.iter().zip(&want).enumerate() {
+        assert_eq!((got.offset, &got.value), (i as u64, &want.value));
+    }
+    let indexed = log.read_indexed(b"n").await.unwrap().unwrap();
+    assert_eq!(
+        indexed.iter().map(|(_, r)| r.offset).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<u64>>()
+    );
+    assert!(matches!(
+        SqliteLog::open(&format!("{path}?compression=gzip")),
+        Err(clarion_log::LogError::BadUrlParam { .. })
+    ));
 }

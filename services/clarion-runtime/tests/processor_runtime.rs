@@ -1292,7 +1292,11 @@ async fn a_colocated_commit_that_fails_appends_nothing_and_a_retry_takes_the_sam
     let insert = concat!(
         "INSERT INTO record_batches (topic, partition, base_offset, count, ts, body)
          SELECT id, ?2, 1, 1, 0, x'",
-        "00", "08000000", "7371756174746572", "01000000", "00",
+        "00",
+        "08000000",
+        "7371756174746572",
+        "01000000",
+        "00",
         "' FROM topics WHERE name = ?1"
     );
     assert_eq!(squat(insert), 1);

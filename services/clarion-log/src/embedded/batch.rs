@@ -8,7 +8,11 @@
 //! appends, so the writer thread, the serial resource, only inserts it.
 //!
 //! A body is one codec byte, then the frames, each a key and a value with
-//! their lengths (`u32`, little-endian) in front.
+//! their lengths (`u32`, little-endian) in front; or, compressed, the codec
+//! byte, the frames' length and the frames as one LZ4 block. Events of one
+//! batch repeat their tenant, type names and ids, so LZ4 shrinks a full body
+//! two to four times: fewer pages for the writer to write, checksum and
+//! sync, and a smaller file.
 
 use bytes::Bytes;
 
@@ -25,19 +29,39 @@ pub(super) const MAX_BODY: usize = 16 * 1024;
 #[repr(u8)]
 enum Codec {
     Plain = 0,
+    /// `u32` (little-endian) length of the frames, then an LZ4 block.
+    Lz4 = 1,
 }
+
+/// Frames shorter than this are stored plain: too little to repeat itself.
+const COMPRESS_FROM: usize = 128;
+/// The largest frames a compressed body may claim to hold (a damaged length
+/// must not allocate without bound): a single record may exceed
+/// [`MAX_BODY`], but not the largest payload the gateway accepts by far.
+const MAX_FRAMES: usize = 64 << 20;
 
 /// The frames of one body being built.
 #[derive(Default)]
 pub(super) struct BodyWriter {
     frames: Vec<u8>,
     count: u32,
+    compress: bool,
 }
 
 impl BodyWriter {
+    /// A body that [`BodyWriter::finish`] compresses, if `compress`, when
+    /// that makes it smaller.
+    pub(super) fn new(compress: bool) -> BodyWriter {
+        BodyWriter {
+            compress,
+            ..BodyWriter::default()
+        }
+    }
+
     pub(super) fn push(&mut self, key: &str, value: &[u8]) {
         if self.frames.is_empty() {
-            self.frames.reserve(MAX_BODY.min(key.len() + value.len() + 9));
+            self.frames
+                .reserve(MAX_BODY.min(key.len() + value.len() + 9));
             self.frames.push(Codec::Plain as u8);
         }
         self.frames
@@ -60,9 +84,23 @@ impl BodyWriter {
         self.count > 0 && self.frames.len() + 8 + key.len() + value.len() > MAX_BODY
     }
 
-    /// The body as stored.
+    /// The body as stored: plain, or if asked for, compressed when that
+    /// makes it smaller.
     pub(super) fn finish(self) -> Vec<u8> {
-        self.frames
+        let frames = &self.frames[1.min(self.frames.len())..];
+        if !self.compress || frames.len() < COMPRESS_FROM {
+            return self.frames;
+        }
+        let mut body = vec![0u8; 5 + lz4_flex::block::get_maximum_output_size(frames.len())];
+        body[0] = Codec::Lz4 as u8;
+        body[1..5].copy_from_slice(&(frames.len() as u32).to_le_bytes());
+        match lz4_flex::block::compress_into(frames, &mut body[5..]) {
+            Ok(n) if 5 + n < self.frames.len() => {
+                body.truncate(5 + n);
+                body
+            }
+            _ => self.frames,
+        }
     }
 }
 
@@ -79,6 +117,24 @@ pub(super) fn frames(body: Vec<u8>) -> Result<Frames> {
             body: Bytes::from(body),
             at: 1,
         }),
+        Some(&c) if c == Codec::Lz4 as u8 => {
+            let len = body
+                .get(1..5)
+                .ok_or_else(|| corrupt("compressed length cut short".into()))?;
+            let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+            if len > MAX_FRAMES {
+                return Err(corrupt(format!("claims {len} bytes of frames")));
+            }
+            let mut frames = vec![0u8; len];
+            match lz4_flex::block::decompress_into(&body[5..], &mut frames) {
+                Ok(n) if n == len => Ok(Frames {
+                    body: Bytes::from(frames),
+                    at: 0,
+                }),
+                Ok(n) => Err(corrupt(format!("{n} bytes of frames, {len} claimed"))),
+                Err(e) => Err(corrupt(e.to_string())),
+            }
+        }
         Some(c) => Err(corrupt(format!("unknown codec {c}"))),
         None => Err(corrupt("empty body".into())),
     }
@@ -97,7 +153,10 @@ impl Frames {
         let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
         let start = self.at + 4;
         if start + len > self.body.len() {
-            return Err(corrupt(format!("frame at byte {} overruns the body", self.at)));
+            return Err(corrupt(format!(
+                "frame at byte {} overruns the body",
+                self.at
+            )));
         }
         self.at = start + len;
         Ok(self.body.slice(start..start + len))
@@ -143,8 +202,9 @@ pub(super) struct Split {
     pub places: Vec<(u32, u32)>,
 }
 
-/// Groups `records` by the partition their key picks among `partitions`.
-pub(super) fn split(records: Vec<Record>, partitions: u32) -> Split {
+/// Groups `records` by the partition their key picks among `partitions`,
+/// each batch's body compressed if `compress`.
+pub(super) fn split(records: Vec<Record>, partitions: u32, compress: bool) -> Split {
     struct Open {
         slot: usize,
         body: BodyWriter,
@@ -164,14 +224,17 @@ pub(super) fn split(records: Vec<Record>, partitions: u32) -> Split {
     for r in records {
         let p = partition_for(&r.key, partitions);
         let cur = &mut open[p as usize];
-        if cur.as_ref().is_some_and(|o| o.body.full_for(&r.key, &r.value)) {
+        if cur
+            .as_ref()
+            .is_some_and(|o| o.body.full_for(&r.key, &r.value))
+        {
             close(cur.take().expect("checked"), p, &mut done);
         }
         let o = cur.get_or_insert_with(|| {
             done.push(None);
             Open {
                 slot: done.len() - 1,
-                body: BodyWriter::default(),
+                body: BodyWriter::new(compress),
                 index: Vec::new(),
             }
         });
@@ -188,7 +251,10 @@ pub(super) fn split(records: Vec<Record>, partitions: u32) -> Split {
         }
     }
     Split {
-        batches: done.into_iter().map(|b| b.expect("every slot closed")).collect(),
+        batches: done
+            .into_iter()
+            .map(|b| b.expect("every slot closed"))
+            .collect(),
         places,
     }
 }
@@ -219,6 +285,49 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_repeats_itself_is_stored_compressed_if_asked() {
+        let mut w = BodyWriter::new(true);
+        for i in 0..40 {
+            w.push(
+                "demo/subscriber-0042",
+                format!("clarion.notification.routed.v1 tenant demo n{i}").as_bytes(),
+            );
+        }
+        let plain = 40 * (8 + 20 + 36) + 1;
+        let mut unasked = BodyWriter::default();
+        unasked.push("demo/subscriber-0042", &[b'x'; 200]);
+        assert_eq!(unasked.finish()[0], Codec::Plain as u8);
+        let body = w.finish();
+        assert_eq!(body[0], Codec::Lz4 as u8);
+        assert!(body.len() * 2 < plain, "{} of {plain}", body.len());
+        let recs = decoded(body);
+        assert_eq!(recs.len(), 40);
+        assert_eq!(
+            recs[39].1,
+            Bytes::from_static(b"clarion.notification.routed.v1 tenant demo n39")
+        );
+    }
+
+    #[test]
+    fn a_body_that_does_not_shrink_is_stored_plain() {
+        // Bytes of a simple generator: nothing for LZ4 to find.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut w = BodyWriter::new(true);
+        w.push("k", &noise);
+        let body = w.finish();
+        assert_eq!(body[0], Codec::Plain as u8);
+        assert_eq!(decoded(body)[0].1, Bytes::from(noise));
+    }
+
+    #[test]
     fn a_damaged_body_is_an_error_not_a_short_read() {
         let mut w = BodyWriter::default();
         w.push("key", b"value");
@@ -226,11 +335,29 @@ mod tests {
         let cut = body[..body.len() - 1].to_vec();
         let got: Vec<_> = frames(cut).unwrap().collect();
         assert_eq!(got.len(), 1);
-        assert!(got[0].as_ref().unwrap_err().to_string().contains("overruns"));
+        assert!(got[0]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("overruns"));
         let mut unknown = body.clone();
         unknown[0] = 200;
         assert!(frames(unknown).is_err());
         assert!(frames(Vec::new()).is_err());
+
+        let mut w = BodyWriter::new(true);
+        for _ in 0..20 {
+            w.push("key", b"a value that repeats, a value that repeats");
+        }
+        let lz4 = w.finish();
+        assert_eq!(lz4[0], Codec::Lz4 as u8);
+        let mut claims_more = lz4.clone();
+        claims_more[1] = claims_more[1].wrapping_add(1);
+        assert!(frames(claims_more).is_err());
+        assert!(frames(lz4[..lz4.len() - 3].to_vec()).is_err());
+        let mut huge = lz4.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(frames(huge).err().unwrap().to_string().contains("claims"));
     }
 
     #[test]
@@ -246,7 +373,7 @@ mod tests {
             })
             .collect();
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-        let s = split(records, 3);
+        let s = split(records, 3, false);
 
         // Every record has a place, in its key's partition, and the
         // batches of a partition hold its records in append order.
@@ -285,6 +412,7 @@ mod tests {
                 Record::new("a", b"after".to_vec()),
             ],
             1,
+            false,
         );
         assert_eq!(
             s.batches.iter().map(|b| b.count).collect::<Vec<_>>(),
