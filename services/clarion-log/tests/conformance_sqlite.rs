@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use clarion_log::{embedded::SqliteLog, log_conformance_tests, EventLog};
+use clarion_log::{embedded::SqliteLog, log_conformance_tests, EventLog, LogRecord};
 
 async fn make() -> Option<Arc<dyn EventLog>> {
     // Leaked so the file outlives the test body; removed when the process exits.
@@ -29,6 +29,14 @@ mod compressed {
     }
 
     log_conformance_tests!(make(), prefix);
+}
+
+/// The records under the secondary key `idx`, with their topics.
+async fn indexed(log: &SqliteLog, idx: &str) -> Vec<(String, LogRecord)> {
+    log.read_indexed(idx.as_bytes())
+        .await
+        .unwrap()
+        .expect("the embedded log keeps an index")
 }
 
 /// A log file's path in a fresh directory (removed when dropped).
@@ -88,25 +96,18 @@ async fn records_are_found_again_by_their_index_across_topics() {
     }
     // Reopened: the index is in the file, not in memory.
     let log = SqliteLog::open(path).unwrap();
-    let found = |idx: &'static str| {
-        let log = &log;
-        async move {
-            log.read_indexed(idx.as_bytes())
-                .await
-                .unwrap()
-                .expect("the embedded log keeps an index")
-                .into_iter()
-                .map(|(t, r)| (t, r.key, String::from_utf8(r.value.to_vec()).unwrap()))
-                .collect::<Vec<_>>()
-        }
+    let found = |recs: Vec<(String, LogRecord)>| {
+        recs.into_iter()
+            .map(|(t, r)| (t, r.key, String::from_utf8(r.value.to_vec()).unwrap()))
+            .collect::<Vec<_>>()
     };
     let s = |t: &str, k: &str, v: &str| (t.to_string(), k.to_string(), v.to_string());
     assert_eq!(
-        found("n1").await,
+        found(indexed(&log, "n1").await),
         vec![s("a", "k1", "a1"), s("a", "k1", "a4"), s("b", "k9", "b1")]
     );
-    assert_eq!(found("n2").await, vec![s("a", "k2", "a2")]);
-    assert!(found("n3").await.is_empty());
+    assert_eq!(found(indexed(&log, "n2").await), vec![s("a", "k2", "a2")]);
+    assert!(found(indexed(&log, "n3").await).is_empty());
 }
 
 #[tokio::test]
@@ -159,28 +160,21 @@ async fn a_file_with_a_row_per_record_is_moved_into_batches_on_open() {
     assert_eq!(log.read("a", 0, 3, 10).await.unwrap()[0].key, "k3");
     assert_eq!(log.read("a", 1, 0, 10).await.unwrap()[0].key, "j0");
     assert_eq!(log.read("b", 0, 0, 10).await.unwrap()[0].key, "b0");
-    let found = |idx: &'static str| {
-        let log = &log;
-        async move {
-            log.read_indexed(idx.as_bytes())
-                .await
-                .unwrap()
-                .unwrap()
-                .into_iter()
-                .map(|(t, r)| (t, r.partition, r.offset, r.key))
-                .collect::<Vec<_>>()
-        }
+    let found = |recs: Vec<(String, LogRecord)>| {
+        recs.into_iter()
+            .map(|(t, r)| (t, r.partition, r.offset, r.key))
+            .collect::<Vec<_>>()
     };
     let at = |t: &str, p: u32, o: u64, k: &str| (t.to_string(), p, o, k.to_string());
     assert_eq!(
-        found("n1").await,
+        found(indexed(&log, "n1").await),
         vec![
             at("a", 0, 1, "k1"),
             at("a", 0, 4, "k4"),
             at("b", 0, 0, "b0")
         ]
     );
-    assert_eq!(found("n2").await, vec![at("a", 1, 0, "j0")]);
+    assert_eq!(found(indexed(&log, "n2").await), vec![at("a", 1, 0, "j0")]);
     assert_eq!(log.end_offset("a", 0).await.unwrap(), 5);
     let next = log
         .append("a", vec![clarion_log::Record::new("k0", "new")])
@@ -236,9 +230,12 @@ async fn a_file_may_hold_compressed_and_plain_batches() {
     for (i, (got, want)) in all.iter().zip(&want).enumerate() {
         assert_eq!((got.offset, &got.value), (i as u64, &want.value));
     }
-    let indexed = log.read_indexed(b"n").await.unwrap().unwrap();
     assert_eq!(
-        indexed.iter().map(|(_, r)| r.offset).collect::<Vec<_>>(),
+        indexed(&log, "n")
+            .await
+            .iter()
+            .map(|(_, r)| r.offset)
+            .collect::<Vec<_>>(),
         (0..100).collect::<Vec<u64>>()
     );
     assert!(matches!(
