@@ -535,3 +535,19 @@ fn a_throttled_send_with_drop_ends_the_run_suppressed() {
         )]
     );
 }
+
+#[test]
+fn only_a_condition_on_variables_needs_them_built() {
+    let parse =
+        |steps: &str| Flow::parse(&format!("id: f\nsteps:\n{steps}"), 1, channel_of).unwrap();
+    let send = "  - { id: s, type: send, channel: sms, template: sms1 }\n";
+    assert!(!parse(send).has_branch_conditions());
+    let on_status = format!(
+        "{send}  - {{ id: b, type: branch, step_status: {{ step: s, is: failed }}, then: end, else: end }}\n"
+    );
+    assert!(!parse(&on_status).has_branch_conditions());
+    let on_vars = format!(
+        "  - {{ id: b, type: branch, if: 'subscriber.attributes.tier == \"gold\"', then: s, else: end }}\n{send}"
+    );
+    assert!(parse(&on_vars).has_branch_conditions());
+}

@@ -554,6 +554,46 @@ impl Router {
         load_run(store, tenant, nid).await
     }
 
+    /// Whether the notification has a run (without copying its record).
+    async fn has_run(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        nid: &str,
+    ) -> Result<bool, ProcessError> {
+        let k = (tenant.to_string(), nid.to_string());
+        if self.runs.contains_key(&k) {
+            return Ok(true);
+        }
+        if let Some(r) = self.prefetched.get(&k) {
+            return Ok(r.is_some());
+        }
+        Ok(load_run(store, tenant, nid).await?.is_some())
+    }
+
+    /// The run record of a notification, moved out of memory rather than
+    /// copied (a copy per input showed in the profile): whoever takes it
+    /// puts it back with [`Router::remember`]. Should that not happen (an
+    /// error in between), the next input reads the run from the store,
+    /// which holds it as it was before this uncommitted batch.
+    async fn take_run_record(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        nid: &str,
+    ) -> Result<Option<RunRecord>, ProcessError> {
+        let k = (tenant.to_string(), nid.to_string());
+        let before = self.runs.len();
+        if let Some(r) = self.runs.remove(&k) {
+            self.count_cached_runs(before);
+            return Ok(Some(r));
+        }
+        if let Some(r) = self.prefetched.remove(&k) {
+            return Ok(r);
+        }
+        load_run(store, tenant, nid).await
+    }
+
     /// Reads the run records of the batch's notifications that are not in
     /// memory (new triggers, late engagement) with one store read, not one
     /// read per input.
@@ -688,22 +728,22 @@ impl Router {
         let tenant = cause.tenant.as_str().to_string();
         let nid = rec.run.notification_id.clone();
         let was_in_dlq = rec.in_dlq;
-        let run_before = rec.run.clone();
+        // A new run is written anyway; only a change to an existing one needs
+        // the state before to compare with.
+        let fresh = matches!(first, RunInput::Start);
+        let run_before = (!fresh).then(|| rec.run.clone());
         let mut dead_lettered_now = false;
         // The `Ended` of a dead letter: the dead-letter queue's row.
         let mut dead_letter: Option<Event> = None;
-        let stored = self.subscriber(store, &tenant, &rec.subscriber_id).await?;
-        let subscriber = stored
-            .unwrap_or_else(|| Subscriber {
-                subscriber_id: rec.subscriber_id.clone(),
-                ..Default::default()
-            })
-            .with_override(&rec.contact.to_pb());
-        let sub_json = subscriber.template_context();
-        let tenant_json = json!({"id": tenant});
-        let first_kind = match first {
-            RunInput::Start => FirstInput::Start,
-            _ => FirstInput::Other,
+        // The subscriber (with the trigger's contact data) is built when a
+        // send needs it or a condition reads it: most inputs (a send's
+        // `sent`, `delivered`) only advance the run.
+        let mut subscriber = None;
+        let (sub_json, tenant_json) = if flow.has_branch_conditions() {
+            let s = self.recipient(store, &tenant, &rec).await?;
+            (s.template_context(), json!({"id": tenant}))
+        } else {
+            (Value::Null, Value::Null)
         };
         let mut queue = VecDeque::from([first]);
         let mut emit = |batch: &mut Batch, topic: Topic, payload: Payload| {
@@ -769,6 +809,10 @@ impl Router {
                             continue;
                         }
                         let template = self.template(store, &tenant, &spec.template).await?;
+                        let subscriber = match &mut subscriber {
+                            Some(s) => s,
+                            None => subscriber.insert(self.recipient(store, &tenant, &rec).await?),
+                        };
                         let defaults = &self.default_providers;
                         let default_provider = |c: Channel| {
                             defaults
@@ -785,7 +829,7 @@ impl Router {
                             step_index: flow.step_index(&step).unwrap_or(0) as u32,
                             attempt_id: &attempt_id,
                             spec: &spec,
-                            subscriber: &subscriber,
+                            subscriber,
                             payload: &rec.payload,
                             template: template.as_deref(),
                             default_provider: &default_provider,
@@ -919,8 +963,7 @@ impl Router {
         };
         // Late engagement, stale timers and repeats often change nothing: the
         // run record is the biggest row per notification, so skip the rewrite.
-        let fresh = matches!(first_kind, FirstInput::Start);
-        if fresh || rec.run != run_before || delta != 0 {
+        if run_before.is_none_or(|before| before != rec.run) || delta != 0 {
             batch.writes.put(
                 RowKey::new(Table::Runs, &tenant, &nid, Vec::new()),
                 encode_run(&rec),
@@ -928,6 +971,23 @@ impl Router {
         }
         self.remember(&tenant, nid, rec);
         self.dlq_changed(store, batch, cause, &tenant, delta).await
+    }
+
+    /// The run's recipient: the stored subscriber with the contact data
+    /// given with the trigger over it.
+    async fn recipient(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        rec: &RunRecord,
+    ) -> Result<Subscriber, ProcessError> {
+        let stored = self.subscriber(store, tenant, &rec.subscriber_id).await?;
+        Ok(stored
+            .unwrap_or_else(|| Subscriber {
+                subscriber_id: rec.subscriber_id.clone(),
+                ..Default::default()
+            })
+            .with_override(&rec.contact.to_pb()))
     }
 
     /// Feeds a fact about an existing run into it.
@@ -941,22 +1001,24 @@ impl Router {
         out_index: &mut u32,
     ) -> Result<(), ProcessError> {
         let tenant = cause.tenant.as_str().to_string();
-        let Some(rec) = self.run_record(store, &tenant, nid).await? else {
+        let Some(rec) = self.take_run_record(store, &tenant, nid).await? else {
             return Ok(()); // not a workflow run of ours (or already purged)
         };
         let Some(input) = input(&rec) else {
+            self.remember(&tenant, nid.to_string(), rec);
             return Ok(());
         };
-        let Some(flow) = self
+        let flow = self
             .flow(
                 store,
                 &tenant,
                 &rec.run.workflow_id,
                 rec.run.workflow_version,
             )
-            .await?
-        else {
-            return Ok(());
+            .await;
+        let Ok(Some(flow)) = flow else {
+            self.remember(&tenant, nid.to_string(), rec);
+            return flow.map(|_| ());
         };
         self.drive(store, batch, cause, &flow, rec, input, out_index)
             .await
@@ -1028,11 +1090,7 @@ impl Processor for Router {
                     );
                 }
                 Payload::Triggered(t) => {
-                    if self
-                        .run_record(store, &tenant, &t.notification_id)
-                        .await?
-                        .is_some()
-                    {
+                    if self.has_run(store, &tenant, &t.notification_id).await? {
                         continue; // a retried trigger with the same idempotency key
                     }
                     let payload: Value =
@@ -1350,11 +1408,6 @@ impl Processor for Router {
 /// (notification ids are hex, so the prefix cannot collide with one).
 fn cancel_pk(value: &str) -> String {
     format!("cancel:{value}")
-}
-
-enum FirstInput {
-    Start,
-    Other,
 }
 
 #[cfg(test)]

@@ -663,6 +663,13 @@ impl Flow {
         self.trigger_condition.is_some()
     }
 
+    /// Whether a step branches on a condition that reads the run's
+    /// variables (`payload`, `subscriber`, `tenant`); without one they need
+    /// not be built to advance a run.
+    pub fn has_branch_conditions(&self) -> bool {
+        !self.conditions.is_empty()
+    }
+
     /// Whether a trigger starts a run: the trigger condition over `payload`,
     /// `subscriber` and `tenant` (true when there is none).
     pub fn matches(
