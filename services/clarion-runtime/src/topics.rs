@@ -86,12 +86,54 @@ impl Topics {
         }
     }
 
-    /// Creates every topic (idempotent).
-    pub async fn ensure(&self, log: &dyn clarion_log::EventLog) -> clarion_log::Result<()> {
+    /// Creates every topic (idempotent). Recipient topics that exist keep
+    /// the partition count they were created with: a key's partition is
+    /// computed from it, so it cannot change under written records. If it
+    /// differs from `partitions`, it replaces it, and the configured count
+    /// is returned for the caller to report.
+    pub async fn ensure(
+        &mut self,
+        log: &dyn clarion_log::EventLog,
+    ) -> clarion_log::Result<Option<u32>> {
+        let mut replaced = None;
+        match log.partitions(&self.name(Topic::Triggers)).await {
+            Ok(n) if n != self.partitions => {
+                replaced = Some(self.partitions);
+                self.partitions = n;
+            }
+            Ok(_) | Err(clarion_log::LogError::UnknownTopic(_)) => {}
+            Err(e) => return Err(e),
+        }
         for t in Topic::ALL {
             log.create_topic(&self.name(t), self.partitions_of(t))
                 .await?;
         }
-        Ok(())
+        Ok(replaced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clarion_log::{embedded::SqliteLog, EventLog};
+
+    #[tokio::test]
+    async fn existing_topics_keep_their_partition_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteLog::open(dir.path().join("log.db").to_str().unwrap()).unwrap();
+        let mut first = Topics::new("c.", 4);
+        assert_eq!(first.ensure(&log).await.unwrap(), None);
+        assert_eq!(log.partitions("c.dispatch").await.unwrap(), 4);
+
+        // A later start configured for 2 adopts the 4 the topics have.
+        let mut later = Topics::new("c.", 2);
+        assert_eq!(later.ensure(&log).await.unwrap(), Some(2));
+        assert_eq!(later.partitions_of(Topic::Deliveries), 4);
+        assert_eq!(later.partitions_of(Topic::Config), 1);
+
+        // New topics under another prefix get what is configured.
+        let mut other = Topics::new("d.", 2);
+        assert_eq!(other.ensure(&log).await.unwrap(), None);
+        assert_eq!(log.partitions("d.triggers").await.unwrap(), 2);
     }
 }

@@ -67,7 +67,7 @@ impl Env {
     async fn open(colocated: bool) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, store, colocated) = open_files(&dir, colocated);
-        let topics = Topics::new("test.", PARTITIONS);
+        let mut topics = Topics::new("test.", PARTITIONS);
         topics.ensure(&*log).await.expect("create topics");
         Env {
             dir,

@@ -78,7 +78,12 @@ pub struct LogConfig {
     /// file: a log and store in one SQLite file commit a processor's state and
     /// the events it emits in one transaction.
     pub url: String,
-    /// Partitions of each recipient topic. Fixed once topics exist.
+    /// Partitions of each recipient topic: how many router and dispatcher
+    /// tasks run side by side. Fixed once topics exist (a later start with
+    /// another value warns and keeps theirs). The default 2 suits the
+    /// embedded log on a small machine (4 and 8 delivered 12–30 % less on
+    /// 2 cores, docs/benchmarks.md); on Kafka, at least the number of
+    /// processes that share a role.
     pub partitions: u32,
     /// Prefix of every topic name.
     pub topic_prefix: String,
@@ -142,7 +147,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             log: LogConfig {
                 url: String::new(),
-                partitions: 4,
+                partitions: 2,
                 topic_prefix: "clarion.".into(),
             },
             store: StoreConfig { url: String::new() },

@@ -114,8 +114,15 @@ impl Node {
                 (log, store, None)
             }
         };
-        let topics = Topics::new(&cfg.log.topic_prefix, cfg.log.partitions);
-        topics.ensure(&*log).await.context("creating topics")?;
+        let mut topics = Topics::new(&cfg.log.topic_prefix, cfg.log.partitions);
+        if let Some(configured) = topics.ensure(&*log).await.context("creating topics")? {
+            tracing::warn!(
+                configured,
+                existing = topics.partitions,
+                "log.partitions differs from the partition count of the existing topics, which \
+                 is fixed once they are created: using the existing count"
+            );
+        }
         Ok(Node {
             cfg,
             log,
