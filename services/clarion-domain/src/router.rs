@@ -80,15 +80,18 @@ pub fn render_send(
     let template = input
         .template
         .ok_or_else(|| format!("template {:?} does not exist", input.spec.template))?;
-    let ctx = template_context(
-        input.tenant,
-        input.notification_id,
-        input.payload,
-        input.subscriber,
-    );
+    let subscriber = input.subscriber.template_context();
     let to = match &input.spec.to {
-        Some(path) => resolve_path(&ctx, path)
-            .ok_or_else(|| format!("alternate contact {path:?} is missing or empty"))?,
+        Some(path) => resolve_path(
+            &template_context(
+                input.tenant,
+                input.notification_id,
+                input.payload,
+                input.subscriber,
+            ),
+            path,
+        )
+        .ok_or_else(|| format!("alternate contact {path:?} is missing or empty"))?,
         None => input
             .subscriber
             .address(channel)
@@ -99,6 +102,14 @@ pub fn render_send(
                     input.subscriber.subscriber_id
                 )
             })?,
+    };
+    // The variables of `template_context`, without copying the payload into
+    // a JSON tree first.
+    let ctx = minijinja::context! {
+        payload => minijinja::Value::from_serialize(input.payload),
+        subscriber => minijinja::Value::from_serialize(&subscriber),
+        tenant_id => input.tenant,
+        notification_id => input.notification_id,
     };
     let rendered = template
         .render(&input.subscriber.locale, &ctx)

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use clarion_proto::events as pb;
 use minijinja::{Environment, UndefinedBehavior};
-use serde_json::Value;
 
 use crate::channel::Channel;
 use crate::error::Violations;
@@ -203,7 +202,16 @@ pub struct CompiledTemplate {
 }
 
 impl CompiledTemplate {
-    pub fn render(&self, locale: &str, ctx: &Value) -> Result<Rendered, RenderError> {
+    /// Renders the variant for `locale` (after fallback) with the variables
+    /// of `ctx`.
+    pub fn render(
+        &self,
+        locale: &str,
+        ctx: &impl serde::Serialize,
+    ) -> Result<Rendered, RenderError> {
+        // Converted once for both parts: minijinja converts a context at
+        // every render otherwise, and the payload is most of it.
+        let ctx = minijinja::Value::from_serialize(ctx);
         let (used, _) = self.template.select(locale);
         let used = used.to_string();
         let err = |message: String| RenderError {
@@ -217,7 +225,7 @@ impl CompiledTemplate {
                 .env
                 .get_template(&format!("{used}/{part}"))
                 .map_err(|e| err(e.to_string()))?;
-            t.render(ctx).map_err(|e| err(format!("{part}: {e}")))
+            t.render(&ctx).map_err(|e| err(format!("{part}: {e}")))
         };
         Ok(Rendered {
             subject: render("subject")?,
