@@ -538,22 +538,6 @@ impl Router {
         Ok(t)
     }
 
-    async fn run_record(
-        &mut self,
-        store: &dyn Store,
-        tenant: &str,
-        nid: &str,
-    ) -> Result<Option<RunRecord>, ProcessError> {
-        let k = (tenant.to_string(), nid.to_string());
-        if let Some(r) = self.runs.get(&k) {
-            return Ok(Some(r.clone()));
-        }
-        if let Some(r) = self.prefetched.get(&k) {
-            return Ok(r.clone());
-        }
-        load_run(store, tenant, nid).await
-    }
-
     /// Whether the notification has a run (without copying its record).
     async fn has_run(
         &mut self,
@@ -1350,10 +1334,12 @@ impl Processor for Router {
                     }
                 }
                 Payload::DlqDiscarded(d) => {
-                    if let Some(mut rec) =
-                        self.run_record(store, &tenant, &d.notification_id).await?
+                    if let Some(mut rec) = self
+                        .take_run_record(store, &tenant, &d.notification_id)
+                        .await?
                     {
-                        if rec.in_dlq {
+                        let discarded = rec.in_dlq;
+                        if discarded {
                             rec.in_dlq = false;
                             batch.writes.put(
                                 RowKey::new(Table::Runs, &tenant, &d.notification_id, Vec::new()),
@@ -1362,7 +1348,9 @@ impl Processor for Router {
                             batch
                                 .writes
                                 .delete(dead_letter_key(&tenant, &d.notification_id));
-                            self.remember(&tenant, d.notification_id.clone(), rec);
+                        }
+                        self.remember(&tenant, d.notification_id.clone(), rec);
+                        if discarded {
                             self.dlq_changed(store, batch, e, &tenant, -1).await?;
                         }
                     }
