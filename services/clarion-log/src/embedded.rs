@@ -123,8 +123,6 @@ pub struct SqliteLog {
 struct AppendJob {
     tails: Arc<Tails>,
     topic: TopicMeta,
-    /// Records appended.
-    len: usize,
     rows: batch::Split,
     /// The first offset of each of `rows.batches`, once inserted.
     bases: Vec<u64>,
@@ -136,7 +134,7 @@ struct AppendJob {
 
 impl WriteJob for AppendJob {
     fn weight(&self) -> usize {
-        self.len
+        self.rows.places.len()
     }
 
     fn apply(&mut self, tx: &rusqlite::Transaction<'_>) -> std::result::Result<(), String> {
@@ -206,7 +204,7 @@ impl WriteJob for AppendJob {
 
     fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
         if outcome.is_ok() {
-            crate::count_appended(self.len);
+            crate::count_appended(self.rows.places.len());
             // Everything in `next` is committed now (finish runs after the
             // group's commit), so waking at its current end is safe.
             let next = self.tails.next.lock().expect("log tails lock");
@@ -321,7 +319,6 @@ impl SqliteLog {
             Box::new(AppendJob {
                 tails: self.tails.clone(),
                 topic,
-                len: records.len(),
                 rows: batch::split(records, topic.partitions, self.compress),
                 bases: Vec::new(),
                 assigned: Vec::new(),
@@ -430,12 +427,11 @@ fn read_range(
     let mut out = Vec::with_capacity(max.min(1024));
     while let Some(r) = rows.next().map_err(storage)? {
         let (base, ts): (i64, i64) = (r.get(0).map_err(storage)?, r.get(1).map_err(storage)?);
-        let frames = batch::frames(r.get(2).map_err(storage)?)?;
-        for (pos, frame) in frames.enumerate() {
-            let offset = base as u64 + pos as u64;
-            if offset < from {
-                continue;
-            }
+        let mut frames = batch::frames(r.get(2).map_err(storage)?)?;
+        let base = base as u64;
+        let skipped = from.saturating_sub(base);
+        frames.skip_records(skipped as usize)?;
+        for (offset, frame) in (base + skipped..).zip(frames) {
             let (key, value) = frame?;
             out.push(LogRecord {
                 partition,
@@ -624,8 +620,10 @@ fn read_index(conn: &Connection, idx: &[u8]) -> Result<Vec<(String, LogRecord)>>
             r.get(3).map_err(storage)?,
             r.get(5).map_err(storage)?,
         );
-        let (key, value) = batch::frames(r.get(4).map_err(storage)?)?
-            .nth(pos as usize)
+        let mut frames = batch::frames(r.get(4).map_err(storage)?)?;
+        frames.skip_records(pos as usize)?;
+        let (key, value) = frames
+            .next()
             .ok_or_else(|| storage(format!("batch at {base} has no record {pos}")))??;
         out.push((
             r.get(0).map_err(storage)?,

@@ -1166,13 +1166,9 @@ impl Processor for Router {
                     // The trigger condition decides whether the run starts at
                     // all; the subscriber's variables are built only for one.
                     let matched = if flow.has_trigger_condition() {
-                        let stored = self.subscriber(store, &tenant, &t.subscriber_id).await?;
-                        let sub_json = stored
-                            .unwrap_or_else(|| Subscriber {
-                                subscriber_id: t.subscriber_id.clone(),
-                                ..Default::default()
-                            })
-                            .with_override(&rec.contact.to_pb())
+                        let sub_json = self
+                            .recipient(store, &tenant, &rec)
+                            .await?
                             .template_context();
                         flow.matches(&rec.payload, &sub_json, &json!({"id": tenant}))
                     } else {

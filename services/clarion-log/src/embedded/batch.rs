@@ -145,6 +145,18 @@ fn corrupt(problem: String) -> LogError {
 }
 
 impl Frames {
+    /// Passes over the next `n` records (or to the end) without decoding
+    /// them: a read from inside a batch, a record by its position.
+    pub(super) fn skip_records(&mut self, n: usize) -> Result<()> {
+        for _ in 0..2 * n {
+            if self.at >= self.body.len() {
+                break;
+            }
+            self.take()?;
+        }
+        Ok(())
+    }
+
     fn take(&mut self) -> Result<Bytes> {
         let len = self
             .body
@@ -325,6 +337,22 @@ mod tests {
         let body = w.finish();
         assert_eq!(body[0], Codec::Plain as u8);
         assert_eq!(decoded(body)[0].1, Bytes::from(noise));
+    }
+
+    #[test]
+    fn records_can_be_skipped_to_a_position_or_to_the_end() {
+        let mut w = BodyWriter::default();
+        for k in ["a", "b", "c"] {
+            w.push(k, k.as_bytes());
+        }
+        let body = w.finish();
+        let mut f = frames(body.clone()).unwrap();
+        f.skip_records(2).unwrap();
+        assert_eq!(f.next().unwrap().unwrap().0, "c");
+        assert!(f.next().is_none());
+        let mut f = frames(body).unwrap();
+        f.skip_records(5).unwrap();
+        assert!(f.next().is_none());
     }
 
     #[test]
