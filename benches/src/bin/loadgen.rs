@@ -129,6 +129,13 @@ struct Cli {
     /// name, from /proc) over the trigger phase and the drain.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// How often the server's counters are scraped during the trigger phase
+    /// (every 100 ms after it, while the backlog drains). A scrape renders
+    /// the whole Prometheus page on one of the server's async workers (about
+    /// a millisecond here), so scraping as often as the drain needs would
+    /// perturb the latency being measured.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    scrape_ms: u64,
     /// Free-form label copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
@@ -627,6 +634,45 @@ fn cpu_snap(pid: u32) -> Option<CpuSnap> {
     Some(CpuSnap { total, threads })
 }
 
+/// The machine's CPU time in ticks (the `cpu` line of /proc/stat): busy
+/// (user, nice, system, irq, softirq), stolen by the hypervisor, and all.
+/// On a shared virtual machine, steal is what other guests took from this
+/// one while it wanted to run: a run with much of it measured the host.
+#[derive(Clone, Copy, Debug)]
+struct MachineSnap {
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+fn machine_snap() -> Option<MachineSnap> {
+    parse_machine_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_machine_stat(stat: &str) -> Option<MachineSnap> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    // (guest time is already counted in user).
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    Some(MachineSnap {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        steal: at(7),
+        total: (0..8).map(at).sum(),
+    })
+}
+
+/// Busy and stolen shares of the machine's CPU time between two snapshots.
+fn machine_delta(a: &MachineSnap, b: &MachineSnap) -> Value {
+    let total = b.total.saturating_sub(a.total).max(1) as f64;
+    let pct = |x: u64, y: u64| (y.saturating_sub(x) as f64 / total * 1000.0).round() / 10.0;
+    json!({ "busy_pct": pct(a.busy, b.busy), "steal_pct": pct(a.steal, b.steal) })
+}
+
 /// CPU use between two snapshots, in percent of one core.
 fn cpu_delta(a: &CpuSnap, b: &CpuSnap, over: Duration) -> Value {
     let pct = |ticks: u64| {
@@ -745,16 +791,29 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
     };
     let cpu0 = cli.server_pid.and_then(cpu_snap);
     let self0 = cpu_snap(std::process::id());
+    let machine0 = machine_snap();
     // Time zero of the run: samples and the trigger phase are timed from here.
     let start = Instant::now();
     let sampler = metrics_ok.then(|| {
         let (samples, stop, url) = (samples.clone(), stop_sampler.clone(), cli.metrics.clone());
+        let (trigger_secs, scrape_ms) = (cli.duration_secs, cli.scrape_ms);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let during = Duration::from_secs(trigger_secs);
+            let (slow, fast) = (
+                Duration::from_millis(scrape_ms.max(1)),
+                Duration::from_millis(100),
+            );
             loop {
+                // Sparse while the latency is measured, fine-grained once the
+                // triggers stop (the drain's end is what delivered/s needs).
+                let nap = if start.elapsed() < during {
+                    slow.min(during - start.elapsed())
+                        .max(Duration::from_millis(1))
+                } else {
+                    fast
+                };
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep(nap) => {}
                     _ = stop.notified() => return,
                 }
                 if let Ok(s) = scrape(&url).await {
@@ -785,8 +844,17 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
         stats.merge(t.await?);
     }
     let trigger_elapsed = start.elapsed();
+    // The counters as the triggers stop (the sampler is sparse until then).
+    if metrics_ok {
+        if let Ok(s) = scrape(&cli.metrics).await {
+            let mut all = samples.lock().await;
+            all.push(sample(&s, trigger_elapsed));
+            all.sort_by_key(|x| x.at);
+        }
+    }
     let cpu1 = cli.server_pid.and_then(cpu_snap);
     let self1 = cpu_snap(std::process::id());
+    let machine1 = machine_snap();
 
     let accepted_per_s = stats.notifications as f64 / trigger_elapsed.as_secs_f64();
     let triggers_per_s = stats.ok as f64 / trigger_elapsed.as_secs_f64();
@@ -942,6 +1010,14 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
         let v = cpu_delta(a, b, trigger_elapsed);
         println!("  loadgen itself: {}% of one core", v["process_pct"]);
         cpu["loadgen_pct"] = v["process_pct"].clone();
+    }
+    if let (Some(a), Some(b)) = (&machine0, &machine1) {
+        let v = machine_delta(a, b);
+        println!(
+            "  machine: {}% busy, {}% of its CPU time stolen by the hypervisor",
+            v["busy_pct"], v["steal_pct"]
+        );
+        cpu["machine"] = v;
     }
 
     Ok(json!({
@@ -1151,4 +1227,27 @@ async fn kafka_baseline(cli: &Cli, brokers: &str) -> anyhow::Result<Value> {
         "consume_s": consume_s,
         "consume_per_s": consume_per_s.round(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machine_line_gives_busy_steal_and_total_ticks() {
+        let stat = "cpu  100 5 20 800 7 1 2 65 9 0\ncpu0 50 2 10 400 3 0 1 30 0 0\nintr 1\n";
+        let m = parse_machine_stat(stat).expect("a cpu line");
+        assert_eq!((m.busy, m.steal, m.total), (128, 65, 1000));
+        let later = MachineSnap {
+            busy: m.busy + 300,
+            steal: m.steal + 100,
+            total: m.total + 1000,
+        };
+        let v = machine_delta(&m, &later);
+        assert_eq!(
+            (v["busy_pct"].as_f64(), v["steal_pct"].as_f64()),
+            (Some(30.0), Some(10.0))
+        );
+        assert!(parse_machine_stat("intr 1\n").is_none());
+    }
 }

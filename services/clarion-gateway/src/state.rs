@@ -42,10 +42,15 @@ impl GatewayState {
                 index: clarion_runtime::projector::event_history_index(e),
             })
             .collect();
-        self.log
+        let started = std::time::Instant::now();
+        let appended = self
+            .log
             .append(&self.topics.name(topic), recs)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("event log: {e}")))
+            .map_err(|e| ApiError::Unavailable(format!("event log: {e}")));
+        metrics::histogram!("clarion_gateway_append_seconds")
+            .record(started.elapsed().as_secs_f64());
+        appended
     }
 
     /// Waits until `processor` has applied the record at `at` (bounded by
