@@ -18,7 +18,7 @@
 //! of a trip through the writer thread (docs/benchmarks.md).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,9 +87,8 @@ pub struct Writer {
     /// group's transaction, and an idle writer lends it to a foreground job
     /// on the submitting thread ([`Writer::submit`]).
     conn: Arc<Mutex<Connection>>,
-    /// Foreground jobs submitted to the thread and not yet taken into a
-    /// group (background ones waiting for company are overtaken anyway).
-    queued: Arc<AtomicUsize>,
+    /// When a foreground job may commit on the submitting thread.
+    lending: Arc<Lending>,
     path: String,
 }
 
@@ -104,8 +103,8 @@ impl Writer {
     ) -> Result<Writer, String> {
         let (jobs, rx) = channel();
         let conn = Arc::new(Mutex::new(conn));
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (c, q) = (conn.clone(), queued.clone());
+        let lending = Arc::new(Lending::default());
+        let (c, q) = (conn.clone(), lending.clone());
         std::thread::Builder::new()
             .name(thread_name.into())
             .spawn(move || group_commit_loop(c, rx, max_group, q))
@@ -113,7 +112,7 @@ impl Writer {
         Ok(Writer {
             jobs,
             conn,
-            queued,
+            lending,
             path: path.to_string(),
         })
     }
@@ -151,9 +150,10 @@ impl Writer {
     /// transaction of its own: a Trigger's append then costs no hand-off to
     /// the writer thread and back (two thread wake-ups, each a wait for a
     /// CPU on a busy machine). Otherwise it is queued, and the writer
-    /// thread commits it with the others waiting, foreground first.
+    /// thread commits it with the others waiting, foreground first. See
+    /// [`Lending`] for when the writer does not lend its connection.
     pub fn submit(&self, job: Box<dyn WriteJob>) {
-        if !job.background() && self.queued.load(Ordering::Acquire) == 0 {
+        if !job.background() && self.lending.may_lend() {
             if let Ok(mut conn) = self.conn.try_lock() {
                 metrics::histogram!("clarion_sqlite_queue_wait_seconds", "class" => "inline")
                     .record(0.0);
@@ -166,11 +166,75 @@ impl Writer {
             since: Instant::now(),
             job,
         };
-        self.queued.fetch_add(fore, Ordering::AcqRel);
+        self.lending.queued.fetch_add(fore, Ordering::AcqRel);
         if let Err(e) = self.jobs.send(queued) {
-            self.queued.fetch_sub(fore, Ordering::AcqRel);
+            self.lending.queued.fetch_sub(fore, Ordering::AcqRel);
             e.0.job.finish(Err("SQLite writer stopped".into()));
         }
+    }
+}
+
+/// Whether an idle writer lends its connection to a foreground job.
+///
+/// Only while foreground jobs come one at a time: for [`LEND_PAUSE`] after
+/// the writer thread took a foreground group of more than
+/// [`LEND_MAX_GROUP`] jobs, requests are arriving in bursts (a closed loop
+/// of many callers), and the first of each burst committing alone on its
+/// async worker would cost one more transaction per burst and hold a
+/// worker the others need. The thread's group commit serves those better.
+struct Lending {
+    /// Foreground jobs submitted to the thread and not yet taken into a
+    /// group (background ones waiting for company are overtaken anyway).
+    queued: AtomicUsize,
+    /// When the thread last took a large foreground group, in µs since
+    /// `epoch` (0: never).
+    last_burst_us: AtomicU64,
+    epoch: Instant,
+}
+
+/// Foreground groups up to this size are not a burst.
+const LEND_MAX_GROUP: usize = 4;
+/// How long after a burst the writer does not lend its connection.
+const LEND_PAUSE: Duration = Duration::from_millis(20);
+
+impl Default for Lending {
+    fn default() -> Self {
+        Lending {
+            queued: AtomicUsize::new(0),
+            last_burst_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Lending {
+    fn may_lend(&self) -> bool {
+        self.may_lend_at(Instant::now())
+    }
+
+    fn may_lend_at(&self, now: Instant) -> bool {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        match self.last_burst_us.load(Ordering::Acquire) {
+            0 => true,
+            at => {
+                now.saturating_duration_since(self.epoch) >= Duration::from_micros(at) + LEND_PAUSE
+            }
+        }
+    }
+
+    /// The thread took a foreground group of `len` jobs.
+    fn took(&self, len: usize) {
+        self.took_at(len, Instant::now());
+    }
+
+    fn took_at(&self, len: usize, now: Instant) {
+        if len > LEND_MAX_GROUP {
+            let us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+            self.last_burst_us.store(us.max(1), Ordering::Release);
+        }
+        self.queued.fetch_sub(len, Ordering::AcqRel);
     }
 }
 
@@ -308,7 +372,7 @@ fn group_commit_loop(
     conn: Arc<Mutex<Connection>>,
     rx: Receiver<Queued>,
     max_group: usize,
-    queued: Arc<AtomicUsize>,
+    lending: Arc<Lending>,
 ) {
     let linger = BACKGROUND_LINGER;
     let mut waiting = Waiting::default();
@@ -346,7 +410,7 @@ fn group_commit_loop(
         // meanwhile may then go inline first, which only reorders commits
         // that were concurrent anyway. (A group is of one class.)
         if !back {
-            queued.fetch_sub(group.len(), Ordering::AcqRel);
+            lending.took(group.len());
         }
         let class = class_name(back);
         let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -619,6 +683,31 @@ mod tests {
         drop(held);
         assert_eq!(applied_on.recv().unwrap().as_deref(), Some("test-writer"));
         assert_eq!(values(&path), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn lending_stops_for_a_while_after_a_burst() {
+        let l = Lending::default();
+        let t0 = l.epoch + Duration::from_secs(1);
+        assert!(l.may_lend_at(t0), "an idle writer lends");
+        l.queued.fetch_add(1, Ordering::AcqRel);
+        assert!(
+            !l.may_lend_at(t0),
+            "not while a foreground job waits for the thread"
+        );
+        l.took_at(1, t0);
+        assert!(l.may_lend_at(t0), "a group of one is no burst");
+        l.queued.fetch_add(6, Ordering::AcqRel);
+        l.took_at(6, t0);
+        assert_eq!(l.queued.load(Ordering::Acquire), 0);
+        assert!(!l.may_lend_at(t0), "a group of six: callers come in bursts");
+        l.queued.fetch_add(LEND_MAX_GROUP, Ordering::AcqRel);
+        l.took_at(LEND_MAX_GROUP, t0 + LEND_PAUSE / 2);
+        assert!(
+            !l.may_lend_at(t0 + LEND_PAUSE / 2),
+            "still within the pause"
+        );
+        assert!(l.may_lend_at(t0 + LEND_PAUSE), "lending resumes after it");
     }
 
     #[test]
