@@ -806,11 +806,11 @@ async fn trigger_load(cli: &Cli) -> anyhow::Result<Value> {
             loop {
                 // Sparse while the latency is measured, fine-grained once the
                 // triggers stop (the drain's end is what delivered/s needs).
-                let nap = if start.elapsed() < during {
-                    slow.min(during - start.elapsed())
-                        .max(Duration::from_millis(1))
-                } else {
+                let left = during.saturating_sub(start.elapsed());
+                let nap = if left.is_zero() {
                     fast
+                } else {
+                    slow.min(left).max(Duration::from_millis(1))
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(nap) => {}

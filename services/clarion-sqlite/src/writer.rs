@@ -155,8 +155,6 @@ impl Writer {
     pub fn submit(&self, job: Box<dyn WriteJob>) {
         if !job.background() && self.lending.may_lend() {
             if let Ok(mut conn) = self.conn.try_lock() {
-                metrics::histogram!("clarion_sqlite_queue_wait_seconds", "class" => "inline")
-                    .record(0.0);
                 commit_group(&mut conn, vec![job], "inline");
                 return;
             }
