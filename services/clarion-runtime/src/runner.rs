@@ -41,7 +41,8 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            max_batch: 1024,
+            // As `runtime.max-batch` of the binary's config.
+            max_batch: 4096,
             poll_wait: Duration::from_millis(100),
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
             effect_concurrency: 64,
@@ -287,6 +288,7 @@ impl<P: Processor> PartitionRunner<P> {
         let Some(last) = recs.last().map(|r| r.offset) else {
             return Ok(());
         };
+        let started = Instant::now();
         let next_offset = self.positions.get(&topic).copied().unwrap_or(0);
         let mut inputs = Vec::with_capacity(recs.len());
         for r in &recs {
@@ -348,6 +350,7 @@ impl<P: Processor> PartitionRunner<P> {
         }
         let emits = std::mem::take(&mut batch.emits);
         let effects = std::mem::take(&mut batch.effects);
+        let decided = Instant::now();
         // Each output is encoded once, for the outbox row or the append.
         let encoded = encode_emits(&emits);
         // What remains to do after the commit: with the log in the store's
@@ -388,6 +391,14 @@ impl<P: Processor> PartitionRunner<P> {
             }
             None => self.store.write(writes).await?,
         }
+        // Where a batch's time goes: deciding it (decode, dedup, process) on
+        // this task, then waiting for its commit. A runner does one after the
+        // other, so the two add up to how fast one partition can go.
+        let name = self.processor.name();
+        metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => topic.base_name(), "phase" => "decide")
+            .record((decided - started).as_secs_f64());
+        metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => topic.base_name(), "phase" => "commit")
+            .record(decided.elapsed().as_secs_f64());
         self.positions.insert(topic, last + 1);
         metrics::counter!("clarion_processor_events_total", "processor" => self.processor.name())
             .increment(inputs.len() as u64);
