@@ -41,7 +41,7 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            // As `runtime.max-batch` of the binary's config.
+            // The binary's `runtime.max-batch` default too; why 4,096: its docs.
             max_batch: 4096,
             poll_wait: Duration::from_millis(100),
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -400,12 +400,11 @@ impl<P: Processor> PartitionRunner<P> {
         metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => topic.base_name(), "phase" => "commit")
             .record(decided.elapsed().as_secs_f64());
         self.positions.insert(topic, last + 1);
-        metrics::counter!("clarion_processor_events_total", "processor" => self.processor.name())
+        metrics::counter!("clarion_processor_events_total", "processor" => name)
             .increment(inputs.len() as u64);
         // Batches per processor: with the events counter, the mean batch size
         // (small batches under load mean per-commit costs dominate).
-        metrics::counter!("clarion_processor_batches_total", "processor" => self.processor.name())
-            .increment(1);
+        metrics::counter!("clarion_processor_batches_total", "processor" => name).increment(1);
 
         if !pending.is_empty() {
             self.complete(&outbox_key, outbox_ck, &pending, pending_encoded)

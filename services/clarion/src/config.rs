@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clarion_dispatch::smtp::SmtpConfig;
 use clarion_dispatch::twilio::TwilioConfig;
 use clarion_dispatch::webhook::WebhookConfig;
+use clarion_runtime::RunnerConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -176,7 +177,7 @@ impl Default for Config {
                 twilio: None,
             },
             runtime: RuntimeConfig {
-                max_batch: 4096,
+                max_batch: RunnerConfig::default().max_batch,
                 poll_wait_ms: 100,
                 effect_concurrency: 64,
             },
