@@ -1,7 +1,7 @@
 //! Property tests of the run state machine: whatever order facts arrive in
 //! (outcomes, engagement, timers, cancellations, duplicates and stale inputs),
-//! every run ends in exactly one terminal state, once, and no attempt is ever
-//! sent twice.
+//! every run ends in exactly one terminal state, once, no attempt is ever
+//! sent twice, and an outcome the run awaits always changes it.
 
 use std::collections::HashSet;
 
@@ -141,7 +141,13 @@ proptest! {
                 }),
             };
             if let Some(input) = input {
+                // `awaits` promises a change (the router skips its
+                // before/after comparison on it): hold it to that.
+                let before = run.awaits(&input).then(|| run.clone());
                 apply(&mut run, &flow, &mut w, input);
+                if let Some(before) = before {
+                    prop_assert_ne!(&before, &run, "an awaited outcome changed nothing");
+                }
             }
         }
         // Drain: the world answers everything outstanding until the run ends.

@@ -105,10 +105,10 @@ impl RetryPolicies {
 pub struct Router {
     default_providers: HashMap<Channel, String>,
     retry: RetryPolicies,
-    subscribers: HashMap<(String, String), Option<Subscriber>>,
-    flows: HashMap<(String, String, u32), Arc<Flow>>,
-    templates: HashMap<(String, String), TemplateEntry>,
-    runs: HashMap<(String, String), RunRecord>,
+    subscribers: FastMap<(String, String), Option<Subscriber>>,
+    flows: FastMap<(String, String, u32), Arc<Flow>>,
+    templates: FastMap<(String, String), TemplateEntry>,
+    runs: FastMap<(String, String), RunRecord>,
     /// Runs that ended in the batch being processed. They leave the cache at
     /// the start of the next batch, not at once: a later input of the same
     /// batch (the sink's Delivered right behind its Sent) must see the ended
@@ -118,14 +118,14 @@ pub struct Router {
     /// Run records of this batch's notifications read from the store in one
     /// go before the batch (`None`: no run yet). The cache above wins: an
     /// entry here is only the state before the batch.
-    prefetched: HashMap<(String, String), Option<RunRecord>>,
+    prefetched: FastMap<(String, String), Option<RunRecord>>,
     /// Metric changes of the batch, reported once at its end (a metric
     /// lookup per notification showed in the profile).
     cached_runs_delta: i64,
     runs_ended: Vec<(&'static str, u64)>,
-    content: HashMap<(String, String), Value>,
+    content: FastMap<(String, String), Value>,
     /// Sliding-window send logs by throttle key (timestamps, oldest first).
-    throttle_logs: HashMap<(String, String), VecDeque<i64>>,
+    throttle_logs: FastMap<(String, String), VecDeque<i64>>,
     /// Tenant limits by tenant, with when they were read.
     tenant_limits: HashMap<String, (Instant, Option<Arc<TenantLimits>>)>,
     partitions: u32,
@@ -134,6 +134,12 @@ pub struct Router {
     dlq_counts: HashMap<String, i64>,
     template_refresh: Duration,
 }
+
+/// The router's per-notification maps. Their keys are strings (tenant,
+/// notification or subscriber id) hashed several times per input; SipHash
+/// showed in the profile. foldhash is seeded per process, so keys chosen by
+/// a tenant cannot be aimed at one bucket.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Cache bounds (entries per router partition).
 const MAX_CACHED_RUNS: usize = 200_000;
@@ -165,7 +171,10 @@ pub fn dead_letter_key(tenant: &str, notification_id: &str) -> RowKey {
 /// smaller than JSON (no field names) and cheaper to produce. Fields are
 /// only ever appended (with `#[serde(default)]`), or the version byte bumps.
 pub fn encode_run(rec: &RunRecord) -> Bytes {
-    let mut out = vec![RUN_RECORD_V1];
+    // Room for a typical record (the trigger's payload is most of it): grown
+    // from one byte, the buffer was reallocated and copied several times.
+    let mut out = Vec::with_capacity(512);
+    out.push(RUN_RECORD_V1);
     rmp_serde::encode::write(&mut out, rec).expect("run records serialize");
     Bytes::from(out)
 }
@@ -201,16 +210,16 @@ impl Router {
         Router {
             default_providers,
             retry: RetryPolicies::default(),
-            subscribers: HashMap::new(),
-            flows: HashMap::new(),
-            templates: HashMap::new(),
-            runs: HashMap::new(),
+            subscribers: FastMap::default(),
+            flows: FastMap::default(),
+            templates: FastMap::default(),
+            runs: FastMap::default(),
             ended: Vec::new(),
-            prefetched: HashMap::new(),
+            prefetched: FastMap::default(),
             cached_runs_delta: 0,
             runs_ended: Vec::new(),
-            content: HashMap::new(),
-            throttle_logs: HashMap::new(),
+            content: FastMap::default(),
+            throttle_logs: FastMap::default(),
             tenant_limits: HashMap::new(),
             partitions: 1,
             dlq_alerts: DlqAlerts::default(),
@@ -709,13 +718,14 @@ impl Router {
         first: RunInput,
         out_index: &mut u32,
     ) -> Result<(), ProcessError> {
-        let tenant = cause.tenant.as_str().to_string();
+        let tenant = cause.tenant.as_str();
         let nid = rec.run.notification_id.clone();
         let was_in_dlq = rec.in_dlq;
-        // A new run is written anyway; only a change to an existing one needs
-        // the state before to compare with.
+        // A new run is written anyway, and so is one given the outcome it
+        // waits for (the common case: a send's `sent`); only other inputs,
+        // which often change nothing, need the state before to compare with.
         let fresh = matches!(first, RunInput::Start);
-        let run_before = (!fresh).then(|| rec.run.clone());
+        let run_before = (!fresh && !rec.run.awaits(&first)).then(|| rec.run.clone());
         let mut dead_lettered_now = false;
         // The `Ended` of a dead letter: the dead-letter queue's row.
         let mut dead_letter: Option<Event> = None;
@@ -724,7 +734,7 @@ impl Router {
         // `sent`, `delivered`) only advance the run.
         let mut subscriber = None;
         let (sub_json, tenant_json) = if flow.has_branch_conditions() {
-            let s = self.recipient(store, &tenant, &rec).await?;
+            let s = self.recipient(store, tenant, &rec).await?;
             (s.template_context(), json!({"id": tenant}))
         } else {
             (Value::Null, Value::Null)
@@ -743,7 +753,7 @@ impl Router {
                 .last()
                 .map(|a| a.channel.clone())
                 .unwrap_or_default();
-            let retry = self.retry.for_send(&tenant, &channel).clone();
+            let retry = self.retry.for_send(tenant, &channel).clone();
             let ctx = Ctx {
                 now_ms: batch.now_ms,
                 payload: &rec.payload,
@@ -764,7 +774,7 @@ impl Router {
                                 store,
                                 batch,
                                 flow,
-                                &tenant,
+                                tenant,
                                 &rec.subscriber_id,
                                 &spec.channel,
                                 &attempt_id,
@@ -792,10 +802,10 @@ impl Router {
                             });
                             continue;
                         }
-                        let template = self.template(store, &tenant, &spec.template).await?;
+                        let template = self.template(store, tenant, &spec.template).await?;
                         let subscriber = match &mut subscriber {
                             Some(s) => s,
-                            None => subscriber.insert(self.recipient(store, &tenant, &rec).await?),
+                            None => subscriber.insert(self.recipient(store, tenant, &rec).await?),
                         };
                         let defaults = &self.default_providers;
                         let default_provider = |c: Channel| {
@@ -805,7 +815,7 @@ impl Router {
                                 .unwrap_or_else(|| "sink".to_string())
                         };
                         let rendered = render_send(&SendInput {
-                            tenant: &tenant,
+                            tenant,
                             notification_id: &nid,
                             workflow_id: &rec.run.workflow_id,
                             workflow_version: rec.run.workflow_version,
@@ -941,20 +951,20 @@ impl Router {
         match dead_letter {
             Some(ended) => batch
                 .writes
-                .put(dead_letter_key(&tenant, &nid), ended.encode()),
-            None if delta < 0 => batch.writes.delete(dead_letter_key(&tenant, &nid)),
+                .put(dead_letter_key(tenant, &nid), ended.encode()),
+            None if delta < 0 => batch.writes.delete(dead_letter_key(tenant, &nid)),
             None => &mut batch.writes,
         };
         // Late engagement, stale timers and repeats often change nothing: the
         // run record is the biggest row per notification, so skip the rewrite.
         if run_before.is_none_or(|before| before != rec.run) || delta != 0 {
             batch.writes.put(
-                RowKey::new(Table::Runs, &tenant, &nid, Vec::new()),
+                RowKey::new(Table::Runs, tenant, &nid, Vec::new()),
                 encode_run(&rec),
             );
         }
-        self.remember(&tenant, nid, rec);
-        self.dlq_changed(store, batch, cause, &tenant, delta).await
+        self.remember(tenant, nid, rec);
+        self.dlq_changed(store, batch, cause, tenant, delta).await
     }
 
     /// The run's recipient: the stored subscriber with the contact data
@@ -984,24 +994,24 @@ impl Router {
         input: impl FnOnce(&RunRecord) -> Option<RunInput>,
         out_index: &mut u32,
     ) -> Result<(), ProcessError> {
-        let tenant = cause.tenant.as_str().to_string();
-        let Some(rec) = self.take_run_record(store, &tenant, nid).await? else {
+        let tenant = cause.tenant.as_str();
+        let Some(rec) = self.take_run_record(store, tenant, nid).await? else {
             return Ok(()); // not a workflow run of ours (or already purged)
         };
         let Some(input) = input(&rec) else {
-            self.remember(&tenant, nid.to_string(), rec);
+            self.remember(tenant, nid.to_string(), rec);
             return Ok(());
         };
         let flow = self
             .flow(
                 store,
-                &tenant,
+                tenant,
                 &rec.run.workflow_id,
                 rec.run.workflow_version,
             )
             .await;
         let Ok(Some(flow)) = flow else {
-            self.remember(&tenant, nid.to_string(), rec);
+            self.remember(tenant, nid.to_string(), rec);
             return flow.map(|_| ());
         };
         self.drive(store, batch, cause, &flow, rec, input, out_index)
@@ -1060,21 +1070,21 @@ impl Processor for Router {
         self.prefetch_runs(store, inputs).await?;
         for input in inputs {
             let e = &input.event;
-            let tenant = e.tenant.as_str().to_string();
+            let tenant = e.tenant.as_str();
             let mut idx = 0u32;
             match &e.payload {
                 Payload::SubscriberUpserted(s) => {
                     batch.writes.put(
-                        RowKey::new(Table::Subscribers, &tenant, &s.subscriber_id, Vec::new()),
+                        RowKey::new(Table::Subscribers, tenant, &s.subscriber_id, Vec::new()),
                         Bytes::from(s.encode_to_vec()),
                     );
                     self.subscribers.insert(
-                        (tenant, s.subscriber_id.clone()),
+                        (tenant.to_string(), s.subscriber_id.clone()),
                         Some(Subscriber::from_event(s)),
                     );
                 }
                 Payload::Triggered(t) => {
-                    if self.has_run(store, &tenant, &t.notification_id).await? {
+                    if self.has_run(store, tenant, &t.notification_id).await? {
                         continue; // a retried trigger with the same idempotency key
                     }
                     let payload: Value =
@@ -1088,7 +1098,7 @@ impl Processor for Router {
                         webhook_url: c.webhook_url,
                     };
                     let Some(flow) = self
-                        .flow(store, &tenant, &t.workflow_id, t.workflow_version)
+                        .flow(store, tenant, &t.workflow_id, t.workflow_version)
                         .await?
                     else {
                         let end = Payload::Ended(pb::RunEnded {
@@ -1117,10 +1127,10 @@ impl Processor for Router {
                             )
                             .as_bytes(),
                         );
-                        let key = RowKey::new(Table::ContentDedup, &tenant, &hash, Vec::new());
+                        let key = RowKey::new(Table::ContentDedup, tenant, &hash, Vec::new());
                         // Recent hashes of this partition are also kept in memory:
                         // a duplicate in the same batch is not in the store yet.
-                        let seen = match self.content.get(&(tenant.clone(), hash.clone())) {
+                        let seen = match self.content.get(&(tenant.to_string(), hash.clone())) {
                             Some(v) => Some(v.clone()),
                             None => store
                                 .get(&key)
@@ -1153,7 +1163,7 @@ impl Processor for Router {
                             Bytes::from(mark.to_string()),
                             Duration::from_millis(window),
                         );
-                        self.content.insert((tenant.clone(), hash), mark);
+                        self.content.insert((tenant.to_string(), hash), mark);
                     }
                     let rec = RunRecord {
                         run: Run::new(&t.notification_id, &flow),
@@ -1167,7 +1177,7 @@ impl Processor for Router {
                     // all; the subscriber's variables are built only for one.
                     let matched = if flow.has_trigger_condition() {
                         let sub_json = self
-                            .recipient(store, &tenant, &rec)
+                            .recipient(store, tenant, &rec)
                             .await?
                             .template_context();
                         flow.matches(&rec.payload, &sub_json, &json!({"id": tenant}))
@@ -1183,7 +1193,7 @@ impl Processor for Router {
                                 batch.writes.put(
                                     RowKey::new(
                                         Table::Runs,
-                                        &tenant,
+                                        tenant,
                                         &cancel_pk(&value),
                                         t.notification_id.as_bytes().to_vec(),
                                     ),
@@ -1232,10 +1242,10 @@ impl Processor for Router {
                                 e.caused(0, batch.now_ms, actor(), end),
                             );
                             batch.writes.put(
-                                RowKey::new(Table::Runs, &tenant, &t.notification_id, Vec::new()),
+                                RowKey::new(Table::Runs, tenant, &t.notification_id, Vec::new()),
                                 encode_run(&rec),
                             );
-                            self.remember(&tenant, t.notification_id.clone(), rec);
+                            self.remember(tenant, t.notification_id.clone(), rec);
                         }
                     }
                 }
@@ -1306,7 +1316,7 @@ impl Processor for Router {
                     let rows = store
                         .scan(&Scan::partition(
                             Table::Runs,
-                            &tenant,
+                            tenant,
                             &cancel_pk(&c.cancel_key),
                             100_000,
                         ))
@@ -1331,23 +1341,23 @@ impl Processor for Router {
                 }
                 Payload::DlqDiscarded(d) => {
                     if let Some(mut rec) = self
-                        .take_run_record(store, &tenant, &d.notification_id)
+                        .take_run_record(store, tenant, &d.notification_id)
                         .await?
                     {
                         let discarded = rec.in_dlq;
                         if discarded {
                             rec.in_dlq = false;
                             batch.writes.put(
-                                RowKey::new(Table::Runs, &tenant, &d.notification_id, Vec::new()),
+                                RowKey::new(Table::Runs, tenant, &d.notification_id, Vec::new()),
                                 encode_run(&rec),
                             );
                             batch
                                 .writes
-                                .delete(dead_letter_key(&tenant, &d.notification_id));
+                                .delete(dead_letter_key(tenant, &d.notification_id));
                         }
-                        self.remember(&tenant, d.notification_id.clone(), rec);
+                        self.remember(tenant, d.notification_id.clone(), rec);
                         if discarded {
-                            self.dlq_changed(store, batch, e, &tenant, -1).await?;
+                            self.dlq_changed(store, batch, e, tenant, -1).await?;
                         }
                     }
                 }

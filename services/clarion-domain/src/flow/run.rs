@@ -321,6 +321,22 @@ impl Run {
         out
     }
 
+    /// Whether `input` is the outcome of the attempt this run waits for.
+    /// Such an input always changes the run (the attempt is marked sent, or
+    /// a failure is counted), so a caller that skips rewriting unchanged
+    /// runs need not copy this one to compare; were it ever wrong, the cost
+    /// would be one rewrite of an unchanged record.
+    pub fn awaits(&self, input: &Input) -> bool {
+        self.terminal.is_none()
+            && self.pc.is_some()
+            && match input {
+                Input::Sent { attempt_id } | Input::Failed { attempt_id, .. } => {
+                    self.waiting_on(attempt_id)
+                }
+                _ => false,
+            }
+    }
+
     fn waiting_on(&self, attempt_id: &str) -> bool {
         matches!(&self.waiting, Waiting::Outcome { attempt_id: a } if a == attempt_id)
     }
