@@ -8,14 +8,15 @@
 #   scripts/bench-e2e.sh --concurrency 16 --rate 1000
 #   LOG_URL=kafka://127.0.0.1:9092 scripts/bench-e2e.sh --concurrency 64
 #
-# The server's stderr of the last run is kept in /tmp/last-server.err.
+# The server's stderr of the last run is kept in /tmp/last-server.err. The data
+# directory is made under $TMPDIR (default /tmp; TMPDIR=/dev/shm keeps it off the disk).
 #
 # Needs the release binaries:
 #   cargo build --release -p clarion -p clarion-bench --bin clarion --bin loadgen
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
-RUN=$(mktemp -d /tmp/clarion-bench.XXXXXX)
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/clarion-bench.XXXXXX")
 GRPC=${GRPC_PORT:-50061}
 HTTP=${HTTP_PORT:-18081}
 args=(serve --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" --data-dir "$RUN/data")
