@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clarion_log::embedded::SqliteLog;
-use clarion_log::{EventLog, LogError, Record};
+use clarion_log::{Appended, EventLog, LogError, Record};
 use clarion_sqlite::writer::Together;
 use clarion_store::embedded::SqliteStore;
 use clarion_store::{Store, StoreError, WriteBatch};
+use tokio::sync::oneshot;
 
 use crate::processor::{Emit, ProcessError};
 use crate::topics::{Topic, Topics};
@@ -51,7 +52,23 @@ impl Colocated {
         emits: &[Emit],
         encoded: &[Bytes],
     ) -> Result<(), ProcessError> {
-        let (store_job, stored) = self.store.write_job(writes);
+        self.submit(Arc::new(writes), topics, emits, encoded)
+            .await?
+            .committed()
+            .await
+    }
+
+    /// [`Colocated::commit`], handed to the writer without waiting for it:
+    /// the answer tells when the transaction committed. Jobs commit in the
+    /// order they are submitted (the writer takes its queue in order).
+    pub async fn submit(
+        &self,
+        writes: Arc<WriteBatch>,
+        topics: &Topics,
+        emits: &[Emit],
+        encoded: &[Bytes],
+    ) -> Result<Committing, ProcessError> {
+        let (store_job, stored) = self.store.shared_write_job(writes);
         let mut jobs = vec![store_job];
         let mut appended = Vec::new();
         for (topic, records) in records_by_topic(topics, emits, encoded) {
@@ -60,9 +77,22 @@ impl Colocated {
             appended.push(rx);
         }
         self.log.writer().submit(Box::new(Together(jobs)));
+        Ok(Committing { stored, appended })
+    }
+}
+
+/// A transaction handed to the writer ([`Colocated::submit`]).
+pub struct Committing {
+    stored: oneshot::Receiver<Result<(), StoreError>>,
+    appended: Vec<oneshot::Receiver<Result<Vec<Appended>, LogError>>>,
+}
+
+impl Committing {
+    /// Resolves once the transaction committed (or failed).
+    pub async fn committed(self) -> Result<(), ProcessError> {
         let stopped = || StoreError::Unavailable("SQLite writer stopped".into());
-        stored.await.map_err(|_| stopped())??;
-        for rx in appended {
+        self.stored.await.map_err(|_| stopped())??;
+        for rx in self.appended {
             rx.await
                 .map_err(|_| LogError::Unavailable("SQLite writer stopped".into()))??;
         }

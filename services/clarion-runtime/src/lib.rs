@@ -12,6 +12,7 @@
 pub mod clock;
 pub mod colocated;
 pub mod outbox;
+pub mod overlay;
 pub mod processor;
 pub mod projector;
 pub mod router;

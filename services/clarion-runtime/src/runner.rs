@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::colocated::{records_by_topic, Colocated};
 use crate::outbox::OutboxEntry;
+use crate::overlay::Overlay;
 use crate::processor::{Batch, Effects, Emit, Input, ProcessError, Processor};
 use crate::timers;
 use crate::topics::{Topic, Topics};
@@ -66,12 +67,43 @@ pub struct PartitionRunner<P: Processor> {
     clock: Arc<dyn Clock>,
     cfg: RunnerConfig,
     key: String,
+    /// Next offset to decide, per input.
     positions: HashMap<Topic, u64>,
+    /// Next offset after what has committed, per input (what is mirrored to
+    /// the log's consumer group).
+    committed_positions: HashMap<Topic, u64>,
     last_group_commit: Option<Instant>,
     last_timer_check: Option<Instant>,
     /// Set when the log and the store share one SQLite file: emits then
     /// commit with the batch instead of going through the outbox.
     colocated: Option<Arc<Colocated>>,
+}
+
+/// A decided batch: everything its commit writes and what to do after.
+struct Decided {
+    topic: Topic,
+    last: u64,
+    /// Inputs applied (after dedup).
+    applied: usize,
+    started: Instant,
+    decided: Instant,
+    /// Shared with the writer's job and, while it commits, the next batch's
+    /// [`Overlay`].
+    writes: Arc<WriteBatch>,
+    /// Emits that commit with the batch (colocated), and every emit's bytes.
+    commit_emits: Vec<Emit>,
+    encoded: Vec<Bytes>,
+    /// What remains after the commit (in the batch's outbox row if any).
+    pending: OutboxEntry,
+    outbox_key: String,
+    outbox_ck: Vec<u8>,
+}
+
+/// A batch handed to the writer whose commit has not been seen yet.
+struct InFlight {
+    decided: Decided,
+    submitted: Instant,
+    commit: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ProcessError>> + Send>>,
 }
 
 /// Store key of a processor partition's position.
@@ -125,6 +157,7 @@ impl<P: Processor> PartitionRunner<P> {
             cfg,
             key,
             positions: HashMap::new(),
+            committed_positions: HashMap::new(),
             last_group_commit: None,
             last_timer_check: None,
             colocated: None,
@@ -212,17 +245,59 @@ impl<P: Processor> PartitionRunner<P> {
         tracing::info!(runner = %self.key, from = self.next_offset(), inputs = self.inputs.len(), "processor started");
         // Idle, the runner still wakes every `poll_wait` to fire due timers.
         let tick = self.cfg.poll_wait.max(Duration::from_millis(1));
+        // On the embedded default a batch's commit overlaps deciding the
+        // next (docs/architecture.md, "Pipelined commits"): at most one batch
+        // is in flight, and the next is handed to the writer only after it
+        // committed.
+        let mut in_flight: Option<InFlight> = None;
         loop {
             if *shutdown.borrow() {
-                return Ok(());
+                break;
             }
             tokio::select! {
+                done = async {
+                    match in_flight.as_mut() {
+                        Some(f) => (&mut f.commit).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let f = in_flight.take().expect("a batch in flight");
+                    done?;
+                    self.committed(f.decided, f.submitted).await?;
+                }
                 got = rx.recv() => match got {
-                    Some((topic, recs)) => self.step_topic(topic, recs?).await?,
-                    None => return Ok(()),
+                    Some((topic, recs)) => {
+                        let recs = recs?;
+                        if self.colocated.is_none() {
+                            self.step_topic(topic, recs).await?;
+                        } else {
+                            let view = Overlay::new(
+                                self.store.clone(),
+                                in_flight.as_ref().map(|f| f.decided.writes.clone()),
+                            );
+                            let next = self.decide(topic, recs, &view).await?;
+                            drop(view);
+                            // The previous batch's effects run while this one
+                            // commits.
+                            let previous = match in_flight.take() {
+                                Some(f) => {
+                                    f.commit.await?;
+                                    Some((f.decided, f.submitted))
+                                }
+                                None => None,
+                            };
+                            if let Some(d) = next {
+                                in_flight = Some(self.submit(d).await?);
+                            }
+                            if let Some((d, submitted)) = previous {
+                                self.committed(d, submitted).await?;
+                            }
+                        }
+                    }
+                    None => break,
                 },
                 _ = tokio::time::sleep(tick) => {}
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => break,
             }
             // Under load batches come every few milliseconds: looking for due
             // timers after each would be a store scan per batch for nothing.
@@ -232,9 +307,24 @@ impl<P: Processor> PartitionRunner<P> {
                     .is_none_or(|t| t.elapsed() >= TIMER_CHECK_EVERY)
             {
                 self.last_timer_check = Some(Instant::now());
-                self.fire_timers().await?;
+                // Timers fire from committed rows: with a batch in flight,
+                // wait for it only when something is due.
+                if let Some(f) = &in_flight {
+                    let view = Overlay::new(self.store.clone(), Some(f.decided.writes.clone()));
+                    if timers::any_due(&view, &self.key, self.clock.now_ms()).await? {
+                        let f = in_flight.take().expect("a batch in flight");
+                        self.land(f).await?;
+                    }
+                }
+                if in_flight.is_none() {
+                    self.fire_timers().await?;
+                }
             }
         }
+        if let Some(f) = in_flight.take() {
+            self.land(f).await?;
+        }
+        Ok(())
     }
 
     /// Finishes what a previous incarnation committed but did not complete,
@@ -269,6 +359,7 @@ impl<P: Processor> PartitionRunner<P> {
             )
             .await?;
             self.positions.insert(topic, pos);
+            self.committed_positions.insert(topic, pos);
         }
         Ok(())
     }
@@ -279,14 +370,81 @@ impl<P: Processor> PartitionRunner<P> {
         self.step_topic(primary, recs).await
     }
 
-    /// Applies one batch of records of input `topic`.
+    /// Applies one batch of records of input `topic`: decides it, commits
+    /// it, then acts on it, one after the other (`run` overlaps a batch's
+    /// commit with deciding the next).
     pub async fn step_topic(
         &mut self,
         topic: Topic,
         recs: Vec<LogRecord>,
     ) -> Result<(), ProcessError> {
-        let Some(last) = recs.last().map(|r| r.offset) else {
+        let view = Overlay::new(self.store.clone(), None);
+        let before = self.positions.get(&topic).copied();
+        let Some(mut d) = self.decide(topic, recs, &view).await? else {
             return Ok(());
+        };
+        let submitted = Instant::now();
+        let commit = match &self.colocated {
+            Some(c) => match c
+                .submit(d.writes.clone(), &self.topics, &d.commit_emits, &d.encoded)
+                .await
+            {
+                Ok(committing) => committing.committed().await,
+                Err(e) => Err(e),
+            },
+            None => {
+                // Nothing else holds the batch here: it moves, uncopied.
+                let writes = std::mem::replace(&mut d.writes, Arc::new(WriteBatch::new()));
+                let writes = Arc::try_unwrap(writes).unwrap_or_else(|w| (*w).clone());
+                self.store.write(writes).await.map_err(ProcessError::from)
+            }
+        };
+        if let Err(e) = commit {
+            // A caller may step the same records again: they were not applied.
+            match before {
+                Some(pos) => self.positions.insert(topic, pos),
+                None => self.positions.remove(&topic),
+            };
+            return Err(e);
+        }
+        self.committed(d, submitted).await
+    }
+
+    /// Hands a decided batch to the file's writer (colocated runners only)
+    /// without waiting for its commit.
+    async fn submit(&self, d: Decided) -> Result<InFlight, ProcessError> {
+        let c = self
+            .colocated
+            .as_ref()
+            .expect("only colocated runners pipeline");
+        let submitted = Instant::now();
+        let committing = c
+            .submit(d.writes.clone(), &self.topics, &d.commit_emits, &d.encoded)
+            .await?;
+        Ok(InFlight {
+            decided: d,
+            submitted,
+            commit: Box::pin(committing.committed()),
+        })
+    }
+
+    /// Waits for an in-flight batch's commit, then acts on it.
+    async fn land(&mut self, f: InFlight) -> Result<(), ProcessError> {
+        f.commit.await?;
+        self.committed(f.decided, f.submitted).await
+    }
+
+    /// Decides one batch of records of input `topic`, reading state through
+    /// `store` (which sees a still-committing batch's writes). `None` if
+    /// every record was applied before.
+    async fn decide(
+        &mut self,
+        topic: Topic,
+        recs: Vec<LogRecord>,
+        store: &Overlay,
+    ) -> Result<Option<Decided>, ProcessError> {
+        let Some(last) = recs.last().map(|r| r.offset) else {
+            return Ok(None);
         };
         let started = Instant::now();
         let next_offset = self.positions.get(&topic).copied().unwrap_or(0);
@@ -308,14 +466,14 @@ impl<P: Processor> PartitionRunner<P> {
             });
         }
         if inputs.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
 
         let mut writes = WriteBatch::new();
         if self.processor.dedup() {
             let before = inputs.len();
             let keys: Vec<RowKey> = inputs.iter().map(|i| self.dedup_key(&i.event)).collect();
-            let seen = self.store.get_many(&keys).await?;
+            let seen = store.get_many(&keys).await?;
             let mut in_batch = HashSet::new();
             let mut fresh = Vec::with_capacity(inputs.len());
             for ((input, key), seen) in inputs.into_iter().zip(keys).zip(seen) {
@@ -338,9 +496,7 @@ impl<P: Processor> PartitionRunner<P> {
             ..Default::default()
         };
         if !inputs.is_empty() {
-            self.processor
-                .process(&*self.store, &mut batch, &inputs)
-                .await?;
+            self.processor.process(store, &mut batch, &inputs).await?;
         }
         writes.ops.append(&mut batch.writes.ops);
 
@@ -350,7 +506,6 @@ impl<P: Processor> PartitionRunner<P> {
         }
         let emits = std::mem::take(&mut batch.emits);
         let effects = std::mem::take(&mut batch.effects);
-        let decided = Instant::now();
         // Each output is encoded once, for the outbox row or the append.
         let encoded = encode_emits(&emits);
         // What remains to do after the commit: with the log in the store's
@@ -367,10 +522,10 @@ impl<P: Processor> PartitionRunner<P> {
         } else {
             (Vec::new(), OutboxEntry { emits, effects })
         };
-        let pending_encoded: &[Bytes] = if colocated { &[] } else { &encoded };
         let outbox_ck = last.to_be_bytes().to_vec();
         let outbox_key = self.runner_key(topic);
         if !pending.is_empty() {
+            let pending_encoded: &[Bytes] = if colocated { &[] } else { &encoded };
             writes.put(
                 RowKey::new(Table::Outbox, SYSTEM_TENANT, &outbox_key, outbox_ck.clone()),
                 pending.encode_with(pending_encoded),
@@ -384,30 +539,48 @@ impl<P: Processor> PartitionRunner<P> {
             ),
             Bytes::copy_from_slice(&(last + 1).to_be_bytes()),
         );
-        match &self.colocated {
-            Some(c) => {
-                c.commit(writes, &self.topics, &commit_emits, &encoded)
-                    .await?
-            }
-            None => self.store.write(writes).await?,
-        }
-        // Where a batch's time goes: deciding it (decode, dedup, process) on
-        // this task, then waiting for its commit. A runner does one after the
-        // other, so the two add up to how fast one partition can go.
-        let name = self.processor.name();
-        metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => topic.base_name(), "phase" => "decide")
-            .record((decided - started).as_secs_f64());
-        metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => topic.base_name(), "phase" => "commit")
-            .record(decided.elapsed().as_secs_f64());
+        // The next batch of this input starts after this one, whether or not
+        // this one has committed yet (a failed commit stops the runner).
         self.positions.insert(topic, last + 1);
+        Ok(Some(Decided {
+            topic,
+            last,
+            applied: inputs.len(),
+            started,
+            decided: Instant::now(),
+            writes: Arc::new(writes),
+            commit_emits,
+            encoded,
+            pending,
+            outbox_key,
+            outbox_ck,
+        }))
+    }
+
+    /// Acts on a batch that committed: metrics, effects, the mirrored position.
+    async fn committed(&mut self, d: Decided, submitted: Instant) -> Result<(), ProcessError> {
+        // Where a batch's time goes: deciding it (decode, dedup, process) on
+        // this task, then its commit (from handing it to the writer until
+        // it committed; in `run` the next batch is decided meanwhile).
+        let name = self.processor.name();
+        metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => d.topic.base_name(), "phase" => "decide")
+            .record((d.decided - d.started).as_secs_f64());
+        metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => d.topic.base_name(), "phase" => "commit")
+            .record(submitted.elapsed().as_secs_f64());
+        self.committed_positions.insert(d.topic, d.last + 1);
         metrics::counter!("clarion_processor_events_total", "processor" => name)
-            .increment(inputs.len() as u64);
+            .increment(d.applied as u64);
         // Batches per processor: with the events counter, the mean batch size
         // (small batches under load mean per-commit costs dominate).
         metrics::counter!("clarion_processor_batches_total", "processor" => name).increment(1);
 
-        if !pending.is_empty() {
-            self.complete(&outbox_key, outbox_ck, &pending, pending_encoded)
+        if !d.pending.is_empty() {
+            let pending_encoded: &[Bytes] = if self.colocated.is_some() {
+                &[]
+            } else {
+                &d.encoded
+            };
+            self.complete(&d.outbox_key, d.outbox_ck, &d.pending, pending_encoded)
                 .await?;
         }
         self.mirror_position().await;
@@ -478,7 +651,7 @@ impl<P: Processor> PartitionRunner<P> {
             return;
         }
         self.last_group_commit = Some(Instant::now());
-        for (topic, pos) in &self.positions {
+        for (topic, pos) in &self.committed_positions {
             if let Err(e) = self
                 .log
                 .commit_offset(

@@ -36,6 +36,20 @@ pub(crate) fn row(owner: &str, due_ms: i64, emit: &Emit) -> (RowKey, Bytes) {
     )
 }
 
+/// The scan of `owner`'s timers due at `now_ms`, at most `limit` of them.
+fn due_scan(owner: &str, now_ms: i64, limit: usize) -> Scan {
+    let upto = ((now_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    let mut end = upto;
+    end.extend_from_slice(&[0xff; 16]);
+    Scan::partition(Table::Timers, SYSTEM_TENANT, owner, limit)
+        .range(Bound::Unbounded, Bound::Included(end))
+}
+
+/// Whether a timer of `owner` is due at `now_ms`.
+pub async fn any_due(store: &dyn Store, owner: &str, now_ms: i64) -> Result<bool, ProcessError> {
+    Ok(!store.scan(&due_scan(owner, now_ms, 1)).await?.is_empty())
+}
+
 /// Fires every timer of `owner` due at `now_ms`; returns how many fired.
 /// With the log and store `colocated`, the appends and the deletes of the
 /// timer rows are one transaction; otherwise a crash between them fires the
@@ -48,15 +62,7 @@ pub async fn fire_due(
     owner: &str,
     now_ms: i64,
 ) -> Result<usize, ProcessError> {
-    let upto = ((now_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    let mut end = upto;
-    end.extend_from_slice(&[0xff; 16]);
-    let due = store
-        .scan(
-            &Scan::partition(Table::Timers, SYSTEM_TENANT, owner, 1000)
-                .range(Bound::Unbounded, Bound::Included(end)),
-        )
-        .await?;
+    let due = store.scan(&due_scan(owner, now_ms, 1000)).await?;
     if due.is_empty() {
         return Ok(0);
     }

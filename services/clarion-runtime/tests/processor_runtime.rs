@@ -1596,3 +1596,97 @@ async fn an_undecodable_record_stops_the_partition_at_its_offset() {
         vec![delivered_for(&fact(0), T0)]
     );
 }
+
+// ---------------------------------------------------------------------------
+// 7. Pipelined commits (colocated `run` decides a batch while the previous
+//    one commits).
+// ---------------------------------------------------------------------------
+
+const COUNTER: &str = "counter";
+
+/// Keeps one running count per partition in a state row and records, per
+/// input, the count it assigned: a batch that read state without the
+/// previous, still-committing batch's writes would assign a count twice.
+struct Counter {
+    assigned: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+fn counter_key() -> RowKey {
+    RowKey::new(Table::SinkDeliveries, "acme", COUNTER, Vec::new())
+}
+
+#[async_trait]
+impl Processor for Counter {
+    fn name(&self) -> &'static str {
+        COUNTER
+    }
+
+    fn dedup(&self) -> bool {
+        true
+    }
+
+    async fn process(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        let mut count = match store.get(&counter_key()).await? {
+            Some(v) => u64::from_be_bytes(v[..].try_into().expect("8 bytes")),
+            None => 0,
+        };
+        for input in inputs {
+            count += 1;
+            self.assigned.lock().unwrap().push((input.offset, count));
+        }
+        batch
+            .writes
+            .put(counter_key(), Bytes::copy_from_slice(&count.to_be_bytes()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_read_the_state_and_dedup_rows_of_the_batch_still_committing() {
+    // Given: on the embedded default (log and store in one file), 300 inputs
+    // of which the last 100 repeat events 100..200 (a producer retry), read
+    // in batches of 7, so each batch is decided while the one before commits.
+    let env = Env::colocated().await;
+    let p = u1_partition();
+    let topic = Topic::Notifications;
+    let mut events: Vec<Event> = (0..200).map(fact).collect();
+    events.extend((100..200).map(fact));
+    env.append(topic, &events).await;
+    let assigned = Arc::new(Mutex::new(Vec::new()));
+    let runner = PartitionRunner::new(
+        Counter {
+            assigned: assigned.clone(),
+        },
+        Arc::new(NoEffects),
+        env.log.clone(),
+        env.store.clone(),
+        env.topics.clone(),
+        topic,
+        p,
+        Arc::new(env.clock.clone()),
+        RunnerConfig {
+            max_batch: 7,
+            ..RunnerConfig::default()
+        },
+    )
+    .with_colocated(env.colocated.clone().unwrap());
+
+    // When: it runs until its position passes every input.
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(runner.run(shutdown));
+    wait_until(|| async { env.offset(COUNTER, topic, p).await == 300 }).await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+
+    // Then: each distinct event counted once, in order, and none repeated.
+    let assigned = assigned.lock().unwrap().clone();
+    let expected: Vec<(u64, u64)> = (0..200).map(|i| (i, i + 1)).collect();
+    assert_eq!(assigned, expected);
+    let stored = env.store.get(&counter_key()).await.unwrap().unwrap();
+    assert_eq!(stored[..], 200u64.to_be_bytes());
+}

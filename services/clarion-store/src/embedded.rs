@@ -133,7 +133,9 @@ fn apply_ops(tx: &Transaction<'_>, batch: &WriteBatch) -> rusqlite::Result<()> {
 
 /// A write batch as a job of the file's writer.
 struct BatchJob {
-    batch: WriteBatch,
+    /// Shared: a runner that decides its next batch while this one commits
+    /// reads this one's writes meanwhile (`clarion_runtime::overlay`).
+    batch: std::sync::Arc<WriteBatch>,
     reply: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
@@ -232,6 +234,17 @@ impl SqliteStore {
     pub fn write_job(
         &self,
         batch: WriteBatch,
+    ) -> (
+        Box<dyn WriteJob>,
+        tokio::sync::oneshot::Receiver<Result<()>>,
+    ) {
+        self.shared_write_job(std::sync::Arc::new(batch))
+    }
+
+    /// [`SqliteStore::write_job`] of a batch the caller keeps reading.
+    pub fn shared_write_job(
+        &self,
+        batch: std::sync::Arc<WriteBatch>,
     ) -> (
         Box<dyn WriteJob>,
         tokio::sync::oneshot::Receiver<Result<()>>,
