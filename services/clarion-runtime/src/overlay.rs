@@ -10,7 +10,7 @@
 //! state that does not exist.
 
 use std::hash::BuildHasher;
-use std::ops::Bound;
+use std::ops::RangeBounds;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -78,20 +78,6 @@ impl Overlay {
     }
 }
 
-fn in_range(ck: &[u8], from: &Bound<Vec<u8>>, to: &Bound<Vec<u8>>) -> bool {
-    let above = match from {
-        Bound::Included(f) => ck >= f.as_slice(),
-        Bound::Excluded(f) => ck > f.as_slice(),
-        Bound::Unbounded => true,
-    };
-    let below = match to {
-        Bound::Included(t) => ck <= t.as_slice(),
-        Bound::Excluded(t) => ck < t.as_slice(),
-        Bound::Unbounded => true,
-    };
-    above && below
-}
-
 #[async_trait]
 impl Store for Overlay {
     async fn get(&self, key: &RowKey) -> Result<Option<Bytes>> {
@@ -130,12 +116,13 @@ impl Store for Overlay {
         };
         // The pending batch's rows of this range, last op per key.
         let mut over = std::collections::BTreeMap::<Vec<u8>, Option<Bytes>>::new();
+        let range = (scan.from.as_ref(), scan.to.as_ref());
         for op in &pending.ops {
             let k = key_of(op);
             if k.table == scan.table
                 && k.tenant == scan.tenant
                 && k.pk == scan.pk
-                && in_range(&k.ck, &scan.from, &scan.to)
+                && RangeBounds::<Vec<u8>>::contains(&range, &k.ck)
             {
                 over.insert(k.ck.clone(), said(op));
             }
@@ -185,6 +172,7 @@ mod tests {
     use super::*;
     use clarion_store::embedded::SqliteStore;
     use clarion_store::Table;
+    use std::ops::Bound;
 
     fn key(pk: &str, ck: &[u8]) -> RowKey {
         RowKey::new(Table::Runs, "acme", pk, ck.to_vec())

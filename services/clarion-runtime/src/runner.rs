@@ -103,8 +103,12 @@ struct Decided {
 struct InFlight {
     decided: Decided,
     submitted: Instant,
-    commit: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ProcessError>> + Send>>,
+    commit: CommitFuture,
 }
+
+/// A batch's commit, resolving once it committed (or failed).
+type CommitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ProcessError>> + Send>>;
 
 /// Store key of a processor partition's position.
 pub fn offset_key(processor: &str, topic_name: &str, partition: u32) -> RowKey {
@@ -380,51 +384,49 @@ impl<P: Processor> PartitionRunner<P> {
     ) -> Result<(), ProcessError> {
         let view = Overlay::new(self.store.clone(), None);
         let before = self.positions.get(&topic).copied();
-        let Some(mut d) = self.decide(topic, recs, &view).await? else {
+        let Some(d) = self.decide(topic, recs, &view).await? else {
             return Ok(());
         };
-        let submitted = Instant::now();
-        let commit = match &self.colocated {
-            Some(c) => match c
-                .submit(d.writes.clone(), &self.topics, &d.commit_emits, &d.encoded)
-                .await
-            {
-                Ok(committing) => committing.committed().await,
-                Err(e) => Err(e),
-            },
-            None => {
-                // Nothing else holds the batch here: it moves, uncopied.
-                let writes = std::mem::replace(&mut d.writes, Arc::new(WriteBatch::new()));
-                let writes = Arc::try_unwrap(writes).unwrap_or_else(|w| (*w).clone());
-                self.store.write(writes).await.map_err(ProcessError::from)
-            }
+        let landed = match self.submit(d).await {
+            Ok(f) => f.commit.await.map(|()| (f.decided, f.submitted)),
+            Err(e) => Err(e),
         };
-        if let Err(e) = commit {
-            // A caller may step the same records again: they were not applied.
-            match before {
-                Some(pos) => self.positions.insert(topic, pos),
-                None => self.positions.remove(&topic),
-            };
-            return Err(e);
+        match landed {
+            Ok((d, submitted)) => self.committed(d, submitted).await,
+            Err(e) => {
+                // A caller may step the same records again: they were not
+                // applied.
+                match before {
+                    Some(pos) => self.positions.insert(topic, pos),
+                    None => self.positions.remove(&topic),
+                };
+                Err(e)
+            }
         }
-        self.committed(d, submitted).await
     }
 
-    /// Hands a decided batch to the file's writer (colocated runners only)
-    /// without waiting for its commit.
-    async fn submit(&self, d: Decided) -> Result<InFlight, ProcessError> {
-        let c = self
-            .colocated
-            .as_ref()
-            .expect("only colocated runners pipeline");
+    /// Hands a decided batch to its commit: on the embedded default to the
+    /// file's writer, which starts at once (the answer is awaited later);
+    /// otherwise a store write that runs when awaited.
+    async fn submit(&self, mut d: Decided) -> Result<InFlight, ProcessError> {
         let submitted = Instant::now();
-        let committing = c
-            .submit(d.writes.clone(), &self.topics, &d.commit_emits, &d.encoded)
-            .await?;
+        let commit: CommitFuture = match &self.colocated {
+            Some(c) => Box::pin(
+                c.submit(d.writes.clone(), &self.topics, &d.commit_emits, &d.encoded)
+                    .await?
+                    .committed(),
+            ),
+            None => {
+                // Nothing reads the batch meanwhile here: it moves, uncopied.
+                let writes = Arc::unwrap_or_clone(std::mem::take(&mut d.writes));
+                let store = self.store.clone();
+                Box::pin(async move { Ok(store.write(writes).await?) })
+            }
+        };
         Ok(InFlight {
             decided: d,
             submitted,
-            commit: Box::pin(committing.committed()),
+            commit,
         })
     }
 
