@@ -145,7 +145,6 @@ impl WriteJob for AppendJob {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|e| e.to_string())?;
-        let mut index = None;
         let ts = now_ms();
         for b in &self.rows.batches {
             let k = (self.topic.id, b.partition);
@@ -166,20 +165,7 @@ impl WriteJob for AppendJob {
                 continue;
             }
             let id = tx.last_insert_rowid();
-            let index = match &mut index {
-                Some(stmt) => stmt,
-                None => index.insert(
-                    tx.prepare_cached(
-                        "INSERT INTO record_keys (idx, batch, pos) VALUES (?1, ?2, ?3)",
-                    )
-                    .map_err(|e| e.to_string())?,
-                ),
-            };
-            for (idx, pos) in &b.index {
-                index
-                    .execute(params![&idx[..], id, pos])
-                    .map_err(|e| e.to_string())?;
-            }
+            insert_keys(tx, id, &b.index).map_err(|e| e.to_string())?;
         }
         let (batches, bases) = (&self.rows.batches, &self.bases);
         self.assigned
@@ -220,6 +206,52 @@ impl WriteJob for AppendJob {
         } = *self;
         let _ = reply.send(outcome.map(|()| assigned).map_err(LogError::Storage));
     }
+}
+
+/// Most index rows inserted by one statement: a statement's step, reset
+/// and cursor setup then serve many rows, and its cursor stays on the leaf
+/// the last row went to, where the next (sorted) row usually belongs too.
+/// A power of two: a batch's rows go in chunks of 32, 16, ..., 1, so six
+/// statements cover every count and all stay in the statement cache.
+const KEYS_PER_INSERT: usize = 32;
+
+/// `INSERT INTO record_keys` of `rows` rows (a power of two up to
+/// [`KEYS_PER_INSERT`]).
+fn keys_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=KEYS_PER_INSERT.trailing_zeros())
+            .map(|shift| {
+                let values = vec!["(?,?,?)"; 1 << shift].join(",");
+                format!("INSERT INTO record_keys (idx, batch, pos) VALUES {values}")
+            })
+            .collect()
+    });
+    &all[rows.trailing_zeros() as usize]
+}
+
+/// Inserts the index rows of the record batch `batch`, in key order.
+fn insert_keys(
+    tx: &rusqlite::Transaction<'_>,
+    batch: i64,
+    keys: &[(bytes::Bytes, u32)],
+) -> rusqlite::Result<()> {
+    let mut sorted: Vec<&(bytes::Bytes, u32)> = keys.iter().collect();
+    sorted.sort_unstable();
+    let mut rest = &sorted[..];
+    while !rest.is_empty() {
+        let n = KEYS_PER_INSERT.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(n);
+        let mut stmt = tx.prepare_cached(keys_sql(n))?;
+        for (i, (idx, pos)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(3 * i + 1, &idx[..])?;
+            stmt.raw_bind_parameter(3 * i + 2, batch)?;
+            stmt.raw_bind_parameter(3 * i + 3, pos)?;
+        }
+        stmt.raw_execute()?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// What a `sqlite://` URL's query sets.

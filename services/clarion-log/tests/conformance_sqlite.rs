@@ -110,6 +110,40 @@ async fn records_are_found_again_by_their_index_across_topics() {
     assert!(found(indexed(&log, "n3").await).is_empty());
 }
 
+/// Index rows go in by statements of 32, 16, ..., 1 rows, in key order:
+/// 63 indexed records (every chunk size once) of 21 keys, out of order and
+/// mixed with unindexed ones, each still found under its own key only.
+#[tokio::test]
+async fn every_record_of_a_large_append_is_found_under_its_key() {
+    use clarion_log::Record;
+    let (_dir, path) = log_file();
+    let log = SqliteLog::open(&path).unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    let key = |i: usize| format!("n{:02}", (i * 13) % 21);
+    let mut records = Vec::new();
+    for i in 0..63 {
+        records.push(Record::new("k", format!("v{i}")).indexed(key(i)));
+        if i % 5 == 0 {
+            records.push(Record::new("k", format!("plain{i}")));
+        }
+    }
+    log.append("t", records).await.unwrap();
+    for n in 0..21 {
+        let k = format!("n{n:02}");
+        let got: Vec<String> = indexed(&log, &k)
+            .await
+            .into_iter()
+            .map(|(_, r)| String::from_utf8(r.value.to_vec()).unwrap())
+            .collect();
+        let want: Vec<String> = (0..63)
+            .filter(|&i| key(i) == k)
+            .map(|i| format!("v{i}"))
+            .collect();
+        assert_eq!(want.len(), 3);
+        assert_eq!(got, want, "records under {k}, in offset order");
+    }
+}
+
 #[tokio::test]
 async fn a_file_with_a_row_per_record_is_moved_into_batches_on_open() {
     // Given: a file in the layout before record batches: a row per record,

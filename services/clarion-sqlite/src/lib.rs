@@ -41,8 +41,16 @@ pub fn connect(path: &str) -> Result<Connection, String> {
          PRAGMA synchronous=NORMAL; PRAGMA cache_size=-512;",
     )
     .map_err(|e| e.to_string())?;
+    // rusqlite keeps 16 prepared statements by default; the writer that
+    // log and store share uses more than that (the log's inserts, a few per
+    // store table), and a statement pushed out is compiled again on its next
+    // use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 
 /// Pragmas of a file's writer connection ([`writer::Writer`]).
 ///
