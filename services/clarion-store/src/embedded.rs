@@ -46,9 +46,17 @@ fn connect(path: &str) -> Result<Connection> {
 /// them up rather than format a fresh SQL string for every row.
 struct TableSql {
     get: String,
-    put: String,
+    /// Upserts of 1, 2, 4, ... [`PUTS_PER_STATEMENT`] rows.
+    puts: Vec<String>,
     delete: String,
 }
+
+/// Most rows one upsert statement writes: a run of puts to one table (a
+/// processor's batch puts many run records, then many sink rows) goes in
+/// chunks of 32, 16, ..., 1, so a statement's step, reset and cursor
+/// setup serve many rows. Rows of one statement are applied in order, so
+/// a key put twice ends with the later value, as with one row each.
+const PUTS_PER_STATEMENT: usize = 32;
 
 fn sql(table: Table) -> &'static TableSql {
     static SQL: std::sync::OnceLock<Vec<TableSql>> = std::sync::OnceLock::new();
@@ -66,12 +74,17 @@ fn sql(table: Table) -> &'static TableSql {
                 // An upsert rewrites an existing row in place, where OR
                 // REPLACE deletes and reinserts it (run records are rewritten
                 // on every step).
-                put: format!(
-                    "INSERT INTO {t} (tenant, pk, ck, value, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (tenant, pk, ck)
-                     DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
-                ),
+                puts: (0..=PUTS_PER_STATEMENT.trailing_zeros())
+                    .map(|shift| {
+                        let values = vec!["(?,?,?,?,?)"; 1 << shift].join(",");
+                        format!(
+                            "INSERT INTO {t} (tenant, pk, ck, value, expires_at)
+                             VALUES {values}
+                             ON CONFLICT (tenant, pk, ck)
+                             DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+                        )
+                    })
+                    .collect(),
                 delete: format!("DELETE FROM {t} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3"),
             })
             .collect()
@@ -98,33 +111,41 @@ fn unavailable(e: String) -> StoreError {
     StoreError::Unavailable(e)
 }
 
-/// Applies a batch's ops in the writer's transaction. A run of ops on one
-/// table with one statement (a processor's batch puts many run records,
-/// then many sink rows...) looks its statement up once: the cache lookup
-/// hashes the SQL text, and it showed in the writer's profile.
+/// Applies a batch's ops in the writer's transaction, in order. A run of
+/// puts to one table goes in multi-row upserts ([`PUTS_PER_STATEMENT`]);
+/// deletes go one by one (they are rare on the hot path).
 fn apply_ops(tx: &Transaction<'_>, batch: &WriteBatch) -> rusqlite::Result<()> {
-    let mut current: Option<(&'static str, rusqlite::CachedStatement<'_>)> = None;
-    for op in &batch.ops {
-        let sql = match op {
-            Op::Put { key, .. } => sql(key.table).put.as_str(),
-            Op::Delete { key } => sql(key.table).delete.as_str(),
-        };
-        let stmt = match &mut current {
-            Some((s, stmt)) if std::ptr::eq(*s, sql) => stmt,
-            _ => &mut current.insert((sql, tx.prepare_cached(sql)?)).1,
-        };
-        match op {
-            Op::Put { key, value, ttl } => {
-                stmt.execute(params![
-                    key.tenant,
-                    key.pk,
-                    key.ck,
-                    &value[..],
-                    expiry(*ttl)
-                ])?;
-            }
+    let ops = &batch.ops[..];
+    let mut i = 0;
+    while i < ops.len() {
+        match &ops[i] {
             Op::Delete { key } => {
-                stmt.execute(params![key.tenant, key.pk, key.ck])?;
+                tx.prepare_cached(&sql(key.table).delete)?
+                    .execute(params![key.tenant, key.pk, key.ck])?;
+                i += 1;
+            }
+            Op::Put { key, .. } => {
+                let table = key.table;
+                let run = ops[i..]
+                    .iter()
+                    .take(PUTS_PER_STATEMENT)
+                    .take_while(|op| matches!(op, Op::Put { key, .. } if key.table == table))
+                    .count();
+                let shift = run.ilog2();
+                let n = 1usize << shift;
+                let mut stmt = tx.prepare_cached(&sql(table).puts[shift as usize])?;
+                for (j, op) in ops[i..i + n].iter().enumerate() {
+                    let Op::Put { key, value, ttl } = op else {
+                        unreachable!("the run holds puts only")
+                    };
+                    stmt.raw_bind_parameter(5 * j + 1, &key.tenant)?;
+                    stmt.raw_bind_parameter(5 * j + 2, &key.pk)?;
+                    stmt.raw_bind_parameter(5 * j + 3, &key.ck)?;
+                    stmt.raw_bind_parameter(5 * j + 4, &value[..])?;
+                    stmt.raw_bind_parameter(5 * j + 5, expiry(*ttl))?;
+                }
+                stmt.raw_execute()?;
+                i += n;
             }
         }
     }
