@@ -141,7 +141,7 @@ impl WriteJob for AppendJob {
         let mut next = self.tails.next.lock().expect("log tails lock");
         let mut ins = tx
             .prepare_cached(
-                "INSERT INTO record_batches (topic, partition, base_offset, count, ts, body)
+                "INSERT OR FAIL INTO record_batches (topic, partition, base_offset, count, ts, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|e| e.to_string())?;
@@ -223,7 +223,7 @@ fn keys_sql(rows: usize) -> &'static str {
         (0..=KEYS_PER_INSERT.trailing_zeros())
             .map(|shift| {
                 let values = vec!["(?,?,?)"; 1 << shift].join(",");
-                format!("INSERT INTO record_keys (idx, batch, pos) VALUES {values}")
+                format!("INSERT OR FAIL INTO record_keys (idx, batch, pos) VALUES {values}")
             })
             .collect()
     });

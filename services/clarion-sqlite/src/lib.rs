@@ -61,7 +61,17 @@ const STATEMENT_CACHE: usize = 64;
 /// past the end of the file (`pcache1TruncateUnsafe`); with 256 MiB that
 /// scan was 8 % of the server's CPU (docs/benchmarks.md). No automatic
 /// checkpoints: [`spawn_checkpointer`] runs them off the writer's path.
-const WRITER_PRAGMAS: &str = "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;";
+///
+/// Statement journals in memory (`temp_store=MEMORY`): a statement that
+/// may fail halfway (an upsert, a multi-row insert) first copies every page
+/// it touches into a journal so that it alone can be undone, and past
+/// 64 KiB SQLite spills that journal to a temporary file: a `write` per
+/// page, 4 % of the server's CPU under load. Held in memory it costs a
+/// copy. The writer never needs a statement undone on its own (a failed
+/// job rolls its whole transaction back, [`writer`]), so the hot inserts
+/// say `OR FAIL` and open no statement journal at all.
+const WRITER_PRAGMAS: &str =
+    "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;";
 
 /// Opens the connection of a file's writer thread ([`writer::Writer`]):
 /// [`connect`], then [`WRITER_PRAGMAS`] and [`writer_busy_handler`].

@@ -441,7 +441,9 @@ fn commit_group(conn: &mut Connection, mut group: Vec<Box<dyn WriteJob>>, class:
 /// Applies `jobs` in one IMMEDIATE transaction (the write lock up front, so
 /// `busy_timeout` applies if another process holds it; a deferred
 /// read-then-write cannot wait). On failure every job that ran is told, in
-/// reverse order, that it rolled back.
+/// reverse order, that it rolled back. A failed statement always fails the
+/// whole transaction, so no statement ever needs undoing on its own: jobs
+/// may write with `OR FAIL`, which opens no statement journal.
 fn run(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -550,6 +552,43 @@ mod tests {
                 "apply 3"
             ]
         );
+    }
+
+    /// The hot inserts say `OR FAIL`, which stops a statement at its first
+    /// failing row and keeps the rows before it: safe only because a failed
+    /// job never commits. A multi-row `OR FAIL` insert that fails on its
+    /// third row leaves none of its rows, and its group's other jobs commit.
+    #[test]
+    fn a_statement_that_fails_halfway_leaves_nothing_of_its_job() {
+        struct Rows(Vec<i64>, Sender<Result<(), String>>);
+        impl WriteJob for Rows {
+            fn weight(&self) -> usize {
+                self.0.len()
+            }
+            fn apply(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
+                let sql = format!(
+                    "INSERT OR FAIL INTO t (v) VALUES {}",
+                    vec!["(?)"; self.0.len()].join(",")
+                );
+                tx.execute(&sql, rusqlite::params_from_iter(&self.0))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            fn finish(self: Box<Self>, outcome: Result<(), String>) {
+                self.1.send(outcome).unwrap();
+            }
+        }
+        let (_dir, path) = setup();
+        let (done, outcomes) = channel();
+        let group: Vec<Box<dyn WriteJob>> = vec![
+            Box::new(Rows(vec![1, 2], done.clone())),
+            Box::new(Rows(vec![10, 11, -1, 12], done.clone())),
+            Box::new(Rows(vec![3], done.clone())),
+        ];
+        commit_group(&mut crate::connect(&path).unwrap(), group, "foreground");
+        let ok: Vec<bool> = outcomes.try_iter().map(|o| o.is_ok()).collect();
+        assert_eq!(ok, [true, false, true]);
+        assert_eq!(values(&path), vec![1, 2, 3]);
     }
 
     fn queued(job: Box<dyn WriteJob>) -> Queued {

@@ -78,7 +78,7 @@ fn sql(table: Table) -> &'static TableSql {
                     .map(|shift| {
                         let values = vec!["(?,?,?,?,?)"; 1 << shift].join(",");
                         format!(
-                            "INSERT INTO {t} (tenant, pk, ck, value, expires_at)
+                            "INSERT OR FAIL INTO {t} (tenant, pk, ck, value, expires_at)
                              VALUES {values}
                              ON CONFLICT (tenant, pk, ck)
                              DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
