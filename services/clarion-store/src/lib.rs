@@ -118,7 +118,9 @@ impl WriteBatch {
                 Op::Put { key, .. } | Op::Delete { key } => key,
             }
         }
-        let mut seen = std::collections::HashSet::new();
+        // foldhash, not SipHash: keys are ours, and hashing them showed too.
+        let mut seen: foldhash::HashSet<&RowKey> =
+            foldhash::HashSet::with_capacity_and_hasher(self.ops.len(), Default::default());
         let mut keep: Vec<bool> = self
             .ops
             .iter()
