@@ -66,8 +66,7 @@ const STATEMENT_CACHE: usize = 64;
 /// may fail halfway (an upsert, a multi-row insert) first copies every page
 /// it touches into a journal so that it alone can be undone, and past
 /// 64 KiB SQLite spills that journal to a temporary file: a `write` per
-/// page, 4 % of the server's CPU under load. Held in memory it costs a
-/// copy. The writer never needs a statement undone on its own (a failed
+/// page, on the writer's hot path. Held in memory it costs a copy. The writer never needs a statement undone on its own (a failed
 /// job rolls its whole transaction back, [`writer`]), so the hot inserts
 /// say `OR FAIL` and open no statement journal at all.
 const WRITER_PRAGMAS: &str =
