@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
+use clarion_sqlite::multi_row;
 use clarion_sqlite::readers::Readers;
 use clarion_sqlite::writer::{WriteJob, Writer};
 
@@ -208,41 +209,30 @@ impl WriteJob for AppendJob {
     }
 }
 
-/// Most index rows inserted by one statement: a statement's step, reset
-/// and cursor setup then serve many rows, and its cursor stays on the leaf
-/// the last row went to, where the next (sorted) row usually belongs too.
-/// A power of two: a batch's rows go in chunks of 32, 16, ..., 1, so six
-/// statements cover every count and all stay in the statement cache.
-const KEYS_PER_INSERT: usize = 32;
-
-/// `INSERT INTO record_keys` of `rows` rows (a power of two up to
-/// [`KEYS_PER_INSERT`]).
-fn keys_sql(rows: usize) -> &'static str {
+/// `INSERT INTO record_keys` statements of 1, 2, 4, ... rows
+/// ([`clarion_sqlite::multi_row`]).
+fn keys_sql() -> &'static [String] {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        (0..=KEYS_PER_INSERT.trailing_zeros())
-            .map(|shift| {
-                let values = vec!["(?,?,?)"; 1 << shift].join(",");
-                format!("INSERT OR FAIL INTO record_keys (idx, batch, pos) VALUES {values}")
-            })
-            .collect()
-    });
-    &all[rows.trailing_zeros() as usize]
+    SQL.get_or_init(|| {
+        multi_row::statements(
+            "INSERT OR FAIL INTO record_keys (idx, batch, pos)",
+            "(?,?,?)",
+            "",
+        )
+    })
 }
 
-/// Inserts the index rows of the record batch `batch`, in key order.
+/// Inserts the index rows of the record batch `batch`, many to a statement.
 fn insert_keys(
     tx: &rusqlite::Transaction<'_>,
     batch: i64,
     keys: &[(bytes::Bytes, u32)],
 ) -> rusqlite::Result<()> {
-    let mut sorted: Vec<&(bytes::Bytes, u32)> = keys.iter().collect();
-    sorted.sort_unstable();
-    let mut rest = &sorted[..];
+    let mut rest = keys;
     while !rest.is_empty() {
-        let n = KEYS_PER_INSERT.min(1 << rest.len().ilog2());
+        let (shift, n) = multi_row::chunk(rest.len());
         let (chunk, tail) = rest.split_at(n);
-        let mut stmt = tx.prepare_cached(keys_sql(n))?;
+        let mut stmt = tx.prepare_cached(&keys_sql()[shift])?;
         for (i, (idx, pos)) in chunk.iter().enumerate() {
             stmt.raw_bind_parameter(3 * i + 1, &idx[..])?;
             stmt.raw_bind_parameter(3 * i + 2, batch)?;

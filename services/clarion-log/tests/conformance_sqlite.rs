@@ -110,7 +110,7 @@ async fn records_are_found_again_by_their_index_across_topics() {
     assert!(found(indexed(&log, "n3").await).is_empty());
 }
 
-/// Index rows go in by statements of 32, 16, ..., 1 rows, in key order:
+/// Index rows go in by statements of 32, 16, ..., 1 rows:
 /// 63 indexed records (every chunk size once) of 21 keys, out of order and
 /// mixed with unindexed ones, each still found under its own key only.
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! the embedded store): WAL mode, the durability level, the busy timeout and
 //! WAL checkpoints off the writer's path.
 
+pub mod multi_row;
 pub mod readers;
 pub mod writer;
 
@@ -66,9 +67,10 @@ const STATEMENT_CACHE: usize = 64;
 /// may fail halfway (an upsert, a multi-row insert) first copies every page
 /// it touches into a journal so that it alone can be undone, and past
 /// 64 KiB SQLite spills that journal to a temporary file: a `write` per
-/// page, on the writer's hot path. Held in memory it costs a copy. The writer never needs a statement undone on its own (a failed
-/// job rolls its whole transaction back, [`writer`]), so the hot inserts
-/// say `OR FAIL` and open no statement journal at all.
+/// page, on the writer's hot path. Held in memory it costs a copy. The
+/// writer never needs a statement undone on its own (a failed job rolls its
+/// whole transaction back, [`writer`]), so the hot inserts say `OR FAIL`
+/// and open no statement journal at all.
 const WRITER_PRAGMAS: &str =
     "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;";
 

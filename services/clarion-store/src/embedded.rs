@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use clarion_sqlite::multi_row;
 use clarion_sqlite::readers::Readers;
 use clarion_sqlite::writer::{WriteJob, Writer};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
@@ -46,17 +47,10 @@ fn connect(path: &str) -> Result<Connection> {
 /// them up rather than format a fresh SQL string for every row.
 struct TableSql {
     get: String,
-    /// Upserts of 1, 2, 4, ... [`PUTS_PER_STATEMENT`] rows.
+    /// Upserts of 1, 2, 4, ... rows ([`multi_row`]).
     puts: Vec<String>,
     delete: String,
 }
-
-/// Most rows one upsert statement writes: a run of puts to one table (a
-/// processor's batch puts many run records, then many sink rows) goes in
-/// chunks of 32, 16, ..., 1, so a statement's step, reset and cursor
-/// setup serve many rows. Rows of one statement are applied in order, so
-/// a key put twice ends with the later value, as with one row each.
-const PUTS_PER_STATEMENT: usize = 32;
 
 fn sql(table: Table) -> &'static TableSql {
     static SQL: std::sync::OnceLock<Vec<TableSql>> = std::sync::OnceLock::new();
@@ -74,17 +68,12 @@ fn sql(table: Table) -> &'static TableSql {
                 // An upsert rewrites an existing row in place, where OR
                 // REPLACE deletes and reinserts it (run records are rewritten
                 // on every step).
-                puts: (0..=PUTS_PER_STATEMENT.trailing_zeros())
-                    .map(|shift| {
-                        let values = vec!["(?,?,?,?,?)"; 1 << shift].join(",");
-                        format!(
-                            "INSERT OR FAIL INTO {t} (tenant, pk, ck, value, expires_at)
-                             VALUES {values}
-                             ON CONFLICT (tenant, pk, ck)
-                             DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
-                        )
-                    })
-                    .collect(),
+                puts: multi_row::statements(
+                    &format!("INSERT OR FAIL INTO {t} (tenant, pk, ck, value, expires_at)"),
+                    "(?,?,?,?,?)",
+                    "ON CONFLICT (tenant, pk, ck)
+                     DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                ),
                 delete: format!("DELETE FROM {t} WHERE tenant = ?1 AND pk = ?2 AND ck = ?3"),
             })
             .collect()
@@ -112,8 +101,9 @@ fn unavailable(e: String) -> StoreError {
 }
 
 /// Applies a batch's ops in the writer's transaction, in order. A run of
-/// puts to one table goes in multi-row upserts ([`PUTS_PER_STATEMENT`]);
-/// deletes go one by one (they are rare on the hot path).
+/// puts to one table goes in multi-row upserts ([`multi_row`]; a processor's
+/// batch puts many run records, then many sink rows); deletes go one by one
+/// (they are rare on the hot path).
 fn apply_ops(tx: &Transaction<'_>, batch: &WriteBatch) -> rusqlite::Result<()> {
     let ops = &batch.ops[..];
     let mut i = 0;
@@ -128,12 +118,11 @@ fn apply_ops(tx: &Transaction<'_>, batch: &WriteBatch) -> rusqlite::Result<()> {
                 let table = key.table;
                 let run = ops[i..]
                     .iter()
-                    .take(PUTS_PER_STATEMENT)
+                    .take(multi_row::MAX_ROWS)
                     .take_while(|op| matches!(op, Op::Put { key, .. } if key.table == table))
                     .count();
-                let shift = run.ilog2();
-                let n = 1usize << shift;
-                let mut stmt = tx.prepare_cached(&sql(table).puts[shift as usize])?;
+                let (shift, n) = multi_row::chunk(run);
+                let mut stmt = tx.prepare_cached(&sql(table).puts[shift])?;
                 for (j, op) in ops[i..i + n].iter().enumerate() {
                     let Op::Put { key, value, ttl } = op else {
                         unreachable!("the run holds puts only")
