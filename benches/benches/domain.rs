@@ -75,7 +75,7 @@ fn route(trigger: &Event, wf: &Flow, tpl: &CompiledTemplate) -> Vec<Event> {
     let Payload::Triggered(t) = &trigger.payload else {
         return Vec::new();
     };
-    let payload: serde_json::Value = serde_json::from_str(&t.payload_json).unwrap_or_default();
+    let payload = clarion_domain::payload::SharedPayload::parse(&t.payload_json);
     let subscriber = Subscriber {
         subscriber_id: t.subscriber_id.clone(),
         email: "tech42@example.test".into(),

@@ -8,6 +8,7 @@ use clarion_proto::events as pb;
 use serde_json::{json, Value};
 
 use crate::flow::SendSpec;
+use crate::payload::SharedPayload;
 use crate::subscriber::Subscriber;
 use crate::template::CompiledTemplate;
 use crate::Channel;
@@ -66,7 +67,7 @@ pub struct SendInput<'a> {
     pub attempt_id: &'a str,
     pub spec: &'a SendSpec,
     pub subscriber: &'a Subscriber,
-    pub payload: &'a Value,
+    pub payload: &'a SharedPayload,
     pub template: Option<&'a CompiledTemplate>,
     /// Provider used when the step names none.
     pub default_provider: &'a dyn Fn(Channel) -> String,
@@ -104,9 +105,9 @@ pub fn render_send(
             })?,
     };
     // The variables of `template_context`, without copying the payload into
-    // a JSON tree first.
+    // a JSON tree first; the payload converted once for every run sharing it.
     let ctx = minijinja::context! {
-        payload => minijinja::Value::from_serialize(input.payload),
+        payload => input.payload.template_value(),
         subscriber => minijinja::Value::from_serialize(&subscriber),
         tenant_id => input.tenant,
         notification_id => input.notification_id,
@@ -180,7 +181,7 @@ mod tests {
     fn input<'a>(
         spec: &'a SendSpec,
         sub: &'a Subscriber,
-        payload: &'a Value,
+        payload: &'a SharedPayload,
         t: Option<&'a CompiledTemplate>,
     ) -> SendInput<'a> {
         SendInput {
@@ -208,7 +209,8 @@ mod tests {
             locale: "fr-CA".into(),
             ..Default::default()
         };
-        let payload = json!({"time": "9:30", "backup": {"phone": "+15145550199"}});
+        let payload =
+            SharedPayload::new(json!({"time": "9:30", "backup": {"phone": "+15145550199"}}));
         let mut spec = SendSpec {
             channel: "sms".into(),
             template: "appt".into(),
@@ -242,7 +244,7 @@ mod tests {
             provider: None,
             to: None,
         };
-        let p = json!({"time": "1"});
+        let p = SharedPayload::new(json!({"time": "1"}));
         assert!(render_send(&input(&spec, &sub, &p, Some(&t)))
             .unwrap_err()
             .contains("no address for channel sms"));

@@ -17,6 +17,7 @@ use clarion_domain::flow::run::Purpose;
 use clarion_domain::flow::throttle::{self, Hold, Owner};
 use clarion_domain::flow::{Ctx, Engagement, Flow, Input as RunInput, Output, RetryPolicy, Run};
 use clarion_domain::flow::{OnExceed, TenantLimits, ThrottleScope};
+use clarion_domain::payload::{PayloadCache, SharedPayload};
 use clarion_domain::router::{render_send, SendInput};
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::{CompiledTemplate, Template};
@@ -38,7 +39,8 @@ pub const ROUTER: &str = clarion_domain::router::ROUTER;
 pub struct RunRecord {
     pub run: Run,
     pub subscriber_id: String,
-    pub payload: Value,
+    /// Shared with the other runs of its Trigger request while in memory.
+    pub payload: SharedPayload,
     /// Contact data given with the trigger (overrides the stored subscriber).
     pub contact: ContactOverride,
     /// Partition key of the recipient stream (for timers).
@@ -124,6 +126,8 @@ pub struct Router {
     cached_runs_delta: i64,
     runs_ended: Vec<(&'static str, u64)>,
     content: FastMap<(String, String), Value>,
+    /// The batch's last trigger payload: a request's recipients share it.
+    payloads: PayloadCache,
     /// Sliding-window send logs by throttle key (timestamps, oldest first).
     throttle_logs: FastMap<(String, String), VecDeque<i64>>,
     /// Tenant limits by tenant, with when they were read.
@@ -219,6 +223,7 @@ impl Router {
             cached_runs_delta: 0,
             runs_ended: Vec::new(),
             content: FastMap::default(),
+            payloads: PayloadCache::default(),
             throttle_logs: FastMap::default(),
             tenant_limits: HashMap::new(),
             partitions: 1,
@@ -654,6 +659,7 @@ impl Router {
         if self.content.len() >= MAX_CACHED_CONTENT_HASHES {
             self.content.clear();
         }
+        self.payloads.clear();
         self.forget_ended_runs();
     }
 
@@ -1087,8 +1093,7 @@ impl Processor for Router {
                     if self.has_run(store, tenant, &t.notification_id).await? {
                         continue; // a retried trigger with the same idempotency key
                     }
-                    let payload: Value =
-                        serde_json::from_str(&t.payload_json).unwrap_or_else(|_| json!({}));
+                    let payload = self.payloads.get(&t.payload_json);
                     let c = t.recipient.clone().unwrap_or_default();
                     let rec_contact = ContactOverride {
                         email: c.email,
@@ -1123,7 +1128,9 @@ impl Processor for Router {
                         let hash = clarion_domain::tenant::sha256_hex(
                             format!(
                                 "{tenant}\n{}\n{}\n{}",
-                                t.workflow_id, t.subscriber_id, payload
+                                t.workflow_id,
+                                t.subscriber_id,
+                                payload.json()
                             )
                             .as_bytes(),
                         );
@@ -1440,7 +1447,8 @@ mod tests {
         RunRecord {
             run,
             subscriber_id: "tech-7".into(),
-            payload: json!({"day": "Friday", "n": 3, "nested": {"ok": true, "x": [1.5, null]}}),
+            payload: json!({"day": "Friday", "n": 3, "nested": {"ok": true, "x": [1.5, null]}})
+                .into(),
             contact: ContactOverride {
                 email: "t@example.test".into(),
                 locale: "fr-CA".into(),
