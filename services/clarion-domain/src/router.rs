@@ -81,7 +81,6 @@ pub fn render_send(
     let template = input
         .template
         .ok_or_else(|| format!("template {:?} does not exist", input.spec.template))?;
-    let subscriber = input.subscriber.template_context();
     let to = match &input.spec.to {
         Some(path) => resolve_path(
             &template_context(
@@ -108,7 +107,7 @@ pub fn render_send(
     // a JSON tree first; the payload converted once for every run sharing it.
     let ctx = minijinja::context! {
         payload => input.payload.template_value(),
-        subscriber => minijinja::Value::from_serialize(&subscriber),
+        subscriber => input.subscriber.template_value(),
         tenant_id => input.tenant,
         notification_id => input.notification_id,
     };

@@ -72,17 +72,39 @@ impl Subscriber {
         (!a.is_empty()).then_some(a.as_str())
     }
 
-    /// JSON view given to templates as `subscriber`.
+    /// JSON view given to conditions (and templates) as `subscriber`.
     pub fn template_context(&self) -> Value {
-        serde_json::json!({
-            "id": self.subscriber_id,
-            "email": self.email,
-            "phone": self.phone,
-            "locale": self.locale,
-            "timezone": self.timezone,
-            "attributes": self.attributes,
-        })
+        serde_json::to_value(self.view()).expect("a subscriber view is JSON")
     }
+
+    /// The same view as a template variable, converted in one pass (through
+    /// a JSON tree first, the conversion was about 2 % of the server's time).
+    pub fn template_value(&self) -> minijinja::Value {
+        minijinja::Value::from_serialize(self.view())
+    }
+
+    fn view(&self) -> SubscriberView<'_> {
+        SubscriberView {
+            attributes: &self.attributes,
+            email: &self.email,
+            id: &self.subscriber_id,
+            locale: &self.locale,
+            phone: &self.phone,
+            timezone: &self.timezone,
+        }
+    }
+}
+
+/// What templates and conditions see of a subscriber. Fields in name order,
+/// the order of a JSON object's keys, so both views print alike.
+#[derive(serde::Serialize)]
+struct SubscriberView<'a> {
+    attributes: &'a Map<String, Value>,
+    email: &'a str,
+    id: &'a str,
+    locale: &'a str,
+    phone: &'a str,
+    timezone: &'a str,
 }
 
 /// Checks the fields a subscriber record or inline recipient may carry.
@@ -163,6 +185,36 @@ fn is_bcp47ish(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_and_conditions_see_the_same_subscriber() {
+        let s = Subscriber {
+            subscriber_id: "tech-7".into(),
+            email: "t7@example.test".into(),
+            locale: "fr-CA".into(),
+            attributes: serde_json::from_str(r#"{"tier":"gold","shifts":[1,2]}"#).unwrap(),
+            ..Default::default()
+        };
+        let json = s.template_context();
+        assert_eq!(json["id"], "tech-7");
+        assert_eq!(json["attributes"]["tier"], "gold");
+        assert_eq!(json["phone"], "");
+        // Converted directly, the template variable equals the JSON view
+        // converted, and prints alike.
+        let direct = s.template_value();
+        let via_json = minijinja::Value::from_serialize(&json);
+        assert_eq!(direct, via_json);
+        assert_eq!(direct.to_string(), via_json.to_string());
+        assert_eq!(
+            direct
+                .get_attr("attributes")
+                .unwrap()
+                .get_attr("tier")
+                .unwrap()
+                .as_str(),
+            Some("gold")
+        );
+    }
 
     #[test]
     fn contact_validation_names_fields() {

@@ -117,6 +117,10 @@ pub struct Router {
     /// run, and until the batch commits the store still holds the run as it
     /// was before.
     ended: Vec<(String, String)>,
+    /// Runs this batch changed, written once each at its end: a send's
+    /// `sent` and `delivered` arrive together, and encoding the record for
+    /// each of them showed in the profile.
+    changed: Vec<(String, String)>,
     /// Run records of this batch's notifications read from the store in one
     /// go before the batch (`None`: no run yet). The cache above wins: an
     /// entry here is only the state before the batch.
@@ -219,6 +223,7 @@ impl Router {
             templates: FastMap::default(),
             runs: FastMap::default(),
             ended: Vec::new(),
+            changed: Vec::new(),
             prefetched: FastMap::default(),
             cached_runs_delta: 0,
             runs_ended: Vec::new(),
@@ -630,15 +635,39 @@ impl Router {
     /// with the next batch (a late engagement reloads them from the store), so
     /// memory holds the runs in flight, not every run ever started; the bound
     /// is a guard against a flood of long waits.
-    fn remember(&mut self, tenant: &str, nid: String, rec: RunRecord) {
+    /// `changed`: the record differs from the stored one, and is written
+    /// when the batch ends ([`Router::write_changed_runs`]).
+    fn remember(&mut self, tenant: &str, nid: String, rec: RunRecord, changed: bool) {
         let key = (tenant.to_string(), nid);
         self.prefetched.remove(&key);
+        if changed {
+            self.changed.push(key.clone());
+        }
         let before = self.runs.len();
         if rec.run.terminal.is_some() && !rec.in_dlq {
             self.ended.push(key.clone());
         }
         self.runs.insert(key, rec);
         self.count_cached_runs(before);
+    }
+
+    /// Writes each run the batch changed once, as it is at the batch's end.
+    /// They are all in memory: a changed run is remembered, and runs leave
+    /// memory only when the next batch starts.
+    fn write_changed_runs(&mut self, batch: &mut Batch) {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        for key in changed {
+            let rec = self
+                .runs
+                .get(&key)
+                .expect("a run changed in this batch is in memory until it ends");
+            batch.writes.put(
+                RowKey::new(Table::Runs, &key.0, &key.1, Vec::new()),
+                encode_run(rec),
+            );
+        }
     }
 
     /// Between batches, when everything this router decided is committed:
@@ -963,13 +992,8 @@ impl Router {
         };
         // Late engagement, stale timers and repeats often change nothing: the
         // run record is the biggest row per notification, so skip the rewrite.
-        if run_before.is_none_or(|before| before != rec.run) || delta != 0 {
-            batch.writes.put(
-                RowKey::new(Table::Runs, tenant, &nid, Vec::new()),
-                encode_run(&rec),
-            );
-        }
-        self.remember(tenant, nid, rec);
+        let changed = run_before.is_none_or(|before| before != rec.run) || delta != 0;
+        self.remember(tenant, nid, rec, changed);
         self.dlq_changed(store, batch, cause, tenant, delta).await
     }
 
@@ -1005,7 +1029,7 @@ impl Router {
             return Ok(()); // not a workflow run of ours (or already purged)
         };
         let Some(input) = input(&rec) else {
-            self.remember(tenant, nid.to_string(), rec);
+            self.remember(tenant, nid.to_string(), rec, false);
             return Ok(());
         };
         let flow = self
@@ -1017,7 +1041,7 @@ impl Router {
             )
             .await;
         let Ok(Some(flow)) = flow else {
-            self.remember(tenant, nid.to_string(), rec);
+            self.remember(tenant, nid.to_string(), rec, false);
             return flow.map(|_| ());
         };
         self.drive(store, batch, cause, &flow, rec, input, out_index)
@@ -1248,11 +1272,7 @@ impl Processor for Router {
                                 Topic::Notifications,
                                 e.caused(0, batch.now_ms, actor(), end),
                             );
-                            batch.writes.put(
-                                RowKey::new(Table::Runs, tenant, &t.notification_id, Vec::new()),
-                                encode_run(&rec),
-                            );
-                            self.remember(tenant, t.notification_id.clone(), rec);
+                            self.remember(tenant, t.notification_id.clone(), rec, true);
                         }
                     }
                 }
@@ -1354,15 +1374,11 @@ impl Processor for Router {
                         let discarded = rec.in_dlq;
                         if discarded {
                             rec.in_dlq = false;
-                            batch.writes.put(
-                                RowKey::new(Table::Runs, tenant, &d.notification_id, Vec::new()),
-                                encode_run(&rec),
-                            );
                             batch
                                 .writes
                                 .delete(dead_letter_key(tenant, &d.notification_id));
                         }
-                        self.remember(tenant, d.notification_id.clone(), rec);
+                        self.remember(tenant, d.notification_id.clone(), rec, discarded);
                         if discarded {
                             self.dlq_changed(store, batch, e, tenant, -1).await?;
                         }
@@ -1395,11 +1411,7 @@ impl Processor for Router {
                 _ => {}
             }
         }
-        // A run that several inputs of this batch changed (often a send's
-        // `sent` and `delivered`, which arrive together) is written once.
-        batch
-            .writes
-            .keep_last_writes(|k| k.table == Table::Runs && k.ck.is_empty());
+        self.write_changed_runs(batch);
         self.report_metrics();
         Ok(())
     }

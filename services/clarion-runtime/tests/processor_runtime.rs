@@ -852,6 +852,109 @@ async fn sent_and_delivered_in_one_batch_end_the_run_once_and_it_stays_ended() {
     assert_eq!(runner.processor().cached_runs(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_changed_by_several_inputs_of_a_batch_is_written_once_as_it_ends() {
+    // Given: a router that started a run (its batch decided, not committed:
+    // the run is in the router's memory).
+    let env = Env::new().await;
+    given_published_config(&env).await;
+    let input = |offset: u64, event: Event| Input {
+        offset,
+        raw: event.encode().into(),
+        event,
+    };
+    let mut r = router();
+    let mut first = Batch {
+        now_ms: T0,
+        ..Default::default()
+    };
+    r.process(
+        env.store.as_ref(),
+        &mut first,
+        &[input(0, subscriber_upserted()), input(1, triggered())],
+    )
+    .await
+    .unwrap();
+    let d = first
+        .emits
+        .iter()
+        .find_map(|e| match &e.event.payload {
+            Payload::DispatchRequested(d) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("a dispatch");
+    let run_writes = |b: &Batch| -> Vec<Bytes> {
+        b.writes
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                clarion_store::Op::Put { key, value, .. }
+                    if key.table == Table::Runs
+                        && key.pk == d.notification_id
+                        && key.ck.is_empty() =>
+                {
+                    Some(value.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(run_writes(&first).len(), 1, "a new run is written");
+
+    // When: its Sent and Delivered come in one batch.
+    let cause = first.emits[0].event.clone();
+    let outcome = |i: u32, payload: Payload| {
+        input(
+            u64::from(i),
+            cause.caused(i, T0, Actor::System("dispatcher".into()), payload),
+        )
+    };
+    let mut second = Batch {
+        now_ms: T0 + 10,
+        ..Default::default()
+    };
+    r.process(
+        env.store.as_ref(),
+        &mut second,
+        &[
+            outcome(
+                0,
+                Payload::Sent(pb::NotificationSent {
+                    notification_id: d.notification_id.clone(),
+                    attempt_id: d.attempt_id.clone(),
+                    provider: "sink".into(),
+                    provider_message_id: d.attempt_id.clone(),
+                }),
+            ),
+            outcome(
+                1,
+                Payload::Delivered(pb::NotificationDelivered {
+                    notification_id: d.notification_id.clone(),
+                    attempt_id: d.attempt_id.clone(),
+                    provider: "sink".into(),
+                }),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+
+    // Then: the batch writes the run once, as the last input left it.
+    let writes = run_writes(&second);
+    assert_eq!(writes.len(), 1, "one write for two changes");
+    let rec = clarion_runtime::router::decode_run(&writes[0]).expect("run record decodes");
+    assert_eq!(
+        rec.run.terminal,
+        Some(clarion_domain::flow::Terminal::Completed),
+        "{rec:?}"
+    );
+    assert_eq!(
+        rec.run.step_status.values().collect::<Vec<_>>(),
+        ["delivered"],
+        "{rec:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 3. Crash between commit and outbox completion.
 // ---------------------------------------------------------------------------

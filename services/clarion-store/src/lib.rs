@@ -105,61 +105,6 @@ impl WriteBatch {
     pub fn len(&self) -> usize {
         self.ops.len()
     }
-
-    /// Drops every op on a key matching `rewritten` that a later op on the
-    /// same key overrides (a batch applies in order, so the last op decides
-    /// the row). For rows rewritten several times in one batch, e.g. a run
-    /// record that several inputs of the batch changed.
-    pub fn keep_last_writes(&mut self, rewritten: impl Fn(&RowKey) -> bool) {
-        // Borrowed keys: cloning each (two strings and a vector) showed in
-        // the router's profile.
-        fn key(op: &Op) -> &RowKey {
-            match op {
-                Op::Put { key, .. } | Op::Delete { key } => key,
-            }
-        }
-        // foldhash, not SipHash: keys are ours, and hashing them showed too.
-        let mut seen: foldhash::HashSet<&RowKey> =
-            foldhash::HashSet::with_capacity_and_hasher(self.ops.len(), Default::default());
-        let mut keep: Vec<bool> = self
-            .ops
-            .iter()
-            .rev()
-            .map(|op| {
-                let k = key(op);
-                !rewritten(k) || seen.insert(k)
-            })
-            .collect();
-        keep.reverse();
-        let mut keep = keep.into_iter();
-        self.ops.retain(|_| keep.next().expect("one flag per op"));
-    }
-}
-
-#[cfg(test)]
-mod batch_tests {
-    use super::*;
-
-    #[test]
-    fn only_the_last_write_of_a_rewritten_key_is_kept_in_order() {
-        let run = |id: &str| RowKey::new(Table::Runs, "acme", id, Vec::new());
-        let other = RowKey::new(Table::Dedup, "acme", "router", b"x".to_vec());
-        let mut b = WriteBatch::new();
-        b.put(run("a"), "a1")
-            .put(other.clone(), "d1")
-            .put(run("b"), "b1")
-            .put(run("a"), "a2")
-            .put(other.clone(), "d2")
-            .delete(run("b"))
-            .put(run("a"), "a3");
-        b.keep_last_writes(|k| k.table == Table::Runs);
-        let mut want = WriteBatch::new();
-        want.put(other.clone(), "d1")
-            .put(other, "d2")
-            .delete(run("b"))
-            .put(run("a"), "a3");
-        assert_eq!(b, want);
-    }
 }
 
 /// A clustering-key range of one partition.
