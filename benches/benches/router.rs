@@ -1,0 +1,260 @@
+//! The router's decisions for whole batches, as the pipeline feeds it: the
+//! biggest single share of the server's CPU at full load (docs/benchmarks.md).
+//!
+//! - `router/notifications/500`: a batch of 10 Trigger requests of 50
+//!   recipients each (one `Triggered` per recipient, the payload shared, as
+//!   the load generator sends them) starts 500 runs and renders their sends;
+//!   then a batch of the sink's `Sent` and `Delivered` for them ends the runs.
+//!   Only `Router::process` is timed. Store reads are real (a SQLite file:
+//!   the published workflow and template, and the run lookups of new
+//!   notifications, which miss); the batches' writes are not committed, as
+//!   the runner would commit them after deciding.
+//!
+//! Throughput is in notifications per second.
+//!
+//!     cargo bench -p clarion-bench --bench router -- --warm-up-time 1 --measurement-time 3
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use clarion_bench::padded_payload;
+use clarion_domain::template::Template;
+use clarion_domain::trigger::{Recipient, TriggerCommand};
+use clarion_domain::{Actor, Channel, Event, Id, Payload, TenantId};
+use clarion_proto::events as pb;
+use clarion_runtime::projector::Projector;
+use clarion_runtime::router::Router;
+use clarion_runtime::{Batch, Input, Processor};
+use clarion_store::embedded::SqliteStore;
+use clarion_store::Store;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const REQUESTS: usize = 10;
+const RECIPIENTS: usize = 50;
+const T0: i64 = 1_700_000_000_000;
+
+fn input(offset: usize, event: Event) -> Input {
+    Input {
+        offset: offset as u64,
+        raw: event.encode().into(),
+        event,
+    }
+}
+
+fn config_event(tenant: &TenantId, tag: &str, payload: Payload) -> Event {
+    Event {
+        id: Id::derive(&[b"config", tag.as_bytes()]),
+        tenant: tenant.clone(),
+        partition_key: clarion_domain::ids::tenant_key(tenant),
+        occurred_at_ms: T0 - 60_000,
+        causation_id: None,
+        correlation_id: None,
+        actor: Actor::Operator("op-1".into()),
+        payload,
+    }
+}
+
+/// The load generator's workflow and template, published and projected.
+async fn publish_config(store: &dyn Store, tenant: &TenantId) {
+    let v = |locale: &str, subject: &str, body: &str| pb::TemplateVariant {
+        locale: locale.into(),
+        subject: subject.into(),
+        body: body.into(),
+    };
+    let template = Template::new(
+        "appointment-tpl",
+        1,
+        "email",
+        &[
+            v(
+                "default",
+                "Your visit on {{ payload.day }}",
+                "Hello {{ payload.name }} ({{ subscriber.id }}), your technician comes on {{ payload.day }}.",
+            ),
+            v(
+                "fr",
+                "Votre visite du {{ payload.day }}",
+                "Bonjour {{ payload.name }} ({{ subscriber.id }}), le technicien passe le {{ payload.day }}.",
+            ),
+        ],
+    )
+    .expect("valid template");
+    let workflow = clarion_domain::workflow::from_steps(
+        "appointment",
+        "Appointment reminder",
+        &[pb::WorkflowStep {
+            channel: "email".into(),
+            template_id: "appointment-tpl".into(),
+            provider: "sink".into(),
+        }],
+        1,
+        |_| Some(Channel::Email),
+    )
+    .expect("valid workflow");
+    let events = [
+        config_event(
+            tenant,
+            "template",
+            Payload::TemplatePublished(template.to_event()),
+        ),
+        config_event(
+            tenant,
+            "workflow",
+            Payload::WorkflowPublished(clarion_domain::workflow::published(&workflow)),
+        ),
+    ];
+    let inputs: Vec<Input> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| input(i, e))
+        .collect();
+    let mut batch = Batch::default();
+    Projector
+        .process(store, &mut batch, &inputs)
+        .await
+        .expect("projects");
+    store.write(batch.writes).await.expect("config committed");
+}
+
+/// A batch of `REQUESTS` Trigger requests of `RECIPIENTS` each; `round`
+/// makes every notification id new.
+fn triggers(tenant: &TenantId, round: u64) -> Vec<Input> {
+    let actor = Actor::ApiKey("k_bench".into());
+    let mut out = Vec::with_capacity(REQUESTS * RECIPIENTS);
+    for r in 0..REQUESTS {
+        let cmd = TriggerCommand {
+            workflow_id: "appointment".into(),
+            recipients: (0..RECIPIENTS)
+                .map(|i| {
+                    let id = format!("lg-{}", (r * RECIPIENTS + i) % 10_000);
+                    Recipient {
+                        contact: Some(pb::RecipientOverride {
+                            email: format!("{id}@example.test"),
+                            locale: "fr-CA".into(),
+                            ..Default::default()
+                        }),
+                        subscriber_id: id,
+                    }
+                })
+                .collect(),
+            payload_json: padded_payload("Ana", 100),
+            idempotency_key: String::new(),
+        };
+        let mut seed = [0u8; 16];
+        seed[..8].copy_from_slice(&round.to_le_bytes());
+        seed[8..].copy_from_slice(&(r as u64).to_le_bytes());
+        out.extend(cmd.accept(tenant, 1, seed, T0 + round as i64, &actor));
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, e)| input(i, e))
+        .collect()
+}
+
+/// The sink's outcome for each dispatch the batch asked for.
+fn outcomes(batch: &Batch) -> Vec<Input> {
+    let actor = Actor::System("dispatcher".into());
+    let mut out = Vec::new();
+    for emit in &batch.emits {
+        let Payload::DispatchRequested(d) = &emit.event.payload else {
+            continue;
+        };
+        let e = &emit.event;
+        out.push(e.caused(
+            0,
+            e.occurred_at_ms,
+            actor.clone(),
+            Payload::Sent(pb::NotificationSent {
+                notification_id: d.notification_id.clone(),
+                attempt_id: d.attempt_id.clone(),
+                provider: d.provider.clone(),
+                provider_message_id: d.attempt_id.clone(),
+            }),
+        ));
+        out.push(e.caused(
+            1,
+            e.occurred_at_ms,
+            actor.clone(),
+            Payload::Delivered(pb::NotificationDelivered {
+                notification_id: d.notification_id.clone(),
+                attempt_id: d.attempt_id.clone(),
+                provider: d.provider.clone(),
+            }),
+        ));
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, e)| input(i, e))
+        .collect()
+}
+
+/// Routes one round: returns the time `process` took and the runs ended.
+async fn round(
+    router: &mut Router,
+    store: &dyn Store,
+    tenant: &TenantId,
+    n: u64,
+) -> (Duration, usize) {
+    let triggers = triggers(tenant, n);
+    let mut first = Batch {
+        now_ms: T0 + n as i64,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    router
+        .process(store, &mut first, &triggers)
+        .await
+        .expect("triggers route");
+    let mut took = started.elapsed();
+    let outcomes = outcomes(&first);
+    let mut second = Batch {
+        now_ms: T0 + n as i64 + 1,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    router
+        .process(store, &mut second, &outcomes)
+        .await
+        .expect("outcomes apply");
+    took += started.elapsed();
+    let ended = second
+        .emits
+        .iter()
+        .filter(|e| matches!(&e.event.payload, Payload::Ended(r) if r.outcome == "completed"))
+        .count();
+    (took, ended)
+}
+
+fn bench_router(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(path.to_str().expect("utf-8 path")).expect("store");
+    let tenant = TenantId::parse("acme").expect("tenant");
+    rt.block_on(publish_config(&store, &tenant));
+    let mut router = Router::new(HashMap::new());
+    // Sanity: every notification of a round is routed and completes.
+    let (_, ended) = rt.block_on(round(&mut router, &store, &tenant, 0));
+    assert_eq!(ended, REQUESTS * RECIPIENTS, "every run completes");
+
+    let mut g = c.benchmark_group("router");
+    g.throughput(Throughput::Elements((REQUESTS * RECIPIENTS) as u64));
+    let mut n = 1;
+    g.bench_function(format!("notifications/{}", REQUESTS * RECIPIENTS), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                total += rt.block_on(round(&mut router, &store, &tenant, n)).0;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_router);
+criterion_main!(benches);
