@@ -21,52 +21,17 @@ use clarion_bench::{sample_event, trigger_command, RECORD_BYTES};
 use clarion_domain::flow::{Ctx, Flow, Input, Output, RetryPolicy, Run};
 use clarion_domain::router::{render_send, SendInput};
 use clarion_domain::subscriber::Subscriber;
-use clarion_domain::template::{CompiledTemplate, Template};
+use clarion_domain::template::CompiledTemplate;
 use clarion_domain::trigger::TriggerLimits;
 use clarion_domain::{Actor, Channel, Event, Payload, TenantId};
-use clarion_proto::events as pb;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn template() -> CompiledTemplate {
-    let v = |locale: &str, subject: &str, body: &str| pb::TemplateVariant {
-        locale: locale.into(),
-        subject: subject.into(),
-        body: body.into(),
-    };
-    Template::new(
-        "appointment-tpl",
-        1,
-        "email",
-        &[
-            v(
-                "default",
-                "Your visit on {{ payload.day }}",
-                "Hello {{ payload.name }} ({{ subscriber.id }}), your technician comes on {{ payload.day }}.",
-            ),
-            v(
-                "fr",
-                "Votre visite du {{ payload.day }}",
-                "Bonjour {{ payload.name }} ({{ subscriber.id }}), le technicien passe le {{ payload.day }}.",
-            ),
-        ],
-    )
-    .expect("valid template")
-    .compile()
+    clarion_bench::email_template().compile()
 }
 
 fn workflow() -> Flow {
-    clarion_domain::workflow::from_steps(
-        "appointment",
-        "Appointment reminder",
-        &[pb::WorkflowStep {
-            channel: "email".into(),
-            template_id: "appointment-tpl".into(),
-            provider: "sink".into(),
-        }],
-        1,
-        |_| Some(Channel::Email),
-    )
-    .expect("valid workflow")
+    clarion_bench::email_workflow()
 }
 
 /// What the router does for a new trigger: start the run, render its send,

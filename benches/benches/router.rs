@@ -18,9 +18,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clarion_bench::padded_payload;
-use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
-use clarion_domain::{Actor, Channel, Event, Id, Payload, TenantId};
+use clarion_domain::{Actor, Event, Id, Payload, TenantId};
 use clarion_proto::events as pb;
 use clarion_runtime::projector::Projector;
 use clarion_runtime::router::Router;
@@ -56,41 +55,8 @@ fn config_event(tenant: &TenantId, tag: &str, payload: Payload) -> Event {
 
 /// The load generator's workflow and template, published and projected.
 async fn publish_config(store: &dyn Store, tenant: &TenantId) {
-    let v = |locale: &str, subject: &str, body: &str| pb::TemplateVariant {
-        locale: locale.into(),
-        subject: subject.into(),
-        body: body.into(),
-    };
-    let template = Template::new(
-        "appointment-tpl",
-        1,
-        "email",
-        &[
-            v(
-                "default",
-                "Your visit on {{ payload.day }}",
-                "Hello {{ payload.name }} ({{ subscriber.id }}), your technician comes on {{ payload.day }}.",
-            ),
-            v(
-                "fr",
-                "Votre visite du {{ payload.day }}",
-                "Bonjour {{ payload.name }} ({{ subscriber.id }}), le technicien passe le {{ payload.day }}.",
-            ),
-        ],
-    )
-    .expect("valid template");
-    let workflow = clarion_domain::workflow::from_steps(
-        "appointment",
-        "Appointment reminder",
-        &[pb::WorkflowStep {
-            channel: "email".into(),
-            template_id: "appointment-tpl".into(),
-            provider: "sink".into(),
-        }],
-        1,
-        |_| Some(Channel::Email),
-    )
-    .expect("valid workflow");
+    let template = clarion_bench::email_template();
+    let workflow = clarion_bench::email_workflow();
     let events = [
         config_event(
             tenant,

@@ -12,6 +12,55 @@ use clarion_proto::events as pb;
 /// Size of the records and events the benches write.
 pub const RECORD_BYTES: usize = 300;
 
+/// The load generator's email template, `(locale, subject, body)` per
+/// variant: `default` and `fr`, so a `fr-CA` recipient walks the fallback.
+pub const EMAIL_VARIANTS: [(&str, &str, &str); 2] = [
+    (
+        "default",
+        "Your visit on {{ payload.day }}",
+        "Hello {{ payload.name }} ({{ subscriber.id }}), your technician comes on {{ payload.day }}.",
+    ),
+    (
+        "fr",
+        "Votre visite du {{ payload.day }}",
+        "Bonjour {{ payload.name }} ({{ subscriber.id }}), le technicien passe le {{ payload.day }}.",
+    ),
+];
+
+/// [`EMAIL_VARIANTS`] as the events carry them.
+pub fn email_variants() -> Vec<pb::TemplateVariant> {
+    EMAIL_VARIANTS
+        .iter()
+        .map(|(locale, subject, body)| pb::TemplateVariant {
+            locale: (*locale).into(),
+            subject: (*subject).into(),
+            body: (*body).into(),
+        })
+        .collect()
+}
+
+/// The load generator's email template (id `appointment-tpl`, version 1).
+pub fn email_template() -> clarion_domain::template::Template {
+    clarion_domain::template::Template::new("appointment-tpl", 1, "email", &email_variants())
+        .expect("valid template")
+}
+
+/// The load generator's workflow: `appointment`, one email step through the sink.
+pub fn email_workflow() -> clarion_domain::flow::Flow {
+    clarion_domain::workflow::from_steps(
+        "appointment",
+        "Appointment reminder",
+        &[pb::WorkflowStep {
+            channel: "email".into(),
+            template_id: "appointment-tpl".into(),
+            provider: "sink".into(),
+        }],
+        1,
+        |_| Some(clarion_domain::Channel::Email),
+    )
+    .expect("valid workflow")
+}
+
 /// A JSON object payload whose `pad` field makes the whole text `pad_to` bytes
 /// (at least the size of the object without padding).
 pub fn padded_payload(name: &str, pad_to: usize) -> String {

@@ -245,18 +245,10 @@ async fn setup(
             api::Template {
                 template_id: template_id.clone(),
                 channel: "email".into(),
-                variants: vec![
-                    v(
-                        "default",
-                        "Your visit on {{ payload.day }}",
-                        "Hello {{ payload.name }} ({{ subscriber.id }}), your technician comes on {{ payload.day }}.",
-                    ),
-                    v(
-                        "fr",
-                        "Votre visite du {{ payload.day }}",
-                        "Bonjour {{ payload.name }} ({{ subscriber.id }}), le technicien passe le {{ payload.day }}.",
-                    ),
-                ],
+                variants: clarion_bench::EMAIL_VARIANTS
+                    .iter()
+                    .map(|(locale, subject, body)| v(locale, subject, body))
+                    .collect(),
             },
         ))
         .await

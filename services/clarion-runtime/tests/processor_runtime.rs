@@ -508,6 +508,37 @@ fn triggered_with_key(idempotency_key: &str) -> Event {
     events.remove(0)
 }
 
+/// The run record of a one-step run that ended with its send delivered.
+fn assert_completed_delivered(rec: &clarion_runtime::router::RunRecord) {
+    assert_eq!(
+        rec.run.terminal,
+        Some(clarion_domain::flow::Terminal::Completed),
+        "{rec:?}"
+    );
+    assert_eq!(
+        rec.run.step_status.values().collect::<Vec<_>>(),
+        ["delivered"],
+        "{rec:?}"
+    );
+}
+
+/// What the sink reports for a dispatch: `Sent`, then `Delivered`.
+fn sink_outcome(d: &pb::DispatchRequested) -> [Payload; 2] {
+    [
+        Payload::Sent(pb::NotificationSent {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: "sink".into(),
+            provider_message_id: d.attempt_id.clone(),
+        }),
+        Payload::Delivered(pb::NotificationDelivered {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: "sink".into(),
+        }),
+    ]
+}
+
 fn recipient_partition() -> u32 {
     partition_for(&recipient_key(&acme(), SUBSCRIBER), PARTITIONS)
 }
@@ -775,20 +806,7 @@ async fn sent_and_delivered_in_one_batch_end_the_run_once_and_it_stays_ended() {
         .unwrap();
     let dispatch = env.events(Topic::Dispatch).await;
     let d = dispatches(&dispatch)[0].clone();
-    let outcome = [
-        Payload::Sent(pb::NotificationSent {
-            notification_id: d.notification_id.clone(),
-            attempt_id: d.attempt_id.clone(),
-            provider: "sink".into(),
-            provider_message_id: d.attempt_id.clone(),
-        }),
-        Payload::Delivered(pb::NotificationDelivered {
-            notification_id: d.notification_id.clone(),
-            attempt_id: d.attempt_id.clone(),
-            provider: "sink".into(),
-        }),
-    ];
-    let outcome: Vec<Event> = outcome
+    let outcome: Vec<Event> = sink_outcome(&d)
         .into_iter()
         .zip(0..)
         .map(|(payload, i)| dispatch[0].caused(i, T0, Actor::System("dispatcher".into()), payload))
@@ -831,16 +849,7 @@ async fn sent_and_delivered_in_one_batch_end_the_run_once_and_it_stays_ended() {
         .unwrap()
         .expect("run record");
     let rec = clarion_runtime::router::decode_run(&stored).expect("run record decodes");
-    assert_eq!(
-        rec.run.terminal,
-        Some(clarion_domain::flow::Terminal::Completed),
-        "{rec:?}"
-    );
-    assert_eq!(
-        rec.run.step_status.values().collect::<Vec<_>>(),
-        ["delivered"],
-        "{rec:?}"
-    );
+    assert_completed_delivered(&rec);
 
     // And: once the next batch starts, the ended run no longer takes memory.
     assert_eq!(runner.processor().cached_runs(), 1);
@@ -913,46 +922,20 @@ async fn a_run_changed_by_several_inputs_of_a_batch_is_written_once_as_it_ends()
         now_ms: T0 + 10,
         ..Default::default()
     };
-    r.process(
-        env.store.as_ref(),
-        &mut second,
-        &[
-            outcome(
-                0,
-                Payload::Sent(pb::NotificationSent {
-                    notification_id: d.notification_id.clone(),
-                    attempt_id: d.attempt_id.clone(),
-                    provider: "sink".into(),
-                    provider_message_id: d.attempt_id.clone(),
-                }),
-            ),
-            outcome(
-                1,
-                Payload::Delivered(pb::NotificationDelivered {
-                    notification_id: d.notification_id.clone(),
-                    attempt_id: d.attempt_id.clone(),
-                    provider: "sink".into(),
-                }),
-            ),
-        ],
-    )
-    .await
-    .unwrap();
+    let inputs: Vec<Input> = sink_outcome(&d)
+        .into_iter()
+        .zip(0..)
+        .map(|(payload, i)| outcome(i, payload))
+        .collect();
+    r.process(env.store.as_ref(), &mut second, &inputs)
+        .await
+        .unwrap();
 
     // Then: the batch writes the run once, as the last input left it.
     let writes = run_writes(&second);
     assert_eq!(writes.len(), 1, "one write for two changes");
     let rec = clarion_runtime::router::decode_run(&writes[0]).expect("run record decodes");
-    assert_eq!(
-        rec.run.terminal,
-        Some(clarion_domain::flow::Terminal::Completed),
-        "{rec:?}"
-    );
-    assert_eq!(
-        rec.run.step_status.values().collect::<Vec<_>>(),
-        ["delivered"],
-        "{rec:?}"
-    );
+    assert_completed_delivered(&rec);
 }
 
 // ---------------------------------------------------------------------------
