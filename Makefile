@@ -18,7 +18,7 @@ test-deps:
 kafka-up:
 	scripts/kafka-up.sh
 
-## Criterion benches (domain hot path, log append).
+## Criterion benches (domain hot path, log append, workflow engine, router).
 bench:
 	$(CARGO) bench -p clarion-bench
 
