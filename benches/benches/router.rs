@@ -126,27 +126,22 @@ fn outcomes(batch: &Batch) -> Vec<Input> {
             continue;
         };
         let e = &emit.event;
-        out.push(e.caused(
-            0,
-            e.occurred_at_ms,
-            actor.clone(),
+        let outcome = [
             Payload::Sent(pb::NotificationSent {
                 notification_id: d.notification_id.clone(),
                 attempt_id: d.attempt_id.clone(),
                 provider: d.provider.clone(),
                 provider_message_id: d.attempt_id.clone(),
             }),
-        ));
-        out.push(e.caused(
-            1,
-            e.occurred_at_ms,
-            actor.clone(),
             Payload::Delivered(pb::NotificationDelivered {
                 notification_id: d.notification_id.clone(),
                 attempt_id: d.attempt_id.clone(),
                 provider: d.provider.clone(),
             }),
-        ));
+        ];
+        for (i, payload) in (0..).zip(outcome) {
+            out.push(e.caused(i, e.occurred_at_ms, actor.clone(), payload));
+        }
     }
     out.into_iter()
         .enumerate()
