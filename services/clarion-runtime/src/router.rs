@@ -110,7 +110,10 @@ pub struct Router {
     subscribers: FastMap<(String, String), Option<Subscriber>>,
     flows: FastMap<(String, String, u32), Arc<Flow>>,
     templates: FastMap<(String, String), TemplateEntry>,
-    runs: FastMap<(String, String), RunRecord>,
+    /// Boxed: a record is several hundred bytes, and inline it made every
+    /// move in or out of the map a copy of it and the table too big for the
+    /// CPU's caches (hash probes and `memcpy` showed in the profile).
+    runs: FastMap<(String, String), Box<RunRecord>>,
     /// Runs that ended in the batch being processed. They leave the cache at
     /// the start of the next batch, not at once: a later input of the same
     /// batch (the sink's Delivered right behind its Sent) must see the ended
@@ -124,7 +127,7 @@ pub struct Router {
     /// Run records of this batch's notifications read from the store in one
     /// go before the batch (`None`: no run yet). The cache above wins: an
     /// entry here is only the state before the batch.
-    prefetched: FastMap<(String, String), Option<RunRecord>>,
+    prefetched: FastMap<(String, String), Option<Box<RunRecord>>>,
     /// Metric changes of the batch, reported once at its end (a metric
     /// lookup per notification showed in the profile).
     cached_runs_delta: i64,
@@ -584,7 +587,7 @@ impl Router {
         store: &dyn Store,
         tenant: &str,
         nid: &str,
-    ) -> Result<Option<RunRecord>, ProcessError> {
+    ) -> Result<Option<Box<RunRecord>>, ProcessError> {
         let k = (tenant.to_string(), nid.to_string());
         let before = self.runs.len();
         if let Some(r) = self.runs.remove(&k) {
@@ -594,7 +597,7 @@ impl Router {
         if let Some(r) = self.prefetched.remove(&k) {
             return Ok(r);
         }
-        load_run(store, tenant, nid).await
+        Ok(load_run(store, tenant, nid).await?.map(Box::new))
     }
 
     /// Reads the run records of the batch's notifications that are not in
@@ -626,7 +629,8 @@ impl Router {
         }
         let rows = store.get_many(&keys).await?;
         for (k, row) in ids.into_iter().zip(rows) {
-            self.prefetched.insert(k, row.and_then(|b| decode_run(&b)));
+            self.prefetched
+                .insert(k, row.and_then(|b| decode_run(&b)).map(Box::new));
         }
         Ok(())
     }
@@ -637,10 +641,12 @@ impl Router {
     /// is a guard against a flood of long waits.
     /// `changed`: the record differs from the stored one, and is written
     /// when the batch ends ([`Router::write_changed_runs`]).
-    fn remember(&mut self, tenant: &str, nid: String, rec: RunRecord, changed: bool) {
+    fn remember(&mut self, tenant: &str, nid: String, rec: Box<RunRecord>, changed: bool) {
         let key = (tenant.to_string(), nid);
         self.prefetched.remove(&key);
-        if changed {
+        // A send's `sent` and `delivered` come one after the other: most
+        // repeats are the last key, and need not wait for the dedup below.
+        if changed && self.changed.last() != Some(&key) {
             self.changed.push(key.clone());
         }
         let before = self.runs.len();
@@ -701,12 +707,11 @@ impl Router {
             self.ended.clear();
         }
         for key in std::mem::take(&mut self.ended) {
-            if self
-                .runs
-                .get(&key)
-                .is_some_and(|r| r.run.terminal.is_some() && !r.in_dlq)
-            {
-                self.runs.remove(&key);
+            // One probe per run (`entry`, with the key owned already).
+            if let std::collections::hash_map::Entry::Occupied(e) = self.runs.entry(key) {
+                if e.get().run.terminal.is_some() && !e.get().in_dlq {
+                    e.remove();
+                }
             }
         }
         self.count_cached_runs(before);
@@ -749,7 +754,7 @@ impl Router {
         batch: &mut Batch,
         cause: &Event,
         flow: &Flow,
-        mut rec: RunRecord,
+        mut rec: Box<RunRecord>,
         first: RunInput,
         out_index: &mut u32,
     ) -> Result<(), ProcessError> {
@@ -1196,14 +1201,14 @@ impl Processor for Router {
                         );
                         self.content.insert((tenant.to_string(), hash), mark);
                     }
-                    let rec = RunRecord {
+                    let rec = Box::new(RunRecord {
                         run: Run::new(&t.notification_id, &flow),
                         subscriber_id: t.subscriber_id.clone(),
                         payload,
                         contact: rec_contact,
                         key: e.partition_key.clone(),
                         in_dlq: false,
-                    };
+                    });
                     // The trigger condition decides whether the run starts at
                     // all; the subscriber's variables are built only for one.
                     let matched = if flow.has_trigger_condition() {
