@@ -7,6 +7,7 @@
 //! versions, templates) from the projection, caching it: published workflow
 //! versions are immutable, templates are re-read at most every second.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -708,7 +709,7 @@ impl Router {
         }
         for key in std::mem::take(&mut self.ended) {
             // One probe per run (`entry`, with the key owned already).
-            if let std::collections::hash_map::Entry::Occupied(e) = self.runs.entry(key) {
+            if let Entry::Occupied(e) = self.runs.entry(key) {
                 if e.get().run.terminal.is_some() && !e.get().in_dlq {
                     e.remove();
                 }
