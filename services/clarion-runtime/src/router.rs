@@ -182,12 +182,47 @@ pub fn dead_letter_key(tenant: &str, notification_id: &str) -> RowKey {
 /// router's biggest write: MessagePack with positional fields is about 35 %
 /// smaller than JSON (no field names) and cheaper to produce. Fields are
 /// only ever appended (with `#[serde(default)]`), or the version byte bumps.
+///
+/// A run that ended for good (anything but a dead letter, which an operator
+/// may retry) is stored without the trigger's payload and contact data:
+/// nothing renders for it again, and the ended record is what the table
+/// keeps for every notification (a repeated trigger must find it), so at
+/// about a third of its size it is cheaper to write, to checkpoint and to
+/// search past (docs/architecture.md, "Ended runs are stored slim").
 pub fn encode_run(rec: &RunRecord) -> Bytes {
+    /// [`RunRecord`]'s fields in its order, borrowed: the same MessagePack.
+    #[derive(Serialize)]
+    struct Stored<'a> {
+        run: &'a Run,
+        subscriber_id: &'a str,
+        payload: &'a Value,
+        contact: &'a ContactOverride,
+        key: &'a str,
+        in_dlq: bool,
+    }
+    let settled = rec
+        .run
+        .terminal
+        .is_some_and(|t| t != clarion_domain::flow::Terminal::DeadLettered)
+        && !rec.in_dlq;
+    let no_contact = ContactOverride::default();
+    let stored = Stored {
+        run: &rec.run,
+        subscriber_id: &rec.subscriber_id,
+        payload: if settled {
+            &Value::Null
+        } else {
+            rec.payload.json()
+        },
+        contact: if settled { &no_contact } else { &rec.contact },
+        key: &rec.key,
+        in_dlq: rec.in_dlq,
+    };
     // Room for a typical record (the trigger's payload is most of it): grown
     // from one byte, the buffer was reallocated and copied several times.
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(if settled { 256 } else { 512 });
     out.push(RUN_RECORD_V1);
-    rmp_serde::encode::write(&mut out, rec).expect("run records serialize");
+    rmp_serde::encode::write(&mut out, &stored).expect("run records serialize");
     Bytes::from(out)
 }
 
@@ -1511,5 +1546,36 @@ mod tests {
             assert_eq!(decode_run(&json).as_ref(), Some(&rec));
         }
         assert_eq!(decode_run(b"\x07garbage"), None);
+    }
+
+    #[test]
+    fn ended_runs_are_stored_without_payload_and_contact() {
+        for terminal in [
+            Terminal::Completed,
+            Terminal::Cancelled,
+            Terminal::Suppressed,
+        ] {
+            let rec = record(Waiting::Nothing, Some(terminal), false);
+            let full = encode_run(&record(Waiting::Nothing, None, false));
+            let bytes = encode_run(&rec);
+            let back = decode_run(&bytes).expect("decodes");
+            assert_eq!(back.run, rec.run, "{terminal:?}: the run itself is kept");
+            assert_eq!(back.subscriber_id, rec.subscriber_id);
+            assert_eq!(back.key, rec.key);
+            assert_eq!(*back.payload.json(), Value::Null, "{terminal:?}");
+            assert_eq!(back.contact, ContactOverride::default(), "{terminal:?}");
+            assert!(
+                bytes.len() < full.len(),
+                "{} vs {}",
+                bytes.len(),
+                full.len()
+            );
+        }
+        // A dead letter may be retried: it keeps everything, in or out of
+        // the queue (discarded ones are dead letters too).
+        for in_dlq in [true, false] {
+            let rec = record(Waiting::Nothing, Some(Terminal::DeadLettered), in_dlq);
+            assert_eq!(decode_run(&encode_run(&rec)).as_ref(), Some(&rec));
+        }
     }
 }
