@@ -20,13 +20,13 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
-use clarion_sqlite::multi_row;
 use clarion_sqlite::readers::Readers;
 use clarion_sqlite::writer::{WriteJob, Writer};
 
 use crate::{Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
 
 mod batch;
+mod keys;
 mod migrate;
 
 /// Most appends committed in one transaction.
@@ -71,12 +71,15 @@ CREATE TABLE IF NOT EXISTS record_batches (
 CREATE UNIQUE INDEX IF NOT EXISTS record_batches_by_offset
     ON record_batches (topic, partition, base_offset);
 -- Records by their secondary key (`Record::index`): a notification's events
--- across every topic, as the batch and the position in it. Keys lead with
--- the tenant, then a time-ordered id, so appends land near the right edge.
+-- across every topic, as the batch and the position in it; one row per key
+-- and append job, further records of it in `more` (see `keys`). Keys lead
+-- with the tenant, then a time-ordered id, so appends land near the right
+-- edge. (Files from before `more` get the column when opened.)
 CREATE TABLE IF NOT EXISTS record_keys (
     idx BLOB NOT NULL,
     batch INTEGER NOT NULL,
     pos INTEGER NOT NULL,
+    more BLOB,
     PRIMARY KEY (idx, batch, pos)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_offsets (
@@ -120,22 +123,29 @@ pub struct SqliteLog {
     compress: bool,
 }
 
-/// Records to append to one topic, as a job of the file's writer.
+/// Records to append to one or more topics, as a job of the file's writer.
 struct AppendJob {
     tails: Arc<Tails>,
+    parts: Vec<AppendPart>,
+    /// Each partition this job advanced, with its next offset before.
+    undo: Vec<((i64, u32), Option<u64>)>,
+    /// The job's index entries, gathered over its parts ([`keys::insert`]).
+    keys: Vec<(bytes::Bytes, i64, u32)>,
+}
+
+/// One topic's records of an [`AppendJob`].
+struct AppendPart {
     topic: TopicMeta,
     rows: batch::Split,
     /// The first offset of each of `rows.batches`, once inserted.
     bases: Vec<u64>,
     assigned: Vec<Appended>,
-    /// Each partition this job advanced, with its next offset before.
-    undo: Vec<((i64, u32), Option<u64>)>,
     reply: oneshot::Sender<Result<Vec<Appended>>>,
 }
 
 impl WriteJob for AppendJob {
     fn weight(&self) -> usize {
-        self.rows.places.len()
+        self.parts.iter().map(|p| p.rows.places.len()).sum()
     }
 
     fn apply(&mut self, tx: &rusqlite::Transaction<'_>) -> std::result::Result<(), String> {
@@ -147,33 +157,38 @@ impl WriteJob for AppendJob {
             )
             .map_err(|e| e.to_string())?;
         let ts = now_ms();
-        for b in &self.rows.batches {
-            let k = (self.topic.id, b.partition);
-            let base = match next.get(&k) {
-                Some(o) => *o,
-                None => end_of(tx, k.0, b.partition).map_err(|e| e.to_string())?,
-            };
-            if !self.undo.iter().any(|(u, _)| *u == k) {
-                self.undo.push((k, next.get(&k).copied()));
+        for part in &mut self.parts {
+            for b in &part.rows.batches {
+                let k = (part.topic.id, b.partition);
+                let base = match next.get(&k) {
+                    Some(o) => *o,
+                    None => end_of(tx, k.0, b.partition).map_err(|e| e.to_string())?,
+                };
+                if !self.undo.iter().any(|(u, _)| *u == k) {
+                    self.undo.push((k, next.get(&k).copied()));
+                }
+                // Counted before the insert: a rollback after a failed insert
+                // then restores it like any other.
+                next.insert(k, base + u64::from(b.count));
+                ins.execute(params![k.0, b.partition, base as i64, b.count, ts, &b.body])
+                    .map_err(|e| e.to_string())?;
+                part.bases.push(base);
+                if b.index.is_empty() {
+                    continue;
+                }
+                let id = tx.last_insert_rowid();
+                self.keys
+                    .extend(b.index.iter().map(|(idx, pos)| (idx.clone(), id, *pos)));
             }
-            // Counted before the insert: a rollback after a failed insert
-            // then restores it like any other.
-            next.insert(k, base + u64::from(b.count));
-            ins.execute(params![k.0, b.partition, base as i64, b.count, ts, &b.body])
-                .map_err(|e| e.to_string())?;
-            self.bases.push(base);
-            if b.index.is_empty() {
-                continue;
-            }
-            let id = tx.last_insert_rowid();
-            insert_keys(tx, id, &b.index).map_err(|e| e.to_string())?;
+            let (batches, bases) = (&part.rows.batches, &part.bases);
+            part.assigned
+                .extend(part.rows.places.iter().map(|&(slot, pos)| Appended {
+                    partition: batches[slot as usize].partition,
+                    offset: bases[slot as usize] + u64::from(pos),
+                }));
         }
-        let (batches, bases) = (&self.rows.batches, &self.bases);
-        self.assigned
-            .extend(self.rows.places.iter().map(|&(slot, pos)| Appended {
-                partition: batches[slot as usize].partition,
-                offset: bases[slot as usize] + u64::from(pos),
-            }));
+        keys::insert(tx, &mut self.keys).map_err(|e| e.to_string())?;
+        self.keys.clear();
         Ok(())
     }
 
@@ -185,13 +200,16 @@ impl WriteJob for AppendJob {
                 None => next.remove(&k),
             };
         }
-        self.bases.clear();
-        self.assigned.clear();
+        for part in &mut self.parts {
+            part.bases.clear();
+            part.assigned.clear();
+        }
+        self.keys.clear();
     }
 
     fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
         if outcome.is_ok() {
-            crate::count_appended(self.rows.places.len());
+            crate::count_appended(self.weight());
             // Everything in `next` is committed now (finish runs after the
             // group's commit), so waking at its current end is safe.
             let next = self.tails.next.lock().expect("log tails lock");
@@ -202,46 +220,14 @@ impl WriteJob for AppendJob {
                 }
             }
         }
-        let AppendJob {
-            reply, assigned, ..
-        } = *self;
-        let _ = reply.send(outcome.map(|()| assigned).map_err(LogError::Storage));
-    }
-}
-
-/// `INSERT INTO record_keys` statements of 1, 2, 4, ... rows
-/// ([`clarion_sqlite::multi_row`]).
-fn keys_sql() -> &'static [String] {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        multi_row::statements(
-            "INSERT OR FAIL INTO record_keys (idx, batch, pos)",
-            "(?,?,?)",
-            "",
-        )
-    })
-}
-
-/// Inserts the index rows of the record batch `batch`, many to a statement.
-fn insert_keys(
-    tx: &rusqlite::Transaction<'_>,
-    batch: i64,
-    keys: &[(bytes::Bytes, u32)],
-) -> rusqlite::Result<()> {
-    let mut rest = keys;
-    while !rest.is_empty() {
-        let (shift, n) = multi_row::chunk(rest.len());
-        let (chunk, tail) = rest.split_at(n);
-        let mut stmt = tx.prepare_cached(&keys_sql()[shift])?;
-        for (i, (idx, pos)) in chunk.iter().enumerate() {
-            stmt.raw_bind_parameter(3 * i + 1, &idx[..])?;
-            stmt.raw_bind_parameter(3 * i + 2, batch)?;
-            stmt.raw_bind_parameter(3 * i + 3, pos)?;
+        for part in self.parts {
+            let answer = outcome
+                .clone()
+                .map(|()| part.assigned)
+                .map_err(LogError::Storage);
+            let _ = part.reply.send(answer);
         }
-        stmt.raw_execute()?;
-        rest = tail;
     }
-    Ok(())
 }
 
 /// What a `sqlite://` URL's query sets.
@@ -299,6 +285,7 @@ impl SqliteLog {
         let tx = conn.transaction().map_err(storage)?;
         tx.execute_batch(SCHEMA).map_err(storage)?;
         migrate::from_record_rows(&tx).map_err(storage)?;
+        migrate::record_keys_more(&tx).map_err(storage)?;
         tx.commit().map_err(storage)?;
         if options.sync_full {
             conn.execute_batch("PRAGMA synchronous=FULL;")
@@ -335,19 +322,42 @@ impl SqliteLog {
         topic: &str,
         records: Vec<Record>,
     ) -> Result<(Box<dyn WriteJob>, oneshot::Receiver<Result<Vec<Appended>>>)> {
-        let topic = self.topic(topic).await?;
-        let (reply, rx) = oneshot::channel();
-        Ok((
-            Box::new(AppendJob {
-                tails: self.tails.clone(),
+        let (job, mut rxs) = self.append_jobs(vec![(topic.to_string(), records)]).await?;
+        Ok((job, rxs.pop().expect("one receiver per topic")))
+    }
+
+    /// Appends to several topics as one job (see [`SqliteLog::append_job`]),
+    /// with a receiver per topic, in order. A key's records across the
+    /// topics share one index row ([`keys`]).
+    pub async fn append_jobs(
+        &self,
+        appends: Vec<(String, Vec<Record>)>,
+    ) -> Result<(
+        Box<dyn WriteJob>,
+        Vec<oneshot::Receiver<Result<Vec<Appended>>>>,
+    )> {
+        let mut parts = Vec::with_capacity(appends.len());
+        let mut rxs = Vec::with_capacity(appends.len());
+        for (topic, records) in appends {
+            let topic = self.topic(&topic).await?;
+            let (reply, rx) = oneshot::channel();
+            parts.push(AppendPart {
                 topic,
                 rows: batch::split(records, topic.partitions, self.compress),
                 bases: Vec::new(),
                 assigned: Vec::new(),
-                undo: Vec::new(),
                 reply,
+            });
+            rxs.push(rx);
+        }
+        Ok((
+            Box::new(AppendJob {
+                tails: self.tails.clone(),
+                parts,
+                undo: Vec::new(),
+                keys: Vec::new(),
             }),
-            rx,
+            rxs,
         ))
     }
 
@@ -621,44 +631,71 @@ impl EventLog for SqliteLog {
     }
 }
 
-/// The records under `idx` in `record_keys`, with their topic names.
+/// The records under `idx` in `record_keys`, with their topic names, in
+/// topic, partition and offset order.
 fn read_index(conn: &Connection, idx: &[u8]) -> Result<Vec<(String, LogRecord)>> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT t.name, b.partition, b.base_offset, b.ts, b.body, k.pos
-             FROM record_keys k
-             JOIN record_batches b ON b.id = k.batch
-             JOIN topics t ON t.id = b.topic
-             WHERE k.idx = ?1
-             ORDER BY b.topic, b.partition, b.base_offset, k.pos",
-        )
+        .prepare_cached("SELECT batch, pos, more FROM record_keys WHERE idx = ?1")
         .map_err(storage)?;
     let mut rows = stmt.query(params![idx]).map_err(storage)?;
-    let mut out = Vec::new();
+    let mut places = Vec::new();
     while let Some(r) = rows.next().map_err(storage)? {
-        let partition: u32 = r.get(1).map_err(storage)?;
-        let (base, ts, pos): (i64, i64, i64) = (
-            r.get(2).map_err(storage)?,
-            r.get(3).map_err(storage)?,
-            r.get(5).map_err(storage)?,
+        let first: (i64, u32) = (r.get(0).map_err(storage)?, r.get(1).map_err(storage)?);
+        let more: Option<Vec<u8>> = r.get(2).map_err(storage)?;
+        places.extend(
+            keys::places(first, more.as_deref()).ok_or_else(|| {
+                storage(format!("record_keys.more of batch {} is damaged", first.0))
+            })?,
         );
-        let mut frames = batch::frames(r.get(4).map_err(storage)?)?;
-        frames.skip_records(pos as usize)?;
-        let (key, value) = frames
-            .next()
-            .ok_or_else(|| storage(format!("batch at {base} has no record {pos}")))??;
-        out.push((
-            r.get(0).map_err(storage)?,
-            LogRecord {
-                partition,
-                offset: (base + pos) as u64,
-                key,
-                value,
-                timestamp_ms: ts,
-            },
-        ));
     }
-    Ok(out)
+    places.sort_unstable();
+    places.dedup();
+    let mut batch_stmt = conn
+        .prepare_cached(
+            "SELECT t.name, b.topic, b.partition, b.base_offset, b.ts, b.body
+             FROM record_batches b JOIN topics t ON t.id = b.topic
+             WHERE b.id = ?1",
+        )
+        .map_err(storage)?;
+    let mut out = Vec::with_capacity(places.len());
+    for same_batch in places.chunk_by(|a, b| a.0 == b.0) {
+        let id = same_batch[0].0;
+        let (name, topic, partition, base, ts, body): (String, i64, u32, i64, i64, Vec<u8>) =
+            batch_stmt
+                .query_row(params![id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .map_err(storage)?;
+        let mut frames = batch::frames(body)?;
+        let mut at = 0;
+        for &(_, pos) in same_batch {
+            frames.skip_records(pos as usize - at)?;
+            let (key, value) = frames
+                .next()
+                .ok_or_else(|| storage(format!("batch at {base} has no record {pos}")))??;
+            at = pos as usize + 1;
+            out.push((
+                (topic, partition, base + i64::from(pos)),
+                name.clone(),
+                LogRecord {
+                    partition,
+                    offset: (base + i64::from(pos)) as u64,
+                    key,
+                    value,
+                    timestamp_ms: ts,
+                },
+            ));
+        }
+    }
+    out.sort_by_key(|(order, _, _)| *order);
+    Ok(out.into_iter().map(|(_, name, r)| (name, r)).collect())
 }
 
 /// How stale a subscription's last read may get before it reads without a

@@ -277,3 +277,122 @@ async fn a_file_may_hold_compressed_and_plain_batches() {
         Err(clarion_log::LogError::BadUrlParam { .. })
     ));
 }
+
+/// One commit's records of a key, over several topics, take one index row
+/// (`record_keys.more` holds the others), and all are found again, in
+/// topic, partition and offset order.
+#[tokio::test]
+async fn a_jobs_records_of_one_key_share_an_index_row() {
+    use clarion_log::Record;
+    let (_dir, path) = log_file();
+    let log = SqliteLog::open(&path).unwrap();
+    log.create_topic("a", 1).await.unwrap();
+    log.create_topic("b", 2).await.unwrap();
+    let (job, rxs) = log
+        .append_jobs(vec![
+            (
+                "b".to_string(),
+                vec![
+                    Record::new("k1", "b1").indexed("n1"),
+                    Record::new("k2", "b2").indexed("n2"),
+                    Record::new("k1", "b3").indexed("n1"),
+                ],
+            ),
+            (
+                "a".to_string(),
+                vec![
+                    Record::new("k1", "a1").indexed("n1"),
+                    Record::new("k1", "a2"),
+                ],
+            ),
+        ])
+        .await
+        .unwrap();
+    log.writer().submit(job);
+    let mut offsets = Vec::new();
+    for rx in rxs {
+        offsets.push(rx.await.unwrap().unwrap().len());
+    }
+    assert_eq!(offsets, vec![3, 2], "each topic's append is answered");
+    // A second commit adds a row of its own for n1.
+    log.append("a", vec![Record::new("k1", "a3").indexed("n1")])
+        .await
+        .unwrap();
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(Vec<u8>, bool)> = conn
+        .prepare("SELECT idx, more IS NOT NULL FROM record_keys ORDER BY idx, batch")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (b"n1".to_vec(), true),
+            (b"n1".to_vec(), false),
+            (b"n2".to_vec(), false)
+        ]
+    );
+    let values = |recs: Vec<(String, LogRecord)>| {
+        recs.into_iter()
+            .map(|(t, r)| format!("{t}:{}", String::from_utf8(r.value.to_vec()).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        values(indexed(&log, "n1").await),
+        vec!["a:a1", "a:a3", "b:b1", "b:b3"]
+    );
+    assert_eq!(values(indexed(&log, "n2").await), vec!["b:b2"]);
+}
+
+/// A file whose index predates `record_keys.more` gets the column when
+/// opened, and its rows are still found.
+#[tokio::test]
+async fn an_index_from_before_shared_rows_still_reads() {
+    use clarion_log::Record;
+    let (_dir, path) = log_file();
+    {
+        let log = SqliteLog::open(&path).unwrap();
+        log.create_topic("t", 1).await.unwrap();
+        log.append(
+            "t",
+            vec![
+                Record::new("k", "v1").indexed("n1"),
+                Record::new("k", "v2").indexed("n1"),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    {
+        // The table as it was: a row per record, no `more`.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE old_keys (idx BLOB NOT NULL, batch INTEGER NOT NULL,
+                 pos INTEGER NOT NULL, PRIMARY KEY (idx, batch, pos)) WITHOUT ROWID;
+             INSERT INTO old_keys SELECT idx, batch, pos FROM record_keys;
+             INSERT INTO old_keys SELECT idx, batch, 1 FROM record_keys;
+             DROP TABLE record_keys;
+             ALTER TABLE old_keys RENAME TO record_keys;",
+        )
+        .unwrap();
+    }
+    let log = SqliteLog::open(&path).unwrap();
+    let got: Vec<String> = indexed(&log, "n1")
+        .await
+        .into_iter()
+        .map(|(_, r)| String::from_utf8(r.value.to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, vec!["v1", "v2"]);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let more: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('record_keys') WHERE name = 'more'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(more, 1);
+}

@@ -70,11 +70,14 @@ impl Colocated {
     ) -> Result<Committing, ProcessError> {
         let (store_job, stored) = self.store.shared_write_job(writes);
         let mut jobs = vec![store_job];
+        // One job for every topic: a notification's events of this batch
+        // (a `Routed` and its `DispatchRequested`) share an index row.
+        let by_topic = records_by_topic(topics, emits, encoded);
         let mut appended = Vec::new();
-        for (topic, records) in records_by_topic(topics, emits, encoded) {
-            let (job, rx) = self.log.append_job(&topic, records).await?;
+        if !by_topic.is_empty() {
+            let (job, rxs) = self.log.append_jobs(by_topic).await?;
             jobs.push(job);
-            appended.push(rx);
+            appended = rxs;
         }
         self.log.writer().submit(Box::new(Together(jobs)));
         Ok(Committing { stored, appended })

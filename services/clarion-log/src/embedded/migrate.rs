@@ -80,3 +80,17 @@ fn copy_records(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+/// Files from before index rows held several records (`record_keys.more`)
+/// get the column, empty on their rows: each still names one record.
+pub(super) fn record_keys_more(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let has_more: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('record_keys') WHERE name = 'more')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_more {
+        tx.execute_batch("ALTER TABLE record_keys ADD COLUMN more BLOB;")?;
+    }
+    Ok(())
+}
