@@ -551,3 +551,41 @@ fn only_a_condition_on_variables_needs_them_built() {
     );
     assert!(parse(&on_vars).has_branch_conditions());
 }
+
+/// `surely_changes` is what lets the router skip copying a run to compare
+/// with: it may say "not sure", but never "sure" for an input that changes
+/// nothing.
+#[test]
+fn given_an_engagement_then_surely_changes_only_when_it_raises_the_status() {
+    let mut s = Sim::new(EMAIL_THEN_SMS);
+    s.apply(Input::Start);
+    let email = s.sends[0].1.clone();
+    let sent = Input::Sent {
+        attempt_id: email.clone(),
+    };
+    assert!(s.run.surely_changes(&sent), "the outcome it waits for");
+    s.sent_last();
+    assert!(!s.run.surely_changes(&sent), "a repeated sent");
+    let engaged = |kind| Input::Engaged {
+        attempt_id: email.clone(),
+        kind,
+    };
+    for (kind, raises) in [
+        (Engagement::Delivered, true),
+        (Engagement::Delivered, false),
+        (Engagement::Opened, true),
+        (Engagement::Delivered, false),
+        (Engagement::Opened, false),
+    ] {
+        let before = s.run.clone();
+        assert_eq!(s.run.surely_changes(&engaged(kind)), raises, "{kind:?}");
+        s.apply(engaged(kind));
+        assert_eq!(s.run != before, raises, "{kind:?} changed the run");
+    }
+    // An attempt the run never made: not sure (and nothing changes).
+    let stray = Input::Engaged {
+        attempt_id: "other".into(),
+        kind: Engagement::Clicked,
+    };
+    assert!(!s.run.surely_changes(&stray));
+}

@@ -798,10 +798,11 @@ impl Router {
         let nid = rec.run.notification_id.clone();
         let was_in_dlq = rec.in_dlq;
         // A new run is written anyway, and so is one given the outcome it
-        // waits for (the common case: a send's `sent`); only other inputs,
+        // waits for (the common case: a send's `sent`) or an engagement that
+        // raises its status (the `delivered` behind it); only other inputs,
         // which often change nothing, need the state before to compare with.
         let fresh = matches!(first, RunInput::Start);
-        let run_before = (!fresh && !rec.run.awaits(&first)).then(|| rec.run.clone());
+        let run_before = (!fresh && !rec.run.surely_changes(&first)).then(|| rec.run.clone());
         let mut dead_lettered_now = false;
         // The `Ended` of a dead letter: the dead-letter queue's row.
         let mut dead_letter: Option<Event> = None;

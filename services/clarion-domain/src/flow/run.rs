@@ -337,6 +337,30 @@ impl Run {
             }
     }
 
+    /// Whether `input` is sure to change the run: it [`Run::awaits`] it, or
+    /// it is an engagement that raises its attempt's step status (a sink's
+    /// `delivered` after the `sent` that ended the run). A caller that must
+    /// know whether anything changed compares with a copy only otherwise.
+    pub fn surely_changes(&self, input: &Input) -> bool {
+        if self.awaits(input) {
+            return true;
+        }
+        let Input::Engaged { attempt_id, kind } = input else {
+            return false;
+        };
+        self.attempts
+            .iter()
+            .find(|a| a.attempt_id == *attempt_id)
+            .is_some_and(|a| {
+                let cur = self
+                    .step_status
+                    .get(&a.step)
+                    .map(String::as_str)
+                    .unwrap_or("pending");
+                rank(kind.as_str()) > rank(cur)
+            })
+    }
+
     fn waiting_on(&self, attempt_id: &str) -> bool {
         matches!(&self.waiting, Waiting::Outcome { attempt_id: a } if a == attempt_id)
     }
