@@ -28,6 +28,7 @@ use crate::{Appended, EventLog, LogError, LogRecord, Record, Result, Subscriptio
 mod batch;
 mod keys;
 mod migrate;
+mod recent;
 
 /// Most appends committed in one transaction.
 const MAX_GROUP: usize = 4096;
@@ -106,6 +107,8 @@ type Watches = Arc<Mutex<HashMap<(i64, u32), watch::Sender<u64>>>>;
 struct Tails {
     next: Mutex<HashMap<(i64, u32), u64>>,
     watches: Watches,
+    /// The last batches of partitions someone here subscribed to.
+    recent: recent::RecentBatches,
 }
 
 /// The embedded SQLite log.
@@ -131,6 +134,8 @@ struct AppendJob {
     undo: Vec<((i64, u32), Option<u64>)>,
     /// The job's index entries, gathered over its parts ([`keys::insert`]).
     keys: Vec<(bytes::Bytes, i64, u32)>,
+    /// When its batches were appended (set by the last `apply`).
+    ts: i64,
 }
 
 /// One topic's records of an [`AppendJob`].
@@ -157,6 +162,7 @@ impl WriteJob for AppendJob {
             )
             .map_err(|e| e.to_string())?;
         let ts = now_ms();
+        self.ts = ts;
         for part in &mut self.parts {
             for b in &part.rows.batches {
                 let k = (part.topic.id, b.partition);
@@ -207,13 +213,33 @@ impl WriteJob for AppendJob {
         self.keys.clear();
     }
 
-    fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
+    fn finish(mut self: Box<Self>, outcome: std::result::Result<(), String>) {
         if outcome.is_ok() {
             crate::count_appended(self.weight());
             // Everything in `next` is committed now (finish runs after the
-            // group's commit), so waking at its current end is safe.
+            // group's commit), so waking at its current end is safe; the
+            // batches of watched partitions are kept for their readers
+            // first, so that a reader woken finds them.
             let next = self.tails.next.lock().expect("log tails lock");
             let w = self.tails.watches.lock().expect("watch lock");
+            let ts = self.ts;
+            for part in &mut self.parts {
+                for (b, &base) in part.rows.batches.iter_mut().zip(&part.bases) {
+                    let k = (part.topic.id, b.partition);
+                    if w.contains_key(&k) {
+                        let body = bytes::Bytes::from(std::mem::take(&mut b.body));
+                        self.tails.recent.push(
+                            k,
+                            recent::Recent {
+                                base,
+                                count: b.count,
+                                ts,
+                                body,
+                            },
+                        );
+                    }
+                }
+            }
             for (k, _) in &self.undo {
                 if let (Some(s), Some(end)) = (w.get(k), next.get(k)) {
                     s.send_replace(*end);
@@ -356,6 +382,7 @@ impl SqliteLog {
                 parts,
                 undo: Vec::new(),
                 keys: Vec::new(),
+                ts: 0,
             }),
             rxs,
         ))
@@ -459,25 +486,42 @@ fn read_range(
     let mut out = Vec::with_capacity(max.min(1024));
     while let Some(r) = rows.next().map_err(storage)? {
         let (base, ts): (i64, i64) = (r.get(0).map_err(storage)?, r.get(1).map_err(storage)?);
-        let mut frames = batch::frames(r.get(2).map_err(storage)?)?;
-        let base = base as u64;
-        let skipped = from.saturating_sub(base);
-        frames.skip_records(skipped as usize)?;
-        for (offset, frame) in (base + skipped..).zip(frames) {
-            let (key, value) = frame?;
-            out.push(LogRecord {
-                partition,
-                offset,
-                key,
-                value,
-                timestamp_ms: ts,
-            });
-            if out.len() == max {
-                return Ok(out);
-            }
+        let body: Vec<u8> = r.get(2).map_err(storage)?;
+        if push_batch(&mut out, partition, base as u64, ts, body.into(), from, max)? {
+            break;
         }
     }
     Ok(out)
+}
+
+/// Appends the records of a stored batch (`base`, `ts`, `body`) from offset
+/// `from` on to `out`, until it holds `max`; whether it does.
+fn push_batch(
+    out: &mut Vec<LogRecord>,
+    partition: u32,
+    base: u64,
+    ts: i64,
+    body: bytes::Bytes,
+    from: u64,
+    max: usize,
+) -> Result<bool> {
+    let mut frames = batch::frames(body)?;
+    let skipped = from.saturating_sub(base);
+    frames.skip_records(skipped as usize)?;
+    for (offset, frame) in (base + skipped..).zip(frames) {
+        let (key, value) = frame?;
+        out.push(LogRecord {
+            partition,
+            offset,
+            key,
+            value,
+            timestamp_ms: ts,
+        });
+        if out.len() == max {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn end_of(conn: &Connection, topic: i64, partition: u32) -> Result<u64> {
@@ -569,6 +613,7 @@ impl EventLog for SqliteLog {
         let watch = self.watch(t.id, partition, end);
         Ok(Box::new(SqliteSubscription {
             conn: Arc::new(Mutex::new(conn)),
+            tails: self.tails.clone(),
             topic: t.id,
             partition,
             position: from,
@@ -673,7 +718,7 @@ fn read_index(conn: &Connection, idx: &[u8]) -> Result<Vec<(String, LogRecord)>>
                     ))
                 })
                 .map_err(storage)?;
-        let mut frames = batch::frames(body)?;
+        let mut frames = batch::frames(bytes::Bytes::from(body))?;
         let mut at = 0;
         for &(_, pos) in same_batch {
             frames.skip_records(pos as usize - at)?;
@@ -704,6 +749,7 @@ const CROSS_PROCESS_LOOK: Duration = Duration::from_millis(250);
 
 struct SqliteSubscription {
     conn: Arc<Mutex<Connection>>,
+    tails: Arc<Tails>,
     topic: i64,
     partition: u32,
     position: u64,
@@ -719,7 +765,18 @@ impl SqliteSubscription {
         // Inline on the async worker: the subscription owns its connection
         // and a batch read from cached pages is shorter than the two thread
         // switches of a trip through the blocking pool.
-        let recs = read_range(&conn.lock().expect("sub lock"), topic, partition, from, max)?;
+        let recs = match self.tails.recent.from((topic, partition), from, max) {
+            Some(batches) => {
+                let mut out = Vec::with_capacity(max.min(1024));
+                for b in batches {
+                    if push_batch(&mut out, partition, b.base, b.ts, b.body, from, max)? {
+                        break;
+                    }
+                }
+                out
+            }
+            None => read_range(&conn.lock().expect("sub lock"), topic, partition, from, max)?,
+        };
         if let Some(last) = recs.last() {
             self.position = last.offset + 1;
         }

@@ -396,3 +396,45 @@ async fn an_index_from_before_shared_rows_still_reads() {
         .unwrap();
     assert_eq!(more, 1);
 }
+
+/// A subscription reads the batches its log just committed from memory
+/// (the last few MiB of each partition it watches); one that fell further
+/// behind reads the older ones from the file: every record once, in order.
+#[tokio::test]
+async fn a_tail_reads_from_memory_and_from_the_file_alike() {
+    use clarion_log::Record;
+    use std::time::Duration;
+    let (_dir, path) = log_file();
+    let log = SqliteLog::open(&path).unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    let mut sub = log.subscribe("t", 0, 0).await.unwrap();
+    // 12 MiB in appends of 64 records of 4 KiB: the first ones leave memory.
+    let value = |i: usize| format!("{i:08}{}", "x".repeat(4096));
+    let total = 3 * 1024;
+    for chunk in 0..total / 64 {
+        let recs = (chunk * 64..(chunk + 1) * 64)
+            .map(|i| Record::new("k", value(i)))
+            .collect();
+        log.append("t", recs).await.unwrap();
+    }
+    let mut got = 0usize;
+    while got < total {
+        let batch = sub.next_batch(500, Duration::from_secs(2)).await.unwrap();
+        assert!(!batch.is_empty(), "stalled at {got}");
+        for r in batch {
+            assert_eq!(r.offset as usize, got, "offsets in order, none twice");
+            assert_eq!(&r.value[..8], format!("{got:08}").as_bytes());
+            got += 1;
+        }
+    }
+    // And what is appended now comes from memory, the same.
+    log.append("t", vec![Record::new("k", "last")])
+        .await
+        .unwrap();
+    let batch = sub.next_batch(500, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(
+        (batch[0].offset as usize, &batch[0].value[..]),
+        (total, &b"last"[..])
+    );
+}

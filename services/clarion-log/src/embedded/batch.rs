@@ -111,12 +111,10 @@ pub(super) struct Frames {
 }
 
 /// Decodes a stored body. Values share the body's buffer.
-pub(super) fn frames(body: Vec<u8>) -> Result<Frames> {
+pub(super) fn frames(body: impl Into<Bytes>) -> Result<Frames> {
+    let body: Bytes = body.into();
     match body.first() {
-        Some(&c) if c == Codec::Plain as u8 => Ok(Frames {
-            body: Bytes::from(body),
-            at: 1,
-        }),
+        Some(&c) if c == Codec::Plain as u8 => Ok(Frames { body, at: 1 }),
         Some(&c) if c == Codec::Lz4 as u8 => {
             let len = body
                 .get(1..5)
