@@ -824,13 +824,8 @@ impl Router {
         };
         while let Some(input) = queue.pop_front() {
             // Failures are retried by the policy of the channel being sent on.
-            let channel = rec
-                .run
-                .attempts
-                .last()
-                .map(|a| a.channel.clone())
-                .unwrap_or_default();
-            let retry = self.retry.for_send(tenant, &channel).clone();
+            let channel = rec.run.attempts.last().map_or("", |a| a.channel.as_str());
+            let retry = self.retry.for_send(tenant, channel).clone();
             let ctx = Ctx {
                 now_ms: batch.now_ms,
                 payload: &rec.payload,
