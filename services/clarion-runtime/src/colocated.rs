@@ -110,20 +110,112 @@ pub fn records_by_topic(
     emits: &[Emit],
     encoded: &[Bytes],
 ) -> Vec<(String, Vec<Record>)> {
+    // A notification's emits of one batch come one after the other (a
+    // `Routed` and its `DispatchRequested`, a `Sent` and its `Delivered`):
+    // its history key, parsed from the id's hex, is made once for them.
+    let mut last: Option<(&str, &str, Bytes)> = None;
+    let index: Vec<Option<Bytes>> = emits
+        .iter()
+        .map(|e| {
+            let tenant = e.event.tenant.as_str();
+            let nid = e.event.payload.notification_id()?;
+            match &last {
+                Some((t, n, idx)) if *t == tenant && *n == nid => Some(idx.clone()),
+                _ => {
+                    let idx = crate::projector::history_index(tenant, nid);
+                    last = Some((tenant, nid, idx.clone()));
+                    Some(idx)
+                }
+            }
+        })
+        .collect();
     Topic::ALL
         .into_iter()
         .filter_map(|t| {
             let recs: Vec<Record> = emits
                 .iter()
                 .zip(encoded)
-                .filter(|(e, _)| e.topic == t)
-                .map(|(e, value)| Record {
+                .zip(&index)
+                .filter(|((e, _), _)| e.topic == t)
+                .map(|((e, value), index)| Record {
                     key: e.event.partition_key.clone(),
                     value: value.clone(),
-                    index: crate::projector::event_history_index(&e.event),
+                    index: index.clone(),
                 })
                 .collect();
             (!recs.is_empty()).then(|| (topics.name(t), recs))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clarion_domain::{Actor, Event, Id, Payload, TenantId};
+    use clarion_proto::events as pb;
+
+    fn event(tenant: &str, n: u8, payload: Payload) -> Event {
+        Event {
+            id: Id::derive(&[tenant.as_bytes(), &[n]]),
+            tenant: TenantId::parse(tenant).unwrap(),
+            partition_key: format!("{tenant}/s{n}"),
+            occurred_at_ms: 1,
+            causation_id: None,
+            correlation_id: None,
+            actor: Actor::System("t".into()),
+            payload,
+        }
+    }
+
+    #[test]
+    fn each_record_is_indexed_under_its_own_notification() {
+        let n1 = Id::derive(&[b"n1"]).to_hex();
+        let n2 = Id::derive(&[b"n2"]).to_hex();
+        let routed = |nid: &str| {
+            Payload::Routed(pb::NotificationRouted {
+                notification_id: nid.into(),
+                ..Default::default()
+            })
+        };
+        let dispatch = |nid: &str| {
+            Payload::DispatchRequested(pb::DispatchRequested {
+                notification_id: nid.into(),
+                ..Default::default()
+            })
+        };
+        let emit = |topic, event| Emit { topic, event };
+        // Consecutive emits of one notification, then another's, the same id
+        // under another tenant, and an event of no notification.
+        let emits = vec![
+            emit(Topic::Notifications, event("acme", 1, routed(&n1))),
+            emit(Topic::Dispatch, event("acme", 2, dispatch(&n1))),
+            emit(Topic::Notifications, event("acme", 3, routed(&n2))),
+            emit(Topic::Notifications, event("beta", 4, routed(&n2))),
+            emit(
+                Topic::Triggers,
+                event("acme", 5, Payload::SubscriberUpserted(Default::default())),
+            ),
+        ];
+        let encoded: Vec<Bytes> = emits
+            .iter()
+            .map(|e| Bytes::from(e.event.encode()))
+            .collect();
+        let got = records_by_topic(&Topics::new("c.", 2), &emits, &encoded);
+        let idx = |t: &str, n: &str| Some(crate::projector::history_index(t, n));
+        let by: Vec<(String, Vec<Option<Bytes>>)> = got
+            .into_iter()
+            .map(|(t, recs)| (t, recs.into_iter().map(|r| r.index).collect()))
+            .collect();
+        assert_eq!(
+            by,
+            vec![
+                ("c.triggers".to_string(), vec![None]),
+                (
+                    "c.notifications".to_string(),
+                    vec![idx("acme", &n1), idx("acme", &n2), idx("beta", &n2)]
+                ),
+                ("c.dispatch".to_string(), vec![idx("acme", &n1)]),
+            ]
+        );
+    }
 }
