@@ -39,6 +39,14 @@ async fn indexed(log: &SqliteLog, idx: &str) -> Vec<(String, LogRecord)> {
         .expect("the embedded log keeps an index")
 }
 
+/// The single number `sql` selects from the file at `path`.
+fn count(path: &str, sql: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
 /// A log file's path in a fresh directory (removed when dropped).
 fn log_file() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -216,14 +224,10 @@ async fn a_file_with_a_row_per_record_is_moved_into_batches_on_open() {
         .unwrap();
     assert_eq!((next[0].partition, next[0].offset), (0, 5));
     drop(log);
-    let c = rusqlite::Connection::open(&path).unwrap();
-    let old: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('records', 'record_index')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let old = count(
+        &path,
+        "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('records', 'record_index')",
+    );
     assert_eq!(old, 0, "the old tables are gone");
 }
 
@@ -386,14 +390,10 @@ async fn an_index_from_before_shared_rows_still_reads() {
         .map(|(_, r)| String::from_utf8(r.value.to_vec()).unwrap())
         .collect();
     assert_eq!(got, vec!["v1", "v2"]);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let more: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('record_keys') WHERE name = 'more'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let more = count(
+        &path,
+        "SELECT COUNT(*) FROM pragma_table_info('record_keys') WHERE name = 'more'",
+    );
     assert_eq!(more, 1);
 }
 
