@@ -7,7 +7,6 @@
 //! versions, templates) from the projection, caching it: published workflow
 //! versions are immutable, templates are re-read at most every second.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,7 +150,29 @@ pub struct Router {
 /// notification or subscriber id) hashed several times per input; SipHash
 /// showed in the profile. foldhash is seeded per process, so keys chosen by
 /// a tenant cannot be aimed at one bucket.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A `(tenant, id)` key of the router's maps, borrowed: it hashes and
+/// compares as the owned `(String, String)`, so a lookup (several per
+/// input) allocates nothing.
+#[derive(Hash)]
+struct Pair<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(String, String)> for Pair<'_> {
+    fn equivalent(&self, k: &(String, String)) -> bool {
+        self.0 == k.0 && self.1 == k.1
+    }
+}
+
+/// A `(tenant, workflow, version)` key, borrowed (see [`Pair`]).
+#[derive(Hash)]
+struct Versioned<'a>(&'a str, &'a str, u32);
+
+impl hashbrown::Equivalent<(String, String, u32)> for Versioned<'_> {
+    fn equivalent(&self, k: &(String, String, u32)) -> bool {
+        self.0 == k.0 && self.1 == k.1 && self.2 == k.2
+    }
+}
 
 /// Cache bounds (entries per router partition).
 const MAX_CACHED_RUNS: usize = 200_000;
@@ -523,15 +544,15 @@ impl Router {
         tenant: &str,
         id: &str,
     ) -> Result<Option<Subscriber>, ProcessError> {
-        let k = (tenant.to_string(), id.to_string());
-        if let Some(s) = self.subscribers.get(&k) {
+        if let Some(s) = self.subscribers.get(&Pair(tenant, id)) {
             return Ok(s.clone());
         }
         let s = store
             .get(&RowKey::new(Table::Subscribers, tenant, id, Vec::new()))
             .await?
             .and_then(|b| clarion_domain::event::decode_subscriber(&b));
-        self.subscribers.insert(k, s.clone());
+        self.subscribers
+            .insert((tenant.to_string(), id.to_string()), s.clone());
         Ok(s)
     }
 
@@ -542,8 +563,7 @@ impl Router {
         id: &str,
         version: u32,
     ) -> Result<Option<Arc<Flow>>, ProcessError> {
-        let k = (tenant.to_string(), id.to_string(), version);
-        if let Some(f) = self.flows.get(&k) {
+        if let Some(f) = self.flows.get(&Versioned(tenant, id, version)) {
             return Ok(Some(f.clone()));
         }
         let f = store
@@ -563,7 +583,8 @@ impl Router {
             });
         // Only hits are cached: a miss may be a version not projected yet.
         if let Some(f) = &f {
-            self.flows.insert(k, f.clone());
+            self.flows
+                .insert((tenant.to_string(), id.to_string(), version), f.clone());
         }
         Ok(f)
     }
@@ -574,8 +595,7 @@ impl Router {
         tenant: &str,
         id: &str,
     ) -> Result<Option<Arc<CompiledTemplate>>, ProcessError> {
-        let k = (tenant.to_string(), id.to_string());
-        if let Some((at, t)) = self.templates.get(&k) {
+        if let Some((at, t)) = self.templates.get(&Pair(tenant, id)) {
             if at.elapsed() < self.template_refresh {
                 return Ok(t.clone());
             }
@@ -592,7 +612,10 @@ impl Router {
                 }
                 _ => None,
             });
-        self.templates.insert(k, (Instant::now(), t.clone()));
+        self.templates.insert(
+            (tenant.to_string(), id.to_string()),
+            (Instant::now(), t.clone()),
+        );
         Ok(t)
     }
 
@@ -603,7 +626,7 @@ impl Router {
         tenant: &str,
         nid: &str,
     ) -> Result<bool, ProcessError> {
-        let k = (tenant.to_string(), nid.to_string());
+        let k = Pair(tenant, nid);
         if self.runs.contains_key(&k) {
             return Ok(true);
         }
@@ -624,7 +647,7 @@ impl Router {
         tenant: &str,
         nid: &str,
     ) -> Result<Option<Box<RunRecord>>, ProcessError> {
-        let k = (tenant.to_string(), nid.to_string());
+        let k = Pair(tenant, nid);
         let before = self.runs.len();
         if let Some(r) = self.runs.remove(&k) {
             self.count_cached_runs(before);
@@ -652,10 +675,12 @@ impl Router {
             let Some(nid) = e.payload.notification_id() else {
                 continue;
             };
-            let k = (e.tenant.as_str().to_string(), nid.to_string());
-            if self.runs.contains_key(&k) || self.prefetched.contains_key(&k) {
+            let tenant = e.tenant.as_str();
+            let probe = Pair(tenant, nid);
+            if self.runs.contains_key(&probe) || self.prefetched.contains_key(&probe) {
                 continue;
             }
+            let k = (tenant.to_string(), nid.to_string());
             keys.push(RowKey::new(Table::Runs, &k.0, &k.1, Vec::new()));
             self.prefetched.insert(k.clone(), None);
             ids.push(k);
@@ -744,7 +769,7 @@ impl Router {
         }
         for key in std::mem::take(&mut self.ended) {
             // One probe per run (`entry`, with the key owned already).
-            if let Entry::Occupied(e) = self.runs.entry(key) {
+            if let hashbrown::hash_map::Entry::Occupied(e) = self.runs.entry(key) {
                 if e.get().run.terminal.is_some() && !e.get().in_dlq {
                     e.remove();
                 }
@@ -1542,6 +1567,26 @@ mod tests {
             assert_eq!(decode_run(&json).as_ref(), Some(&rec));
         }
         assert_eq!(decode_run(b"\x07garbage"), None);
+    }
+
+    #[test]
+    fn borrowed_keys_find_what_owned_keys_stored() {
+        let mut m: FastMap<(String, String), u32> = FastMap::default();
+        let mut v: FastMap<(String, String, u32), u32> = FastMap::default();
+        for i in 0..200u32 {
+            m.insert((format!("t{}", i % 3), format!("n{i}")), i);
+            v.insert((format!("t{}", i % 3), format!("w{i}"), i % 5), i);
+        }
+        for i in 0..200u32 {
+            let (t, n, w) = (format!("t{}", i % 3), format!("n{i}"), format!("w{i}"));
+            assert_eq!(m.get(&Pair(&t, &n)), Some(&i));
+            assert_eq!(v.get(&Versioned(&t, &w, i % 5)), Some(&i));
+            // The same strings split differently are another key.
+            assert_eq!(m.get(&Pair(&format!("{t}n"), &format!("{i}"))), None);
+            assert_eq!(v.get(&Versioned(&t, &w, i % 5 + 1)), None);
+        }
+        assert_eq!(m.remove(&Pair("t1", "n1")), Some(1));
+        assert!(!m.contains_key(&Pair("t1", "n1")));
     }
 
     #[test]
