@@ -20,9 +20,12 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 /// Bytes of bodies kept per partition. A tailing reader is milliseconds
-/// behind, which is a few hundred kilobytes at full load; one that fell
-/// further behind reads from the file, as it did before.
-const KEEP_BYTES: usize = 4 << 20;
+/// behind, which is a few hundred kilobytes at full load (a partition took
+/// about 17 MB/s in the end-to-end bench, so this is some 60 ms); one that
+/// fell further behind reads from the file, as it did before. Kept for
+/// every partition subscribed to, also when idle: 32 MiB for the four
+/// tailed topics of a log of 8 partitions.
+const KEEP_BYTES: usize = 1 << 20;
 
 /// A committed batch.
 #[derive(Clone)]
