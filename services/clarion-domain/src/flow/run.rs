@@ -348,17 +348,24 @@ impl Run {
         let Input::Engaged { attempt_id, kind } = input else {
             return false;
         };
+        self.attempt_step(attempt_id)
+            .is_some_and(|step| rank(kind.as_str()) > rank(self.status(step)))
+    }
+
+    /// The step an attempt of this run belongs to.
+    fn attempt_step(&self, attempt_id: &str) -> Option<&str> {
         self.attempts
             .iter()
-            .find(|a| a.attempt_id == *attempt_id)
-            .is_some_and(|a| {
-                let cur = self
-                    .step_status
-                    .get(&a.step)
-                    .map(String::as_str)
-                    .unwrap_or("pending");
-                rank(kind.as_str()) > rank(cur)
-            })
+            .find(|a| a.attempt_id == attempt_id)
+            .map(|a| a.step.as_str())
+    }
+
+    /// A step's recorded status (`pending` until it has one).
+    fn status(&self, step: &str) -> &str {
+        self.step_status
+            .get(step)
+            .map(String::as_str)
+            .unwrap_or("pending")
     }
 
     fn waiting_on(&self, attempt_id: &str) -> bool {
@@ -381,12 +388,7 @@ impl Run {
     }
 
     fn set_status(&mut self, step: &str, status: &str) {
-        let cur = self
-            .step_status
-            .get(step)
-            .map(String::as_str)
-            .unwrap_or("pending");
-        if rank(status) > rank(cur) || status == "timed_out" {
+        if rank(status) > rank(self.status(step)) || status == "timed_out" {
             self.step_status
                 .insert(step.to_string(), status.to_string());
         }
@@ -608,11 +610,7 @@ impl Run {
     }
 
     fn record_engagement(&mut self, attempt_id: &str, kind: Engagement) -> Option<String> {
-        let step = self
-            .attempts
-            .iter()
-            .find(|a| a.attempt_id == attempt_id)
-            .map(|a| a.step.clone())?;
+        let step = self.attempt_step(attempt_id)?.to_string();
         self.set_status(&step, kind.as_str());
         Some(step)
     }
