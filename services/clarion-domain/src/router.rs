@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::flow::SendSpec;
 use crate::payload::SharedPayload;
 use crate::subscriber::Subscriber;
-use crate::template::CompiledTemplate;
+use crate::template::{walk, CompiledTemplate, Found, Variables};
 use crate::Channel;
 
 pub const ROUTER: &str = "router";
@@ -40,6 +40,38 @@ pub fn template_context(
         "tenant_id": tenant,
         "notification_id": notification_id,
     })
+}
+
+/// The variables of [`template_context`], read where they are: no JSON
+/// tree is built for a render, and minijinja gets the payload converted once
+/// for every run sharing it.
+pub struct TemplateVars<'a> {
+    pub tenant: &'a str,
+    pub notification_id: &'a str,
+    pub payload: &'a SharedPayload,
+    pub subscriber: &'a Subscriber,
+}
+
+impl Variables for TemplateVars<'_> {
+    fn lookup(&self, path: &[String]) -> Option<Found<'_>> {
+        let (root, rest) = path.split_first()?;
+        match (root.as_str(), rest) {
+            ("payload", _) => walk(self.payload.json(), rest).map(Found::Json),
+            ("subscriber", _) => self.subscriber.lookup(rest),
+            ("tenant_id", []) => Some(Found::Str(self.tenant)),
+            ("notification_id", []) => Some(Found::Str(self.notification_id)),
+            _ => None,
+        }
+    }
+
+    fn value(&self) -> minijinja::Value {
+        minijinja::context! {
+            payload => self.payload.template_value(),
+            subscriber => self.subscriber.template_value(),
+            tenant_id => self.tenant,
+            notification_id => self.notification_id,
+        }
+    }
 }
 
 /// Follows a dotted path (`payload.backup.phone`) into `root`; strings and
@@ -103,16 +135,14 @@ pub fn render_send(
                 )
             })?,
     };
-    // The variables of `template_context`, without copying the payload into
-    // a JSON tree first; the payload converted once for every run sharing it.
-    let ctx = minijinja::context! {
-        payload => input.payload.template_value(),
-        subscriber => input.subscriber.template_value(),
-        tenant_id => input.tenant,
-        notification_id => input.notification_id,
+    let vars = TemplateVars {
+        tenant: input.tenant,
+        notification_id: input.notification_id,
+        payload: input.payload,
+        subscriber: input.subscriber,
     };
     let rendered = template
-        .render(&input.subscriber.locale, &ctx)
+        .render(&input.subscriber.locale, &vars)
         .map_err(|e| e.to_string())?;
     let provider = input
         .spec
@@ -228,6 +258,68 @@ mod tests {
         spec.to = Some("payload.manager.phone".into());
         let err = render_send(&input(&spec, &sub, &payload, Some(&t))).unwrap_err();
         assert!(err.contains("alternate contact"), "{err}");
+    }
+
+    /// A one-variant email template of `body`.
+    fn body_template(body: &str) -> CompiledTemplate {
+        Template::new(
+            "t",
+            1,
+            "email",
+            &[pb::TemplateVariant {
+                locale: "default".into(),
+                subject: "s".into(),
+                body: body.into(),
+            }],
+        )
+        .unwrap()
+        .compile()
+    }
+
+    #[test]
+    fn template_variables_read_in_place_print_as_their_json_view() {
+        let sub = Subscriber {
+            subscriber_id: "tech-7".into(),
+            email: "t7@example.test".into(),
+            phone: "+15145550100".into(),
+            locale: "fr-CA".into(),
+            timezone: "America/Toronto".into(),
+            attributes: json!({"tier": "gold", "visits": 3, "team": {"lead": "Ana"}})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            webhook_url: String::new(),
+        };
+        let payload = SharedPayload::new(json!({"time": "9:30", "n": 2, "at": {"room": "B"}}));
+        let vars = TemplateVars {
+            tenant: "acme",
+            notification_id: "n1",
+            payload: &payload,
+            subscriber: &sub,
+        };
+        let json = template_context("acme", "n1", payload.json(), &sub);
+        for text in [
+            "{{ subscriber.id }}|{{ subscriber.email }}|{{ subscriber.phone }}|{{ subscriber.locale }}",
+            "{{ subscriber.timezone }}|{{ subscriber.attributes.tier }}|{{ subscriber.attributes.visits }}",
+            "{{ subscriber.attributes.team.lead }}|{{ payload.time }}|{{ payload.n }}|{{ payload.at.room }}",
+            "{{ tenant_id }}/{{ notification_id }}",
+            // Not plain values: minijinja prints these from `value()`.
+            "{{ subscriber.attributes.team }}|{{ payload.at }}",
+        ] {
+            // A tag sends the same text through minijinja.
+            let by_minijinja = body_template(&format!("{{% if true %}}{text}{{% endif %}}"));
+            let expected = by_minijinja.render("", &json).unwrap().body;
+            assert_eq!(by_minijinja.render("", &vars).unwrap().body, expected);
+            assert_eq!(body_template(text).render("", &vars).unwrap().body, expected);
+        }
+        for missing in [
+            "{{ subscriber.nickname }}",
+            "{{ payload.time.hour }}",
+            "{{ tenant }}",
+        ] {
+            let err = body_template(missing).render("", &vars).unwrap_err();
+            assert!(err.message.contains("undefined"), "{missing}: {err}");
+        }
     }
 
     #[test]

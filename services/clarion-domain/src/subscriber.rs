@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::channel::Channel;
 use crate::error::Violations;
+use crate::template::{walk, Found};
 
 /// What the router knows about one recipient.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,6 +82,25 @@ impl Subscriber {
     /// a JSON tree first, the conversion was about 2 % of the server's time).
     pub fn template_value(&self) -> minijinja::Value {
         minijinja::Value::from_serialize(self.view())
+    }
+
+    /// A value of [`Subscriber::template_context`] by its path below
+    /// `subscriber`, read from the fields.
+    pub fn lookup(&self, path: &[String]) -> Option<Found<'_>> {
+        let (field, rest) = path.split_first()?;
+        let s = match (field.as_str(), rest) {
+            ("attributes", _) => {
+                let (key, rest) = rest.split_first()?;
+                return walk(self.attributes.get(key)?, rest).map(Found::Json);
+            }
+            ("email", []) => &self.email,
+            ("id", []) => &self.subscriber_id,
+            ("locale", []) => &self.locale,
+            ("phone", []) => &self.phone,
+            ("timezone", []) => &self.timezone,
+            _ => return None,
+        };
+        Some(Found::Str(s))
     }
 
     fn view(&self) -> SubscriberView<'_> {

@@ -5,13 +5,17 @@
 //! market and override only where a market differs. Every template must have a
 //! `default` variant so the walk always ends somewhere.
 
+mod plain;
+
 use std::collections::BTreeMap;
 
 use clarion_proto::events as pb;
 use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
 
 use crate::channel::Channel;
 use crate::error::Violations;
+use plain::Plain;
 
 pub const DEFAULT_LOCALE: &str = "default";
 
@@ -163,11 +167,17 @@ impl Template {
         chain
     }
 
-    /// The variant used for `locale`, after fallback.
+    /// The variant used for `locale`, after fallback (the walk of
+    /// [`Template::fallback_chain`], without making the chain).
     pub fn select(&self, locale: &str) -> (&str, &Variant) {
-        for l in Template::fallback_chain(locale) {
-            if let Some((k, v)) = self.variants.get_key_value(&l) {
+        let mut tag = locale.to_ascii_lowercase();
+        while !tag.is_empty() {
+            if let Some((k, v)) = self.variants.get_key_value(tag.as_str()) {
                 return (k.as_str(), v);
+            }
+            match tag.rfind('-') {
+                Some(i) => tag.truncate(i),
+                None => break,
             }
         }
         let (k, v) = self
@@ -180,6 +190,7 @@ impl Template {
     /// Compiles every variant once, for repeated rendering.
     pub fn compile(&self) -> CompiledTemplate {
         let mut env = Environment::new();
+        let mut plain = BTreeMap::new();
         // A typo in a variable name must fail the render rather than send a
         // message with a hole in it.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -187,10 +198,15 @@ impl Template {
             // Validated in `new`, so adding cannot fail.
             let _ = env.add_template_owned(format!("{locale}/subject"), v.subject.clone());
             let _ = env.add_template_owned(format!("{locale}/body"), v.body.clone());
+            plain.insert(
+                locale.clone(),
+                [Plain::parse(&v.subject), Plain::parse(&v.body)],
+            );
         }
         CompiledTemplate {
             template: self.clone(),
             env,
+            plain,
         }
     }
 }
@@ -199,38 +215,72 @@ impl Template {
 pub struct CompiledTemplate {
     pub template: Template,
     env: Environment<'static>,
+    /// Per locale, subject and body as plain interpolation where they are
+    /// (see [`plain`]): rendered without minijinja.
+    plain: BTreeMap<String, [Option<Plain>; 2]>,
+}
+
+/// A template's variables, as both renderers read them.
+pub trait Variables {
+    /// The value at a dotted path (`["payload", "date"]`), if there is one.
+    fn lookup(&self, path: &[String]) -> Option<Found<'_>>;
+    /// Every variable, as one minijinja value.
+    fn value(&self) -> minijinja::Value;
+}
+
+/// A value found by [`Variables::lookup`].
+pub enum Found<'a> {
+    Str(&'a str),
+    Json(&'a Value),
+}
+
+/// Follows `path` down a JSON tree's objects.
+pub fn walk<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for p in path {
+        v = v.as_object()?.get(p)?;
+    }
+    Some(v)
+}
+
+/// A JSON object's keys are the variables.
+impl Variables for Value {
+    fn lookup(&self, path: &[String]) -> Option<Found<'_>> {
+        walk(self, path).map(Found::Json)
+    }
+
+    fn value(&self) -> minijinja::Value {
+        minijinja::Value::from_serialize(self)
+    }
 }
 
 impl CompiledTemplate {
-    /// Renders the variant for `locale` (after fallback) with the variables
-    /// of `ctx`.
-    pub fn render(
-        &self,
-        locale: &str,
-        ctx: &impl serde::Serialize,
-    ) -> Result<Rendered, RenderError> {
-        // Converted once for both parts: minijinja converts a context at
-        // every render otherwise, and the payload is most of it.
-        let ctx = minijinja::Value::from_serialize(ctx);
+    /// Renders the variant for `locale` (after fallback) with `vars`.
+    pub fn render(&self, locale: &str, vars: &dyn Variables) -> Result<Rendered, RenderError> {
         let (used, _) = self.template.select(locale);
-        let used = used.to_string();
-        let err = |message: String| RenderError {
-            template_id: self.template.template_id.clone(),
-            version: self.template.version,
-            locale: used.clone(),
-            message,
-        };
-        let render = |part: &str| -> Result<String, RenderError> {
+        let plain = self.plain.get(used);
+        // Made at most once, for both parts, and only if minijinja renders.
+        let mut ctx: Option<minijinja::Value> = None;
+        let mut render = |i: usize, part: &str| -> Result<String, RenderError> {
+            if let Some(text) = plain.and_then(|p| p[i].as_ref()?.render(vars)) {
+                return Ok(text);
+            }
+            let err = |message: String| RenderError {
+                template_id: self.template.template_id.clone(),
+                version: self.template.version,
+                locale: used.to_string(),
+                message,
+            };
             let t = self
                 .env
                 .get_template(&format!("{used}/{part}"))
                 .map_err(|e| err(e.to_string()))?;
-            t.render(&ctx).map_err(|e| err(format!("{part}: {e}")))
+            let ctx = ctx.get_or_insert_with(|| vars.value());
+            t.render(&*ctx).map_err(|e| err(format!("{part}: {e}")))
         };
         Ok(Rendered {
-            subject: render("subject")?,
-            body: render("body")?,
-            locale: used.clone(),
+            subject: render(0, "subject")?,
+            body: render(1, "body")?,
+            locale: used.to_string(),
         })
     }
 }
