@@ -495,6 +495,11 @@ impl<P: Processor> PartitionRunner<P> {
             topic: Some(topic),
             partition: self.partition,
             now_ms: self.clock.now_ms(),
+            // Processors emit up to about two events an input (a trigger's
+            // `Routed` and `DispatchRequested`, a send's `Sent` and
+            // `Delivered`): sized once rather than grown, which copied the
+            // large `Emit`s again at every doubling.
+            emits: Vec::with_capacity(2 * inputs.len()),
             ..Default::default()
         };
         if !inputs.is_empty() {

@@ -58,10 +58,22 @@ impl BodyWriter {
         }
     }
 
+    /// The frames of a record of `key` and `value` take this many bytes.
+    pub(super) fn frame_len(key: &str, value: &[u8]) -> usize {
+        8 + key.len() + value.len()
+    }
+
+    /// Makes room for `bytes` of frames (see [`BodyWriter::frame_len`]) at
+    /// once, before the first push: a body is written by many pushes, and
+    /// growing it by doubling copied it several times over.
+    pub(super) fn reserve(&mut self, bytes: usize) {
+        self.frames.reserve(1 + bytes);
+    }
+
     pub(super) fn push(&mut self, key: &str, value: &[u8]) {
         if self.frames.is_empty() {
             self.frames
-                .reserve(MAX_BODY.min(key.len() + value.len() + 9));
+                .reserve(MAX_BODY.min(Self::frame_len(key, value) + 1));
             self.frames.push(Codec::Plain as u8);
         }
         self.frames
@@ -81,7 +93,7 @@ impl BodyWriter {
     /// Whether a record of `key` and `value` would push a non-empty body
     /// past [`MAX_BODY`].
     pub(super) fn full_for(&self, key: &str, value: &[u8]) -> bool {
-        self.count > 0 && self.frames.len() + 8 + key.len() + value.len() > MAX_BODY
+        self.count > 0 && self.frames.len() + Self::frame_len(key, value) > MAX_BODY
     }
 
     /// The body as stored: plain, or if asked for, compressed when that
@@ -223,6 +235,16 @@ pub(super) fn split(records: Vec<Record>, partitions: u32, compress: bool) -> Sp
     let mut open: Vec<Option<Open>> = (0..partitions).map(|_| None).collect();
     let mut done: Vec<Option<Batch>> = Vec::new();
     let mut places = Vec::with_capacity(records.len());
+    // Each record's partition, and the bytes of frames still to come per
+    // partition, so that a body is sized once when it opens.
+    let parts: Vec<u32> = records
+        .iter()
+        .map(|r| partition_for(&r.key, partitions))
+        .collect();
+    let mut left = vec![0usize; partitions as usize];
+    for (r, &p) in records.iter().zip(&parts) {
+        left[p as usize] += BodyWriter::frame_len(&r.key, &r.value);
+    }
     let close = |o: Open, p: u32, done: &mut Vec<Option<Batch>>| {
         done[o.slot] = Some(Batch {
             partition: p,
@@ -231,8 +253,7 @@ pub(super) fn split(records: Vec<Record>, partitions: u32, compress: bool) -> Sp
             index: o.index,
         });
     };
-    for r in records {
-        let p = partition_for(&r.key, partitions);
+    for (r, p) in records.into_iter().zip(parts) {
         let cur = &mut open[p as usize];
         if cur
             .as_ref()
@@ -242,12 +263,17 @@ pub(super) fn split(records: Vec<Record>, partitions: u32, compress: bool) -> Sp
         }
         let o = cur.get_or_insert_with(|| {
             done.push(None);
+            let mut body = BodyWriter::new(compress);
+            body.reserve(
+                left[p as usize].min(MAX_BODY.max(BodyWriter::frame_len(&r.key, &r.value))),
+            );
             Open {
                 slot: done.len() - 1,
-                body: BodyWriter::new(compress),
+                body,
                 index: Vec::new(),
             }
         });
+        left[p as usize] -= BodyWriter::frame_len(&r.key, &r.value);
         let pos = o.body.count();
         o.body.push(&r.key, &r.value);
         if let Some(idx) = r.index {
