@@ -11,6 +11,7 @@
 
 pub mod clock;
 pub mod colocated;
+mod horizon;
 pub mod outbox;
 pub mod overlay;
 pub mod processor;

@@ -28,6 +28,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::horizon::Horizon;
 use crate::processor::{Batch, Emit, Input, ProcessError, Processor};
 use crate::projector::{version_ck, TENANT_LIMITS_PK};
 use crate::topics::Topic;
@@ -144,6 +145,8 @@ pub struct Router {
     /// This partition's dead-letter count per tenant.
     dlq_counts: HashMap<String, i64>,
     template_refresh: Duration,
+    /// Which triggers surely have no run yet (no lookup needed).
+    horizon: Horizon,
 }
 
 /// The router's per-notification maps. Their keys are strings (tenant,
@@ -295,6 +298,7 @@ impl Router {
             dlq_alerts: DlqAlerts::default(),
             dlq_counts: HashMap::new(),
             template_refresh: Duration::from_secs(1),
+            horizon: Horizon::default(),
         }
     }
 
@@ -451,9 +455,6 @@ impl Router {
         tenant: &str,
         delta: i64,
     ) -> Result<(), ProcessError> {
-        if delta == 0 {
-            return Ok(());
-        }
         let own_ck = batch.partition.to_be_bytes().to_vec();
         let rows = store
             .scan(&Scan::partition(Table::Runs, tenant, "dlq-count", 10_000))
@@ -633,6 +634,9 @@ impl Router {
         if let Some(r) = self.prefetched.get(&k) {
             return Ok(r.is_some());
         }
+        if self.horizon.surely_new(nid) {
+            return Ok(false);
+        }
         Ok(load_run(store, tenant, nid).await?.is_some())
     }
 
@@ -675,6 +679,9 @@ impl Router {
             let Some(nid) = e.payload.notification_id() else {
                 continue;
             };
+            if matches!(e.payload, Payload::Triggered(_)) && self.horizon.surely_new(nid) {
+                continue;
+            }
             let tenant = e.tenant.as_str();
             let probe = Pair(tenant, nid);
             if self.runs.contains_key(&probe) || self.prefetched.contains_key(&probe) {
@@ -1056,7 +1063,10 @@ impl Router {
         // run record is the biggest row per notification, so skip the rewrite.
         let changed = run_before.is_none_or(|before| before != rec.run) || delta != 0;
         self.remember(tenant, nid, rec, changed);
-        self.dlq_changed(store, batch, cause, tenant, delta).await
+        if delta != 0 {
+            self.dlq_changed(store, batch, cause, tenant, delta).await?;
+        }
+        Ok(())
     }
 
     /// The run's recipient: the stored subscriber with the contact data
@@ -1159,6 +1169,11 @@ impl Processor for Router {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         self.start_batch();
+        if let (Some(Topic::Triggers), Some(first)) = (batch.topic, inputs.first()) {
+            self.horizon
+                .read_once(store, batch.partition, first.offset)
+                .await?;
+        }
         self.prefetch_runs(store, inputs).await?;
         for input in inputs {
             let e = &input.event;
@@ -1179,6 +1194,7 @@ impl Processor for Router {
                     if self.has_run(store, tenant, &t.notification_id).await? {
                         continue; // a retried trigger with the same idempotency key
                     }
+                    self.horizon.note(&t.notification_id);
                     let payload = self.payloads.get(&t.payload_json);
                     let c = t.recipient.clone().unwrap_or_default();
                     let rec_contact = ContactOverride {
@@ -1474,6 +1490,7 @@ impl Processor for Router {
             }
         }
         self.write_changed_runs(batch);
+        self.horizon.write(batch);
         self.report_metrics();
         Ok(())
     }
