@@ -6,6 +6,10 @@
 //!   send (`Run::apply(Start)` + `router::render_send`) with a compiled template
 //!   whose variants are `default` and `fr`, for a `fr-CA` recipient (fallback
 //!   walk, two minijinja renders, two output events);
+//! - `render_plain` / `render_minijinja`: `CompiledTemplate::render` of the
+//!   load generator's subject and body for a `fr-CA` recipient: as they are
+//!   (plain interpolation, `template::plain`), and the same texts wrapped in
+//!   `{% if true %}…{% endif %}`, which sends them through minijinja;
 //! - `event_encode_decode_300B`: `Event::encode` + `Event::decode` of a ~300-byte
 //!   `NotificationTriggered` envelope (what every processor does per record);
 //! - `notification_path`: all of the above chained as the pipeline does it for
@@ -19,9 +23,9 @@ use std::hint::black_box;
 
 use clarion_bench::{sample_event, trigger_command, RECORD_BYTES};
 use clarion_domain::flow::{Ctx, Flow, Input, Output, RetryPolicy, Run};
-use clarion_domain::router::{render_send, SendInput};
+use clarion_domain::router::{render_send, SendInput, TemplateVars};
 use clarion_domain::subscriber::Subscriber;
-use clarion_domain::template::CompiledTemplate;
+use clarion_domain::template::{CompiledTemplate, Template};
 use clarion_domain::trigger::TriggerLimits;
 use clarion_domain::{Actor, Channel, Event, Payload, TenantId};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -143,6 +147,49 @@ fn bench_domain(c: &mut Criterion) {
     });
     g.bench_function("route_fr-CA_fallback_fr", |b| {
         b.iter(|| black_box(route_once(black_box(&event))))
+    });
+    // The same texts, once plain and once through minijinja.
+    let payload =
+        clarion_domain::payload::SharedPayload::parse(r#"{"name":"Ana","day":"2026-12-01"}"#);
+    let subscriber = Subscriber {
+        subscriber_id: "tech-42".into(),
+        email: "tech42@example.test".into(),
+        locale: "fr-CA".into(),
+        ..Default::default()
+    };
+    let vars = TemplateVars {
+        tenant: "acme",
+        notification_id: "n1",
+        payload: &payload,
+        subscriber: &subscriber,
+    };
+    let wrapped: Vec<_> = clarion_bench::email_variants()
+        .into_iter()
+        .map(|mut v| {
+            v.subject = format!("{{% if true %}}{}{{% endif %}}", v.subject);
+            v.body = format!("{{% if true %}}{}{{% endif %}}", v.body);
+            v
+        })
+        .collect();
+    let by_minijinja = Template::new("appointment-tpl", 1, "email", &wrapped)
+        .expect("valid template")
+        .compile();
+    assert_eq!(
+        tpl.render("fr-CA", &vars).expect("renders"),
+        by_minijinja.render("fr-CA", &vars).expect("renders"),
+        "both renderers print the same"
+    );
+    g.bench_function("render_plain", |b| {
+        b.iter(|| black_box(tpl.render("fr-CA", black_box(&vars)).expect("renders")))
+    });
+    g.bench_function("render_minijinja", |b| {
+        b.iter(|| {
+            black_box(
+                by_minijinja
+                    .render("fr-CA", black_box(&vars))
+                    .expect("renders"),
+            )
+        })
     });
     g.bench_function("event_encode_decode_300B", |b| {
         b.iter(|| {
