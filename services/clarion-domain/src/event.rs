@@ -17,7 +17,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Actor {
     ApiKey(String),
     Operator(String),
-    System(String),
+    /// A component: named by a constant on the hot path (`"router"`), which
+    /// every event it emits carries without an allocation.
+    System(std::borrow::Cow<'static, str>),
 }
 
 impl Actor {
@@ -43,7 +45,7 @@ impl Actor {
         match pb::actor::Kind::try_from(a.kind).unwrap_or(pb::actor::Kind::Unspecified) {
             pb::actor::Kind::ApiKey => Actor::ApiKey(a.id),
             pb::actor::Kind::Operator => Actor::Operator(a.id),
-            _ => Actor::System(a.id),
+            _ => Actor::System(a.id.into()),
         }
     }
 }

@@ -85,8 +85,11 @@ impl fmt::Debug for Id {
 
 /// A tenant id: 1-63 characters of `a-z`, `0-9` and `-`, not starting with `-`.
 /// The restricted alphabet lets it be embedded in keys and API keys unambiguously.
+/// Shared text: every event carries its tenant, and each event a processor
+/// emits copies its cause's, so a copy is a reference count, not an
+/// allocation.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct TenantId(String);
+pub struct TenantId(std::sync::Arc<str>);
 
 impl TenantId {
     pub fn parse(s: &str) -> Result<TenantId, String> {
@@ -104,7 +107,7 @@ impl TenantId {
                 "character {c:?} is not allowed (use a-z, 0-9 and '-')"
             ));
         }
-        Ok(TenantId(s.to_string()))
+        Ok(TenantId(s.into()))
     }
 
     /// Like `parse`, reporting a problem against `field`.

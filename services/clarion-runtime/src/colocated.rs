@@ -49,7 +49,7 @@ impl Colocated {
         &self,
         writes: WriteBatch,
         topics: &Topics,
-        emits: &[Emit],
+        emits: Vec<Emit>,
         encoded: &[Bytes],
     ) -> Result<(), ProcessError> {
         self.submit(Arc::new(writes), topics, emits, encoded)
@@ -65,14 +65,14 @@ impl Colocated {
         &self,
         writes: Arc<WriteBatch>,
         topics: &Topics,
-        emits: &[Emit],
+        emits: Vec<Emit>,
         encoded: &[Bytes],
     ) -> Result<Committing, ProcessError> {
         let (store_job, stored) = self.store.shared_write_job(writes);
         let mut jobs = vec![store_job];
         // One job for every topic: a notification's events of this batch
         // (a `Routed` and its `DispatchRequested`) share an index row.
-        let by_topic = records_by_topic(topics, emits, encoded);
+        let by_topic = records_by_topic_owned(topics, emits, encoded);
         let mut appended = Vec::new();
         if !by_topic.is_empty() {
             let (job, rxs) = self.log.append_jobs(by_topic).await?;
@@ -110,35 +110,67 @@ pub fn records_by_topic(
     emits: &[Emit],
     encoded: &[Bytes],
 ) -> Vec<(String, Vec<Record>)> {
+    let keys = emits
+        .iter()
+        .map(|e| e.event.partition_key.clone())
+        .collect();
+    group(topics, &placing(emits), keys, encoded)
+}
+
+/// [`records_by_topic`] of emits no longer needed: their partition keys
+/// move into the records rather than being copied (two or so a notification
+/// per processor).
+pub fn records_by_topic_owned(
+    topics: &Topics,
+    emits: Vec<Emit>,
+    encoded: &[Bytes],
+) -> Vec<(String, Vec<Record>)> {
+    let placing = placing(&emits);
+    let keys = emits.into_iter().map(|e| e.event.partition_key).collect();
+    group(topics, &placing, keys, encoded)
+}
+
+/// Each emit's topic and history key.
+fn placing(emits: &[Emit]) -> Vec<(Topic, Option<Bytes>)> {
     // A notification's emits of one batch come one after the other (a
     // `Routed` and its `DispatchRequested`, a `Sent` and its `Delivered`):
     // its history key, parsed from the id's hex, is made once for them.
     let mut last: Option<(&str, &str, Bytes)> = None;
-    let index: Vec<Option<Bytes>> = emits
+    emits
         .iter()
         .map(|e| {
             let tenant = e.event.tenant.as_str();
-            let nid = e.event.payload.notification_id()?;
-            match &last {
-                Some((t, n, idx)) if *t == tenant && *n == nid => Some(idx.clone()),
+            let index = e.event.payload.notification_id().map(|nid| match &last {
+                Some((t, n, idx)) if *t == tenant && *n == nid => idx.clone(),
                 _ => {
                     let idx = crate::projector::history_index(tenant, nid);
                     last = Some((tenant, nid, idx.clone()));
-                    Some(idx)
+                    idx
                 }
-            }
+            });
+            (e.topic, index)
         })
-        .collect();
+        .collect()
+}
+
+/// The records of each topic, `keys[i]`, `encoded[i]` and `placing[i]`
+/// being one emit's.
+fn group(
+    topics: &Topics,
+    placing: &[(Topic, Option<Bytes>)],
+    mut keys: Vec<String>,
+    encoded: &[Bytes],
+) -> Vec<(String, Vec<Record>)> {
     Topic::ALL
         .into_iter()
         .filter_map(|t| {
-            let recs: Vec<Record> = emits
+            let recs: Vec<Record> = placing
                 .iter()
+                .zip(keys.iter_mut())
                 .zip(encoded)
-                .zip(&index)
-                .filter(|((e, _), _)| e.topic == t)
-                .map(|((e, value), index)| Record {
-                    key: e.event.partition_key.clone(),
+                .filter(|(((topic, _), _), _)| *topic == t)
+                .map(|(((_, index), key), value)| Record {
+                    key: std::mem::take(key),
                     value: value.clone(),
                     index: index.clone(),
                 })
@@ -201,6 +233,10 @@ mod tests {
             .map(|e| Bytes::from(e.event.encode()))
             .collect();
         let got = records_by_topic(&Topics::new("c.", 2), &emits, &encoded);
+        // Emits handed over give the same records, keys moved in.
+        let owned = records_by_topic_owned(&Topics::new("c.", 2), emits.clone(), &encoded);
+        assert_eq!(owned, got);
+        assert!(got.iter().flat_map(|(_, r)| r).all(|r| !r.key.is_empty()));
         let idx = |t: &str, n: &str| Some(crate::projector::history_index(t, n));
         let by: Vec<(String, Vec<Option<Bytes>>)> = got
             .into_iter()

@@ -412,9 +412,15 @@ impl<P: Processor> PartitionRunner<P> {
         let submitted = Instant::now();
         let commit: CommitFuture = match &self.colocated {
             Some(c) => Box::pin(
-                c.submit(d.writes.clone(), &self.topics, &d.commit_emits, &d.encoded)
-                    .await?
-                    .committed(),
+                c.submit(
+                    d.writes.clone(),
+                    &self.topics,
+                    // Not needed after this: their keys move into the records.
+                    std::mem::take(&mut d.commit_emits),
+                    &d.encoded,
+                )
+                .await?
+                .committed(),
             ),
             None => {
                 // Nothing reads the batch meanwhile here: it moves, uncopied.

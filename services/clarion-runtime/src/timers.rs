@@ -77,7 +77,10 @@ pub async fn fire_due(
         del.delete(RowKey::new(Table::Timers, SYSTEM_TENANT, owner, ck.clone()));
     }
     match colocated {
-        Some(c) => c.commit(del, topics, &emits, &encode_emits(&emits)).await?,
+        Some(c) => {
+            let encoded = encode_emits(&emits);
+            c.commit(del, topics, emits, &encoded).await?
+        }
         None => {
             publish(log, topics, &emits).await?;
             store.write(del).await?;
