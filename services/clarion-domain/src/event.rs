@@ -232,6 +232,20 @@ pub struct Event {
     pub payload: Payload,
 }
 
+/// An envelope's fields as read, borrowed from the record where they can be.
+struct Parts<'a> {
+    schema_version: u32,
+    event_id: &'a [u8],
+    tenant: &'a str,
+    partition_key: String,
+    event_type: &'a str,
+    occurred_at_ms: i64,
+    causation: &'a [u8],
+    correlation: &'a [u8],
+    actor: Option<pb::Actor>,
+    payload: &'a [u8],
+}
+
 impl Event {
     pub fn event_type(&self) -> &'static str {
         self.payload.event_type()
@@ -318,29 +332,110 @@ impl Event {
         .encode_to_vec()
     }
 
+    /// Reads an `EventEnvelope`, field by field from `bytes`: decoding the
+    /// envelope message first allocated its event type, tenant and three
+    /// ids only to drop them again, and held the payload as a counted view
+    /// (every processor decodes every event it reads). It reads what prost
+    /// reads: fields in any order, the last of a repeated scalar winning,
+    /// unknown fields skipped; a test compares the two on valid and damaged
+    /// input.
     pub fn decode(bytes: &[u8]) -> Result<Event, EventDecodeError> {
-        Self::from_envelope(
-            pb::EventEnvelope::decode(bytes)
-                .map_err(|e| EventDecodeError::Envelope(e.to_string()))?,
-        )
+        use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+        let bad = |e: prost::DecodeError| EventDecodeError::Envelope(e.to_string());
+        fn field<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], prost::DecodeError> {
+            let len = decode_varint(buf)?;
+            if len > buf.len() as u64 {
+                return Err(prost::DecodeError::new("buffer underflow"));
+            }
+            let (f, rest) = buf.split_at(len as usize);
+            *buf = rest;
+            Ok(f)
+        }
+        fn text<'a>(buf: &mut &'a [u8]) -> Result<&'a str, prost::DecodeError> {
+            std::str::from_utf8(field(buf)?).map_err(|_| {
+                prost::DecodeError::new("invalid string value: data is not UTF-8 encoded")
+            })
+        }
+        let mut buf = bytes;
+        let (mut schema_version, mut occurred_at_ms) = (0u32, 0i64);
+        let (mut event_id, mut causation, mut correlation): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+        let (mut tenant, mut partition_key, mut event_type) = ("", "", "");
+        let mut actor: Option<pb::Actor> = None;
+        let mut payload: &[u8] = &[];
+        while !buf.is_empty() {
+            let (tag, wire) = decode_key(&mut buf).map_err(bad)?;
+            match (tag, wire) {
+                (1, WireType::Varint) => {
+                    schema_version = decode_varint(&mut buf).map_err(bad)? as u32
+                }
+                (2, WireType::LengthDelimited) => event_id = field(&mut buf).map_err(bad)?,
+                (3, WireType::LengthDelimited) => tenant = text(&mut buf).map_err(bad)?,
+                (4, WireType::LengthDelimited) => partition_key = text(&mut buf).map_err(bad)?,
+                (5, WireType::LengthDelimited) => event_type = text(&mut buf).map_err(bad)?,
+                (6, WireType::Varint) => {
+                    occurred_at_ms = decode_varint(&mut buf).map_err(bad)? as i64
+                }
+                (7, WireType::LengthDelimited) => causation = field(&mut buf).map_err(bad)?,
+                (8, WireType::LengthDelimited) => correlation = field(&mut buf).map_err(bad)?,
+                (9, WireType::LengthDelimited) => {
+                    // An embedded message repeated is merged, as prost does.
+                    let a = actor.get_or_insert_with(Default::default);
+                    a.merge(field(&mut buf).map_err(bad)?).map_err(bad)?;
+                }
+                (10, WireType::LengthDelimited) => payload = field(&mut buf).map_err(bad)?,
+                (1..=10, _) => {
+                    return Err(EventDecodeError::Envelope(format!(
+                        "failed to decode Protobuf message: invalid wire type: {wire:?} (tag {tag})"
+                    )))
+                }
+                _ => skip_field(wire, tag, &mut buf, DecodeContext::default()).map_err(bad)?,
+            }
+        }
+        Self::from_parts(Parts {
+            schema_version,
+            event_id,
+            tenant,
+            partition_key: partition_key.to_string(),
+            event_type,
+            occurred_at_ms,
+            causation,
+            correlation,
+            actor,
+            payload,
+        })
     }
 
-    /// Like [`Event::decode`], for a record held as `Bytes`: the envelope's
-    /// payload is then a view of `bytes` rather than a copy.
+    /// Like [`Event::decode`], for a record held as `Bytes`.
     pub fn decode_bytes(bytes: bytes::Bytes) -> Result<Event, EventDecodeError> {
-        Self::from_envelope(
-            pb::EventEnvelope::decode(bytes)
-                .map_err(|e| EventDecodeError::Envelope(e.to_string()))?,
-        )
+        Self::decode(&bytes)
     }
 
-    fn from_envelope(env: pb::EventEnvelope) -> Result<Event, EventDecodeError> {
+    /// [`Event::decode`] through prost's `EventEnvelope`: what it must match.
+    #[cfg(test)]
+    fn decode_with_envelope(bytes: &[u8]) -> Result<Event, EventDecodeError> {
+        let env = pb::EventEnvelope::decode(bytes)
+            .map_err(|e| EventDecodeError::Envelope(e.to_string()))?;
+        Self::from_parts(Parts {
+            schema_version: env.schema_version,
+            event_id: &env.event_id,
+            tenant: &env.tenant_id,
+            partition_key: env.partition_key.clone(),
+            event_type: &env.event_type,
+            occurred_at_ms: env.occurred_at_ms,
+            causation: &env.causation_id,
+            correlation: &env.correlation_id,
+            actor: env.actor.clone(),
+            payload: &env.payload,
+        })
+    }
+
+    fn from_parts(env: Parts<'_>) -> Result<Event, EventDecodeError> {
         if env.schema_version != SCHEMA_VERSION {
             return Err(EventDecodeError::SchemaVersion(env.schema_version));
         }
-        let id = Id::from_slice(&env.event_id)
+        let id = Id::from_slice(env.event_id)
             .ok_or_else(|| EventDecodeError::Envelope("event_id must be 16 bytes".into()))?;
-        let tenant = TenantId::parse(&env.tenant_id)
+        let tenant = TenantId::parse(env.tenant)
             .map_err(|e| EventDecodeError::Envelope(format!("tenant_id: {e}")))?;
         let opt_id = |b: &[u8], name: &str| -> Result<Option<Id>, EventDecodeError> {
             if b.is_empty() {
@@ -356,10 +451,10 @@ impl Event {
             tenant,
             partition_key: env.partition_key,
             occurred_at_ms: env.occurred_at_ms,
-            causation_id: opt_id(&env.causation_id, "causation_id")?,
-            correlation_id: opt_id(&env.correlation_id, "correlation_id")?,
+            causation_id: opt_id(env.causation, "causation_id")?,
+            correlation_id: opt_id(env.correlation, "correlation_id")?,
             actor: Actor::from_pb(env.actor),
-            payload: Payload::decode(&env.event_type, &env.payload)?,
+            payload: Payload::decode(env.event_type, env.payload)?,
         })
     }
 
@@ -460,6 +555,62 @@ mod tests {
             let _ = Event::decode(&bytes);
             let _ = Event::decode_bytes(bytes.into());
         }
+
+        /// The field-by-field reader reads what prost reads, damaged records
+        /// included: a byte changed, the record cut short, or extended.
+        #[test]
+        fn decode_reads_what_prost_reads(
+            payload in ".{0,60}",
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..12),
+        ) {
+            let good = sample(payload, "ana".into()).encode();
+            let mut changed = good.clone();
+            changed[at.index(good.len())] = byte;
+            let mut extended = good.clone();
+            extended.extend_from_slice(&tail);
+            for bytes in [&good[..], &changed[..], &good[..cut.index(good.len())], &extended[..]] {
+                let ours = Event::decode(bytes);
+                let theirs = Event::decode_with_envelope(bytes);
+                prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?} / {:?}", ours, theirs);
+                prop_assert_eq!(ours.ok(), theirs.ok());
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_and_the_last_of_a_repeated_field_wins() {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        let e = sample("{}".into(), "s".into());
+        let mut bytes = e.encode();
+        // An unknown varint field, an unknown length-delimited one, a second
+        // occurred-at, and a second actor (embedded messages merge).
+        encode_key(15, WireType::Varint, &mut bytes);
+        encode_varint(7, &mut bytes);
+        encode_key(16, WireType::LengthDelimited, &mut bytes);
+        encode_varint(3, &mut bytes);
+        bytes.extend_from_slice(b"xyz");
+        encode_key(6, WireType::Varint, &mut bytes);
+        encode_varint(42, &mut bytes);
+        let actor = pb::Actor {
+            kind: pb::actor::Kind::Operator as i32,
+            id: String::new(),
+        };
+        encode_key(9, WireType::LengthDelimited, &mut bytes);
+        encode_varint(actor.encoded_len() as u64, &mut bytes);
+        actor.encode(&mut bytes).unwrap();
+        let ours = Event::decode(&bytes).unwrap();
+        assert_eq!(ours, Event::decode_with_envelope(&bytes).unwrap());
+        assert_eq!(ours.occurred_at_ms, 42);
+        assert_eq!(ours.actor, Actor::Operator("k1".into()));
+        // A known field with the wrong wire type is an error, as in prost.
+        let mut wrong = e.encode();
+        encode_key(3, WireType::Varint, &mut wrong);
+        encode_varint(1, &mut wrong);
+        assert!(Event::decode(&wrong).is_err());
+        assert!(Event::decode_with_envelope(&wrong).is_err());
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Colocated {
         writes: WriteBatch,
         topics: &Topics,
         emits: Vec<Emit>,
-        encoded: &[Bytes],
+        encoded: Vec<Bytes>,
     ) -> Result<(), ProcessError> {
         self.submit(Arc::new(writes), topics, emits, encoded)
             .await?
@@ -66,7 +66,7 @@ impl Colocated {
         writes: Arc<WriteBatch>,
         topics: &Topics,
         emits: Vec<Emit>,
-        encoded: &[Bytes],
+        encoded: Vec<Bytes>,
     ) -> Result<Committing, ProcessError> {
         let (store_job, stored) = self.store.shared_write_job(writes);
         let mut jobs = vec![store_job];
@@ -114,16 +114,17 @@ pub fn records_by_topic(
         .iter()
         .map(|e| e.event.partition_key.clone())
         .collect();
-    group(topics, &placing(emits), keys, encoded)
+    group(topics, &placing(emits), keys, encoded.to_vec())
 }
 
-/// [`records_by_topic`] of emits no longer needed: their partition keys
-/// move into the records rather than being copied (two or so a notification
-/// per processor).
+/// [`records_by_topic`] of emits no longer needed: their partition keys and
+/// encodings move into the records rather than being copied (a first clone
+/// of a `Bytes` made from a `Vec` allocates its shared counter, and every
+/// clone and drop is an atomic operation).
 pub fn records_by_topic_owned(
     topics: &Topics,
     emits: Vec<Emit>,
-    encoded: &[Bytes],
+    encoded: Vec<Bytes>,
 ) -> Vec<(String, Vec<Record>)> {
     let placing = placing(&emits);
     let keys = emits.into_iter().map(|e| e.event.partition_key).collect();
@@ -153,13 +154,13 @@ fn placing(emits: &[Emit]) -> Vec<(Topic, Option<Bytes>)> {
         .collect()
 }
 
-/// The records of each topic, `keys[i]`, `encoded[i]` and `placing[i]`
-/// being one emit's.
+/// The records of each topic, `keys[i]`, `values[i]` and `placing[i]`
+/// being one emit's (moved into its record).
 fn group(
     topics: &Topics,
     placing: &[(Topic, Option<Bytes>)],
     mut keys: Vec<String>,
-    encoded: &[Bytes],
+    mut values: Vec<Bytes>,
 ) -> Vec<(String, Vec<Record>)> {
     Topic::ALL
         .into_iter()
@@ -167,11 +168,11 @@ fn group(
             let recs: Vec<Record> = placing
                 .iter()
                 .zip(keys.iter_mut())
-                .zip(encoded)
+                .zip(values.iter_mut())
                 .filter(|(((topic, _), _), _)| *topic == t)
                 .map(|(((_, index), key), value)| Record {
                     key: std::mem::take(key),
-                    value: value.clone(),
+                    value: std::mem::take(value),
                     index: index.clone(),
                 })
                 .collect();
@@ -234,7 +235,7 @@ mod tests {
             .collect();
         let got = records_by_topic(&Topics::new("c.", 2), &emits, &encoded);
         // Emits handed over give the same records, keys moved in.
-        let owned = records_by_topic_owned(&Topics::new("c.", 2), emits.clone(), &encoded);
+        let owned = records_by_topic_owned(&Topics::new("c.", 2), emits.clone(), encoded.clone());
         assert_eq!(owned, got);
         assert!(got.iter().flat_map(|(_, r)| r).all(|r| !r.key.is_empty()));
         let idx = |t: &str, n: &str| Some(crate::projector::history_index(t, n));

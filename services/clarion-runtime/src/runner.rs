@@ -415,9 +415,10 @@ impl<P: Processor> PartitionRunner<P> {
                 c.submit(
                     d.writes.clone(),
                     &self.topics,
-                    // Not needed after this: their keys move into the records.
+                    // Not needed after this (a colocated batch's outbox entry
+                    // holds effects only): they move into the records.
                     std::mem::take(&mut d.commit_emits),
-                    &d.encoded,
+                    std::mem::take(&mut d.encoded),
                 )
                 .await?
                 .committed(),
@@ -457,20 +458,22 @@ impl<P: Processor> PartitionRunner<P> {
         let started = Instant::now();
         let next_offset = self.positions.get(&topic).copied().unwrap_or(0);
         let mut inputs = Vec::with_capacity(recs.len());
-        for r in &recs {
+        // The records move into the inputs: each clone or drop of a record's
+        // view of its batch is an atomic operation on the batch's counter.
+        for r in recs {
             if r.offset < next_offset {
                 continue; // re-delivered by the log
             }
             // An event we cannot read stops the partition: skipping it would
             // silently lose a fact; the operator fixes the build and restarts.
-            let event = Event::decode_bytes(r.value.clone()).map_err(|e| ProcessError::Poison {
+            let event = Event::decode(&r.value).map_err(|e| ProcessError::Poison {
                 offset: r.offset,
                 reason: e.to_string(),
             })?;
             inputs.push(Input {
                 offset: r.offset,
                 event,
-                raw: r.value.clone(),
+                raw: r.value,
             });
         }
         if inputs.is_empty() {

@@ -79,7 +79,7 @@ pub async fn fire_due(
     match colocated {
         Some(c) => {
             let encoded = encode_emits(&emits);
-            c.commit(del, topics, emits, &encoded).await?
+            c.commit(del, topics, emits, encoded).await?
         }
         None => {
             publish(log, topics, &emits).await?;

@@ -1361,9 +1361,14 @@ async fn a_colocated_commit_that_fails_appends_nothing_and_a_retry_takes_the_sam
     };
     let encoded = clarion_runtime::runner::encode_emits(std::slice::from_ref(&emit));
     // One commit so the log knows the partition's end (offset 1 next).
-    c.commit(WriteBatch::new(), &env.topics, vec![emit.clone()], &encoded)
-        .await
-        .unwrap();
+    c.commit(
+        WriteBatch::new(),
+        &env.topics,
+        vec![emit.clone()],
+        encoded.clone(),
+    )
+    .await
+    .unwrap();
     let raw = rusqlite::Connection::open(env.dir.path().join("clarion.db")).unwrap();
     raw.execute_batch("PRAGMA busy_timeout=10000").unwrap();
     let squat = |sql: &str| raw.execute(sql, rusqlite::params![topic, p]).unwrap();
@@ -1387,7 +1392,12 @@ async fn a_colocated_commit_that_fails_appends_nothing_and_a_retry_takes_the_sam
 
     // When: a commit writes state and emits the same event again.
     let failed = c
-        .commit(writes.clone(), &env.topics, vec![emit.clone()], &encoded)
+        .commit(
+            writes.clone(),
+            &env.topics,
+            vec![emit.clone()],
+            encoded.clone(),
+        )
         .await;
 
     // Then: it fails as a whole: no state row, and the log holds only the
@@ -1400,7 +1410,7 @@ async fn a_colocated_commit_that_fails_appends_nothing_and_a_retry_takes_the_sam
     let delete = "DELETE FROM record_batches WHERE partition = ?2 AND base_offset = 1
                   AND topic = (SELECT id FROM topics WHERE name = ?1)";
     assert_eq!(squat(delete), 1);
-    c.commit(writes, &env.topics, vec![emit], &encoded)
+    c.commit(writes, &env.topics, vec![emit], encoded.clone())
         .await
         .unwrap();
 
