@@ -12,13 +12,16 @@
 //! are looked up as before: the horizon only ever saves reads, never
 //! decides that a run exists.
 //!
-//! A partition whose router never committed a trigger starts at 0. One that
-//! did before the horizon existed (a file from an older version) has no
-//! known horizon and keeps looking every trigger up.
+//! The horizon read at start is the latest of every partition's (after the
+//! partition count changes, a recipient's triggers may come to another
+//! partition than before). A partition whose router never committed a
+//! trigger starts there (at 0 on a new file). One that did before horizons
+//! were kept (a file from an older version) has no known horizon and keeps
+//! looking every trigger up.
 
 use bytes::Bytes;
 use clarion_domain::Id;
-use clarion_store::{RowKey, Store, StoreError, Table, SYSTEM_TENANT};
+use clarion_store::{RowKey, Scan, Store, StoreError, Table, SYSTEM_TENANT};
 
 use crate::processor::Batch;
 
@@ -40,11 +43,14 @@ pub(crate) struct Horizon {
     seen: i64,
 }
 
+/// The horizons' rows: one per partition (the clustering key).
+const PK: &str = "router-horizon";
+
 fn key(partition: u32) -> RowKey {
     RowKey::new(
         Table::Runs,
         SYSTEM_TENANT,
-        "router-horizon",
+        PK,
         partition.to_be_bytes().to_vec(),
     )
 }
@@ -58,6 +64,10 @@ impl Horizon {
     /// Reads the partition's horizon before its first batch of triggers.
     /// `first_offset` is where that batch starts: the router resumes after
     /// the last trigger it committed, so 0 means it never committed one.
+    ///
+    /// The horizon is the latest of every partition's: after the partition
+    /// count changed, a recipient's triggers may come to a partition other
+    /// than the one that made its earlier runs.
     pub(crate) async fn read_once(
         &mut self,
         store: &dyn Store,
@@ -67,12 +77,24 @@ impl Horizon {
         if self.state != State::Unread {
             return Ok(());
         }
-        let stored = store.get(&key(partition)).await?;
-        self.state = match stored.as_deref().map(<[u8; 8]>::try_from) {
-            Some(Ok(b)) => State::Known(i64::from_be_bytes(b)),
-            Some(Err(_)) => State::Unknown,
-            None if first_offset == 0 => State::Known(0),
-            None => State::Unknown,
+        let rows = store
+            .scan(&Scan::partition(Table::Runs, SYSTEM_TENANT, PK, 100_000))
+            .await?;
+        let own = partition.to_be_bytes();
+        let mut latest = 0i64;
+        let mut has_own = false;
+        for (ck, value) in &rows {
+            let Ok(b) = <[u8; 8]>::try_from(&value[..]) else {
+                self.state = State::Unknown; // not ours to read: be safe
+                return Ok(());
+            };
+            latest = latest.max(i64::from_be_bytes(b));
+            has_own |= ck[..] == own;
+        }
+        self.state = if has_own || first_offset == 0 {
+            State::Known(latest)
+        } else {
+            State::Unknown
         };
         Ok(())
     }
@@ -147,28 +169,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        let read = |partition: u32, first_offset: u64| {
+            let store = &store;
+            async move {
+                let mut h = Horizon::default();
+                h.read_once(store, partition, first_offset).await.unwrap();
+                h
+            }
+        };
         // Never committed a trigger: nothing has a run yet.
-        let mut fresh = Horizon::default();
-        fresh.read_once(&store, 0, 0).await.unwrap();
+        let mut fresh = read(0, 0).await;
         assert_eq!(fresh.state, State::Known(0));
         // Committed triggers, but no horizon kept: every id is looked up.
-        let mut old = Horizon::default();
-        old.read_once(&store, 0, 500).await.unwrap();
-        assert_eq!(old.state, State::Unknown);
-        // A kept horizon is read back, and only once.
+        assert_eq!(read(0, 500).await.state, State::Unknown);
+        // A kept horizon is read back.
         fresh.note(&id_at(7_000));
         let mut batch = Batch::default();
         fresh.write(&mut batch);
         store.write(batch.writes).await.unwrap();
-        let mut again = Horizon::default();
-        again.read_once(&store, 0, 500).await.unwrap();
-        assert_eq!(again.state, State::Known(7_000));
-        let mut other = Horizon::default();
-        other.read_once(&store, 1, 500).await.unwrap();
-        assert_eq!(other.state, State::Unknown, "partitions keep their own");
-        again.state = State::Known(1);
-        again.read_once(&store, 0, 500).await.unwrap();
-        assert_eq!(again.state, State::Known(1));
+        assert_eq!(read(0, 500).await.state, State::Known(7_000));
+        // Another partition that committed triggers without one is unknown;
+        // a new partition (the count grew) starts at the latest of all.
+        assert_eq!(read(1, 500).await.state, State::Unknown);
+        assert_eq!(read(2, 0).await.state, State::Known(7_000));
+        let mut later = read(3, 0).await;
+        later.note(&id_at(9_000));
+        let mut batch = Batch {
+            partition: 3,
+            ..Default::default()
+        };
+        later.write(&mut batch);
+        store.write(batch.writes).await.unwrap();
+        assert_eq!(read(0, 500).await.state, State::Known(9_000));
+        // Read only once.
+        fresh.state = State::Known(1);
+        fresh.read_once(&store, 0, 500).await.unwrap();
+        assert_eq!(fresh.state, State::Known(1));
     }
 
     #[test]
