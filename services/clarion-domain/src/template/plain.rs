@@ -99,8 +99,8 @@ impl Plain {
     }
 }
 
-/// Where the next `{{` starts; `Err`-like `None` (the outer `?`) when a tag
-/// or a comment comes first, which plain interpolation does not take.
+/// Where the next `{{` starts (`Some(None)`: there is none), or `None` when
+/// a tag or a comment comes first, which plain interpolation does not take.
 fn find_delimiter(s: &str) -> Option<Option<usize>> {
     let b = s.as_bytes();
     let mut i = 0;
