@@ -13,12 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "schemas/events/v1/config.proto",
     ]
     .map(|p| root.join(p));
-    // The envelope's payload as `Bytes`: decoded from a log record's `Bytes`
-    // it is a view of the record, not a copy (every processor decodes every
-    // event it reads).
-    prost_build::Config::new()
-        .bytes([".clarion.events.v1.EventEnvelope.payload"])
-        .compile_protos(&events, &[root.join("schemas/events")])?;
+    // (Processors read the envelope field by field, `Event::decode`; the
+    // generated `EventEnvelope` is the reference its tests compare with.)
+    prost_build::Config::new().compile_protos(&events, &[root.join("schemas/events")])?;
 
     if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
         println!(

@@ -327,7 +327,7 @@ impl Event {
                 .map(|i| i.0.to_vec())
                 .unwrap_or_default(),
             actor: Some(self.actor.to_pb()),
-            payload: self.payload.encode_to_vec().into(),
+            payload: self.payload.encode_to_vec(),
         }
         .encode_to_vec()
     }
@@ -546,7 +546,7 @@ mod tests {
             let e = sample(payload, key);
             prop_assert_eq!(e.encode(), e.encode_with_envelope());
             prop_assert_eq!(Event::decode(&e.encode()).unwrap(), e.clone());
-            // The same from `Bytes` (the payload a view of the record).
+            // The same from `Bytes`.
             prop_assert_eq!(Event::decode_bytes(e.encode().into()).unwrap(), e);
         }
 

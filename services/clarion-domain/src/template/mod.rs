@@ -154,15 +154,8 @@ impl Template {
 
     /// The fallback chain for `locale`: `fr-CA` → [`fr-ca`, `fr`, `default`].
     pub fn fallback_chain(locale: &str) -> Vec<String> {
-        let mut chain = Vec::new();
-        let mut tag = locale.to_ascii_lowercase();
-        while !tag.is_empty() {
-            chain.push(tag.clone());
-            match tag.rfind('-') {
-                Some(i) => tag.truncate(i),
-                None => break,
-            }
-        }
+        let lower = locale.to_ascii_lowercase();
+        let mut chain: Vec<String> = tags(&lower).map(str::to_string).collect();
         chain.push(DEFAULT_LOCALE.to_string());
         chain
     }
@@ -170,19 +163,10 @@ impl Template {
     /// The variant used for `locale`, after fallback (the walk of
     /// [`Template::fallback_chain`], without making the chain).
     pub fn select(&self, locale: &str) -> (&str, &Variant) {
-        let mut tag = locale.to_ascii_lowercase();
-        while !tag.is_empty() {
-            if let Some((k, v)) = self.variants.get_key_value(tag.as_str()) {
-                return (k.as_str(), v);
-            }
-            match tag.rfind('-') {
-                Some(i) => tag.truncate(i),
-                None => break,
-            }
-        }
-        let (k, v) = self
-            .variants
-            .get_key_value(DEFAULT_LOCALE)
+        let lower = locale.to_ascii_lowercase();
+        let (k, v) = tags(&lower)
+            .chain([DEFAULT_LOCALE])
+            .find_map(|tag| self.variants.get_key_value(tag))
             .expect("a validated template has a default variant");
         (k.as_str(), v)
     }
@@ -209,6 +193,14 @@ impl Template {
             plain,
         }
     }
+}
+
+/// A lower-cased tag and each shorter prefix of it, most specific first:
+/// `fr-ca`, `fr`; nothing for an empty tag.
+fn tags(lower: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors((!lower.is_empty()).then_some(lower), |t| {
+        t.rfind('-').map(|i| &t[..i])
+    })
 }
 
 /// A template ready to render many times.
