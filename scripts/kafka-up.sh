@@ -22,7 +22,7 @@ fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  echo "installing tansu $TANSU_VERSION from crates.io (about 10 minutes cold)..."
+  echo "installing tansu $TANSU_VERSION from crates.io (about 15 minutes cold)..."
   # Its own target dir: installing must not contend with the workspace's lock.
   CARGO_TARGET_DIR=${TANSU_TARGET_DIR:-/tmp/tansu-build} \
     cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql --locked
