@@ -15,6 +15,7 @@ pub mod http;
 pub mod inbound;
 pub mod notification;
 pub mod rest;
+pub mod rest_notifications;
 pub mod state;
 pub mod subscriber;
 pub mod tenant;

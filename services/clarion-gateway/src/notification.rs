@@ -42,7 +42,7 @@ fn command(req: api::TriggerRequest) -> TriggerCommand {
 }
 
 impl NotificationApi {
-    async fn trigger(
+    pub(crate) async fn trigger(
         &self,
         req: Request<api::TriggerRequest>,
     ) -> Result<api::TriggerResponse, ApiError> {
@@ -257,7 +257,7 @@ impl NotificationApi {
         Ok(api::AcknowledgeResponse {})
     }
 
-    async fn get(
+    pub(crate) async fn get(
         &self,
         req: Request<api::GetNotificationRequest>,
     ) -> Result<api::Notification, ApiError> {

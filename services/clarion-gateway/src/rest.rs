@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::state::GatewayState;
 use crate::{auth, dead_letter};
 
-fn problem(e: ApiError) -> Response {
+pub(crate) fn problem(e: ApiError) -> Response {
     let (status, errors) = match &e {
         ApiError::Invalid(v) => (
             StatusCode::BAD_REQUEST,
@@ -214,6 +214,11 @@ async fn engagement(
 
 pub fn routes(state: GatewayState) -> Router {
     Router::new()
+        .route(
+            "/v1/notifications",
+            post(crate::rest_notifications::trigger),
+        )
+        .route("/v1/notifications/:id", get(crate::rest_notifications::get))
         .route("/v1/notifications/:id/engagement", post(engagement))
         .route("/v1/dead-letters", get(list))
         .route("/v1/dead-letters/:id", get(show))

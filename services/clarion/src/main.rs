@@ -198,9 +198,9 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
                 println!("  (shown once: only their hashes are stored)");
                 println!("Try:");
                 println!(
-                    "  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{\"workflow_id\":\"welcome\",\"recipients\":[{{\"subscriber_id\":\"ana\",\"email\":\"ana@example.test\",\"locale\":\"fr-CA\"}}],\"payload_json\":\"{{\\\"name\\\":\\\"Ana\\\"}}\"}}' localhost:{} clarion.v1.NotificationService/Trigger",
+                    "  curl -s -H 'authorization: Bearer {}' -H 'content-type: application/json' -d '{{\"workflow_id\":\"welcome\",\"recipients\":[{{\"subscriber_id\":\"ana\",\"email\":\"ana@example.test\",\"locale\":\"fr-CA\"}}],\"payload\":{{\"name\":\"Ana\"}}}}' http://localhost:{}/v1/notifications",
                     c.demo_api_key,
-                    cfg.grpc.listen.port()
+                    cfg.http.listen.port()
                 );
             }
         }

@@ -27,6 +27,31 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, out)
 }
 
+/// One HTTP/1.1 request with the API key; returns the status and the body.
+fn http_call(port: u16, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         authorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Small answers come in one chunk: `<hex length>\r\n<json>\r\n0`.
+    let body = match body.split_once("\r\n") {
+        Some((len, rest)) if usize::from_str_radix(len, 16).is_ok() => {
+            rest.rsplit_once("\r\n0").map(|(b, _)| b).unwrap_or(rest)
+        }
+        _ => body,
+    };
+    (status, body.trim().to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
     let help = Command::new(env!("CARGO_BIN_EXE_clarion"))
@@ -136,10 +161,73 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
     assert_eq!(dispatch["body"], "Allô Ana, bienvenue à bord!");
     assert_eq!(dispatch["provider"], "sink");
 
+    // The README's first example: the same workflow over REST with curl's request.
+    let (status, body) = http_call(
+        http,
+        "POST",
+        "/v1/notifications",
+        &key,
+        r#"{"workflow_id":"welcome","recipients":[{"subscriber_id":"ana","email":"ana@example.test","locale":"fr-CA"}],"payload":{"name":"Ana"}}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rest_id = answer["notifications"][0]["notification_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let (status, body) = http_call(
+            http,
+            "GET",
+            &format!("/v1/notifications/{rest_id}"),
+            &key,
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if shown["status"] == "delivered" {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "never delivered: {shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dispatched = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["event_type"]
+                .as_str()
+                .is_some_and(|t| t.contains("dispatch_requested"))
+        })
+        .unwrap_or_else(|| panic!("no dispatch in {shown}"));
+    assert_eq!(dispatched["detail"]["body"], "Allô Ana, bienvenue à bord!");
+    // Bad input over REST: problem+json naming the field; another tenant's
+    // key (or none) reads nothing.
+    let (status, body) = http_call(
+        http,
+        "POST",
+        "/v1/notifications",
+        &key,
+        r#"{"workflow_id":"welcome","recipients":[{"email":"x@example.test"}]}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["errors"][0]["field"], "subscriber_id", "{body}");
+    let (status, _) = http_call(
+        http,
+        "GET",
+        &format!("/v1/notifications/{rest_id}"),
+        "ck_other_nope",
+        "",
+    );
+    assert_eq!(status, 401);
+
     let (status, metrics) = http_get(http, "/metrics");
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("clarion_triggers_accepted_total 1"),
+        metrics.contains("clarion_triggers_accepted_total 2"),
         "{metrics}"
     );
     assert!(
