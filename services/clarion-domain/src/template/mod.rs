@@ -14,7 +14,8 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::channel::Channel;
-use crate::error::Violations;
+use crate::error::{excerpt, quote, Violations};
+use crate::limits;
 use plain::Plain;
 
 pub const DEFAULT_LOCALE: &str = "default";
@@ -53,13 +54,24 @@ pub struct RenderError {
 }
 
 impl Template {
-    /// Builds and validates a template: known channel, a `default` variant,
-    /// distinct locales, and every text compiles.
+    /// Builds and validates a template for publication: known channel, a
+    /// `default` variant, distinct locales, every text compiles, and sizes
+    /// within [`limits`](crate::limits).
     pub fn new(
         template_id: &str,
         version: u32,
         channel: &str,
         variants: &[pb::TemplateVariant],
+    ) -> Result<Template, Violations> {
+        Template::build(template_id, version, channel, variants, true)
+    }
+
+    fn build(
+        template_id: &str,
+        version: u32,
+        channel: &str,
+        variants: &[pb::TemplateVariant],
+        publishing: bool,
     ) -> Result<Template, Violations> {
         let mut v = Violations::default();
         crate::workflow::validate_id(&mut v, "template_id", template_id);
@@ -70,6 +82,16 @@ impl Template {
                 None
             }
         };
+        if publishing
+            && !limits::check_count(
+                &mut v,
+                "variants",
+                variants.len(),
+                limits::MAX_TEMPLATE_VARIANTS,
+            )
+        {
+            return Err(v);
+        }
         let mut map = BTreeMap::new();
         if variants.is_empty() {
             v.push(
@@ -78,6 +100,9 @@ impl Template {
             );
         }
         for (i, var) in variants.iter().enumerate() {
+            if publishing && !variant_within_limits(&mut v, i, var) {
+                continue;
+            }
             let locale = if var.locale.is_empty() {
                 DEFAULT_LOCALE.to_string()
             } else {
@@ -93,7 +118,7 @@ impl Template {
                 if let Err(e) = Environment::new().template_from_str(text) {
                     v.push(
                         format!("variants[{i}].{field}"),
-                        format!("does not compile: {e}"),
+                        format!("does not compile: {}", excerpt(&e.to_string(), 300)),
                     );
                 }
             }
@@ -112,7 +137,7 @@ impl Template {
             {
                 v.push(
                     format!("variants[{i}].locale"),
-                    format!("duplicate locale {locale:?}"),
+                    format!("duplicate locale {}", quote(&locale)),
                 );
             }
         }
@@ -131,8 +156,11 @@ impl Template {
         })
     }
 
+    /// Rebuilds a published template. Sizes are not checked again: a
+    /// version accepted before a limit existed still renders (under the
+    /// render budget, like every other).
     pub fn from_event(e: &pb::TemplatePublished) -> Result<Template, Violations> {
-        Template::new(&e.template_id, e.version, &e.channel, &e.variants)
+        Template::build(&e.template_id, e.version, &e.channel, &e.variants, false)
     }
 
     pub fn to_event(&self) -> pb::TemplatePublished {
@@ -178,6 +206,12 @@ impl Template {
         // A typo in a variable name must fail the render rather than send a
         // message with a hole in it.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Templates are tenant code running in a shared partition: every
+        // render gets the same instruction budget and a shallower recursion
+        // than minijinja's default, so a runaway loop fails its own send in
+        // milliseconds instead of holding the partition.
+        env.set_fuel(Some(limits::RENDER_FUEL));
+        env.set_recursion_limit(limits::RENDER_RECURSION);
         for (locale, v) in &self.variants {
             // Validated in `new`, so adding cannot fail.
             let _ = env.add_template_owned(format!("{locale}/subject"), v.subject.clone());
@@ -201,6 +235,16 @@ fn tags(lower: &str) -> impl Iterator<Item = &str> {
     std::iter::successors((!lower.is_empty()).then_some(lower), |t| {
         t.rfind('-').map(|i| &t[..i])
     })
+}
+
+/// Size checks of one variant at publication; `false` when it is over a
+/// limit (and so not worth compiling).
+fn variant_within_limits(v: &mut Violations, i: usize, var: &pb::TemplateVariant) -> bool {
+    let f = |part: &str| format!("variants[{i}].{part}");
+    let mut ok = limits::check_len(v, &f("locale"), &var.locale, limits::MAX_LOCALE_BYTES);
+    ok &= limits::check_len(v, &f("subject"), &var.subject, limits::MAX_SUBJECT_BYTES);
+    ok &= limits::check_len(v, &f("body"), &var.body, limits::MAX_BODY_BYTES);
+    ok
 }
 
 /// A template ready to render many times.
@@ -247,6 +291,11 @@ impl Variables for Value {
 
 impl CompiledTemplate {
     /// Renders the variant for `locale` (after fallback) with `vars`.
+    ///
+    /// The plain path is bounded by construction: it copies literal runs
+    /// and variable values once each, with no loops or calls, and stops at
+    /// the output limit. Everything else runs in minijinja under
+    /// [`limits::RENDER_FUEL`] and [`limits::MAX_RENDERED_BYTES`].
     pub fn render(&self, locale: &str, vars: &dyn Variables) -> Result<Rendered, RenderError> {
         let (used, _) = self.template.select(locale);
         let plain = self.plain.get(used);
@@ -267,13 +316,49 @@ impl CompiledTemplate {
                 .get_template(&format!("{used}/{part}"))
                 .map_err(|e| err(e.to_string()))?;
             let ctx = ctx.get_or_insert_with(|| vars.value());
-            t.render(&*ctx).map_err(|e| err(format!("{part}: {e}")))
+            let mut out = Bounded::default();
+            match t.render_captured_to(&*ctx, &mut out) {
+                Ok(_) => String::from_utf8(out.buf)
+                    .map_err(|_| err(format!("{part}: rendered text is not UTF-8"))),
+                Err(_) if out.over => Err(err(format!(
+                    "{part}: rendered output over {} KiB",
+                    limits::MAX_RENDERED_BYTES / 1024
+                ))),
+                Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(err(format!(
+                    "{part}: exceeded its render budget (fuel {})",
+                    limits::RENDER_FUEL
+                ))),
+                Err(e) => Err(err(format!("{part}: {}", excerpt(&e.to_string(), 300)))),
+            }
         };
         Ok(Rendered {
             subject: render(0, "subject")?,
             body: render(1, "body")?,
             locale: used.to_string(),
         })
+    }
+}
+
+/// A render's output, refused past [`limits::MAX_RENDERED_BYTES`]: the
+/// render stops at the first write over it, not after building it all.
+#[derive(Default)]
+struct Bounded {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > limits::MAX_RENDERED_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered output over the limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
