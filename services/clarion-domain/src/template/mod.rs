@@ -100,9 +100,8 @@ impl Template {
             );
         }
         for (i, var) in variants.iter().enumerate() {
-            if publishing && !variant_within_limits(&mut v, i, var) {
-                continue;
-            }
+            // A text over the limits is not worth compiling.
+            let sized = !publishing || variant_within_limits(&mut v, i, var);
             let locale = if var.locale.is_empty() {
                 DEFAULT_LOCALE.to_string()
             } else {
@@ -115,6 +114,9 @@ impl Template {
                 );
             }
             for (field, text) in [("subject", &var.subject), ("body", &var.body)] {
+                if !sized {
+                    break;
+                }
                 if let Err(e) = Environment::new().template_from_str(text) {
                     v.push(
                         format!("variants[{i}].{field}"),
@@ -433,6 +435,100 @@ mod tests {
             .render("en", &json!({"subscriber": {"id": "x"}}))
             .unwrap_err();
         assert!(err.message.contains("body"), "{err}");
+    }
+
+    fn body_only(body: &str) -> CompiledTemplate {
+        Template::new("t", 1, "webhook", &[variant("", "", body)])
+            .unwrap()
+            .compile()
+    }
+
+    #[test]
+    fn a_runaway_loop_fails_its_render_with_the_budget() {
+        let c = body_only(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        );
+        let started = std::time::Instant::now();
+        let err = c.render("", &json!({})).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "exceeded its render budget (fuel {})",
+                limits::RENDER_FUEL
+            )),
+            "{err}"
+        );
+        // A stall detector, not a timing assertion: without fuel this loop
+        // runs 10¹⁰ iterations.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        // A loop well inside the budget renders.
+        let ok = body_only("{% for i in range(200) %}{{ i }},{% endfor %}");
+        assert!(ok.render("", &json!({})).unwrap().body.ends_with("199,"));
+    }
+
+    #[test]
+    fn output_over_the_limit_fails_on_both_renderers() {
+        let big = json!({"payload": {"s": "y".repeat(10 * 1024)}});
+        // minijinja: a loop writing 1 MiB.
+        let err = body_only("{% for i in range(100) %}{{ payload.s }}{% endfor %}")
+            .render("", &big)
+            .unwrap_err();
+        let want = format!(
+            "rendered output over {} KiB",
+            limits::MAX_RENDERED_BYTES / 1024
+        );
+        assert!(err.to_string().contains(&want), "{err}");
+        // Plain interpolation repeating a variable past the limit.
+        let err = body_only(&"{{ payload.s }}".repeat(60))
+            .render("", &big)
+            .unwrap_err();
+        assert!(err.to_string().contains(&want), "{err}");
+        // Under the limit, plain interpolation renders it.
+        let ok = body_only(&"{{ payload.s }}".repeat(40)).render("", &big);
+        assert_eq!(ok.unwrap().body.len(), 40 * 10 * 1024);
+    }
+
+    #[test]
+    fn deep_nesting_hits_the_recursion_limit() {
+        let depth = limits::RENDER_RECURSION + 10;
+        let text = format!(
+            "{}x{}",
+            "{% for a in [1] %}".repeat(depth),
+            "{% endfor %}".repeat(depth)
+        );
+        let err = body_only(&text).render("", &json!({})).unwrap_err();
+        assert!(err.message.contains("recursion"), "{err}");
+        let shallow = 10;
+        let text = format!(
+            "{}x{}",
+            "{% for a in [1] %}".repeat(shallow),
+            "{% endfor %}".repeat(shallow)
+        );
+        assert_eq!(body_only(&text).render("", &json!({})).unwrap().body, "x");
+    }
+
+    #[test]
+    fn sources_over_the_limits_are_refused_at_publish_only() {
+        let body = "b".repeat(limits::MAX_BODY_BYTES + 1);
+        let subject = "s".repeat(limits::MAX_SUBJECT_BYTES + 1);
+        let err = Template::new("t", 1, "email", &[variant("", &subject, &body)]).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["variants[0].subject", "variants[0].body"], "{err}");
+        assert!(err.0[1]
+            .description
+            .contains("over the limit of 65536 bytes"));
+        let many: Vec<_> = (0..=limits::MAX_TEMPLATE_VARIANTS)
+            .map(|i| variant(&format!("l{i}"), "s", "b"))
+            .collect();
+        let err = Template::new("t", 1, "email", &many).unwrap_err();
+        assert_eq!(err.0[0].field, "variants");
+        // A version published before the limits existed still loads.
+        let published = pb::TemplatePublished {
+            template_id: "t".into(),
+            version: 1,
+            channel: "email".into(),
+            variants: vec![variant("", &subject, &body)],
+        };
+        assert!(Template::from_event(&published).is_ok());
     }
 
     #[test]
