@@ -127,7 +127,7 @@ pub fn check_count(v: &mut Violations, field: &str, count: usize, max: usize) ->
 
 /// A human form of a millisecond bound for messages: `30d`, `366d`.
 pub fn describe_ms(ms: u64) -> String {
-    if ms % DAY_MS == 0 {
+    if ms.checked_rem(DAY_MS) == Some(0) {
         format!("{}d", ms / DAY_MS)
     } else {
         format!("{ms}ms")
