@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod flow;
 pub mod ids;
+pub mod limits;
 pub mod payload;
 pub mod router;
 pub mod subscriber;

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::channel::Channel;
 use crate::error::Violations;
+use crate::limits::{self, check_len};
 use crate::template::{walk, Found};
 
 /// What the router knows about one recipient.
@@ -127,16 +128,44 @@ struct SubscriberView<'a> {
     timezone: &'a str,
 }
 
-/// Checks the fields a subscriber record or inline recipient may carry.
-/// `prefix` is the path of the record in the request, e.g. `recipients[3].`.
-pub fn validate_contact(
-    v: &mut Violations,
-    prefix: &str,
-    email: &str,
-    phone: &str,
-    locale: &str,
-    webhook_url: &str,
-) {
+/// The contact fields of a subscriber record or an inline recipient.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Contact<'a> {
+    pub email: &'a str,
+    pub phone: &'a str,
+    pub locale: &'a str,
+    pub timezone: &'a str,
+    pub webhook_url: &'a str,
+}
+
+/// Checks the fields a subscriber record or inline recipient may carry:
+/// each within its size limit, then its format. `prefix` is the path of the
+/// record in the request, e.g. `recipients[3].`.
+pub fn validate_contact(v: &mut Violations, prefix: &str, c: Contact<'_>) {
+    let Contact {
+        email,
+        phone,
+        locale,
+        timezone,
+        webhook_url,
+    } = c;
+    let f = |name: &str| format!("{prefix}{name}");
+    let sized = [
+        check_len(v, &f("email"), email, limits::MAX_EMAIL_BYTES),
+        check_len(v, &f("phone"), phone, limits::MAX_PHONE_BYTES),
+        check_len(v, &f("locale"), locale, limits::MAX_LOCALE_BYTES),
+        check_len(v, &f("timezone"), timezone, limits::MAX_TIMEZONE_BYTES),
+        check_len(v, &f("webhook_url"), webhook_url, limits::MAX_URL_BYTES),
+    ];
+    if sized.contains(&false) {
+        return;
+    }
+    if !timezone.is_empty() && !is_zone_name(timezone) {
+        v.push(
+            f("timezone"),
+            "must be an IANA time zone name such as 'Europe/Paris' or 'UTC'",
+        );
+    }
     if !email.is_empty() && !is_plausible_email(email) {
         v.push(
             format!("{prefix}email"),
@@ -165,8 +194,15 @@ pub fn validate_contact(
 pub fn validate_subscriber_id(v: &mut Violations, field: &str, id: &str) {
     if id.is_empty() {
         v.push(field, "is required");
-    } else if id.len() > 128 {
-        v.push(field, "must be at most 128 bytes");
+    } else if id.len() > limits::MAX_SUBSCRIBER_ID_BYTES {
+        v.push(
+            field,
+            format!(
+                "is {} bytes, over the limit of {} bytes",
+                id.len(),
+                limits::MAX_SUBSCRIBER_ID_BYTES
+            ),
+        );
     } else if id
         .chars()
         .any(|c| c == '/' || c.is_control() || c.is_whitespace())
@@ -189,6 +225,13 @@ fn is_plausible_email(s: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// IANA zone names are ASCII letters, digits, '/', '_', '+' and '-'
+/// (`America/Port-au-Prince`, `Etc/GMT+5`).
+fn is_zone_name(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '-'))
 }
 
 fn is_e164(s: &str) -> bool {
@@ -239,11 +282,19 @@ mod tests {
     #[test]
     fn contact_validation_names_fields() {
         let mut v = Violations::default();
-        validate_contact(&mut v, "recipients[0].", "nope", "123", "fr_CA", "ftp://x");
+        let bad = Contact {
+            email: "nope",
+            phone: "123",
+            locale: "fr_CA",
+            timezone: "Europe/Paris; drop",
+            webhook_url: "ftp://x",
+        };
+        validate_contact(&mut v, "recipients[0].", bad);
         let fields: Vec<_> = v.0.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
             fields,
             [
+                "recipients[0].timezone",
                 "recipients[0].email",
                 "recipients[0].phone",
                 "recipients[0].locale",
@@ -251,15 +302,43 @@ mod tests {
             ]
         );
         let mut ok = Violations::default();
-        validate_contact(
-            &mut ok,
-            "",
-            "a@b.co",
-            "+15145550100",
-            "fr-CA",
-            "https://x.test/h",
-        );
+        let good = Contact {
+            email: "a@b.co",
+            phone: "+15145550100",
+            locale: "fr-CA",
+            timezone: "America/Port-au-Prince",
+            webhook_url: "https://x.test/h",
+        };
+        validate_contact(&mut ok, "", good);
         assert!(ok.is_empty(), "{ok}");
+    }
+
+    #[test]
+    fn oversize_contact_fields_are_refused_by_name() {
+        let long = |n: usize| "a".repeat(n);
+        let email = format!("{}@example.test", long(limits::MAX_EMAIL_BYTES));
+        let url = format!("https://x.test/{}", long(limits::MAX_URL_BYTES));
+        let c = Contact {
+            email: &email,
+            phone: "+1234567890123456789",
+            locale: &long(limits::MAX_LOCALE_BYTES + 1),
+            timezone: &long(limits::MAX_TIMEZONE_BYTES + 1),
+            webhook_url: &url,
+        };
+        let mut v = Violations::default();
+        validate_contact(&mut v, "", c);
+        let fields: Vec<_> = v.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["email", "phone", "locale", "timezone", "webhook_url"]
+        );
+        assert!(
+            v.0.iter().all(|f| f.description.contains("over the limit")),
+            "{v}"
+        );
+        let mut v = Violations::default();
+        validate_subscriber_id(&mut v, "subscriber_id", &long(129));
+        assert!(v.0[0].description.contains("limit of 128"), "{v}");
     }
 
     #[test]

@@ -6,22 +6,45 @@ use serde_json::Value;
 use crate::error::Violations;
 use crate::event::{Actor, Event, Payload};
 use crate::ids::{recipient_key, Id, TenantId};
-use crate::subscriber::{validate_contact, validate_subscriber_id};
+use crate::limits;
+use crate::subscriber::{validate_contact, validate_subscriber_id, Contact};
 use crate::workflow::validate_id;
 
-/// Limits applied to every trigger.
+/// Limits applied to every trigger (configurable; defaults in [`limits`]).
 #[derive(Clone, Debug)]
 pub struct TriggerLimits {
     pub max_payload_bytes: usize,
     pub max_recipients: usize,
+    /// Notifications one request may start: workflows matched × recipients.
+    pub max_fanout: usize,
 }
 
 impl Default for TriggerLimits {
     fn default() -> Self {
         Self {
-            max_payload_bytes: 64 * 1024,
-            max_recipients: 1000,
+            max_payload_bytes: limits::MAX_PAYLOAD_BYTES,
+            max_recipients: limits::MAX_RECIPIENTS,
+            max_fanout: limits::MAX_FANOUT,
         }
+    }
+}
+
+impl TriggerLimits {
+    /// Refuses a request that would start more than `max_fanout`
+    /// notifications: `workflows` matched its event, each for every one of
+    /// its `recipients`.
+    pub fn check_fanout(&self, workflows: usize, recipients: usize) -> Result<(), Violations> {
+        let n = workflows.saturating_mul(recipients);
+        if n > self.max_fanout {
+            return Err(Violations::single(
+                "recipients",
+                format!(
+                    "{recipients} recipients × {workflows} matching workflows would start {n} notifications, over the limit of {} per request",
+                    self.max_fanout
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -58,19 +81,22 @@ impl TriggerCommand {
                     limits.max_recipients
                 ),
             );
+            // Each would add its own violations: the count says it all.
+            return v.into_result();
         }
         for (i, r) in self.recipients.iter().enumerate() {
             let prefix = format!("recipients[{i}].");
             validate_subscriber_id(&mut v, &format!("{prefix}subscriber_id"), &r.subscriber_id);
-            let c = r.contact.clone().unwrap_or_default();
-            validate_contact(
-                &mut v,
-                &prefix,
-                &c.email,
-                &c.phone,
-                &c.locale,
-                &c.webhook_url,
-            );
+            if let Some(c) = &r.contact {
+                let contact = Contact {
+                    email: &c.email,
+                    phone: &c.phone,
+                    locale: &c.locale,
+                    timezone: &c.timezone,
+                    webhook_url: &c.webhook_url,
+                };
+                validate_contact(&mut v, &prefix, contact);
+            }
         }
         if self.payload_json.len() > limits.max_payload_bytes {
             v.push(
@@ -85,12 +111,16 @@ impl TriggerCommand {
             match serde_json::from_str::<Value>(&self.payload_json) {
                 Ok(Value::Object(_)) => {}
                 Ok(_) => v.push("payload_json", "must be a JSON object"),
+                // serde_json's message gives the position, never the text.
                 Err(e) => v.push("payload_json", format!("is not valid JSON: {e}")),
             }
         }
-        if self.idempotency_key.len() > 255 {
-            v.push("idempotency_key", "must be at most 255 bytes");
-        }
+        limits::check_len(
+            &mut v,
+            "idempotency_key",
+            &self.idempotency_key,
+            limits::MAX_KEY_BYTES,
+        );
         v.into_result()
     }
 
@@ -182,6 +212,7 @@ mod tests {
         let l = TriggerLimits {
             max_payload_bytes: 16,
             max_recipients: 2,
+            max_fanout: 4,
         };
         let e = cmd(&["a"], "{not json", "").validate(&l).unwrap_err();
         assert_eq!(e.0[0].field, "payload_json");
@@ -196,6 +227,28 @@ mod tests {
         assert_eq!(e.0[0].field, "recipients");
         let e = cmd(&["a/b"], "{}", "").validate(&l).unwrap_err();
         assert_eq!(e.0[0].field, "recipients[0].subscriber_id");
+        let e = cmd(&["a"], "{}", &"k".repeat(256))
+            .validate(&l)
+            .unwrap_err();
+        assert_eq!(e.0[0].field, "idempotency_key");
+    }
+
+    #[test]
+    fn fanout_is_workflows_times_recipients() {
+        let l = TriggerLimits {
+            max_fanout: 4,
+            ..TriggerLimits::default()
+        };
+        assert!(l.check_fanout(2, 2).is_ok());
+        let e = l.check_fanout(3, 2).unwrap_err();
+        assert_eq!(e.0[0].field, "recipients");
+        assert!(
+            e.0[0]
+                .description
+                .contains("6 notifications, over the limit of 4"),
+            "{e}"
+        );
+        assert!(l.check_fanout(usize::MAX, 2).is_err());
     }
 
     #[test]

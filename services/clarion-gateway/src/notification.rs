@@ -50,6 +50,16 @@ impl NotificationApi {
         let caller = auth::tenant(s, req.metadata()).await?;
         let req = req.into_inner();
         let event = req.event.clone();
+        if event.len() > clarion_domain::limits::MAX_EVENT_NAME_BYTES {
+            let mut v = Violations::default();
+            clarion_domain::limits::check_len(
+                &mut v,
+                "event",
+                &event,
+                clarion_domain::limits::MAX_EVENT_NAME_BYTES,
+            );
+            return Err(v.into());
+        }
         if !event.is_empty() && !req.workflow_id.is_empty() {
             return Err(
                 Violations::single("event", "set either workflow_id or event, not both").into(),
@@ -81,6 +91,8 @@ impl NotificationApi {
                 flows.push((id, version));
             }
         }
+        // Every matched workflow starts a notification per recipient.
+        s.limits.check_fanout(flows.len(), base.recipients.len())?;
         let accept = |at_ms: i64| {
             let mut events = Vec::new();
             for (workflow_id, version) in &flows {
@@ -195,7 +207,7 @@ impl NotificationApi {
         let s = &self.0;
         let caller = auth::tenant(s, req.metadata()).await?;
         let r = req.into_inner();
-        if r.cancel_key.is_empty() || r.cancel_key.len() > 255 {
+        if r.cancel_key.is_empty() || r.cancel_key.len() > clarion_domain::limits::MAX_KEY_BYTES {
             return Err(Violations::single("cancel_key", "is required (at most 255 bytes)").into());
         }
         // Runs with this key may be on any partition: tell every partition.

@@ -5,7 +5,8 @@
 //! Upsert replaces the whole record (fields left empty are cleared).
 
 use clarion_domain::ids::recipient_key;
-use clarion_domain::subscriber::{validate_contact, validate_subscriber_id};
+use clarion_domain::limits;
+use clarion_domain::subscriber::{validate_contact, validate_subscriber_id, Contact};
 use clarion_domain::{Event, Id, Payload, Violations};
 use clarion_proto::api;
 use clarion_proto::events as pb;
@@ -40,8 +41,24 @@ impl SubscriberApi {
         let r = req.into_inner();
         let mut v = Violations::default();
         validate_subscriber_id(&mut v, "subscriber_id", &r.subscriber_id);
-        validate_contact(&mut v, "", &r.email, &r.phone, &r.locale, &r.webhook_url);
-        let attributes_json = if r.attributes_json.trim().is_empty() {
+        let contact = Contact {
+            email: &r.email,
+            phone: &r.phone,
+            locale: &r.locale,
+            timezone: &r.timezone,
+            webhook_url: &r.webhook_url,
+        };
+        validate_contact(&mut v, "", contact);
+        let max_attributes = s.limits.max_payload_bytes.min(limits::MAX_ATTRIBUTES_BYTES);
+        let attributes_json = if r.attributes_json.len() > max_attributes {
+            limits::check_len(
+                &mut v,
+                "attributes_json",
+                &r.attributes_json,
+                max_attributes,
+            );
+            String::new()
+        } else if r.attributes_json.trim().is_empty() {
             "{}".to_string()
         } else {
             match serde_json::from_str::<serde_json::Value>(&r.attributes_json) {
@@ -56,9 +73,6 @@ impl SubscriberApi {
                 }
             }
         };
-        if r.attributes_json.len() > s.limits.max_payload_bytes {
-            v.push("attributes_json", "is over the payload size limit");
-        }
         v.into_result()?;
         let payload = pb::SubscriberUpserted {
             subscriber_id: r.subscriber_id.clone(),

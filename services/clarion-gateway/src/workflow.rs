@@ -51,8 +51,10 @@ impl WorkflowApi {
         let s = &self.0;
         let caller = auth::tenant(s, req.metadata()).await?;
         let text = req.into_inner().definition;
-        if text.len() > 256 * 1024 {
-            return Err(clarion_domain::Violations::single("definition", "is over 256 KiB").into());
+        let mut v = clarion_domain::Violations::default();
+        let max = clarion_domain::limits::MAX_DEFINITION_BYTES;
+        if !clarion_domain::limits::check_len(&mut v, "definition", &text, max) {
+            return Err(v.into());
         }
         let _guard = s.config_lock.lock().await;
         let mut channels = HashMap::new();

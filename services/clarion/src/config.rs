@@ -116,8 +116,15 @@ pub struct AuthConfig {
 pub struct LimitsConfig {
     pub max_payload_bytes: usize,
     pub max_recipients: usize,
+    /// Notifications one Trigger may start (workflows matched × recipients).
+    #[serde(default = "default_max_fanout")]
+    pub max_fanout: usize,
     /// How long trigger idempotency keys are remembered.
     pub idempotency_retention_hours: u64,
+}
+
+fn default_max_fanout() -> usize {
+    clarion_domain::limits::MAX_FANOUT
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -168,6 +175,7 @@ impl Default for Config {
             limits: LimitsConfig {
                 max_payload_bytes: 64 * 1024,
                 max_recipients: 1000,
+                max_fanout: default_max_fanout(),
                 idempotency_retention_hours: 24,
             },
             providers: ProvidersConfig {

@@ -151,6 +151,7 @@ impl Node {
             limits: TriggerLimits {
                 max_payload_bytes: self.cfg.limits.max_payload_bytes,
                 max_recipients: self.cfg.limits.max_recipients,
+                max_fanout: self.cfg.limits.max_fanout,
             },
             admin_token_sha256,
             projection_wait: Duration::from_secs(10),

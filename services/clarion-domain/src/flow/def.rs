@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Channel;
-use crate::error::Violations;
+use crate::error::{excerpt, quote, Violations};
 use crate::flow::condition::Condition;
-use crate::flow::duration::parse_ms;
+use crate::flow::duration::parse_bounded_ms;
 use crate::flow::throttle::{validate_throttle, Owner, ThrottleDef};
+use crate::limits::{self, check_count, check_len};
 use crate::workflow::{validate_id, KNOWN_PROVIDERS};
 
 /// Engagement a run can wait for or stop on.
@@ -423,17 +424,37 @@ impl Flow {
         version: u32,
         template_channel: impl Fn(&str) -> Option<Channel>,
     ) -> Result<Flow, Violations> {
-        let def: FlowDef = serde_norway::from_str(text)
-            .map_err(|e| Violations::single(error_path(&e), e.to_string()))?;
+        let mut v = Violations::default();
+        if !check_len(&mut v, "definition", text, limits::MAX_DEFINITION_BYTES) {
+            return Err(v);
+        }
+        let def: FlowDef = serde_norway::from_str(text).map_err(|e| parse_error(&e))?;
         Flow::new(def, version, template_channel)
     }
 
+    /// Validates a definition for publication: everything [`Flow::from_json`]
+    /// checks, and the [`limits`] on sizes and durations.
     pub fn new(
         def: FlowDef,
         version: u32,
         template_channel: impl Fn(&str) -> Option<Channel>,
     ) -> Result<Flow, Violations> {
+        Flow::build(def, version, template_channel, true)
+    }
+
+    /// `publishing`: refuse what is over the [`limits`]. A definition
+    /// published before a limit existed is rebuilt with its durations
+    /// clamped instead, so it still runs and no time arithmetic overflows.
+    fn build(
+        def: FlowDef,
+        version: u32,
+        template_channel: impl Fn(&str) -> Option<Channel>,
+        publishing: bool,
+    ) -> Result<Flow, Violations> {
         let mut v = Violations::default();
+        if publishing && !within_limits(&mut v, &def) {
+            return Err(v);
+        }
         validate_id(&mut v, "id", &def.id);
         if def.steps.is_empty() {
             v.push("steps", "at least one step is required");
@@ -450,7 +471,7 @@ impl Flow {
             if index.insert(s.id.clone(), i).is_some() {
                 v.push(
                     format!("steps[{i}].id"),
-                    format!("duplicate step id {:?}", s.id),
+                    format!("duplicate step id {}", quote(&s.id)),
                 );
             }
         }
@@ -469,7 +490,7 @@ impl Flow {
         let check_next = |v: &mut Violations, field: String, n: &Next| {
             if let Next::Step(id) = n {
                 if !index.contains_key(id) {
-                    v.push(field, format!("jumps to unknown step {id:?}"));
+                    v.push(field, format!("jumps to unknown step {}", quote(id)));
                 }
             }
         };
@@ -484,13 +505,13 @@ impl Flow {
             match (template_channel(&s.template), channel) {
                 (None, _) => v.push(
                     format!("{field}.template"),
-                    format!("no template {:?} exists for this tenant", s.template),
+                    format!("no template {} exists for this tenant", quote(&s.template)),
                 ),
                 (Some(tc), Some(c)) if tc != c => v.push(
                     format!("{field}.template"),
                     format!(
-                        "template {:?} is for channel {tc}, the step sends on {c}",
-                        s.template
+                        "template {} is for channel {tc}, the step sends on {c}",
+                        quote(&s.template)
                     ),
                 ),
                 _ => {}
@@ -500,7 +521,8 @@ impl Flow {
                     v.push(
                         format!("{field}.provider"),
                         format!(
-                            "unknown provider {p:?} (known: {})",
+                            "unknown provider {} (known: {})",
+                            quote(p),
                             KNOWN_PROVIDERS.join(", ")
                         ),
                     );
@@ -523,7 +545,7 @@ impl Flow {
                     check_next(&mut v, format!("{f}.next"), next);
                 }
                 StepKind::Delay { duration, next } => {
-                    match parse_ms(duration) {
+                    match parse_bounded_ms(duration, limits::MAX_DELAY_MS, publishing) {
                         Ok(ms) => {
                             durations.insert((i, "duration"), ms);
                         }
@@ -539,7 +561,9 @@ impl Flow {
                     ..
                 } => {
                     match index.get(step) {
-                        None => v.push(format!("{f}.step"), format!("unknown step {step:?}")),
+                        None => {
+                            v.push(format!("{f}.step"), format!("unknown step {}", quote(step)))
+                        }
                         Some(j)
                             if !matches!(
                                 def.steps[*j].kind,
@@ -548,16 +572,16 @@ impl Flow {
                         {
                             v.push(
                                 format!("{f}.step"),
-                                format!("step {step:?} sends nothing to wait on"),
+                                format!("step {} sends nothing to wait on", quote(step)),
                             )
                         }
                         Some(j) if *j >= i => v.push(
                             format!("{f}.step"),
-                            format!("step {step:?} does not come before this wait"),
+                            format!("step {} does not come before this wait", quote(step)),
                         ),
                         _ => {}
                     }
-                    match parse_ms(timeout) {
+                    match parse_bounded_ms(timeout, limits::MAX_DELAY_MS, publishing) {
                         Ok(ms) => {
                             durations.insert((i, "timeout"), ms);
                         }
@@ -583,15 +607,15 @@ impl Flow {
                             if !index.contains_key(&sc.step) {
                                 v.push(
                                     format!("{f}.step_status.step"),
-                                    format!("unknown step {:?}", sc.step),
+                                    format!("unknown step {}", quote(&sc.step)),
                                 );
                             }
                             if !super::run::STEP_STATUSES.contains(&sc.is.as_str()) {
                                 v.push(
                                     format!("{f}.step_status.is"),
                                     format!(
-                                        "unknown status {:?} (one of {})",
-                                        sc.is,
+                                        "unknown status {} (one of {})",
+                                        quote(&sc.is),
                                         super::run::STEP_STATUSES.join(", ")
                                     ),
                                 );
@@ -613,7 +637,7 @@ impl Flow {
                         check_send(&mut v, &format!("{f}.chain[{k}]"), s);
                     }
                     if let Some(a) = ack {
-                        match parse_ms(&a.timeout) {
+                        match parse_bounded_ms(&a.timeout, limits::MAX_DELAY_MS, publishing) {
                             Ok(ms) => {
                                 durations.insert((i, "ack"), ms);
                             }
@@ -626,7 +650,7 @@ impl Flow {
             }
         }
         let dedup_window_ms = match &def.dedup_window {
-            Some(w) => match parse_ms(w) {
+            Some(w) => match parse_bounded_ms(w, limits::MAX_DEDUP_WINDOW_MS, publishing) {
                 Ok(ms) => Some(ms),
                 Err(e) => {
                     v.push("dedup_window", e);
@@ -635,7 +659,8 @@ impl Flow {
             },
             None => None,
         };
-        let throttle_windows_ms = validate_throttle(&mut v, &def.throttle, Owner::Workflow);
+        let throttle_windows_ms =
+            validate_throttle(&mut v, &def.throttle, Owner::Workflow, publishing);
         if v.is_empty() {
             if let Some(cycle) = find_cycle(&def, &index) {
                 v.push(
@@ -711,8 +736,9 @@ impl Flow {
     /// time against the tenant's templates; here each send's own channel is
     /// taken as its template's.
     pub fn from_json(json: &str, version: u32) -> Result<Flow, Violations> {
-        let def: FlowDef = serde_json::from_str(json)
-            .map_err(|e| Violations::single("definition", e.to_string()))?;
+        let def: FlowDef = serde_json::from_str(json).map_err(|e| {
+            Violations::single("definition", excerpt(&e.to_string(), 300).into_owned())
+        })?;
         Flow::new_unchecked_templates(def, version)
     }
 
@@ -727,7 +753,7 @@ impl Flow {
             })
             .filter_map(|s| s.channel.parse().ok().map(|c| (s.template, c)))
             .collect();
-        Flow::new(def, version, |t| channels.get(t).copied())
+        Flow::build(def, version, |t| channels.get(t).copied(), false)
     }
 
     /// The step after `i` for a `Next`; `None` means the run ends.
@@ -738,6 +764,59 @@ impl Flow {
             Next::Step(id) => self.index.get(id).copied(),
         }
     }
+}
+
+/// A definition that does not parse, as one violation: serde's message
+/// can quote the input (an unknown key, a bad value), so it is excerpted.
+pub(crate) fn parse_error(e: &serde_norway::Error) -> Violations {
+    Violations::single(error_path(e), excerpt(&e.to_string(), 300).into_owned())
+}
+
+/// The size and count limits of a definition (checked before anything
+/// else: a definition over them is not worth validating further).
+fn within_limits(v: &mut Violations, def: &FlowDef) -> bool {
+    let mut ok = check_len(v, "name", &def.name, limits::MAX_NAME_BYTES);
+    ok &= check_len(
+        v,
+        "trigger.event",
+        &def.trigger.event,
+        limits::MAX_EVENT_NAME_BYTES,
+    );
+    if let Some(k) = &def.cancel_key {
+        ok &= check_len(v, "cancel_key", k, limits::MAX_PATH_BYTES);
+    }
+    ok &= check_count(v, "steps", def.steps.len(), limits::MAX_STEPS);
+    ok &= check_count(
+        v,
+        "throttle",
+        def.throttle.len(),
+        limits::MAX_THROTTLE_RULES,
+    );
+    for (i, s) in def.steps.iter().enumerate() {
+        let sends: Vec<(String, &SendSpec)> = match &s.kind {
+            StepKind::Send { send, .. } => vec![(format!("steps[{i}]"), send)],
+            StepKind::Fallback { chain, .. } => {
+                ok &= check_count(
+                    v,
+                    &format!("steps[{i}].chain"),
+                    chain.len(),
+                    limits::MAX_FALLBACK_CHAIN,
+                );
+                chain
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| (format!("steps[{i}].chain[{k}]"), c))
+                    .collect()
+            }
+            _ => vec![],
+        };
+        for (f, send) in sends {
+            if let Some(to) = &send.to {
+                ok &= check_len(v, &format!("{f}.to"), to, limits::MAX_PATH_BYTES);
+            }
+        }
+    }
+    ok
 }
 
 pub(crate) fn error_path(e: &serde_norway::Error) -> String {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::Channel;
 use crate::error::Violations;
-use crate::flow::duration::parse_ms;
+use crate::flow::duration::parse_bounded_ms;
 use clarion_proto::events as pb;
 
 /// What a limit counts: sends...
@@ -116,11 +116,14 @@ pub enum Owner {
 }
 
 /// Checks a list of limits (at `throttle[i]`) and returns their windows in
-/// milliseconds, parallel to the list.
+/// milliseconds, parallel to the list. `publishing`: a window over
+/// [`MAX_THROTTLE_WINDOW_MS`](crate::limits::MAX_THROTTLE_WINDOW_MS) is
+/// refused (otherwise, published before the bound, clamped to it).
 pub(crate) fn validate_throttle(
     v: &mut Violations,
     rules: &[ThrottleDef],
     owner: Owner,
+    publishing: bool,
 ) -> Vec<u64> {
     let mut windows = Vec::new();
     for (i, t) in rules.iter().enumerate() {
@@ -144,7 +147,7 @@ pub(crate) fn validate_throttle(
         if t.limit == 0 {
             v.push(format!("{f}.limit"), "must be at least 1");
         }
-        match parse_ms(&t.window) {
+        match parse_bounded_ms(&t.window, crate::limits::MAX_THROTTLE_WINDOW_MS, publishing) {
             Ok(ms) => windows.push(ms),
             Err(e) => {
                 v.push(format!("{f}.window"), e);
@@ -175,14 +178,26 @@ pub struct TenantLimits {
 impl TenantLimits {
     /// Parses YAML or JSON and validates.
     pub fn parse(text: &str, version: u32) -> Result<TenantLimits, Violations> {
-        let def: TenantLimitsDef = serde_norway::from_str(text)
-            .map_err(|e| Violations::single(crate::flow::def::error_path(&e), e.to_string()))?;
-        TenantLimits::new(def, version)
+        TenantLimits::parse_as(text, version, true)
+    }
+
+    fn parse_as(text: &str, version: u32, publishing: bool) -> Result<TenantLimits, Violations> {
+        let def: TenantLimitsDef =
+            serde_norway::from_str(text).map_err(|e| crate::flow::def::parse_error(&e))?;
+        TenantLimits::build(def, version, publishing)
     }
 
     pub fn new(def: TenantLimitsDef, version: u32) -> Result<TenantLimits, Violations> {
+        TenantLimits::build(def, version, true)
+    }
+
+    fn build(
+        def: TenantLimitsDef,
+        version: u32,
+        publishing: bool,
+    ) -> Result<TenantLimits, Violations> {
         let mut v = Violations::default();
-        let windows_ms = validate_throttle(&mut v, &def.throttle, Owner::Tenant);
+        let windows_ms = validate_throttle(&mut v, &def.throttle, Owner::Tenant, publishing);
         v.into_result()?;
         Ok(TenantLimits {
             def,
@@ -207,7 +222,7 @@ pub fn to_event(limits: &TenantLimits) -> pb::TenantLimitsSet {
 
 /// Rebuilds limits from their log event.
 pub fn from_event(e: &pb::TenantLimitsSet) -> Result<TenantLimits, Violations> {
-    TenantLimits::parse(&e.definition_json, e.version)
+    TenantLimits::parse_as(&e.definition_json, e.version, false)
 }
 
 /// Drops the sends that left the window ending at `now`.

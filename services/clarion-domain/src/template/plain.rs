@@ -21,6 +21,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::{Found, Variables};
+use crate::limits::MAX_RENDERED_BYTES;
 
 /// Names minijinja reads as something other than a variable or attribute.
 const RESERVED: [&str; 8] = [
@@ -78,9 +79,17 @@ impl Plain {
     /// Renders with `vars`, or returns `None` when a variable is not a value
     /// this renderer prints as minijinja does (the caller then uses
     /// minijinja, which also reports a missing variable).
+    ///
+    /// Bounded by construction: one pass over the segments, each copied
+    /// once, no loops or calls a tenant controls; so its time is linear in
+    /// its output, which stops at the output limit (past it, minijinja
+    /// renders again and reports the limit).
     pub(super) fn render(&self, vars: &dyn Variables) -> Option<String> {
         let mut out = String::with_capacity(self.literal_len + 16 * self.segments.len());
         for s in &self.segments {
+            if out.len() > MAX_RENDERED_BYTES {
+                return None;
+            }
             match s {
                 Segment::Text(t) => out.push_str(t),
                 Segment::Var(p) => match vars.lookup(p)? {
@@ -95,7 +104,7 @@ impl Plain {
                 },
             }
         }
-        Some(out)
+        (out.len() <= MAX_RENDERED_BYTES).then_some(out)
     }
 }
 
