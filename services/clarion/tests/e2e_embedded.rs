@@ -230,7 +230,13 @@ async fn tenants_keys_and_subscribers() {
 
     // A second key works; keys are stored only as hashes
     let second = tenants
-        .create_api_key(authed(&key, api::CreateApiKeyRequest { name: "ci".into() }))
+        .create_api_key(authed(
+            &key,
+            api::CreateApiKeyRequest {
+                name: "ci".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
