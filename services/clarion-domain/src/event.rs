@@ -119,6 +119,7 @@ payloads! {
     DlqRetried(DeadLetterRetried) = "clarion.notification.dlq_retried.v1",
     DlqDiscarded(DeadLetterDiscarded) = "clarion.notification.dlq_discarded.v1",
     CancelRequested(CancelRequested) = "clarion.notification.cancel_requested.v1",
+    ApiKeyRevoked(ApiKeyRevoked) = "clarion.api_key.revoked.v1",
 }
 
 impl Payload {
@@ -146,7 +147,10 @@ impl Payload {
     pub fn detail_json(&self) -> Value {
         match self {
             Payload::TenantCreated(p) => json!({"tenant_id": p.tenant_id, "name": p.name}),
-            Payload::ApiKeyCreated(p) => json!({"key_id": p.key_id, "name": p.name}),
+            Payload::ApiKeyCreated(p) => json!({
+                "key_id": p.key_id, "name": p.name, "scopes": p.scopes, "expires_at_ms": p.expires_at_ms,
+            }),
+            Payload::ApiKeyRevoked(p) => json!({"key_id": p.key_id}),
             Payload::TemplatePublished(p) => json!({
                 "template_id": p.template_id, "version": p.version, "channel": p.channel,
                 "locales": p.variants.iter().map(|v| v.locale.clone()).collect::<Vec<_>>(),

@@ -1,33 +1,65 @@
 //! API-key and admin-token authentication.
+//!
+//! Every way a tenant key can fail (an unknown tenant, an unknown, revoked
+//! or expired key) gets the one answer [`INVALID_KEY`] through the same code
+//! path, so a caller cannot tell whether a tenant exists.
 
-use clarion_domain::tenant::{sha256_hex, PresentedKey};
-use clarion_domain::{Actor, TenantId};
+use clarion_domain::tenant::{sha256_hex, KeyGrant, PresentedKey, Scope};
+use clarion_domain::{Actor, Event, Payload, TenantId};
 use clarion_store::{RowKey, Table};
 use tonic::metadata::MetadataMap;
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
 
+/// The answer to every key that does not authenticate.
+pub const INVALID_KEY: &str =
+    "invalid API key: the tenant is unknown, or the key is unknown, revoked or expired";
+
 /// An authenticated tenant caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub tenant: TenantId,
     pub actor: Actor,
+    /// What the key may do.
+    pub grant: KeyGrant,
 }
 
 /// The credential in `authorization: Bearer <x>` or `x-api-key: <x>`.
 fn credential(md: &MetadataMap) -> Option<String> {
-    if let Some(v) = md.get("authorization").and_then(|v| v.to_str().ok()) {
-        return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
-    }
-    md.get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
+    pick(
+        md.get("authorization").and_then(|v| v.to_str().ok()),
+        md.get("x-api-key").and_then(|v| v.to_str().ok()),
+    )
 }
 
-/// Authenticates a tenant API key.
+/// [`credential`] from HTTP headers (the access layer sees those).
+pub(crate) fn credential_in(h: &http::HeaderMap) -> Option<String> {
+    pick(
+        h.get("authorization").and_then(|v| v.to_str().ok()),
+        h.get("x-api-key").and_then(|v| v.to_str().ok()),
+    )
+}
+
+fn pick(authorization: Option<&str>, x_api_key: Option<&str>) -> Option<String> {
+    if let Some(v) = authorization {
+        return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+    }
+    x_api_key.map(|v| v.trim().to_string())
+}
+
+/// Authenticates a tenant API key (any scope; the method table in
+/// [`crate::access`] checks the scope of each call before its handler runs).
 pub async fn tenant(state: &GatewayState, md: &MetadataMap) -> Result<Caller, ApiError> {
-    let raw = credential(md).ok_or_else(|| {
+    by_credential(state, credential(md)).await
+}
+
+/// Authenticates the credential a request carried.
+pub(crate) async fn by_credential(
+    state: &GatewayState,
+    raw: Option<String>,
+) -> Result<Caller, ApiError> {
+    let raw = raw.ok_or_else(|| {
         ApiError::Unauthenticated(
             "missing API key: send `authorization: Bearer <key>` or `x-api-key: <key>`".into(),
         )
@@ -35,54 +67,94 @@ pub async fn tenant(state: &GatewayState, md: &MetadataMap) -> Result<Caller, Ap
     let key = PresentedKey::parse(&raw).ok_or_else(|| {
         ApiError::Unauthenticated("malformed API key: expected ck_<tenant>_<secret>".into())
     })?;
-    let t = key.tenant.as_str();
     let now = state.clock.now_ms();
-    if state.config_cache.api_key_valid(t, &key.secret_sha256, now) {
-        return Ok(Caller {
-            actor: Actor::ApiKey(key.key_id()),
-            tenant: key.tenant,
-        });
+    let grant = match grant_of(state, &key, now).await? {
+        Some(g) if !g.expired_at(now) => g,
+        _ => return Err(ApiError::Unauthenticated(INVALID_KEY.into())),
+    };
+    state
+        .security
+        .key_usage
+        .touch(key.tenant.as_str(), &grant.key_id, now);
+    Ok(Caller {
+        actor: Actor::ApiKey(grant.key_id.clone()),
+        tenant: key.tenant,
+        grant,
+    })
+}
+
+/// [`tenant`], then refuses a key without `scope`.
+pub async fn tenant_with(
+    state: &GatewayState,
+    md: &MetadataMap,
+    scope: Scope,
+) -> Result<Caller, ApiError> {
+    let caller = tenant(state, md).await?;
+    require(&caller, scope)?;
+    Ok(caller)
+}
+
+/// Refuses a caller whose key lacks `scope`.
+pub fn require(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
+    if caller.grant.scopes.contains(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(format!(
+            "this API key does not have the {:?} scope this call requires",
+            scope.as_str()
+        )))
+    }
+}
+
+/// What the presented key grants: from the cache, else its stored row.
+async fn grant_of(
+    state: &GatewayState,
+    key: &PresentedKey,
+    now: i64,
+) -> Result<Option<KeyGrant>, ApiError> {
+    let t = key.tenant.as_str();
+    if let Some(g) = state.config_cache.api_key(t, &key.secret_sha256, now) {
+        return Ok(Some(g));
     }
     let seen = state.config_cache.generation();
-    let found = state
-        .store
-        .get(&RowKey::new(
-            Table::ApiKeys,
-            t,
-            &key.secret_sha256,
-            Vec::new(),
-        ))
-        .await?;
-    if found.is_some() {
-        state
-            .config_cache
-            .remember_api_key(seen, t, &key.secret_sha256, now);
-    } else {
-        let tenant_exists = state
-            .store
-            .get(&RowKey::new(Table::Tenants, t, t, Vec::new()))
-            .await?
-            .is_some();
-        return Err(ApiError::Unauthenticated(if tenant_exists {
-            format!("API key is not valid for tenant {t:?}")
-        } else {
-            format!("unknown tenant {t:?}")
-        }));
-    }
-    Ok(Caller {
-        actor: Actor::ApiKey(key.key_id()),
-        tenant: key.tenant,
-    })
+    let row = RowKey::new(Table::ApiKeys, t, &key.secret_sha256, Vec::new());
+    let Some(bytes) = state.store.get(&row).await? else {
+        return Ok(None);
+    };
+    let grant = match Event::decode(&bytes) {
+        Ok(Event {
+            payload: Payload::ApiKeyCreated(k),
+            ..
+        }) => KeyGrant::from_event(&k),
+        Ok(_) => {
+            return Err(ApiError::Internal(
+                "stored API key row holds another event".into(),
+            ))
+        }
+        Err(e) => return Err(ApiError::Internal(format!("stored API key row: {e}"))),
+    };
+    state
+        .config_cache
+        .remember_api_key(seen, t, &key.secret_sha256, grant.clone(), now);
+    Ok(Some(grant))
 }
 
 /// Authenticates the operator admin token.
 pub fn admin(state: &GatewayState, md: &MetadataMap) -> Result<Actor, ApiError> {
+    admin_by_credential(state, credential(md))
+}
+
+/// [`admin`] for the credential a request carried.
+pub(crate) fn admin_by_credential(
+    state: &GatewayState,
+    raw: Option<String>,
+) -> Result<Actor, ApiError> {
     let Some(expected) = &state.admin_token_sha256 else {
         return Err(ApiError::PermissionDenied(
             "no admin token is configured on this gateway".into(),
         ));
     };
-    let raw = credential(md).ok_or_else(|| {
+    let raw = raw.ok_or_else(|| {
         ApiError::Unauthenticated(
             "missing admin token: send `authorization: Bearer <token>`".into(),
         )

@@ -10,14 +10,22 @@
 //! version; another gateway's write is seen within the TTL. A generation
 //! counter keeps a read that raced such a write from putting the old answer
 //! back.
+//!
+//! Revoking a key clears the cache of the gateway that revoked it once the
+//! projector applied the revocation, so the key stops there at once; every
+//! other gateway stops accepting it within [`API_KEY_TTL_MS`] (the bounded
+//! staleness documented in docs/security.md). Expiry needs no cache
+//! clearing: the cached grant carries its expiry, checked on every call.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use clarion_domain::tenant::KeyGrant;
+
 /// How long a workflow's latest version is trusted without a store read.
 pub const WORKFLOW_TTL_MS: i64 = 1_000;
-/// How long a valid API key is trusted without a store read. Keys cannot be
-/// revoked yet; revocation must call [`ConfigCache::invalidate`].
+/// How long a valid API key is trusted without a store read: the longest a
+/// key revoked through another gateway still works on this one.
 pub const API_KEY_TTL_MS: i64 = 10_000;
 /// Entries per map; past it the map starts over (a guard, not an LRU).
 const MAX_ENTRIES: usize = 10_000;
@@ -30,8 +38,8 @@ pub struct ConfigCache {
 #[derive(Default)]
 struct Inner {
     generation: u64,
-    /// (tenant, key hash) → when it was read.
-    api_keys: HashMap<(String, String), i64>,
+    /// (tenant, key hash) → when it was read, and what it grants.
+    api_keys: HashMap<(String, String), (i64, KeyGrant)>,
     /// (tenant, workflow id) → when it was read, version, trigger event.
     workflows: HashMap<(String, String), (i64, u32, String)>,
 }
@@ -49,14 +57,23 @@ impl ConfigCache {
         Generation(self.lock().generation)
     }
 
-    pub fn api_key_valid(&self, tenant: &str, key_sha256: &str, now_ms: i64) -> bool {
+    /// What a key read recently grants (expired or not: the caller checks).
+    pub fn api_key(&self, tenant: &str, key_sha256: &str, now_ms: i64) -> Option<KeyGrant> {
         self.lock()
             .api_keys
             .get(&(tenant.to_string(), key_sha256.to_string()))
-            .is_some_and(|at| now_ms - at < API_KEY_TTL_MS)
+            .filter(|(at, _)| now_ms - at < API_KEY_TTL_MS)
+            .map(|(_, g)| g.clone())
     }
 
-    pub fn remember_api_key(&self, seen: Generation, tenant: &str, key_sha256: &str, now_ms: i64) {
+    pub fn remember_api_key(
+        &self,
+        seen: Generation,
+        tenant: &str,
+        key_sha256: &str,
+        grant: KeyGrant,
+        now_ms: i64,
+    ) {
         let mut inner = self.lock();
         if inner.generation != seen.0 {
             return;
@@ -64,9 +81,10 @@ impl ConfigCache {
         if inner.api_keys.len() >= MAX_ENTRIES {
             inner.api_keys.clear();
         }
-        inner
-            .api_keys
-            .insert((tenant.to_string(), key_sha256.to_string()), now_ms);
+        inner.api_keys.insert(
+            (tenant.to_string(), key_sha256.to_string()),
+            (now_ms, grant),
+        );
     }
 
     /// The workflow's latest version and trigger event, if read recently.
@@ -115,6 +133,14 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
 
+    fn g() -> KeyGrant {
+        KeyGrant {
+            key_id: "key_ab12".into(),
+            scopes: clarion_domain::tenant::Scopes::ALL,
+            expires_at_ms: None,
+        }
+    }
+
     #[test]
     fn a_workflow_version_is_trusted_for_its_ttl_then_read_again() {
         let c = ConfigCache::default();
@@ -135,23 +161,26 @@ mod tests {
     #[test]
     fn an_api_key_is_trusted_for_its_ttl_and_only_for_its_tenant() {
         let c = ConfigCache::default();
-        c.remember_api_key(c.generation(), "acme", "ab12", T0);
-        assert!(c.api_key_valid("acme", "ab12", T0 + API_KEY_TTL_MS - 1));
-        assert!(!c.api_key_valid("acme", "ab12", T0 + API_KEY_TTL_MS));
-        assert!(!c.api_key_valid("globex", "ab12", T0));
-        assert!(!c.api_key_valid("acme", "cd34", T0));
+        c.remember_api_key(c.generation(), "acme", "ab12", g(), T0);
+        assert_eq!(
+            c.api_key("acme", "ab12", T0 + API_KEY_TTL_MS - 1),
+            Some(g())
+        );
+        assert_eq!(c.api_key("acme", "ab12", T0 + API_KEY_TTL_MS), None);
+        assert_eq!(c.api_key("globex", "ab12", T0), None);
+        assert_eq!(c.api_key("acme", "cd34", T0), None);
     }
 
     #[test]
     fn a_configuration_write_forgets_answers_and_refuses_ones_read_before_it() {
         let c = ConfigCache::default();
         c.remember_workflow_version(c.generation(), "acme", "welcome", 1, "", T0);
-        c.remember_api_key(c.generation(), "acme", "ab12", T0);
+        c.remember_api_key(c.generation(), "acme", "ab12", g(), T0);
         // A Trigger starts its store read, then a publish lands.
         let before_publish = c.generation();
         c.invalidate();
         assert_eq!(c.workflow_version("acme", "welcome", T0), None);
-        assert!(!c.api_key_valid("acme", "ab12", T0));
+        assert_eq!(c.api_key("acme", "ab12", T0), None);
         // The racing read's (old) answer is not put back.
         c.remember_workflow_version(before_publish, "acme", "welcome", 1, "", T0);
         assert_eq!(c.workflow_version("acme", "welcome", T0), None);

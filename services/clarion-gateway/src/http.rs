@@ -1,5 +1,9 @@
 //! HTTP side endpoints: liveness, readiness, Prometheus metrics, and (from
 //! the gateway) engagement tracking.
+//!
+//! With an internal listener configured (`http.internal-listen`),
+//! `/metrics` is served only there, so the public port exposes no operator
+//! surface; health endpoints are on both (load balancers probe the public one).
 
 use std::net::SocketAddr;
 
@@ -23,9 +27,50 @@ pub async fn serve(
     metrics: PrometheusHandle,
     ready: watch::Receiver<bool>,
     extra: Option<Router>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    serve_split(addr, None, metrics, ready, extra, shutdown).await
+}
+
+/// [`serve`], with `/metrics` moved to `internal` when given.
+pub async fn serve_split(
+    addr: SocketAddr,
+    internal: Option<SocketAddr>,
+    metrics: PrometheusHandle,
+    ready: watch::Receiver<bool>,
+    extra: Option<Router>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let state = HttpState { metrics, ready };
+    let Some(internal) = internal else {
+        let app = health().merge(metrics_route()).with_state(state);
+        return listen(addr, app, extra, "/healthz, /readyz, /metrics", shutdown).await;
+    };
+    let public = health().with_state(state.clone());
+    let inside = health().merge(metrics_route()).with_state(state);
+    // The first to fail (e.g. a port in use) ends both.
+    tokio::try_join!(
+        listen(addr, public, extra, "/healthz, /readyz", shutdown.clone()),
+        listen(
+            internal,
+            inside,
+            None,
+            "internal: /healthz, /readyz, /metrics",
+            shutdown
+        ),
+    )
+    .map(|_| ())
+}
+
+fn metrics_route() -> Router<HttpState> {
+    Router::new().route(
+        "/metrics",
+        get(|State(s): State<HttpState>| async move { s.metrics.render() }),
+    )
+}
+
+fn health() -> Router<HttpState> {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -37,17 +82,21 @@ pub async fn serve(
                 }
             }),
         )
-        .route(
-            "/metrics",
-            get(|State(s): State<HttpState>| async move { s.metrics.render() }),
-        )
-        .with_state(HttpState { metrics, ready });
+}
+
+async fn listen(
+    addr: SocketAddr,
+    app: Router,
+    extra: Option<Router>,
+    what: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let app = match extra {
         Some(more) => app.merge(more),
         None => app,
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "HTTP listening (/healthz, /readyz, /metrics)");
+    tracing::info!(%addr, "HTTP listening ({what})");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;

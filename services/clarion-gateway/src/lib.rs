@@ -6,6 +6,7 @@
 //! (templates, workflows, keys) wait until the projector has applied them, so
 //! a caller can use what it just created.
 
+pub mod access;
 pub mod auth;
 pub mod config_cache;
 pub mod config_read;
@@ -13,7 +14,9 @@ pub mod dead_letter;
 pub mod error;
 pub mod http;
 pub mod inbound;
+pub mod keys;
 pub mod notification;
+pub mod ratelimit;
 pub mod rest;
 pub mod rest_notifications;
 pub mod state;
@@ -52,15 +55,27 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::dead_letter_service_server::DeadLetterServiceServer<dead_letter::DeadLetterApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("descriptor sets are generated at build time");
+    health
+        .set_serving::<api::api_key_service_server::ApiKeyServiceServer<keys::ApiKeyApi>>()
+        .await;
+    let reflection = (state.security.reflection != access::ReflectionAccess::Off).then(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("descriptor sets are generated at build time")
+    });
+    // Last-used times of API keys, written in the background.
+    tokio::spawn(access::maintain(state.clone(), shutdown.clone()));
     tracing::info!(%addr, "gRPC listening");
     tonic::transport::Server::builder()
+        // Scope of every method and the tenant's rate limit (access.rs).
+        .layer(access::AccessLayer(state.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_optional_service(reflection)
+        .add_service(api::api_key_service_server::ApiKeyServiceServer::new(
+            keys::ApiKeyApi(state.clone()),
+        ))
         .add_service(
             api::notification_service_server::NotificationServiceServer::new(
                 notification::NotificationApi(state.clone()),

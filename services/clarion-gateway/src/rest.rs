@@ -1,6 +1,8 @@
 //! REST endpoints (JSON over HTTP) for operators' tooling: the dead-letter
 //! queue. Same auth (API key in `authorization: Bearer` or `x-api-key`), same
-//! code paths as gRPC; errors are RFC 9457 `application/problem+json`.
+//! code paths as gRPC; errors are RFC 9457 `application/problem+json`. Each
+//! route's scope is in `access::REST_ROUTES`; a tenant over its request rate
+//! gets 429 with `Retry-After`.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -224,5 +226,10 @@ pub fn routes(state: GatewayState) -> Router {
         .route("/v1/dead-letters/:id", get(show))
         .route("/v1/dead-letters/:id/retry", post(retry))
         .route("/v1/dead-letters/:id/discard", post(discard))
+        // Scope and rate limit of every route (crate::access::REST_ROUTES).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::rest_guard,
+        ))
         .with_state(state)
 }

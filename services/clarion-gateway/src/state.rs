@@ -9,6 +9,7 @@ use clarion_log::{Appended, EventLog, Record};
 use clarion_runtime::{Clock, Topic, Topics};
 use clarion_store::Store;
 
+use crate::access::Security;
 use crate::config_cache::ConfigCache;
 use crate::error::ApiError;
 
@@ -29,6 +30,8 @@ pub struct GatewayState {
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     /// Recently read API keys and workflow versions (the Trigger hot path).
     pub config_cache: Arc<ConfigCache>,
+    /// Rate limits, key last-use notes, reflection access.
+    pub security: Arc<Security>,
 }
 
 impl GatewayState {

@@ -99,6 +99,8 @@ pub async fn create_tenant(
                 key_id: key.key_id.clone(),
                 secret_sha256: key.secret_sha256.clone(),
                 name: "initial".into(),
+                scopes: clarion_domain::tenant::Scopes::ALL.names(),
+                expires_at_ms: 0,
             }),
         ),
     ];
@@ -230,18 +232,22 @@ impl TenantApi {
         })
     }
 
+    /// Mints a key with at most the calling key's scopes and lifetime.
     async fn create_api_key(
         &self,
         req: Request<api::CreateApiKeyRequest>,
     ) -> Result<api::CreateApiKeyResponse, ApiError> {
         let s = &self.0;
         let caller = auth::tenant(s, req.metadata()).await?;
-        let name = req.into_inner().name;
-        if name.len() > 128 {
-            return Err(
-                clarion_domain::Violations::single("name", "must be at most 128 bytes").into(),
-            );
-        }
+        let r = req.into_inner();
+        let now = s.clock.now_ms();
+        let (scopes, expires) = clarion_domain::tenant::mint_grant(
+            &caller.grant,
+            &r.name,
+            &r.scopes,
+            r.expires_at_ms,
+            now,
+        )?;
         let key = issue_api_key(&caller.tenant, rand::random());
         publish(
             s,
@@ -252,7 +258,9 @@ impl TenantApi {
                 Payload::ApiKeyCreated(pb::ApiKeyCreated {
                     key_id: key.key_id.clone(),
                     secret_sha256: key.secret_sha256,
-                    name,
+                    name: r.name,
+                    scopes: scopes.names(),
+                    expires_at_ms: expires.unwrap_or(0),
                 }),
             )],
         )

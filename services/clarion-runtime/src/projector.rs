@@ -118,6 +118,20 @@ pub async fn history_event(
 /// ids cannot contain `/`, so it never meets a tenant record.
 pub const TENANT_LIMITS_PK: &str = "limits/";
 
+/// Partitions (in the API keys table) listing a tenant's keys by key id:
+/// their creation events, and the revocations. Hash partitions are 64 hex
+/// digits, so neither meets one.
+pub const API_KEY_INDEX_PK: &str = "index/";
+pub const API_KEY_REVOKED_PK: &str = "revoked/";
+/// Partition of the keys' last-used times (written by the gateways, at most
+/// once a minute per key and gateway; not derived from events).
+pub const API_KEY_LAST_USED_PK: &str = "last-used/";
+
+/// A row of one of the key-id partitions above.
+pub fn api_key_index(tenant: &str, pk: &str, key_id: &str) -> RowKey {
+    RowKey::new(Table::ApiKeys, tenant, pk, key_id.as_bytes().to_vec())
+}
+
 /// Clustering key of a template or workflow version: big-endian, so a reverse
 /// scan finds the latest first.
 pub fn version_ck(version: u32) -> Vec<u8> {
@@ -162,6 +176,21 @@ fn project(batch: &mut Batch, e: &Event, raw: &Bytes) {
         Payload::ApiKeyCreated(k) => {
             w.put(
                 RowKey::new(Table::ApiKeys, tenant, &k.secret_sha256, Vec::new()),
+                bytes(),
+            );
+            w.put(api_key_index(tenant, API_KEY_INDEX_PK, &k.key_id), bytes());
+        }
+        Payload::ApiKeyRevoked(k) => {
+            // The gateway finds keys by hash only: without the row, the key
+            // is unknown (and answered like any invalid key).
+            w.delete(RowKey::new(
+                Table::ApiKeys,
+                tenant,
+                &k.secret_sha256,
+                Vec::new(),
+            ));
+            w.put(
+                api_key_index(tenant, API_KEY_REVOKED_PK, &k.key_id),
                 bytes(),
             );
         }

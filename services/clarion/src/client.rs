@@ -1,6 +1,6 @@
 //! Admin commands that talk to a running Clarion over gRPC:
 //! `clarion workflow apply|list|get`, `clarion limits apply|get` and
-//! `clarion dlq list|show|retry|discard`.
+//! `clarion dlq list|show|retry|discard` and `clarion keys create|list|revoke`.
 
 use std::path::PathBuf;
 
@@ -307,6 +307,103 @@ pub async fn dlq(c: ClientArgs, cmd: DlqCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?;
             println!("discarded {notification_id}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Mint an API key (printed once). It gets at most the scopes and the
+    /// lifetime of the key that mints it.
+    Create {
+        #[arg(long, default_value = "")]
+        name: String,
+        /// admin, trigger, read, preferences (repeat or comma-separate;
+        /// default: the calling key's scopes).
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 30d or 12h (default: the calling key's expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List the tenant's keys (never their secrets).
+    List,
+    /// Revoke a key: it stops working at once on this gateway, within 10 s on others.
+    Revoke { key_id: String },
+}
+
+fn ms_text(ms: i64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub async fn keys(c: ClientArgs, cmd: KeysCmd) -> anyhow::Result<()> {
+    let ch = connect(&c).await?;
+    match cmd {
+        KeysCmd::Create {
+            name,
+            scopes,
+            expires_in,
+        } => {
+            let expires_at_ms = match expires_in {
+                Some(d) => {
+                    let ms = clarion_domain::flow::duration::parse_ms(&d)
+                        .map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
+                    chrono::Utc::now().timestamp_millis() + ms as i64
+                }
+                None => 0,
+            };
+            let r = api::tenant_service_client::TenantServiceClient::new(ch)
+                .create_api_key(authed(
+                    c.key()?,
+                    api::CreateApiKeyRequest {
+                        name,
+                        scopes,
+                        expires_at_ms,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{}\t{}", r.key_id, r.api_key);
+            eprintln!("the key is shown once: only its hash is stored");
+        }
+        KeysCmd::List => {
+            let r = api::api_key_service_client::ApiKeyServiceClient::new(ch)
+                .list(authed(c.key()?, api::ListApiKeysRequest {})?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("KEY\tNAME\tSCOPES\tCREATED\tEXPIRES\tLAST USED\tREVOKED");
+            for k in &r.keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    k.key_id,
+                    if k.name.is_empty() { "-" } else { &k.name },
+                    k.scopes.join(","),
+                    ms_text(k.created_at_ms),
+                    ms_text(k.expires_at_ms),
+                    ms_text(k.last_used_at_ms),
+                    ms_text(k.revoked_at_ms),
+                );
+            }
+        }
+        KeysCmd::Revoke { key_id } => {
+            api::api_key_service_client::ApiKeyServiceClient::new(ch)
+                .revoke(authed(
+                    c.key()?,
+                    api::RevokeApiKeyRequest {
+                        key_id: key_id.clone(),
+                    },
+                )?)
+                .await
+                .map_err(explain)?;
+            println!("revoked {key_id}");
         }
     }
     Ok(())

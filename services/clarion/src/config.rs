@@ -23,7 +23,7 @@ pub struct Config {
     pub log: LogConfig,
     pub store: StoreConfig,
     pub grpc: ListenConfig,
-    pub http: ListenConfig,
+    pub http: HttpConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub providers: ProvidersConfig,
@@ -31,6 +31,46 @@ pub struct Config {
     pub tracking: TrackingConfig,
     pub retry: RetryConfig,
     pub dlq: DlqConfig,
+    /// Per-tenant request rate limit of the gateway (docs/security.md).
+    #[serde(default)]
+    pub rate_limit: clarion_gateway::ratelimit::RateLimitConfig,
+    /// Exposure of operator surfaces (docs/security.md).
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// The HTTP side: the public listener (REST, tracking, callbacks, health)
+/// and an optional internal one for operator surfaces.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Where `/metrics` (and operator routes) are served instead of the
+    /// public listener, e.g. `127.0.0.1:9090`. Unset: on the public one.
+    #[serde(default)]
+    pub internal_listen: Option<SocketAddr>,
+}
+
+/// Credentials and exposure (docs/security.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Who may use gRPC reflection: `public`, `admin-token` or `off`.
+    pub reflection: clarion_gateway::access::ReflectionAccess,
+    /// Tenant names in metric labels (off: the label reads `_`).
+    pub metrics_tenant_labels: bool,
+    /// How often API keys' last-used times are written (ms).
+    pub key_last_used_flush_ms: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            reflection: clarion_gateway::access::ReflectionAccess::Public,
+            metrics_tenant_labels: false,
+            key_last_used_flush_ms: 60_000,
+        }
+    }
 }
 
 /// Dead-letter queue alerting.
@@ -109,6 +149,10 @@ pub struct AuthConfig {
     /// SHA-256 (hex) of the operator admin token. Empty: the one generated on
     /// first start of `clarion serve` (stored hashed in the store).
     pub admin_token_sha256: String,
+    /// The operator admin token itself (hashed at start; wins over
+    /// `admin-token-sha256`). Best given as `admin-token-file`.
+    #[serde(default)]
+    pub admin_token: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -168,8 +212,9 @@ impl Default for Config {
             grpc: ListenConfig {
                 listen: "0.0.0.0:50051".parse().expect("literal address"),
             },
-            http: ListenConfig {
+            http: HttpConfig {
                 listen: "0.0.0.0:8080".parse().expect("literal address"),
+                internal_listen: None,
             },
             auth: AuthConfig::default(),
             limits: LimitsConfig {
@@ -198,6 +243,8 @@ impl Default for Config {
                 alert_threshold: 100,
                 ..DlqConfig::default()
             },
+            rate_limit: Default::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -222,7 +269,21 @@ impl Config {
         let env = Env::prefixed("CLARION__")
             .map(|k| k.as_str().replace('_', "-").into())
             .split("--");
-        fig.merge(env).extract().map_err(Box::new)
+        let mut tree: figment::value::Value = fig.merge(env).extract().map_err(Box::new)?;
+        crate::secrets::resolve_files(&mut tree).map_err(|e| Box::new(figment::Error::from(e)))?;
+        Figment::from(Serialized::defaults(tree))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// SHA-256 of the admin token the configuration names, if any.
+    pub fn admin_token_sha256(&self) -> Option<String> {
+        if !self.auth.admin_token.is_empty() {
+            return Some(clarion_domain::tenant::sha256_hex(
+                self.auth.admin_token.as_bytes(),
+            ));
+        }
+        (!self.auth.admin_token_sha256.is_empty()).then(|| self.auth.admin_token_sha256.clone())
     }
 
     /// The SQLite file both the log and the store use when they share one
@@ -294,6 +355,58 @@ mod tests {
             assert_eq!(c.providers.smtp.as_ref().unwrap().port, 2525);
             assert_eq!(c.providers.defaults["email"], "smtp");
             c.validate().unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn secrets_come_from_files_named_by_file_keys_and_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("twilio-token");
+        std::fs::write(&token, "tw-secret-123\n").unwrap();
+        let admin = dir.path().join("admin");
+        std::fs::write(&admin, "adm_from_file").unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "[auth]\nadmin-token-file = {admin:?}\n[providers.twilio]\naccount-sid = \"AC1\"\nauth-token-file = {token:?}\nfrom = \"+15145550000\"\n"
+            ),
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(Some(&f)).unwrap();
+            assert_eq!(
+                c.providers.twilio.as_ref().unwrap().auth_token,
+                "tw-secret-123"
+            );
+            assert_eq!(
+                c.admin_token_sha256().unwrap(),
+                clarion_domain::tenant::sha256_hex(b"adm_from_file")
+            );
+            jail.set_env("CLARION__AUTH__ADMIN_TOKEN", "adm_from_env");
+            let c = Config::load(Some(&f)).unwrap();
+            // The file key wins over the plain key, wherever that came from.
+            assert_eq!(
+                c.admin_token_sha256().unwrap(),
+                clarion_domain::tenant::sha256_hex(b"adm_from_file")
+            );
+            jail.set_env(
+                "CLARION__PROVIDERS__TWILIO__AUTH_TOKEN_FILE",
+                "/nonexistent/x",
+            );
+            let err = Config::load(Some(&f)).unwrap_err().to_string();
+            assert!(err.contains("providers.twilio.auth-token-file"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CLARION__AUTH__ADMIN_TOKEN", "adm_from_env");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.admin_token_sha256().unwrap(),
+                clarion_domain::tenant::sha256_hex(b"adm_from_env")
+            );
             Ok(())
         });
     }

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod config;
 pub mod roles;
+pub mod secrets;
 
 pub use config::Config;
 pub use roles::{Node, Role};

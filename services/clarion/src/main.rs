@@ -73,6 +73,13 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// Create, list and revoke the tenant's API keys (over gRPC; admin scope).
+    Keys {
+        #[command(subcommand)]
+        cmd: clarion::client::KeysCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
 }
 
 #[derive(Args, Default)]
@@ -140,6 +147,7 @@ fn main() -> anyhow::Result<()> {
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),
+        Command::Keys { cmd, client } => rt.block_on(clarion::client::keys(client, cmd)),
     }
 }
 
@@ -168,13 +176,14 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
     {
         let sd = shutdown.clone();
         let addr = cfg.http.listen;
+        let internal = cfg.http.internal_listen;
         let extra = if roles.contains(&Role::Gateway) {
             Some(node.tracking_routes().await?)
         } else {
             None
         };
         tasks.spawn(async move {
-            clarion_gateway::http::serve(addr, metrics, ready, extra, sd)
+            clarion_gateway::http::serve_split(addr, internal, metrics, ready, extra, sd)
                 .await
                 .with_context(|| format!("HTTP server on {addr}"))
         });
@@ -204,10 +213,9 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
                 );
             }
         }
-        let admin = if cfg.auth.admin_token_sha256.is_empty() {
-            bootstrap::admin_token_hash(&state).await?
-        } else {
-            Some(cfg.auth.admin_token_sha256.clone())
+        let admin = match cfg.admin_token_sha256() {
+            Some(configured) => Some(configured),
+            None => bootstrap::admin_token_hash(&state).await?,
         };
         node.spawn_role(Role::Gateway, &mut tasks, admin, &shutdown)
             .await?;

@@ -77,6 +77,8 @@ pub struct Node {
     pub colocated: Option<Arc<Colocated>>,
     pub topics: Topics,
     pub clock: Arc<dyn Clock>,
+    /// Rate limits and key last-use notes, shared by the gRPC and REST doors.
+    pub security: Arc<clarion_gateway::access::Security>,
 }
 
 impl Node {
@@ -123,14 +125,23 @@ impl Node {
                  is fixed once they are created: using the existing count"
             );
         }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Ok(Node {
+            security: security(&cfg, clock.clone()),
             cfg,
             log,
             store,
             colocated,
             topics,
-            clock: Arc::new(SystemClock),
+            clock,
         })
+    }
+
+    /// The node on another clock (tests: the manual clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Node {
+        self.security = security(&self.cfg, clock.clone());
+        self.clock = clock;
+        self
     }
 
     fn runner_config(&self) -> RunnerConfig {
@@ -160,6 +171,7 @@ impl Node {
             ),
             config_lock: Arc::default(),
             config_cache: Arc::default(),
+            security: self.security.clone(),
         }
     }
 
@@ -337,6 +349,17 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// The gateway's rate limits and exposure settings from the configuration.
+fn security(cfg: &Config, clock: Arc<dyn Clock>) -> Arc<clarion_gateway::access::Security> {
+    clarion_runtime::metric_labels::set_tenant_labels(cfg.security.metrics_tenant_labels);
+    Arc::new(clarion_gateway::access::Security {
+        limiter: clarion_gateway::ratelimit::TenantLimiter::new(&cfg.rate_limit, clock),
+        key_usage: Default::default(),
+        reflection: cfg.security.reflection,
+        last_used_flush: Duration::from_millis(cfg.security.key_last_used_flush_ms.max(10)),
+    })
 }
 
 impl Node {

@@ -230,7 +230,13 @@ async fn tenants_keys_and_subscribers() {
 
     // A second key works; keys are stored only as hashes
     let second = tenants
-        .create_api_key(authed(&key, api::CreateApiKeyRequest { name: "ci".into() }))
+        .create_api_key(authed(
+            &key,
+            api::CreateApiKeyRequest {
+                name: "ci".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -282,20 +288,50 @@ async fn tenants_keys_and_subscribers() {
         .unwrap_err();
     let fields: Vec<String> = violations(&e).into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, ["phone", "attributes_json"]);
-    let raw = node
-        .store()
-        .scan(&clarion_store::Scan::partition(
-            clarion_store::Table::ApiKeys,
-            "acme",
-            "",
-            100,
-        ))
-        .await
-        .unwrap();
+    // Keys are stored only as hashes: the key rows are found under the
+    // SHA-256 of each secret, and no secret appears anywhere in the SQLite
+    // file (log and store), nor in its WAL.
+    for plaintext in [&key, &second.api_key] {
+        let presented = clarion_domain::tenant::PresentedKey::parse(plaintext).unwrap();
+        let row = node
+            .store()
+            .get(&clarion_store::RowKey::new(
+                clarion_store::Table::ApiKeys,
+                "acme",
+                &presented.secret_sha256,
+                Vec::new(),
+            ))
+            .await
+            .unwrap()
+            .expect("the key's row, under its hash");
+        let secret = plaintext.rsplit('_').next().unwrap();
+        assert!(
+            !row.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the key row holds the secret"
+        );
+    }
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(bytes.len() > 4096, "the database files were found");
+    let hash = clarion_domain::tenant::PresentedKey::parse(&key)
+        .unwrap()
+        .secret_sha256;
     assert!(
-        raw.is_empty(),
-        "api keys are keyed by hash, not by an empty id"
+        bytes.windows(hash.len()).any(|w| w == hash.as_bytes()),
+        "the scan sees stored key hashes (so it would see a secret)"
     );
+    for plaintext in [&key, &second.api_key] {
+        let secret = plaintext.rsplit('_').next().unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "an API key secret is stored in plaintext"
+        );
+    }
     node.stop().await;
 }
 

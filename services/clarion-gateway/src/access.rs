@@ -1,0 +1,372 @@
+//! Who may call what: the table of every gRPC method and REST route with the
+//! scope it requires, enforced in front of the handlers (a tower layer on
+//! the gRPC server, a middleware on the REST router), then the tenant's
+//! request rate limit.
+//!
+//! The tables fail closed: a `clarion.v1` method or a REST route missing
+//! from them is refused, and a test compares the gRPC table with the
+//! methods the proto descriptors declare, so a new method cannot ship
+//! without a rule.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use clarion_domain::tenant::Scope;
+use serde::{Deserialize, Serialize};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::keys::KeyUsage;
+use crate::ratelimit::{retry_after_secs, TenantLimiter};
+use crate::state::GatewayState;
+
+/// What a call needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// A tenant API key with this scope.
+    Tenant(Scope),
+    /// The operator admin token (checked by the handler).
+    Operator,
+}
+
+use Needs::{Operator, Tenant};
+use Scope::{Admin, Preferences, Read, Trigger};
+
+/// Every gRPC method of `clarion.v1` and what it needs.
+pub const GRPC_METHODS: &[(&str, Needs)] = &[
+    ("/clarion.v1.NotificationService/Trigger", Tenant(Trigger)),
+    (
+        "/clarion.v1.NotificationService/GetNotification",
+        Tenant(Read),
+    ),
+    (
+        "/clarion.v1.NotificationService/Acknowledge",
+        Tenant(Trigger),
+    ),
+    ("/clarion.v1.NotificationService/Cancel", Tenant(Trigger)),
+    ("/clarion.v1.WorkflowService/Apply", Tenant(Admin)),
+    ("/clarion.v1.WorkflowService/Get", Tenant(Read)),
+    ("/clarion.v1.WorkflowService/List", Tenant(Read)),
+    ("/clarion.v1.DeadLetterService/List", Tenant(Read)),
+    ("/clarion.v1.DeadLetterService/Show", Tenant(Read)),
+    ("/clarion.v1.DeadLetterService/Retry", Tenant(Admin)),
+    ("/clarion.v1.DeadLetterService/Discard", Tenant(Admin)),
+    ("/clarion.v1.SubscriberService/Upsert", Tenant(Preferences)),
+    ("/clarion.v1.SubscriberService/Get", Tenant(Read)),
+    ("/clarion.v1.TenantService/CreateTenant", Operator),
+    ("/clarion.v1.TenantService/CreateApiKey", Tenant(Admin)),
+    ("/clarion.v1.TenantService/PutTemplate", Tenant(Admin)),
+    ("/clarion.v1.TenantService/PutWorkflow", Tenant(Admin)),
+    ("/clarion.v1.TenantService/PutLimits", Tenant(Admin)),
+    ("/clarion.v1.TenantService/GetLimits", Tenant(Read)),
+    ("/clarion.v1.ApiKeyService/List", Tenant(Admin)),
+    ("/clarion.v1.ApiKeyService/Revoke", Tenant(Admin)),
+];
+
+/// Every REST route (method, axum path) and the scope it requires.
+pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
+    ("POST", "/v1/notifications/:id/engagement", Trigger),
+    ("GET", "/v1/dead-letters", Read),
+    ("GET", "/v1/dead-letters/:id", Read),
+    ("POST", "/v1/dead-letters/:id/retry", Admin),
+    ("POST", "/v1/dead-letters/:id/discard", Admin),
+];
+
+const API_PREFIX: &str = "/clarion.v1.";
+const REFLECTION_PREFIX: &str = "/grpc.reflection.";
+
+/// What a gRPC path needs; `None` for a `clarion.v1` method without a rule.
+pub fn grpc_needs(path: &str) -> Option<Needs> {
+    GRPC_METHODS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, n)| *n)
+}
+
+/// Who may use gRPC server reflection.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReflectionAccess {
+    /// Anyone who reaches the gRPC port (handy in development).
+    #[default]
+    Public,
+    /// Callers presenting the operator admin token.
+    AdminToken,
+    /// Not served.
+    Off,
+}
+
+/// The gateway's credentials-and-exposure state, shared by every handler.
+pub struct Security {
+    pub limiter: TenantLimiter,
+    pub key_usage: KeyUsage,
+    pub reflection: ReflectionAccess,
+    /// How often last-used times are written.
+    pub last_used_flush: Duration,
+}
+
+impl Security {
+    /// No rate limit, public reflection, last uses written every minute.
+    pub fn open(clock: std::sync::Arc<dyn clarion_runtime::Clock>) -> Security {
+        Security {
+            limiter: TenantLimiter::unlimited(clock),
+            key_usage: KeyUsage::default(),
+            reflection: ReflectionAccess::Public,
+            last_used_flush: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Until `shutdown`: writes the keys' last-used times every
+/// `last_used_flush` (and once more at the end), and drops rate-limit
+/// buckets that are full again.
+pub async fn maintain(state: GatewayState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let sec = &state.security;
+    let mut tick = tokio::time::interval(sec.last_used_flush);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        if let Err(e) = sec.key_usage.flush(&*state.store).await {
+            tracing::warn!(error = %e, "writing API keys' last-used times");
+        }
+        sec.limiter.shrink();
+    }
+    let _ = sec.key_usage.flush(&*state.store).await;
+}
+
+/// `RESOURCE_EXHAUSTED` with a `RetryInfo` detail and `retry-after` metadata.
+pub fn rate_limited(wait: Duration) -> Status {
+    let secs = retry_after_secs(wait);
+    let mut status = Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("request rate limit of this tenant exceeded: retry in {secs} s"),
+        ErrorDetails::with_retry_info(Some(wait)),
+    );
+    status
+        .metadata_mut()
+        .insert("retry-after", MetadataValue::from(secs));
+    status
+}
+
+fn count_limited(tenant: &str, door: &'static str) {
+    metrics::counter!(
+        "clarion_rate_limited_total",
+        "tenant" => clarion_runtime::metric_labels::tenant(tenant),
+        "door" => door
+    )
+    .increment(1);
+}
+
+/// Checks one gRPC call; `Err` is the answer to send instead of running it.
+pub async fn check_grpc(
+    state: &GatewayState,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<(), Status> {
+    if path.starts_with(REFLECTION_PREFIX) {
+        return match state.security.reflection {
+            ReflectionAccess::Public => Ok(()),
+            ReflectionAccess::AdminToken => {
+                auth::admin_by_credential(state, auth::credential_in(headers))?;
+                Ok(())
+            }
+            ReflectionAccess::Off => Err(Status::unimplemented("reflection is not served")),
+        };
+    }
+    if !path.starts_with(API_PREFIX) {
+        return Ok(());
+    }
+    match grpc_needs(path) {
+        None => Err(Status::permission_denied(format!(
+            "{path} has no access rule on this gateway"
+        ))),
+        Some(Operator) => Ok(()),
+        Some(Tenant(scope)) => {
+            let caller = auth::by_credential(state, auth::credential_in(headers)).await?;
+            auth::require(&caller, scope)?;
+            state
+                .security
+                .limiter
+                .check(caller.tenant.as_str())
+                .map_err(|wait| {
+                    count_limited(caller.tenant.as_str(), "grpc");
+                    rate_limited(wait)
+                })
+        }
+    }
+}
+
+/// The tower layer that runs [`check_grpc`] in front of every gRPC service.
+#[derive(Clone)]
+pub struct AccessLayer(pub GatewayState);
+
+impl<S> tower_layer::Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+    fn layer(&self, inner: S) -> AccessService<S> {
+        AccessService {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AccessService<S> {
+    inner: S,
+    state: GatewayState,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower_service::Service<http::Request<B>> for AccessService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::BoxBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::BoxBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // The clone is the one that is ready (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move {
+            match check_grpc(&state, req.uri().path(), req.headers()).await {
+                Ok(()) => inner.call(req).await,
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+/// REST middleware: the route's scope, then the rate limit (HTTP 429 with
+/// `Retry-After`). Handlers authenticate again (a cache hit) for the caller.
+pub async fn rest_guard(State(state): State<GatewayState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let method = req.method().as_str().to_string();
+    let Some(scope) = REST_ROUTES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == route)
+        .map(|(_, _, s)| *s)
+    else {
+        return crate::rest::problem(ApiError::PermissionDenied(format!(
+            "{method} {route} has no access rule on this gateway"
+        )));
+    };
+    let caller = match auth::by_credential(&state, auth::credential_in(req.headers())).await {
+        Ok(c) => c,
+        Err(e) => return crate::rest::problem(e),
+    };
+    if let Err(e) = auth::require(&caller, scope) {
+        return crate::rest::problem(e);
+    }
+    if let Err(wait) = state.security.limiter.check(caller.tenant.as_str()) {
+        count_limited(caller.tenant.as_str(), "rest");
+        let secs = retry_after_secs(wait);
+        let mut resp = crate::error::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("request rate limit of this tenant exceeded: retry in {secs} s"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp.into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use std::collections::BTreeSet;
+
+    /// Every method the proto declares, from the generated descriptor set.
+    fn declared_methods() -> BTreeSet<String> {
+        let set = prost_types::FileDescriptorSet::decode(clarion_proto::api::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut out = BTreeSet::new();
+        for file in set.file {
+            let package = file.package().to_string();
+            for service in &file.service {
+                for m in &service.method {
+                    out.insert(format!("/{package}.{}/{}", service.name(), m.name()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_declared_method_has_exactly_one_rule() {
+        let declared = declared_methods();
+        assert!(
+            declared.len() >= 20,
+            "descriptor set looks empty: {declared:?}"
+        );
+        let table: BTreeSet<String> = GRPC_METHODS.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(table.len(), GRPC_METHODS.len(), "a method is listed twice");
+        let missing: Vec<_> = declared.difference(&table).collect();
+        assert!(
+            missing.is_empty(),
+            "methods without an access rule: {missing:?}"
+        );
+        let stale: Vec<_> = table.difference(&declared).collect();
+        assert!(
+            stale.is_empty(),
+            "rules for methods that do not exist: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn reading_keys_cannot_change_or_trigger_anything() {
+        for (path, needs) in GRPC_METHODS {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            let reads = ["Get", "List", "Show", "GetNotification", "GetLimits"].contains(&name);
+            if reads && !path.contains("ApiKeyService") {
+                assert_eq!(*needs, Tenant(Read), "{path}");
+            } else {
+                assert_ne!(*needs, Tenant(Read), "{path} changes something");
+            }
+        }
+        assert_eq!(
+            grpc_needs("/clarion.v1.ApiKeyService/List"),
+            Some(Tenant(Admin))
+        );
+        assert_eq!(grpc_needs("/clarion.v1.NotificationService/Nope"), None);
+    }
+
+    #[test]
+    fn a_rate_limited_status_carries_retry_info_and_retry_after() {
+        let s = rate_limited(Duration::from_millis(1500));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "2");
+        let info = s.get_details_retry_info().expect("RetryInfo detail");
+        assert_eq!(info.retry_delay, Some(Duration::from_millis(1500)));
+    }
+}

@@ -1,0 +1,1093 @@
+//! Two tenants everywhere: for every gRPC method and every REST route,
+//! tenant B's key on tenant A's ids gets not-found or permission-denied (or,
+//! for calls that write into B's own namespace, a result with none of A's
+//! data), and A's data is unchanged afterwards. The tables below must list
+//! every method the proto declares and every REST route of the gateway, so
+//! the test grows with the API.
+//!
+//! Also: scopes per method, minting bounded by the minter, revoked and
+//! expired keys answered uniformly, and the per-tenant request rate limit.
+//! Time is the manual clock (expiry and token refill move only when told).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clarion::{Config, Node, Role};
+use clarion_gateway::access::{GRPC_METHODS, REST_ROUTES};
+use clarion_gateway::auth::INVALID_KEY;
+use clarion_gateway::ratelimit::Rate;
+use clarion_proto::api;
+use clarion_runtime::ManualClock;
+use support::*;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+type Workflows = api::workflow_service_client::WorkflowServiceClient<Channel>;
+type DeadLetters = api::dead_letter_service_client::DeadLetterServiceClient<Channel>;
+type Keys = api::api_key_service_client::ApiKeyServiceClient<Channel>;
+
+/// Every role in-process on the manual clock, with the REST routes served.
+struct Running {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    clock: ManualClock,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(cfg: Config) -> Running {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let clock = ManualClock::new(now);
+        let node = Node::open(cfg.clone())
+            .await
+            .unwrap()
+            .with_clock(Arc::new(clock.clone()));
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for role in [Role::Projector, Role::Router, Role::Dispatcher] {
+            node.spawn_role(role, &mut tasks, None, &rx).await.unwrap();
+        }
+        let admin = Some(clarion_domain::tenant::sha256_hex(ADMIN_TOKEN.as_bytes()));
+        node.spawn_role(Role::Gateway, &mut tasks, admin, &rx)
+            .await
+            .unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let routes = node.tracking_routes().await.unwrap();
+        let listener = tokio::net::TcpListener::bind(http).await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(cfg.grpc.listen).is_err() {
+            assert!(Instant::now() < deadline, "gRPC did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Running {
+            grpc: cfg.grpc.listen,
+            http,
+            clock,
+            shutdown,
+            tasks,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while let Some(r) = self.tasks.join_next().await {
+            r.expect("role task panicked").expect("role failed");
+        }
+    }
+}
+
+/// An HTTP/1.1 request; returns the status, the headers and the body.
+async fn rest(method: &str, url: &str, key: &str, body: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_lowercase(), body.to_string())
+}
+
+/// What tenant A owns, and the strings only A's data contains.
+struct TenantA {
+    key: String,
+    key_id: String,
+    notification_id: String,
+    markers: Vec<String>,
+}
+
+const A_EMAIL: &str = "secret-a@acme.test";
+const A_PHONE: &str = "+15005550001";
+const A_BODY: &str = "ACME-ONLY-TEMPLATE-BODY";
+const A_FLOW_NAME: &str = "ACME-ONLY-WORKFLOW-NAME";
+
+fn sms_flow(name: &str) -> String {
+    sms_flow_id("job-sms", name)
+}
+
+fn sms_flow_id(id: &str, name: &str) -> String {
+    format!(
+        "id: {id}\nname: {name}\ncancel_key: job\nsteps:\n  - {{ id: text, type: send, channel: sms, template: job-sms, provider: twilio }}\n"
+    )
+}
+
+/// A template, a workflow, a subscriber, a notification that ended in the
+/// dead-letter queue (the provider refuses A's number), and limits.
+async fn tenant_data(
+    ch: &Channel,
+    tenant: &str,
+    email: &str,
+    phone: &str,
+    body: &str,
+    name: &str,
+) -> (String, String) {
+    let key = create_tenant(ch, tenant).await;
+    Tenants::new(ch.clone())
+        .put_template(authed(
+            &key,
+            api::Template {
+                template_id: "job-sms".into(),
+                channel: "sms".into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: String::new(),
+                    body: body.into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    apply_workflows(ch, &key, &[&sms_flow(name)]).await;
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            &key,
+            api::Subscriber {
+                subscriber_id: "sub-1".into(),
+                email: email.into(),
+                phone: phone.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let id = Notifications::new(ch.clone())
+        .trigger(authed(
+            &key,
+            api::TriggerRequest {
+                workflow_id: "job-sms".into(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "sub-1".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"job":"J-1"}"#.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone();
+    (key, id)
+}
+
+async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
+    let (a_key, a_id) = tenant_data(ch, "acme", A_EMAIL, A_PHONE, A_BODY, A_FLOW_NAME).await;
+    // B's subscriber gets a number the provider accepts: B has a sent
+    // notification, A a dead letter.
+    let (b_key, _) = tenant_data(
+        ch,
+        "globex",
+        "b@globex.test",
+        "+15145550199",
+        "globex body",
+        "Globex flow",
+    )
+    .await;
+    // A workflow id only A has.
+    apply_workflows(ch, &a_key, &[&sms_flow_id("acme-private", A_FLOW_NAME)]).await;
+    let n = wait_status(ch, &a_key, &a_id, "dead_lettered", Duration::from_secs(30)).await;
+    assert_eq!(n.status, "dead_lettered", "{n:?}");
+    let a_keys = Keys::new(ch.clone())
+        .list(authed(&a_key, api::ListApiKeysRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let key_id = a_keys[0].key_id.clone();
+    // Content first, then ids (see `check`).
+    let markers = vec![
+        A_EMAIL.to_string(),
+        A_PHONE.to_string(),
+        A_BODY.to_string(),
+        A_FLOW_NAME.to_string(),
+        a_id.clone(),
+        key_id.clone(),
+    ];
+    (
+        TenantA {
+            key: a_key,
+            key_id,
+            notification_id: a_id,
+            markers,
+        },
+        b_key,
+    )
+}
+
+/// What B may get when it names A's ids.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Not found or permission denied.
+    Denied,
+    /// Refused with this code (e.g. an unknown workflow is a field error).
+    Refused(Code),
+    /// The call acts in B's own namespace: any answer, with none of A's data.
+    OwnOnly,
+}
+
+type Call =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, tonic::Status>> + Send>>;
+
+fn ok<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+) -> Result<String, tonic::Status> {
+    r.map(|r| format!("{:?}", r.into_inner()))
+}
+
+/// Every gRPC method with B's key on A's ids. Reads come before B's
+/// writes (B's upsert of A's subscriber id makes B its own subscriber).
+fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, Call)> {
+    let (ch, b, nid, kid) = (
+        ch.clone(),
+        b.to_string(),
+        a.notification_id.clone(),
+        a.key_id.clone(),
+    );
+    let mut t: Vec<(&'static str, Expect, Call)> = Vec::new();
+    macro_rules! row {
+        ($path:literal, $expect:expr, |$c:ident, $k:ident| $body:expr) => {{
+            let ($c, $k) = (ch.clone(), b.clone());
+            let fut: Call = Box::pin(async move { $body });
+            t.push(($path, $expect, fut));
+        }};
+    }
+    let nid2 = nid.clone();
+    row!(
+        "/clarion.v1.NotificationService/GetNotification",
+        Expect::Denied,
+        |c, k| ok(Notifications::new(c)
+            .get_notification(authed(
+                &k,
+                api::GetNotificationRequest {
+                    notification_id: nid2
+                }
+            ))
+            .await)
+    );
+    let nid2 = nid.clone();
+    row!(
+        "/clarion.v1.NotificationService/Acknowledge",
+        Expect::Denied,
+        |c, k| ok(Notifications::new(c)
+            .acknowledge(authed(
+                &k,
+                api::AcknowledgeRequest {
+                    notification_id: nid2,
+                    kind: "acknowledged".into(),
+                    attempt_id: String::new()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.WorkflowService/Get",
+        Expect::Denied,
+        |c, k| ok(Workflows::new(c)
+            .get(authed(
+                &k,
+                api::GetWorkflowRequest {
+                    workflow_id: "acme-private".into(),
+                    version: 0
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.WorkflowService/List",
+        Expect::OwnOnly,
+        |c, k| ok(Workflows::new(c)
+            .list(authed(&k, api::ListWorkflowsRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.DeadLetterService/List",
+        Expect::OwnOnly,
+        |c, k| ok(DeadLetters::new(c)
+            .list(authed(&k, api::ListDeadLettersRequest::default()))
+            .await)
+    );
+    let nid2 = nid.clone();
+    row!(
+        "/clarion.v1.DeadLetterService/Show",
+        Expect::Denied,
+        |c, k| ok(DeadLetters::new(c)
+            .show(authed(
+                &k,
+                api::DeadLetterRef {
+                    notification_id: nid2
+                }
+            ))
+            .await)
+    );
+    let nid2 = nid.clone();
+    row!(
+        "/clarion.v1.DeadLetterService/Retry",
+        Expect::Denied,
+        |c, k| ok(DeadLetters::new(c)
+            .retry(authed(
+                &k,
+                api::DeadLetterAction {
+                    notification_id: nid2,
+                    note: "b".into()
+                }
+            ))
+            .await)
+    );
+    let nid2 = nid.clone();
+    row!(
+        "/clarion.v1.DeadLetterService/Discard",
+        Expect::Denied,
+        |c, k| ok(DeadLetters::new(c)
+            .discard(authed(
+                &k,
+                api::DeadLetterAction {
+                    notification_id: nid2,
+                    note: "b".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.SubscriberService/Get",
+        Expect::OwnOnly,
+        |c, k| ok(
+            // B has its own sub-1: it must get its own, never A's.
+            Subscribers::new(c)
+                .get(authed(
+                    &k,
+                    api::GetSubscriberRequest {
+                        subscriber_id: "sub-1".into()
+                    }
+                ))
+                .await
+        )
+    );
+    row!(
+        "/clarion.v1.TenantService/GetLimits",
+        Expect::OwnOnly,
+        |c, k| ok(Tenants::new(c)
+            .get_limits(authed(&k, api::GetLimitsRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ApiKeyService/List",
+        Expect::OwnOnly,
+        |c, k| ok(Keys::new(c)
+            .list(authed(&k, api::ListApiKeysRequest {}))
+            .await)
+    );
+    let kid2 = kid.clone();
+    row!(
+        "/clarion.v1.ApiKeyService/Revoke",
+        Expect::Denied,
+        |c, k| ok(Keys::new(c)
+            .revoke(authed(&k, api::RevokeApiKeyRequest { key_id: kid2 }))
+            .await)
+    );
+    row!(
+        "/clarion.v1.TenantService/CreateTenant",
+        Expect::Denied,
+        |c, k| ok(
+            // A tenant key is not the operator's token, whatever tenant it names.
+            Tenants::new(c)
+                .create_tenant(authed(
+                    &k,
+                    api::CreateTenantRequest {
+                        tenant_id: "acme".into(),
+                        name: String::new()
+                    }
+                ))
+                .await
+        )
+    );
+    row!(
+        "/clarion.v1.NotificationService/Trigger",
+        Expect::Refused(Code::InvalidArgument),
+        |c, k| ok(Notifications::new(c)
+            .trigger(authed(
+                &k,
+                api::TriggerRequest {
+                    workflow_id: "acme-only".into(),
+                    recipients: vec![api::Recipient {
+                        subscriber_id: "sub-1".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.NotificationService/Cancel",
+        Expect::OwnOnly,
+        |c, k| ok(Notifications::new(c)
+            .cancel(authed(
+                &k,
+                api::CancelRequest {
+                    cancel_key: "J-1".into(),
+                    reason: "b".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.WorkflowService/Apply",
+        Expect::OwnOnly,
+        |c, k| ok(Workflows::new(c)
+            .apply(authed(
+                &k,
+                api::ApplyWorkflowRequest {
+                    definition: sms_flow_id("acme-private", "B overwrites?")
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.SubscriberService/Upsert",
+        Expect::OwnOnly,
+        |c, k| ok(Subscribers::new(c)
+            .upsert(authed(
+                &k,
+                api::Subscriber {
+                    subscriber_id: "sub-1".into(),
+                    email: "b2@globex.test".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.TenantService/CreateApiKey",
+        Expect::OwnOnly,
+        |c, k| ok(Tenants::new(c)
+            .create_api_key(authed(
+                &k,
+                api::CreateApiKeyRequest {
+                    name: "b".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.TenantService/PutTemplate",
+        Expect::OwnOnly,
+        |c, k| ok(Tenants::new(c)
+            .put_template(authed(
+                &k,
+                api::Template {
+                    template_id: "job-sms".into(),
+                    channel: "sms".into(),
+                    variants: vec![api::TemplateVariant {
+                        locale: "default".into(),
+                        subject: String::new(),
+                        body: "B body".into()
+                    }],
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.TenantService/PutWorkflow",
+        Expect::OwnOnly,
+        |c, k| ok(Tenants::new(c)
+            .put_workflow(authed(
+                &k,
+                api::Workflow {
+                    workflow_id: "acme-private".into(),
+                    name: "B".into(),
+                    steps: vec![api::WorkflowStep {
+                        channel: "sms".into(),
+                        template_id: "job-sms".into(),
+                        provider: "twilio".into()
+                    }],
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.TenantService/PutLimits",
+        Expect::OwnOnly,
+        |c, k| ok(Tenants::new(c)
+            .put_limits(authed(
+                &k,
+                api::PutLimitsRequest {
+                    definition: "throttle: []".into()
+                }
+            ))
+            .await)
+    );
+    t
+}
+
+/// Every `clarion.v1` method the generated descriptors declare.
+fn declared_methods() -> BTreeSet<String> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(api::FILE_DESCRIPTOR_SET).unwrap();
+    let mut out = BTreeSet::new();
+    for f in set.file {
+        for s in &f.service {
+            for m in &s.method {
+                out.insert(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+            }
+        }
+    }
+    out
+}
+
+/// `markers`: A's content, never in any answer to B; A's ids (which B
+/// named itself, so an error may quote them) never in a successful answer.
+fn check(what: &str, expect: Expect, got: &Result<String, tonic::Status>, a: &TenantA) {
+    let (text, markers) = match got {
+        Ok(body) => (body.clone(), &a.markers[..]),
+        Err(s) => (format!("{:?} {}", s.code(), s.message()), &a.markers[..4]),
+    };
+    for m in markers {
+        assert!(
+            !text.contains(m.as_str()),
+            "{what} leaked A's {m:?}: {text}"
+        );
+    }
+    match (expect, got) {
+        (Expect::Denied, Err(s)) => assert!(
+            matches!(s.code(), Code::NotFound | Code::PermissionDenied),
+            "{what}: {s:?}"
+        ),
+        (Expect::Refused(code), Err(s)) => assert_eq!(s.code(), code, "{what}: {s:?}"),
+        (Expect::OwnOnly, Ok(_)) => {}
+        (e, other) => panic!("{what}: expected {e:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
+    let twilio = TwilioDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.providers.twilio = Some(twilio.config());
+    let run = Running::start(cfg).await;
+    let ch = channel(run.grpc).await;
+    let (a, b) = setup_two_tenants(&ch).await;
+
+    // The table covers every declared method, and the gateway's access
+    // table names exactly those methods.
+    let table = grpc_table(&ch, &b, &a);
+    let covered: BTreeSet<String> = table.iter().map(|(p, _, _)| p.to_string()).collect();
+    assert_eq!(covered.len(), table.len(), "a method is listed twice");
+    assert_eq!(
+        covered,
+        declared_methods(),
+        "the isolation table must list every method"
+    );
+    let access: BTreeSet<String> = GRPC_METHODS.iter().map(|(p, _)| p.to_string()).collect();
+    assert_eq!(access, covered);
+    for (path, expect, call) in table {
+        check(path, expect, &call.await, &a);
+    }
+
+    // REST: every route, B's key on A's notification id.
+    let base = format!("http://{}", run.http);
+    let nid = &a.notification_id;
+    let rest_table: Vec<(&str, &str, String, &str, u16)> = vec![
+        (
+            "POST",
+            "/v1/notifications/:id/engagement",
+            format!("{base}/v1/notifications/{nid}/engagement"),
+            r#"{"kind":"acknowledged"}"#,
+            404,
+        ),
+        (
+            "GET",
+            "/v1/dead-letters",
+            format!("{base}/v1/dead-letters"),
+            "",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/dead-letters/:id",
+            format!("{base}/v1/dead-letters/{nid}"),
+            "",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/dead-letters/:id/retry",
+            format!("{base}/v1/dead-letters/{nid}/retry"),
+            "{}",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/dead-letters/:id/discard",
+            format!("{base}/v1/dead-letters/{nid}/discard"),
+            "{}",
+            404,
+        ),
+    ];
+    let routes: BTreeSet<(String, String)> = REST_ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    let tested: BTreeSet<(String, String)> = rest_table
+        .iter()
+        .map(|(m, p, ..)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        tested, routes,
+        "the isolation table must list every REST route"
+    );
+    for (method, route, url, body, want) in &rest_table {
+        let (status, _, text) = rest(method, url, &b, body).await;
+        assert_eq!(status, *want, "{method} {route}: {text}");
+        let markers = if status < 300 {
+            &a.markers[..]
+        } else {
+            &a.markers[..4]
+        };
+        for m in markers {
+            assert!(
+                !text.contains(m.as_str()),
+                "{method} {route} leaked {m:?}: {text}"
+            );
+        }
+    }
+
+    // A's data is unchanged: still dead-lettered, same workflow, same
+    // subscriber, same key working.
+    let mut dlq = DeadLetters::new(ch.clone());
+    let listed = dlq
+        .list(authed(&a.key, api::ListDeadLettersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].notification_id, a.notification_id);
+    let wf = Workflows::new(ch.clone())
+        .get(authed(
+            &a.key,
+            api::GetWorkflowRequest {
+                workflow_id: "acme-private".into(),
+                version: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((wf.version, wf.name.as_str()), (1, A_FLOW_NAME));
+    let sub = Subscribers::new(ch.clone())
+        .get(authed(
+            &a.key,
+            api::GetSubscriberRequest {
+                subscriber_id: "sub-1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sub.email, A_EMAIL);
+    let keys = Keys::new(ch.clone())
+        .list(authed(&a.key, api::ListApiKeysRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1, "B's minted key must not be A's: {keys:?}");
+    assert_eq!(keys[0].revoked_at_ms, 0);
+    run.stop().await;
+}
+
+fn field_of(s: &tonic::Status) -> Vec<String> {
+    s.get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+async fn mint(
+    ch: &Channel,
+    key: &str,
+    scopes: &[&str],
+    expires_at_ms: i64,
+) -> Result<api::CreateApiKeyResponse, tonic::Status> {
+    Tenants::new(ch.clone())
+        .create_api_key(authed(
+            key,
+            api::CreateApiKeyRequest {
+                name: scopes.join("+"),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                expires_at_ms,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_hold_on_every_door_and_keys_mint_only_what_they_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(test_config(dir.path())).await;
+    let ch = channel(run.grpc).await;
+    let root = create_tenant(&ch, "acme").await;
+    appointment_workflow(&ch, &root, "visit", "sink").await;
+    let read = mint(&ch, &root, &["read"], 0).await.unwrap().api_key;
+    let trigger = mint(&ch, &root, &["trigger"], 0).await.unwrap().api_key;
+    let admin_only = mint(&ch, &root, &["admin"], 0).await.unwrap().api_key;
+    let fire = |key: String| {
+        let ch = ch.clone();
+        async move {
+            Notifications::new(ch)
+                .trigger(authed(
+                    &key,
+                    api::TriggerRequest {
+                        workflow_id: "visit".into(),
+                        recipients: vec![api::Recipient {
+                            subscriber_id: "u1".into(),
+                            email: "u1@example.test".into(),
+                            ..Default::default()
+                        }],
+                        payload_json: r#"{"day":"Monday"}"#.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+        }
+    };
+    // A read key reads, and cannot trigger or change anything.
+    let e = fire(read.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("\"trigger\""), "{}", e.message());
+    let id = fire(trigger.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_ids[0]
+        .clone();
+    Notifications::new(ch.clone())
+        .get_notification(authed(
+            &read,
+            api::GetNotificationRequest {
+                notification_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let e = Subscribers::new(ch.clone())
+        .upsert(authed(
+            &read,
+            api::Subscriber {
+                subscriber_id: "u2".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = Workflows::new(ch.clone())
+        .apply(authed(
+            &read,
+            api::ApplyWorkflowRequest {
+                definition: sms_flow("x"),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // A trigger key cannot list or mint keys, nor read.
+    let e = Keys::new(ch.clone())
+        .list(authed(&trigger, api::ListApiKeysRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        mint(&ch, &trigger, &["trigger"], 0)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let e = Notifications::new(ch.clone())
+        .get_notification(authed(
+            &trigger,
+            api::GetNotificationRequest {
+                notification_id: id,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // REST: the same rule at the other door.
+    let (status, _, body) = rest(
+        "GET",
+        &format!("http://{}/v1/dead-letters", run.http),
+        &trigger,
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = rest(
+        "GET",
+        &format!("http://{}/v1/dead-letters", run.http),
+        &read,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = rest(
+        "POST",
+        &format!("http://{}/v1/dead-letters/x/retry", run.http),
+        &read,
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    // Minting: only scopes the minter has; an unknown scope is a field error.
+    let e = mint(&ch, &admin_only, &["admin", "read"], 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(field_of(&e), ["scopes[1]"]);
+    let e = mint(&ch, &root, &["root"], 0).await.unwrap_err();
+    assert_eq!(field_of(&e), ["scopes[0]"]);
+    let sub = mint(&ch, &admin_only, &[], 0).await.unwrap();
+    let listed = Keys::new(ch.clone())
+        .list(authed(&root, api::ListApiKeysRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let scopes_of = |id: &str| {
+        listed
+            .iter()
+            .find(|k| k.key_id == id)
+            .map(|k| k.scopes.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        scopes_of(&sub.key_id),
+        ["admin"],
+        "an empty request inherits the minter's scopes"
+    );
+    let initial = listed.iter().find(|k| k.name == "initial").unwrap();
+    assert_eq!(
+        initial.scopes,
+        ["admin", "trigger", "read", "preferences"],
+        "the first key has every scope"
+    );
+    assert_eq!(listed.len(), 5);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_expired_and_unknown_keys_get_one_answer_and_keys_are_listed_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.security.key_last_used_flush_ms = 20;
+    let run = Running::start(cfg).await;
+    let ch = channel(run.grpc).await;
+    let root = create_tenant(&ch, "acme").await;
+    create_tenant(&ch, "globex").await;
+    let now = clarion_runtime::Clock::now_ms(&run.clock);
+    let short = mint(&ch, &root, &["read"], now + 60_000).await.unwrap();
+    let doomed = mint(&ch, &root, &["read"], 0).await.unwrap();
+    let limits = |key: String| {
+        let ch = ch.clone();
+        async move {
+            Tenants::new(ch)
+                .get_limits(authed(&key, api::GetLimitsRequest {}))
+                .await
+        }
+    };
+    limits(short.api_key.clone()).await.unwrap();
+    limits(doomed.api_key.clone()).await.unwrap();
+    // A minted key never outlives its minter.
+    let e = mint(&ch, &short.api_key, &[], now + 120_000)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "a read key cannot mint at all: {e:?}"
+    );
+
+    // Revoked: refused at once on this gateway, with the uniform answer.
+    Keys::new(ch.clone())
+        .revoke(authed(
+            &root,
+            api::RevokeApiKeyRequest {
+                key_id: doomed.key_id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let answers = |e: tonic::Status| (e.code(), e.message().to_string());
+    let uniform = (Code::Unauthenticated, INVALID_KEY.to_string());
+    assert_eq!(
+        answers(limits(doomed.api_key.clone()).await.unwrap_err()),
+        uniform
+    );
+    // Expired: refused once the (manual) clock passes its expiry.
+    run.clock.advance(Duration::from_millis(59_000));
+    limits(short.api_key.clone()).await.unwrap();
+    run.clock.advance(Duration::from_millis(1_000));
+    assert_eq!(
+        answers(limits(short.api_key.clone()).await.unwrap_err()),
+        uniform
+    );
+    // Unknown tenant, and a wrong secret for a tenant that exists: the same.
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef";
+    for k in [
+        format!("ck_nosuchtenant_{secret}"),
+        format!("ck_globex_{secret}"),
+    ] {
+        assert_eq!(answers(limits(k).await.unwrap_err()), uniform);
+    }
+    // REST gives the same answer.
+    let (status, _, body) = rest(
+        "GET",
+        &format!("http://{}/v1/dead-letters", run.http),
+        &doomed.api_key,
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(body.contains(INVALID_KEY), "{body}");
+
+    // The list: every key, revoked and expired ones marked, last use noted
+    // (written in the background), never a secret or its hash.
+    let deadline = Instant::now() + Duration::from_secs(20); // a stall detector, not a timing claim
+    let keys = loop {
+        let keys = Keys::new(ch.clone())
+            .list(authed(&root, api::ListApiKeysRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .keys;
+        let short_used = keys
+            .iter()
+            .find(|k| k.key_id == short.key_id)
+            .map(|k| k.last_used_at_ms);
+        if short_used == Some(now + 59_000) || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let by_id = |id: &str| keys.iter().find(|k| k.key_id == id).unwrap().clone();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(by_id(&short.key_id).expires_at_ms, now + 60_000);
+    assert_eq!(by_id(&short.key_id).last_used_at_ms, now + 59_000);
+    assert!(by_id(&doomed.key_id).revoked_at_ms >= now);
+    assert_eq!(by_id(&short.key_id).revoked_at_ms, 0);
+    let text = format!("{keys:?}");
+    for k in [&short.api_key, &doomed.api_key] {
+        let secret = k.rsplit('_').next().unwrap();
+        assert!(!text.contains(secret), "a secret is listed: {text}");
+        let hash = clarion_domain::tenant::sha256_hex(secret.as_bytes());
+        assert!(!text.contains(&hash), "a key hash is listed: {text}");
+    }
+    // The CLI shows the same list.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args([
+            "keys",
+            "list",
+            "--endpoint",
+            &format!("http://{}", run.grpc),
+            "--api-key",
+            &root,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(&short.key_id) && listing.contains(&doomed.key_id),
+        "{listing}"
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_rate_is_told_when_to_retry_while_another_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    // Each tenant may make 4 calls at once, then 1 per second; the manual
+    // clock does not move, so nothing refills until the test says so.
+    cfg.rate_limit.default = Rate {
+        per_second: 1,
+        burst: 4,
+    };
+    let run = Running::start(cfg).await;
+    let ch = channel(run.grpc).await;
+    let acme = create_tenant(&ch, "acme").await;
+    let globex = create_tenant(&ch, "globex").await;
+    let limits = |key: String| {
+        let ch = ch.clone();
+        async move {
+            Tenants::new(ch)
+                .get_limits(authed(&key, api::GetLimitsRequest {}))
+                .await
+        }
+    };
+    for _ in 0..4 {
+        limits(acme.clone()).await.unwrap();
+    }
+    let e = limits(acme.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(e.metadata().get("retry-after").unwrap(), "1");
+    let wait = e
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    // REST shares the bucket: 429 with Retry-After.
+    let (status, head, body) = rest(
+        "GET",
+        &format!("http://{}/v1/dead-letters", run.http),
+        &acme,
+        "",
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(body.contains("rate limit"), "{body}");
+    // The other tenant has its own bucket.
+    for _ in 0..4 {
+        limits(globex.clone()).await.unwrap();
+    }
+    // Once the wait has passed, acme goes on.
+    run.clock.advance(wait);
+    limits(acme.clone()).await.unwrap();
+    assert_eq!(
+        limits(acme.clone()).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    run.stop().await;
+}
