@@ -29,6 +29,8 @@ pub struct GatewayState {
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     /// Recently read API keys and workflow versions (the Trigger hot path).
     pub config_cache: Arc<ConfigCache>,
+    /// Seals secrets this gateway stores (webhook signing secrets).
+    pub keyring: Arc<clarion_dispatch::secrets::Keyring>,
 }
 
 impl GatewayState {
