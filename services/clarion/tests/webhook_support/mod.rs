@@ -188,7 +188,13 @@ pub async fn webhook_workflow(ch: &Channel, key: &str) {
 }
 
 /// Triggers `job-assigned` for one subscriber with a webhook URL.
-pub async fn trigger_hook(ch: &Channel, key: &str, subscriber: &str, url: &str, job: &str) -> String {
+pub async fn trigger_hook(
+    ch: &Channel,
+    key: &str,
+    subscriber: &str,
+    url: &str,
+    job: &str,
+) -> String {
     Notifications::new(ch.clone())
         .trigger(authed(
             key,
@@ -212,7 +218,11 @@ pub async fn trigger_hook(ch: &Channel, key: &str, subscriber: &str, url: &str, 
 }
 
 /// Rotates the tenant's webhook secret; returns the new secret.
-pub async fn rotate_secret(ch: &Channel, key: &str, overlap_seconds: Option<u32>) -> api::RotateWebhookSecretResponse {
+pub async fn rotate_secret(
+    ch: &Channel,
+    key: &str,
+    overlap_seconds: Option<u32>,
+) -> api::RotateWebhookSecretResponse {
     Tenants::new(ch.clone())
         .rotate_webhook_secret(authed(
             key,
