@@ -144,7 +144,7 @@ impl SigningKeys {
 pub struct TenantSecrets {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
-    cache: Mutex<HashMap<String, (Instant, Option<Arc<SigningKeys>>)>>,
+    cache: Mutex<HashMap<String, (Instant, Arc<SigningKeys>)>>,
 }
 
 impl TenantSecrets {
@@ -161,23 +161,25 @@ impl TenantSecrets {
     pub async fn get(&self, tenant: &str) -> Result<Option<Arc<SigningKeys>>, String> {
         if let Some((at, keys)) = self.cache.lock().expect("not poisoned").get(tenant) {
             if at.elapsed() < CACHE_TTL {
-                return Ok(keys.clone());
+                return Ok(Some(keys.clone()));
             }
         }
         let ev = latest(&*self.store, tenant)
             .await
             .map_err(|e| format!("reading the webhook secret: {e}"))?;
-        let keys = match ev {
-            Some(ev) => Some(Arc::new(
-                SigningKeys::open(&self.keyring, tenant, &ev)
-                    .map_err(|e| format!("opening the webhook secret: {e}"))?,
-            )),
-            None => None,
+        // "No secret yet" is not cached: the first rotation must take
+        // effect at once, and such sends fail anyway.
+        let Some(ev) = ev else {
+            return Ok(None);
         };
+        let keys = Arc::new(
+            SigningKeys::open(&self.keyring, tenant, &ev)
+                .map_err(|e| format!("opening the webhook secret: {e}"))?,
+        );
         self.cache
             .lock()
             .expect("not poisoned")
             .insert(tenant.to_string(), (Instant::now(), keys.clone()));
-        Ok(keys)
+        Ok(Some(keys))
     }
 }
