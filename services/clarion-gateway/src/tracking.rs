@@ -154,3 +154,46 @@ pub fn routes(gateway: GatewayState, secret: Vec<u8>, policy: TokenPolicy) -> Ro
             policy,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> RowKey {
+        RowKey::new(
+            Table::Settings,
+            SYSTEM_TENANT,
+            "tracking-secret",
+            Vec::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_tracking_key_is_sealed_and_a_clear_one_from_before_is_resealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = clarion_store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap();
+        let k1 = Keyring::new("k1", &[("k1", [1; 32])]).unwrap();
+        let made = secret(&*store, &k1).await.unwrap();
+        let stored = store.get(&row()).await.unwrap().unwrap();
+        assert_eq!(Keyring::sealed_key_id(&stored), Some("k1"));
+        assert!(!stored.windows(32).any(|w| w == made.as_slice()));
+        assert_eq!(secret(&*store, &k1).await.unwrap(), made, "stable");
+
+        // An earlier release's key, in clear: kept, and sealed from now on.
+        let legacy = [7u8; 32];
+        let mut w = clarion_store::WriteBatch::new();
+        w.put(row(), Bytes::copy_from_slice(&legacy));
+        store.write(w).await.unwrap();
+        assert_eq!(secret(&*store, &k1).await.unwrap(), legacy);
+        let stored = store.get(&row()).await.unwrap().unwrap();
+        assert_eq!(k1.open(TRACKING_KEY_PURPOSE, &stored).unwrap(), legacy);
+
+        // A new active master key re-seals it; the old key still opens it.
+        let k2 = Keyring::new("k2", &[("k1", [1; 32]), ("k2", [2; 32])]).unwrap();
+        assert_eq!(secret(&*store, &k2).await.unwrap(), legacy);
+        let stored = store.get(&row()).await.unwrap().unwrap();
+        assert_eq!(Keyring::sealed_key_id(&stored), Some("k2"));
+    }
+}
