@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -119,7 +120,12 @@ impl Processor for Dispatcher {
 /// Sends through external providers after the dispatcher's commit.
 pub struct DispatchEffects {
     providers: HashMap<String, Arc<dyn Provider>>,
+    send_timeout: Duration,
 }
+
+/// The longest any one send may take, whatever the provider's own
+/// timeouts: a send past it fails retryably and the runner moves on.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DispatchEffects {
     pub fn new(providers: Vec<Arc<dyn Provider>>) -> DispatchEffects {
@@ -128,7 +134,15 @@ impl DispatchEffects {
                 .into_iter()
                 .map(|p| (p.name().to_string(), p))
                 .collect(),
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
+    }
+
+    /// Bounds every send (a blackholed SMTP host, a provider that never
+    /// answers) to `timeout`.
+    pub fn with_send_timeout(mut self, timeout: Duration) -> DispatchEffects {
+        self.send_timeout = timeout;
+        self
     }
 }
 
@@ -147,7 +161,14 @@ impl Effects for DispatchEffects {
             return Vec::new();
         };
         let result = match self.providers.get(&d.provider) {
-            Some(p) => p.send(e.tenant.as_str(), d).await,
+            Some(p) => tokio::time::timeout(self.send_timeout, p.send(e.tenant.as_str(), d))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::SendError::retryable(format!(
+                        "send did not finish within {} ms",
+                        self.send_timeout.as_millis()
+                    )))
+                }),
             None => Err(crate::SendError::terminal(format!(
                 "provider {:?} is not configured on this dispatcher",
                 d.provider

@@ -5,10 +5,17 @@
 //! every other provider is an effect run after the commit (at least once), and
 //! carries the attempt id as its idempotency key so a repeat after a crash is
 //! recognisable downstream (same Message-ID, same idempotency header).
+//!
+//! Outbound requests to tenant-controlled URLs pass the SSRF guard
+//! ([`ssrf`]); secrets Clarion keeps are sealed with the master keyring
+//! ([`secrets`]); webhooks are signed per tenant ([`tenant_secrets`]).
 
 pub mod dispatcher;
 pub mod provider;
+pub mod secrets;
 pub mod smtp;
+pub mod ssrf;
+pub mod tenant_secrets;
 pub mod twilio;
 pub mod webhook;
 

@@ -71,11 +71,13 @@ pub struct SmtpProvider {
     tracking: Option<Tracking>,
 }
 
-/// Open tracking: where the pixel is served and the key that signs it.
+/// Open tracking: where the pixel is served, the key that signs it and how
+/// long its links work.
 #[derive(Clone)]
 pub struct Tracking {
     pub base_url: String,
     pub secret: Vec<u8>,
+    pub token_ttl: std::time::Duration,
 }
 
 /// The HTML alternative of a text body: escaped, line breaks kept, and every
@@ -165,12 +167,20 @@ impl Provider for SmtpProvider {
         let email = match &self.tracking {
             // With tracking, an HTML alternative carries the open pixel.
             Some(t) => {
+                let now_s = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let expires_at_s = now_s.saturating_add(t.token_ttl.as_secs() as i64).max(1);
+                // Only links found in the rendered body get a (signed) click
+                // token: the redirect can lead nowhere else.
                 let tracked = |url: &str| clarion_domain::tracking::TrackingRef {
                     tenant: tenant.to_string(),
                     subscriber_id: msg.subscriber_id.clone(),
                     notification_id: msg.notification_id.clone(),
                     attempt_id: msg.attempt_id.clone(),
                     url: url.to_string(),
+                    expires_at_s,
                 };
                 let pixel = tracked("").open_url(&t.base_url, &t.secret);
                 let body = linkify(&msg.body, |url| tracked(url).click_url(&t.base_url, &t.secret));
@@ -189,8 +199,14 @@ impl Provider for SmtpProvider {
                 delivered: false,
             }),
             // 5xx: the server refused this message for good.
-            Err(e) if e.is_permanent() => Err(SendError::terminal(format!("smtp: {e}"))),
-            Err(e) => Err(SendError::retryable(format!("smtp: {e}"))),
+            Err(e) if e.is_permanent() => Err(SendError::terminal(format!(
+                "smtp: {}",
+                crate::ssrf::excerpt(&e.to_string(), crate::webhook::ANSWER_EXCERPT_BYTES)
+            ))),
+            Err(e) => Err(SendError::retryable(format!(
+                "smtp: {}",
+                crate::ssrf::excerpt(&e.to_string(), crate::webhook::ANSWER_EXCERPT_BYTES)
+            ))),
         }
     }
 }

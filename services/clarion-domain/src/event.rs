@@ -105,6 +105,7 @@ payloads! {
     TemplatePublished(TemplatePublished) = "clarion.template.published.v1",
     WorkflowPublished(WorkflowPublished) = "clarion.workflow.published.v1",
     TenantLimitsSet(TenantLimitsSet) = "clarion.tenant.limits_set.v1",
+    WebhookSecretRotated(WebhookSecretRotated) = "clarion.webhook_secret.rotated.v1",
     SubscriberUpserted(SubscriberUpserted) = "clarion.subscriber.upserted.v1",
     Triggered(NotificationTriggered) = "clarion.notification.triggered.v1",
     Routed(NotificationRouted) = "clarion.notification.routed.v1",
@@ -163,6 +164,11 @@ impl Payload {
             Payload::TenantLimitsSet(p) => json!({
                 "version": p.version,
                 "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
+            }),
+            // Sealed values are left out: only when, and under which master key.
+            Payload::WebhookSecretRotated(p) => json!({
+                "master_key_id": p.master_key_id,
+                "previous_valid_until_ms": p.previous_valid_until_ms,
             }),
             Payload::SubscriberUpserted(p) => {
                 json!({"subscriber_id": p.subscriber_id, "locale": p.locale, "timezone": p.timezone})

@@ -289,6 +289,10 @@ fn given_a_retryable_error_then_retries_with_backoff_and_succeeds() {
 #[test]
 fn given_retries_exhausted_then_dead_letter_then_operator_retry_delivers() {
     let mut s = Sim::new(EMAIL_THEN_SMS);
+    s.retry = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
     s.apply(Input::Start);
     for _ in 0..3 {
         let a = s.last_attempt();

@@ -23,6 +23,7 @@ pub mod state;
 pub mod subscriber;
 pub mod tenant;
 pub mod tracking;
+pub mod webhook_secret;
 pub mod workflow;
 
 use std::net::SocketAddr;

@@ -32,6 +32,8 @@ pub struct GatewayState {
     pub config_cache: Arc<ConfigCache>,
     /// Rate limits, key last-use notes, reflection access.
     pub security: Arc<Security>,
+    /// Seals secrets this gateway stores (webhook signing secrets).
+    pub keyring: Arc<clarion_dispatch::secrets::Keyring>,
 }
 
 impl GatewayState {

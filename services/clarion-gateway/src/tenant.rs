@@ -323,4 +323,13 @@ impl api::tenant_service_server::TenantService for TenantApi {
     ) -> Result<Response<api::TenantLimits>, Status> {
         Ok(Response::new(TenantApi::get_limits(self, request).await?))
     }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<api::RotateWebhookSecretRequest>,
+    ) -> Result<Response<api::RotateWebhookSecretResponse>, Status> {
+        Ok(Response::new(
+            crate::webhook_secret::rotate(&self.0, request).await?,
+        ))
+    }
 }

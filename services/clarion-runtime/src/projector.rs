@@ -131,6 +131,9 @@ pub const API_KEY_LAST_USED_PK: &str = "last-used/";
 pub fn api_key_index(tenant: &str, pk: &str, key_id: &str) -> RowKey {
     RowKey::new(Table::ApiKeys, tenant, pk, key_id.as_bytes().to_vec())
 }
+/// Partition (in the tenants table) of a tenant's latest webhook secret
+/// rotation (`clarion_dispatch::tenant_secrets` reads it).
+pub const WEBHOOK_SECRET_PK: &str = "webhook-secret/";
 
 /// Clustering key of a template or workflow version: big-endian, so a reverse
 /// scan finds the latest first.
@@ -237,6 +240,15 @@ fn project(batch: &mut Batch, e: &Event, raw: &Bytes) {
                 let pk = format!("event/{}", wf.trigger_event);
                 w.put(RowKey::new(Table::WorkflowIndex, tenant, &pk, id), bytes());
             }
+        }
+        // The latest rotation is the one in force (config is one partition
+        // per tenant, applied in order). Its secrets are sealed in the event,
+        // and stay sealed in the row.
+        Payload::WebhookSecretRotated(_) => {
+            w.put(
+                RowKey::new(Table::Tenants, tenant, WEBHOOK_SECRET_PK, Vec::new()),
+                bytes(),
+            );
         }
         // Subscriber state is the router's (it must see upserts in order with
         // triggers); it writes the subscribers table itself.

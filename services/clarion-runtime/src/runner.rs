@@ -9,7 +9,8 @@ use clarion_domain::Event;
 use clarion_log::{EventLog, LogRecord};
 use clarion_store::{RowKey, Scan, Store, Table, WriteBatch, SYSTEM_TENANT};
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::colocated::{records_by_topic, Colocated};
@@ -32,8 +33,12 @@ pub struct RunnerConfig {
     /// How long applied event ids are remembered. Duplicates come from
     /// republished outboxes and producer retries, i.e. within minutes.
     pub dedup_ttl: Duration,
-    /// Effects of one batch run concurrently up to this many.
+    /// Effects run concurrently up to this many (across the batches whose
+    /// effects are outstanding).
     pub effect_concurrency: usize,
+    /// Committed batches whose effects may still be running before the
+    /// runner waits for one to finish (backpressure; see `complete`).
+    pub max_outstanding_batches: usize,
     /// How often the position is mirrored to the log's consumer group (for
     /// lag monitoring with standard Kafka tools; the store's copy is the truth).
     pub group_commit_every: Duration,
@@ -47,6 +52,7 @@ impl Default for RunnerConfig {
             poll_wait: Duration::from_millis(100),
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
             effect_concurrency: 64,
+            max_outstanding_batches: 64,
             group_commit_every: Duration::from_secs(2),
         }
     }
@@ -77,6 +83,10 @@ pub struct PartitionRunner<P: Processor> {
     /// Set when the log and the store share one SQLite file: emits then
     /// commit with the batch instead of going through the outbox.
     colocated: Option<Arc<Colocated>>,
+    /// Outbox entries whose effects are running (see `complete`).
+    outstanding: JoinSet<Result<(), ProcessError>>,
+    /// Bounds the effects running at once, across outstanding entries.
+    effect_permits: Arc<Semaphore>,
 }
 
 /// A decided batch: everything its commit writes and what to do after.
@@ -149,6 +159,7 @@ impl<P: Processor> PartitionRunner<P> {
         cfg: RunnerConfig,
     ) -> Self {
         let key = format!("{}/{}/{}", processor.name(), topics.name(topic), partition);
+        let effect_permits = Arc::new(Semaphore::new(cfg.effect_concurrency.max(1)));
         Self {
             processor,
             effects,
@@ -165,6 +176,8 @@ impl<P: Processor> PartitionRunner<P> {
             last_group_commit: None,
             last_timer_check: None,
             colocated: None,
+            outstanding: JoinSet::new(),
+            effect_permits,
         }
     }
 
@@ -328,7 +341,9 @@ impl<P: Processor> PartitionRunner<P> {
         if let Some(f) = in_flight.take() {
             self.land(f).await?;
         }
-        Ok(())
+        // A clean stop lets running effects finish (each is bounded by its
+        // send timeout) rather than leave them to be redone at the next start.
+        self.settle().await
     }
 
     /// Finishes what a previous incarnation committed but did not complete,
@@ -355,6 +370,8 @@ impl<P: Processor> PartitionRunner<P> {
                 let encoded = encode_emits(&entry.emits);
                 self.complete(&key, ck, &entry, &encoded).await?;
             }
+            // What a crash left is done before new work starts.
+            self.settle().await?;
             let pos = stored_offset(
                 &*self.store,
                 self.processor.name(),
@@ -369,9 +386,11 @@ impl<P: Processor> PartitionRunner<P> {
     }
 
     /// Applies one batch of records of the primary input: decide, commit, act.
+    /// Returns once its effects finished too.
     pub async fn step(&mut self, recs: Vec<LogRecord>) -> Result<(), ProcessError> {
         let primary = self.inputs[0];
-        self.step_topic(primary, recs).await
+        self.step_topic(primary, recs).await?;
+        self.settle().await
     }
 
     /// Applies one batch of records of input `topic`: decides it, commits
@@ -616,33 +635,71 @@ impl<P: Processor> PartitionRunner<P> {
         RowKey::new(Table::Dedup, e.tenant.as_str(), self.processor.name(), ck)
     }
 
-    /// Publishes an outbox entry, runs its effects (publishing what they
-    /// report), then deletes it: a restart redoes only what did not finish.
+    /// Publishes an outbox entry's emits, then starts its effects and
+    /// returns without waiting for them.
+    ///
+    /// Why: effects are external sends, and one slow or hanging destination
+    /// must not hold the partition (every other tenant's sends behind it).
+    /// The exactly-once recipe is unchanged, only the wait moved:
+    /// * the batch's state, dedup ids, offset and this outbox row committed
+    ///   before anything here runs, and effects carry deterministic attempt
+    ///   ids (the idempotency keys providers see);
+    /// * emits are published here, in batch order, before the next batch;
+    /// * the effects run in a task of their own ([`run_effects`]), which
+    ///   publishes what each effect reports as soon as it is done (a fast
+    ///   send's `Sent` does not wait for a slow one of the same batch) and
+    ///   deletes the row only after the last effect finished and its
+    ///   reports were published; entries may so complete out of order;
+    /// * a crash leaves the rows of unfinished entries, and `start` runs
+    ///   them again, as before;
+    /// * at most `max_outstanding_batches` entries run at once: past that
+    ///   the runner waits for one to finish (backpressure, bounded memory),
+    ///   and `effect_concurrency` bounds the sends across all of them. Each
+    ///   send is bounded by its provider's timeout, so a wait here is too.
     async fn complete(
-        &self,
+        &mut self,
         outbox_key: &str,
         ck: Vec<u8>,
         entry: &OutboxEntry,
         encoded: &[Bytes],
     ) -> Result<(), ProcessError> {
         publish_encoded(&*self.log, &self.topics, &entry.emits, encoded).await?;
-        if !entry.effects.is_empty() {
-            let now = self.clock.now_ms();
-            let effects = self.effects.clone();
-            let results: Vec<Vec<Emit>> = futures::stream::iter(entry.effects.iter().cloned())
-                .map(|f| {
-                    let effects = effects.clone();
-                    async move { effects.run(&f, now).await }
-                })
-                .buffer_unordered(self.cfg.effect_concurrency)
-                .collect()
-                .await;
-            let follow: Vec<Emit> = results.into_iter().flatten().collect();
-            publish(&*self.log, &self.topics, &follow).await?;
+        let row = RowKey::new(Table::Outbox, SYSTEM_TENANT, outbox_key, ck);
+        if entry.effects.is_empty() {
+            let mut del = WriteBatch::new();
+            del.delete(row);
+            self.store.write(del).await?;
+            return Ok(());
         }
-        let mut del = WriteBatch::new();
-        del.delete(RowKey::new(Table::Outbox, SYSTEM_TENANT, outbox_key, ck));
-        self.store.write(del).await?;
+        while let Some(done) = self.outstanding.try_join_next() {
+            effects_finished(done)?;
+        }
+        while self.outstanding.len() >= self.cfg.max_outstanding_batches.max(1) {
+            if let Some(done) = self.outstanding.join_next().await {
+                effects_finished(done)?;
+            }
+        }
+        self.outstanding.spawn(run_effects(
+            EffectRun {
+                effects: self.effects.clone(),
+                log: self.log.clone(),
+                topics: self.topics.clone(),
+                store: self.store.clone(),
+                permits: self.effect_permits.clone(),
+                concurrency: self.cfg.effect_concurrency.max(1),
+                now_ms: self.clock.now_ms(),
+            },
+            entry.effects.clone(),
+            row,
+        ));
+        Ok(())
+    }
+
+    /// Waits until the effects of every completed outbox entry finished.
+    pub async fn settle(&mut self) -> Result<(), ProcessError> {
+        while let Some(done) = self.outstanding.join_next().await {
+            effects_finished(done)?;
+        }
         Ok(())
     }
 
@@ -681,6 +738,62 @@ impl<P: Processor> PartitionRunner<P> {
                 tracing::warn!(runner = %self.key, error = %e, "could not mirror position to the log");
             }
         }
+    }
+}
+
+/// What the effects of one outbox entry run with.
+struct EffectRun {
+    effects: Arc<dyn Effects>,
+    log: Arc<dyn EventLog>,
+    topics: Topics,
+    store: Arc<dyn Store>,
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    now_ms: i64,
+}
+
+/// Runs an outbox entry's effects, publishing reports as they come (those
+/// ready together in one append), then deletes the entry's row.
+async fn run_effects(run: EffectRun, effects: Vec<Bytes>, row: RowKey) -> Result<(), ProcessError> {
+    let EffectRun {
+        effects: runner,
+        log,
+        topics,
+        store,
+        permits,
+        concurrency,
+        now_ms,
+    } = run;
+    let mut reports = futures::stream::iter(effects)
+        .map(|f| {
+            let (runner, permits) = (runner.clone(), permits.clone());
+            async move {
+                let _permit = permits.acquire_owned().await;
+                runner.run(&f, now_ms).await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .ready_chunks(1024);
+    while let Some(ready) = reports.next().await {
+        let follow: Vec<Emit> = ready.into_iter().flatten().collect();
+        publish(&*log, &topics, &follow).await?;
+    }
+    let mut del = WriteBatch::new();
+    del.delete(row);
+    store.write(del).await?;
+    Ok(())
+}
+
+/// The result of an effects task; a panic in an effect goes on unwinding
+/// in the runner, as it did when effects ran on the runner's task.
+fn effects_finished(
+    done: Result<Result<(), ProcessError>, tokio::task::JoinError>,
+) -> Result<(), ProcessError> {
+    match done {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: only when the runner itself is dropped.
+        Err(_) => Ok(()),
     }
 }
 

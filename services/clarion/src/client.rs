@@ -1,6 +1,7 @@
 //! Admin commands that talk to a running Clarion over gRPC:
-//! `clarion workflow apply|list|get`, `clarion limits apply|get` and
-//! `clarion dlq list|show|retry|discard` and `clarion keys create|list|revoke`.
+//! `clarion workflow apply|list|get`, `clarion limits apply|get`,
+//! `clarion tenant webhook-secret rotate`, `clarion dlq list|show|retry|discard`
+//! and `clarion keys create|list|revoke`.
 
 use std::path::PathBuf;
 
@@ -60,6 +61,27 @@ pub enum LimitsCmd {
     },
     /// Print the tenant's current limits.
     Get,
+}
+
+#[derive(Subcommand)]
+pub enum TenantCmd {
+    /// The tenant's webhook signing secret.
+    WebhookSecret {
+        #[command(subcommand)]
+        cmd: WebhookSecretCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WebhookSecretCmd {
+    /// Make a new signing secret and print it (the only time it is shown).
+    /// The replaced secret keeps signing during the overlap.
+    Rotate {
+        /// How long the replaced secret still signs, in seconds (default
+        /// 86400; 0: stop at once; at most 2592000).
+        #[arg(long, value_name = "SECONDS")]
+        overlap_seconds: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +223,32 @@ pub async fn limits(c: ClientArgs, cmd: LimitsCmd) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner();
             print_definition(r.version, &r.definition_json)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn tenant(c: ClientArgs, cmd: TenantCmd) -> anyhow::Result<()> {
+    let mut client = api::tenant_service_client::TenantServiceClient::new(connect(&c).await?);
+    match cmd {
+        TenantCmd::WebhookSecret {
+            cmd: WebhookSecretCmd::Rotate { overlap_seconds },
+        } => {
+            let r = client
+                .rotate_webhook_secret(authed(
+                    c.key()?,
+                    api::RotateWebhookSecretRequest { overlap_seconds },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{}", r.secret);
+            if r.previous_valid_until_ms > 0 {
+                eprintln!(
+                    "the previous secret also signs until {} (unix ms)",
+                    r.previous_valid_until_ms
+                );
+            }
         }
     }
     Ok(())

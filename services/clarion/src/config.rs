@@ -37,6 +37,13 @@ pub struct Config {
     /// Exposure of operator surfaces (docs/security.md).
     #[serde(default)]
     pub security: SecurityConfig,
+    /// Requests to destinations tenants name: the SSRF guard's allow-list
+    /// and the bound on one send (docs/webhooks.md).
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+    /// The master keyring that seals secrets at rest (docs/webhooks.md).
+    #[serde(default)]
+    pub secrets: clarion_dispatch::secrets::SecretsConfig,
 }
 
 /// The HTTP side: the public listener (REST, tracking, callbacks, health)
@@ -73,6 +80,36 @@ impl Default for SecurityConfig {
     }
 }
 
+/// `outbound`: what tenant-named destinations may be, and how long a send
+/// may take.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Internal destinations the SSRF guard lets through: CIDRs, addresses
+    /// or host names. Empty (the default): only public addresses.
+    pub allow: Vec<String>,
+    /// The longest any one provider send may take before it fails
+    /// retryably (on top of each provider's own timeouts).
+    pub send_timeout_ms: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: Vec::new(),
+            send_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl OutboundConfig {
+    pub fn guard(&self) -> clarion_dispatch::ssrf::OutboundConfig {
+        clarion_dispatch::ssrf::OutboundConfig {
+            allow: self.allow.clone(),
+        }
+    }
+}
+
 /// Dead-letter queue alerting.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -103,6 +140,20 @@ pub struct TrackingConfig {
     pub enabled: bool,
     /// Public base URL of this deployment's HTTP endpoint (where /t/o and /t/c are served).
     pub base_url: String,
+    /// How long open and click links work after the send.
+    #[serde(default = "default_token_ttl_days")]
+    pub token_ttl_days: u32,
+    /// Whether links made before tokens carried an expiry still work.
+    #[serde(default = "default_true")]
+    pub accept_legacy_tokens: bool,
+}
+
+fn default_token_ttl_days() -> u32 {
+    90
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The embedded default's file in the data directory: log and store.
@@ -237,6 +288,8 @@ impl Default for Config {
             tracking: TrackingConfig {
                 enabled: true,
                 base_url: "http://localhost:8080".into(),
+                token_ttl_days: default_token_ttl_days(),
+                accept_legacy_tokens: true,
             },
             retry: RetryConfig::default(),
             dlq: DlqConfig {
@@ -245,6 +298,8 @@ impl Default for Config {
             },
             rate_limit: Default::default(),
             security: SecurityConfig::default(),
+            outbound: OutboundConfig::default(),
+            secrets: Default::default(),
         }
     }
 }
@@ -325,6 +380,20 @@ impl Config {
                     "providers.defaults.{channel}: unknown provider {provider:?}"
                 ));
             }
+        }
+        clarion_dispatch::ssrf::Guard::new(&self.outbound.guard())?;
+        if !self.dlq.alert_webhook_url.is_empty()
+            && self
+                .providers
+                .webhook
+                .as_ref()
+                .is_none_or(|w| w.signing_secret.is_empty())
+        {
+            return Err(
+                "dlq.alert-webhook-url needs providers.webhook.signing-secret (the operator's \
+                 secret that signs alerts)"
+                    .into(),
+            );
         }
         if self.log.partitions == 0 {
             return Err("log.partitions must be at least 1".into());

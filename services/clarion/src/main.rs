@@ -66,6 +66,13 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// Tenant settings of a running deployment (over gRPC).
+    Tenant {
+        #[command(subcommand)]
+        cmd: clarion::client::TenantCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
     /// Work the dead-letter queue of a running deployment (over gRPC).
     Dlq {
         #[command(subcommand)]
@@ -148,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),
         Command::Keys { cmd, client } => rt.block_on(clarion::client::keys(client, cmd)),
+        Command::Tenant { cmd, client } => rt.block_on(clarion::client::tenant(client, cmd)),
     }
 }
 

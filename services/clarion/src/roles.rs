@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clarion_dispatch::secrets::Keyring;
 use clarion_dispatch::smtp::{SmtpProvider, Tracking};
+use clarion_dispatch::tenant_secrets::TenantSecrets;
 use clarion_dispatch::twilio::TwilioProvider;
 use clarion_dispatch::webhook::WebhookProvider;
 use clarion_dispatch::{DispatchEffects, Dispatcher, Provider};
@@ -79,6 +81,8 @@ pub struct Node {
     pub clock: Arc<dyn Clock>,
     /// Rate limits and key last-use notes, shared by the gRPC and REST doors.
     pub security: Arc<clarion_gateway::access::Security>,
+    /// Seals the secrets Clarion stores (`secrets` configuration).
+    pub keyring: Arc<Keyring>,
 }
 
 impl Node {
@@ -116,6 +120,9 @@ impl Node {
                 (log, store, None)
             }
         };
+        let keyring = Arc::new(
+            Keyring::load(&cfg.secrets, &cfg.data_dir).context("loading the master keyring")?,
+        );
         let mut topics = Topics::new(&cfg.log.topic_prefix, cfg.log.partitions);
         if let Some(configured) = topics.ensure(&*log).await.context("creating topics")? {
             tracing::warn!(
@@ -134,6 +141,7 @@ impl Node {
             colocated,
             topics,
             clock,
+            keyring,
         })
     }
 
@@ -172,6 +180,7 @@ impl Node {
             config_lock: Arc::default(),
             config_cache: Arc::default(),
             security: self.security.clone(),
+            keyring: self.keyring.clone(),
         }
     }
 
@@ -217,7 +226,10 @@ impl Node {
             let tracking = if self.cfg.tracking.enabled {
                 Some(Tracking {
                     base_url: self.cfg.tracking.base_url.clone(),
-                    secret: clarion_gateway::tracking::secret(&*self.store).await?,
+                    secret: clarion_gateway::tracking::secret(&*self.store, &self.keyring).await?,
+                    token_ttl: Duration::from_secs(
+                        86_400 * u64::from(self.cfg.tracking.token_ttl_days),
+                    ),
                 })
             } else {
                 None
@@ -232,8 +244,16 @@ impl Node {
             ));
         }
         if let Some(wh) = &self.cfg.providers.webhook {
+            let secrets = Arc::new(TenantSecrets::new(self.store.clone(), self.keyring.clone()));
+            let operator_urls = (!self.cfg.dlq.alert_webhook_url.is_empty())
+                .then(|| self.cfg.dlq.alert_webhook_url.clone())
+                .into_iter()
+                .collect();
             out.push(Arc::new(
-                WebhookProvider::new(wh).map_err(anyhow::Error::msg)?,
+                WebhookProvider::new(wh, &self.cfg.outbound.guard(), secrets)
+                    .map_err(anyhow::Error::msg)?
+                    .with_operator_urls(operator_urls)
+                    .with_clock(self.clock.clone()),
             ));
         }
         Ok(out)
@@ -300,7 +320,11 @@ impl Node {
                 );
             }
             Role::Dispatcher => {
-                let effects = Arc::new(DispatchEffects::new(self.providers().await?));
+                let effects = Arc::new(
+                    DispatchEffects::new(self.providers().await?).with_send_timeout(
+                        Duration::from_millis(self.cfg.outbound.send_timeout_ms),
+                    ),
+                );
                 // With the log in the store's file, routers append requests
                 // in their commits, exactly once: no dedup rows needed.
                 let colocated = self.colocated.is_some();
@@ -366,9 +390,12 @@ impl Node {
     /// The HTTP routes a gateway adds to the side server: engagement
     /// tracking and the REST API.
     pub async fn tracking_routes(&self) -> anyhow::Result<axum::Router> {
-        let secret = clarion_gateway::tracking::secret(&*self.store).await?;
+        let secret = clarion_gateway::tracking::secret(&*self.store, &self.keyring).await?;
         let state = self.gateway_state(None);
-        let mut routes = clarion_gateway::tracking::routes(state.clone(), secret)
+        let policy = clarion_gateway::tracking::TokenPolicy {
+            accept_legacy: self.cfg.tracking.accept_legacy_tokens,
+        };
+        let mut routes = clarion_gateway::tracking::routes(state.clone(), secret, policy)
             .merge(clarion_gateway::rest::routes(state.clone()));
         if let Some(tw) = &self.cfg.providers.twilio {
             if let Some(cb) = &tw.status_callback_url {

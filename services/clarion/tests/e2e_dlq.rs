@@ -326,6 +326,7 @@ async fn a_transient_provider_error_is_retried_with_the_channel_policy_and_succe
         base_ms: 10_000,
         max_ms: 60_000,
         jitter: 0.2,
+        ..Default::default()
     };
     cfg.retry.channels.insert(
         "sms".into(),
@@ -334,6 +335,7 @@ async fn a_transient_provider_error_is_retried_with_the_channel_policy_and_succe
             base_ms: 300,
             max_ms: 1_000,
             jitter: 0.1,
+            ..Default::default()
         },
     );
     let node = start(cfg, false).await;
@@ -624,6 +626,7 @@ async fn dlq_growth_past_the_tenant_threshold_alerts_a_signed_webhook() {
     cfg.providers.webhook = Some(clarion_dispatch::webhook::WebhookConfig {
         signing_secret: SECRET.into(),
         timeout_ms: 5_000,
+        ..Default::default()
     });
     cfg.dlq.tenant_thresholds.insert("acme".into(), 2);
     cfg.dlq.alert_webhook_url = format!("http://{hook}/alerts");

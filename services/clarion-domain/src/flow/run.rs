@@ -63,41 +63,132 @@ impl Terminal {
     }
 }
 
-/// Retry policy for retryable provider errors.
+/// Retry policy for retryable provider errors: exponential backoff from
+/// `base_ms`, each delay capped at `max_ms`, until the delays add up to more
+/// than `horizon_ms` or `max_attempts` were made; then the next fallback or
+/// the dead-letter queue. The defaults ride out an outage of about an hour:
+/// delays of 1, 2, 4, … 256 s, then every 5 min, 20 attempts over ~59 min.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Attempts per send, the first included.
+    /// Attempts per send, the first included (a cap on top of the horizon).
     pub max_attempts: u32,
     pub base_ms: u64,
     pub max_ms: u64,
     /// Fraction of the delay randomised (deterministically, from the attempt id).
     pub jitter: f64,
+    /// No retry is scheduled once the (nominal) delays so far would exceed
+    /// this: how long an outage the policy rides out.
+    pub horizon_ms: u64,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 3,
+            max_attempts: 25,
             base_ms: 1_000,
-            max_ms: 60_000,
+            max_ms: 300_000,
             jitter: 0.2,
+            horizon_ms: 3_600_000,
         }
     }
 }
 
 impl RetryPolicy {
+    /// The delay before attempt `n + 1` after `n` failed ones, without jitter.
+    fn nominal_ms(&self, failed_attempts: u32) -> u64 {
+        self.base_ms
+            .saturating_mul(1u64 << failed_attempts.saturating_sub(1).min(30))
+            .min(self.max_ms)
+    }
+
     /// Delay before attempt `n + 1` after `n` failed ones: exponential, capped,
     /// with jitter derived from the attempt id so replay computes the same.
     pub fn backoff_ms(&self, failed_attempts: u32, attempt_id: &str) -> u64 {
-        let exp = self
-            .base_ms
-            .saturating_mul(1u64 << failed_attempts.saturating_sub(1).min(30));
-        let capped = exp.min(self.max_ms) as f64;
+        let capped = self.nominal_ms(failed_attempts) as f64;
         let h = crate::ids::Id::derive(&[attempt_id.as_bytes()]).0;
         let unit = u16::from_le_bytes([h[0], h[1]]) as f64 / u16::MAX as f64; // 0..=1
         let factor = 1.0 - self.jitter + 2.0 * self.jitter * unit;
         (capped * factor).round().max(1.0) as u64
+    }
+
+    /// Whether a send that failed `failed_attempts` times (retryably) is
+    /// tried again: under `max_attempts`, and the nominal delays up to and
+    /// including the next one within `horizon_ms`.
+    pub fn allows_retry(&self, failed_attempts: u32) -> bool {
+        if failed_attempts >= self.max_attempts {
+            return false;
+        }
+        let waited =
+            (1..=failed_attempts).fold(0u64, |sum, k| sum.saturating_add(self.nominal_ms(k)));
+        waited <= self.horizon_ms
+    }
+}
+
+#[cfg(test)]
+mod retry_policy_tests {
+    use super::RetryPolicy;
+
+    /// Attempts a policy makes, and the nominal time from the first to the last.
+    fn schedule(p: &RetryPolicy) -> (u32, u64) {
+        let (mut failures, mut waited) = (1, 0);
+        while p.allows_retry(failures) {
+            waited += p.nominal_ms(failures);
+            failures += 1;
+        }
+        (failures, waited)
+    }
+
+    #[test]
+    fn the_default_rides_out_an_hour_long_outage_and_no_more() {
+        let (attempts, waited) = schedule(&RetryPolicy::default());
+        assert_eq!(attempts, 20);
+        assert!(
+            (55 * 60_000..=60 * 60_000).contains(&waited),
+            "last attempt {waited} ms after the first"
+        );
+    }
+
+    #[test]
+    fn max_attempts_and_the_horizon_each_end_the_retries() {
+        let short = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(schedule(&short).0, 3);
+        let tight = RetryPolicy {
+            horizon_ms: 10_000,
+            ..RetryPolicy::default()
+        };
+        // 1 + 2 + 4 s = 7 s; the next (8 s) would pass 10 s.
+        assert_eq!(schedule(&tight), (4, 7_000));
+        let huge = RetryPolicy {
+            max_attempts: u32::MAX,
+            base_ms: u64::MAX,
+            max_ms: u64::MAX,
+            horizon_ms: u64::MAX,
+            jitter: 1.0,
+        };
+        assert!(huge.allows_retry(1_000), "saturates, no overflow");
+        assert!(huge.backoff_ms(64, "a") > 0);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let p = RetryPolicy::default();
+        for (n, nominal) in [
+            (1u32, 1_000u64),
+            (2, 2_000),
+            (9, 256_000),
+            (10, 300_000),
+            (40, 300_000),
+        ] {
+            let d = p.backoff_ms(n, "attempt-x");
+            assert!(
+                (nominal * 8 / 10..=nominal * 12 / 10).contains(&d),
+                "after {n} failures: {d} ms, nominal {nominal}"
+            );
+        }
     }
 }
 
@@ -575,7 +666,7 @@ impl Run {
         }
         self.waiting = Waiting::Nothing;
         self.failures += 1;
-        if retryable && self.failures < ctx.retry.max_attempts {
+        if retryable && ctx.retry.allows_retry(self.failures) {
             let delay = ctx.retry.backoff_ms(self.failures, attempt_id);
             self.schedule(ctx.now_ms + delay as i64, Purpose::Retry, out);
             return;
