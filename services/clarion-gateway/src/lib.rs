@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod inbound;
 pub mod notification;
+pub mod quarantine;
 pub mod rest;
 pub mod state;
 pub mod subscriber;
@@ -51,6 +52,9 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::dead_letter_service_server::DeadLetterServiceServer<dead_letter::DeadLetterApi>>()
         .await;
+    health
+        .set_serving::<api::quarantine_service_server::QuarantineServiceServer<quarantine::QuarantineApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -79,8 +83,13 @@ pub async fn serve_grpc(
             ),
         )
         .add_service(api::tenant_service_server::TenantServiceServer::new(
-            tenant::TenantApi(state),
+            tenant::TenantApi(state.clone()),
         ))
+        .add_service(
+            api::quarantine_service_server::QuarantineServiceServer::new(
+                quarantine::QuarantineApi(state),
+            ),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })

@@ -265,7 +265,7 @@ where
     }
 
     fn apply(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
-        self.answer = Some((self.f)(tx).map_err(|e| e.to_string())?);
+        self.answer = Some((self.f)(tx).map_err(|e| crate::describe(&e))?);
         Ok(())
     }
 
@@ -447,7 +447,7 @@ fn commit_group(conn: &mut Connection, mut group: Vec<Box<dyn WriteJob>>, class:
 fn run(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::describe(&e))?;
     let mut outcome = Ok(());
     let mut ran = 0;
     for job in jobs.iter_mut() {
@@ -458,7 +458,7 @@ fn run(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), Stri
         }
     }
     if outcome.is_ok() {
-        outcome = tx.commit().map_err(|e| e.to_string());
+        outcome = tx.commit().map_err(|e| crate::describe(&e));
     } else {
         drop(tx); // rolls back
     }

@@ -73,6 +73,14 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// Records that stopped a processor partition: list them, inspect one,
+    /// park one so its partition goes on (over gRPC, with the admin token).
+    Quarantine {
+        #[command(subcommand)]
+        cmd: clarion::client::QuarantineCmd,
+        #[command(flatten)]
+        admin: clarion::client::AdminArgs,
+    },
 }
 
 #[derive(Args, Default)]
@@ -140,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),
+        Command::Quarantine { cmd, admin } => rt.block_on(clarion::client::quarantine(admin, cmd)),
     }
 }
 
@@ -168,11 +177,11 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
     {
         let sd = shutdown.clone();
         let addr = cfg.http.listen;
-        let extra = if roles.contains(&Role::Gateway) {
-            Some(node.tracking_routes().await?)
-        } else {
-            None
-        };
+        let mut extra = clarion_gateway::http::partition_routes(node.partitions.clone());
+        if roles.contains(&Role::Gateway) {
+            extra = extra.merge(node.tracking_routes().await?);
+        }
+        let extra = Some(extra);
         tasks.spawn(async move {
             clarion_gateway::http::serve(addr, metrics, ready, extra, sd)
                 .await
