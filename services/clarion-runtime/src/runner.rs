@@ -100,6 +100,10 @@ pub struct PartitionRunner<P: Processor> {
     /// A record that could not be decoded after a batch's good prefix: the
     /// prefix commits, then the runner stops here.
     poisoned: Option<(Topic, ProcessError)>,
+    /// An input the processor refused, after others of its batch: the next
+    /// attempt applies the batch up to it (a fresh processor, the failed
+    /// batch's changes gone), commits that, then stops at it.
+    refused: Option<(Topic, u64, String)>,
     /// Set while the runner waits for storage (reported as paused).
     paused: bool,
 }
@@ -209,6 +213,7 @@ impl<P: Processor> PartitionRunner<P> {
             parked: HashMap::new(),
             deciding: None,
             poisoned: None,
+            refused: None,
             paused: false,
         }
     }
@@ -318,6 +323,17 @@ impl<P: Processor> PartitionRunner<P> {
         // Where it resumes: the first record not committed.
         let at = self.committed_positions.get(&topic).copied().unwrap_or(0);
         let failure = match e {
+            // Refused after inputs that were not committed: commit those
+            // first (the next decide stops before it), then stop.
+            ProcessError::Poison { offset, .. }
+                if offset > at
+                    && self
+                        .refused
+                        .as_ref()
+                        .is_some_and(|(t, o, _)| *t == topic && *o == offset) =>
+            {
+                return true;
+            }
             ProcessError::Poison { offset, reason } => Failure::Stop(topic, offset, reason),
             ProcessError::Store(e) if matches!(e, clarion_store::StoreError::Full(_)) => {
                 Failure::Full(e.to_string())
@@ -330,7 +346,9 @@ impl<P: Processor> PartitionRunner<P> {
         let wait = match failure {
             Failure::Stop(topic, offset, reason) => {
                 *failures = 0;
-                return self.stay_stopped(topic, offset, reason, shutdown).await;
+                let parked = self.stay_stopped(topic, offset, reason, shutdown).await;
+                self.refused = None;
+                return parked;
             }
             Failure::Full(reason) => {
                 tracing::warn!(runner = %self.key, offset = at, %reason, "storage full: the partition pauses and retries");
@@ -719,6 +737,20 @@ impl<P: Processor> PartitionRunner<P> {
             if r.offset < next_offset {
                 continue; // re-delivered by the log
             }
+            if let Some((t, at, reason)) = &self.refused {
+                if *t == topic && r.offset >= *at {
+                    let poison = ProcessError::Poison {
+                        offset: *at,
+                        reason: reason.clone(),
+                    };
+                    if inputs.is_empty() && skipped == 0 {
+                        return Err(poison);
+                    }
+                    self.poisoned = Some((topic, poison));
+                    last = *at - 1;
+                    break;
+                }
+            }
             if parked.is_some_and(|p| p.contains(&r.offset)) {
                 tracing::info!(runner = %self.key, offset = r.offset, "skipping a record an operator parked");
                 skipped += 1;
@@ -791,7 +823,7 @@ impl<P: Processor> PartitionRunner<P> {
         if !inputs.is_empty() {
             if let Err(e) = self.processor.process(store, &mut batch, &inputs).await {
                 // A stop names a record of the batch (the one parking skips).
-                return Err(match e {
+                let e = match e {
                     ProcessError::Poison { offset, reason }
                         if !inputs.iter().any(|i| i.offset == offset) =>
                     {
@@ -801,7 +833,11 @@ impl<P: Processor> PartitionRunner<P> {
                         }
                     }
                     e => e,
-                });
+                };
+                if let ProcessError::Poison { offset, reason } = &e {
+                    self.refused = Some((topic, *offset, reason.clone()));
+                }
+                return Err(e);
             }
         }
         writes.ops.append(&mut batch.writes.ops);
