@@ -1798,6 +1798,8 @@ async fn run_stops_and_goes_on_once_parked(colocated: bool) {
         quarantine::parked_offsets(&*env.store, &key).await.unwrap(),
         [1, 3].into_iter().collect()
     );
+    // (Without the colocated log, emits are published after the commit.)
+    wait_until(|| async { env.events(Topic::Deliveries).await.len() >= 3 }).await;
     let mut delivered: Vec<Id> = env
         .events(Topic::Deliveries)
         .await
