@@ -364,3 +364,128 @@ async fn a_poison_record_stops_one_partition_until_an_operator_parks_it() {
     assert_eq!(report["partitions"], serde_json::json!([]), "{report}");
     node.stop().await;
 }
+
+/// Runs a blocking call of the file's writer off the async workers.
+async fn on_writer<T: Send + 'static>(
+    w: &clarion_sqlite::writer::Writer,
+    f: impl FnOnce(&clarion_sqlite::writer::Writer) -> T + Send + 'static,
+) -> T {
+    let w = w.clone();
+    tokio::task::spawn_blocking(move || f(&w)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_work_clearly_and_loses_nothing_once_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(test_config(dir.path()), false).await;
+    let ch = channel(node.grpc).await;
+    let acme = create_tenant(&ch, "acme").await;
+    let globex = create_tenant(&ch, "globex").await;
+    appointment_workflow(&ch, &acme, "appointment", "sink").await;
+    appointment_workflow(&ch, &globex, "appointment", "sink").await;
+    let writer = node.nodes[0]
+        .colocated
+        .as_ref()
+        .expect("the embedded default keeps log and store in one file")
+        .writer()
+        .clone();
+    let trigger_padded = |key: String, sub: String| {
+        let ch = ch.clone();
+        async move {
+            Notifications::new(ch)
+                .trigger(authed(
+                    &key,
+                    api::TriggerRequest {
+                        workflow_id: "appointment".into(),
+                        event: String::new(),
+                        recipients: vec![api::Recipient {
+                            subscriber_id: sub.clone(),
+                            email: format!("{sub}@example.test"),
+                            ..Default::default()
+                        }],
+                        payload_json: format!(r#"{{"day":"lundi","pad":"{}"}}"#, "x".repeat(3000)),
+                        idempotency_key: String::new(),
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner().notification_ids[0].clone())
+        }
+    };
+
+    // Given: the file may grow by only a few pages (a real SQLITE_FULL, as
+    // on a full disk: SQLite's max_page_count on the writer's connection)
+    let pages = on_writer(&writer, |w| w.page_count()).await.unwrap();
+    on_writer(&writer, move |w| w.max_page_count(Some(pages + 16)))
+        .await
+        .unwrap();
+
+    // When: both tenants trigger until the gateway refuses
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for i in 0..2_000 {
+        let (tenant, key) = if i % 2 == 0 {
+            ("acme", &acme)
+        } else {
+            ("globex", &globex)
+        };
+        match trigger_padded(key.clone(), format!("s{i}")).await {
+            Ok(id) => accepted.push((tenant, id)),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+
+    // Then: the refusal is UNAVAILABLE (retry later) and says why
+    let e = refused.expect("a full file refuses new work");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("storage full"), "{e:?}");
+    // And it goes on refusing while full
+    let e = trigger_padded(acme.clone(), "late".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(!accepted.is_empty(), "some triggers fit before the cap");
+    // And the processors, which cannot commit either, pause (reported,
+    // retrying with backoff) rather than stop or crash
+    let partitions = node.nodes[0].partitions.clone();
+    let paused = eventually("a processor to pause", || {
+        let partitions = partitions.clone();
+        async move {
+            let now = partitions.snapshot();
+            (!now.is_empty()).then_some(now)
+        }
+    })
+    .await;
+    assert!(paused.iter().all(|s| s.state == "paused"), "{paused:?}");
+    assert!(paused[0].reason.starts_with("storage full"), "{paused:?}");
+
+    // When: space returns
+    on_writer(&writer, |w| w.max_page_count(Some(1 << 30)))
+        .await
+        .unwrap();
+
+    // Then: new work is accepted, and every accepted trigger is delivered
+    // exactly once (the processors paused and went on)
+    let after = trigger_padded(globex.clone(), "after".into())
+        .await
+        .expect("accepted once space returned");
+    accepted.push(("globex", after));
+    for (tenant, id) in &accepted {
+        let key = if *tenant == "acme" { &acme } else { &globex };
+        let n = wait_status(&ch, key, id, "delivered", Duration::from_secs(60)).await;
+        assert_eq!(n.status, "delivered", "{n:?}");
+        let sunk = clarion_dispatch::dispatcher::sink_deliveries(node.store(), tenant, id)
+            .await
+            .unwrap();
+        assert_eq!(sunk.len(), 1, "{tenant} {id}: {sunk:?}");
+    }
+    // And no partition is reported paused or stopped any more
+    eventually("the pauses to clear", || {
+        let partitions = partitions.clone();
+        async move { partitions.snapshot().is_empty().then_some(()) }
+    })
+    .await;
+    node.stop().await;
+}
