@@ -106,6 +106,11 @@ pub struct PartitionRunner<P: Processor> {
     refused: Option<(Topic, u64, String)>,
     /// Set while the runner waits for storage (reported as paused).
     paused: bool,
+    /// After an error kept failing a batch: applies one record a batch up
+    /// to this offset, so the record that fails is the one it stops at.
+    narrow_until: Option<u64>,
+    /// A batch committed since the last error (retries count afresh).
+    progressed: bool,
 }
 
 /// Makes the processor afresh after an error (its in-memory state may hold
@@ -215,6 +220,8 @@ impl<P: Processor> PartitionRunner<P> {
             poisoned: None,
             refused: None,
             paused: false,
+            narrow_until: None,
+            progressed: false,
         }
     }
 
@@ -294,7 +301,12 @@ impl<P: Processor> PartitionRunner<P> {
                 let _ = f.commit.await;
             }
             let e = match outcome {
-                Ok(()) => return Ok(()),
+                Ok(true) => return Ok(()),
+                // Reads again in whole batches (see `narrow_until`).
+                Ok(false) => {
+                    self.reset();
+                    continue;
+                }
                 Err(e) => e,
             };
             let Some(make) = self.restart.clone() else {
@@ -304,11 +316,16 @@ impl<P: Processor> PartitionRunner<P> {
                 return Ok(());
             }
             self.processor = make();
-            self.positions.clear();
-            self.committed_positions.clear();
-            self.deciding = None;
-            self.poisoned = None;
+            self.reset();
         }
+    }
+
+    /// Forgets the positions, to start over from the store's.
+    fn reset(&mut self) {
+        self.positions.clear();
+        self.committed_positions.clear();
+        self.deciding = None;
+        self.poisoned = None;
     }
 
     /// Decides what an error means for the partition, and waits
@@ -319,6 +336,9 @@ impl<P: Processor> PartitionRunner<P> {
         failures: &mut u32,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
+        if std::mem::take(&mut self.progressed) {
+            *failures = 0;
+        }
         let topic = self.deciding.unwrap_or(self.inputs[0]);
         // Where it resumes: the first record not committed.
         let at = self.committed_positions.get(&topic).copied().unwrap_or(0);
@@ -357,8 +377,19 @@ impl<P: Processor> PartitionRunner<P> {
                 *failures = (*failures).min(6) + 1;
                 *failures - 1
             }
+            // Which record fails? One record a batch finds it (the batch
+            // that kept failing holds at most `max_batch` from `at`).
+            Failure::Transient(reason)
+                if *failures >= self.cfg.retry_limit && self.narrow_until.is_none() =>
+            {
+                tracing::warn!(runner = %self.key, offset = at, %reason, "still failing: retrying one record at a time");
+                self.narrow_until = Some(at + self.cfg.max_batch as u64);
+                *failures = self.cfg.retry_limit.saturating_sub(1);
+                0
+            }
             Failure::Transient(reason) if *failures >= self.cfg.retry_limit => {
                 *failures = 0;
+                self.narrow_until = None;
                 let reason = format!(
                     "{reason} (still failing after {} retries)",
                     self.cfg.retry_limit
@@ -460,14 +491,16 @@ impl<P: Processor> PartitionRunner<P> {
     }
 
     /// One incarnation of [`PartitionRunner::run`]: from the stored
-    /// positions until shutdown or an error (`in_flight` is left with the
-    /// batch still committing, if any).
+    /// positions until shutdown (`true`), the end of a narrowed stretch
+    /// (`false`: read again in whole batches) or an error (`in_flight` is
+    /// left with the batch still committing, if any).
     async fn run_once(
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
         in_flight: &mut Option<InFlight>,
-    ) -> Result<(), ProcessError> {
+    ) -> Result<bool, ProcessError> {
         self.start().await?;
+        let narrow = self.narrow_until.is_some();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Topic, clarion_log::Result<Vec<LogRecord>>)>(
             2 * self.inputs.len(),
         );
@@ -478,7 +511,9 @@ impl<P: Processor> PartitionRunner<P> {
                 .log
                 .subscribe(&self.topics.name(t), self.partition, from)
                 .await?;
-            let (tx, max, wait) = (tx.clone(), self.cfg.max_batch, self.cfg.poll_wait);
+            // Narrowed: one record a batch (see `narrow_until`).
+            let max = if narrow { 1 } else { self.cfg.max_batch };
+            let (tx, max, wait) = (tx.clone(), max, self.cfg.poll_wait);
             readers.spawn(async move {
                 loop {
                     match sub.next_batch(max, wait).await {
@@ -507,6 +542,12 @@ impl<P: Processor> PartitionRunner<P> {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if narrow && self.narrow_until.is_none() {
+                if let Some(f) = in_flight.take() {
+                    self.land(f).await?;
+                }
+                return Ok(false);
             }
             tokio::select! {
                 done = async {
@@ -587,7 +628,7 @@ impl<P: Processor> PartitionRunner<P> {
         if let Some(f) = in_flight.take() {
             self.land(f).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Finishes what a previous incarnation committed but did not complete,
@@ -910,6 +951,10 @@ impl<P: Processor> PartitionRunner<P> {
         metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => d.topic.base_name(), "phase" => "commit")
             .record(submitted.elapsed().as_secs_f64());
         self.committed_positions.insert(d.topic, d.last + 1);
+        self.progressed = true;
+        if self.narrow_until.is_some_and(|until| d.last >= until) {
+            self.narrow_until = None;
+        }
         if self.paused {
             self.paused = false;
             self.report.clear(&self.key);

@@ -230,6 +230,8 @@ struct Behaviour {
     timer: Option<(Duration, Topic)>,
     /// Refuse (`ProcessError::Poison`) the input at this offset, every time.
     refuse: Option<u64>,
+    /// Fail with a store error (that never clears) at this offset.
+    store_error: Option<u64>,
 }
 
 /// Records the offset of every input handed to `process`, and commits one
@@ -290,6 +292,11 @@ impl Processor for Recorder {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         for input in inputs {
+            if self.behaviour.store_error == Some(input.offset) {
+                return Err(ProcessError::Store(clarion_store::StoreError::Storage(
+                    "disk I/O error".into(),
+                )));
+            }
             if self.behaviour.refuse == Some(input.offset) {
                 return Err(ProcessError::Poison {
                     offset: input.offset,
@@ -962,6 +969,7 @@ async fn start_completes_a_left_over_outbox_exactly_once_and_never_redoes_comple
         effect: true,
         timer: None,
         refuse: None,
+        store_error: None,
     };
     env.append(Topic::Triggers, &[fact(0), fact(1)]).await;
     let key = runner_key(&env, RECORDER, Topic::Triggers, p);
@@ -1089,6 +1097,7 @@ fn emit_and_effect() -> Behaviour {
         effect: true,
         timer: None,
         refuse: None,
+        store_error: None,
     }
 }
 
@@ -1825,6 +1834,109 @@ async fn a_running_partition_stops_at_poison_and_goes_on_past_what_is_parked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_colocated_partition_stops_at_poison_and_goes_on_past_what_is_parked() {
     run_stops_and_goes_on_once_parked(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_error_that_does_not_clear_stops_the_partition_after_its_retries() {
+    use clarion_runtime::quarantine::{self, PartitionReport};
+    // Given: inputs 0, 1 (whose processing always fails with a store error)
+    // and 2, an unknown event type (3) and 4
+    let env = Env::colocated().await;
+    let p = u1_partition();
+    let topic = Topic::Triggers;
+    env.append(topic, &[fact(0), fact(1), fact(2)]).await;
+    let mut unknown = <pb::EventEnvelope as prost::Message>::decode(&fact(3).encode()[..]).unwrap();
+    unknown.event_type = "clarion.notification.from_the_future.v9".into();
+    env.log
+        .append(
+            &env.name(topic),
+            vec![Record::new(
+                recipient_key(&acme(), "u1"),
+                prost::Message::encode_to_vec(&unknown),
+            )],
+        )
+        .await
+        .unwrap();
+    env.append(topic, &[fact(4)]).await;
+    let behaviour = Behaviour {
+        store_error: Some(1),
+        ..Default::default()
+    };
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let make = {
+        let calls = calls.clone();
+        move || Recorder {
+            behaviour: behaviour.clone(),
+            calls: calls.clone(),
+        }
+    };
+    let report = PartitionReport::default();
+    let key = runner_key(&env, RECORDER, topic, p);
+    let cfg = RunnerConfig {
+        retry_limit: 3,
+        retry_backoff_max: Duration::from_millis(5),
+        quarantine_poll: Duration::from_millis(20),
+        ..RunnerConfig::default()
+    };
+    let runner = PartitionRunner::new(
+        make(),
+        Arc::new(NoEffects),
+        env.log.clone(),
+        env.store.clone(),
+        env.topics.clone(),
+        topic,
+        p,
+        Arc::new(env.clock.clone()),
+        cfg,
+    )
+    .with_colocated(env.colocated.clone().unwrap())
+    .with_restart(Arc::new(make))
+    .with_report(report.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runner.run(stop_rx));
+
+    // When: it runs: after its retries (then one record a batch, to find
+    // the record that fails) it stops exactly at 1; 0 is committed
+    let stopped = |store: Arc<dyn Store>, key: String| async move {
+        quarantine::stop_of(&*store, &key).await.unwrap()
+    };
+    wait_until(|| async { stopped(env.store.clone(), key.clone()).await.is_some() }).await;
+    let stop = stopped(env.store.clone(), key.clone()).await.unwrap();
+    assert_eq!(stop.offset, 1, "{stop:?}");
+    assert!(stop.reason.contains("disk I/O error"), "{stop:?}");
+    assert!(
+        stop.reason.contains("still failing after 3 retries"),
+        "{stop:?}"
+    );
+    assert_eq!(env.offset(RECORDER, topic, p).await, 1);
+    assert_eq!(committed_rows(&env).await, vec![0]);
+
+    // When: the operator parks 1; then it applies 2 and stops at the
+    // unknown event type
+    park(&env, topic, p, 1).await;
+    wait_until(|| async {
+        stopped(env.store.clone(), key.clone())
+            .await
+            .is_some_and(|s| s.offset == 3)
+    })
+    .await;
+    let stop = stopped(env.store.clone(), key.clone()).await.unwrap();
+    assert!(stop.reason.contains("unknown event type"), "{stop:?}");
+    assert_eq!(committed_rows(&env).await, vec![0, 2]);
+
+    // When: that is parked too; then it goes on to the end, and exactly the
+    // parked records were skipped
+    park(&env, topic, p, 3).await;
+    wait_until(|| async { env.offset(RECORDER, topic, p).await == 5 }).await;
+    assert_eq!(committed_rows(&env).await, vec![0, 2, 4]);
+    assert_eq!(
+        quarantine::parked_offsets(&*env.store, &key).await.unwrap(),
+        [1, 3].into_iter().collect()
+    );
+    assert!(quarantine::stopped(&*env.store).await.unwrap().is_empty());
+    wait_until(|| async { report.snapshot().is_empty() }).await;
+    let _ = stop_tx.send(true);
+    task.await.unwrap().unwrap();
 }
 
 // ---------------------------------------------------------------------------
