@@ -103,3 +103,18 @@ async fn listen(
         })
         .await
 }
+
+/// `GET /v1/admin/partitions`: the processor partitions of this process that
+/// are stopped at a record (until an operator parks it) or paused (storage
+/// full), as JSON: `{"partitions": [{processor, topic, partition, state,
+/// offset, reason, since_ms}]}`. Empty when everything runs. `/readyz` is
+/// not affected: the rest of the process serves on.
+pub fn partition_routes(report: clarion_runtime::quarantine::PartitionReport) -> Router {
+    Router::new().route(
+        "/v1/admin/partitions",
+        get(move || {
+            let report = report.clone();
+            async move { axum::Json(serde_json::json!({ "partitions": report.snapshot() })) }
+        }),
+    )
+}

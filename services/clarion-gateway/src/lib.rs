@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod keys;
 pub mod notification;
 pub mod ratelimit;
+pub mod quarantine;
 pub mod rest;
 pub mod rest_notifications;
 pub mod state;
@@ -59,6 +60,9 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::api_key_service_server::ApiKeyServiceServer<keys::ApiKeyApi>>()
         .await;
+    health
+        .set_serving::<api::quarantine_service_server::QuarantineServiceServer<quarantine::QuarantineApi>>()
+        .await;
     let reflection = (state.security.reflection != access::ReflectionAccess::Off).then(|| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
@@ -96,8 +100,13 @@ pub async fn serve_grpc(
             ),
         )
         .add_service(api::tenant_service_server::TenantServiceServer::new(
-            tenant::TenantApi(state),
+            tenant::TenantApi(state.clone()),
         ))
+        .add_service(
+            api::quarantine_service_server::QuarantineServiceServer::new(
+                quarantine::QuarantineApi(state),
+            ),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })

@@ -160,7 +160,7 @@ impl WriteJob for AppendJob {
                 "INSERT OR FAIL INTO record_batches (topic, partition, base_offset, count, ts, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| clarion_sqlite::describe(&e))?;
         let ts = now_ms();
         self.ts = ts;
         for part in &mut self.parts {
@@ -177,7 +177,7 @@ impl WriteJob for AppendJob {
                 // then restores it like any other.
                 next.insert(k, base + u64::from(b.count));
                 ins.execute(params![k.0, b.partition, base as i64, b.count, ts, &b.body])
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| clarion_sqlite::describe(&e))?;
                 part.bases.push(base);
                 if b.index.is_empty() {
                     continue;
@@ -193,7 +193,7 @@ impl WriteJob for AppendJob {
                     offset: bases[slot as usize] + u64::from(pos),
                 }));
         }
-        keys::insert(tx, &mut self.keys).map_err(|e| e.to_string())?;
+        keys::insert(tx, &mut self.keys).map_err(|e| clarion_sqlite::describe(&e))?;
         self.keys.clear();
         Ok(())
     }
@@ -250,7 +250,7 @@ impl WriteJob for AppendJob {
             let answer = outcome
                 .clone()
                 .map(|()| part.assigned)
-                .map_err(LogError::Storage);
+                .map_err(LogError::from_writer);
             let _ = part.reply.send(answer);
         }
     }
@@ -397,7 +397,7 @@ impl SqliteLog {
     ) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         self.writer.call(false, f, move |answer| {
-            let _ = reply.send(answer.map_err(LogError::Storage));
+            let _ = reply.send(answer.map_err(LogError::from_writer));
         });
         rx.await
             .map_err(|_| LogError::Unavailable("log writer stopped".into()))?

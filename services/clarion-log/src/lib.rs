@@ -96,12 +96,26 @@ pub enum LogError {
     Storage(String),
     #[error("log backend unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or the file's size cap) is full, or refuses writes: clears
+    /// when space returns. The message begins "storage full: ".
+    #[error("{0}")]
+    Full(String),
 }
 
 impl LogError {
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LogError::Unavailable(_))
+        matches!(self, LogError::Unavailable(_) | LogError::Full(_))
+    }
+
+    /// A SQLite writer's error: [`LogError::Full`] for a full or failing
+    /// disk ([`clarion_sqlite::is_storage_full`]), else `Storage`.
+    pub fn from_writer(msg: String) -> LogError {
+        if clarion_sqlite::is_storage_full(&msg) {
+            LogError::Full(msg)
+        } else {
+            LogError::Storage(msg)
+        }
     }
 }
 

@@ -43,6 +43,11 @@ impl Colocated {
         self.store.clone()
     }
 
+    /// The file's one writer (e.g. to cap its size: `max_page_count`).
+    pub fn writer(&self) -> &clarion_sqlite::writer::Writer {
+        self.log.writer()
+    }
+
     /// Applies `writes` and appends `emits` (`encoded[i]` is `emits[i]`'s
     /// event) in one transaction: both or neither.
     pub async fn commit(

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod overlay;
 pub mod processor;
 pub mod projector;
+pub mod quarantine;
 pub mod router;
 pub mod runner;
 pub mod timers;

@@ -1,6 +1,6 @@
 //! The partition runner: the exactly-once loop described in the crate docs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use crate::colocated::{records_by_topic, Colocated};
 use crate::outbox::OutboxEntry;
 use crate::overlay::Overlay;
 use crate::processor::{Batch, Effects, Emit, Input, ProcessError, Processor};
+use crate::quarantine::{self, PartitionReport, PartitionState, Stop};
 use crate::timers;
 use crate::topics::{Topic, Topics};
 
@@ -42,6 +43,14 @@ pub struct RunnerConfig {
     /// How often the position is mirrored to the log's consumer group (for
     /// lag monitoring with standard Kafka tools; the store's copy is the truth).
     pub group_commit_every: Duration,
+    /// Retries of an error that may clear (a store or log error) before the
+    /// partition stops at the record it was applying. A full disk is
+    /// retried for as long as it lasts.
+    pub retry_limit: u32,
+    /// Longest wait between two retries (they start at 100 ms and double).
+    pub retry_backoff_max: Duration,
+    /// How often a stopped partition looks whether its record was parked.
+    pub quarantine_poll: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -54,6 +63,9 @@ impl Default for RunnerConfig {
             effect_concurrency: 64,
             max_outstanding_batches: 64,
             group_commit_every: Duration::from_secs(2),
+            retry_limit: 8,
+            retry_backoff_max: Duration::from_secs(5),
+            quarantine_poll: Duration::from_millis(500),
         }
     }
 }
@@ -87,6 +99,42 @@ pub struct PartitionRunner<P: Processor> {
     outstanding: JoinSet<Result<(), ProcessError>>,
     /// Bounds the effects running at once, across outstanding entries.
     effect_permits: Arc<Semaphore>,
+    /// Makes a fresh processor: with it, `run` survives errors (see
+    /// [`PartitionRunner::with_restart`]); without it, it returns them.
+    restart: Option<Restart<P>>,
+    report: PartitionReport,
+    /// Offsets an operator parked, per input: skipped.
+    parked: HashMap<Topic, BTreeSet<u64>>,
+    /// The input being decided (a failure's place).
+    deciding: Option<Topic>,
+    /// A record that could not be decoded after a batch's good prefix: the
+    /// prefix commits, then the runner stops here.
+    poisoned: Option<(Topic, ProcessError)>,
+    /// An input the processor refused, after others of its batch: the next
+    /// attempt applies the batch up to it (a fresh processor, the failed
+    /// batch's changes gone), commits that, then stops at it.
+    refused: Option<(Topic, u64, String)>,
+    /// Set while the runner waits for storage (reported as paused).
+    paused: bool,
+    /// After an error kept failing a batch: applies one record a batch up
+    /// to this offset, so the record that fails is the one it stops at.
+    narrow_until: Option<u64>,
+    /// A batch committed since the last error (retries count afresh).
+    progressed: bool,
+}
+
+/// Makes the processor afresh after an error (its in-memory state may hold
+/// a batch that did not commit).
+pub type Restart<P> = Arc<dyn Fn() -> P + Send + Sync>;
+
+/// How `run` treats an error.
+enum Failure {
+    /// The partition cannot get past this record: stop until it is parked.
+    Stop(Topic, u64, String),
+    /// Storage is full: wait for space, however long.
+    Full(String),
+    /// May clear: retry, then stop after `retry_limit`.
+    Transient(String),
 }
 
 /// A decided batch: everything its commit writes and what to do after.
@@ -178,7 +226,31 @@ impl<P: Processor> PartitionRunner<P> {
             colocated: None,
             outstanding: JoinSet::new(),
             effect_permits,
+            restart: None,
+            report: PartitionReport::default(),
+            parked: HashMap::new(),
+            deciding: None,
+            poisoned: None,
+            refused: None,
+            paused: false,
+            narrow_until: None,
+            progressed: false,
         }
+    }
+
+    /// `run` survives errors: a record it cannot process stops this
+    /// partition until an operator parks it (`crate::quarantine`), an error
+    /// that may clear is retried with backoff, and after each the runner
+    /// starts over from the store with a processor from `make`.
+    pub fn with_restart(mut self, make: Restart<P>) -> Self {
+        self.restart = Some(make);
+        self
+    }
+
+    /// Where this runner reports being stopped or paused.
+    pub fn with_report(mut self, report: PartitionReport) -> Self {
+        self.report = report;
+        self
     }
 
     /// The log and store are `colocated` (the same objects as `log` and
@@ -228,8 +300,220 @@ impl<P: Processor> PartitionRunner<P> {
     /// behind stops its readers rather than buffering the log in memory.
     /// Reads run ahead of the committed position; a restart resumes from
     /// the store's positions and `step_topic` skips what it already applied.
+    ///
+    /// With [`PartitionRunner::with_restart`], errors do not end it: see
+    /// [`PartitionRunner::recover`].
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
+        let mut failures = 0u32;
+        loop {
+            let mut in_flight = None;
+            let outcome = self.run_once(&mut shutdown, &mut in_flight).await;
+            // A commit handed to the writer lands or fails before the
+            // positions are read again.
+            if let Some(f) = in_flight.take() {
+                let _ = f.commit.await;
+            }
+            let e = match outcome {
+                Ok(true) => return Ok(()),
+                // Reads again in whole batches (see `narrow_until`).
+                Ok(false) => {
+                    self.reset();
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let Some(make) = self.restart.clone() else {
+                return Err(e);
+            };
+            if !self.recover(e, &mut failures, &mut shutdown).await {
+                return Ok(());
+            }
+            self.processor = make();
+            self.reset();
+        }
+    }
+
+    /// Forgets the positions, to start over from the store's.
+    fn reset(&mut self) {
+        self.positions.clear();
+        self.committed_positions.clear();
+        self.deciding = None;
+        self.poisoned = None;
+    }
+
+    /// Decides what an error means for the partition, and waits
+    /// accordingly: `false` if shutdown came meanwhile.
+    async fn recover(
+        &mut self,
+        e: ProcessError,
+        failures: &mut u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        if std::mem::take(&mut self.progressed) {
+            *failures = 0;
+        }
+        let topic = self.deciding.unwrap_or(self.inputs[0]);
+        // Where it resumes: the first record not committed.
+        let at = self.committed_positions.get(&topic).copied().unwrap_or(0);
+        let failure = match e {
+            // Refused after inputs that were not committed: commit those
+            // first (the next decide stops before it), then stop.
+            ProcessError::Poison { offset, .. }
+                if offset > at
+                    && self
+                        .refused
+                        .as_ref()
+                        .is_some_and(|(t, o, _)| *t == topic && *o == offset) =>
+            {
+                return true;
+            }
+            ProcessError::Poison { offset, reason } => Failure::Stop(topic, offset, reason),
+            ProcessError::Store(e) if matches!(e, clarion_store::StoreError::Full(_)) => {
+                Failure::Full(e.to_string())
+            }
+            ProcessError::Log(e) if matches!(e, clarion_log::LogError::Full(_)) => {
+                Failure::Full(e.to_string())
+            }
+            other => Failure::Transient(other.to_string()),
+        };
+        let wait = match failure {
+            Failure::Stop(topic, offset, reason) => {
+                *failures = 0;
+                let parked = self.stay_stopped(topic, offset, reason, shutdown).await;
+                self.refused = None;
+                return parked;
+            }
+            Failure::Full(reason) => {
+                tracing::warn!(runner = %self.key, offset = at, %reason, "storage full: the partition pauses and retries");
+                self.report.set(&self.key, self.state("paused", at, reason));
+                self.paused = true;
+                *failures = (*failures).min(6) + 1;
+                *failures - 1
+            }
+            // Which record fails? One record a batch finds it (the batch
+            // that kept failing holds at most `max_batch` from `at`).
+            Failure::Transient(reason)
+                if *failures >= self.cfg.retry_limit && self.narrow_until.is_none() =>
+            {
+                tracing::warn!(runner = %self.key, offset = at, %reason, "still failing: retrying one record at a time");
+                self.narrow_until = Some(at + self.cfg.max_batch as u64);
+                *failures = self.cfg.retry_limit.saturating_sub(1);
+                0
+            }
+            Failure::Transient(reason) if *failures >= self.cfg.retry_limit => {
+                *failures = 0;
+                self.narrow_until = None;
+                let reason = format!(
+                    "{reason} (still failing after {} retries)",
+                    self.cfg.retry_limit
+                );
+                return self.stay_stopped(topic, at, reason, shutdown).await;
+            }
+            Failure::Transient(reason) => {
+                *failures += 1;
+                tracing::warn!(runner = %self.key, offset = at, %reason, retry = *failures, "processing failed; retrying");
+                *failures - 1
+            }
+        };
+        let backoff = (Duration::from_millis(100) * 2u32.saturating_pow(wait.min(16)))
+            .min(self.cfg.retry_backoff_max);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => !*shutdown.borrow(),
+            _ = shutdown.changed() => false,
+        }
+    }
+
+    fn state(&self, state: &'static str, offset: u64, reason: String) -> PartitionState {
+        PartitionState {
+            processor: self.processor.name().to_string(),
+            topic: self.topics.name(self.inputs[0]),
+            partition: self.partition,
+            state,
+            offset,
+            reason,
+            since_ms: self.clock.now_ms(),
+        }
+    }
+
+    /// Stops the partition at `offset` of `topic`: reports it, then waits
+    /// until an operator parks that record (`true`) or shutdown (`false`).
+    async fn stay_stopped(
+        &mut self,
+        topic: Topic,
+        offset: u64,
+        reason: String,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let stop = Stop {
+            processor: self.processor.name().to_string(),
+            topic: self.topics.name(topic),
+            partition: self.partition,
+            offset,
+            reason,
+            stopped_at_ms: self.clock.now_ms(),
+        };
+        let key = stop.key();
+        tracing::error!(
+            processor = %stop.processor, topic = %stop.topic, partition = stop.partition,
+            offset, reason = %stop.reason,
+            "partition stopped at a record it cannot process; the rest goes on. Inspect it with \
+             `clarion quarantine show`, and park it with `clarion quarantine park` to go on past it"
+        );
+        self.paused = false;
+        self.report.clear(&self.key);
+        self.report.set(
+            &self.key,
+            PartitionState {
+                topic: stop.topic.clone(),
+                ..self.state("stopped", offset, stop.reason.clone())
+            },
+        );
+        let mut recorded = false;
+        loop {
+            if !recorded {
+                match quarantine::record_stop(&*self.store, &stop).await {
+                    Ok(()) => recorded = true,
+                    Err(e) => {
+                        tracing::warn!(runner = %key, error = %e, "could not record the stop")
+                    }
+                }
+            }
+            match quarantine::parked(&*self.store, &key, offset).await {
+                Ok(Some(q)) => {
+                    tracing::warn!(runner = %key, offset, note = %q.note, "record parked by an operator: going on past it");
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(runner = %key, error = %e, "could not read the quarantine")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.quarantine_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
+        }
+        if let Err(e) = quarantine::clear_stop(&*self.store, &key).await {
+            tracing::warn!(runner = %key, error = %e, "could not clear the recorded stop");
+        }
+        self.report.clear(&self.key);
+        true
+    }
+
+    /// One incarnation of [`PartitionRunner::run`]: from the stored
+    /// positions until shutdown (`true`), the end of a narrowed stretch
+    /// (`false`: read again in whole batches) or an error (`in_flight` is
+    /// left with the batch still committing, if any).
+    async fn run_once(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<bool, ProcessError> {
         self.start().await?;
+        let narrow = self.narrow_until.is_some();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Topic, clarion_log::Result<Vec<LogRecord>>)>(
             2 * self.inputs.len(),
         );
@@ -240,7 +524,9 @@ impl<P: Processor> PartitionRunner<P> {
                 .log
                 .subscribe(&self.topics.name(t), self.partition, from)
                 .await?;
-            let (tx, max, wait) = (tx.clone(), self.cfg.max_batch, self.cfg.poll_wait);
+            // Narrowed: one record a batch (see `narrow_until`).
+            let max = if narrow { 1 } else { self.cfg.max_batch };
+            let (tx, max, wait) = (tx.clone(), max, self.cfg.poll_wait);
             readers.spawn(async move {
                 loop {
                     match sub.next_batch(max, wait).await {
@@ -266,10 +552,15 @@ impl<P: Processor> PartitionRunner<P> {
         // next (docs/architecture.md, "Pipelined commits"): at most one batch
         // is in flight, and the next is handed to the writer only after it
         // committed.
-        let mut in_flight: Option<InFlight> = None;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if narrow && self.narrow_until.is_none() {
+                if let Some(f) = in_flight.take() {
+                    self.land(f).await?;
+                }
+                return Ok(false);
             }
             tokio::select! {
                 done = async {
@@ -304,10 +595,19 @@ impl<P: Processor> PartitionRunner<P> {
                                 None => None,
                             };
                             if let Some(d) = next {
-                                in_flight = Some(self.submit(d).await?);
+                                *in_flight = Some(self.submit(d).await?);
                             }
                             if let Some((d, submitted)) = previous {
                                 self.committed(d, submitted).await?;
+                            }
+                            // A record that did not decode after a good
+                            // prefix: the prefix commits, then it stops.
+                            if let Some((topic, e)) = self.poisoned.take() {
+                                if let Some(f) = in_flight.take() {
+                                    self.land(f).await?;
+                                }
+                                self.deciding = Some(topic);
+                                return Err(e);
                             }
                         }
                     }
@@ -343,13 +643,19 @@ impl<P: Processor> PartitionRunner<P> {
         }
         // A clean stop lets running effects finish (each is bounded by its
         // send timeout) rather than leave them to be redone at the next start.
-        self.settle().await
+        self.settle().await?;
+        Ok(true)
     }
 
     /// Finishes what a previous incarnation committed but did not complete,
     /// and loads the position. Called by `run`; public for tests that drive
     /// `step` by hand.
     pub async fn start(&mut self) -> Result<(), ProcessError> {
+        // After an error the runner starts again in the same process: effects
+        // of entries it completed may still be running, and their outbox rows
+        // are still stored. Let them finish first, or the scan below would
+        // run them a second time.
+        self.settle().await?;
         for topic in self.inputs.clone() {
             let key = self.runner_key(topic);
             let rows = self
@@ -381,6 +687,8 @@ impl<P: Processor> PartitionRunner<P> {
             .await?;
             self.positions.insert(topic, pos);
             self.committed_positions.insert(topic, pos);
+            let parked = quarantine::parked_offsets(&*self.store, &key).await?;
+            self.parked.insert(topic, parked);
         }
         Ok(())
     }
@@ -411,7 +719,15 @@ impl<P: Processor> PartitionRunner<P> {
             Err(e) => Err(e),
         };
         match landed {
-            Ok((d, submitted)) => self.committed(d, submitted).await,
+            Ok((d, submitted)) => {
+                self.committed(d, submitted).await?;
+                // A record that did not decode after the batch's good
+                // prefix: the prefix committed, the partition stops here.
+                match self.poisoned.take() {
+                    Some((_, e)) => Err(e),
+                    None => Ok(()),
+                }
+            }
             Err(e) => {
                 // A caller may step the same records again: they were not
                 // applied.
@@ -474,28 +790,68 @@ impl<P: Processor> PartitionRunner<P> {
         let Some(last) = recs.last().map(|r| r.offset) else {
             return Ok(None);
         };
+        let mut last = last;
         let started = Instant::now();
+        self.deciding = Some(topic);
         let next_offset = self.positions.get(&topic).copied().unwrap_or(0);
         let mut inputs = Vec::with_capacity(recs.len());
+        let parked = self.parked.get(&topic).filter(|p| !p.is_empty());
+        let mut skipped = 0;
         // The records move into the inputs: each clone or drop of a record's
         // view of its batch is an atomic operation on the batch's counter.
         for r in recs {
             if r.offset < next_offset {
                 continue; // re-delivered by the log
             }
-            // An event we cannot read stops the partition: skipping it would
-            // silently lose a fact; the operator fixes the build and restarts.
-            let event = Event::decode(&r.value).map_err(|e| ProcessError::Poison {
-                offset: r.offset,
-                reason: e.to_string(),
-            })?;
+            if let Some((t, at, reason)) = &self.refused {
+                if *t == topic && r.offset >= *at {
+                    let poison = ProcessError::Poison {
+                        offset: *at,
+                        reason: reason.clone(),
+                    };
+                    if inputs.is_empty() && skipped == 0 {
+                        return Err(poison);
+                    }
+                    self.poisoned = Some((topic, poison));
+                    last = *at - 1;
+                    break;
+                }
+            }
+            if parked.is_some_and(|p| p.contains(&r.offset)) {
+                tracing::info!(runner = %self.key, offset = r.offset, "skipping a record an operator parked");
+                skipped += 1;
+                continue;
+            }
+            // An event we cannot read stops the partition (after what
+            // precedes it): skipping it would silently lose a fact; the
+            // operator fixes the build, or parks the record
+            // (`crate::quarantine`).
+            let event = match Event::decode(&r.value) {
+                Ok(event) => event,
+                Err(e) => {
+                    let poison = ProcessError::Poison {
+                        offset: r.offset,
+                        reason: e.to_string(),
+                    };
+                    if inputs.is_empty() && skipped == 0 {
+                        return Err(poison);
+                    }
+                    self.poisoned = Some((topic, poison));
+                    last = r.offset - 1;
+                    break;
+                }
+            };
             inputs.push(Input {
                 offset: r.offset,
                 event,
                 raw: r.value,
             });
         }
-        if inputs.is_empty() {
+        if skipped > 0 {
+            metrics::counter!("clarion_quarantine_skipped_total", "processor" => self.processor.name())
+                .increment(skipped);
+        }
+        if inputs.is_empty() && skipped == 0 {
             return Ok(None);
         }
 
@@ -531,7 +887,24 @@ impl<P: Processor> PartitionRunner<P> {
             ..Default::default()
         };
         if !inputs.is_empty() {
-            self.processor.process(store, &mut batch, &inputs).await?;
+            if let Err(e) = self.processor.process(store, &mut batch, &inputs).await {
+                // A stop names a record of the batch (the one parking skips).
+                let e = match e {
+                    ProcessError::Poison { offset, reason }
+                        if !inputs.iter().any(|i| i.offset == offset) =>
+                    {
+                        ProcessError::Poison {
+                            offset: inputs[0].offset,
+                            reason,
+                        }
+                    }
+                    e => e,
+                };
+                if let ProcessError::Poison { offset, reason } = &e {
+                    self.refused = Some((topic, *offset, reason.clone()));
+                }
+                return Err(e);
+            }
         }
         writes.ops.append(&mut batch.writes.ops);
 
@@ -603,6 +976,15 @@ impl<P: Processor> PartitionRunner<P> {
         metrics::histogram!("clarion_processor_step_seconds", "processor" => name, "input" => d.topic.base_name(), "phase" => "commit")
             .record(submitted.elapsed().as_secs_f64());
         self.committed_positions.insert(d.topic, d.last + 1);
+        self.progressed = true;
+        if self.narrow_until.is_some_and(|until| d.last >= until) {
+            self.narrow_until = None;
+        }
+        if self.paused {
+            self.paused = false;
+            self.report.clear(&self.key);
+            tracing::info!(runner = %self.key, "storage is back: the partition goes on");
+        }
         metrics::counter!("clarion_processor_events_total", "processor" => name)
             .increment(d.applied as u64);
         // Batches per processor: with the events counter, the mean batch size

@@ -228,6 +228,10 @@ struct Behaviour {
     effect: bool,
     /// Schedule one `Delivered` event per input, due `batch.now_ms + delay`.
     timer: Option<(Duration, Topic)>,
+    /// Refuse (`ProcessError::Poison`) the input at this offset, every time.
+    refuse: Option<u64>,
+    /// Fail with a store error (that never clears) at this offset.
+    store_error: Option<u64>,
 }
 
 /// Records the offset of every input handed to `process`, and commits one
@@ -288,6 +292,17 @@ impl Processor for Recorder {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         for input in inputs {
+            if self.behaviour.store_error == Some(input.offset) {
+                return Err(ProcessError::Store(clarion_store::StoreError::Storage(
+                    "disk I/O error".into(),
+                )));
+            }
+            if self.behaviour.refuse == Some(input.offset) {
+                return Err(ProcessError::Poison {
+                    offset: input.offset,
+                    reason: "the recorder refuses it".into(),
+                });
+            }
             self.calls.lock().unwrap().push(input.offset);
             batch.writes.put(
                 RowKey::new(
@@ -953,6 +968,8 @@ async fn start_completes_a_left_over_outbox_exactly_once_and_never_redoes_comple
         emit_to: Some(Topic::Deliveries),
         effect: true,
         timer: None,
+        refuse: None,
+        store_error: None,
     };
     env.append(Topic::Triggers, &[fact(0), fact(1)]).await;
     let key = runner_key(&env, RECORDER, Topic::Triggers, p);
@@ -1079,6 +1096,8 @@ fn emit_and_effect() -> Behaviour {
         emit_to: Some(Topic::Deliveries),
         effect: true,
         timer: None,
+        refuse: None,
+        store_error: None,
     }
 }
 
@@ -1631,8 +1650,9 @@ async fn an_undecodable_record_stops_the_partition_at_its_offset() {
         .await
         .expect_err("poison stops the step");
 
-    // Then: the error names offset 1, nothing at or past it is applied or
-    // published, and the position has not moved past it.
+    // Then: the error names offset 1; the good prefix (offset 0) is applied
+    // and committed whole, and nothing at or past the poison is: the stored
+    // position is exactly the poison's offset.
     match err {
         ProcessError::Poison { offset, reason: r } => {
             assert_eq!(offset, 1);
@@ -1640,17 +1660,15 @@ async fn an_undecodable_record_stops_the_partition_at_its_offset() {
         }
         other => panic!("expected Poison, got {other:?}"),
     }
-    assert!(!calls_a.lock().unwrap().contains(&2));
-    let stored = env.offset(RECORDER, topic, p).await;
-    assert!(stored <= 1, "stored offset {stored} moved past the poison");
-    assert!(committed_rows(&env).await.iter().all(|o| *o < stored));
-    assert!(env.events(Topic::Deliveries).await.len() as u64 <= stored);
-
-    // When: the good prefix is stepped alone, then the rest.
-    a.step(env.records(topic, p, 0).await[..1].to_vec())
-        .await
-        .unwrap();
+    assert_eq!(*calls_a.lock().unwrap(), vec![0]);
     assert_eq!(env.offset(RECORDER, topic, p).await, 1);
+    assert_eq!(committed_rows(&env).await, vec![0]);
+    assert_eq!(
+        env.events(Topic::Deliveries).await,
+        vec![delivered_for(&fact(0), T0)]
+    );
+
+    // When: the rest is stepped again
     let err = a.step(env.records(topic, p, 1).await).await.unwrap_err();
 
     // Then: the partition stays stopped exactly at offset 1.
@@ -1681,6 +1699,244 @@ async fn an_undecodable_record_stops_the_partition_at_its_offset() {
         env.events(Topic::Deliveries).await,
         vec![delivered_for(&fact(0), T0)]
     );
+}
+
+/// Parks a record as an operator does (the gateway's `Park` writes this).
+async fn park(env: &Env, topic: Topic, partition: u32, offset: u64) {
+    clarion_runtime::quarantine::park(
+        &*env.store,
+        &pb::RecordQuarantined {
+            processor: RECORDER.into(),
+            topic: env.name(topic),
+            partition,
+            offset,
+            note: "test".into(),
+            actor: "operator:test".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn run_stops_and_goes_on_once_parked(colocated: bool) {
+    use clarion_runtime::quarantine::{self, PartitionReport};
+    // Given: on one partition a good input (0), random bytes (1), a good
+    // input (2), an input the processor refuses (3) and a good one (4)
+    let env = if colocated {
+        Env::colocated().await
+    } else {
+        Env::new().await
+    };
+    let p = u1_partition();
+    let topic = Topic::Triggers;
+    env.append(topic, &[fact(0)]).await;
+    env.log
+        .append(
+            &env.name(topic),
+            vec![Record::new(recipient_key(&acme(), "u1"), garbage(41))],
+        )
+        .await
+        .unwrap();
+    env.append(topic, &[fact(2), fact(3), fact(4)]).await;
+    let behaviour = Behaviour {
+        dedup: true,
+        emit_to: Some(Topic::Deliveries),
+        refuse: Some(3),
+        ..Default::default()
+    };
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let make = {
+        let calls = calls.clone();
+        move || Recorder {
+            behaviour: behaviour.clone(),
+            calls: calls.clone(),
+        }
+    };
+    let report = PartitionReport::default();
+    let key = runner_key(&env, RECORDER, topic, p);
+    let runner = env
+        .runner(make(), Arc::new(NoEffects), topic, p)
+        .with_restart(Arc::new(make))
+        .with_report(report.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runner.run(stop_rx));
+
+    // When: it runs, it stops at offset 1 and says so (its report, the
+    // store's stop row); offset 0 is applied, nothing past 1 is
+    let stopped_at = |offset: u64| {
+        let (report, store, key) = (report.clone(), env.store.clone(), key.clone());
+        async move {
+            let here = report.snapshot();
+            let stored = quarantine::stop_of(&*store, &key).await.unwrap();
+            here.len() == 1
+                && here[0].state == "stopped"
+                && here[0].offset == offset
+                && stored.is_some_and(|s| s.offset == offset)
+        }
+    };
+    wait_until(|| stopped_at(1)).await;
+    assert_eq!(env.offset(RECORDER, topic, p).await, 1);
+    assert_eq!(committed_rows(&env).await, vec![0]);
+    let stop = quarantine::stop_of(&*env.store, &key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stop.reason.contains("malformed event envelope"), "{stop:?}");
+
+    // When: the operator parks offset 1; then it goes on to 2 and stops at
+    // the input the processor refuses
+    park(&env, topic, p, 1).await;
+    wait_until(|| stopped_at(3)).await;
+    assert_eq!(env.offset(RECORDER, topic, p).await, 3);
+    assert_eq!(committed_rows(&env).await, vec![0, 2]);
+    let stop = quarantine::stop_of(&*env.store, &key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stop.reason.contains("the recorder refuses it"), "{stop:?}");
+
+    // When: that is parked too; then 4 is applied, nothing is stopped, and
+    // exactly 0, 2 and 4 were applied once each (no skip but the parked)
+    park(&env, topic, p, 3).await;
+    wait_until(|| async { env.offset(RECORDER, topic, p).await == 5 }).await;
+    wait_until(|| async { report.snapshot().is_empty() }).await;
+    assert_eq!(committed_rows(&env).await, vec![0, 2, 4]);
+    assert!(quarantine::stopped(&*env.store).await.unwrap().is_empty());
+    assert_eq!(
+        quarantine::parked_offsets(&*env.store, &key).await.unwrap(),
+        [1, 3].into_iter().collect()
+    );
+    // (Without the colocated log, emits are published after the commit.)
+    wait_until(|| async { env.events(Topic::Deliveries).await.len() >= 3 }).await;
+    let mut delivered: Vec<Id> = env
+        .events(Topic::Deliveries)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    delivered.sort();
+    let mut expected: Vec<Id> = [0, 2, 4]
+        .into_iter()
+        .map(|n| delivered_for(&fact(n), T0).id)
+        .collect();
+    expected.sort();
+    assert_eq!(delivered, expected);
+    let _ = stop_tx.send(true);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_partition_stops_at_poison_and_goes_on_past_what_is_parked() {
+    run_stops_and_goes_on_once_parked(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_colocated_partition_stops_at_poison_and_goes_on_past_what_is_parked() {
+    run_stops_and_goes_on_once_parked(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_error_that_does_not_clear_stops_the_partition_after_its_retries() {
+    use clarion_runtime::quarantine::{self, PartitionReport};
+    // Given: inputs 0, 1 (whose processing always fails with a store error)
+    // and 2, an unknown event type (3) and 4
+    let env = Env::colocated().await;
+    let p = u1_partition();
+    let topic = Topic::Triggers;
+    env.append(topic, &[fact(0), fact(1), fact(2)]).await;
+    let mut unknown = <pb::EventEnvelope as prost::Message>::decode(&fact(3).encode()[..]).unwrap();
+    unknown.event_type = "clarion.notification.from_the_future.v9".into();
+    env.log
+        .append(
+            &env.name(topic),
+            vec![Record::new(
+                recipient_key(&acme(), "u1"),
+                prost::Message::encode_to_vec(&unknown),
+            )],
+        )
+        .await
+        .unwrap();
+    env.append(topic, &[fact(4)]).await;
+    let behaviour = Behaviour {
+        store_error: Some(1),
+        ..Default::default()
+    };
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let make = {
+        let calls = calls.clone();
+        move || Recorder {
+            behaviour: behaviour.clone(),
+            calls: calls.clone(),
+        }
+    };
+    let report = PartitionReport::default();
+    let key = runner_key(&env, RECORDER, topic, p);
+    let cfg = RunnerConfig {
+        retry_limit: 3,
+        retry_backoff_max: Duration::from_millis(5),
+        quarantine_poll: Duration::from_millis(20),
+        ..RunnerConfig::default()
+    };
+    let runner = PartitionRunner::new(
+        make(),
+        Arc::new(NoEffects),
+        env.log.clone(),
+        env.store.clone(),
+        env.topics.clone(),
+        topic,
+        p,
+        Arc::new(env.clock.clone()),
+        cfg,
+    )
+    .with_colocated(env.colocated.clone().unwrap())
+    .with_restart(Arc::new(make))
+    .with_report(report.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runner.run(stop_rx));
+
+    // When: it runs: after its retries (then one record a batch, to find
+    // the record that fails) it stops exactly at 1; 0 is committed
+    let stopped = |store: Arc<dyn Store>, key: String| async move {
+        quarantine::stop_of(&*store, &key).await.unwrap()
+    };
+    wait_until(|| async { stopped(env.store.clone(), key.clone()).await.is_some() }).await;
+    let stop = stopped(env.store.clone(), key.clone()).await.unwrap();
+    assert_eq!(stop.offset, 1, "{stop:?}");
+    assert!(stop.reason.contains("disk I/O error"), "{stop:?}");
+    assert!(
+        stop.reason.contains("still failing after 3 retries"),
+        "{stop:?}"
+    );
+    assert_eq!(env.offset(RECORDER, topic, p).await, 1);
+    assert_eq!(committed_rows(&env).await, vec![0]);
+
+    // When: the operator parks 1; then it applies 2 and stops at the
+    // unknown event type
+    park(&env, topic, p, 1).await;
+    wait_until(|| async {
+        stopped(env.store.clone(), key.clone())
+            .await
+            .is_some_and(|s| s.offset == 3)
+    })
+    .await;
+    let stop = stopped(env.store.clone(), key.clone()).await.unwrap();
+    assert!(stop.reason.contains("unknown event type"), "{stop:?}");
+    assert_eq!(committed_rows(&env).await, vec![0, 2]);
+
+    // When: that is parked too; then it goes on to the end, and exactly the
+    // parked records were skipped
+    park(&env, topic, p, 3).await;
+    wait_until(|| async { env.offset(RECORDER, topic, p).await == 5 }).await;
+    assert_eq!(committed_rows(&env).await, vec![0, 2, 4]);
+    assert_eq!(
+        quarantine::parked_offsets(&*env.store, &key).await.unwrap(),
+        [1, 3].into_iter().collect()
+    );
+    assert!(quarantine::stopped(&*env.store).await.unwrap().is_empty());
+    wait_until(|| async { report.snapshot().is_empty() }).await;
+    let _ = stop_tx.send(true);
+    task.await.unwrap().unwrap();
 }
 
 // ---------------------------------------------------------------------------

@@ -12,6 +12,28 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+/// How the writer's errors of a full disk begin: SQLite's `SQLITE_FULL`
+/// (the disk, or the file's `max_page_count`, is full) and `SQLITE_IOERR`
+/// (a write the OS refused, e.g. `ENOSPC` reported late). Callers tell them
+/// from other failures with [`is_storage_full`]: they clear when space
+/// returns, so work waits and retries rather than stopping for good.
+pub const STORAGE_FULL: &str = "storage full: ";
+
+/// A SQLite error as the writer reports it: prefixed with [`STORAGE_FULL`]
+/// when the disk is full or failing writes.
+pub fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => format!("{STORAGE_FULL}{e}"),
+        _ => e.to_string(),
+    }
+}
+
+/// Whether a writer error (see [`describe`]) is a full or failing disk.
+pub fn is_storage_full(msg: &str) -> bool {
+    msg.starts_with(STORAGE_FULL)
+}
+
 /// Opens (creating the directory if needed) a connection in WAL mode with
 /// `synchronous=NORMAL`: a commit survives a process crash (kill -9); only
 /// an OS crash or power loss can lose the last commits.

@@ -122,6 +122,46 @@ impl Writer {
         &self.path
     }
 
+    /// Caps the file at `pages` pages (SQLite's `max_page_count` of the
+    /// writer's connection; `None` only reads it): a write that would grow
+    /// it further fails as storage full ([`crate::is_storage_full`]), as on
+    /// a full disk, and a higher cap lets writes go on. Returns the cap in
+    /// force. Blocks until the writer runs it.
+    pub fn max_page_count(&self, pages: Option<u64>) -> Result<u64, String> {
+        let (tx, rx) = channel();
+        let sql = match pages {
+            Some(n) => format!("PRAGMA max_page_count = {n}"),
+            None => "PRAGMA max_page_count".to_string(),
+        };
+        self.call(
+            false,
+            move |t| t.query_row(&sql, [], |r| r.get::<_, i64>(0)),
+            move |a| {
+                let _ = tx.send(a);
+            },
+        );
+        let n = rx
+            .recv()
+            .map_err(|_| "SQLite writer stopped".to_string())??;
+        Ok(n as u64)
+    }
+
+    /// How many pages the file has now.
+    pub fn page_count(&self) -> Result<u64, String> {
+        let (tx, rx) = channel();
+        self.call(
+            false,
+            |t| t.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)),
+            move |a| {
+                let _ = tx.send(a);
+            },
+        );
+        let n = rx
+            .recv()
+            .map_err(|_| "SQLite writer stopped".to_string())??;
+        Ok(n as u64)
+    }
+
     /// Runs `f` in a transaction of the writer and hands its answer (or the
     /// transaction's error) to `reply`. `background`: see
     /// [`WriteJob::background`].
@@ -265,7 +305,7 @@ where
     }
 
     fn apply(&mut self, tx: &Transaction<'_>) -> Result<(), String> {
-        self.answer = Some((self.f)(tx).map_err(|e| e.to_string())?);
+        self.answer = Some((self.f)(tx).map_err(|e| crate::describe(&e))?);
         Ok(())
     }
 
@@ -447,7 +487,7 @@ fn commit_group(conn: &mut Connection, mut group: Vec<Box<dyn WriteJob>>, class:
 fn run(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::describe(&e))?;
     let mut outcome = Ok(());
     let mut ran = 0;
     for job in jobs.iter_mut() {
@@ -458,7 +498,7 @@ fn run(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), Stri
         }
     }
     if outcome.is_ok() {
-        outcome = tx.commit().map_err(|e| e.to_string());
+        outcome = tx.commit().map_err(|e| crate::describe(&e));
     } else {
         drop(tx); // rolls back
     }

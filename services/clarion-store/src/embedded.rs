@@ -155,11 +155,11 @@ impl WriteJob for BatchJob {
     }
 
     fn apply(&mut self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
-        apply_ops(tx, &self.batch).map_err(|e| e.to_string())
+        apply_ops(tx, &self.batch).map_err(|e| clarion_sqlite::describe(&e))
     }
 
     fn finish(self: Box<Self>, outcome: std::result::Result<(), String>) {
-        let _ = self.reply.send(outcome.map_err(StoreError::Storage));
+        let _ = self.reply.send(outcome.map_err(StoreError::from_writer));
     }
 }
 
@@ -175,7 +175,7 @@ where
     });
     rx.await
         .map_err(|_| unavailable("store writer stopped".into()))?
-        .map_err(StoreError::Storage)
+        .map_err(StoreError::from_writer)
 }
 
 fn create_tables(c: &Connection) -> Result<()> {

@@ -156,6 +156,28 @@ pub enum StoreError {
     Storage(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or the file's size cap) is full, or refuses writes: clears
+    /// when space returns. The message begins "storage full: ".
+    #[error("{0}")]
+    Full(String),
+}
+
+impl StoreError {
+    /// A SQLite writer's error: [`StoreError::Full`] for a full or failing
+    /// disk ([`clarion_sqlite::is_storage_full`]), else `Storage`.
+    pub fn from_writer(msg: String) -> StoreError {
+        if clarion_sqlite::is_storage_full(&msg) {
+            StoreError::Full(msg)
+        } else {
+            StoreError::Storage(msg)
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (the backend was
+    /// unreachable, or the disk full).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -41,10 +41,15 @@ pub enum Table {
     Idempotency,
     /// Content hashes of recent triggers for the dedup window (pk hash), owned by the router, with TTL.
     ContentDedup,
+    /// Records that stopped a processor partition (system tenant; pk
+    /// "stopped", ck the partition) and those an operator parked (pk
+    /// "parked", ck the partition then the offset): see
+    /// `clarion_runtime::quarantine`.
+    Quarantine,
 }
 
 impl Table {
-    pub const ALL: [Table; 17] = [
+    pub const ALL: [Table; 18] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -62,6 +67,7 @@ impl Table {
         Table::WorkflowIndex,
         Table::Idempotency,
         Table::ContentDedup,
+        Table::Quarantine,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -83,6 +89,7 @@ impl Table {
             Table::WorkflowIndex => "workflow_index",
             Table::Idempotency => "idempotency",
             Table::ContentDedup => "content_dedup",
+            Table::Quarantine => "quarantine",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Admin commands that talk to a running Clarion over gRPC:
 //! `clarion workflow apply|list|get`, `clarion limits apply|get`,
-//! `clarion tenant webhook-secret rotate`, `clarion dlq list|show|retry|discard`
-//! and `clarion keys create|list|revoke`.
+//! `clarion tenant webhook-secret rotate`, `clarion dlq list|show|retry|discard`,
+//! `clarion keys create|list|revoke`, and (with the admin token)
+//! `clarion quarantine list|show|park`.
 
 use std::path::PathBuf;
 
@@ -452,6 +453,170 @@ pub async fn keys(c: ClientArgs, cmd: KeysCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?;
             println!("revoked {key_id}");
+        }
+    }
+    Ok(())
+}
+
+// --- `clarion quarantine` (operator, admin token) ---------------------------
+
+#[derive(Args, Clone)]
+pub struct AdminArgs {
+    /// gRPC endpoint of a Clarion gateway.
+    #[arg(
+        long,
+        global = true,
+        env = "CLARION_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// The operator admin token (printed once at first start).
+    #[arg(
+        long,
+        global = true,
+        env = "CLARION_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum QuarantineCmd {
+    /// Stopped partitions (where and why) and every quarantined record.
+    List,
+    /// One record of the log: its size, hash, key and decoding (or why it
+    /// does not decode); `--raw` also prints its bytes in hex.
+    Show {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        #[arg(long)]
+        offset: u64,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Quarantine the record a partition stopped at, so it goes on past it.
+    Park {
+        /// router, dispatcher or projector (as `list` shows).
+        #[arg(long)]
+        processor: String,
+        /// The full topic name, as `list` shows it (e.g. clarion.triggers).
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        #[arg(long)]
+        offset: u64,
+        /// Why it may be skipped (kept with the entry).
+        #[arg(long)]
+        note: String,
+    },
+}
+
+pub async fn quarantine(a: AdminArgs, cmd: QuarantineCmd) -> anyhow::Result<()> {
+    let token = a
+        .admin_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--admin-token (or CLARION_ADMIN_TOKEN) is required"))?;
+    let channel = connect(&ClientArgs {
+        endpoint: a.endpoint.clone(),
+        api_key: None,
+    })
+    .await?;
+    let mut client = api::quarantine_service_client::QuarantineServiceClient::new(channel);
+    match cmd {
+        QuarantineCmd::List => {
+            let r = client
+                .list(authed(&token, api::ListQuarantineRequest {})?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("stopped partitions: {}", r.stopped.len());
+            for s in &r.stopped {
+                println!(
+                    "  {}\t{}\tpartition {}\toffset {}\tsince {}\t{}",
+                    s.processor, s.topic, s.partition, s.offset, s.stopped_at_ms, s.reason
+                );
+            }
+            println!("quarantined records: {}", r.quarantined.len());
+            for q in &r.quarantined {
+                println!(
+                    "  {}\t{}\tpartition {}\toffset {}\tby {} at {}\tsha256 {} ({} bytes)\tnote: {}\treason: {}",
+                    q.processor,
+                    q.topic,
+                    q.partition,
+                    q.offset,
+                    q.actor,
+                    q.quarantined_at_ms,
+                    q.record_sha256,
+                    q.record_size,
+                    q.note,
+                    q.reason
+                );
+            }
+        }
+        QuarantineCmd::Show {
+            topic,
+            partition,
+            offset,
+            raw,
+        } => {
+            let v = client
+                .show(authed(
+                    &token,
+                    api::LogRecordRef {
+                        topic,
+                        partition,
+                        offset,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "{} partition {} offset {}\nkey {:?}\nsize {} bytes, sha256 {}",
+                v.topic, v.partition, v.offset, v.key, v.size, v.sha256
+            );
+            if v.decode_error.is_empty() {
+                println!("event {}\n{}", v.event_type, v.detail_json);
+            } else {
+                println!("does not decode: {}", v.decode_error);
+            }
+            if raw {
+                println!(
+                    "bytes{}: {}",
+                    if v.truncated { " (first 64 KiB)" } else { "" },
+                    hex::encode(&v.value)
+                );
+            }
+        }
+        QuarantineCmd::Park {
+            processor,
+            topic,
+            partition,
+            offset,
+            note,
+        } => {
+            let q = client
+                .park(authed(
+                    &token,
+                    api::ParkRecordRequest {
+                        processor,
+                        topic,
+                        partition,
+                        offset,
+                        note,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "parked {} partition {} offset {} for {} (sha256 {}): the partition goes on past it",
+                q.topic, q.partition, q.offset, q.processor, q.record_sha256
+            );
         }
     }
     Ok(())

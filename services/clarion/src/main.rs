@@ -87,6 +87,14 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// Records that stopped a processor partition: list them, inspect one,
+    /// park one so its partition goes on (over gRPC, with the admin token).
+    Quarantine {
+        #[command(subcommand)]
+        cmd: clarion::client::QuarantineCmd,
+        #[command(flatten)]
+        admin: clarion::client::AdminArgs,
+    },
 }
 
 #[derive(Args, Default)]
@@ -156,6 +164,7 @@ fn main() -> anyhow::Result<()> {
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),
         Command::Keys { cmd, client } => rt.block_on(clarion::client::keys(client, cmd)),
         Command::Tenant { cmd, client } => rt.block_on(clarion::client::tenant(client, cmd)),
+        Command::Quarantine { cmd, admin } => rt.block_on(clarion::client::quarantine(admin, cmd)),
     }
 }
 
@@ -185,11 +194,11 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
         let sd = shutdown.clone();
         let addr = cfg.http.listen;
         let internal = cfg.http.internal_listen;
-        let extra = if roles.contains(&Role::Gateway) {
-            Some(node.tracking_routes().await?)
-        } else {
-            None
-        };
+        let mut extra = clarion_gateway::http::partition_routes(node.partitions.clone());
+        if roles.contains(&Role::Gateway) {
+            extra = extra.merge(node.tracking_routes().await?);
+        }
+        let extra = Some(extra);
         tasks.spawn(async move {
             clarion_gateway::http::serve_split(addr, internal, metrics, ready, extra, sd)
                 .await

@@ -21,6 +21,7 @@ use clarion_log::EventLog;
 use clarion_runtime::colocated::Colocated;
 use clarion_runtime::processor::NoEffects;
 use clarion_runtime::projector::Projector;
+use clarion_runtime::quarantine::PartitionReport;
 use clarion_runtime::router::Router;
 use clarion_runtime::{
     Clock, Effects, PartitionRunner, Processor, RunnerConfig, SystemClock, Topic, Topics,
@@ -83,6 +84,9 @@ pub struct Node {
     pub security: Arc<clarion_gateway::access::Security>,
     /// Seals the secrets Clarion stores (`secrets` configuration).
     pub keyring: Arc<Keyring>,
+    /// This process's stopped and paused processor partitions
+    /// (`/v1/admin/partitions`).
+    pub partitions: PartitionReport,
 }
 
 impl Node {
@@ -142,6 +146,7 @@ impl Node {
             topics,
             clock,
             keyring,
+            partitions: PartitionReport::default(),
         })
     }
 
@@ -191,9 +196,13 @@ impl Node {
         topic: Topic,
         more_inputs: &[Topic],
         effects: Arc<dyn Effects>,
-        make: impl Fn() -> P,
+        make: impl Fn() -> P + Send + Sync + 'static,
         shutdown: &watch::Receiver<bool>,
     ) {
+        // A runner that fails starts over with a fresh processor; a record
+        // it cannot process stops that partition only (until an operator
+        // parks it), never the process.
+        let make: clarion_runtime::runner::Restart<P> = Arc::new(make);
         for p in 0..self.topics.partitions_of(topic) {
             let mut runner = PartitionRunner::new(
                 make(),
@@ -206,7 +215,9 @@ impl Node {
                 self.clock.clone(),
                 self.runner_config(),
             )
-            .with_inputs(more_inputs);
+            .with_inputs(more_inputs)
+            .with_restart(make.clone())
+            .with_report(self.partitions.clone());
             if let Some(c) = &self.colocated {
                 runner = runner.with_colocated(c.clone());
             }
@@ -310,7 +321,7 @@ impl Node {
                     Topic::Triggers,
                     &[Topic::Deliveries],
                     Arc::new(NoEffects),
-                    || {
+                    move || {
                         Router::new(defaults.clone())
                             .with_partitions(partitions)
                             .with_retry(retry.clone())

@@ -642,10 +642,18 @@ async fn dlq_growth_past_the_tenant_threshold_alerts_a_signed_webhook() {
             .status,
         "dead_lettered"
     );
-    assert!(
-        got.lock().unwrap().is_empty(),
+    // No alert was decided: a router emits the alert's dispatch in the
+    // commit that dead-letters the run (with the log in the store's file,
+    // in the same transaction as the `Ended` event the status above was
+    // read from), so the log already holds it if one was decided. Reading
+    // the log, not waiting for a webhook that should not come, makes this
+    // check certain rather than a race with the dispatcher.
+    assert_eq!(
+        alert_dispatches(&node).await,
+        0,
         "one dead letter is under the threshold of 2"
     );
+    assert!(got.lock().unwrap().is_empty());
     let b = trigger_sms(&ch, &key, "bad-2", "+15005550002", r#"{"job":"J-2"}"#).await;
     assert_eq!(
         wait_status(&ch, &key, &b, "dead_lettered", Duration::from_secs(20))
@@ -659,6 +667,7 @@ async fn dlq_growth_past_the_tenant_threshold_alerts_a_signed_webhook() {
     }
     let alerts = got.lock().unwrap().clone();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alert_dispatches(&node).await, 1, "one alert decided");
     assert!(alerts[0].1, "signed");
     let body: serde_json::Value =
         serde_json::from_str(alerts[0].0["body"].as_str().unwrap()).unwrap();
@@ -671,4 +680,24 @@ async fn dlq_growth_past_the_tenant_threshold_alerts_a_signed_webhook() {
         (Some("acme"), Some(2), Some(2))
     );
     node.stop().await;
+}
+
+/// How many DLQ alerts the routers decided: `DispatchRequested` events of
+/// the alert webhook on the dispatch topic.
+async fn alert_dispatches(node: &RunningNode) -> usize {
+    use clarion_domain::{Event, Payload};
+    let n = &node.nodes[0];
+    let topic = clarion_runtime::Topic::Dispatch;
+    let name = n.topics.name(topic);
+    let mut alerts = 0;
+    for p in 0..n.topics.partitions_of(topic) {
+        for r in n.log.read(&name, p, 0, 100_000).await.unwrap() {
+            let e = Event::decode(&r.value).expect("dispatch records decode");
+            if matches!(&e.payload, Payload::DispatchRequested(d) if d.notification_id.starts_with("dlq-alert-"))
+            {
+                alerts += 1;
+            }
+        }
+    }
+    alerts
 }
