@@ -11,6 +11,7 @@ pub mod event;
 pub mod flow;
 pub mod ids;
 pub mod payload;
+pub mod recipient;
 pub mod router;
 pub mod subscriber;
 pub mod template;
