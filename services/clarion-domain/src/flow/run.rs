@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use super::def::{Engagement, Flow, SendSpec, StepKind};
 
-/// Statuses a step can have, as seen by `step_status` branches and `steps.x` in CEL.
+/// Statuses a step can have, as seen by `step_status` branches and `steps.x`
+/// in CEL: the names of [`StepStatus::ALL`], in order.
 pub const STEP_STATUSES: &[&str] = &[
     "pending",
     "sent",
@@ -29,14 +30,130 @@ pub const STEP_STATUSES: &[&str] = &[
     "timed_out",
 ];
 
-fn rank(status: &str) -> u8 {
-    match status {
-        "failed" => 1,
-        "sent" => 2,
-        "delivered" => 3,
-        "opened" | "read" => 4,
-        "clicked" | "acknowledged" => 5,
-        _ => 0,
+/// A step's status. Stored in run records by name (`as_str`), as the
+/// strings were before it, so records of either age read alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Sent,
+    Failed,
+    Delivered,
+    Opened,
+    Read,
+    Clicked,
+    Acknowledged,
+    TimedOut,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 9] = [
+        StepStatus::Pending,
+        StepStatus::Sent,
+        StepStatus::Failed,
+        StepStatus::Delivered,
+        StepStatus::Opened,
+        StepStatus::Read,
+        StepStatus::Clicked,
+        StepStatus::Acknowledged,
+        StepStatus::TimedOut,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Sent => "sent",
+            StepStatus::Failed => "failed",
+            StepStatus::Delivered => "delivered",
+            StepStatus::Opened => "opened",
+            StepStatus::Read => "read",
+            StepStatus::Clicked => "clicked",
+            StepStatus::Acknowledged => "acknowledged",
+            StepStatus::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepStatus> {
+        StepStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// How far a step got: a status only ever rises (a late `sent` does not
+    /// undo `delivered`), except to `timed_out`.
+    fn rank(self) -> u8 {
+        match self {
+            StepStatus::Failed => 1,
+            StepStatus::Sent => 2,
+            StepStatus::Delivered => 3,
+            StepStatus::Opened | StepStatus::Read => 4,
+            StepStatus::Clicked | StepStatus::Acknowledged => 5,
+            StepStatus::Pending | StepStatus::TimedOut => 0,
+        }
+    }
+
+    /// The engagement a status records, if it is one.
+    pub fn engagement(self) -> Option<Engagement> {
+        Engagement::parse(self.as_str())
+    }
+}
+
+impl From<Engagement> for StepStatus {
+    fn from(e: Engagement) -> StepStatus {
+        match e {
+            Engagement::Delivered => StepStatus::Delivered,
+            Engagement::Opened => StepStatus::Opened,
+            Engagement::Clicked => StepStatus::Clicked,
+            Engagement::Acknowledged => StepStatus::Acknowledged,
+            Engagement::Read => StepStatus::Read,
+        }
+    }
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status compares with its name (`run.step_status["email"] == "sent"`).
+impl PartialEq<str> for StepStatus {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for StepStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Where a send failed: rendering it in the router (`route`), at the
+/// provider (`dispatch`), or reported after delivery (`delivery`, a bounce).
+/// The `stage` of `NotificationFailed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureStage {
+    Route,
+    Dispatch,
+    Delivery,
+}
+
+impl FailureStage {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureStage::Route => "route",
+            FailureStage::Dispatch => "dispatch",
+            FailureStage::Delivery => "delivery",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FailureStage> {
+        [
+            FailureStage::Route,
+            FailureStage::Dispatch,
+            FailureStage::Delivery,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -201,6 +318,18 @@ pub enum Purpose {
     AckTimeout,
 }
 
+impl Purpose {
+    /// The name in `TimerFired.purpose` (and in run records).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Purpose::Delay => "delay",
+            Purpose::Retry => "retry",
+            Purpose::WaitTimeout => "wait_timeout",
+            Purpose::AckTimeout => "ack_timeout",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Waiting {
@@ -239,7 +368,7 @@ pub struct Run {
     pub generation: u32,
     pub waiting: Waiting,
     pub timer_seq: u32,
-    pub step_status: BTreeMap<String, String>,
+    pub step_status: BTreeMap<String, StepStatus>,
     pub attempts: Vec<Attempt>,
     pub terminal: Option<Terminal>,
     pub reason: String,
@@ -440,7 +569,7 @@ impl Run {
             return false;
         };
         self.attempt_step(attempt_id)
-            .is_some_and(|step| rank(kind.as_str()) > rank(self.status(step)))
+            .is_some_and(|step| StepStatus::from(*kind).rank() > self.status(step).rank())
     }
 
     /// The step an attempt of this run belongs to.
@@ -452,11 +581,11 @@ impl Run {
     }
 
     /// A step's recorded status (`pending` until it has one).
-    fn status(&self, step: &str) -> &str {
+    fn status(&self, step: &str) -> StepStatus {
         self.step_status
             .get(step)
-            .map(String::as_str)
-            .unwrap_or("pending")
+            .copied()
+            .unwrap_or(StepStatus::Pending)
     }
 
     fn waiting_on(&self, attempt_id: &str) -> bool {
@@ -478,10 +607,9 @@ impl Run {
         self.attempts.last().and_then(|a| flow.step_index(&a.step))
     }
 
-    fn set_status(&mut self, step: &str, status: &str) {
-        if rank(status) > rank(self.status(step)) || status == "timed_out" {
-            self.step_status
-                .insert(step.to_string(), status.to_string());
+    fn set_status(&mut self, step: &str, status: StepStatus) {
+        if status.rank() > self.status(step).rank() || status == StepStatus::TimedOut {
+            self.step_status.insert(step.to_string(), status);
         }
     }
 
@@ -562,7 +690,7 @@ impl Run {
                     let already = self
                         .step_status
                         .get(target)
-                        .and_then(|s| Engagement::parse(s))
+                        .and_then(|s| s.engagement())
                         .is_some_and(|got| got.satisfies(*event));
                     if already {
                         self.pc = flow.resolve(pc, on_event);
@@ -579,13 +707,7 @@ impl Run {
                     ..
                 } => {
                     let taken = match step_status {
-                        Some(check) => {
-                            self.step_status
-                                .get(&check.step)
-                                .map(String::as_str)
-                                .unwrap_or("pending")
-                                == check.is
-                        }
+                        Some(check) => self.status(&check.step).as_str() == check.is,
                         None => {
                             let steps = serde_json::to_value(&self.step_status).unwrap_or_default();
                             match flow.conditions[&pc].eval(&[
@@ -629,7 +751,7 @@ impl Run {
             a.sent = true;
         }
         let step = flow.def.steps[pc].clone();
-        self.set_status(&step.id, "sent");
+        self.set_status(&step.id, StepStatus::Sent);
         self.waiting = Waiting::Nothing;
         match &step.kind {
             StepKind::Fallback { ack: Some(_), .. } => {
@@ -692,7 +814,7 @@ impl Run {
                 return;
             }
         }
-        self.set_status(&step.id, "failed");
+        self.set_status(&step.id, StepStatus::Failed);
         self.end(
             Terminal::DeadLettered,
             format!("step {} failed: {reason}", step.id),
@@ -702,7 +824,7 @@ impl Run {
 
     fn record_engagement(&mut self, attempt_id: &str, kind: Engagement) -> Option<String> {
         let step = self.attempt_step(attempt_id)?.to_string();
-        self.set_status(&step, kind.as_str());
+        self.set_status(&step, kind.into());
         Some(step)
     }
 
@@ -781,7 +903,7 @@ impl Run {
                 self.send(flow, pc, &spec, ctx, out);
             }
             (Purpose::WaitTimeout, StepKind::Wait { on_timeout, .. }) => {
-                self.set_status(&step.id, "timed_out");
+                self.set_status(&step.id, StepStatus::TimedOut);
                 self.pc = flow.resolve(pc, on_timeout);
                 self.advance(flow, ctx, out);
             }
@@ -790,6 +912,64 @@ impl Run {
                 self.next_in_chain_or_dead_letter(flow, pc, reason, ctx, out);
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run with every step status, as records stored before the statuses
+    /// were an enum hold it (MessagePack inside run records, and JSON).
+    const STORED_MSGPACK: &str = "9dac303139306161303066666565a57669736974030201020181a574696d65729204ab61636b5f74696d656f75740589a27330a770656e64696e67a27331a473656e74a27332a66661696c6564a27333a964656c697665726564a27334a66f70656e6564a27335a472656164a27336a7636c69636b6564a27337ac61636b6e6f776c6564676564a27338a974696d65645f6f75749198a26131a46d61696ca5656d61696ca4736d7470cf0000018bcfe5687ba3353530c2c2ad646561645f6c65747465726564b070726f76696465722072656675736564";
+    const STORED_JSON: &str = r#"{"notification_id":"0190aa00ffee","workflow_id":"visit","workflow_version":3,"pc":2,"chain":1,"failures":2,"generation":1,"waiting":{"timer":{"seq":4,"purpose":"ack_timeout"}},"timer_seq":5,"step_status":{"s0":"pending","s1":"sent","s2":"failed","s3":"delivered","s4":"opened","s5":"read","s6":"clicked","s7":"acknowledged","s8":"timed_out"},"attempts":[{"attempt_id":"a1","step":"mail","channel":"email","provider":"smtp","at_ms":1700000000123,"error":"550","retryable":false,"sent":false}],"terminal":"dead_lettered","reason":"provider refused"}"#;
+
+    #[test]
+    fn stored_runs_read_and_write_as_before_the_status_enum() {
+        let bytes = hex::decode(STORED_MSGPACK).unwrap();
+        let run: Run = rmp_serde::from_slice(&bytes).expect("old record reads");
+        let names: Vec<&str> = run.step_status.values().map(StepStatus::as_str).collect();
+        assert_eq!(names, STEP_STATUSES);
+        assert_eq!(
+            run.waiting,
+            Waiting::Timer {
+                seq: 4,
+                purpose: Purpose::AckTimeout
+            }
+        );
+        assert_eq!(run.terminal, Some(Terminal::DeadLettered));
+        assert_eq!(
+            rmp_serde::to_vec(&run).unwrap(),
+            bytes,
+            "written byte for byte alike"
+        );
+        let from_json: Run = serde_json::from_str(STORED_JSON).expect("old JSON reads");
+        assert_eq!(from_json, run);
+        assert_eq!(serde_json::to_string(&run).unwrap(), STORED_JSON);
+    }
+
+    #[test]
+    fn every_status_has_one_name() {
+        let names: Vec<&str> = StepStatus::ALL.iter().map(StepStatus::as_str).collect();
+        assert_eq!(names, STEP_STATUSES);
+        for s in StepStatus::ALL {
+            assert_eq!(StepStatus::parse(s.as_str()), Some(s));
+            assert_eq!(s, s.as_str());
+        }
+        assert_eq!(StepStatus::parse("bounced"), None);
+        for stage in [
+            FailureStage::Route,
+            FailureStage::Dispatch,
+            FailureStage::Delivery,
+        ] {
+            assert_eq!(FailureStage::parse(stage.as_str()), Some(stage));
+        }
+        // An engagement is recorded as the status of the same name.
+        for e in ["delivered", "opened", "read", "clicked", "acknowledged"] {
+            let kind = Engagement::parse(e).unwrap();
+            assert_eq!(StepStatus::from(kind).as_str(), e);
+            assert_eq!(StepStatus::from(kind).engagement(), Some(kind));
         }
     }
 }

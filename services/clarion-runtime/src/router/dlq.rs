@@ -1,0 +1,122 @@
+//! The dead-letter queue's adapter: the queue's rows, this partition's
+//! count per tenant (a store row each, one writer), the size gauge, and the
+//! alert `recipient::dlq` decides on.
+
+use bytes::Bytes;
+use clarion_domain::recipient::dlq::{self, Alert, Change, Counted};
+use clarion_domain::recipient::Event as RecipientEvent;
+use clarion_domain::{Event, Payload};
+use clarion_proto::events as pb;
+use clarion_store::{RowKey, Scan, Store, Table};
+
+use super::{actor, dead_letter_key, Router};
+use crate::processor::{Batch, ProcessError};
+use crate::topics::Topic;
+
+impl Router {
+    /// An operator discarded a dead letter: it leaves the queue (and stays
+    /// a dead letter, which may still be retried).
+    pub(super) async fn on_discarded(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        e: &Event,
+        d: &pb::DeadLetterDiscarded,
+    ) -> Result<(), ProcessError> {
+        let tenant = e.tenant.as_str();
+        let Some(mut rec) = self
+            .take_run_record(store, tenant, &d.notification_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        let discarded = rec.in_dlq;
+        if discarded {
+            rec.in_dlq = false;
+            batch
+                .writes
+                .delete(dead_letter_key(tenant, &d.notification_id));
+        }
+        self.remember(tenant, d.notification_id.clone(), rec, discarded);
+        if discarded {
+            self.dlq_changed(store, batch, e, tenant, -1).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a change of this partition's dead-letter count for a tenant:
+    /// keeps the per-partition row (one writer each), exports the tenant's
+    /// total as a gauge and raises the alert when the decision says so.
+    pub(super) async fn dlq_changed(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        cause: &Event,
+        tenant: &str,
+        delta: i64,
+    ) -> Result<(), ProcessError> {
+        let own_ck = batch.partition.to_be_bytes().to_vec();
+        let rows = store
+            .scan(&Scan::partition(Table::Runs, tenant, "dlq-count", 10_000))
+            .await?;
+        let parse = |b: &[u8]| <[u8; 8]>::try_from(b).map(i64::from_be_bytes).unwrap_or(0);
+        let stored_own = rows
+            .iter()
+            .find(|(ck, _)| *ck == own_ck)
+            .map(|(_, v)| parse(v))
+            .unwrap_or(0);
+        let others: i64 = rows
+            .iter()
+            .filter(|(ck, _)| *ck != own_ck)
+            .map(|(_, v)| parse(v))
+            .sum();
+        let decision = dlq::decide(Change {
+            own: self.recipients.dlq.own(tenant).unwrap_or(stored_own),
+            others,
+            delta,
+            threshold: self.dlq_alerts.threshold_for(tenant),
+        });
+        self.recipients
+            .evolve(RecipientEvent::DeadLettersCounted(Counted {
+                tenant: tenant.to_string(),
+                own: decision.own,
+            }));
+        batch.writes.put(
+            RowKey::new(Table::Runs, tenant, "dlq-count", own_ck),
+            Bytes::copy_from_slice(&decision.own.to_be_bytes()),
+        );
+        metrics::gauge!("clarion_dlq_size", "tenant" => tenant.to_string())
+            .set(decision.total as f64);
+        if let Some(alert) = decision.alert {
+            self.raise_dlq_alert(batch, cause, tenant, alert);
+        }
+        Ok(())
+    }
+
+    /// Counts and logs the alert, and dispatches it to the webhook if one
+    /// is configured.
+    fn raise_dlq_alert(&self, batch: &mut Batch, cause: &Event, tenant: &str, alert: Alert) {
+        metrics::counter!("clarion_dlq_alerts_total", "tenant" => tenant.to_string()).increment(1);
+        tracing::warn!(
+            tenant,
+            total = alert.total,
+            threshold = alert.threshold,
+            "dead-letter queue over its alert threshold"
+        );
+        let Some(url) = &self.dlq_alerts.webhook_url else {
+            return;
+        };
+        let alert_id = cause.id.child("dlq-alert", 0).to_hex();
+        let ev = Event {
+            id: cause.id.child("dlq-alert", 1),
+            tenant: cause.tenant.clone(),
+            partition_key: cause.partition_key.clone(),
+            occurred_at_ms: batch.now_ms,
+            causation_id: Some(cause.id),
+            correlation_id: None,
+            actor: actor(),
+            payload: Payload::DispatchRequested(dlq::alert_dispatch(tenant, alert, url, alert_id)),
+        };
+        batch.emit(Topic::Dispatch, ev);
+    }
+}

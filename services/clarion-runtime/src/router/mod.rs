@@ -1,0 +1,380 @@
+//! The router processor: runs workflows.
+//!
+//! It reads the recipient streams of its partition — triggers and subscriber
+//! upserts, delivery outcomes, engagement, and its own fired timers — and
+//! drives each notification's [`Run`](clarion_domain::flow::Run). It owns the
+//! subscriber and run state of its partition (one writer), and reads tenant
+//! configuration (workflow versions, templates) from the projection, caching
+//! it: published workflow versions are immutable, templates are re-read at
+//! most every second.
+//!
+//! The rules are the domain's (`clarion_domain::recipient`: acceptance,
+//! content dedup, throttling, dead-letter accounting; `flow::run`: the
+//! workflow engine). This module is their adapter: [`Processor::process`]
+//! loads what a batch needs, hands each input to the function for its kind,
+//! and those turn the deciders' decisions into writes, emits and timers.
+//! Caches (`cache`, `runs`) and metrics stay here, out of the rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use clarion_domain::flow::run::FailureStage;
+use clarion_domain::flow::{Engagement, Flow, Input as RunInput, RetryPolicy, TenantLimits};
+use clarion_domain::payload::PayloadCache;
+use clarion_domain::recipient::{self, Map as FastMap};
+use clarion_domain::template::CompiledTemplate;
+use clarion_domain::{Actor, Channel, Event, Payload};
+use clarion_proto::events as pb;
+use clarion_store::{RowKey, Store, Table};
+use prost::Message;
+
+use crate::horizon::Horizon;
+use crate::processor::{Batch, Input, ProcessError, Processor};
+use crate::topics::Topic;
+
+mod cache;
+mod dlq;
+mod drive;
+mod record;
+mod runs;
+mod throttle;
+mod trigger;
+
+pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
+
+pub const ROUTER: &str = clarion_domain::router::ROUTER;
+
+/// When a tenant's dead-letter queue grows past a threshold, an alert is
+/// dispatched to a webhook (signed like every Clarion webhook).
+#[derive(Clone, Debug, Default)]
+pub struct DlqAlerts {
+    /// Dead letters that raise the alert; 0 disables it.
+    pub threshold: u64,
+    pub per_tenant: HashMap<String, u64>,
+    /// Where the alert is POSTed (needs the webhook provider).
+    pub webhook_url: Option<String>,
+}
+
+impl DlqAlerts {
+    fn threshold_for(&self, tenant: &str) -> u64 {
+        self.per_tenant
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.threshold)
+    }
+}
+
+type TemplateEntry = (Instant, Option<Arc<CompiledTemplate>>);
+
+/// Retry policies: a default, per channel, and per tenant and channel.
+#[derive(Clone, Debug, Default)]
+pub struct RetryPolicies {
+    pub default: RetryPolicy,
+    pub channels: HashMap<String, RetryPolicy>,
+    /// tenant → channel → policy
+    pub tenants: HashMap<String, HashMap<String, RetryPolicy>>,
+}
+
+impl RetryPolicies {
+    /// The most specific policy for a tenant's sends on a channel.
+    pub fn for_send(&self, tenant: &str, channel: &str) -> &RetryPolicy {
+        self.tenants
+            .get(tenant)
+            .and_then(|c| c.get(channel))
+            .or_else(|| self.channels.get(channel))
+            .unwrap_or(&self.default)
+    }
+}
+
+pub struct Router {
+    default_providers: HashMap<Channel, String>,
+    retry: RetryPolicies,
+    /// The recipients' state as far as loaded (profiles, content marks,
+    /// throttle windows, dead-letter counts): the domain's aggregate.
+    recipients: recipient::State,
+    flows: FastMap<(String, String, u32), Arc<Flow>>,
+    templates: FastMap<(String, String), TemplateEntry>,
+    /// Boxed: a record is several hundred bytes, and inline it made every
+    /// move in or out of the map a copy of it and the table too big for the
+    /// CPU's caches (hash probes and `memcpy` showed in the profile).
+    runs: FastMap<(String, String), Box<RunRecord>>,
+    /// Runs that ended in the batch being processed. They leave the cache at
+    /// the start of the next batch, not at once: a later input of the same
+    /// batch (the sink's Delivered right behind its Sent) must see the ended
+    /// run, and until the batch commits the store still holds the run as it
+    /// was before.
+    ended: Vec<(String, String)>,
+    /// Runs this batch changed, written once each at its end: a send's
+    /// `sent` and `delivered` arrive together, and encoding the record for
+    /// each of them showed in the profile.
+    changed: Vec<(String, String)>,
+    /// Run records of this batch's notifications read from the store in one
+    /// go before the batch (`None`: no run yet). The cache above wins: an
+    /// entry here is only the state before the batch.
+    prefetched: FastMap<(String, String), Option<Box<RunRecord>>>,
+    /// Metric changes of the batch, reported once at its end (a metric
+    /// lookup per notification showed in the profile).
+    cached_runs_delta: i64,
+    runs_ended: Vec<(&'static str, u64)>,
+    /// The batch's last trigger payload: a request's recipients share it.
+    payloads: PayloadCache,
+    /// Tenant limits by tenant, with when they were read.
+    tenant_limits: HashMap<String, (Instant, Option<Arc<TenantLimits>>)>,
+    partitions: u32,
+    dlq_alerts: DlqAlerts,
+    template_refresh: Duration,
+    /// Which triggers surely have no run yet (no lookup needed).
+    horizon: Horizon,
+}
+
+/// Cache bounds (entries per router partition).
+const MAX_CACHED_RUNS: usize = 200_000;
+const MAX_CACHED_SUBSCRIBERS: usize = 100_000;
+const MAX_CACHED_THROTTLE_LOGS: usize = 100_000;
+const MAX_CACHED_CONTENT_HASHES: usize = 100_000;
+
+fn actor() -> Actor {
+    Actor::System(ROUTER.into())
+}
+
+impl Router {
+    pub fn new(default_providers: HashMap<Channel, String>) -> Router {
+        Router {
+            default_providers,
+            retry: RetryPolicies::default(),
+            recipients: recipient::State::default(),
+            flows: FastMap::default(),
+            templates: FastMap::default(),
+            runs: FastMap::default(),
+            ended: Vec::new(),
+            changed: Vec::new(),
+            prefetched: FastMap::default(),
+            cached_runs_delta: 0,
+            runs_ended: Vec::new(),
+            payloads: PayloadCache::default(),
+            tenant_limits: HashMap::new(),
+            partitions: 1,
+            dlq_alerts: DlqAlerts::default(),
+            template_refresh: Duration::from_secs(1),
+            horizon: Horizon::default(),
+        }
+    }
+
+    /// Partition count of the router's input: workflow-wide throttle limits
+    /// are shared equally among partitions.
+    pub fn with_partitions(mut self, partitions: u32) -> Router {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    pub fn with_dlq_alerts(mut self, alerts: DlqAlerts) -> Router {
+        self.dlq_alerts = alerts;
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicies) -> Router {
+        self.retry = retry;
+        self
+    }
+
+    /// Runs held in memory (in flight, or ended in the last batch).
+    pub fn cached_runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// What the recipient deciders see besides the state.
+    fn ctx(&self, batch: &Batch) -> recipient::Ctx {
+        recipient::Ctx {
+            now_ms: batch.now_ms,
+            partition: batch.partition,
+            partitions: self.partitions,
+        }
+    }
+
+    /// One input, by kind.
+    async fn route(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        e: &Event,
+    ) -> Result<(), ProcessError> {
+        let mut idx = 0u32;
+        match &e.payload {
+            Payload::SubscriberUpserted(s) => self.on_subscriber(batch, e, s),
+            Payload::Triggered(t) => self.on_triggered(store, batch, e, t).await?,
+            Payload::CancelRequested(c) => self.on_cancel(store, batch, e, c).await?,
+            Payload::DlqDiscarded(d) => self.on_discarded(store, batch, e, d).await?,
+            other => {
+                // Facts about an existing run; other events on these topics
+                // are not the router's business.
+                if let Some((nid, fact)) = Fact::of(other) {
+                    self.feed(store, batch, e, nid, |rec| fact.input(rec), &mut idx)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A subscriber's profile, replaced whole: stored, and known from now on.
+    fn on_subscriber(&mut self, batch: &mut Batch, e: &Event, s: &pb::SubscriberUpserted) {
+        let tenant = e.tenant.as_str();
+        batch.writes.put(
+            RowKey::new(Table::Subscribers, tenant, &s.subscriber_id, Vec::new()),
+            Bytes::from(s.encode_to_vec()),
+        );
+        self.recipients.evolve(recipient::Event::ProfileUpserted(
+            recipient::profile::Upserted {
+                tenant: tenant.to_string(),
+                subscriber: clarion_domain::subscriber::Subscriber::from_event(s),
+            },
+        ));
+    }
+}
+
+/// A fact about an existing run, as its input.
+enum Fact {
+    Input(RunInput),
+    /// Engagement, credited to the latest sent attempt when it names none.
+    Engaged {
+        attempt_id: String,
+        kind: Engagement,
+    },
+}
+
+impl Fact {
+    /// The notification a payload is about, and the fact for its run.
+    fn of(payload: &Payload) -> Option<(&str, Fact)> {
+        match payload {
+            Payload::Sent(s) => input(
+                &s.notification_id,
+                RunInput::Sent {
+                    attempt_id: s.attempt_id.clone(),
+                },
+            ),
+            Payload::Failed(f) if f.stage == FailureStage::Dispatch.as_str() => input(
+                &f.notification_id,
+                RunInput::Failed {
+                    attempt_id: f.attempt_id.clone(),
+                    retryable: f.retryable,
+                    reason: f.reason.clone(),
+                },
+            ),
+            Payload::Delivered(d) => input(
+                &d.notification_id,
+                RunInput::Engaged {
+                    attempt_id: d.attempt_id.clone(),
+                    kind: Engagement::Delivered,
+                },
+            ),
+            Payload::Engaged(g) => Engagement::parse(&g.kind).map(|kind| {
+                let attempt_id = g.attempt_id.clone();
+                (
+                    g.notification_id.as_str(),
+                    Fact::Engaged { attempt_id, kind },
+                )
+            }),
+            Payload::DlqRetried(r) => input(&r.notification_id, RunInput::Retry),
+            Payload::TimerFired(t) => input(&t.notification_id, RunInput::Timer { seq: t.seq }),
+            _ => None,
+        }
+    }
+
+    fn input(self, rec: &RunRecord) -> Option<RunInput> {
+        match self {
+            Fact::Input(i) => Some(i),
+            Fact::Engaged { attempt_id, kind } => attempt_for(rec, &attempt_id)
+                .map(|attempt_id| RunInput::Engaged { attempt_id, kind }),
+        }
+    }
+}
+
+/// A plain input for the run of `nid`.
+fn input(nid: &str, i: RunInput) -> Option<(&str, Fact)> {
+    Some((nid, Fact::Input(i)))
+}
+
+/// Engagement without an attempt id is credited to the latest sent attempt.
+fn attempt_for(rec: &RunRecord, attempt_id: &str) -> Option<String> {
+    if !attempt_id.is_empty() {
+        return Some(attempt_id.to_string());
+    }
+    rec.run
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.sent)
+        .or(rec.run.attempts.last())
+        .map(|a| a.attempt_id.clone())
+}
+
+#[async_trait]
+impl Processor for Router {
+    fn name(&self) -> &'static str {
+        ROUTER
+    }
+
+    fn uses_timers(&self) -> bool {
+        true
+    }
+
+    /// Every router input is idempotent against the run state it keeps: a
+    /// repeated trigger finds its run, a repeated outcome or timer finds the
+    /// run no longer waiting for it, upserts and engagement are overwrites.
+    /// So the dedup table (a read and a write per input) is not needed.
+    fn dedup(&self) -> bool {
+        false
+    }
+
+    async fn process(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        self.start_batch();
+        if let (Some(Topic::Triggers), Some(first)) = (batch.topic, inputs.first()) {
+            self.horizon
+                .read_once(store, batch.partition, first.offset)
+                .await?;
+        }
+        self.prefetch_runs(store, inputs).await?;
+        for input in inputs {
+            self.route(store, batch, &input.event).await?;
+        }
+        self.write_changed_runs(batch);
+        self.horizon.write(batch);
+        self.report_metrics();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache::Versioned;
+    use super::*;
+    use clarion_domain::recipient::Pair;
+
+    #[test]
+    fn borrowed_keys_find_what_owned_keys_stored() {
+        let mut m: FastMap<(String, String), u32> = FastMap::default();
+        let mut v: FastMap<(String, String, u32), u32> = FastMap::default();
+        for i in 0..200u32 {
+            m.insert((format!("t{}", i % 3), format!("n{i}")), i);
+            v.insert((format!("t{}", i % 3), format!("w{i}"), i % 5), i);
+        }
+        for i in 0..200u32 {
+            let (t, n, w) = (format!("t{}", i % 3), format!("n{i}"), format!("w{i}"));
+            assert_eq!(m.get(&Pair(&t, &n)), Some(&i));
+            assert_eq!(v.get(&Versioned(&t, &w, i % 5)), Some(&i));
+            // The same strings split differently are another key.
+            assert_eq!(m.get(&Pair(&format!("{t}n"), &format!("{i}"))), None);
+            assert_eq!(v.get(&Versioned(&t, &w, i % 5 + 1)), None);
+        }
+        assert_eq!(m.remove(&Pair("t1", "n1")), Some(1));
+        assert!(!m.contains_key(&Pair("t1", "n1")));
+    }
+}
