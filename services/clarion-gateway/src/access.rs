@@ -68,12 +68,21 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.TenantService/PutWorkflow", Tenant(Admin)),
     ("/clarion.v1.TenantService/PutLimits", Tenant(Admin)),
     ("/clarion.v1.TenantService/GetLimits", Tenant(Read)),
+    (
+        "/clarion.v1.TenantService/RotateWebhookSecret",
+        Tenant(Admin),
+    ),
     ("/clarion.v1.ApiKeyService/List", Tenant(Admin)),
     ("/clarion.v1.ApiKeyService/Revoke", Tenant(Admin)),
+    ("/clarion.v1.QuarantineService/List", Operator),
+    ("/clarion.v1.QuarantineService/Show", Operator),
+    ("/clarion.v1.QuarantineService/Park", Operator),
 ];
 
 /// Every REST route (method, axum path) and the scope it requires.
 pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
+    ("POST", "/v1/notifications", Trigger),
+    ("GET", "/v1/notifications/:id", Read),
     ("POST", "/v1/notifications/:id/engagement", Trigger),
     ("GET", "/v1/dead-letters", Read),
     ("GET", "/v1/dead-letters/:id", Read),

@@ -29,25 +29,33 @@ pub async fn serve(
     extra: Option<Router>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    serve_split(addr, None, metrics, ready, extra, shutdown).await
+    serve_split(addr, None, metrics, ready, extra, Router::new(), shutdown).await
 }
 
-/// [`serve`], with `/metrics` moved to `internal` when given.
+/// [`serve`], with `/metrics` and the `operator` routes (e.g.
+/// [`partition_routes`]) moved to `internal` when given.
 pub async fn serve_split(
     addr: SocketAddr,
     internal: Option<SocketAddr>,
     metrics: PrometheusHandle,
     ready: watch::Receiver<bool>,
     extra: Option<Router>,
+    operator: Router,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let state = HttpState { metrics, ready };
     let Some(internal) = internal else {
-        let app = health().merge(metrics_route()).with_state(state);
+        let app = health()
+            .merge(metrics_route())
+            .with_state(state)
+            .merge(operator);
         return listen(addr, app, extra, "/healthz, /readyz, /metrics", shutdown).await;
     };
     let public = health().with_state(state.clone());
-    let inside = health().merge(metrics_route()).with_state(state);
+    let inside = health()
+        .merge(metrics_route())
+        .with_state(state)
+        .merge(operator);
     // The first to fail (e.g. a port in use) ends both.
     tokio::try_join!(
         listen(addr, public, extra, "/healthz, /readyz", shutdown.clone()),

@@ -194,13 +194,16 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
         let sd = shutdown.clone();
         let addr = cfg.http.listen;
         let internal = cfg.http.internal_listen;
-        let mut extra = clarion_gateway::http::partition_routes(node.partitions.clone());
-        if roles.contains(&Role::Gateway) {
-            extra = extra.merge(node.tracking_routes().await?);
-        }
-        let extra = Some(extra);
+        // Stopped partitions are an operator surface: on the internal
+        // listener when there is one.
+        let operator = clarion_gateway::http::partition_routes(node.partitions.clone());
+        let extra = if roles.contains(&Role::Gateway) {
+            Some(node.tracking_routes().await?)
+        } else {
+            None
+        };
         tasks.spawn(async move {
-            clarion_gateway::http::serve_split(addr, internal, metrics, ready, extra, sd)
+            clarion_gateway::http::serve_split(addr, internal, metrics, ready, extra, operator, sd)
                 .await
                 .with_context(|| format!("HTTP server on {addr}"))
         });

@@ -32,6 +32,7 @@ use tonic_types::StatusExt;
 type Workflows = api::workflow_service_client::WorkflowServiceClient<Channel>;
 type DeadLetters = api::dead_letter_service_client::DeadLetterServiceClient<Channel>;
 type Keys = api::api_key_service_client::ApiKeyServiceClient<Channel>;
+type Quarantine = api::quarantine_service_client::QuarantineServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -422,6 +423,57 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
         )
     );
     row!(
+        "/clarion.v1.TenantService/RotateWebhookSecret",
+        // B rotates its own secret: the answer is B's new secret, nothing of A's.
+        Expect::OwnOnly,
+        |c, k| ok(Tenants::new(c)
+            .rotate_webhook_secret(authed(
+                &k,
+                api::RotateWebhookSecretRequest {
+                    overlap_seconds: Some(0)
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.QuarantineService/List",
+        // Operator only: a tenant key is not the admin token.
+        Expect::Denied,
+        |c, k| ok(Quarantine::new(c)
+            .list(authed(&k, api::ListQuarantineRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.QuarantineService/Show",
+        Expect::Denied,
+        |c, k| ok(Quarantine::new(c)
+            .show(authed(
+                &k,
+                api::LogRecordRef {
+                    topic: "clarion.triggers".into(),
+                    partition: 0,
+                    offset: 0
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.QuarantineService/Park",
+        Expect::Denied,
+        |c, k| ok(Quarantine::new(c)
+            .park(authed(
+                &k,
+                api::ParkRecordRequest {
+                    processor: "router".into(),
+                    topic: "clarion.triggers".into(),
+                    partition: 0,
+                    offset: 0,
+                    note: "b".into()
+                }
+            ))
+            .await)
+    );
+    row!(
         "/clarion.v1.NotificationService/Trigger",
         Expect::Refused(Code::InvalidArgument),
         |c, k| ok(Notifications::new(c)
@@ -610,6 +662,21 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
     let base = format!("http://{}", run.http);
     let nid = &a.notification_id;
     let rest_table: Vec<(&str, &str, String, &str, u16)> = vec![
+        (
+            // B's key on A's workflow id: B has no such workflow.
+            "POST",
+            "/v1/notifications",
+            format!("{base}/v1/notifications"),
+            r#"{"workflow_id":"acme-only","recipients":[{"subscriber_id":"sub-1"}]}"#,
+            400,
+        ),
+        (
+            "GET",
+            "/v1/notifications/:id",
+            format!("{base}/v1/notifications/{nid}"),
+            "",
+            404,
+        ),
         (
             "POST",
             "/v1/notifications/:id/engagement",
