@@ -106,7 +106,12 @@ impl Provider for TwilioProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|e| SendError::retryable(format!("twilio: {e}")))?;
+            .map_err(|e| {
+                SendError::retryable(format!(
+                    "twilio: {}",
+                    crate::ssrf::excerpt(&e.to_string(), crate::webhook::ANSWER_EXCERPT_BYTES)
+                ))
+            })?;
         let status = resp.status();
         if status.is_success() {
             let created: Created = resp
@@ -119,9 +124,11 @@ impl Provider for TwilioProvider {
             });
         }
         let err: ApiError = resp.json().await.unwrap_or_default();
+        // The provider's words reach tenant-readable history: bounded.
         let text = format!(
             "twilio answered {status}: {} (code {})",
-            err.message, err.code
+            crate::ssrf::excerpt(&err.message, crate::webhook::ANSWER_EXCERPT_BYTES),
+            err.code
         );
         if status.is_server_error() || status.as_u16() == 429 {
             Err(SendError::retryable(text))

@@ -481,6 +481,29 @@ mod tests {
     }
 
     #[test]
+    fn outbound_and_secrets_sections_load_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[outbound]\nallow = [\"10.0.0.0/8\", \"hooks.internal\"]\n\
+             [secrets]\nactive-key-id = \"k2\"\n[secrets.keys]\nk2 = \"env:X\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!(c.outbound.allow.len(), 2);
+        assert_eq!(c.outbound.send_timeout_ms, 30_000, "defaults fill the rest");
+        assert_eq!(c.secrets.keys["k2"], "env:X");
+        c.validate().unwrap();
+        let mut bad = c.clone();
+        bad.outbound.allow.push("http://x/".into());
+        assert!(bad.validate().unwrap_err().contains("outbound.allow[2]"));
+        let mut alert = Config::default();
+        alert.dlq.alert_webhook_url = "https://ops.example/alerts".into();
+        assert!(alert.validate().unwrap_err().contains("signing-secret"));
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
