@@ -914,13 +914,21 @@ mod tests {
         let err = parse(&text).unwrap_err();
         assert_eq!(
             fields(&err),
-            ["steps[1].duration", "steps[2].timeout", "dedup_window", "throttle[0].window"],
+            [
+                "steps[1].duration",
+                "steps[2].timeout",
+                "dedup_window",
+                "throttle[0].window"
+            ],
             "{err}"
         );
         assert!(err.0[2].description.contains("maximum of 30d"), "{err}");
         // At the bounds they are accepted.
         let ok = format!("id: w\ndedup_window: 30d\nsteps:\n  - {SEND}\n  - {{id: d, type: delay, duration: 366d}}\n");
-        assert_eq!(parse(&ok).unwrap().dedup_window_ms, Some(limits::MAX_DEDUP_WINDOW_MS));
+        assert_eq!(
+            parse(&ok).unwrap().dedup_window_ms,
+            Some(limits::MAX_DEDUP_WINDOW_MS)
+        );
     }
 
     #[test]
@@ -947,7 +955,10 @@ mod tests {
         let text = format!("id: w\nname: {name}\nsteps:\n  - {{id: e, type: send, channel: email, template: t, to: {to}}}\n");
         let err = parse(&text).unwrap_err();
         assert_eq!(fields(&err), ["name", "steps[0].to"], "{err}");
-        let huge = format!("id: w\nname: {}\nsteps: []\n", "n".repeat(limits::MAX_DEFINITION_BYTES));
+        let huge = format!(
+            "id: w\nname: {}\nsteps: []\n",
+            "n".repeat(limits::MAX_DEFINITION_BYTES)
+        );
         assert_eq!(fields(&parse(&huge).unwrap_err()), ["definition"]);
     }
 
@@ -956,8 +967,15 @@ mod tests {
         let key = "k".repeat(100_000);
         let err = parse(&format!("{{\"id\": \"w\", \"steps\": [], \"{key}\": 1}}")).unwrap_err();
         assert!(err.0[0].description.contains("unknown field"), "{err}");
-        assert!(err.0[0].description.len() < 400, "{}", err.0[0].description.len());
-        let err = parse(&format!("id: w\nsteps:\n  - {{id: e, type: send, channel: email, template: t, next: {key}}}\n")).unwrap_err();
+        assert!(
+            err.0[0].description.len() < 400,
+            "{}",
+            err.0[0].description.len()
+        );
+        let err = parse(&format!(
+            "id: w\nsteps:\n  - {{id: e, type: send, channel: email, template: t, next: {key}}}\n"
+        ))
+        .unwrap_err();
         assert!(err.0[0].description.len() < 400, "{err:.300}");
     }
 
@@ -983,6 +1001,8 @@ mod tests {
         let note = note.expect("a note for the condition");
         assert!(note.contains("exceeded its evaluation budget"), "{note}");
         // The else branch: the send after the branch.
-        assert!(out.iter().any(|o| matches!(o, Output::Send { step, .. } if step == "e")));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Send { step, .. } if step == "e")));
     }
 }
