@@ -889,3 +889,120 @@ fn find_cycle(def: &FlowDef, index: &HashMap<String, usize>) -> Option<Vec<Strin
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Ctx, Input, Output, RetryPolicy, Run};
+    use serde_json::json;
+
+    fn parse(text: &str) -> Result<Flow, Violations> {
+        Flow::parse(text, 1, |_| Some(Channel::Email))
+    }
+
+    fn fields(e: &Violations) -> Vec<&str> {
+        e.0.iter().map(|v| v.field.as_str()).collect()
+    }
+
+    const SEND: &str = "{id: e, type: send, channel: email, template: t}";
+
+    #[test]
+    fn durations_over_their_bounds_are_refused_by_field() {
+        let text = format!(
+            "id: w\ndedup_window: 31d\nthrottle:\n  - {{scope: recipient, limit: 1, window: 31d}}\nsteps:\n  - {SEND}\n  - {{id: d, type: delay, duration: 367d}}\n  - {{id: x, type: wait, for: opened, step: e, timeout: 400d}}\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "steps[1].duration",
+                "steps[2].timeout",
+                "dedup_window",
+                "throttle[0].window"
+            ],
+            "{err}"
+        );
+        assert!(err.0[2].description.contains("maximum of 30d"), "{err}");
+        // At the bounds they are accepted.
+        let ok = format!("id: w\ndedup_window: 30d\nsteps:\n  - {SEND}\n  - {{id: d, type: delay, duration: 366d}}\n");
+        assert_eq!(
+            parse(&ok).unwrap().dedup_window_ms,
+            Some(limits::MAX_DEDUP_WINDOW_MS)
+        );
+    }
+
+    #[test]
+    fn published_definitions_over_a_bound_are_clamped_when_rebuilt() {
+        let def: FlowDef = serde_norway::from_str(&format!(
+            "id: w\ndedup_window: 36500d\nsteps:\n  - {SEND}\n  - {{id: d, type: delay, duration: 99999d}}\n"
+        ))
+        .unwrap();
+        let json = serde_json::to_string(&def).unwrap();
+        let flow = Flow::from_json(&json, 1).unwrap();
+        assert_eq!(flow.dedup_window_ms, Some(limits::MAX_DEDUP_WINDOW_MS));
+        assert_eq!(flow.durations[&(1, "duration")], limits::MAX_DELAY_MS);
+    }
+
+    #[test]
+    fn sizes_and_counts_are_refused_by_field() {
+        let steps: String = (0..=limits::MAX_STEPS)
+            .map(|i| format!("  - {{id: s{i}, type: send, channel: email, template: t}}\n"))
+            .collect();
+        let err = parse(&format!("id: w\nsteps:\n{steps}")).unwrap_err();
+        assert_eq!(fields(&err), ["steps"], "{err}");
+        let name = "n".repeat(limits::MAX_NAME_BYTES + 1);
+        let to = format!("payload.{}", "p".repeat(limits::MAX_PATH_BYTES));
+        let text = format!("id: w\nname: {name}\nsteps:\n  - {{id: e, type: send, channel: email, template: t, to: {to}}}\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(fields(&err), ["name", "steps[0].to"], "{err}");
+        let huge = format!(
+            "id: w\nname: {}\nsteps: []\n",
+            "n".repeat(limits::MAX_DEFINITION_BYTES)
+        );
+        assert_eq!(fields(&parse(&huge).unwrap_err()), ["definition"]);
+    }
+
+    #[test]
+    fn parse_errors_quote_only_an_excerpt() {
+        let key = "k".repeat(100_000);
+        let err = parse(&format!("{{\"id\": \"w\", \"steps\": [], \"{key}\": 1}}")).unwrap_err();
+        assert!(err.0[0].description.contains("unknown field"), "{err}");
+        assert!(
+            err.0[0].description.len() < 400,
+            "{}",
+            err.0[0].description.len()
+        );
+        let err = parse(&format!(
+            "id: w\nsteps:\n  - {{id: e, type: send, channel: email, template: t, next: {key}}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.0[0].description.len() < 400, "{err:.300}");
+    }
+
+    #[test]
+    fn a_branch_condition_over_budget_takes_else_with_the_reason() {
+        let text = format!(
+            "id: w\nsteps:\n  - {{id: b, type: branch, if: 'payload.l.exists(a, payload.l.exists(b, a != b))', then: end}}\n  - {SEND}\n"
+        );
+        let flow = parse(&text).unwrap();
+        let payload = json!({"l": vec![1; 30_000]});
+        let ctx = Ctx {
+            now_ms: 0,
+            payload: &payload,
+            subscriber: &json!({}),
+            tenant: &json!({}),
+            retry: &RetryPolicy::default(),
+        };
+        let out = Run::new("n1", &flow).apply(&flow, Input::Start, &ctx);
+        let note = out.iter().find_map(|o| match o {
+            Output::Note(n) => Some(n.clone()),
+            _ => None,
+        });
+        let note = note.expect("a note for the condition");
+        assert!(note.contains("exceeded its evaluation budget"), "{note}");
+        // The else branch: the send after the branch.
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Send { step, .. } if step == "e")));
+    }
+}
