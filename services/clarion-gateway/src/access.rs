@@ -123,18 +123,6 @@ pub struct Security {
     pub last_used_flush: Duration,
 }
 
-impl Security {
-    /// No rate limit, public reflection, last uses written every minute.
-    pub fn open(clock: std::sync::Arc<dyn clarion_runtime::Clock>) -> Security {
-        Security {
-            limiter: TenantLimiter::unlimited(clock),
-            key_usage: KeyUsage::default(),
-            reflection: ReflectionAccess::Public,
-            last_used_flush: Duration::from_secs(60),
-        }
-    }
-}
-
 /// Until `shutdown`: writes the keys' last-used times every
 /// `last_used_flush` (and once more at the end), and drops rate-limit
 /// buckets that are full again.

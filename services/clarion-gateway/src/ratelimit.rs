@@ -48,13 +48,14 @@ pub struct RateLimitConfig {
 }
 
 impl Default for RateLimitConfig {
-    /// Generous: far above what one tenant's integration needs, low enough
-    /// that one tenant cannot take every append of the gateway.
+    /// Generous: far above what one tenant's integration needs (a Trigger
+    /// call carries up to 1,000 recipients), low enough that one tenant
+    /// cannot take every append of a gateway.
     fn default() -> Self {
         RateLimitConfig {
             default: Rate {
-                per_second: 2_000,
-                burst: 4_000,
+                per_second: 10_000,
+                burst: 20_000,
             },
             tenants: HashMap::new(),
         }
