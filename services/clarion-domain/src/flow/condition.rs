@@ -15,7 +15,9 @@
 //!   expression tree at most [`limits::MAX_CONDITION_DEPTH`] deep, and at most
 //!   [`limits::MAX_COMPREHENSION_NESTING`] comprehensions (`all`, `exists`,
 //!   `map`, ...) are nested in one another;
-//! - at evaluation, a meter charges every operation (except the boolean
+//! - at evaluation (conditions with a comprehension or a `+`; without either,
+//!   every node runs once on operands no larger than the variables, so the
+//!   source limit bounds the work), a meter charges every operation (except the boolean
 //!   connectives, which only pass on what their operands computed) one unit
 //!   plus the size of each value it reads: list elements and map entries
 //!   (counted through nested ones), string and bytes lengths. Each
@@ -167,8 +169,14 @@ impl Condition {
             ));
         }
         let mut expr = program.expression().clone();
-        let mut ids = Ids(shape.max_id + 1);
-        metered(&mut expr, None, &mut ids);
+        // Without comprehensions and concatenation, every operation is
+        // linear in operands no larger than the variables (the payload is
+        // at most 64 KiB) and each node runs once: the source limit bounds
+        // the work, and the meter's cost (a call per operand) is spared.
+        if shape.comprehensions > 0 || shape.concatenates {
+            let mut ids = Ids(shape.max_id + 1);
+            metered(&mut expr, None, &mut ids);
+        }
         Ok(Condition {
             source: source.to_string(),
             expr,
@@ -220,6 +228,9 @@ impl Condition {
 struct Shape {
     depth: usize,
     comprehensions: usize,
+    /// Whether any `+` appears: the one operation whose result can be
+    /// larger than its operands (strings, lists), so chains amplify.
+    concatenates: bool,
     max_id: u64,
 }
 
@@ -250,10 +261,12 @@ impl Shape {
         }
         let mut shape = Shape {
             max_id: e.id,
+            concatenates: matches!(&e.expr, Expr::Call(c) if c.func_name == operators::ADD),
             ..Shape::default()
         };
         for c in children {
             let s = Shape::of(c);
+            shape.concatenates |= s.concatenates;
             shape.depth = shape.depth.max(s.depth);
             shape.comprehensions = shape.comprehensions.max(s.comprehensions);
             shape.max_id = shape.max_id.max(s.max_id);
