@@ -28,22 +28,23 @@ use crate::tenant::{config_event, publish};
 /// Most keys one tenant can list (a bound, far above real use).
 const MAX_KEYS: usize = 10_000;
 
-/// Last uses noted since the previous flush: (tenant, key id) → time.
+/// Last uses noted since the previous flush: tenant → key id → time.
 #[derive(Default)]
 pub struct KeyUsage {
-    pending: Mutex<HashMap<(String, String), i64>>,
+    pending: Mutex<HashMap<String, HashMap<String, i64>>>,
 }
 
 impl KeyUsage {
-    /// Notes a use (memory only).
+    /// Notes a use (memory only; no allocation for a key seen this period).
     pub fn touch(&self, tenant: &str, key_id: &str, now_ms: i64) {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match p.get_mut(&(tenant.to_string(), key_id.to_string())) {
-            Some(at) => *at = (*at).max(now_ms),
-            None => {
-                p.insert((tenant.to_string(), key_id.to_string()), now_ms);
-            }
+        if let Some(at) = p.get_mut(tenant).and_then(|keys| keys.get_mut(key_id)) {
+            *at = (*at).max(now_ms);
+            return;
         }
+        p.entry(tenant.to_string())
+            .or_default()
+            .insert(key_id.to_string(), now_ms);
     }
 
     /// Writes the noted uses in one batch; returns how many.
@@ -53,14 +54,17 @@ impl KeyUsage {
             return Ok(0);
         }
         let mut batch = WriteBatch::new();
-        for ((tenant, key_id), at) in &taken {
-            batch.put(
-                api_key_index(tenant, API_KEY_LAST_USED_PK, key_id),
-                at.to_be_bytes().to_vec(),
-            );
+        for (tenant, keys) in &taken {
+            for (key_id, at) in keys {
+                batch.put(
+                    api_key_index(tenant, API_KEY_LAST_USED_PK, key_id),
+                    at.to_be_bytes().to_vec(),
+                );
+            }
         }
+        let n = batch.len();
         store.write(batch).await?;
-        Ok(taken.len())
+        Ok(n)
     }
 }
 
