@@ -1,7 +1,7 @@
 //! Metric label values that name tenants. Tenant names in labels tell an
 //! operator who is failing, but they also grow every series by the number of
 //! tenants and expose tenant names to whoever reads `/metrics`; so they are
-//! off unless the operator turns them on (`metrics.tenant-labels`), and the
+//! off unless the operator turns them on (`security.metrics-tenant-labels`), and the
 //! label then reads `_`. Every metric with a tenant label goes through
 //! [`tenant`].
 
@@ -18,6 +18,11 @@ pub const HIDDEN: &str = "_";
 /// Turns tenant names in metric labels on or off.
 pub fn set_tenant_labels(on: bool) {
     TENANT_LABELS.store(on, Ordering::Relaxed);
+}
+
+/// Whether tenant names are written into labels.
+pub fn tenant_labels_on() -> bool {
+    TENANT_LABELS.load(Ordering::Relaxed)
 }
 
 /// The `tenant` label value for `tenant`.

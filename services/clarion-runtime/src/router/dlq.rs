@@ -85,8 +85,12 @@ impl Router {
             RowKey::new(Table::Runs, tenant, "dlq-count", own_ck),
             Bytes::copy_from_slice(&decision.own.to_be_bytes()),
         );
-        metrics::gauge!("clarion_dlq_size", "tenant" => tenant.to_string())
-            .set(decision.total as f64);
+        // A tenant's queue size is a per-tenant fact: with tenant labels off
+        // every tenant would overwrite one `_` series, so it is not exported.
+        if crate::metric_labels::tenant_labels_on() {
+            metrics::gauge!("clarion_dlq_size", "tenant" => crate::metric_labels::tenant(tenant))
+                .set(decision.total as f64);
+        }
         if let Some(alert) = decision.alert {
             self.raise_dlq_alert(batch, cause, tenant, alert);
         }
@@ -96,7 +100,7 @@ impl Router {
     /// Counts and logs the alert, and dispatches it to the webhook if one
     /// is configured.
     fn raise_dlq_alert(&self, batch: &mut Batch, cause: &Event, tenant: &str, alert: Alert) {
-        metrics::counter!("clarion_dlq_alerts_total", "tenant" => tenant.to_string()).increment(1);
+        metrics::counter!("clarion_dlq_alerts_total", "tenant" => crate::metric_labels::tenant(tenant)).increment(1);
         tracing::warn!(
             tenant,
             total = alert.total,
