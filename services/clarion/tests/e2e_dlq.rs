@@ -82,21 +82,7 @@ async fn rest(method: &str, url: &str, key: &str) -> (u16, serde_json::Value) {
 }
 
 async fn rest_body(method: &str, url: &str, key: &str, body: &str) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(
-        format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let (status, _, body) = http_call(method, url, key, body).await;
     // Chunked bodies: take the JSON between the first '{' and the last '}'.
     let json = match (body.find('{'), body.rfind('}')) {
         (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or_default(),
