@@ -124,59 +124,16 @@ impl NotificationApi {
         let mut replay = false;
         let mut notifications = notifications;
         if !base.idempotency_key.is_empty() {
-            // Only a keyed request needs its fingerprint (a canonical JSON
-            // rendering and a hash: not free on the hot path).
-            let request_hash = request_fingerprint(&base, &event);
-            let stored = serde_json::json!({
-                "hash": request_hash,
-                "at_ms": at_ms,
-                "notifications": notifications.iter().map(|n| serde_json::json!({
-                    "notification_id": n.notification_id,
-                    "workflow_id": n.workflow_id,
-                    "subscriber_id": n.subscriber_id,
-                })).collect::<Vec<_>>(),
-            });
-            let key = RowKey::new(
-                Table::Idempotency,
-                caller.tenant.as_str(),
-                &base.idempotency_key,
-                Vec::new(),
-            );
-            // Claiming the key is atomic: of concurrent duplicates one wins and
-            // the others read its answer.
-            if let Some(existing) = s
-                .store
-                .insert_if_absent(&key, stored.to_string().into(), Some(s.idempotency_ttl))
-                .await?
+            if let Some(original) =
+                claim_idempotency_key(s, &caller.tenant, &base, &event, at_ms, &notifications)
+                    .await?
             {
-                let existing: serde_json::Value =
-                    serde_json::from_slice(&existing).unwrap_or_default();
-                if existing["hash"] != request_hash.as_str() {
-                    return Err(Violations::single(
-                        "idempotency_key",
-                        format!(
-                            "{:?} was already used with different parameters (keys are kept {} h)",
-                            base.idempotency_key,
-                            s.idempotency_ttl.as_secs() / 3600
-                        ),
-                    )
-                    .into());
-                }
                 replay = true;
                 // The original request's time fixes its ids: rebuild them.
-                if let Some(original) = existing["at_ms"].as_i64() {
-                    events = accept(original);
+                if let Some(original_ms) = original.at_ms {
+                    events = accept(original_ms);
                 }
-                notifications = existing["notifications"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|n| api::TriggeredNotification {
-                        notification_id: n["notification_id"].as_str().unwrap_or_default().into(),
-                        workflow_id: n["workflow_id"].as_str().unwrap_or_default().into(),
-                        subscriber_id: n["subscriber_id"].as_str().unwrap_or_default().into(),
-                    })
-                    .collect();
+                notifications = original.notifications;
             }
         }
         // A replay appends again: if the first request died between claiming
@@ -351,6 +308,76 @@ impl api::notification_service_server::NotificationService for NotificationApi {
             NotificationApi::acknowledge(self, request).await?,
         ))
     }
+}
+
+/// The answer first given to a request with the same idempotency key.
+struct OriginalAnswer {
+    at_ms: Option<i64>,
+    notifications: Vec<api::TriggeredNotification>,
+}
+
+/// Claims the request's idempotency key for this answer, atomically: of
+/// concurrent duplicates one wins and the others read its answer. `None`:
+/// this request is the first. The same key with other parameters is refused.
+async fn claim_idempotency_key(
+    s: &GatewayState,
+    tenant: &clarion_domain::TenantId,
+    base: &TriggerCommand,
+    event: &str,
+    at_ms: i64,
+    notifications: &[api::TriggeredNotification],
+) -> Result<Option<OriginalAnswer>, ApiError> {
+    // Only a keyed request needs its fingerprint (a canonical JSON
+    // rendering and a hash: not free on the hot path).
+    let request_hash = request_fingerprint(base, event);
+    let stored = serde_json::json!({
+        "hash": request_hash,
+        "at_ms": at_ms,
+        "notifications": notifications.iter().map(|n| serde_json::json!({
+            "notification_id": n.notification_id,
+            "workflow_id": n.workflow_id,
+            "subscriber_id": n.subscriber_id,
+        })).collect::<Vec<_>>(),
+    });
+    let key = RowKey::new(
+        Table::Idempotency,
+        tenant.as_str(),
+        &base.idempotency_key,
+        Vec::new(),
+    );
+    let Some(existing) = s
+        .store
+        .insert_if_absent(&key, stored.to_string().into(), Some(s.idempotency_ttl))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let existing: serde_json::Value = serde_json::from_slice(&existing).unwrap_or_default();
+    if existing["hash"] != request_hash.as_str() {
+        return Err(Violations::single(
+            "idempotency_key",
+            format!(
+                "{:?} was already used with different parameters (keys are kept {} h)",
+                base.idempotency_key,
+                s.idempotency_ttl.as_secs() / 3600
+            ),
+        )
+        .into());
+    }
+    let field = |n: &serde_json::Value, k: &str| n[k].as_str().unwrap_or_default().to_string();
+    Ok(Some(OriginalAnswer {
+        at_ms: existing["at_ms"].as_i64(),
+        notifications: existing["notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| api::TriggeredNotification {
+                notification_id: field(n, "notification_id"),
+                workflow_id: field(n, "workflow_id"),
+                subscriber_id: field(n, "subscriber_id"),
+            })
+            .collect(),
+    }))
 }
 
 /// Latest versions of the tenant's workflows triggered by `event`.
