@@ -514,6 +514,33 @@ pub enum QuarantineCmd {
     },
 }
 
+/// `clarion quarantine list`: stopped partitions, then quarantined records.
+fn print_quarantine(r: &api::ListQuarantineResponse) {
+    println!("stopped partitions: {}", r.stopped.len());
+    for s in &r.stopped {
+        println!(
+            "  {}\t{}\tpartition {}\toffset {}\tsince {}\t{}",
+            s.processor, s.topic, s.partition, s.offset, s.stopped_at_ms, s.reason
+        );
+    }
+    println!("quarantined records: {}", r.quarantined.len());
+    for q in &r.quarantined {
+        println!(
+            "  {}\t{}\tpartition {}\toffset {}\tby {} at {}\tsha256 {} ({} bytes)\tnote: {}\treason: {}",
+            q.processor,
+            q.topic,
+            q.partition,
+            q.offset,
+            q.actor,
+            q.quarantined_at_ms,
+            q.record_sha256,
+            q.record_size,
+            q.note,
+            q.reason
+        );
+    }
+}
+
 pub async fn quarantine(a: AdminArgs, cmd: QuarantineCmd) -> anyhow::Result<()> {
     let token = a
         .admin_token
@@ -533,29 +560,7 @@ pub async fn quarantine(a: AdminArgs, cmd: QuarantineCmd) -> anyhow::Result<()> 
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!("stopped partitions: {}", r.stopped.len());
-            for s in &r.stopped {
-                println!(
-                    "  {}\t{}\tpartition {}\toffset {}\tsince {}\t{}",
-                    s.processor, s.topic, s.partition, s.offset, s.stopped_at_ms, s.reason
-                );
-            }
-            println!("quarantined records: {}", r.quarantined.len());
-            for q in &r.quarantined {
-                println!(
-                    "  {}\t{}\tpartition {}\toffset {}\tby {} at {}\tsha256 {} ({} bytes)\tnote: {}\treason: {}",
-                    q.processor,
-                    q.topic,
-                    q.partition,
-                    q.offset,
-                    q.actor,
-                    q.quarantined_at_ms,
-                    q.record_sha256,
-                    q.record_size,
-                    q.note,
-                    q.reason
-                );
-            }
+            print_quarantine(&r);
         }
         QuarantineCmd::Show {
             topic,
