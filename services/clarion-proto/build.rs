@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "schemas/events/v1/envelope.proto",
         "schemas/events/v1/notification.proto",
         "schemas/events/v1/config.proto",
+        "schemas/events/v1/preferences.proto",
     ]
     .map(|p| root.join(p));
     // (Processors read the envelope field by field, `Event::decode`; the

@@ -121,6 +121,11 @@ payloads! {
     DlqDiscarded(DeadLetterDiscarded) = "clarion.notification.dlq_discarded.v1",
     CancelRequested(CancelRequested) = "clarion.notification.cancel_requested.v1",
     ApiKeyRevoked(ApiKeyRevoked) = "clarion.api_key.revoked.v1",
+    TopicRegistered(TopicRegistered) = "clarion.topic.registered.v1",
+    PreferencesChanged(PreferencesChanged) = "clarion.preferences.changed.v1",
+    ContactChanged(ContactChanged) = "clarion.contact.changed.v1",
+    ContactVerified(ContactVerified) = "clarion.contact.verified.v1",
+    ContactVerificationFailed(ContactVerificationFailed) = "clarion.contact.verification_failed.v1",
 }
 
 impl Payload {
@@ -211,8 +216,43 @@ impl Payload {
             Payload::DlqRetried(p) => json!({"note": p.note}),
             Payload::DlqDiscarded(p) => json!({"note": p.note}),
             Payload::CancelRequested(p) => json!({"cancel_key": p.cancel_key, "reason": p.reason}),
+            Payload::TopicRegistered(p) => json!({
+                "topic_id": p.topic_id, "version": p.version, "name": p.name,
+                "description": p.description, "channels": p.channels,
+                "default_opt_in": p.default_opt_in, "required": p.required, "marketing": p.marketing,
+                "previous": serde_json::from_str::<Value>(&p.previous_json).unwrap_or(Value::Null),
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::PreferencesChanged(p) => json!({
+                "subscriber_id": p.subscriber_id,
+                "changes": p.changes.iter().map(|c| {
+                    let (path, old, new) = crate::preferences::describe(c);
+                    json!({"path": path, "old": old, "new": new})
+                }).collect::<Vec<_>>(),
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            // The code is left out: it is for the contact's owner only.
+            Payload::ContactChanged(p) => json!({
+                "subscriber_id": p.subscriber_id, "channel": p.channel,
+                "old": p.old_value, "new": p.new_value, "expires_at_ms": p.expires_at_ms,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::ContactVerified(p) => json!({
+                "subscriber_id": p.subscriber_id, "channel": p.channel, "value": p.value,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::ContactVerificationFailed(p) => json!({
+                "subscriber_id": p.subscriber_id, "channel": p.channel,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
         }
     }
+}
+
+/// Who changed something, and through which interface (audit views).
+fn origin_json(o: Option<&pb::Origin>) -> Value {
+    let o = o.cloned().unwrap_or_default();
+    json!({"interface": o.interface, "actor": o.actor})
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

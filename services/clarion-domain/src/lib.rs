@@ -12,6 +12,7 @@ pub mod flow;
 pub mod ids;
 pub mod limits;
 pub mod payload;
+pub mod preferences;
 pub mod recipient;
 pub mod router;
 pub mod subscriber;

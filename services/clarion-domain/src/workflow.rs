@@ -43,6 +43,8 @@ pub fn from_steps(
         goal: None,
         dedup_window: None,
         throttle: Vec::new(),
+        topic: None,
+        critical: false,
         steps: steps
             .iter()
             .enumerate()

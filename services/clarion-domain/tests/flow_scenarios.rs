@@ -593,3 +593,72 @@ fn given_an_engagement_then_surely_changes_only_when_it_raises_the_status() {
     };
     assert!(!s.run.surely_changes(&stray));
 }
+
+const MARKETING: &str = r#"
+id: promo
+topic: marketing
+steps:
+  - { id: email, type: send, channel: email, template: promo-email }
+  - { id: sms, type: send, channel: sms, template: sms-promo }
+"#;
+
+#[test]
+fn a_send_suppressed_by_preferences_is_skipped_and_the_run_goes_on() {
+    let mut s = Sim::new(MARKETING);
+    s.apply(Input::Start);
+    s.sent_last();
+    // Given the subscriber turned SMS off for the topic
+    let sms = s.last_attempt();
+    s.apply(Input::Suppressed {
+        attempt_id: sms,
+        reason: "subscriber turned sms off for topic marketing".into(),
+    });
+    assert_eq!(s.run.step_status["sms"], "suppressed");
+    assert_eq!(s.run.attempts.len(), 1, "the suppressed send is no attempt");
+    assert_eq!(s.ends, [(Terminal::Completed, "all steps done".into())]);
+    assert!(s.notes[0].contains("step sms: suppressed"), "{:?}", s.notes);
+}
+
+#[test]
+fn a_run_whose_every_send_is_suppressed_ends_suppressed_with_the_first_reason() {
+    let mut s = Sim::new(MARKETING);
+    s.apply(Input::Start);
+    for reason in ["opted out of topic marketing (email)", "opted out (sms)"] {
+        let a = s.last_attempt();
+        s.apply(Input::Suppressed {
+            attempt_id: a,
+            reason: reason.into(),
+        });
+    }
+    assert_eq!(
+        s.ends,
+        [(
+            Terminal::Suppressed,
+            "opted out of topic marketing (email)".into()
+        )]
+    );
+}
+
+#[test]
+fn a_suppressed_channel_of_a_fallback_chain_falls_to_the_next() {
+    let mut s = Sim::new(
+        r#"
+id: reach
+steps:
+  - id: reach
+    type: fallback
+    chain:
+      - { channel: sms, template: sms-a }
+      - { channel: email, template: email-a }
+"#,
+    );
+    s.apply(Input::Start);
+    let sms = s.last_attempt();
+    s.apply(Input::Suppressed {
+        attempt_id: sms,
+        reason: "sms off".into(),
+    });
+    assert_eq!(s.channels(), ["sms", "email"]);
+    s.sent_last();
+    assert_eq!(s.ends, [(Terminal::Completed, "all steps done".into())]);
+}

@@ -46,10 +46,19 @@ pub enum Table {
     /// "parked", ck the partition then the offset): see
     /// `clarion_runtime::quarantine`.
     Quarantine,
+    /// Subscribers' preference settings and contact verification state
+    /// (pk subscriber id), owned by the router.
+    Preferences,
+    /// Every preference and contact change of a subscriber, the event as
+    /// logged (pk subscriber id, ck big-endian time then event id), owned by
+    /// the router.
+    PreferenceHistory,
+    /// Topics (pk "topics", ck topic id: the latest version), from the projector.
+    Topics,
 }
 
 impl Table {
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 21] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -68,6 +77,9 @@ impl Table {
         Table::Idempotency,
         Table::ContentDedup,
         Table::Quarantine,
+        Table::Preferences,
+        Table::PreferenceHistory,
+        Table::Topics,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -90,6 +102,9 @@ impl Table {
             Table::Idempotency => "idempotency",
             Table::ContentDedup => "content_dedup",
             Table::Quarantine => "quarantine",
+            Table::Preferences => "preferences",
+            Table::PreferenceHistory => "preference_history",
+            Table::Topics => "topics",
         }
     }
 }

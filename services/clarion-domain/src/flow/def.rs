@@ -392,6 +392,14 @@ pub struct FlowDef {
     /// Sliding-window limits checked before every send.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttle: Vec<ThrottleDef>,
+    /// The topic its notifications are about: subscribers' preferences for
+    /// it decide which sends go (docs/preferences.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Critical notifications bypass subscribers' opt-outs, never a legal
+    /// block (a marketing unsubscribe) or an unverified contact.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical: bool,
     pub steps: Vec<StepDef>,
 }
 
@@ -456,6 +464,9 @@ impl Flow {
             return Err(v);
         }
         validate_id(&mut v, "id", &def.id);
+        if let Some(topic) = &def.topic {
+            validate_id(&mut v, "topic", topic);
+        }
         if def.steps.is_empty() {
             v.push("steps", "at least one step is required");
         }

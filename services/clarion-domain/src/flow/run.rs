@@ -28,6 +28,7 @@ pub const STEP_STATUSES: &[&str] = &[
     "clicked",
     "acknowledged",
     "timed_out",
+    "suppressed",
 ];
 
 /// A step's status. Stored in run records by name (`as_str`), as the
@@ -44,10 +45,12 @@ pub enum StepStatus {
     Clicked,
     Acknowledged,
     TimedOut,
+    /// Not sent: the subscriber's preferences did not allow it.
+    Suppressed,
 }
 
 impl StepStatus {
-    pub const ALL: [StepStatus; 9] = [
+    pub const ALL: [StepStatus; 10] = [
         StepStatus::Pending,
         StepStatus::Sent,
         StepStatus::Failed,
@@ -57,6 +60,7 @@ impl StepStatus {
         StepStatus::Clicked,
         StepStatus::Acknowledged,
         StepStatus::TimedOut,
+        StepStatus::Suppressed,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -70,6 +74,7 @@ impl StepStatus {
             StepStatus::Clicked => "clicked",
             StepStatus::Acknowledged => "acknowledged",
             StepStatus::TimedOut => "timed_out",
+            StepStatus::Suppressed => "suppressed",
         }
     }
 
@@ -81,7 +86,7 @@ impl StepStatus {
     /// undo `delivered`), except to `timed_out`.
     fn rank(self) -> u8 {
         match self {
-            StepStatus::Failed => 1,
+            StepStatus::Failed | StepStatus::Suppressed => 1,
             StepStatus::Sent => 2,
             StepStatus::Delivered => 3,
             StepStatus::Opened | StepStatus::Read => 4,
@@ -405,6 +410,14 @@ pub enum Input {
         defer_until: Option<i64>,
         reason: String,
     },
+    /// The subscriber's preferences do not allow a send (`reason` names the
+    /// topic, channel and setting): it never went out. A fallback chain
+    /// goes on to its next channel, otherwise the run goes on past the
+    /// step; a run that ends having sent nothing ends suppressed.
+    Suppressed {
+        attempt_id: String,
+        reason: String,
+    },
 }
 
 /// What the run wants done.
@@ -509,18 +522,19 @@ impl Run {
             } => {
                 if self.waiting_on(&attempt_id) {
                     // The attempt never happened: forget it, so the retry reuses its id.
-                    if self
-                        .attempts
-                        .last()
-                        .is_some_and(|a| a.attempt_id == attempt_id)
-                    {
-                        self.attempts.pop();
-                    }
+                    self.forget_attempt(&attempt_id);
                     self.waiting = Waiting::Nothing;
                     match defer_until {
                         Some(at) => self.schedule(at, Purpose::Retry, &mut out),
                         None => self.end(Terminal::Suppressed, reason, &mut out),
                     }
+                }
+            }
+            Input::Suppressed { attempt_id, reason } => {
+                if self.waiting_on(&attempt_id) {
+                    self.forget_attempt(&attempt_id);
+                    self.waiting = Waiting::Nothing;
+                    self.on_suppressed(flow, reason, ctx, &mut out);
                 }
             }
             Input::Retry => {
@@ -662,7 +676,7 @@ impl Run {
         // Bounded: definitions are acyclic, so each step is visited at most once per advance.
         for _ in 0..=flow.def.steps.len() {
             let Some(pc) = self.pc else {
-                self.end(Terminal::Completed, "all steps done".into(), out);
+                self.end_after_last_step(out);
                 return;
             };
             let step = &flow.def.steps[pc];
@@ -738,6 +752,63 @@ impl Run {
                     return;
                 }
             }
+        }
+    }
+
+    /// The last step is done. A run that sent nothing because preferences
+    /// suppressed its sends ends suppressed, with the first reason (kept in
+    /// `reason` while the run goes on).
+    fn end_after_last_step(&mut self, out: &mut Vec<Output>) {
+        let suppressed = self
+            .step_status
+            .values()
+            .any(|s| *s == StepStatus::Suppressed);
+        if suppressed && !self.attempts.iter().any(|a| a.sent) {
+            let reason = std::mem::take(&mut self.reason);
+            self.end(Terminal::Suppressed, reason, out);
+        } else {
+            self.end(Terminal::Completed, "all steps done".into(), out);
+        }
+    }
+
+    /// An attempt that never went out is forgotten, so a later try reuses its id.
+    fn forget_attempt(&mut self, attempt_id: &str) {
+        if self
+            .attempts
+            .last()
+            .is_some_and(|a| a.attempt_id == attempt_id)
+        {
+            self.attempts.pop();
+        }
+    }
+
+    /// A send the subscriber's preferences do not allow: the next channel of
+    /// a fallback chain, else past the step.
+    fn on_suppressed(&mut self, flow: &Flow, reason: String, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+        let Some(pc) = self.pc else { return };
+        let step = flow.def.steps[pc].clone();
+        out.push(Output::Note(format!(
+            "step {}: suppressed: {reason}",
+            step.id
+        )));
+        if self.reason.is_empty() {
+            self.reason = reason;
+        }
+        match &step.kind {
+            StepKind::Fallback { chain, .. } if self.chain + 1 < chain.len() => {
+                self.chain += 1;
+                self.failures = 0;
+                let spec = chain[self.chain].clone();
+                self.send(flow, pc, &spec, ctx, out);
+            }
+            StepKind::Send { next, .. } | StepKind::Fallback { next, .. } => {
+                self.set_status(&step.id, StepStatus::Suppressed);
+                self.pc = flow.resolve(pc, next);
+                self.chain = 0;
+                self.failures = 0;
+                self.advance(flow, ctx, out);
+            }
+            _ => {}
         }
     }
 
@@ -930,7 +1001,7 @@ mod tests {
         let bytes = hex::decode(STORED_MSGPACK).unwrap();
         let run: Run = rmp_serde::from_slice(&bytes).expect("old record reads");
         let names: Vec<&str> = run.step_status.values().map(StepStatus::as_str).collect();
-        assert_eq!(names, STEP_STATUSES);
+        assert_eq!(names, STEP_STATUSES[..9], "the statuses there were then");
         assert_eq!(
             run.waiting,
             Waiting::Timer {

@@ -16,7 +16,9 @@
 //!   `dedup_window` is suppressed);
 //! * [`throttle`]: which limits cover a send, and whether it goes, is
 //!   dropped or deferred;
-//! * [`dlq`]: the dead-letter count and its alert threshold.
+//! * [`dlq`]: the dead-letter count and its alert threshold;
+//! * [`preference`]: subscribers' preference settings, which
+//!   `preferences::evaluate` checks every send against.
 //!
 //! A new per-recipient capability (devices, preferences, quiet hours,
 //! digests) is a module beside these, a field in [`State`], an [`Event`]
@@ -26,6 +28,7 @@
 pub mod acceptance;
 pub mod dedup;
 pub mod dlq;
+pub mod preference;
 pub mod profile;
 pub mod throttle;
 
@@ -68,6 +71,7 @@ pub struct State {
     pub content: dedup::Marks,
     pub throttle: throttle::Windows,
     pub dlq: dlq::Counts,
+    pub preferences: preference::Known,
 }
 
 /// A change of [`State`], the result of a decision the runtime carried out
@@ -83,6 +87,8 @@ pub enum Event {
     SendCounted(throttle::Counted),
     /// This partition's dead-letter count of a tenant changed.
     DeadLettersCounted(dlq::Counted),
+    /// A subscriber's preference settings changed.
+    PreferencesReplaced(preference::Replaced),
 }
 
 impl State {
@@ -94,6 +100,7 @@ impl State {
             Event::ContentMarked(e) => self.content.evolve(e),
             Event::SendCounted(e) => self.throttle.evolve(e),
             Event::DeadLettersCounted(e) => self.dlq.evolve(e),
+            Event::PreferencesReplaced(e) => self.preferences.evolve(e),
         }
     }
 }
