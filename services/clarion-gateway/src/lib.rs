@@ -16,6 +16,7 @@ pub mod http;
 pub mod inbound;
 pub mod keys;
 pub mod notification;
+pub mod preferences;
 pub mod quarantine;
 pub mod ratelimit;
 pub mod rest;
