@@ -109,7 +109,11 @@ pub struct SendInput<'a> {
 /// into the payload or the subscriber) or the recipient's own address on
 /// the channel. The router also asks it before a send, to check the address
 /// against the subscriber's unverified contacts.
-pub fn send_address(to: &Recipient<'_>, spec: &SendSpec, channel: Channel) -> Result<String, String> {
+pub fn send_address(
+    to: &Recipient<'_>,
+    spec: &SendSpec,
+    channel: Channel,
+) -> Result<String, String> {
     match &spec.to {
         Some(path) => resolve_path(
             &template_context(to.tenant, to.notification_id, to.payload, to.subscriber),

@@ -476,7 +476,10 @@ async fn opted_out_topics_and_channels_suppress_sends_and_email_still_goes_when_
     // Then acme's gets the email only, and the run says why the SMS did not go.
     assert_eq!(env.sends(&a1).await, [pair("email", EMAIL)]);
     let reason = "preferences (global_channel): subscriber turned sms off (setting channels.sms)";
-    assert_eq!(env.notes(&a1).await, [format!("step sms: suppressed: {reason}")]);
+    assert_eq!(
+        env.notes(&a1).await,
+        [format!("step sms: suppressed: {reason}")]
+    );
     assert_eq!(
         env.sends(&g1).await,
         [pair("email", EMAIL), pair("sms", PHONE)]
@@ -521,7 +524,10 @@ async fn opted_out_topics_and_channels_suppress_sends_and_email_still_goes_when_
     let ids: Vec<Id> = history.iter().map(|(_, e)| e.id).collect();
     assert_eq!(ids, [sms_off.id, topic_off.id]);
     assert!(history[0].0 < history[1].0, "keys in time order");
-    assert_eq!(&history[1].0[..8], &(topic_off.occurred_at_ms as u64).to_be_bytes());
+    assert_eq!(
+        &history[1].0[..8],
+        &(topic_off.occurred_at_ms as u64).to_be_bytes()
+    );
     assert_eq!(&history[1].0[8..], &topic_off.id.0);
     assert_eq!(history[1].1, topic_off, "the event as logged");
     assert!(env.preferences("globex").await.is_none());
@@ -656,7 +662,10 @@ async fn a_changed_contact_gets_its_code_and_nothing_else_until_verified() {
     let (ev, d) = &verify[0];
     assert_eq!((d.channel.as_str(), d.to.as_str()), ("sms", NEW));
     assert_eq!(d.provider, "sink");
-    assert!(d.body.contains("042042") && d.body.starts_with("Votre code"), "{d:?}");
+    assert!(
+        d.body.contains("042042") && d.body.starts_with("Votre code"),
+        "{d:?}"
+    );
     assert_eq!(ev.causation_id, Some(changed.id));
     assert_eq!(ev.partition_key, recipient_key(&acme, SUB));
     // Its outcomes (answered by settle) found no run and changed nothing.
@@ -691,7 +700,9 @@ async fn a_changed_contact_gets_its_code_and_nothing_else_until_verified() {
     );
     assert_eq!(env.sends(&g1).await, [pair("sms", PHONE)]);
 
-    // When a wrong code is given once, then the right one.
+    // When a wrong code is given once, then the right one (later: history
+    // rows of one millisecond are in event id order).
+    env.clock.advance(std::time::Duration::from_secs(1));
     let failed = env.stream_event(
         &acme,
         SUB,
@@ -702,7 +713,11 @@ async fn a_changed_contact_gets_its_code_and_nothing_else_until_verified() {
         }),
     );
     env.on_streams(vec![failed.clone()]).await;
-    assert_eq!(env.preferences("acme").await.unwrap().contacts["sms"].attempts, 1);
+    assert_eq!(
+        env.preferences("acme").await.unwrap().contacts["sms"].attempts,
+        1
+    );
+    env.clock.advance(std::time::Duration::from_secs(1));
     let verified = env.stream_event(
         &acme,
         SUB,
@@ -720,7 +735,12 @@ async fn a_changed_contact_gets_its_code_and_nothing_else_until_verified() {
     assert_eq!(env.sends(&a2).await, [pair("sms", NEW)]);
     assert!(env.preferences("acme").await.unwrap().contacts["sms"].verified);
     // The history holds each event once, in order.
-    let ids: Vec<Id> = env.history("acme").await.iter().map(|(_, e)| e.id).collect();
+    let ids: Vec<Id> = env
+        .history("acme")
+        .await
+        .iter()
+        .map(|(_, e)| e.id)
+        .collect();
     assert_eq!(ids, [changed.id, failed.id, verified.id]);
     assert!(env.history("globex").await.is_empty());
 }
@@ -730,7 +750,11 @@ async fn a_back_end_upsert_with_another_number_ends_a_pending_verification() {
     let mut env = Env::new().await;
     given(&mut env, &[], &[SMS_ONLY]).await;
     let acme = tenant("acme");
-    let changed = env.stream_event(&acme, SUB, contact_changed("+15550000002", "1", T0 + CODE_TTL_MS));
+    let changed = env.stream_event(
+        &acme,
+        SUB,
+        contact_changed("+15550000002", "1", T0 + CODE_TTL_MS),
+    );
     // An upsert echoing the pending number keeps it pending...
     let echo = env.upsert(&acme, EMAIL, "+15550000002");
     env.on_streams(vec![changed, echo]).await;
@@ -798,8 +822,10 @@ async fn the_projector_keeps_each_topic_at_its_latest_version() {
     // v1 again in a later batch (a replay) leaves v2; v3 replaces it.
     env.configure(vec![topic(&acme, "news", 1, |_| {})]).await;
     assert_eq!(stored(&env, "acme").await.unwrap().version, 2);
-    env.configure(vec![topic(&acme, "news", 3, |t| t.description = "third".into())])
-        .await;
+    env.configure(vec![topic(&acme, "news", 3, |t| {
+        t.description = "third".into()
+    })])
+    .await;
     let a = stored(&env, "acme").await.unwrap();
     assert_eq!((a.version, a.description.as_str()), (3, "third"));
     assert_eq!(stored(&env, "globex").await.unwrap().version, 1);

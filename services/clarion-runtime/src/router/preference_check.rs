@@ -65,21 +65,22 @@ impl Router {
             self.load_preferences(store, tenant, &rec.subscriber_id)
                 .await?;
         }
-        let stored = |r: &Router| {
-            marked
-                .then(|| r.stored_preferences(tenant, &rec.subscriber_id))
-                .flatten()
-        };
-        let unverified = stored(self)
-            .and_then(|p| p.contacts.get(channel.as_str()))
-            .is_some_and(|c| !c.verified);
+        let unverified = marked
+            && self
+                .stored_preferences(tenant, &rec.subscriber_id)
+                .and_then(|p| p.contacts.get(channel.as_str()))
+                .is_some_and(|c| !c.verified);
         let address = if unverified {
             self.address_of(store, tenant, rec, spec, channel, recipient)
                 .await?
         } else {
             String::new()
         };
-        let preferences = stored(self).unwrap_or(&self.no_preferences);
+        let stored = match marked {
+            true => self.stored_preferences(tenant, &rec.subscriber_id),
+            false => None,
+        };
+        let preferences = stored.unwrap_or(&self.no_preferences);
         let verdict = evaluate(&Question {
             channel,
             topic_id: def.topic.as_deref(),
@@ -125,7 +126,11 @@ impl Router {
 
     /// The subscriber's stored preferences, if it has any (loaded first
     /// with [`Router::load_preferences`]).
-    pub(super) fn stored_preferences(&self, tenant: &str, subscriber: &str) -> Option<&Preferences> {
+    pub(super) fn stored_preferences(
+        &self,
+        tenant: &str,
+        subscriber: &str,
+    ) -> Option<&Preferences> {
         self.recipients
             .preferences
             .get(tenant, subscriber)
@@ -141,7 +146,11 @@ impl Router {
         subscriber: &str,
     ) -> Result<(), ProcessError> {
         if !self.preference_marks.has(tenant)
-            || self.recipients.preferences.get(tenant, subscriber).is_some()
+            || self
+                .recipients
+                .preferences
+                .get(tenant, subscriber)
+                .is_some()
         {
             return Ok(());
         }
@@ -149,9 +158,7 @@ impl Router {
             Some(b) => Some(decode_preferences(tenant, subscriber, &b)?),
             None => None,
         };
-        self.recipients
-            .preferences
-            .load(tenant, subscriber, stored);
+        self.recipients.preferences.load(tenant, subscriber, stored);
         Ok(())
     }
 
@@ -175,7 +182,9 @@ impl Router {
                     .preferences
                     .get(tenant, &t.subscriber_id)
                     .is_some()
-                || wanted.last().is_some_and(|(a, b)| a == tenant && *b == t.subscriber_id)
+                || wanted
+                    .last()
+                    .is_some_and(|(a, b)| a == tenant && *b == t.subscriber_id)
             {
                 continue;
             }
@@ -186,10 +195,7 @@ impl Router {
         }
         wanted.sort_unstable();
         wanted.dedup();
-        let keys: Vec<RowKey> = wanted
-            .iter()
-            .map(|(t, s)| preferences_key(t, s))
-            .collect();
+        let keys: Vec<RowKey> = wanted.iter().map(|(t, s)| preferences_key(t, s)).collect();
         let rows = store.get_many(&keys).await?;
         for ((tenant, subscriber), row) in wanted.into_iter().zip(rows) {
             let stored = match row {

@@ -78,9 +78,7 @@ impl Marks {
         if self.read && self.tenants.contains(tenant) {
             return;
         }
-        batch
-            .writes
-            .put(key(tenant, batch.partition), Bytes::new());
+        batch.writes.put(key(tenant, batch.partition), Bytes::new());
         self.tenants.insert(tenant.to_string());
     }
 }

@@ -55,9 +55,7 @@ impl Router {
         let history = history_key(tenant, subscriber, e);
         // Appended twice (a retried request): applied once. A repeat must
         // neither send a second code nor count a wrong one twice.
-        if self.applied_preference_events.contains(&e.id)
-            || store.get(&history).await?.is_some()
-        {
+        if self.applied_preference_events.contains(&e.id) || store.get(&history).await?.is_some() {
             return Ok(());
         }
         let mut prefs = self.preferences_for(store, tenant, subscriber).await?;
@@ -89,10 +87,12 @@ impl Router {
             return Ok(known.clone().unwrap_or_default());
         }
         // Not the marks' shortcut: a change is rare, and the row is the truth.
-        Ok(match store.get(&preferences_key(tenant, subscriber)).await? {
-            Some(b) => decode_preferences(tenant, subscriber, &b)?,
-            None => Preferences::default(),
-        })
+        Ok(
+            match store.get(&preferences_key(tenant, subscriber)).await? {
+                Some(b) => decode_preferences(tenant, subscriber, &b)?,
+                None => Preferences::default(),
+            },
+        )
     }
 
     /// Writes a subscriber's preferences row (marking its tenant on this
@@ -109,11 +109,13 @@ impl Router {
             .put(preferences_key(tenant, subscriber), prefs.encode());
         self.preference_marks.note(batch, tenant);
         self.recipients
-            .evolve(recipient::Event::PreferencesReplaced(preference::Replaced {
-                tenant: tenant.to_string(),
-                subscriber: subscriber.to_string(),
-                preferences: prefs,
-            }));
+            .evolve(recipient::Event::PreferencesReplaced(
+                preference::Replaced {
+                    tenant: tenant.to_string(),
+                    subscriber: subscriber.to_string(),
+                    preferences: prefs,
+                },
+            ));
     }
 
     /// A contact changed through the preference APIs: the profile takes the
@@ -172,7 +174,12 @@ impl Router {
             subscriber_id: c.subscriber_id.clone(),
             step: VERIFY_STEP.into(),
         };
-        let ev = e.caused(0, batch.now_ms, actor(), Payload::DispatchRequested(dispatch));
+        let ev = e.caused(
+            0,
+            batch.now_ms,
+            actor(),
+            Payload::DispatchRequested(dispatch),
+        );
         batch.emit(Topic::Dispatch, ev);
     }
 
@@ -191,10 +198,7 @@ impl Router {
         }
         self.load_preferences(store, tenant, &s.subscriber_id)
             .await?;
-        let Some(mut prefs) = self
-            .stored_preferences(tenant, &s.subscriber_id)
-            .cloned()
-        else {
+        let Some(mut prefs) = self.stored_preferences(tenant, &s.subscriber_id).cloned() else {
             return Ok(());
         };
         if prefs.profile_upserted(s) {
