@@ -428,7 +428,10 @@ fn topic(t: &TenantId, id: &str, version: u32, shape: impl FnOnce(&mut PrefTopic
 
 /// Both tenants: the templates, the topics and workflows given, and the
 /// subscriber with an email and a phone.
-async fn given(env: &mut Env, topics: &[(&str, fn(&mut PrefTopic))], workflows: &[&str]) {
+/// A topic to register: its id and how it differs from a plain one.
+type TopicSpec<'a> = (&'a str, fn(&mut PrefTopic));
+
+async fn given(env: &mut Env, topics: &[TopicSpec<'_>], workflows: &[&str]) {
     let mut config = Vec::new();
     for t in [tenant("acme"), tenant("globex")] {
         for ch in ["email", "sms"] {
