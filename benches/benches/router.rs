@@ -10,6 +10,14 @@
 //!   notifications, which miss); the batches' writes are not committed, as
 //!   the runner would commit them after deciding.
 //!
+//! - `router/notifications-preferences/500`: the same, for a tenant whose
+//!   subscribers have stored preferences (every tenth of them a row, written
+//!   by the router from `PreferencesChanged` events) and whose workflow names
+//!   a registered topic: every send looks its subscriber's preferences up
+//!   (read with one `get_many` per batch the first time, from memory after)
+//!   and evaluates the topic's rules. The plain bench above checks too, with
+//!   no lookup: a tenant without rows.
+//!
 //! Throughput is in notifications per second.
 //!
 //!     cargo bench -p clarion-bench --bench router -- --warm-up-time 1 --measurement-time 3
@@ -18,6 +26,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clarion_bench::padded_payload;
+use clarion_domain::preferences::topic::Topic;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
 use clarion_domain::{Actor, Event, Id, Payload, TenantId};
 use clarion_proto::events as pb;
@@ -59,11 +68,13 @@ fn config_event(tenant: &TenantId, tag: &str, payload: Payload) -> Event {
     }
 }
 
-/// The load generator's workflow and template, published and projected.
-async fn publish_config(store: &dyn Store, tenant: &TenantId) {
+/// The load generator's workflow and template, published and projected;
+/// with `topic`, the workflow names it and it is registered.
+async fn publish_config(store: &dyn Store, tenant: &TenantId, topic: Option<&str>) {
     let template = clarion_bench::email_template();
-    let workflow = clarion_bench::email_workflow();
-    let events = [
+    let mut workflow = clarion_bench::email_workflow();
+    workflow.def.topic = topic.map(str::to_string);
+    let mut events = vec![
         config_event(
             tenant,
             "template",
@@ -75,6 +86,21 @@ async fn publish_config(store: &dyn Store, tenant: &TenantId) {
             Payload::WorkflowPublished(clarion_domain::workflow::published(&workflow)),
         ),
     ];
+    if let Some(id) = topic {
+        let t = Topic {
+            id: id.into(),
+            name: id.into(),
+            default_opt_in: true,
+            version: 1,
+            ..Topic::default()
+        };
+        let registered = t.to_event(None, pb::Origin::default());
+        events.push(config_event(
+            tenant,
+            "topic",
+            Payload::TopicRegistered(registered),
+        ));
+    }
     let inputs: Vec<Input> = events
         .into_iter()
         .enumerate()
@@ -86,6 +112,46 @@ async fn publish_config(store: &dyn Store, tenant: &TenantId) {
         .await
         .expect("projects");
     store.write(batch.writes).await.expect("config committed");
+}
+
+/// Every tenth of the bench's subscribers chooses email for `topic` (so
+/// every send still goes): the router applies the changes and they commit.
+async fn store_preferences(router: &mut Router, store: &dyn Store, tenant: &TenantId, topic: &str) {
+    let inputs: Vec<Input> = (0..REQUESTS * RECIPIENTS)
+        .step_by(10)
+        .map(|i| {
+            let subscriber = format!("lg-{i}");
+            let change = pb::PreferenceChange {
+                path: format!("topics.{topic}.email"),
+                old: pb::Setting::Inherit as i32,
+                new: pb::Setting::On as i32,
+            };
+            let e = Event {
+                id: Id::derive(&[b"pref", subscriber.as_bytes()]),
+                tenant: tenant.clone(),
+                partition_key: clarion_domain::ids::recipient_key(tenant, &subscriber),
+                occurred_at_ms: T0,
+                causation_id: None,
+                correlation_id: None,
+                actor: Actor::ApiKey("k_bench".into()),
+                payload: Payload::PreferencesChanged(pb::PreferencesChanged {
+                    subscriber_id: subscriber,
+                    changes: vec![change],
+                    origin: None,
+                }),
+            };
+            input(i, e)
+        })
+        .collect();
+    let mut batch = Batch::default();
+    router
+        .process(store, &mut batch, &inputs)
+        .await
+        .expect("preferences apply");
+    store
+        .write(batch.writes)
+        .await
+        .expect("preferences committed");
 }
 
 /// A batch of `REQUESTS` Trigger requests of `RECIPIENTS` each; `round`
@@ -197,20 +263,42 @@ fn bench_router(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
+    let mut g = c.benchmark_group("router");
+    g.throughput(Throughput::Elements((REQUESTS * RECIPIENTS) as u64));
+    for preferences in [false, true] {
+        let name = match preferences {
+            false => "notifications",
+            true => "notifications-preferences",
+        };
+        bench_one(&rt, &mut g, name, preferences);
+    }
+    g.finish();
+}
+
+fn bench_one(
+    rt: &tokio::runtime::Runtime,
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    preferences: bool,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.db");
     let store = SqliteStore::open(path.to_str().expect("utf-8 path")).expect("store");
     let tenant = TenantId::parse("acme").expect("tenant");
-    rt.block_on(publish_config(&store, &tenant));
+    let topic = preferences.then_some("appointments");
+    rt.block_on(publish_config(&store, &tenant, topic));
     let mut router = Router::new(HashMap::new());
+    if let Some(topic) = topic {
+        rt.block_on(store_preferences(&mut router, &store, &tenant, topic));
+        // As after a restart: the preferences come from the store.
+        router = Router::new(HashMap::new());
+    }
     // Sanity: every notification of a round is routed and completes.
     let (_, ended) = rt.block_on(round(&mut router, &store, &tenant, 0));
     assert_eq!(ended, REQUESTS * RECIPIENTS, "every run completes");
 
-    let mut g = c.benchmark_group("router");
-    g.throughput(Throughput::Elements((REQUESTS * RECIPIENTS) as u64));
     let mut n = 1;
-    g.bench_function(format!("notifications/{}", REQUESTS * RECIPIENTS), |b| {
+    g.bench_function(format!("{name}/{}", REQUESTS * RECIPIENTS), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -220,7 +308,6 @@ fn bench_router(c: &mut Criterion) {
             total
         })
     });
-    g.finish();
 }
 
 criterion_group!(benches, bench_router);

@@ -105,6 +105,42 @@ pub struct SendInput<'a> {
     pub default_provider: &'a dyn Fn(Channel) -> String,
 }
 
+/// The address a send goes to: the step's alternate contact (`to`, a path
+/// into the payload or the subscriber) or the recipient's own address on
+/// the channel. The router also asks it before a send, to check the address
+/// against the subscriber's unverified contacts.
+pub fn send_address(
+    to: &Recipient<'_>,
+    spec: &SendSpec,
+    channel: Channel,
+) -> Result<String, String> {
+    match &spec.to {
+        Some(path) => resolve_path(
+            &template_context(to.tenant, to.notification_id, to.payload, to.subscriber),
+            path,
+        )
+        .ok_or_else(|| format!("alternate contact {path:?} is missing or empty")),
+        None => to
+            .subscriber
+            .address(channel)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                format!(
+                    "subscriber {:?} has no address for channel {channel}",
+                    to.subscriber.subscriber_id
+                )
+            }),
+    }
+}
+
+/// Whom a send is for: what an alternate contact path may read.
+pub struct Recipient<'a> {
+    pub tenant: &'a str,
+    pub notification_id: &'a str,
+    pub subscriber: &'a Subscriber,
+    pub payload: &'a SharedPayload,
+}
+
 /// Renders a send into the `Routed` record and the `DispatchRequested` message.
 pub fn render_send(
     input: &SendInput<'_>,
@@ -113,28 +149,13 @@ pub fn render_send(
     let template = input
         .template
         .ok_or_else(|| format!("template {:?} does not exist", input.spec.template))?;
-    let to = match &input.spec.to {
-        Some(path) => resolve_path(
-            &template_context(
-                input.tenant,
-                input.notification_id,
-                input.payload,
-                input.subscriber,
-            ),
-            path,
-        )
-        .ok_or_else(|| format!("alternate contact {path:?} is missing or empty"))?,
-        None => input
-            .subscriber
-            .address(channel)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                format!(
-                    "subscriber {:?} has no address for channel {channel}",
-                    input.subscriber.subscriber_id
-                )
-            })?,
+    let recipient = Recipient {
+        tenant: input.tenant,
+        notification_id: input.notification_id,
+        subscriber: input.subscriber,
+        payload: input.payload,
     };
+    let to = send_address(&recipient, input.spec, channel)?;
     let vars = TemplateVars {
         tenant: input.tenant,
         notification_id: input.notification_id,

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use clarion_domain::{Event, Payload};
 use clarion_log::EventLog;
+use clarion_proto::events as pb;
 use clarion_store::{RowKey, Store, Table};
+use prost::Message;
 
 use crate::processor::{Batch, Input, ProcessError, Processor};
 use crate::topics::{Topic, Topics};
@@ -153,13 +155,69 @@ impl Processor for Projector {
 
     async fn process(
         &mut self,
-        _store: &dyn Store,
+        store: &dyn Store,
         batch: &mut Batch,
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
+        let mut topics = TopicVersions::default();
         for input in inputs {
-            project(batch, &input.event, &input.raw);
+            match &input.event.payload {
+                Payload::TopicRegistered(t) => {
+                    topics.project(store, batch, &input.event, t).await?
+                }
+                _ => project(batch, &input.event, &input.raw),
+            }
         }
+        Ok(())
+    }
+}
+
+/// Partition (in the topics table) of a tenant's topics, by topic id.
+pub const TOPICS_PK: &str = "topics";
+
+/// The row of a tenant's topic: its latest `TopicRegistered`, prost-encoded
+/// (not the envelope).
+pub fn topic_key(tenant: &str, topic_id: &str) -> RowKey {
+    RowKey::new(
+        Table::Topics,
+        tenant,
+        TOPICS_PK,
+        topic_id.as_bytes().to_vec(),
+    )
+}
+
+/// The topic versions a batch wrote: a later event of the same topic in the
+/// batch compares with them, since the store has them only after the commit.
+#[derive(Default)]
+struct TopicVersions(std::collections::HashMap<(String, String), u32>);
+
+impl TopicVersions {
+    /// Keeps a topic's row at its latest version: an event older than the
+    /// stored one (a replay, or events out of order) never rolls it back.
+    /// The same version is written again (a repeat changes nothing).
+    async fn project(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        e: &Event,
+        t: &pb::TopicRegistered,
+    ) -> Result<(), ProcessError> {
+        let tenant = e.tenant.as_str();
+        let key = topic_key(tenant, &t.topic_id);
+        let id = (tenant.to_string(), t.topic_id.clone());
+        let stored = match self.0.get(&id) {
+            Some(v) => Some(*v),
+            None => store
+                .get(&key)
+                .await?
+                .and_then(|b| pb::TopicRegistered::decode(&b[..]).ok())
+                .map(|s| s.version),
+        };
+        if stored.is_some_and(|v| t.version < v) {
+            return Ok(());
+        }
+        batch.writes.put(key, Bytes::from(t.encode_to_vec()));
+        self.0.insert(id, t.version);
         Ok(())
     }
 }

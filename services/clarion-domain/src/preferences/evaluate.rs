@@ -262,7 +262,9 @@ mod tests {
         opt_out.default_opt_in = false;
         let plain = topic("invoices");
 
-        let cases: Vec<(Preferences, Option<&Topic>, Channel, bool, bool, Rule)> = vec![
+        // (settings, topic, channel, critical, allowed, rule)
+        type Case<'a> = (Preferences, Option<&'a Topic>, Channel, bool, bool, Rule);
+        let cases: Vec<Case> = vec![
             (
                 prefs(&[("marketing", Some(false))]),
                 Some(&marketing),

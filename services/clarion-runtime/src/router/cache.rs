@@ -1,21 +1,26 @@
 //! The router's caches of tenant configuration (workflows, templates,
-//! limits) and of subscriber profiles. Published workflow versions are
+//! limits, topics) and of subscriber profiles. Published workflow versions are
 //! immutable and cached for good; templates and limits are re-read at most
 //! every `template_refresh`, so configuration changes apply within it.
+//! Topics likewise, all of a tenant's in one read (a tenant has at most
+//! `MAX_TOPICS`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use clarion_domain::flow::{throttle, Flow, TenantLimits};
+use clarion_domain::preferences::topic::{Topic, MAX_TOPICS};
 use clarion_domain::recipient::Pair;
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::{CompiledTemplate, Template};
 use clarion_domain::{Event, Payload};
+use clarion_proto::events as pb;
 use clarion_store::{RowKey, Scan, Store, Table};
+use prost::Message;
 
-use super::{Router, RunRecord};
+use super::{Router, RunRecord, TenantTopics};
 use crate::processor::ProcessError;
-use crate::projector::{version_ck, TENANT_LIMITS_PK};
+use crate::projector::{version_ck, TENANT_LIMITS_PK, TOPICS_PK};
 
 /// A `(tenant, workflow, version)` key, borrowed (see [`Pair`]).
 #[derive(Hash)]
@@ -57,7 +62,40 @@ impl Router {
         Ok(l)
     }
 
-    async fn subscriber(
+    /// A tenant's topic, from all its topics re-read at most every
+    /// `template_refresh` (a changed topic applies within it). `None`: not
+    /// registered.
+    pub(super) async fn topic(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<Arc<Topic>>, ProcessError> {
+        if let Some((at, topics)) = self.topics.get(tenant) {
+            if at.elapsed() < self.template_refresh {
+                return Ok(topics.get(id).cloned());
+            }
+        }
+        let rows = store
+            .scan(&Scan::partition(
+                Table::Topics,
+                tenant,
+                TOPICS_PK,
+                MAX_TOPICS * 2,
+            ))
+            .await?;
+        let topics: TenantTopics = rows
+            .iter()
+            .filter_map(|(_, b)| pb::TopicRegistered::decode(&b[..]).ok())
+            .map(|e| (e.topic_id.clone(), Arc::new(Topic::from_event(&e))))
+            .collect();
+        let found = topics.get(id).cloned();
+        self.topics
+            .insert(tenant.to_string(), (Instant::now(), Arc::new(topics)));
+        Ok(found)
+    }
+
+    pub(super) async fn subscriber(
         &mut self,
         store: &dyn Store,
         tenant: &str,

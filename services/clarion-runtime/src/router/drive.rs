@@ -157,8 +157,19 @@ impl Router {
                 attempt_id,
                 spec,
             } => {
+                let (cause, flow) = (pass.cause, pass.flow);
+                let tenant = cause.tenant.as_str();
+                if let Some(reason) = self
+                    .preferences_deny(store, tenant, flow, rec, &spec, &mut pass.subscriber)
+                    .await?
+                {
+                    // The run notes it and goes on: nothing else is emitted.
+                    pass.queue
+                        .push_back(RunInput::Suppressed { attempt_id, reason });
+                    return Ok(());
+                }
                 let send = Sending {
-                    tenant: pass.cause.tenant.as_str(),
+                    tenant,
                     subscriber: &rec.subscriber_id,
                     channel: &spec.channel,
                     attempt_id: &attempt_id,
@@ -211,13 +222,7 @@ impl Router {
                 .subscriber
                 .insert(self.recipient(store, tenant, rec).await?),
         };
-        let defaults = &self.default_providers;
-        let default_provider = |c: Channel| {
-            defaults
-                .get(&c)
-                .cloned()
-                .unwrap_or_else(|| "sink".to_string())
-        };
+        let default_provider = |c: Channel| self.default_provider(c);
         let nid = &rec.run.notification_id;
         let rendered = render_send(&SendInput {
             tenant,

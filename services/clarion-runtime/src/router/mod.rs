@@ -38,11 +38,16 @@ use crate::topics::Topic;
 mod cache;
 mod dlq;
 mod drive;
+mod preference_check;
+mod preference_marks;
+mod preferences;
 mod record;
 mod runs;
 mod throttle;
 mod trigger;
 
+pub use preference_check::preferences_key;
+pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
 pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
@@ -68,6 +73,8 @@ impl DlqAlerts {
 }
 
 type TemplateEntry = (Instant, Option<Arc<CompiledTemplate>>);
+/// A tenant's topics by id.
+type TenantTopics = FastMap<String, Arc<clarion_domain::preferences::topic::Topic>>;
 
 /// Retry policies: a default, per channel, and per tenant and channel.
 #[derive(Clone, Debug, Default)]
@@ -123,6 +130,15 @@ pub struct Router {
     payloads: PayloadCache,
     /// Tenant limits by tenant, with when they were read.
     tenant_limits: HashMap<String, (Instant, Option<Arc<TenantLimits>>)>,
+    /// Topics by tenant, with when they were read.
+    topics: FastMap<String, (Instant, Arc<TenantTopics>)>,
+    /// Tenants whose subscribers may have stored preferences here.
+    preference_marks: preference_marks::Marks,
+    /// What a subscriber without stored preferences is checked against.
+    no_preferences: clarion_domain::preferences::Preferences,
+    /// Preference events applied in this batch (a repeat in the same batch
+    /// is not in the store yet).
+    applied_preference_events: Vec<clarion_domain::Id>,
     partitions: u32,
     dlq_alerts: DlqAlerts,
     template_refresh: Duration,
@@ -156,6 +172,10 @@ impl Router {
             runs_ended: Vec::new(),
             payloads: PayloadCache::default(),
             tenant_limits: HashMap::new(),
+            topics: FastMap::default(),
+            preference_marks: preference_marks::Marks::default(),
+            no_preferences: Default::default(),
+            applied_preference_events: Vec::new(),
             partitions: 1,
             dlq_alerts: DlqAlerts::default(),
             template_refresh: Duration::from_secs(1),
@@ -203,10 +223,16 @@ impl Router {
     ) -> Result<(), ProcessError> {
         let mut idx = 0u32;
         match &e.payload {
-            Payload::SubscriberUpserted(s) => self.on_subscriber(batch, e, s),
+            Payload::SubscriberUpserted(s) => self.on_subscriber(store, batch, e, s).await?,
             Payload::Triggered(t) => self.on_triggered(store, batch, e, t).await?,
             Payload::CancelRequested(c) => self.on_cancel(store, batch, e, c).await?,
             Payload::DlqDiscarded(d) => self.on_discarded(store, batch, e, d).await?,
+            Payload::PreferencesChanged(_)
+            | Payload::ContactChanged(_)
+            | Payload::ContactVerified(_)
+            | Payload::ContactVerificationFailed(_) => {
+                self.on_preference_event(store, batch, e).await?
+            }
             other => {
                 // Facts about an existing run; other events on these topics
                 // are not the router's business.
@@ -219,9 +245,32 @@ impl Router {
         Ok(())
     }
 
-    /// A subscriber's profile, replaced whole: stored, and known from now on.
-    fn on_subscriber(&mut self, batch: &mut Batch, e: &Event, s: &pb::SubscriberUpserted) {
+    /// A subscriber's profile, replaced whole: stored, and known from now
+    /// on. A contact it sets ends a pending verification of another one.
+    async fn on_subscriber(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        e: &Event,
+        s: &pb::SubscriberUpserted,
+    ) -> Result<(), ProcessError> {
         let tenant = e.tenant.as_str();
+        let profile = clarion_domain::subscriber::Subscriber::from_event(s);
+        self.profile_replaced(store, batch, tenant, &profile)
+            .await?;
+        self.store_profile(batch, tenant, s, profile);
+        Ok(())
+    }
+
+    /// Writes a subscriber's profile row (`s`, whose domain form is
+    /// `profile`) and keeps it for the sends that follow.
+    fn store_profile(
+        &mut self,
+        batch: &mut Batch,
+        tenant: &str,
+        s: &pb::SubscriberUpserted,
+        profile: clarion_domain::subscriber::Subscriber,
+    ) {
         batch.writes.put(
             RowKey::new(Table::Subscribers, tenant, &s.subscriber_id, Vec::new()),
             Bytes::from(s.encode_to_vec()),
@@ -229,9 +278,17 @@ impl Router {
         self.recipients.evolve(recipient::Event::ProfileUpserted(
             recipient::profile::Upserted {
                 tenant: tenant.to_string(),
-                subscriber: clarion_domain::subscriber::Subscriber::from_event(s),
+                subscriber: profile,
             },
         ));
+    }
+
+    /// The provider of a channel when a step names none.
+    fn default_provider(&self, channel: Channel) -> String {
+        self.default_providers
+            .get(&channel)
+            .cloned()
+            .unwrap_or_else(|| "sink".to_string())
     }
 }
 
@@ -341,7 +398,9 @@ impl Processor for Router {
                 .read_once(store, batch.partition, first.offset)
                 .await?;
         }
+        self.preference_marks.read_once(store).await?;
         self.prefetch_runs(store, inputs).await?;
+        self.prefetch_preferences(store, inputs).await?;
         for input in inputs {
             self.route(store, batch, &input.event).await?;
         }

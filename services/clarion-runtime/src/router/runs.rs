@@ -162,6 +162,10 @@ impl Router {
         if state.content.len() >= MAX_CACHED_CONTENT_HASHES {
             state.content.clear();
         }
+        if state.preferences.len() >= MAX_CACHED_SUBSCRIBERS {
+            state.preferences.clear();
+        }
+        self.applied_preference_events.clear();
         self.payloads.clear();
         self.forget_ended_runs();
     }
