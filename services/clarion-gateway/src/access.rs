@@ -77,10 +77,7 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.QuarantineService/List", Operator),
     ("/clarion.v1.QuarantineService/Show", Operator),
     ("/clarion.v1.QuarantineService/Park", Operator),
-    (
-        "/clarion.v1.PreferenceService/GetPreferences",
-        Tenant(Read),
-    ),
+    ("/clarion.v1.PreferenceService/GetPreferences", Tenant(Read)),
     (
         "/clarion.v1.PreferenceService/UpdatePreferences",
         Tenant(Preferences),

@@ -100,8 +100,7 @@ pub(crate) async fn by_credential(
     }
     let key = PresentedKey::parse(&raw).ok_or_else(|| {
         ApiError::Unauthenticated(
-            "malformed API key: expected ck_<tenant>_<secret> (or a subscriber token)"
-                .into(),
+            "malformed API key: expected ck_<tenant>_<secret> (or a subscriber token)".into(),
         )
     })?;
     let now = state.clock.now_ms();

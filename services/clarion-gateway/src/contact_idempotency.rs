@@ -42,7 +42,9 @@ pub async fn change_once(
     if key.len() > clarion_domain::limits::MAX_KEY_BYTES {
         return Err(Violations::single("Idempotency-Key", "is too long").into());
     }
-    let request = sha256_hex(format!("{}\u{0}{id}\u{0}{channel}\u{0}{value}", who.tenant.as_str()).as_bytes());
+    let request = sha256_hex(
+        format!("{}\u{0}{id}\u{0}{channel}\u{0}{value}", who.tenant.as_str()).as_bytes(),
+    );
     let pending = Claim {
         request: request.clone(),
         expires_at_ms: None,

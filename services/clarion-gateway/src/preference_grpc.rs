@@ -99,7 +99,9 @@ impl PreferenceApi {
         let r = req.into_inner();
         let changes = requested(
             "changes",
-            r.changes.iter().map(|c| (c.path.as_str(), c.value.as_str())),
+            r.changes
+                .iter()
+                .map(|c| (c.path.as_str(), c.value.as_str())),
         )?;
         let p = ops::update(&self.0, &who, &r.subscriber_id, &changes).await?;
         Ok(to_api(&r.subscriber_id, &p))
@@ -163,9 +165,8 @@ impl PreferenceApi {
         // An API key only: a token never mints tokens.
         let caller = auth::tenant(&self.0, req.metadata()).await?;
         let r = req.into_inner();
-        let m =
-            subscriber_token::mint(&self.0, &caller.tenant, &r.subscriber_id, r.ttl_seconds)
-                .await?;
+        let m = subscriber_token::mint(&self.0, &caller.tenant, &r.subscriber_id, r.ttl_seconds)
+            .await?;
         Ok(api::CreateSubscriberTokenResponse {
             token: m.token,
             expires_at_ms: m.expires_at_ms,
@@ -178,7 +179,11 @@ impl PreferenceApi {
     ) -> Result<api::RotateSubscriberTokenKeyResponse, ApiError> {
         let caller = auth::tenant(&self.0, req.metadata()).await?;
         let key_id = subscriber_token::rotate(&self.0, &caller.tenant).await?;
-        tracing::info!(tenant = caller.tenant.as_str(), key_id, "subscriber token key rotated");
+        tracing::info!(
+            tenant = caller.tenant.as_str(),
+            key_id,
+            "subscriber token key rotated"
+        );
         Ok(api::RotateSubscriberTokenKeyResponse { key_id })
     }
 }

@@ -88,7 +88,11 @@ mod tests {
 
     #[test]
     fn values_parse_and_bad_ones_name_their_index() {
-        let r = requested("changes", [("channels.sms", "off"), ("marketing", "inherit")]).unwrap();
+        let r = requested(
+            "changes",
+            [("channels.sms", "off"), ("marketing", "inherit")],
+        )
+        .unwrap();
         assert_eq!(r[0].value, Some(false));
         assert_eq!(r[1].value, None);
         let v = requested("changes", [("channels.sms", "on"), ("marketing", "maybe")]).unwrap_err();

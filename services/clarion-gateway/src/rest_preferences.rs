@@ -269,12 +269,14 @@ fn topic_view(t: &Topic) -> TopicView {
 /// Reads a body of at most [`MAX_BODY_BYTES`]; a larger one is answered
 /// 413 (problem+json) without reading the rest.
 async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        crate::error::problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
-        )
-    })
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            crate::error::problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+            )
+        })
 }
 
 /// Parses a JSON body, naming the offending field in the error; `empty` is
@@ -349,7 +351,9 @@ pub async fn patch_preferences(
         let b: PatchPreferences = parse_json(&body, None)?;
         let changes = requested(
             "changes",
-            b.changes.iter().map(|c| (c.path.as_str(), c.value.as_str())),
+            b.changes
+                .iter()
+                .map(|c| (c.path.as_str(), c.value.as_str())),
         )?;
         let p = ops::update(&s, &who, &id, &changes).await?;
         Ok(preferences_view(&id, &p))
@@ -361,9 +365,9 @@ pub async fn patch_preferences(
 fn number(q: &HashMap<String, String>, name: &str) -> Result<u32, ApiError> {
     match q.get(name) {
         None => Ok(0),
-        Some(v) => v.parse().map_err(|_| {
-            Violations::single(name, "must be a non-negative whole number").into()
-        }),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Violations::single(name, "must be a non-negative whole number").into()),
     }
 }
 
@@ -624,7 +628,10 @@ pub fn routes() -> Router<GatewayState> {
         )
         .route("/v1/subscribers/:id/preferences/history", get(history))
         .route("/v1/preferences/evaluate", post(evaluate))
-        .route("/v1/subscribers/:id/contacts/:channel", post(change_contact))
+        .route(
+            "/v1/subscribers/:id/contacts/:channel",
+            post(change_contact),
+        )
         .route(
             "/v1/subscribers/:id/contacts/:channel/verify",
             post(verify_contact),

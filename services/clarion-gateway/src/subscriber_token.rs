@@ -240,9 +240,10 @@ pub async fn verify(s: &GatewayState, raw: &str) -> Result<Verified, ApiError> {
     }
     // Which tenant's key to check with: read before the signature is
     // checked, trusted only after.
-    let unverified = jsonwebtoken::decode::<Claims>(raw, &DecodingKey::from_secret(&[]), &rules(false))
-        .map_err(|_| invalid())?
-        .claims;
+    let unverified =
+        jsonwebtoken::decode::<Claims>(raw, &DecodingKey::from_secret(&[]), &rules(false))
+            .map_err(|_| invalid())?
+            .claims;
     let tenant = TenantId::parse(&unverified.ten).map_err(|_| invalid())?;
     let Some(stored) = s.store.get(&row(tenant.as_str())).await? else {
         return Err(invalid());
@@ -251,9 +252,10 @@ pub async fn verify(s: &GatewayState, raw: &str) -> Result<Verified, ApiError> {
     if header.kid.as_deref() != Some(key.kid.as_str()) {
         return Err(invalid());
     }
-    let claims = jsonwebtoken::decode::<Claims>(raw, &DecodingKey::from_secret(&key.secret), &rules(true))
-        .map_err(|_| invalid())?
-        .claims;
+    let claims =
+        jsonwebtoken::decode::<Claims>(raw, &DecodingKey::from_secret(&key.secret), &rules(true))
+            .map_err(|_| invalid())?
+            .claims;
     let expires_at_ms = claims.exp.saturating_mul(1000);
     if claims.scope != SCOPE || claims.ten != tenant.as_str() || s.clock.now_ms() >= expires_at_ms {
         return Err(invalid());
@@ -277,7 +279,9 @@ mod tests {
 
     #[test]
     fn api_keys_and_tokens_have_different_shapes() {
-        assert!(looks_like_token("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"));
+        assert!(looks_like_token(
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+        ));
         assert!(!looks_like_token(
             "ck_acme_0123456789abcdef0123456789abcdef"
         ));
@@ -295,6 +299,9 @@ mod tests {
         assert_eq!(key.kid.len(), 16);
         assert!(open(&keyring, "globex", &made).is_err());
         let text = String::from_utf8(made.to_vec()).unwrap();
-        assert!(!text.contains(&b64().encode(&key.secret)), "stored in clear");
+        assert!(
+            !text.contains(&b64().encode(&key.secret)),
+            "stored in clear"
+        );
     }
 }

@@ -249,17 +249,19 @@ pub async fn tenant(c: ClientArgs, cmd: TenantCmd) -> anyhow::Result<()> {
         TenantCmd::SubscriberTokenKey {
             cmd: SubscriberTokenKeyCmd::Rotate,
         } => {
-            let r = api::preference_service_client::PreferenceServiceClient::new(
-                connect(&c).await?,
-            )
-            .rotate_subscriber_token_key(authed(
-                c.key()?,
-                api::RotateSubscriberTokenKeyRequest {},
-            )?)
-            .await
-            .map_err(explain)?
-            .into_inner();
-            println!("subscriber token key {}: every earlier token is revoked", r.key_id);
+            let r =
+                api::preference_service_client::PreferenceServiceClient::new(connect(&c).await?)
+                    .rotate_subscriber_token_key(authed(
+                        c.key()?,
+                        api::RotateSubscriberTokenKeyRequest {},
+                    )?)
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+            println!(
+                "subscriber token key {}: every earlier token is revoked",
+                r.key_id
+            );
         }
         TenantCmd::WebhookSecret {
             cmd: WebhookSecretCmd::Rotate { overlap_seconds },
@@ -731,8 +733,10 @@ pub enum SubscribersCmd {
 /// An authenticated request recorded as made through the CLI.
 fn from_cli<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let mut r = authed(key, msg)?;
-    r.metadata_mut()
-        .insert("x-clarion-interface", tonic::metadata::MetadataValue::from_static("cli"));
+    r.metadata_mut().insert(
+        "x-clarion-interface",
+        tonic::metadata::MetadataValue::from_static("cli"),
+    );
     Ok(r)
 }
 
@@ -758,9 +762,9 @@ fn preferences_json(p: &api::SubscriberPreferences) -> serde_json::Value {
 }
 
 fn setting(arg: &str) -> anyhow::Result<api::PreferenceSetting> {
-    let (path, value) = arg
-        .split_once('=')
-        .ok_or_else(|| anyhow::anyhow!("{arg:?}: expected PATH=VALUE, e.g. topics.marketing.sms=off"))?;
+    let (path, value) = arg.split_once('=').ok_or_else(|| {
+        anyhow::anyhow!("{arg:?}: expected PATH=VALUE, e.g. topics.marketing.sms=off")
+    })?;
     Ok(api::PreferenceSetting {
         path: path.into(),
         value: value.into(),
@@ -774,14 +778,25 @@ pub async fn preferences(c: ClientArgs, cmd: PreferencesCmd) -> anyhow::Result<(
     match cmd {
         PreferencesCmd::Get { subscriber } => {
             let p = client
-                .get_preferences(from_cli(key, api::GetPreferencesRequest { subscriber_id: subscriber })?)
+                .get_preferences(from_cli(
+                    key,
+                    api::GetPreferencesRequest {
+                        subscriber_id: subscriber,
+                    },
+                )?)
                 .await
                 .map_err(explain)?
                 .into_inner();
             print_json(&preferences_json(&p))?;
         }
-        PreferencesCmd::Set { subscriber, changes } => {
-            let changes = changes.iter().map(|a| setting(a)).collect::<anyhow::Result<_>>()?;
+        PreferencesCmd::Set {
+            subscriber,
+            changes,
+        } => {
+            let changes = changes
+                .iter()
+                .map(|a| setting(a))
+                .collect::<anyhow::Result<_>>()?;
             let p = client
                 .update_preferences(from_cli(
                     key,
