@@ -77,6 +77,47 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.QuarantineService/List", Operator),
     ("/clarion.v1.QuarantineService/Show", Operator),
     ("/clarion.v1.QuarantineService/Park", Operator),
+    ("/clarion.v1.PreferenceService/GetPreferences", Tenant(Read)),
+    (
+        "/clarion.v1.PreferenceService/UpdatePreferences",
+        Tenant(Preferences),
+    ),
+    // Explains what a send would do: a read, like GetPreferences.
+    ("/clarion.v1.PreferenceService/Evaluate", Tenant(Read)),
+    ("/clarion.v1.PreferenceService/History", Tenant(Read)),
+    (
+        "/clarion.v1.PreferenceService/ChangeContact",
+        Tenant(Preferences),
+    ),
+    (
+        "/clarion.v1.PreferenceService/VerifyContact",
+        Tenant(Preferences),
+    ),
+    // A token is a credential: minting one is an admin act.
+    (
+        "/clarion.v1.PreferenceService/CreateSubscriberToken",
+        Tenant(Admin),
+    ),
+    (
+        "/clarion.v1.PreferenceService/RotateSubscriberTokenKey",
+        Tenant(Admin),
+    ),
+    ("/clarion.v1.TopicService/Register", Tenant(Preferences)),
+    ("/clarion.v1.TopicService/Get", Tenant(Read)),
+    ("/clarion.v1.TopicService/List", Tenant(Read)),
+];
+
+/// The gRPC methods a subscriber token may call (its own preferences and
+/// contacts, and the topics a preference page lists). Everything else
+/// refuses it, whatever the method's scope.
+pub const SUBSCRIBER_GRPC: &[&str] = &[
+    "/clarion.v1.PreferenceService/GetPreferences",
+    "/clarion.v1.PreferenceService/UpdatePreferences",
+    "/clarion.v1.PreferenceService/History",
+    "/clarion.v1.PreferenceService/ChangeContact",
+    "/clarion.v1.PreferenceService/VerifyContact",
+    "/clarion.v1.TopicService/Get",
+    "/clarion.v1.TopicService/List",
 ];
 
 /// Every REST route (method, axum path) and the scope it requires.
@@ -88,7 +129,42 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("GET", "/v1/dead-letters/:id", Read),
     ("POST", "/v1/dead-letters/:id/retry", Admin),
     ("POST", "/v1/dead-letters/:id/discard", Admin),
+    ("GET", "/v1/subscribers/:id/preferences", Read),
+    ("PATCH", "/v1/subscribers/:id/preferences", Preferences),
+    ("GET", "/v1/subscribers/:id/preferences/history", Read),
+    ("POST", "/v1/preferences/evaluate", Read),
+    ("POST", "/v1/subscribers/:id/contacts/:channel", Preferences),
+    (
+        "POST",
+        "/v1/subscribers/:id/contacts/:channel/verify",
+        Preferences,
+    ),
+    ("POST", "/v1/subscribers/:id/token", Admin),
+    ("GET", "/v1/topics", Read),
+    ("GET", "/v1/topics/:id", Read),
+    ("PUT", "/v1/topics/:id", Preferences),
 ];
+
+/// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
+pub const SUBSCRIBER_REST: &[(&str, &str)] = &[
+    ("GET", "/v1/subscribers/:id/preferences"),
+    ("PATCH", "/v1/subscribers/:id/preferences"),
+    ("GET", "/v1/subscribers/:id/preferences/history"),
+    ("POST", "/v1/subscribers/:id/contacts/:channel"),
+    ("POST", "/v1/subscribers/:id/contacts/:channel/verify"),
+    ("GET", "/v1/topics"),
+    ("GET", "/v1/topics/:id"),
+];
+
+/// Whether `caller` may make a call of `scope`: a key needs the scope, a
+/// subscriber token needs the call on its list (`allowed`).
+fn permit(caller: &auth::Caller, scope: Scope, allowed: bool) -> Result<(), ApiError> {
+    match caller.subscriber {
+        Some(_) if allowed => Ok(()),
+        Some(_) => Err(ApiError::PermissionDenied(auth::SUBSCRIBER_REFUSED.into())),
+        None => auth::require(caller, scope),
+    }
+}
 
 const API_PREFIX: &str = "/clarion.v1.";
 const REFLECTION_PREFIX: &str = "/grpc.reflection.";
@@ -192,7 +268,7 @@ pub async fn check_grpc(
         Some(Operator) => Ok(()),
         Some(Tenant(scope)) => {
             let caller = auth::by_credential(state, auth::credential_in(headers)).await?;
-            auth::require(&caller, scope)?;
+            permit(&caller, scope, SUBSCRIBER_GRPC.contains(&path))?;
             state
                 .security
                 .limiter
@@ -280,7 +356,10 @@ pub async fn rest_guard(State(state): State<GatewayState>, req: Request, next: N
         Ok(c) => c,
         Err(e) => return crate::rest::problem(e),
     };
-    if let Err(e) = auth::require(&caller, scope) {
+    let for_subscribers = SUBSCRIBER_REST
+        .iter()
+        .any(|(m, p)| *m == method && *p == route);
+    if let Err(e) = permit(&caller, scope, for_subscribers) {
         return crate::rest::problem(e);
     }
     if let Err(wait) = state.security.limiter.check(caller.tenant.as_str()) {
@@ -344,7 +423,17 @@ mod tests {
     fn reading_keys_cannot_change_or_trigger_anything() {
         for (path, needs) in GRPC_METHODS {
             let name = path.rsplit('/').next().unwrap_or_default();
-            let reads = ["Get", "List", "Show", "GetNotification", "GetLimits"].contains(&name);
+            let reads = [
+                "Get",
+                "List",
+                "Show",
+                "GetNotification",
+                "GetLimits",
+                "GetPreferences",
+                "History",
+                "Evaluate",
+            ]
+            .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.
             if reads && !path.contains("ApiKeyService") && !path.contains("QuarantineService") {
                 assert_eq!(*needs, Tenant(Read), "{path}");
@@ -357,6 +446,52 @@ mod tests {
             Some(Tenant(Admin))
         );
         assert_eq!(grpc_needs("/clarion.v1.NotificationService/Nope"), None);
+    }
+
+    #[test]
+    fn subscriber_tokens_reach_listed_preference_calls_only() {
+        for path in SUBSCRIBER_GRPC {
+            assert!(
+                path.starts_with("/clarion.v1.PreferenceService/")
+                    || path.starts_with("/clarion.v1.TopicService/"),
+                "{path}"
+            );
+            let needs = grpc_needs(path).expect("a listed method has a rule");
+            assert!(
+                matches!(needs, Tenant(Read) | Tenant(Preferences)),
+                "{path}: {needs:?}"
+            );
+        }
+        for (m, p) in SUBSCRIBER_REST {
+            let rule = REST_ROUTES.iter().find(|(rm, rp, _)| rm == m && rp == p);
+            assert!(
+                matches!(rule, Some((_, _, Read | Preferences))),
+                "{m} {p}: {rule:?}"
+            );
+        }
+        for never in [
+            "/clarion.v1.PreferenceService/CreateSubscriberToken",
+            "/clarion.v1.PreferenceService/Evaluate",
+            "/clarion.v1.TopicService/Register",
+            "/clarion.v1.SubscriberService/Get",
+        ] {
+            assert!(!SUBSCRIBER_GRPC.contains(&never), "{never}");
+        }
+        let token = auth::Caller {
+            tenant: clarion_domain::TenantId::parse("t1").unwrap(),
+            actor: clarion_domain::Actor::System("subscriber:s1".into()),
+            grant: clarion_domain::tenant::KeyGrant {
+                key_id: "subscriber-token:k".into(),
+                scopes: Default::default(),
+                expires_at_ms: None,
+            },
+            subscriber: Some("s1".into()),
+        };
+        assert!(permit(&token, Read, true).is_ok());
+        assert!(matches!(
+            permit(&token, Read, false),
+            Err(ApiError::PermissionDenied(_))
+        ));
     }
 
     #[test]

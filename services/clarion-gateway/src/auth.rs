@@ -1,8 +1,16 @@
-//! API-key and admin-token authentication.
+//! API-key, subscriber-token and admin-token authentication.
 //!
 //! Every way a tenant key can fail (an unknown tenant, an unknown, revoked
 //! or expired key) gets the one answer [`INVALID_KEY`] through the same code
-//! path, so a caller cannot tell whether a tenant exists.
+//! path, so a caller cannot tell whether a tenant exists; subscriber tokens
+//! likewise get one answer ([`crate::subscriber_token::INVALID_TOKEN`]).
+//!
+//! A subscriber token authenticates a [`Caller`] with `subscriber` set and
+//! no scope at all. Two gates keep it to its routes, both failing closed:
+//! the access layer lets it through only to the methods and routes listed
+//! in `access::SUBSCRIBER_GRPC` / `access::SUBSCRIBER_REST`, and handlers
+//! get their caller from [`tenant`], which refuses it; only the preference
+//! handlers use [`tenant_or_subscriber`].
 
 use clarion_domain::tenant::{sha256_hex, KeyGrant, PresentedKey, Scope};
 use clarion_domain::{Actor, Event, Payload, TenantId};
@@ -11,6 +19,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::error::ApiError;
 use crate::state::GatewayState;
+use crate::subscriber_token;
 
 /// The answer to every key that does not authenticate.
 pub const INVALID_KEY: &str =
@@ -21,8 +30,10 @@ pub const INVALID_KEY: &str =
 pub struct Caller {
     pub tenant: TenantId,
     pub actor: Actor,
-    /// What the key may do.
+    /// What the key may do (nothing, for a subscriber token).
     pub grant: KeyGrant,
+    /// Set for a subscriber token: the one subscriber it reaches.
+    pub subscriber: Option<String>,
 }
 
 /// The credential in `authorization: Bearer <x>` or `x-api-key: <x>`.
@@ -50,7 +61,25 @@ fn pick(authorization: Option<&str>, x_api_key: Option<&str>) -> Option<String> 
 
 /// Authenticates a tenant API key (any scope; the method table in
 /// [`crate::access`] checks the scope of each call before its handler runs).
+/// A subscriber token is refused: it reaches only the preference handlers.
 pub async fn tenant(state: &GatewayState, md: &MetadataMap) -> Result<Caller, ApiError> {
+    let caller = by_credential(state, credential(md)).await?;
+    if caller.subscriber.is_some() {
+        return Err(ApiError::PermissionDenied(SUBSCRIBER_REFUSED.into()));
+    }
+    Ok(caller)
+}
+
+/// The answer to a subscriber token on a route it does not reach.
+pub const SUBSCRIBER_REFUSED: &str =
+    "a subscriber token reaches only its subscriber's preferences: this call needs an API key";
+
+/// Authenticates a tenant API key or a subscriber token (the preference
+/// routes, where [`crate::preferences::Who`] keeps a token to its subscriber).
+pub async fn tenant_or_subscriber(
+    state: &GatewayState,
+    md: &MetadataMap,
+) -> Result<Caller, ApiError> {
     by_credential(state, credential(md)).await
 }
 
@@ -64,8 +93,15 @@ pub(crate) async fn by_credential(
             "missing API key: send `authorization: Bearer <key>` or `x-api-key: <key>`".into(),
         )
     })?;
+    if !raw.starts_with(clarion_domain::tenant::API_KEY_PREFIX)
+        && subscriber_token::looks_like_token(&raw)
+    {
+        return by_token(state, &raw).await;
+    }
     let key = PresentedKey::parse(&raw).ok_or_else(|| {
-        ApiError::Unauthenticated("malformed API key: expected ck_<tenant>_<secret>".into())
+        ApiError::Unauthenticated(
+            "malformed API key: expected ck_<tenant>_<secret> (or a subscriber token)".into(),
+        )
     })?;
     let now = state.clock.now_ms();
     let grant = match grant_of(state, &key, now).await? {
@@ -80,6 +116,22 @@ pub(crate) async fn by_credential(
         actor: Actor::ApiKey(grant.key_id.clone()),
         tenant: key.tenant,
         grant,
+        subscriber: None,
+    })
+}
+
+/// A subscriber token's caller: no scope, one subscriber.
+async fn by_token(state: &GatewayState, raw: &str) -> Result<Caller, ApiError> {
+    let t = subscriber_token::verify(state, raw).await?;
+    Ok(Caller {
+        actor: Actor::System(format!("subscriber:{}", t.subscriber).into()),
+        tenant: t.tenant,
+        grant: KeyGrant {
+            key_id: format!("subscriber-token:{}", t.kid),
+            scopes: Default::default(),
+            expires_at_ms: Some(t.expires_at_ms),
+        },
+        subscriber: Some(t.subscriber),
     })
 }
 

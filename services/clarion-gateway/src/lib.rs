@@ -10,20 +10,26 @@ pub mod access;
 pub mod auth;
 pub mod config_cache;
 pub mod config_read;
+pub mod contact_idempotency;
 pub mod dead_letter;
 pub mod error;
 pub mod http;
 pub mod inbound;
 pub mod keys;
 pub mod notification;
+pub mod preference_grpc;
+pub mod preference_input;
 pub mod preferences;
 pub mod quarantine;
 pub mod ratelimit;
 pub mod rest;
 pub mod rest_notifications;
+pub mod rest_preferences;
 pub mod state;
 pub mod subscriber;
+pub mod subscriber_token;
 pub mod tenant;
+pub mod topic_grpc;
 pub mod tracking;
 pub mod webhook_secret;
 pub mod workflow;
@@ -64,6 +70,12 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::quarantine_service_server::QuarantineServiceServer<quarantine::QuarantineApi>>()
         .await;
+    health
+        .set_serving::<api::preference_service_server::PreferenceServiceServer<preference_grpc::PreferenceApi>>()
+        .await;
+    health
+        .set_serving::<api::topic_service_server::TopicServiceServer<topic_grpc::TopicApi>>()
+        .await;
     let reflection = (state.security.reflection != access::ReflectionAccess::Off).then(|| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
@@ -102,6 +114,14 @@ pub async fn serve_grpc(
         )
         .add_service(api::tenant_service_server::TenantServiceServer::new(
             tenant::TenantApi(state.clone()),
+        ))
+        .add_service(
+            api::preference_service_server::PreferenceServiceServer::new(
+                preference_grpc::PreferenceApi(state.clone()),
+            ),
+        )
+        .add_service(api::topic_service_server::TopicServiceServer::new(
+            topic_grpc::TopicApi(state.clone()),
         ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(

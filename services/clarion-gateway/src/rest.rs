@@ -226,6 +226,7 @@ pub fn routes(state: GatewayState) -> Router {
         .route("/v1/dead-letters/:id", get(show))
         .route("/v1/dead-letters/:id/retry", post(retry))
         .route("/v1/dead-letters/:id/discard", post(discard))
+        .merge(crate::rest_preferences::routes())
         // Scope and rate limit of every route (crate::access::REST_ROUTES).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,8 +1,10 @@
 //! Admin commands that talk to a running Clarion over gRPC:
 //! `clarion workflow apply|list|get`, `clarion limits apply|get`,
 //! `clarion tenant webhook-secret rotate`, `clarion dlq list|show|retry|discard`,
-//! `clarion keys create|list|revoke`, and (with the admin token)
-//! `clarion quarantine list|show|park`.
+//! `clarion keys create|list|revoke`, `clarion preferences
+//! get|set|history|evaluate`, `clarion topics register|list|get`,
+//! `clarion subscribers token`, `clarion tenant subscriber-token-key rotate`,
+//! and (with the admin token) `clarion quarantine list|show|park`.
 
 use std::path::PathBuf;
 
@@ -71,6 +73,18 @@ pub enum TenantCmd {
         #[command(subcommand)]
         cmd: WebhookSecretCmd,
     },
+    /// The key that signs the tenant's subscriber tokens.
+    SubscriberTokenKey {
+        #[command(subcommand)]
+        cmd: SubscriberTokenKeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SubscriberTokenKeyCmd {
+    /// Replace the key: every subscriber token minted before stops working
+    /// at once (how tokens are revoked).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +246,23 @@ pub async fn limits(c: ClientArgs, cmd: LimitsCmd) -> anyhow::Result<()> {
 pub async fn tenant(c: ClientArgs, cmd: TenantCmd) -> anyhow::Result<()> {
     let mut client = api::tenant_service_client::TenantServiceClient::new(connect(&c).await?);
     match cmd {
+        TenantCmd::SubscriberTokenKey {
+            cmd: SubscriberTokenKeyCmd::Rotate,
+        } => {
+            let r =
+                api::preference_service_client::PreferenceServiceClient::new(connect(&c).await?)
+                    .rotate_subscriber_token_key(authed(
+                        c.key()?,
+                        api::RotateSubscriberTokenKeyRequest {},
+                    )?)
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+            println!(
+                "subscriber token key {}: every earlier token is revoked",
+                r.key_id
+            );
+        }
         TenantCmd::WebhookSecret {
             cmd: WebhookSecretCmd::Rotate { overlap_seconds },
         } => {
@@ -622,6 +653,325 @@ pub async fn quarantine(a: AdminArgs, cmd: QuarantineCmd) -> anyhow::Result<()> 
                 "parked {} partition {} offset {} for {} (sha256 {}): the partition goes on past it",
                 q.topic, q.partition, q.offset, q.processor, q.record_sha256
             );
+        }
+    }
+    Ok(())
+}
+
+// --- `clarion preferences|topics|subscribers` --------------------------------
+
+#[derive(Subcommand)]
+pub enum PreferencesCmd {
+    /// Print a subscriber's settings (as JSON).
+    Get { subscriber: String },
+    /// Change settings: PATH=VALUE, VALUE one of on, off, inherit; PATH one
+    /// of channels.<channel>, topics.<topic>, topics.<topic>.<channel>,
+    /// marketing. Only the named settings change.
+    Set {
+        subscriber: String,
+        #[arg(required = true, value_name = "PATH=VALUE")]
+        changes: Vec<String>,
+    },
+    /// The subscriber's preference and contact changes, oldest first.
+    History {
+        subscriber: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// The cursor printed after the previous page.
+        #[arg(long, default_value = "")]
+        cursor: String,
+    },
+    /// Would WORKFLOW reach SUBSCRIBER on CHANNEL now, and which rule decides?
+    Evaluate {
+        subscriber: String,
+        #[arg(long)]
+        workflow: String,
+        #[arg(long)]
+        channel: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TopicsCmd {
+    /// Create or replace a topic.
+    Register {
+        topic_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Channels it may use (repeat or comma-separate; default: every channel).
+        #[arg(long = "channel", value_delimiter = ',')]
+        channels: Vec<String>,
+        /// Whether a subscriber who never chose receives it.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        default_opt_in: bool,
+        /// Transactional: no opt-out, only a choice among its channels.
+        #[arg(long)]
+        required: bool,
+        /// Commercial: a marketing unsubscribe blocks it.
+        #[arg(long)]
+        marketing: bool,
+    },
+    /// The tenant's topics.
+    List,
+    /// One topic.
+    Get { topic_id: String },
+}
+
+#[derive(Subcommand)]
+pub enum SubscribersCmd {
+    /// Mint a subscriber token (reaches only this subscriber's preferences).
+    Token {
+        subscriber: String,
+        /// Lifetime, e.g. 1h or 7d (default 1h, at most 30d).
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+}
+
+/// An authenticated request recorded as made through the CLI.
+fn from_cli<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = authed(key, msg)?;
+    r.metadata_mut().insert(
+        "x-clarion-interface",
+        tonic::metadata::MetadataValue::from_static("cli"),
+    );
+    Ok(r)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn preferences_json(p: &api::SubscriberPreferences) -> serde_json::Value {
+    serde_json::json!({
+        "subscriber_id": p.subscriber_id,
+        "channels": p.channels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "topics": p.topics.iter().map(|t| serde_json::json!({
+            "topic_id": t.topic_id,
+            "enabled": t.enabled,
+            "channels": t.channels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "marketing": p.marketing,
+        "contacts": p.contacts.iter().map(|c| serde_json::json!({
+            "channel": c.channel, "value": c.value, "verified": c.verified,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn setting(arg: &str) -> anyhow::Result<api::PreferenceSetting> {
+    let (path, value) = arg.split_once('=').ok_or_else(|| {
+        anyhow::anyhow!("{arg:?}: expected PATH=VALUE, e.g. topics.marketing.sms=off")
+    })?;
+    Ok(api::PreferenceSetting {
+        path: path.into(),
+        value: value.into(),
+    })
+}
+
+pub async fn preferences(c: ClientArgs, cmd: PreferencesCmd) -> anyhow::Result<()> {
+    let mut client =
+        api::preference_service_client::PreferenceServiceClient::new(connect(&c).await?);
+    let key = c.key()?;
+    match cmd {
+        PreferencesCmd::Get { subscriber } => {
+            let p = client
+                .get_preferences(from_cli(
+                    key,
+                    api::GetPreferencesRequest {
+                        subscriber_id: subscriber,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_json(&preferences_json(&p))?;
+        }
+        PreferencesCmd::Set {
+            subscriber,
+            changes,
+        } => {
+            let changes = changes
+                .iter()
+                .map(|a| setting(a))
+                .collect::<anyhow::Result<_>>()?;
+            let p = client
+                .update_preferences(from_cli(
+                    key,
+                    api::UpdatePreferencesRequest {
+                        subscriber_id: subscriber,
+                        changes,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_json(&preferences_json(&p))?;
+        }
+        PreferencesCmd::History {
+            subscriber,
+            limit,
+            cursor,
+        } => {
+            let r = client
+                .history(from_cli(
+                    key,
+                    api::PreferenceHistoryRequest {
+                        subscriber_id: subscriber,
+                        limit,
+                        cursor,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            for e in &r.entries {
+                let changes: Vec<String> = e
+                    .changes
+                    .iter()
+                    .map(|c| format!("{}: {} -> {}", c.path, c.old, c.new))
+                    .collect();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    ms_text(e.at_ms),
+                    e.kind,
+                    e.interface,
+                    e.actor,
+                    changes.join("; ")
+                );
+            }
+            if !r.next_cursor.is_empty() {
+                eprintln!("more: --cursor {}", r.next_cursor);
+            }
+        }
+        PreferencesCmd::Evaluate {
+            subscriber,
+            workflow,
+            channel,
+        } => {
+            let r = client
+                .evaluate(from_cli(
+                    key,
+                    api::EvaluateRequest {
+                        subscriber_id: subscriber,
+                        workflow_id: workflow,
+                        channel,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "{} by {}: {}",
+                if r.allowed { "allowed" } else { "suppressed" },
+                r.rule,
+                r.reason
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_topic(t: &api::Topic) {
+    println!(
+        "{}\tv{}\t{}\tchannels={}\tdefault={}{}{}\t{}",
+        t.topic_id,
+        t.version,
+        t.name,
+        if t.channels.is_empty() {
+            "all".to_string()
+        } else {
+            t.channels.join(",")
+        },
+        if t.default_opt_in { "in" } else { "out" },
+        if t.required { "\trequired" } else { "" },
+        if t.marketing { "\tmarketing" } else { "" },
+        t.description
+    );
+}
+
+pub async fn topics(c: ClientArgs, cmd: TopicsCmd) -> anyhow::Result<()> {
+    let mut client = api::topic_service_client::TopicServiceClient::new(connect(&c).await?);
+    let key = c.key()?;
+    match cmd {
+        TopicsCmd::Register {
+            topic_id,
+            name,
+            description,
+            channels,
+            default_opt_in,
+            required,
+            marketing,
+        } => {
+            let t = client
+                .register(from_cli(
+                    key,
+                    api::Topic {
+                        topic_id,
+                        name,
+                        description,
+                        channels,
+                        default_opt_in,
+                        required,
+                        marketing,
+                        version: 0,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_topic(&t);
+        }
+        TopicsCmd::List => {
+            let r = client
+                .list(from_cli(key, api::ListTopicsRequest {})?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            for t in &r.topics {
+                print_topic(t);
+            }
+        }
+        TopicsCmd::Get { topic_id } => {
+            let t = client
+                .get(from_cli(key, api::GetTopicRequest { topic_id })?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_topic(&t);
+        }
+    }
+    Ok(())
+}
+
+pub async fn subscribers(c: ClientArgs, cmd: SubscribersCmd) -> anyhow::Result<()> {
+    let mut client =
+        api::preference_service_client::PreferenceServiceClient::new(connect(&c).await?);
+    match cmd {
+        SubscribersCmd::Token { subscriber, ttl } => {
+            let ttl_seconds = match ttl {
+                Some(d) => {
+                    let ms = clarion_domain::flow::duration::parse_ms(&d)
+                        .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+                    u32::try_from(ms / 1000).map_err(|_| anyhow::anyhow!("--ttl: too long"))?
+                }
+                None => 0,
+            };
+            let r = client
+                .create_subscriber_token(from_cli(
+                    c.key()?,
+                    api::CreateSubscriberTokenRequest {
+                        subscriber_id: subscriber,
+                        ttl_seconds,
+                    },
+                )?)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{}", r.token);
+            eprintln!("expires {}", ms_text(r.expires_at_ms));
         }
     }
     Ok(())

@@ -87,6 +87,28 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// A subscriber's notification preferences: get, set, history, and
+    /// evaluate a send (over gRPC; docs/preferences.md).
+    Preferences {
+        #[command(subcommand)]
+        cmd: clarion::client::PreferencesCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
+    /// The tenant's topics: register, list, get (over gRPC).
+    Topics {
+        #[command(subcommand)]
+        cmd: clarion::client::TopicsCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
+    /// Subscriber tokens for end users' apps (over gRPC; admin scope).
+    Subscribers {
+        #[command(subcommand)]
+        cmd: clarion::client::SubscribersCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
     /// Records that stopped a processor partition: list them, inspect one,
     /// park one so its partition goes on (over gRPC, with the admin token).
     Quarantine {
@@ -164,6 +186,13 @@ fn main() -> anyhow::Result<()> {
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),
         Command::Keys { cmd, client } => rt.block_on(clarion::client::keys(client, cmd)),
         Command::Tenant { cmd, client } => rt.block_on(clarion::client::tenant(client, cmd)),
+        Command::Preferences { cmd, client } => {
+            rt.block_on(clarion::client::preferences(client, cmd))
+        }
+        Command::Topics { cmd, client } => rt.block_on(clarion::client::topics(client, cmd)),
+        Command::Subscribers { cmd, client } => {
+            rt.block_on(clarion::client::subscribers(client, cmd))
+        }
         Command::Quarantine { cmd, admin } => rt.block_on(clarion::client::quarantine(admin, cmd)),
     }
 }

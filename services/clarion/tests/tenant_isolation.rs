@@ -36,6 +36,8 @@ type Workflows = api::workflow_service_client::WorkflowServiceClient<Channel>;
 type DeadLetters = api::dead_letter_service_client::DeadLetterServiceClient<Channel>;
 type Keys = api::api_key_service_client::ApiKeyServiceClient<Channel>;
 type Quarantine = api::quarantine_service_client::QuarantineServiceClient<Channel>;
+type Prefs = api::preference_service_client::PreferenceServiceClient<Channel>;
+type Topics = api::topic_service_client::TopicServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -109,6 +111,10 @@ const A_EMAIL: &str = "secret-a@acme.test";
 const A_PHONE: &str = "+15005550001";
 const A_BODY: &str = "ACME-ONLY-TEMPLATE-BODY";
 const A_FLOW_NAME: &str = "ACME-ONLY-WORKFLOW-NAME";
+const A_TOPIC_TEXT: &str = "ACME-ONLY-TOPIC-DESCRIPTION";
+/// A subscriber and topics only tenant A has.
+const A_ONLY_SUB: &str = "acme-only-sub";
+const A_ONLY_TOPIC: &str = "acme-only-topic";
 
 fn sms_flow(name: &str) -> String {
     sms_flow_id("job-sms", name)
@@ -195,6 +201,32 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
     .await;
     // A workflow id only A has.
     apply_workflows(ch, &a_key, &[&sms_flow_id("acme-private", A_FLOW_NAME)]).await;
+    // A subscriber and a topic only A has.
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            &a_key,
+            api::Subscriber {
+                subscriber_id: A_ONLY_SUB.into(),
+                email: A_EMAIL.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    for id in ["acme-topic", A_ONLY_TOPIC] {
+        Topics::new(ch.clone())
+            .register(authed(
+                &a_key,
+                api::Topic {
+                    topic_id: id.into(),
+                    description: A_TOPIC_TEXT.into(),
+                    default_opt_in: true,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    }
     let n = wait_status(ch, &a_key, &a_id, "dead_lettered", Duration::from_secs(30)).await;
     assert_eq!(n.status, "dead_lettered", "{n:?}");
     let a_keys = Keys::new(ch.clone())
@@ -210,6 +242,7 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
         A_PHONE.to_string(),
         A_BODY.to_string(),
         A_FLOW_NAME.to_string(),
+        A_TOPIC_TEXT.to_string(),
         a_id.clone(),
         key_id.clone(),
     ];
@@ -462,6 +495,140 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             .await)
     );
     row!(
+        "/clarion.v1.PreferenceService/GetPreferences",
+        Expect::Denied,
+        |c, k| ok(Prefs::new(c)
+            .get_preferences(authed(
+                &k,
+                api::GetPreferencesRequest {
+                    subscriber_id: A_ONLY_SUB.into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.PreferenceService/Evaluate",
+        Expect::Denied,
+        |c, k| ok(Prefs::new(c)
+            .evaluate(authed(
+                &k,
+                api::EvaluateRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    workflow_id: "acme-private".into(),
+                    channel: "sms".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.PreferenceService/History",
+        Expect::Denied,
+        |c, k| ok(Prefs::new(c)
+            .history(authed(
+                &k,
+                api::PreferenceHistoryRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!("/clarion.v1.TopicService/Get", Expect::Denied, |c, k| ok(
+        Topics::new(c)
+            .get(authed(
+                &k,
+                api::GetTopicRequest {
+                    topic_id: A_ONLY_TOPIC.into()
+                }
+            ))
+            .await
+    ));
+    row!("/clarion.v1.TopicService/List", Expect::OwnOnly, |c, k| ok(
+        Topics::new(c)
+            .list(authed(&k, api::ListTopicsRequest {}))
+            .await
+    ));
+    row!(
+        "/clarion.v1.PreferenceService/UpdatePreferences",
+        Expect::Denied,
+        |c, k| ok(Prefs::new(c)
+            .update_preferences(authed(
+                &k,
+                api::UpdatePreferencesRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    changes: vec![api::PreferenceSetting {
+                        path: "channels.sms".into(),
+                        value: "off".into()
+                    }]
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.PreferenceService/ChangeContact",
+        Expect::Denied,
+        |c, k| ok(Prefs::new(c)
+            .change_contact(authed(
+                &k,
+                api::ChangeContactRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    channel: "email".into(),
+                    value: "b-takes-over@globex.test".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.PreferenceService/VerifyContact",
+        Expect::Denied,
+        |c, k| ok(Prefs::new(c)
+            .verify_contact(authed(
+                &k,
+                api::VerifyContactRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    channel: "email".into(),
+                    code: "123456".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.PreferenceService/CreateSubscriberToken",
+        Expect::Denied,
+        |c, k| ok(Prefs::new(c)
+            .create_subscriber_token(authed(
+                &k,
+                api::CreateSubscriberTokenRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    ttl_seconds: 0
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.PreferenceService/RotateSubscriberTokenKey",
+        // B rotates its own key: the answer is B's new key id.
+        Expect::OwnOnly,
+        |c, k| ok(Prefs::new(c)
+            .rotate_subscriber_token_key(authed(&k, api::RotateSubscriberTokenKeyRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.TopicService/Register",
+        // B registers a topic of A's id in its own namespace.
+        Expect::OwnOnly,
+        |c, k| ok(Topics::new(c)
+            .register(authed(
+                &k,
+                api::Topic {
+                    topic_id: "acme-topic".into(),
+                    description: "B's own".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
         "/clarion.v1.NotificationService/Trigger",
         Expect::Refused(Code::InvalidArgument),
         |c, k| ok(Notifications::new(c)
@@ -601,7 +768,7 @@ fn declared_methods() -> BTreeSet<String> {
 fn check(what: &str, expect: Expect, got: &Result<String, tonic::Status>, a: &TenantA) {
     let (text, markers) = match got {
         Ok(body) => (body.clone(), &a.markers[..]),
-        Err(s) => (format!("{:?} {}", s.code(), s.message()), &a.markers[..4]),
+        Err(s) => (format!("{:?} {}", s.code(), s.message()), &a.markers[..5]),
     };
     for m in markers {
         assert!(
@@ -700,6 +867,72 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             "{}",
             404,
         ),
+        (
+            "GET",
+            "/v1/subscribers/:id/preferences",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/preferences"),
+            "",
+            404,
+        ),
+        (
+            "PATCH",
+            "/v1/subscribers/:id/preferences",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/preferences"),
+            r#"{"changes":[{"path":"channels.sms","value":"off"}]}"#,
+            404,
+        ),
+        (
+            "GET",
+            "/v1/subscribers/:id/preferences/history",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/preferences/history"),
+            "",
+            404,
+        ),
+        (
+            // A's subscriber and A's workflow: B has neither.
+            "POST",
+            "/v1/preferences/evaluate",
+            format!("{base}/v1/preferences/evaluate"),
+            r#"{"subscriber_id":"acme-only-sub","workflow_id":"acme-private","channel":"sms"}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/v1/subscribers/:id/contacts/:channel",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/contacts/email"),
+            r#"{"value":"b-takes-over@globex.test"}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/v1/subscribers/:id/contacts/:channel/verify",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/contacts/email/verify"),
+            r#"{"code":"123456"}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/v1/subscribers/:id/token",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/token"),
+            "",
+            404,
+        ),
+        ("GET", "/v1/topics", format!("{base}/v1/topics"), "", 200),
+        (
+            "GET",
+            "/v1/topics/:id",
+            format!("{base}/v1/topics/{A_ONLY_TOPIC}"),
+            "",
+            404,
+        ),
+        (
+            // B defines a topic of A's id in its own namespace.
+            "PUT",
+            "/v1/topics/:id",
+            format!("{base}/v1/topics/{A_ONLY_TOPIC}"),
+            r#"{"description":"B's own"}"#,
+            200,
+        ),
     ];
     let routes: BTreeSet<(String, String)> = REST_ROUTES
         .iter()
@@ -719,7 +952,7 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
         let markers = if status < 300 {
             &a.markers[..]
         } else {
-            &a.markers[..4]
+            &a.markers[..5]
         };
         for m in markers {
             assert!(
@@ -771,6 +1004,19 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
         .keys;
     assert_eq!(keys.len(), 1, "B's minted key must not be A's: {keys:?}");
     assert_eq!(keys[0].revoked_at_ms, 0);
+    // A's subscriber kept its settings: B's change never reached it.
+    let prefs = Prefs::new(ch.clone())
+        .get_preferences(authed(
+            &a.key,
+            api::GetPreferencesRequest {
+                subscriber_id: A_ONLY_SUB.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(prefs.channels.is_empty(), "{prefs:?}");
+    assert!(prefs.contacts.is_empty(), "{prefs:?}");
     run.stop().await;
 }
 
@@ -1144,5 +1390,298 @@ async fn a_tenant_over_its_rate_is_told_when_to_retry_while_another_goes_on() {
         limits(acme.clone()).await.unwrap_err().code(),
         Code::ResourceExhausted
     );
+    run.stop().await;
+}
+
+/// A subscriber token's claims, re-encoded (base64url, no padding): what a
+/// forger would send.
+fn forged(token: &str, edit: impl Fn(&mut serde_json::Value)) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    edit(&mut claims);
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.to_string()),
+        parts[2]
+    )
+}
+
+async fn upsert(ch: &Channel, key: &str, id: &str) {
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            key,
+            api::Subscriber {
+                subscriber_id: id.into(),
+                email: format!("{id}@example.test"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+async fn token_for(ch: &Channel, key: &str, id: &str, ttl: u32) -> Result<String, tonic::Status> {
+    Prefs::new(ch.clone())
+        .create_subscriber_token(authed(
+            key,
+            api::CreateSubscriberTokenRequest {
+                subscriber_id: id.into(),
+                ttl_seconds: ttl,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_token_reaches_its_own_subscriber_and_no_other_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(test_config(dir.path())).await;
+    let ch = channel(run.grpc).await;
+    let acme = create_tenant(&ch, "acme").await;
+    let globex = create_tenant(&ch, "globex").await;
+    for id in ["s1", "s2"] {
+        upsert(&ch, &acme, id).await;
+    }
+    upsert(&ch, &globex, "s1").await;
+    let base = format!("http://{}", run.http);
+
+    // Minting: an admin key, an existing subscriber, at most 30 days.
+    let token = token_for(&ch, &acme, "s1", 600).await.unwrap();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let e = token_for(&ch, &acme, "nobody", 0).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = token_for(&ch, &acme, "s1", 31 * 24 * 3600)
+        .await
+        .unwrap_err();
+    assert_eq!(field_of(&e), ["ttl_seconds"]);
+    let read = mint(&ch, &acme, &["read"], 0).await.unwrap().api_key;
+    let e = token_for(&ch, &read, "s1", 0).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "minting is admin: {e:?}");
+    let (status, _, body) = rest(
+        "POST",
+        &format!("{base}/v1/subscribers/s1/token"),
+        &acme,
+        "",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let rest_token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Its own subscriber, on both doors and with either token.
+    for t in [&token, &rest_token] {
+        let (status, _, body) = rest(
+            "GET",
+            &format!("{base}/v1/subscribers/s1/preferences"),
+            t,
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""subscriber_id":"s1""#), "{body}");
+    }
+    let (status, _, body) = rest(
+        "PATCH",
+        &format!("{base}/v1/subscribers/s1/preferences"),
+        &token,
+        r#"{"changes":[{"path":"channels.sms","value":"off"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    Prefs::new(ch.clone())
+        .get_preferences(authed(
+            &token,
+            api::GetPreferencesRequest {
+                subscriber_id: "s1".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    // Another subscriber of its tenant does not exist for it.
+    for (method, path, body) in [
+        ("GET", "/v1/subscribers/s2/preferences", ""),
+        (
+            "PATCH",
+            "/v1/subscribers/s2/preferences",
+            r#"{"changes":[{"path":"channels.sms","value":"off"}]}"#,
+        ),
+        ("GET", "/v1/subscribers/s2/preferences/history", ""),
+        (
+            "POST",
+            "/v1/subscribers/s2/contacts/email",
+            r#"{"value":"mine@example.test"}"#,
+        ),
+    ] {
+        let (status, _, text) = rest(method, &format!("{base}{path}"), &token, body).await;
+        assert_eq!(status, 404, "{method} {path}: {text}");
+        assert!(!text.contains("s2@example.test"), "{text}");
+    }
+    let e = Prefs::new(ch.clone())
+        .get_preferences(authed(
+            &token,
+            api::GetPreferencesRequest {
+                subscriber_id: "s2".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // No other route, whatever its scope.
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/notifications",
+            r#"{"workflow_id":"w","recipients":[{"subscriber_id":"s1"}]}"#,
+        ),
+        ("GET", "/v1/dead-letters", ""),
+        ("POST", "/v1/subscribers/s1/token", ""),
+        (
+            "POST",
+            "/v1/preferences/evaluate",
+            r#"{"subscriber_id":"s1","workflow_id":"w","channel":"sms"}"#,
+        ),
+        ("PUT", "/v1/topics/news", "{}"),
+    ] {
+        let (status, _, text) = rest(method, &format!("{base}{path}"), &token, body).await;
+        assert_eq!(status, 403, "{method} {path}: {text}");
+    }
+    let refused = |r: Result<String, tonic::Status>| match r {
+        Err(s) => assert_eq!(s.code(), Code::PermissionDenied, "{s:?}"),
+        Ok(v) => panic!("a subscriber token got {v}"),
+    };
+    refused(ok(Subscribers::new(ch.clone())
+        .get(authed(
+            &token,
+            api::GetSubscriberRequest {
+                subscriber_id: "s1".into(),
+            },
+        ))
+        .await));
+    refused(token_for(&ch, &token, "s1", 0).await);
+    refused(ok(Topics::new(ch.clone())
+        .register(authed(
+            &token,
+            api::Topic {
+                topic_id: "news".into(),
+                ..Default::default()
+            },
+        ))
+        .await));
+    refused(ok(Keys::new(ch.clone())
+        .list(authed(&token, api::ListApiKeysRequest {}))
+        .await));
+
+    // A forged tenant or subscriber breaks the signature; globex's s1 stays out of reach.
+    let invalid = clarion_gateway::subscriber_token::INVALID_TOKEN;
+    for f in [
+        forged(&token, |c| c["ten"] = "globex".into()),
+        forged(&token, |c| c["sub"] = "s2".into()),
+    ] {
+        let (status, _, text) = rest(
+            "GET",
+            &format!("{base}/v1/subscribers/s1/preferences"),
+            &f,
+            "",
+        )
+        .await;
+        assert_eq!(status, 401, "{text}");
+        assert!(text.contains(invalid), "{text}");
+    }
+
+    // Expiry on the gateway's clock.
+    run.clock.advance(Duration::from_secs(601));
+    let (status, _, text) = rest(
+        "GET",
+        &format!("{base}/v1/subscribers/s1/preferences"),
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(status, 401, "{text}");
+    // Rotation revokes every token of the tenant, and only of that tenant.
+    let fresh = token_for(&ch, &acme, "s1", 0).await.unwrap();
+    let globex_token = token_for(&ch, &globex, "s1", 0).await.unwrap();
+    Prefs::new(ch.clone())
+        .rotate_subscriber_token_key(authed(&acme, api::RotateSubscriberTokenKeyRequest {}))
+        .await
+        .unwrap();
+    let get = |t: String| {
+        let base = base.clone();
+        async move {
+            rest(
+                "GET",
+                &format!("{base}/v1/subscribers/s1/preferences"),
+                &t,
+                "",
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(get(fresh).await, 401);
+    assert_eq!(get(globex_token).await, 200);
+    assert_eq!(
+        get(token_for(&ch, &acme, "s1", 0).await.unwrap()).await,
+        200
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_key_reads_preferences_and_cannot_change_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(test_config(dir.path())).await;
+    let ch = channel(run.grpc).await;
+    let acme = create_tenant(&ch, "acme").await;
+    create_tenant(&ch, "globex").await;
+    upsert(&ch, &acme, "s1").await;
+    let read = mint(&ch, &acme, &["read"], 0).await.unwrap().api_key;
+    let base = format!("http://{}", run.http);
+    let (status, _, body) = rest(
+        "GET",
+        &format!("{base}/v1/subscribers/s1/preferences"),
+        &read,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for (method, path, body) in [
+        (
+            "PATCH",
+            "/v1/subscribers/s1/preferences",
+            r#"{"changes":[{"path":"channels.sms","value":"off"}]}"#,
+        ),
+        (
+            "POST",
+            "/v1/subscribers/s1/contacts/email",
+            r#"{"value":"x@example.test"}"#,
+        ),
+        ("PUT", "/v1/topics/news", "{}"),
+    ] {
+        let (status, _, text) = rest(method, &format!("{base}{path}"), &read, body).await;
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert!(text.contains("preferences"), "{text}");
+    }
+    let e = Prefs::new(ch.clone())
+        .update_preferences(authed(
+            &read,
+            api::UpdatePreferencesRequest {
+                subscriber_id: "s1".into(),
+                changes: vec![api::PreferenceSetting {
+                    path: "channels.sms".into(),
+                    value: "off".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     run.stop().await;
 }
