@@ -12,6 +12,7 @@ pub mod config_cache;
 pub mod config_read;
 pub mod dead_letter;
 pub mod error;
+pub mod graphql;
 pub mod http;
 pub mod inbound;
 pub mod keys;
