@@ -104,7 +104,8 @@ impl Table {
             Table::Quarantine => "quarantine",
             Table::Preferences => "preferences",
             Table::PreferenceHistory => "preference_history",
-            Table::Topics => "topics",
+            // Not `topics`: the embedded log has that table in the same file.
+            Table::Topics => "preference_topics",
         }
     }
 }

@@ -99,3 +99,192 @@ fn who(caller: &Caller) -> Who {
         subscriber: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use async_graphql::extensions::{
+        Extension, ExtensionContext, ExtensionFactory, NextValidation,
+    };
+    use async_graphql::{ServerError, ValidationResult};
+
+    use super::*;
+    use crate::access::GRAPHQL_FIELDS;
+
+    const INTROSPECTION: &str = include_str!("testdata/introspection.graphql");
+
+    async fn run(schema: &ClarionSchema, query: &str) -> serde_json::Value {
+        let mut r = schema.execute(query).await;
+        errors::label(&mut r);
+        serde_json::to_value(&r).unwrap()
+    }
+
+    fn names(v: &serde_json::Value) -> BTreeSet<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_root_field_has_exactly_one_rule_and_every_rule_a_field() {
+        let schema = schema();
+        let r = run(
+            &schema,
+            "{ __schema { queryType { fields { name } } mutationType { fields { name } } }
+               subscriber: __type(name: \"Subscriber\") { fields { name } } }",
+        )
+        .await;
+        assert!(r.get("errors").is_none(), "{r}");
+        let s = &r["data"]["__schema"];
+        let mut roots = BTreeSet::new();
+        for (ty, key) in [("Query", "queryType"), ("Mutation", "mutationType")] {
+            for f in names(&s[key]["fields"]) {
+                roots.insert(format!("{ty}.{f}"));
+            }
+        }
+        let rules: BTreeSet<String> = GRAPHQL_FIELDS.iter().map(|(f, _)| f.to_string()).collect();
+        assert_eq!(rules.len(), GRAPHQL_FIELDS.len(), "a field is listed twice");
+        let missing: Vec<_> = roots.difference(&rules).collect();
+        assert!(
+            missing.is_empty(),
+            "root fields without a rule: {missing:?}"
+        );
+        let subscriber_fields = names(&r["data"]["subscriber"]["fields"]);
+        for rule in &rules {
+            let (ty, field) = rule.split_once('.').unwrap();
+            let exists = match ty {
+                "Query" | "Mutation" => roots.contains(rule),
+                "Subscriber" => subscriber_fields.contains(field),
+                _ => false,
+            };
+            assert!(exists, "a rule for a field that does not exist: {rule}");
+        }
+        // Mutations need the preferences scope, never read alone.
+        for (field, scopes) in GRAPHQL_FIELDS {
+            if field.starts_with("Mutation.") {
+                assert_eq!(
+                    *scopes,
+                    [clarion_domain::tenant::Scope::Preferences],
+                    "{field}"
+                );
+            }
+        }
+    }
+
+    /// Records the depth and complexity validation computed.
+    #[derive(Clone, Default)]
+    struct Measure(Arc<Mutex<Option<(usize, usize)>>>);
+
+    impl ExtensionFactory for Measure {
+        fn create(&self) -> Arc<dyn Extension> {
+            Arc::new(self.clone())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Extension for Measure {
+        async fn validation(
+            &self,
+            ctx: &ExtensionContext<'_>,
+            next: NextValidation<'_>,
+        ) -> Result<ValidationResult, Vec<ServerError>> {
+            let r = next.run(ctx).await;
+            if let Ok(v) = &r {
+                *self.0.lock().unwrap() = Some((v.depth, v.complexity));
+            }
+            r
+        }
+    }
+
+    async fn measure(query: &str) -> (usize, usize) {
+        let m = Measure::default();
+        let unlimited = Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+            .extension(m.clone())
+            .finish();
+        let _ = unlimited.execute(query).await;
+        let got = *m.0.lock().unwrap();
+        got.expect("the query validated")
+    }
+
+    #[tokio::test]
+    async fn tools_introspect_within_the_limits_and_deeper_or_costlier_queries_are_refused() {
+        let (depth, complexity) = measure(INTROSPECTION).await;
+        println!("introspection: depth {depth}, complexity {complexity}");
+        assert!(depth <= limits::MAX_DEPTH && depth >= 13, "{depth}");
+        assert!(complexity <= limits::MAX_COMPLEXITY / 2, "{complexity}");
+        let schema = schema();
+        let r = run(&schema, INTROSPECTION).await;
+        assert!(r.get("errors").is_none(), "{}", r["errors"]);
+        assert!(r["data"]["__schema"]["types"].as_array().unwrap().len() > 20);
+
+        // Introspection is recursive: nesting it past the limit is refused.
+        let mut deep = String::from("{ __schema { types { name } } __type(name: \"Query\") { ");
+        deep.push_str(&"fields { type { ".repeat(8));
+        deep.push_str("name");
+        deep.push_str(&" } }".repeat(8));
+        deep.push_str(" } }");
+        assert!(measure(&deep).await.0 > limits::MAX_DEPTH);
+        let r = run(&schema, &deep).await;
+        assert_eq!(
+            r["errors"][0]["extensions"]["code"], "QUERY_TOO_DEEP",
+            "{r}"
+        );
+        let msg = r["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains(&limits::MAX_DEPTH.to_string()), "{msg}");
+        assert!(r["data"].is_null(), "nothing ran: {r}");
+
+        // Aliases repeat a store read: a hundred are refused.
+        let many: String = (0..100)
+            .map(|i| format!("t{i}: topics {{ id name }} "))
+            .collect();
+        let many = format!("{{ {many} }}");
+        assert!(measure(&many).await.1 > limits::MAX_COMPLEXITY);
+        let r = run(&schema, &many).await;
+        assert_eq!(
+            r["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+            "{r}"
+        );
+
+        // A preference-center screen in one request fits easily.
+        let screen = "{ topics { id name description channels required marketing defaultOptIn }
+            subscriber(id: \"s\") { id preferences { marketing channels { channel value }
+              topics { topicId enabled channels { channel value } }
+              contacts { channel value verified codeExpiresAtMs } } }
+            preferenceHistory(subscriberId: \"s\", first: 20) { nextCursor
+              entries { eventId atMs kind interface actor changes { path old new } } } }";
+        let (depth, complexity) = measure(screen).await;
+        assert!(
+            depth <= 5 && complexity < limits::MAX_COMPLEXITY / 5,
+            "{depth} {complexity}"
+        );
+        // Ten mutations at most in one request.
+        let writes: String = (0..11)
+            .map(|i| {
+                format!(
+                    "m{i}: updatePreferences(subscriberId: \"s\", changes: []) {{ marketing }} "
+                )
+            })
+            .collect();
+        let r = run(&schema, &format!("mutation {{ {writes} }}")).await;
+        assert_eq!(
+            r["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+            "{r}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_caller_resolves_no_data_field() {
+        // The handler always adds the caller; without one the field guard
+        // refuses rather than resolving with no tenant.
+        let r = run(&schema(), "{ topics { id } }").await;
+        assert_eq!(
+            r["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{r}"
+        );
+        assert_eq!(r["errors"][0]["path"][0], "topics", "{r}");
+    }
+}

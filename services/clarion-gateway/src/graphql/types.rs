@@ -270,7 +270,7 @@ pub struct PreferenceHistoryPage {
 #[derive(SimpleObject, Clone, Debug)]
 pub struct NotificationEvent {
     pub event_id: String,
-    /// triggered | routed | dispatch_requested | sent | delivered | failed | …
+    /// The event's type, e.g. `clarion.notification.triggered.v1`.
     pub event_type: String,
     pub occurred_at_ms: i64,
     /// The event's details (JSON).
