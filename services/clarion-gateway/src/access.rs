@@ -17,7 +17,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use clarion_domain::tenant::Scope;
+use clarion_domain::tenant::{Scope, Scopes};
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -128,6 +128,20 @@ pub const GRAPHQL_FIELDS: &[(&str, &[Scope])] = &[
     ("Mutation.verifyContact", &[Preferences]),
 ];
 
+/// The GraphQL fields a subscriber token may use (its own subscriber's
+/// preferences, their history, contacts, and the topics to choose from),
+/// as `SUBSCRIBER_GRPC`/`SUBSCRIBER_REST` are for the other doors; any
+/// other field is refused to it, whatever GRAPHQL_FIELDS says.
+pub const GRAPHQL_SUBSCRIBER_FIELDS: &[&str] = &[
+    "Query.subscriber",
+    "Query.preferenceHistory",
+    "Query.topics",
+    "Query.topic",
+    "Mutation.updatePreferences",
+    "Mutation.changeContact",
+    "Mutation.verifyContact",
+];
+
 /// The scopes that admit a GraphQL field (`Type.field`); `None` without a row.
 pub fn graphql_scopes(field: &str) -> Option<&'static [Scope]> {
     GRAPHQL_FIELDS
@@ -136,9 +150,9 @@ pub fn graphql_scopes(field: &str) -> Option<&'static [Scope]> {
         .map(|(_, s)| *s)
 }
 
-/// Refuses a caller holding none of `scopes`.
-pub fn require_any(caller: &auth::Caller, scopes: &[Scope]) -> Result<(), ApiError> {
-    if scopes.iter().any(|s| caller.grant.scopes.contains(*s)) {
+/// Refuses a key holding none of `scopes`.
+pub fn require_any(held: Scopes, scopes: &[Scope]) -> Result<(), ApiError> {
+    if scopes.iter().any(|s| held.contains(*s)) {
         return Ok(());
     }
     let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
@@ -148,8 +162,16 @@ pub fn require_any(caller: &auth::Caller, scopes: &[Scope]) -> Result<(), ApiErr
     )))
 }
 
+/// The scopes some GraphQL field accepts.
+pub fn graphql_any_scope() -> Vec<Scope> {
+    Scope::ALL
+        .into_iter()
+        .filter(|s| GRAPHQL_FIELDS.iter().any(|(_, ss)| ss.contains(s)))
+        .collect()
+}
+
 /// Admission to `POST /graphql`: a tenant key holding a scope some field
-/// accepts, within the tenant's request rate. `Err` is the answer to send
+/// accepts (or a subscriber token), within the tenant's request rate. `Err` is the answer to send
 /// (GraphQL-shaped).
 pub async fn graphql_admit(
     state: &GatewayState,
@@ -158,11 +180,7 @@ pub async fn graphql_admit(
     let caller = auth::by_credential(state, auth::credential_in(headers))
         .await
         .map_err(crate::graphql::refused)?;
-    let any: Vec<Scope> = Scope::ALL
-        .into_iter()
-        .filter(|s| GRAPHQL_FIELDS.iter().any(|(_, ss)| ss.contains(s)))
-        .collect();
-    require_any(&caller, &any).map_err(crate::graphql::refused)?;
+    crate::graphql::admits(&caller).map_err(crate::graphql::refused)?;
     if let Err(wait) = state.security.limiter.check(caller.tenant.as_str()) {
         count_limited(caller.tenant.as_str(), "graphql");
         let secs = retry_after_secs(wait);

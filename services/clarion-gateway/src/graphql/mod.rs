@@ -85,8 +85,18 @@ impl Call {
     }
 }
 
+/// Whether a caller may send GraphQL at all: a subscriber token (its
+/// fields are checked one by one), or a key with a scope some field accepts.
+pub(crate) fn admits(caller: &Caller) -> Result<(), crate::error::ApiError> {
+    if who(caller).subscriber.is_some() {
+        return Ok(());
+    }
+    crate::access::require_any(caller.grant.scopes, &crate::access::graphql_any_scope())
+}
+
 /// The one place an authenticated caller becomes the preference center's
-/// `Who`.
+/// `Who` (and so whether it is a subscriber token: admission and the field
+/// guard read it from here).
 fn who(caller: &Caller) -> Who {
     Who {
         tenant: caller.tenant.clone(),
