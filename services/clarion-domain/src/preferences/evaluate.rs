@@ -252,6 +252,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // one row of the table per tuple
     fn each_row_of_the_table_decides_where_it_stands() {
         let mut marketing = topic("marketing");
         marketing.marketing = true;

@@ -224,7 +224,7 @@ mod tests {
     async fn tools_introspect_within_the_limits_and_deeper_or_costlier_queries_are_refused() {
         let (depth, complexity) = measure(INTROSPECTION).await;
         println!("introspection: depth {depth}, complexity {complexity}");
-        assert!(depth <= limits::MAX_DEPTH && depth >= 13, "{depth}");
+        assert!((13..=limits::MAX_DEPTH).contains(&depth), "{depth}");
         assert!(complexity <= limits::MAX_COMPLEXITY / 2, "{complexity}");
         let schema = schema();
         let r = run(&schema, INTROSPECTION).await;
