@@ -53,7 +53,8 @@ pub enum Table {
     /// logged (pk subscriber id, ck big-endian time then event id), owned by
     /// the router.
     PreferenceHistory,
-    /// Topics (pk "topics", ck topic id: the latest version), from the projector.
+    /// Topics (pk "topics", ck topic id: the latest version), from the
+    /// projector. Its SQL name is `preference_topics`.
     Topics,
 }
 
@@ -104,7 +105,8 @@ impl Table {
             Table::Quarantine => "quarantine",
             Table::Preferences => "preferences",
             Table::PreferenceHistory => "preference_history",
-            // Not `topics`: the embedded log has that table in the same file.
+            // Not `topics`: the embedded log has a table of that name, and
+            // on the default both share one SQLite file.
             Table::Topics => "preference_topics",
         }
     }
