@@ -17,7 +17,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use clarion_domain::tenant::Scope;
+use clarion_domain::tenant::{Scope, Scopes};
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -122,6 +122,11 @@ pub const SUBSCRIBER_GRPC: &[&str] = &[
 
 /// Every REST route (method, axum path) and the scope it requires.
 pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
+    // GraphQL: one route for queries and mutations, so not behind
+    // `rest_guard`: `graphql_admit` lets in a key with any scope a root
+    // field accepts (`read` or `preferences`), then each field is checked
+    // against GRAPHQL_FIELDS. `read` is what every query accepts.
+    ("POST", "/graphql", Read),
     ("POST", "/v1/notifications", Trigger),
     ("GET", "/v1/notifications/:id", Read),
     ("POST", "/v1/notifications/:id/engagement", Trigger),
@@ -175,6 +180,96 @@ pub fn grpc_needs(path: &str) -> Option<Needs> {
         .iter()
         .find(|(p, _)| *p == path)
         .map(|(_, n)| *n)
+}
+
+/// Every field of the GraphQL schema that needs a scope, and the scopes
+/// that admit it (any one). Every root field (`Query.*`, `Mutation.*`) must
+/// have a row: the field guard refuses one without (fails closed), and a
+/// test compares the rows with the schema. Nested fields need a row only
+/// when they need more than their root field (a subscriber's
+/// notifications, reachable from `Query.subscriber`, need `read`, as
+/// reading a notification does at every door).
+pub const GRAPHQL_FIELDS: &[(&str, &[Scope])] = &[
+    ("Query.subscriber", &[Read, Preferences]),
+    ("Query.preferenceHistory", &[Read, Preferences]),
+    ("Query.topics", &[Read, Preferences]),
+    ("Query.topic", &[Read, Preferences]),
+    ("Query.evaluate", &[Read, Preferences]),
+    ("Query.notification", &[Read]),
+    ("Query.notifications", &[Read]),
+    ("Subscriber.notifications", &[Read]),
+    ("Mutation.updatePreferences", &[Preferences]),
+    ("Mutation.registerTopic", &[Preferences]),
+    ("Mutation.changeContact", &[Preferences]),
+    ("Mutation.verifyContact", &[Preferences]),
+];
+
+/// The GraphQL fields a subscriber token may use (its own subscriber's
+/// preferences, their history, contacts, and the topics to choose from),
+/// as `SUBSCRIBER_GRPC`/`SUBSCRIBER_REST` are for the other doors; any
+/// other field is refused to it, whatever GRAPHQL_FIELDS says.
+pub const GRAPHQL_SUBSCRIBER_FIELDS: &[&str] = &[
+    "Query.subscriber",
+    "Query.preferenceHistory",
+    "Query.topics",
+    "Query.topic",
+    "Mutation.updatePreferences",
+    "Mutation.changeContact",
+    "Mutation.verifyContact",
+];
+
+/// The scopes that admit a GraphQL field (`Type.field`); `None` without a row.
+pub fn graphql_scopes(field: &str) -> Option<&'static [Scope]> {
+    GRAPHQL_FIELDS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, s)| *s)
+}
+
+/// Refuses a key holding none of `scopes`.
+pub fn require_any(held: Scopes, scopes: &[Scope]) -> Result<(), ApiError> {
+    if scopes.iter().any(|s| held.contains(*s)) {
+        return Ok(());
+    }
+    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    Err(ApiError::PermissionDenied(format!(
+        "this API key has none of the scopes this field accepts: {}",
+        names.join(", ")
+    )))
+}
+
+/// The scopes some GraphQL field accepts.
+pub fn graphql_any_scope() -> Vec<Scope> {
+    Scope::ALL
+        .into_iter()
+        .filter(|s| GRAPHQL_FIELDS.iter().any(|(_, ss)| ss.contains(s)))
+        .collect()
+}
+
+/// Admission to `POST /graphql`: a tenant key holding a scope some field
+/// accepts (or a subscriber token), within the tenant's request rate. `Err` is the answer to send
+/// (GraphQL-shaped).
+pub async fn graphql_admit(
+    state: &GatewayState,
+    headers: &http::HeaderMap,
+) -> Result<auth::Caller, Response> {
+    let caller = auth::by_credential(state, auth::credential_in(headers))
+        .await
+        .map_err(crate::graphql::refused)?;
+    crate::graphql::admits(&caller).map_err(crate::graphql::refused)?;
+    if let Err(wait) = state.security.limiter.check(caller.tenant.as_str()) {
+        count_limited(caller.tenant.as_str(), "graphql");
+        let secs = retry_after_secs(wait);
+        let mut resp = crate::graphql::refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::graphql::CODE_RATE_LIMITED,
+            &format!("request rate limit of this tenant exceeded: retry in {secs} s"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Err(resp);
+    }
+    Ok(caller)
 }
 
 /// Who may use gRPC server reflection.

@@ -13,6 +13,7 @@ pub mod config_read;
 pub mod contact_idempotency;
 pub mod dead_letter;
 pub mod error;
+pub mod graphql;
 pub mod http;
 pub mod inbound;
 pub mod keys;

@@ -399,7 +399,7 @@ fn security(cfg: &Config, clock: Arc<dyn Clock>) -> Arc<clarion_gateway::access:
 
 impl Node {
     /// The HTTP routes a gateway adds to the side server: engagement
-    /// tracking and the REST API.
+    /// tracking, the REST API and GraphQL.
     pub async fn tracking_routes(&self) -> anyhow::Result<axum::Router> {
         let secret = clarion_gateway::tracking::secret(&*self.store, &self.keyring).await?;
         let state = self.gateway_state(None);
@@ -407,7 +407,8 @@ impl Node {
             accept_legacy: self.cfg.tracking.accept_legacy_tokens,
         };
         let mut routes = clarion_gateway::tracking::routes(state.clone(), secret, policy)
-            .merge(clarion_gateway::rest::routes(state.clone()));
+            .merge(clarion_gateway::rest::routes(state.clone()))
+            .merge(clarion_gateway::graphql::routes(state.clone()));
         if let Some(tw) = &self.cfg.providers.twilio {
             if let Some(cb) = &tw.status_callback_url {
                 routes = routes.merge(clarion_gateway::inbound::twilio_routes(

@@ -223,6 +223,22 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
         "",
     );
     assert_eq!(status, 401);
+    // The same notification through GraphQL (docs/graphql.md's first example).
+    let (status, body) = http_call(
+        http,
+        "POST",
+        "/graphql",
+        &key,
+        &serde_json::json!({"query": format!("{{ notification(id: \"{rest_id}\") {{ status workflowId }} }}")})
+            .to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["data"]["notification"],
+        serde_json::json!({"status": "delivered", "workflowId": "welcome"}),
+        "{body}"
+    );
 
     let (status, metrics) = http_get(http, "/metrics");
     assert_eq!(status, 200);

@@ -1,4 +1,5 @@
-//! Two tenants everywhere: for every gRPC method and every REST route,
+//! Two tenants everywhere: for every gRPC method and every REST route
+//! (GraphQL's `POST /graphql` among them),
 //! tenant B's key on tenant A's ids gets not-found or permission-denied (or,
 //! for calls that write into B's own namespace, a result with none of A's
 //! data), and A's data is unchanged afterwards. The tables below must list
@@ -816,7 +817,17 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
     // REST: every route, B's key on A's notification id.
     let base = format!("http://{}", run.http);
     let nid = &a.notification_id;
+    // GraphQL: one route, A's ids in one query (after B's writes, B has
+    // its own `sub-1` and its own workflows of A's ids): A's notification
+    // is NOT_FOUND (checked below), the rest is B's own, none of it A's.
+    let graphql = serde_json::json!({"query": format!(
+        "{{ notification(id: \"{nid}\") {{ id subscriberId events {{ detail }} }}
+           subscriber(id: \"sub-1\") {{ preferences {{ contacts {{ value }} }} }}
+           preferenceHistory(subscriberId: \"sub-1\") {{ entries {{ actor }} }} }}"
+    )})
+    .to_string();
     let rest_table: Vec<(&str, &str, String, &str, u16)> = vec![
+        ("POST", "/graphql", format!("{base}/graphql"), &graphql, 200),
         (
             // B's key on A's workflow id: B has no such workflow.
             "POST",
@@ -949,7 +960,8 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
     for (method, route, url, body, want) in &rest_table {
         let (status, _, text) = rest(method, url, &b, body).await;
         assert_eq!(status, *want, "{method} {route}: {text}");
-        let markers = if status < 300 {
+        // A GraphQL answer is a 200 whose errors quote the ids B named.
+        let markers = if status < 300 && *route != "/graphql" {
             &a.markers[..]
         } else {
             &a.markers[..5]
@@ -961,6 +973,26 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             );
         }
     }
+
+    let (_, _, text) = rest("POST", &format!("{base}/graphql"), &b, &graphql).await;
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut codes: Vec<(String, String)> = answer["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|e| {
+            (
+                e["path"][0].to_string(),
+                e["extensions"]["code"].to_string(),
+            )
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [("\"notification\"".into(), "\"NOT_FOUND\"".into())],
+        "B's GraphQL on A's ids: {answer}"
+    );
 
     // A's data is unchanged: still dead-lettered, same workflow, same
     // subscriber, same key working.
@@ -1160,6 +1192,29 @@ async fn scopes_hold_on_every_door_and_keys_mint_only_what_they_have() {
         &format!("http://{}/v1/dead-letters/x/retry", run.http),
         &read,
         "{}",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    // GraphQL: a read key queries, its mutations are refused field by field.
+    let graphql = format!("http://{}/graphql", run.http);
+    let (status, _, body) = rest(
+        "POST",
+        &graphql,
+        &read,
+        r#"{"query":"mutation { registerTopic(input: {id: \"t\"}) { id } }"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"PERMISSION_DENIED\""), "{body}");
+    assert!(!body.contains("\"version\""), "{body}");
+    let (status, _, body) = rest("POST", &graphql, &read, r#"{"query":"{ topics { id } }"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"topics\":[]"), "{body}");
+    let (status, _, body) = rest(
+        "POST",
+        &graphql,
+        &trigger,
+        r#"{"query":"{ topics { id } }"}"#,
     )
     .await;
     assert_eq!(status, 403, "{body}");
