@@ -46,10 +46,14 @@ pub enum Table {
     /// "parked", ck the partition then the offset): see
     /// `clarion_runtime::quarantine`.
     Quarantine,
+    /// Each subscriber's notifications (pk subscriber id, ck notification
+    /// id: ids lead with their creation time, so newest last), written by
+    /// the router when it accepts a trigger.
+    SubscriberNotifications,
 }
 
 impl Table {
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 19] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -68,6 +72,7 @@ impl Table {
         Table::Idempotency,
         Table::ContentDedup,
         Table::Quarantine,
+        Table::SubscriberNotifications,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -90,6 +95,7 @@ impl Table {
             Table::Idempotency => "idempotency",
             Table::ContentDedup => "content_dedup",
             Table::Quarantine => "quarantine",
+            Table::SubscriberNotifications => "subscriber_notifications",
         }
     }
 }
