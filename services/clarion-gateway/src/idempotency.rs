@@ -32,6 +32,9 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed")
 /// Longest key (as for trigger keys).
 pub const MAX_KEY_BYTES: usize = clarion_domain::limits::MAX_KEY_BYTES;
 
+/// What a key may be: visible ASCII, no spaces.
+pub const KEY_PATTERN: &str = "^[!-~]+$";
+
 /// Routes whose handlers honour the key themselves.
 pub const OWN_MECHANISM: &[(&str, &str)] = &[("POST", "/v1/notifications")];
 

@@ -123,19 +123,9 @@ fn operation_conventions(method: &str, path: &str, op: &mut Operation) {
             422,
             "This Idempotency-Key was used with a different request",
         ));
-        op.parameters.get_or_insert_with(Vec::new).push(
-            ParameterBuilder::new()
-                .name("Idempotency-Key")
-                .parameter_in(ParameterIn::Header)
-                .required(Required::False)
-                .description(Some(
-                    "Makes a retry safe: a repeat with the same key (and the same request) \
-                     gets the first answer again, with `Idempotency-Replayed: true`, \
-                     instead of acting twice.",
-                ))
-                .schema(Some(string_schema()))
-                .build(),
-        );
+    }
+    if method == "POST" {
+        idempotency_header(op);
     }
     for (status, description) in errors {
         op.responses
@@ -155,6 +145,33 @@ fn operation_conventions(method: &str, path: &str, op: &mut Operation) {
             );
         }
     }
+}
+
+/// The `Idempotency-Key` header of a POST: the route's own description
+/// when it has one (the trigger's mechanism), the generic one otherwise.
+fn idempotency_header(op: &mut Operation) {
+    let params = op.parameters.get_or_insert_with(Vec::new);
+    let schema = string_schema()
+        .min_length(Some(1))
+        .max_length(Some(crate::idempotency::MAX_KEY_BYTES))
+        .pattern(Some(crate::idempotency::KEY_PATTERN));
+    if let Some(p) = params.iter_mut().find(|p| p.name == "Idempotency-Key") {
+        p.schema = Some(schema.into());
+        return;
+    }
+    params.push(
+        ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Makes a retry safe: a repeat with the same key (and the same request) \
+                 gets the first answer again, with `Idempotency-Replayed: true`, \
+                 instead of acting twice.",
+            ))
+            .schema(Some(schema))
+            .build(),
+    );
 }
 
 fn problem_response(description: &str) -> Response {
