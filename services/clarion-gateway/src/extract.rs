@@ -19,7 +19,7 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// A JSON request body (`content-type: application/json`), required.
 pub struct JsonBody<T>(pub T);
 
-/// A JSON request body that may be left out (an empty body is `None`).
+/// A JSON request body that may be left out (an empty body, or `null`, is `None`).
 pub struct OptionalJsonBody<T>(pub Option<T>);
 
 /// Query parameters.
@@ -127,7 +127,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
         let (headers, bytes) = body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or JSON `null`, is no body.
+        let text = bytes.trim_ascii();
+        if text.is_empty() || text == b"null" {
             return Ok(OptionalJsonBody(None));
         }
         if !is_json(&headers) {

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -47,17 +48,140 @@ pub fn document() -> utoipa::openapi::OpenApi {
         doc.merge((m.openapi)());
     }
     conventions(&mut doc);
+    add_links(&mut doc);
     doc
+}
+
+/// OpenAPI links: where an answer's ids lead (clients and schemathesis'
+/// stateful tests follow them). (operation, status, target operation,
+/// target parameter, runtime expression for its value.)
+const LINKS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "triggerNotification",
+        "202",
+        "getNotification",
+        "id",
+        "$response.body#/notifications/0/notification_id",
+    ),
+    (
+        "triggerNotification",
+        "202",
+        "recordEngagement",
+        "id",
+        "$response.body#/notifications/0/notification_id",
+    ),
+    (
+        "triggerNotification",
+        "202",
+        "listSubscriberNotifications",
+        "id",
+        "$response.body#/notifications/0/subscriber_id",
+    ),
+    (
+        "upsertSubscriber",
+        "200",
+        "getSubscriber",
+        "id",
+        "$response.body#/subscriber_id",
+    ),
+    (
+        "upsertSubscriber",
+        "200",
+        "listSubscriberNotifications",
+        "id",
+        "$response.body#/subscriber_id",
+    ),
+    (
+        "listDeadLetters",
+        "200",
+        "getDeadLetter",
+        "id",
+        "$response.body#/dead_letters/0/notification_id",
+    ),
+    (
+        "listDeadLetters",
+        "200",
+        "retryDeadLetter",
+        "id",
+        "$response.body#/dead_letters/0/notification_id",
+    ),
+    (
+        "listDeadLetters",
+        "200",
+        "discardDeadLetter",
+        "id",
+        "$response.body#/dead_letters/0/notification_id",
+    ),
+];
+
+fn add_links(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let from = op.operation_id.clone().unwrap_or_default();
+            for (_, status, to, param, value) in LINKS.iter().filter(|l| l.0 == from) {
+                if let Some(RefOr::T(r)) = op.responses.responses.get_mut(*status) {
+                    let link = LinkBuilder::new()
+                        .operation_id(*to)
+                        .parameter(*param, *value)
+                        .build();
+                    r.links
+                        .insert(format!("{to}By{}", capitalized(param)), RefOr::T(link));
+                }
+            }
+        }
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// The document as served.
+pub fn document_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(document()).expect("the OpenAPI document serializes");
+    fix_link_keys(&mut doc);
+    doc
+}
+
+/// utoipa 5 writes a link's `operationId` as `operation_id` (fixed in
+/// utoipa 6): renamed here.
+fn fix_link_keys(doc: &mut serde_json::Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+        .flat_map(|r| r.values_mut());
+    for response in responses {
+        let links = response.get_mut("links").and_then(|l| l.as_object_mut());
+        for link in links.into_iter().flat_map(|l| l.values_mut()) {
+            let Some(link) = link.as_object_mut() else {
+                continue;
+            };
+            if let Some(id) = link.remove("operation_id") {
+                link.insert("operationId".into(), id);
+            }
+        }
+    }
 }
 
 /// `GET /openapi.json` (no authentication).
 pub async fn serve() -> impl IntoResponse {
     static JSON: OnceLock<String> = OnceLock::new();
-    let json = JSON.get_or_init(|| {
-        document()
-            .to_json()
-            .expect("the OpenAPI document serializes")
-    });
+    let json = JSON.get_or_init(|| document_json().to_string());
     ([(header::CONTENT_TYPE, "application/json")], json.as_str())
 }
 
@@ -235,7 +359,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn documented() -> BTreeSet<(String, String)> {
-        let doc: serde_json::Value = serde_json::from_str(&document().to_json().unwrap()).unwrap();
+        let doc: serde_json::Value = document_json();
         let mut out = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, _) in item.as_object().unwrap() {
@@ -273,7 +397,7 @@ mod tests {
 
     #[test]
     fn the_document_is_openapi_3_1_with_problems_security_and_conventions() {
-        let doc: serde_json::Value = serde_json::from_str(&document().to_json().unwrap()).unwrap();
+        let doc: serde_json::Value = document_json();
         assert!(
             doc["openapi"].as_str().unwrap().starts_with("3.1."),
             "{}",
@@ -311,6 +435,46 @@ mod tests {
                     .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
                 assert_eq!(idempotency_header, method == "post", "{method} {path}");
             }
+        }
+    }
+
+    #[test]
+    fn every_link_joins_two_documented_operations() {
+        let doc: serde_json::Value = document_json();
+        let ids: BTreeSet<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|op| op["operationId"].as_str().map(str::to_string))
+            .collect();
+        for (from, status, to, ..) in LINKS {
+            assert!(ids.contains(*from) && ids.contains(*to), "{from} -> {to}");
+            let links = doc["paths"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|item| item.as_object().unwrap().values())
+                .find(|op| op["operationId"] == *from)
+                .map(|op| op["responses"][status]["links"].clone())
+                .unwrap_or_default();
+            assert!(
+                links
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .any(|l| l["operationId"] == *to),
+                "{from} {status} links to {to}: {links}"
+            );
+            let n = doc["paths"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|item| item.as_object().unwrap().values())
+                .filter(|op| op["operationId"] == *from)
+                .filter(|op| op["responses"][status]["links"].is_object())
+                .count();
+            assert_eq!(n, 1, "{from} {status} carries its links");
         }
     }
 

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use clarion_domain::Violations;
 use clarion_proto::api;
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataMap;
@@ -140,6 +141,9 @@ async fn list(
     QueryParams(paging): QueryParams<PageParams>,
 ) -> Result<Json<DeadLetterPage>, Problem> {
     let caller = caller(&s, headers).await?;
+    if filters.older_than_ms.is_some_and(|ms| ms < 0) {
+        return Err(Violations::single("older_than_ms", "must be 0 or more").into());
+    }
     let list = List {
         tenant: caller.tenant.as_str(),
         name: "dead-letters",

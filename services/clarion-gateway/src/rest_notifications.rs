@@ -53,7 +53,9 @@ pub struct TriggerBody {
     /// triggered by it starts.
     #[serde(default)]
     pub event: String,
+    /// At least one (a request starts a notification per recipient and workflow).
     #[serde(default)]
+    #[schema(required = true, min_items = 1)]
     pub recipients: Vec<RecipientBody>,
     /// Any JSON object; templates see it as `payload`.
     #[serde(default)]
@@ -69,6 +71,7 @@ pub struct TriggerBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientBody {
+    #[schema(min_length = 1)]
     pub subscriber_id: String,
     #[serde(default)]
     pub email: String,

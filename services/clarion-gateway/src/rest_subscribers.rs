@@ -63,7 +63,8 @@ pub struct Subscriber {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberBody {
-    /// May be given (e.g. a record read back); must then equal the path's id.
+    /// May be given (e.g. a record read back); must then equal the path's id
+    /// (empty: not given).
     #[serde(default)]
     pub subscriber_id: Option<String>,
     #[serde(default)]
@@ -139,7 +140,7 @@ fn to_rest(s: api::Subscriber) -> Subscriber {
     path = "/v1/subscribers/{id}",
     tag = "subscribers",
     operation_id = "upsertSubscriber",
-    params(("id" = String, Path, description = "Subscriber id (no `/`, spaces or control characters)")),
+    params(("id" = String, Path, description = "Subscriber id (at most 128 bytes; no `/`, spaces or control characters)", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$")),
     request_body = SubscriberBody,
     responses((status = 200, description = "The stored subscriber", body = Subscriber))
 )]
@@ -149,7 +150,10 @@ async fn upsert_subscriber(
     PathParams(id): PathParams<String>,
     JsonBody(b): JsonBody<SubscriberBody>,
 ) -> Result<Json<Subscriber>, Problem> {
-    if b.subscriber_id.as_ref().is_some_and(|given| *given != id) {
+    if b.subscriber_id
+        .as_ref()
+        .is_some_and(|given| !given.is_empty() && *given != id)
+    {
         return Err(Violations::single("subscriber_id", "must equal the id in the path").into());
     }
     let attributes_json = b
@@ -178,7 +182,7 @@ async fn upsert_subscriber(
     path = "/v1/subscribers/{id}",
     tag = "subscribers",
     operation_id = "getSubscriber",
-    params(("id" = String, Path, description = "Subscriber id")),
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$")),
     responses(
         (status = 200, description = "The subscriber", body = Subscriber),
         (status = 404, description = "No such subscriber for this tenant", body = Problem, content_type = "application/problem+json"),
@@ -201,7 +205,7 @@ async fn get_subscriber(
     path = "/v1/subscribers/{id}/notifications",
     tag = "subscribers",
     operation_id = "listSubscriberNotifications",
-    params(("id" = String, Path, description = "Subscriber id"), PageParams),
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$"), PageParams),
     responses((status = 200, description = "A page of notifications, newest first", body = SubscriberNotificationPage))
 )]
 async fn list_notifications(
