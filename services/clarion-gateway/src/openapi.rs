@@ -340,6 +340,18 @@ fn integer_schema() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::Integer)
 }
 
+/// An axum route (`/v1/x/:id`) in OpenAPI's path syntax (`/v1/x/{id}`).
+pub fn openapi_path(route: &str) -> String {
+    route
+        .split('/')
+        .map(|seg| match seg.strip_prefix(':') {
+            Some(name) => format!("{{{name}}}"),
+            None => seg.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// An OpenAPI path (`/v1/x/{id}`) in axum's route syntax (`/v1/x/:id`).
 pub fn axum_route(path: &str) -> String {
     path.split('/')
@@ -485,5 +497,9 @@ mod tests {
             "/v1/dead-letters/:id/retry"
         );
         assert_eq!(axum_route("/v1/notifications"), "/v1/notifications");
+        assert_eq!(
+            openapi_path("/v1/dead-letters/:id/retry"),
+            "/v1/dead-letters/{id}/retry"
+        );
     }
 }
