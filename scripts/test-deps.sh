@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides Rust, on a fresh machine:
 #  - aiosmtpd (PyPI): the real SMTP server the email tests deliver to;
+#  - schemathesis (PyPI): generates REST requests from /openapi.json
+#    (services/clarion/tests/e2e_openapi.rs), in a virtualenv of its own
+#    ($CLARION_VENV, default ~/.cache/clarion-venv): Debian's python refuses
+#    pip installs into the system (PEP 668), and its dependencies stay apart;
 #  - tansu (crates.io): the Kafka-protocol broker, installed and started by kafka-up.sh.
 # Idempotent: skips what is already there.
 set -euo pipefail
@@ -9,6 +13,21 @@ cd "$(dirname "$0")/.."
 if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   echo "installing aiosmtpd (SMTP server for tests)..."
   python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2'
+fi
+
+SCHEMATHESIS_VERSION='schemathesis>=4.32,<5'
+venv="${CLARION_VENV:-$HOME/.cache/clarion-venv}"
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+  echo "installing schemathesis (OpenAPI fuzzing for tests) into $venv..."
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian ships venv separately.
+    if command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$SCHEMATHESIS_VERSION"
 fi
 
 scripts/kafka-up.sh

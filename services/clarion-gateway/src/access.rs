@@ -23,11 +23,12 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::auth;
 use crate::error::ApiError;
 use crate::keys::KeyUsage;
+use crate::problem::Problem;
 use crate::ratelimit::{retry_after_secs, TenantLimiter};
 use crate::state::GatewayState;
+use crate::{auth, idempotency};
 
 /// What a call needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +121,10 @@ pub const SUBSCRIBER_GRPC: &[&str] = &[
     "/clarion.v1.TopicService/List",
 ];
 
+/// Routes of [`REST_ROUTES`] that `/openapi.json` does not describe:
+/// GraphQL has its own schema (introspection) and GraphQL-shaped answers.
+pub const OUTSIDE_OPENAPI: &[&str] = &["/graphql"];
+
 /// Every REST route (method, axum path) and the scope it requires.
 pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     // GraphQL: one route for queries and mutations, so not behind
@@ -148,6 +153,9 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("GET", "/v1/topics", Read),
     ("GET", "/v1/topics/:id", Read),
     ("PUT", "/v1/topics/:id", Preferences),
+    ("PUT", "/v1/subscribers/:id", Preferences),
+    ("GET", "/v1/subscribers/:id", Read),
+    ("GET", "/v1/subscribers/:id/notifications", Read),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
@@ -159,6 +167,7 @@ pub const SUBSCRIBER_REST: &[(&str, &str)] = &[
     ("POST", "/v1/subscribers/:id/contacts/:channel/verify"),
     ("GET", "/v1/topics"),
     ("GET", "/v1/topics/:id"),
+    ("GET", "/v1/subscribers/:id/notifications"),
 ];
 
 /// Whether `caller` may make a call of `scope`: a key needs the scope, a
@@ -368,6 +377,7 @@ pub async fn check_grpc(
                 .security
                 .limiter
                 .check(caller.tenant.as_str())
+                .map(|_| ())
                 .map_err(|wait| {
                     count_limited(caller.tenant.as_str(), "grpc");
                     rate_limited(wait)
@@ -430,46 +440,111 @@ where
 }
 
 /// REST middleware: the route's scope, then the rate limit (HTTP 429 with
-/// `Retry-After`). Handlers authenticate again (a cache hit) for the caller.
+/// `Retry-After`), then `Idempotency-Key` on POSTs ([`crate::idempotency`]).
+/// Answers carry the `RateLimit-Policy` and `RateLimit` headers. Handlers
+/// authenticate again (a cache hit) for the caller.
 pub async fn rest_guard(State(state): State<GatewayState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    let method = req.method().as_str().to_string();
-    let Some(scope) = REST_ROUTES
-        .iter()
-        .find(|(m, p, _)| *m == method && *p == route)
-        .map(|(_, _, s)| *s)
-    else {
-        return crate::rest::problem(ApiError::PermissionDenied(format!(
-            "{method} {route} has no access rule on this gateway"
-        )));
+    // HEAD is served by the GET handler.
+    let method = match req.method().as_str() {
+        "HEAD" => "GET".to_string(),
+        m => m.to_string(),
+    };
+    let Some(scope) = rest_scope(&method, &route) else {
+        return no_rule(&method, &route);
     };
     let caller = match auth::by_credential(&state, auth::credential_in(req.headers())).await {
         Ok(c) => c,
-        Err(e) => return crate::rest::problem(e),
+        Err(e) => return Problem::from(e).into_response(),
     };
     let for_subscribers = SUBSCRIBER_REST
         .iter()
         .any(|(m, p)| *m == method && *p == route);
     if let Err(e) = permit(&caller, scope, for_subscribers) {
-        return crate::rest::problem(e);
+        return Problem::from(e).into_response();
     }
-    if let Err(wait) = state.security.limiter.check(caller.tenant.as_str()) {
-        count_limited(caller.tenant.as_str(), "rest");
-        let secs = retry_after_secs(wait);
-        let mut resp = crate::error::problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!("request rate limit of this tenant exceeded: retry in {secs} s"),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return resp.into_response();
+    let allowance = match state.security.limiter.check(caller.tenant.as_str()) {
+        Ok(a) => a,
+        Err(wait) => {
+            count_limited(caller.tenant.as_str(), "rest");
+            return too_many_requests(&state, caller.tenant.as_str(), wait);
+        }
+    };
+    let mut resp = match idempotency::key_of(&req) {
+        Err(p) => p.into_response(),
+        Ok(Some(key)) if idempotency::applies(&method, &route) => {
+            idempotency::run(&state, caller.tenant.as_str(), &key, req, next).await
+        }
+        Ok(_) => next.run(req).await,
+    };
+    if let Some(a) = allowance {
+        set_rate_headers(resp.headers_mut(), &a.policy_header(), &a.header());
     }
-    next.run(req).await
+    resp
 }
+
+/// The scope a REST route needs; `None` for a route without a rule.
+pub fn rest_scope(method: &str, route: &str) -> Option<Scope> {
+    REST_ROUTES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == route)
+        .map(|(_, _, s)| *s)
+}
+
+/// A route served with other methods is 405 (with `Allow`); a route
+/// without any rule is refused (the table fails closed).
+fn no_rule(method: &str, route: &str) -> Response {
+    let allowed: Vec<&str> = REST_ROUTES
+        .iter()
+        .filter(|(_, p, _)| *p == route)
+        .map(|(m, _, _)| *m)
+        .collect();
+    if allowed.is_empty() {
+        return Problem::from(ApiError::PermissionDenied(format!(
+            "{method} {route} has no access rule on this gateway"
+        )))
+        .into_response();
+    }
+    let mut resp = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not served on this route: see the Allow header"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
+}
+
+fn too_many_requests(state: &GatewayState, tenant: &str, wait: Duration) -> Response {
+    let secs = retry_after_secs(wait);
+    let mut resp = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("request rate limit of this tenant exceeded: retry in {secs} s"),
+    )
+    .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(a) = state.security.limiter.policy(tenant) {
+        set_rate_headers(h, &a.policy_header(), &a.header());
+    }
+    resp
+}
+
+fn set_rate_headers(h: &mut http::HeaderMap, policy: &str, now: &str) {
+    for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, now)] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+}
+
+pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 #[cfg(test)]
 mod tests {

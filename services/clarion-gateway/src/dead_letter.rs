@@ -3,6 +3,8 @@
 //! notification's recipient stream, so they are ordered with the run's other
 //! inputs and recorded in its history with the caller as actor.
 
+use std::ops::Bound;
+
 use clarion_domain::{Actor, Event, Payload, TenantId, Violations};
 use clarion_proto::api;
 use clarion_proto::events as pb;
@@ -12,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::auth;
 use crate::error::ApiError;
 use crate::notification::append_for_notification;
+use crate::pagination::Page;
 use crate::state::GatewayState;
 
 pub struct DeadLetterApi(pub GatewayState);
@@ -44,6 +47,14 @@ fn to_api(e: &Event) -> Option<api::DeadLetter> {
     })
 }
 
+/// Whether a dead letter passes the list filters (`now` for `older_than_ms`).
+fn matches(f: &api::ListDeadLettersRequest, now: i64, d: &api::DeadLetter) -> bool {
+    (f.workflow_id.is_empty() || d.workflow_id == f.workflow_id)
+        && (f.channel.is_empty() || d.attempts.iter().any(|a| a.channel == f.channel))
+        && (f.reason_contains.is_empty() || d.reason.contains(&f.reason_contains))
+        && (f.older_than_ms <= 0 || now - d.dead_lettered_at_ms >= f.older_than_ms)
+}
+
 /// The tenant's dead letters matching the filters, oldest first.
 pub async fn list(
     s: &GatewayState,
@@ -65,14 +76,56 @@ pub async fn list(
         .into_iter()
         .filter_map(|(_, v)| Event::decode(&v).ok())
         .filter_map(|e| to_api(&e))
-        .filter(|d| f.workflow_id.is_empty() || d.workflow_id == f.workflow_id)
-        .filter(|d| f.channel.is_empty() || d.attempts.iter().any(|a| a.channel == f.channel))
-        .filter(|d| f.reason_contains.is_empty() || d.reason.contains(&f.reason_contains))
-        .filter(|d| f.older_than_ms <= 0 || now - d.dead_lettered_at_ms >= f.older_than_ms)
+        .filter(|d| matches(f, now, d))
         .collect();
     out.sort_by_key(|d| (d.dead_lettered_at_ms, d.notification_id.clone()));
     out.truncate(limit);
     Ok(out)
+}
+
+/// One page of the tenant's dead letters matching the filters (its
+/// `limit` is ignored), in notification id order (the notifications'
+/// creation time), after `page.after`; with the position of the last one
+/// when more follow.
+pub async fn page(
+    s: &GatewayState,
+    tenant: &TenantId,
+    f: &api::ListDeadLettersRequest,
+    page: &Page,
+) -> Result<(Vec<api::DeadLetter>, Option<Vec<u8>>), ApiError> {
+    let now = s.clock.now_ms();
+    // Filters drop rows after the read: read a few pages' worth at a time.
+    let chunk = (page.limit * 4).clamp(64, 1_000);
+    let mut from = page.after.clone();
+    let mut out: Vec<(Vec<u8>, api::DeadLetter)> = Vec::new();
+    while out.len() <= page.limit {
+        let lower = from.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let rows = s
+            .store
+            .scan(
+                &Scan::partition(Table::DeadLetters, tenant.as_str(), "dlq", chunk)
+                    .range(lower, Bound::Unbounded),
+            )
+            .await?;
+        let exhausted = rows.len() < chunk;
+        for (ck, v) in rows {
+            from = Some(ck.clone());
+            let d = Event::decode(&v).ok().and_then(|e| to_api(&e));
+            if let Some(d) = d.filter(|d| matches(f, now, d)) {
+                out.push((ck, d));
+                if out.len() > page.limit {
+                    break;
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let more = out.len() > page.limit;
+    out.truncate(page.limit);
+    let next = more.then(|| out.last().map(|(ck, _)| ck.clone())).flatten();
+    Ok((out.into_iter().map(|(_, d)| d).collect(), next))
 }
 
 pub async fn show(

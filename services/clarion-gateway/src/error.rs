@@ -107,19 +107,7 @@ impl From<ApiError> for Status {
 
 /// An RFC 9457 `application/problem+json` response for the HTTP side.
 pub fn problem(status: axum::http::StatusCode, detail: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
-        serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "detail": excerpt(detail, 2 * MAX_DETAILS_BYTES),
-        })
-        .to_string(),
-    )
-        .into_response()
+    axum::response::IntoResponse::into_response(crate::problem::Problem::new(status, detail))
 }
 
 #[cfg(test)]

@@ -103,6 +103,9 @@ async fn listen(
         Some(more) => app.merge(more),
         None => app,
     };
+    // Unknown routes and methods answer problem+json too (after the merge:
+    // the 405 fallback applies to the routes registered so far).
+    let app = crate::problem::with_fallbacks(app);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "HTTP listening ({what})");
     axum::serve(listener, app)

@@ -80,7 +80,7 @@ impl Who {
 
     /// A subscriber token reaches its own subscriber only; any other id is
     /// answered as if it did not exist.
-    fn reach(&self, field: &str, subscriber_id: &str) -> Result<(), ApiError> {
+    pub(crate) fn reach(&self, field: &str, subscriber_id: &str) -> Result<(), ApiError> {
         let mut v = Violations::default();
         validate_subscriber_id(&mut v, field, subscriber_id);
         v.into_result()?;

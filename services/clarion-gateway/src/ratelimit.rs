@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clarion_runtime::Clock;
 use governor::clock::Clock as GovernorClock;
-use governor::middleware::NoOpMiddleware;
+use governor::middleware::{StateInformationMiddleware, StateSnapshot};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota, RateLimiter};
@@ -33,6 +33,64 @@ impl Rate {
         let per_second = NonZeroU32::new(self.per_second)?;
         let burst = NonZeroU32::new(self.burst).unwrap_or(per_second);
         Some(Quota::per_second(per_second).allow_burst(burst))
+    }
+
+    /// The bucket's size (`burst`, or `per_second` when unset).
+    fn bucket(self) -> u32 {
+        if self.burst == 0 {
+            self.per_second
+        } else {
+            self.burst
+        }
+    }
+}
+
+/// What a request left in its tenant's bucket: the IETF `RateLimit-Policy`
+/// and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
+///
+/// The token bucket is described as a quota of `bucket` requests per
+/// window of the time the bucket takes to refill from empty; `r` is the
+/// tokens left now, `t` the seconds until the bucket is full again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowance {
+    /// `default` (the operator's default rate) or `tenant` (an override).
+    pub policy: &'static str,
+    pub rate: Rate,
+    /// Requests that can be made right now.
+    pub remaining: u32,
+}
+
+impl Allowance {
+    fn window_secs(&self) -> u64 {
+        u64::from(self.rate.bucket())
+            .div_ceil(u64::from(self.rate.per_second.max(1)))
+            .max(1)
+    }
+
+    /// Whole seconds until the bucket is full again (0: it is).
+    pub fn full_in_secs(&self) -> u64 {
+        let missing = u64::from(self.rate.bucket().saturating_sub(self.remaining));
+        missing.div_ceil(u64::from(self.rate.per_second.max(1)))
+    }
+
+    /// `RateLimit-Policy`, e.g. `"default";q=20000;w=2`.
+    pub fn policy_header(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.policy,
+            self.rate.bucket(),
+            self.window_secs()
+        )
+    }
+
+    /// `RateLimit`, e.g. `"default";r=19999;t=1`.
+    pub fn header(&self) -> String {
+        format!(
+            "\"{}\";r={};t={}",
+            self.policy,
+            self.remaining,
+            self.full_in_secs()
+        )
     }
 }
 
@@ -73,34 +131,35 @@ impl GovernorClock for BucketClock {
     }
 }
 
-type Keyed =
-    RateLimiter<String, DefaultKeyedStateStore<String>, BucketClock, NoOpMiddleware<Duration>>;
-type Direct = RateLimiter<NotKeyed, InMemoryState, BucketClock, NoOpMiddleware<Duration>>;
+type Snapshots = StateInformationMiddleware;
+type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, BucketClock, Snapshots>;
+type Direct = RateLimiter<NotKeyed, InMemoryState, BucketClock, Snapshots>;
 
 /// The buckets of every tenant.
 pub struct TenantLimiter {
     clock: BucketClock,
     /// Tenants on the default rate (`None`: unlimited).
-    default: Option<Keyed>,
+    default: Option<(Keyed, Rate)>,
     /// Tenants with their own rate (`None` inside: unlimited), fixed at start.
-    overrides: HashMap<String, Option<Direct>>,
+    overrides: HashMap<String, Option<(Direct, Rate)>>,
 }
 
 impl TenantLimiter {
     pub fn new(cfg: &RateLimitConfig, clock: Arc<dyn Clock>) -> TenantLimiter {
         let clock = BucketClock(clock);
         TenantLimiter {
-            default: cfg
-                .default
-                .quota()
-                .map(|q| RateLimiter::dashmap_with_clock(q, clock.clone())),
+            default: cfg.default.quota().map(|q| {
+                let l = RateLimiter::dashmap_with_clock(q, clock.clone()).with_middleware();
+                (l, cfg.default)
+            }),
             overrides: cfg
                 .tenants
                 .iter()
                 .map(|(t, r)| {
-                    let limiter = r
-                        .quota()
-                        .map(|q| RateLimiter::direct_with_clock(q, clock.clone()));
+                    let limiter = r.quota().map(|q| {
+                        let l = RateLimiter::direct_with_clock(q, clock.clone()).with_middleware();
+                        (l, *r)
+                    });
                     (t.clone(), limiter)
                 })
                 .collect(),
@@ -123,27 +182,47 @@ impl TenantLimiter {
         )
     }
 
-    /// Takes one token from `tenant`'s bucket; `Err(wait)` when it is empty,
-    /// with how long until the next token.
-    pub fn check(&self, tenant: &str) -> Result<(), Duration> {
-        let outcome = match self.overrides.get(tenant) {
-            Some(Some(l)) => l.check(),
-            Some(None) => Ok(()),
+    /// Takes one token from `tenant`'s bucket: what is left (`None`: the
+    /// tenant is not limited), or `Err(wait)` when it is empty, with how
+    /// long until the next token.
+    pub fn check(&self, tenant: &str) -> Result<Option<Allowance>, Duration> {
+        let (outcome, policy, rate) = match self.overrides.get(tenant) {
+            Some(Some((l, rate))) => (l.check(), "tenant", *rate),
+            Some(None) => return Ok(None),
             None => match &self.default {
-                Some(l) => match l.check_key(&tenant.to_string()) {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(e),
-                },
-                None => Ok(()),
+                Some((l, rate)) => (l.check_key(&tenant.to_string()), "default", *rate),
+                None => return Ok(None),
             },
         };
-        outcome.map_err(|e: NotUntil<Duration>| e.wait_time_from(self.clock.now()))
+        match outcome {
+            Ok(snapshot) => Ok(Some(Allowance {
+                policy,
+                rate,
+                remaining: StateSnapshot::remaining_burst_capacity(&snapshot),
+            })),
+            Err(e) => Err(NotUntil::wait_time_from(&e, self.clock.now())),
+        }
+    }
+
+    /// The tenant's policy with an empty bucket (for a 429); `None`: the
+    /// tenant is not limited.
+    pub fn policy(&self, tenant: &str) -> Option<Allowance> {
+        let (policy, rate) = match self.overrides.get(tenant) {
+            Some(Some((_, rate))) => ("tenant", *rate),
+            Some(None) => return None,
+            None => ("default", self.default.as_ref()?.1),
+        };
+        Some(Allowance {
+            policy,
+            rate,
+            remaining: 0,
+        })
     }
 
     /// Forgets buckets that are full again (call now and then: bounds memory
     /// to the tenants active recently).
     pub fn shrink(&self) {
-        if let Some(l) = &self.default {
+        if let Some((l, _)) = &self.default {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -227,6 +306,27 @@ mod tests {
         for _ in 0..10_000 {
             off.check("acme").unwrap();
         }
+    }
+
+    #[test]
+    fn allowances_say_what_is_left_and_when_the_bucket_is_full_again() {
+        let clock = ManualClock::new(T0);
+        let l = limiter(&clock);
+        // Default: 2 per second, a bucket of 3.
+        let a = l.check("acme").unwrap().expect("limited");
+        assert_eq!(a.remaining, 2);
+        assert_eq!(a.policy_header(), "\"default\";q=3;w=2");
+        assert_eq!(a.header(), "\"default\";r=2;t=1");
+        l.check("acme").unwrap();
+        let a = l.check("acme").unwrap().unwrap();
+        assert_eq!(a.header(), "\"default\";r=0;t=2");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(l.check("acme").unwrap().unwrap().remaining, 2);
+        // An override is its own policy; an unlimited tenant has none.
+        let big = l.check("big").unwrap().unwrap();
+        assert_eq!(big.policy_header(), "\"tenant\";q=100;w=1");
+        assert_eq!(big.remaining, 99);
+        assert_eq!(l.check("free").unwrap(), None);
     }
 
     #[test]

@@ -3,36 +3,32 @@
 //! and `evaluate`. Handlers parse JSON and call the operations of
 //! [`crate::preferences`] that gRPC and GraphQL call too; errors are RFC 9457
 //! `application/problem+json` naming the field (`changes[2].value`,
-//! `cursor`, `code`). Bodies are bounded ([`MAX_BODY_BYTES`], else 413).
+//! `cursor`, `code`), read by `crate::extract` like every REST route's.
 //!
 //! Every route is in `access::REST_ROUTES`; the ones a subscriber token
 //! may use are in `access::SUBSCRIBER_REST`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clarion_domain::preferences::topic::{Topic, TopicInput};
 use clarion_domain::preferences::Preferences;
 use clarion_domain::Violations;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataMap;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::extract::{JsonBody, OptionalJsonBody, PathParams, QueryParams};
+use crate::pagination::{PageParams, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::preference_input::{requested, value_name, who};
 use crate::preferences::{self as ops, Interface, Who};
-use crate::rest::problem;
+use crate::problem::Problem;
 use crate::state::GatewayState;
 use crate::{auth, subscriber_token};
-
-/// Largest request body these routes read.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 // --- bodies and answers ----------------------------------------------------
 
@@ -81,15 +77,6 @@ pub struct SettingChange {
     pub path: String,
     /// `on`, `off` or `inherit` (back to the default).
     pub value: String,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryParams {
-    /// Entries per page (default 100, at most 500).
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -264,182 +251,126 @@ fn topic_view(t: &Topic) -> TopicView {
     }
 }
 
-// --- plumbing ---------------------------------------------------------------
-
-/// Reads a body of at most [`MAX_BODY_BYTES`]; a larger one is answered
-/// 413 (problem+json) without reading the rest.
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            crate::error::problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
-            )
-        })
-}
-
-/// Parses a JSON body, naming the offending field in the error; `empty` is
-/// what an empty body means (`None`: an error).
-fn parse_json<T: DeserializeOwned>(bytes: &Bytes, empty: Option<T>) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return empty.ok_or_else(|| Violations::single("body", "a JSON object is required").into());
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        // serde names unknown and missing fields between backquotes.
-        let field = e
-            .to_string()
-            .split('`')
-            .nth(1)
-            .filter(|_| e.is_data())
-            .map(str::to_string)
-            .unwrap_or_else(|| "body".into());
-        Violations::single(field, e.to_string()).into()
-    })
-}
+// --- handlers ----------------------------------------------------------------
 
 async fn rest_who(s: &GatewayState, headers: HeaderMap) -> Result<Who, ApiError> {
     who(s, &MetadataMap::from_headers(headers), Interface::Rest).await
 }
 
-fn answer<T: Serialize>(r: Result<T, ApiError>, ok: StatusCode) -> Response {
-    match r {
-        Ok(v) => (ok, Json(v)).into_response(),
-        Err(e) => problem(e),
-    }
-}
-
-// --- handlers ----------------------------------------------------------------
-
 /// A subscriber's settings.
 #[utoipa::path(get, path = "/v1/subscribers/{id}/preferences", tag = "preferences",
-    params(("id" = String, Path, description = "Subscriber id")),
-    responses((status = 200, body = PreferencesView),
-        (status = 404, description = "No such subscriber (or not the token's)")))]
+    operation_id = "getPreferences",
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$")),
+    responses((status = 200, description = "The subscriber's settings", body = PreferencesView)))]
 pub async fn get_preferences(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let p = ops::get(&s, &who, &id).await?;
-        Ok(preferences_view(&id, &p))
-    };
-    answer(run.await, StatusCode::OK)
+    PathParams(id): PathParams<String>,
+) -> Result<Json<PreferencesView>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    let p = ops::get(&s, &who, &id).await?;
+    Ok(Json(preferences_view(&id, &p)))
 }
 
 /// Changes the named settings only; answers the settings after the change.
+/// A refused change (an unknown setting, topic or channel, a bad value, an
+/// opt-out of a required topic) names `changes[i].path` or `changes[i].value`.
 #[utoipa::path(patch, path = "/v1/subscribers/{id}/preferences", tag = "preferences",
-    params(("id" = String, Path, description = "Subscriber id")),
+    operation_id = "updatePreferences",
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$")),
     request_body = PatchPreferences,
-    responses((status = 200, body = PreferencesView),
-        (status = 400, description = "A change names an unknown setting, topic or channel, a bad value, or opts out of a required topic (`errors[].field`: `changes[i].path` / `changes[i].value`)"),
-        (status = 404, description = "No such subscriber")))]
+    responses((status = 200, description = "The settings after the change", body = PreferencesView)))]
 pub async fn patch_preferences(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Body,
-) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(too_large) => return too_large,
-    };
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let b: PatchPreferences = parse_json(&body, None)?;
-        let changes = requested(
-            "changes",
-            b.changes
-                .iter()
-                .map(|c| (c.path.as_str(), c.value.as_str())),
-        )?;
-        let p = ops::update(&s, &who, &id, &changes).await?;
-        Ok(preferences_view(&id, &p))
-    };
-    answer(run.await, StatusCode::OK)
+    PathParams(id): PathParams<String>,
+    JsonBody(b): JsonBody<PatchPreferences>,
+) -> Result<Json<PreferencesView>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    let changes = requested(
+        "changes",
+        b.changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.value.as_str())),
+    )?;
+    let p = ops::update(&s, &who, &id, &changes).await?;
+    Ok(Json(preferences_view(&id, &p)))
 }
 
-/// A query parameter as a number, or an error naming it.
-fn number(q: &HashMap<String, String>, name: &str) -> Result<u32, ApiError> {
-    match q.get(name) {
-        None => Ok(0),
-        Some(v) => v
-            .parse()
-            .map_err(|_| Violations::single(name, "must be a non-negative whole number").into()),
+/// The page size of `paging`, by the rules of every REST list.
+fn page_limit(paging: &PageParams) -> Result<u32, ApiError> {
+    match paging.limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(Violations::single(
+            "limit",
+            format!("is {n}: must be between 1 and {MAX_LIMIT}"),
+        )
+        .into()),
     }
 }
 
-/// The subscriber's preference and contact changes, oldest first.
+/// The subscriber's preference and contact changes, oldest first: who
+/// changed what, when, through which interface.
 #[utoipa::path(get, path = "/v1/subscribers/{id}/preferences/history", tag = "preferences",
-    params(("id" = String, Path, description = "Subscriber id"), HistoryParams),
-    responses((status = 200, body = HistoryPage),
-        (status = 400, description = "A bad `limit` or `cursor`"),
-        (status = 404, description = "No such subscriber")))]
+    operation_id = "getPreferenceHistory",
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$"), PageParams),
+    responses((status = 200, description = "A page of changes, oldest first", body = HistoryPage)))]
 pub async fn history(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    q: Option<Query<HashMap<String, String>>>,
-) -> Response {
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let q = q.map(|q| q.0).unwrap_or_default();
-        let limit = number(&q, "limit")?;
-        let cursor = q.get("cursor").map(String::as_str).unwrap_or("");
-        let (entries, next) = ops::history(&s, &who, &id, limit, cursor).await?;
-        Ok(HistoryPage {
-            entries: entries
-                .into_iter()
-                .map(|e| HistoryEntryView {
-                    event_id: e.event_id,
-                    at_ms: e.at_ms,
-                    kind: e.kind.into(),
-                    interface: e.interface,
-                    actor: e.actor,
-                    changes: e
-                        .changes
-                        .into_iter()
-                        .map(|c| ChangeView {
-                            path: c.path,
-                            old: c.old,
-                            new: c.new,
-                        })
-                        .collect(),
-                })
-                .collect(),
-            next_cursor: next,
-        })
-    };
-    answer(run.await, StatusCode::OK)
+    PathParams(id): PathParams<String>,
+    QueryParams(paging): QueryParams<PageParams>,
+) -> Result<Json<HistoryPage>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    let limit = page_limit(&paging)?;
+    let cursor = paging.cursor.as_deref().unwrap_or("");
+    let (entries, next) = ops::history(&s, &who, &id, limit, cursor).await?;
+    Ok(Json(HistoryPage {
+        entries: entries
+            .into_iter()
+            .map(|e| HistoryEntryView {
+                event_id: e.event_id,
+                at_ms: e.at_ms,
+                kind: e.kind.into(),
+                interface: e.interface,
+                actor: e.actor,
+                changes: e
+                    .changes
+                    .into_iter()
+                    .map(|c| ChangeView {
+                        path: c.path,
+                        old: c.old,
+                        new: c.new,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        next_cursor: next,
+    }))
 }
 
 /// Would a send of this workflow on this channel go out now, and which rule
 /// decides? The router's own function over the same rows.
 #[utoipa::path(post, path = "/v1/preferences/evaluate", tag = "preferences",
+    operation_id = "evaluatePreferences",
     request_body = EvaluateBody,
-    responses((status = 200, body = EvaluateView),
-        (status = 400, description = "A bad channel or subscriber id"),
-        (status = 404, description = "No such subscriber or workflow")))]
-pub async fn evaluate(State(s): State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(too_large) => return too_large,
-    };
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let b: EvaluateBody = parse_json(&body, None)?;
-        let e = ops::evaluate(&s, &who, &b.subscriber_id, &b.workflow_id, &b.channel).await?;
-        Ok(EvaluateView {
-            allowed: e.verdict.allowed,
-            rule: e.verdict.rule.as_str().into(),
-            reason: e.verdict.reason,
-            topic_id: e.topic_id,
-            workflow_version: e.workflow_version,
-        })
-    };
-    answer(run.await, StatusCode::OK)
+    responses((status = 200, description = "The verdict and the rule that decides", body = EvaluateView),
+        (status = 404, description = "No such subscriber or workflow", body = Problem, content_type = "application/problem+json")))]
+pub async fn evaluate(
+    State(s): State<GatewayState>,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<EvaluateBody>,
+) -> Result<Json<EvaluateView>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    let e = ops::evaluate(&s, &who, &b.subscriber_id, &b.workflow_id, &b.channel).await?;
+    Ok(Json(EvaluateView {
+        allowed: e.verdict.allowed,
+        rule: e.verdict.rule.as_str().into(),
+        reason: e.verdict.reason,
+        topic_id: e.topic_id,
+        workflow_version: e.workflow_version,
+    }))
 }
 
 /// Changes an email (`email`) or phone (`sms`): a code goes to the new
@@ -447,180 +378,134 @@ pub async fn evaluate(State(s): State<GatewayState>, headers: HeaderMap, body: B
 /// `Idempotency-Key`, a repeat answers the first answer and sends no
 /// second code.
 #[utoipa::path(post, path = "/v1/subscribers/{id}/contacts/{channel}", tag = "preferences",
-    params(("id" = String, Path, description = "Subscriber id"),
-        ("channel" = String, Path, description = "`email` or `sms`"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats answer the first answer")),
+    operation_id = "changeContact",
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$"),
+        ("channel" = String, Path, description = "`email` or `sms`")),
     request_body = ContactBody,
-    responses((status = 202, body = ContactChanged),
-        (status = 200, body = ContactChanged, description = "A repeat of an idempotency key"),
-        (status = 400, description = "A bad `channel` or `value`"),
-        (status = 404, description = "No such subscriber")))]
+    responses((status = 202, description = "The code is on its way", body = ContactChanged)))]
 pub async fn change_contact(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path((id, channel)): Path<(String, String)>,
-    body: Body,
-) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(too_large) => return too_large,
-    };
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let b: ContactBody = parse_json(&body, None)?;
-        match key {
-            None => {
-                let expires = ops::change_contact(&s, &who, &id, &channel, &b.value).await?;
-                Ok((StatusCode::ACCEPTED, expires))
-            }
-            Some(key) => {
-                crate::contact_idempotency::change_once(&s, &who, &id, &channel, &b.value, &key)
-                    .await
-            }
-        }
-    };
-    match run.await {
-        Ok((status, expires)) => (
-            status,
-            Json(ContactChanged {
-                code_expires_at_ms: expires,
-            }),
-        )
-            .into_response(),
-        Err(e) => problem(e),
-    }
+    PathParams((id, channel)): PathParams<(String, String)>,
+    JsonBody(b): JsonBody<ContactBody>,
+) -> Result<(StatusCode, Json<ContactChanged>), Problem> {
+    let who = rest_who(&s, headers).await?;
+    let expires = ops::change_contact(&s, &who, &id, &channel, &b.value).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ContactChanged {
+            code_expires_at_ms: expires,
+        }),
+    ))
 }
 
-/// Confirms the code sent to a changed contact.
+/// Confirms the code sent to a changed contact. A wrong, expired or
+/// exhausted code, or nothing pending on the channel, names `code`.
 #[utoipa::path(post, path = "/v1/subscribers/{id}/contacts/{channel}/verify", tag = "preferences",
-    params(("id" = String, Path, description = "Subscriber id"),
+    operation_id = "verifyContact",
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$"),
         ("channel" = String, Path, description = "`email` or `sms`")),
     request_body = VerifyBody,
-    responses((status = 200, body = ContactVerified),
-        (status = 400, description = "A wrong, expired or exhausted `code`, or nothing pending on `channel`"),
-        (status = 404, description = "No such subscriber")))]
+    responses((status = 200, description = "The contact is verified", body = ContactVerified)))]
 pub async fn verify_contact(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path((id, channel)): Path<(String, String)>,
-    body: Body,
-) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(too_large) => return too_large,
-    };
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let b: VerifyBody = parse_json(&body, None)?;
-        let value = ops::verify_contact(&s, &who, &id, &channel, &b.code).await?;
-        Ok(ContactVerified {
-            value,
-            verified: true,
-        })
-    };
-    answer(run.await, StatusCode::OK)
+    PathParams((id, channel)): PathParams<(String, String)>,
+    JsonBody(b): JsonBody<VerifyBody>,
+) -> Result<Json<ContactVerified>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    let value = ops::verify_contact(&s, &who, &id, &channel, &b.code).await?;
+    Ok(Json(ContactVerified {
+        value,
+        verified: true,
+    }))
 }
 
 /// Mints a subscriber token for an end user's app (admin scope; an API key
-/// only).
+/// only). The body may be left out.
 #[utoipa::path(post, path = "/v1/subscribers/{id}/token", tag = "preferences",
-    params(("id" = String, Path, description = "Subscriber id")),
-    request_body(content = TokenBody, description = "Optional"),
-    responses((status = 201, body = TokenView),
-        (status = 400, description = "A bad `ttl_seconds`"),
-        (status = 404, description = "No such subscriber")))]
+    operation_id = "createSubscriberToken",
+    params(("id" = String, Path, description = "Subscriber id", pattern = r"^[^/\s\x00-\x1F\x7F-\x9F]+$")),
+    request_body(content = Option<TokenBody>, description = "Optional"),
+    responses((status = 201, description = "The token", body = TokenView)))]
 pub async fn create_token(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Body,
-) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(too_large) => return too_large,
-    };
-    let run = async {
-        let caller = auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
-        let b: TokenBody = parse_json(&body, Some(TokenBody::default()))?;
-        let m = subscriber_token::mint(&s, &caller.tenant, &id, b.ttl_seconds).await?;
-        Ok(TokenView {
+    PathParams(id): PathParams<String>,
+    OptionalJsonBody(b): OptionalJsonBody<TokenBody>,
+) -> Result<(StatusCode, Json<TokenView>), Problem> {
+    let caller = auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
+    let ttl = b.unwrap_or_default().ttl_seconds;
+    let m = subscriber_token::mint(&s, &caller.tenant, &id, ttl).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenView {
             token: m.token,
             expires_at_ms: m.expires_at_ms,
-        })
-    };
-    answer(run.await, StatusCode::CREATED)
+        }),
+    ))
 }
 
 /// The tenant's topics.
 #[utoipa::path(get, path = "/v1/topics", tag = "topics",
-    responses((status = 200, body = TopicList)))]
-pub async fn list_topics(State(s): State<GatewayState>, headers: HeaderMap) -> Response {
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let topics = ops::topics_by_id(&s, &who.tenant).await?;
-        Ok(TopicList {
-            topics: topics.values().map(topic_view).collect(),
-        })
-    };
-    answer(run.await, StatusCode::OK)
+    operation_id = "listTopics",
+    responses((status = 200, description = "Every topic of the tenant", body = TopicList)))]
+pub async fn list_topics(
+    State(s): State<GatewayState>,
+    headers: HeaderMap,
+) -> Result<Json<TopicList>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    let topics = ops::topics_by_id(&s, &who.tenant).await?;
+    Ok(Json(TopicList {
+        topics: topics.values().map(topic_view).collect(),
+    }))
 }
 
 /// One topic.
 #[utoipa::path(get, path = "/v1/topics/{id}", tag = "topics",
+    operation_id = "getTopic",
     params(("id" = String, Path, description = "Topic id")),
-    responses((status = 200, body = TopicView), (status = 404, description = "No such topic")))]
+    responses((status = 200, description = "The topic", body = TopicView)))]
 pub async fn get_topic(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        Ok(topic_view(&ops::get_topic(&s, &who, &id).await?))
-    };
-    answer(run.await, StatusCode::OK)
+    PathParams(id): PathParams<String>,
+) -> Result<Json<TopicView>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    Ok(Json(topic_view(&ops::get_topic(&s, &who, &id).await?)))
 }
 
 /// Creates or replaces a topic (a changed definition is a new version; the
-/// same definition again changes nothing).
+/// same definition again changes nothing). A bad field is named:
+/// `topic_id`, `channels[i]`, `description`, `required` (a marketing topic
+/// cannot be required).
 #[utoipa::path(put, path = "/v1/topics/{id}", tag = "topics",
+    operation_id = "registerTopic",
     params(("id" = String, Path, description = "Topic id")),
     request_body = TopicBody,
-    responses((status = 200, body = TopicView),
-        (status = 400, description = "A bad field: `topic_id`, `channels[i]`, `description`, `required` (a marketing topic cannot be required)")))]
+    responses((status = 200, description = "The topic as stored", body = TopicView)))]
 pub async fn put_topic(
     State(s): State<GatewayState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Body,
-) -> Response {
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(too_large) => return too_large,
+    PathParams(id): PathParams<String>,
+    JsonBody(b): JsonBody<TopicBody>,
+) -> Result<Json<TopicView>, Problem> {
+    let who = rest_who(&s, headers).await?;
+    let input = TopicInput {
+        id,
+        name: b.name,
+        description: b.description,
+        channels: b.channels,
+        default_opt_in: b.default_opt_in,
+        required: b.required,
+        marketing: b.marketing,
     };
-    let run = async {
-        let who = rest_who(&s, headers).await?;
-        let b: TopicBody = parse_json(&body, None)?;
-        let input = TopicInput {
-            id,
-            name: b.name,
-            description: b.description,
-            channels: b.channels,
-            default_opt_in: b.default_opt_in,
-            required: b.required,
-            marketing: b.marketing,
-        };
-        Ok(topic_view(&ops::register_topic(&s, &who, &input).await?))
-    };
-    answer(run.await, StatusCode::OK)
+    Ok(Json(topic_view(
+        &ops::register_topic(&s, &who, &input).await?,
+    )))
 }
 
-/// The OpenAPI description of these routes (merged into the gateway's
-/// document).
+/// The paths of this module in the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
@@ -657,7 +542,7 @@ pub async fn put_topic(
         TopicList
     ))
 )]
-pub struct PreferencesDoc;
+pub struct Paths;
 
 /// The routes (merged into `rest::routes`, behind its access guard).
 pub fn routes() -> Router<GatewayState> {
@@ -684,11 +569,12 @@ pub fn routes() -> Router<GatewayState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract::parse_json;
+    use serde::de::DeserializeOwned;
 
     fn field<T: DeserializeOwned>(body: &'static [u8]) -> String {
-        match parse_json::<T>(&Bytes::from_static(body), None) {
-            Err(ApiError::Invalid(v)) => v.0[0].field.clone(),
-            Err(e) => panic!("{e}"),
+        match parse_json::<T>(body) {
+            Err(p) => p.errors[0].field.clone(),
             Ok(_) => panic!("accepted {}", String::from_utf8_lossy(body)),
         }
     }
@@ -698,53 +584,27 @@ mod tests {
         assert_eq!(field::<PatchPreferences>(br#"{"change":[]}"#), "change");
         assert_eq!(field::<PatchPreferences>(br#"{}"#), "changes");
         assert_eq!(field::<PatchPreferences>(b"{not json"), "body");
-        assert_eq!(field::<PatchPreferences>(b"  "), "body");
+        assert_eq!(
+            field::<PatchPreferences>(br#"{"changes":[{"path":"x","value":1}]}"#),
+            "changes[0].value"
+        );
         assert_eq!(field::<VerifyBody>(br#"{"value":"1"}"#), "value");
         assert_eq!(field::<TopicBody>(br#"{"colour":"red"}"#), "colour");
-        let empty: TokenBody = parse_json(&Bytes::new(), Some(TokenBody::default())).unwrap();
-        assert_eq!(empty.ttl_seconds, 0);
     }
 
     #[test]
-    fn every_route_is_described_in_openapi() {
-        use utoipa::OpenApi;
-        let doc = PreferencesDoc::openapi();
-        let mut described: Vec<(String, String)> = Vec::new();
-        for (path, item) in &doc.paths.paths {
-            // OpenAPI writes {id}; axum (0.7) :id.
-            let axum_path = path.replace('{', ":").replace('}', "");
-            for (method, op) in [
-                ("GET", &item.get),
-                ("PUT", &item.put),
-                ("POST", &item.post),
-                ("PATCH", &item.patch),
-            ] {
-                if op.is_some() {
-                    described.push((method.to_string(), axum_path.clone()));
-                }
+    fn a_page_limit_outside_the_bounds_names_limit() {
+        let p = |limit| PageParams {
+            limit,
+            cursor: None,
+        };
+        assert_eq!(page_limit(&p(None)).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(page_limit(&p(Some(7))).unwrap(), 7);
+        for bad in [0, MAX_LIMIT + 1] {
+            match page_limit(&p(Some(bad))) {
+                Err(ApiError::Invalid(v)) => assert_eq!(v.0[0].field, "limit"),
+                other => panic!("{other:?}"),
             }
         }
-        described.sort();
-        let mut ours: Vec<(String, String)> = crate::access::REST_ROUTES
-            .iter()
-            .filter(|(_, p, _)| {
-                p.contains("preferences") || p.contains("topics") || p.contains("/subscribers/")
-            })
-            .map(|(m, p, _)| (m.to_string(), p.to_string()))
-            .collect();
-        ours.sort();
-        assert_eq!(described, ours);
-        let json = doc.to_json().unwrap();
-        assert!(json.contains("PreferencesView"), "{json}");
-    }
-
-    #[test]
-    fn a_query_number_names_its_parameter() {
-        let q = HashMap::from([("limit".to_string(), "ten".to_string())]);
-        match number(&q, "limit") {
-            Err(ApiError::Invalid(v)) => assert_eq!(v.0[0].field, "limit"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(number(&HashMap::new(), "limit").unwrap(), 0);
     }
 }

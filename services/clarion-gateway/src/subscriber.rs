@@ -35,7 +35,10 @@ fn to_api(s: pb::SubscriberUpserted) -> api::Subscriber {
 }
 
 impl SubscriberApi {
-    async fn upsert(&self, req: Request<api::Subscriber>) -> Result<api::Subscriber, ApiError> {
+    pub(crate) async fn upsert(
+        &self,
+        req: Request<api::Subscriber>,
+    ) -> Result<api::Subscriber, ApiError> {
         let s = &self.0;
         let caller = auth::tenant(s, req.metadata()).await?;
         let r = req.into_inner();
@@ -99,7 +102,7 @@ impl SubscriberApi {
         Ok(to_api(payload))
     }
 
-    async fn get(
+    pub(crate) async fn get(
         &self,
         req: Request<api::GetSubscriberRequest>,
     ) -> Result<api::Subscriber, ApiError> {

@@ -20,6 +20,7 @@ pub mod projector;
 pub mod quarantine;
 pub mod router;
 pub mod runner;
+pub mod subscriber_index;
 pub mod timers;
 pub mod topics;
 

@@ -56,10 +56,14 @@ pub enum Table {
     /// Topics (pk "topics", ck topic id: the latest version), from the
     /// projector. Its SQL name is `preference_topics`.
     Topics,
+    /// Each subscriber's notifications (pk subscriber id, ck notification
+    /// id: ids lead with their creation time, so newest last), written by
+    /// the router when it accepts a trigger.
+    SubscriberNotifications,
 }
 
 impl Table {
-    pub const ALL: [Table; 21] = [
+    pub const ALL: [Table; 22] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -81,6 +85,7 @@ impl Table {
         Table::Preferences,
         Table::PreferenceHistory,
         Table::Topics,
+        Table::SubscriberNotifications,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -108,6 +113,7 @@ impl Table {
             // Not `topics`: the embedded log has a table of that name, and
             // on the default both share one SQLite file.
             Table::Topics => "preference_topics",
+            Table::SubscriberNotifications => "subscriber_notifications",
         }
     }
 }

@@ -214,7 +214,10 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
     );
     assert_eq!(status, 400, "{body}");
     let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(problem["errors"][0]["field"], "subscriber_id", "{body}");
+    assert_eq!(
+        problem["errors"][0]["field"], "recipients[0].subscriber_id",
+        "{body}"
+    );
     let (status, _) = http_call(
         http,
         "GET",

@@ -944,6 +944,29 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             r#"{"description":"B's own"}"#,
             200,
         ),
+        // B has its own sub-1: it reads and writes its own, never A's.
+        (
+            "GET",
+            "/v1/subscribers/:id",
+            format!("{base}/v1/subscribers/sub-1"),
+            "",
+            200,
+        ),
+        (
+            "PUT",
+            "/v1/subscribers/:id",
+            format!("{base}/v1/subscribers/sub-1"),
+            r#"{"email":"b3@globex.test"}"#,
+            200,
+        ),
+        (
+            // B's sub-1 has notifications of its own; none of A's is listed.
+            "GET",
+            "/v1/subscribers/:id/notifications",
+            format!("{base}/v1/subscribers/sub-1/notifications"),
+            "",
+            200,
+        ),
     ];
     let routes: BTreeSet<(String, String)> = REST_ROUTES
         .iter()
@@ -1433,9 +1456,24 @@ async fn a_tenant_over_its_rate_is_told_when_to_retry_while_another_goes_on() {
     .await;
     assert_eq!(status, 429, "{body}");
     assert!(head.contains("retry-after: 1"), "{head}");
+    // Empty, and whole again in 4 s at 1 per second.
+    assert!(head.contains("ratelimit: \"default\";r=0;t=4"), "{head}");
     assert!(body.contains("rate limit"), "{body}");
-    // The other tenant has its own bucket.
-    for _ in 0..4 {
+    // The other tenant has its own bucket, and REST answers say what is left.
+    let (status, head, _) = rest(
+        "GET",
+        &format!("http://{}/v1/dead-letters", run.http),
+        &globex,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("ratelimit-policy: \"default\";q=4;w=4"),
+        "{head}"
+    );
+    assert!(head.contains("ratelimit: \"default\";r=3;t=1"), "{head}");
+    for _ in 0..3 {
         limits(globex.clone()).await.unwrap();
     }
     // Once the wait has passed, acme goes on.

@@ -102,11 +102,8 @@ fn who(caller: &Caller) -> Who {
         tenant: caller.tenant.clone(),
         actor: caller.actor.clone(),
         interface: Interface::Graphql,
-        // SUBSCRIBER TOKENS (branch prefs-api): when `auth::Caller` carries
-        // `subscriber: Option<String>`, map it here
-        // (`subscriber: caller.subscriber.clone()`): every preference
-        // operation and `notification(id)` then reach only that subscriber.
-        subscriber: None,
+        // A subscriber token: every operation reaches only its subscriber.
+        subscriber: caller.subscriber.clone(),
     }
 }
 

@@ -1,13 +1,9 @@
 //! Notifications in GraphQL: one by id (the gateway's notification read,
 //! status and events), and a subscriber's, newest first.
 //!
-//! CONNECTION POINT (integrator): a subscriber's notifications come from
-//! the per-subscriber index (`Table::SubscriberNotifications`, keyed by
-//! tenant and subscriber, clustered by notification id) that the REST
-//! route `GET /v1/subscribers/{id}/notifications` reads. Until that index
-//! is in this build, [`list_for_subscriber`] answers `UNAVAILABLE`; to
-//! connect it, replace its body with the index scan (the REST handler's,
-//! moved into a function both call), keeping the signature.
+//! A subscriber's list is the router's per-subscriber index, read by
+//! `rest_subscribers::notifications_of`, the function behind
+//! `GET /v1/subscribers/{id}/notifications` too.
 
 use async_graphql::SimpleObject;
 use clarion_proto::api;
@@ -15,7 +11,9 @@ use tonic::metadata::MetadataMap;
 
 use crate::error::ApiError;
 use crate::notification::NotificationApi;
+use crate::pagination::PageParams;
 use crate::preferences::Who;
+use crate::rest_subscribers::notifications_of;
 use crate::state::GatewayState;
 
 /// One notification of a subscriber (what the index row and the
@@ -45,17 +43,30 @@ pub struct SubscriberNotificationPage {
 /// a subscriber token, any but its own) and name bad arguments as
 /// `subscriber_id` and `cursor`.
 pub async fn list_for_subscriber(
-    _s: &GatewayState,
-    _who: &Who,
-    _subscriber_id: &str,
-    _limit: usize,
-    _cursor: Option<&str>,
+    s: &GatewayState,
+    who: &Who,
+    subscriber_id: &str,
+    limit: usize,
+    cursor: Option<&str>,
 ) -> Result<SubscriberNotificationPage, ApiError> {
-    Err(ApiError::Unavailable(
-        "a subscriber's notifications are not available in this build yet: \
-         read one with notification(id)"
-            .into(),
-    ))
+    let paging = PageParams {
+        limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
+        cursor: cursor.map(str::to_string),
+    };
+    let page = notifications_of(s, who, "subscriber_id", subscriber_id, &paging).await?;
+    Ok(SubscriberNotificationPage {
+        notifications: page
+            .notifications
+            .into_iter()
+            .map(|n| SubscriberNotification {
+                notification_id: n.notification_id,
+                workflow_id: n.workflow_id,
+                created_at_ms: n.created_at_ms,
+                status: n.status,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    })
 }
 
 /// One notification of the caller's tenant: status and events. A

@@ -31,6 +31,7 @@ impl Router {
             return Ok(()); // a retried trigger with the same idempotency key
         }
         self.horizon.note(&t.notification_id);
+        index_by_subscriber(batch, tenant, t);
         let payload = self.payloads.get(&t.payload_json);
         let contact = t.recipient.clone().unwrap_or_default().into();
         let Some(flow) = self
@@ -177,6 +178,19 @@ impl Router {
         }
         Ok(())
     }
+}
+
+/// Lists the notification under its subscriber (every accepted trigger,
+/// whether its run starts or not: each has a status to show). One small
+/// row per notification, in the batch's commit.
+fn index_by_subscriber(batch: &mut Batch, tenant: &str, t: &pb::NotificationTriggered) {
+    let entry = crate::subscriber_index::Entry {
+        workflow_id: t.workflow_id.clone(),
+    };
+    batch.writes.put(
+        crate::subscriber_index::row(tenant, &t.subscriber_id, &t.notification_id),
+        Bytes::from(entry.encode()),
+    );
 }
 
 /// Emits the ending of a notification that got no run going.

@@ -855,20 +855,164 @@ pub async fn trigger_one(
 /// One HTTP/1.1 request with an API key and a JSON body (empty: none), over
 /// a plain socket: the status, the head (lower-cased) and the raw body.
 pub async fn http_call(method: &str, url: &str, key: &str, body: &str) -> (u16, String, String) {
+    http_call_with(method, url, key, &[], body).await
+}
+
+/// [`http_call`] with more request headers.
+pub async fn http_call_with(
+    method: &str,
+    url: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(
-        format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request = format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    // Written while the answer is read: a server may answer (e.g. 413)
+    // before it has read the whole body, and stop reading it.
+    let (mut rx, mut tx) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = tx.write_all(request.as_bytes()).await;
+        tx
+    });
     let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
+    let read = rx.read_to_end(&mut out).await;
+    let _ = writer.await;
+    assert!(!out.is_empty(), "no answer from {url}: {read:?}");
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (status, head.to_lowercase(), body.to_string())
+}
+
+/// A real `clarion serve` process on a fresh data directory with ephemeral
+/// ports, killed on drop; with the credentials it printed on first start.
+pub struct ServeProcess {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin_token: String,
+    pub demo_key: String,
+    /// Everything it printed on stdout so far.
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    pub async fn start() -> ServeProcess {
+        ServeProcess::start_with_config("").await
+    }
+
+    /// With `config` (TOML) as its `--config` file.
+    pub async fn start_with_config(config: &str) -> ServeProcess {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config_file = dir.path().join("clarion.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clarion"))
+            .current_dir(dir.path())
+            .args(["serve", "--grpc-listen", &grpc.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .arg("--config")
+            .arg(&config_file)
+            .env("CLARION_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        let mut p = ServeProcess {
+            child,
+            grpc,
+            http,
+            admin_token: String::new(),
+            demo_key: String::new(),
+            lines,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !p.printed("Clarion is running") {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("clarion serve exited with {status}: {:?}", p.lines);
+            }
+            assert!(Instant::now() < deadline, "never running: {:?}", p.lines);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p.admin_token = p.value_after("admin token:");
+        p.demo_key = p.value_after("demo API key:");
+        p
+    }
+
+    fn printed(&self, prefix: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(prefix))
+    }
+
+    fn value_after(&self, label: &str) -> String {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {label:?} printed: {:?}", self.lines))
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Its working directory (the data directory is `data/` in it).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a tenant with the given admin token; returns its first key.
+pub async fn create_tenant_with(ch: &Channel, admin_token: &str, tenant: &str) -> String {
+    Tenants::new(ch.clone())
+        .create_tenant(authed(
+            admin_token,
+            api::CreateTenantRequest {
+                tenant_id: tenant.into(),
+                name: format!("Tenant {tenant}"),
+            },
+        ))
+        .await
+        .expect("create tenant")
+        .into_inner()
+        .api_key
+}
+
+/// The JSON in an HTTP answer's body (the text between the first `{` and
+/// the last `}`, so a chunked body reads too); `Null` when there is none.
+pub fn json_of(body: &str) -> serde_json::Value {
+    match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a < b => serde_json::from_str(&body[a..=b]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
 }
