@@ -14,12 +14,31 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
+/// A port free now, below Linux's ephemeral range (32768-60999): a port
+/// the kernel handed out for `:0` may be taken by an outgoing connection
+/// (to tansu, to SMTP) before the server binds it. Each test binary walks
+/// its own stretch, starting from its process id.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 600) as u16 * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = if port >= 32_000 {
+            NEXT.store(20_001, Ordering::SeqCst);
+            20_000
+        } else {
+            port
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn wait_port(port: u16, what: &str, child: &mut Child) {
