@@ -342,6 +342,30 @@ async fn scenario(cfg: clarion::Config, separate: bool, smtp: &SmtpServer, twili
         actors.iter().all(|a| a.starts_with("api_key:")),
         "{actors:?}"
     );
+    // Her notification history over GraphQL, newest first, her tenant's only.
+    let query = r#"{"query":"{ notifications(subscriberId: \"ana\") { notifications { workflowId status } } }"}"#;
+    let history_of = |v: &Value| -> Vec<(String, String)> {
+        v["data"]["notifications"]["notifications"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|n| {
+                let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+                (s("workflowId"), s("status"))
+            })
+            .collect()
+    };
+    let (status, v) = rest("POST", &format!("{base}/graphql"), &acme, query).await;
+    assert_eq!(status, 200, "{v}");
+    let acme_history = history_of(&v);
+    let workflows: Vec<&str> = acme_history.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(workflows, ["visit", "visit", "promo"], "{v}");
+    assert_eq!(acme_history[1].1, "suppressed", "{v}");
+    let (status, v) = rest("POST", &format!("{base}/graphql"), &globex, query).await;
+    assert_eq!(status, 200, "{v}");
+    let workflows: Vec<String> = history_of(&v).into_iter().map(|(w, _)| w).collect();
+    assert_eq!(workflows, ["promo"], "{v}");
+
     // Globex's ana has no history.
     let (status, v) = rest("GET", &format!("{url}/history"), &globex, "").await;
     assert_eq!(
