@@ -286,6 +286,39 @@ pub async fn tenant(c: ClientArgs, cmd: TenantCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--older-than` (e.g. `2h`) in milliseconds; 0 when not given.
+fn older_than_ms(older_than: Option<String>) -> anyhow::Result<i64> {
+    match older_than {
+        Some(d) => Ok(clarion_domain::flow::duration::parse_ms(&d)
+            .map_err(|e| anyhow::anyhow!("--older-than: {e}"))? as i64),
+        None => Ok(0),
+    }
+}
+
+/// One dead letter with its attempts, as `clarion dlq show` prints it.
+fn print_dead_letter(d: &api::DeadLetter) {
+    println!(
+        "notification {}\nworkflow {} v{}\nsubscriber {}\nstopped at step {}\nreason {}\nattempts:",
+        d.notification_id, d.workflow_id, d.workflow_version, d.subscriber_id, d.step, d.reason
+    );
+    for a in &d.attempts {
+        println!(
+            "  {} step {} {} via {} at {}: {}{}",
+            a.attempt_id,
+            a.step,
+            a.channel,
+            if a.provider.is_empty() {
+                "default"
+            } else {
+                &a.provider
+            },
+            a.at_ms,
+            if a.error.is_empty() { "sent" } else { &a.error },
+            if a.retryable { " (retryable)" } else { "" }
+        );
+    }
+}
+
 pub async fn dlq(c: ClientArgs, cmd: DlqCmd) -> anyhow::Result<()> {
     let mut client =
         api::dead_letter_service_client::DeadLetterServiceClient::new(connect(&c).await?);
@@ -297,23 +330,15 @@ pub async fn dlq(c: ClientArgs, cmd: DlqCmd) -> anyhow::Result<()> {
             older_than,
             limit,
         } => {
-            let older_than_ms = match older_than {
-                Some(d) => clarion_domain::flow::duration::parse_ms(&d)
-                    .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?
-                    as i64,
-                None => 0,
+            let request = api::ListDeadLettersRequest {
+                workflow_id: workflow.unwrap_or_default(),
+                channel: channel.unwrap_or_default(),
+                reason_contains: reason.unwrap_or_default(),
+                older_than_ms: older_than_ms(older_than)?,
+                limit,
             };
             let r = client
-                .list(authed(
-                    c.key()?,
-                    api::ListDeadLettersRequest {
-                        workflow_id: workflow.unwrap_or_default(),
-                        channel: channel.unwrap_or_default(),
-                        reason_contains: reason.unwrap_or_default(),
-                        older_than_ms,
-                        limit,
-                    },
-                )?)
+                .list(authed(c.key()?, request)?)
                 .await
                 .map_err(explain)?
                 .into_inner();
@@ -335,26 +360,7 @@ pub async fn dlq(c: ClientArgs, cmd: DlqCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!(
-                "notification {}\nworkflow {} v{}\nsubscriber {}\nstopped at step {}\nreason {}\nattempts:",
-                d.notification_id, d.workflow_id, d.workflow_version, d.subscriber_id, d.step, d.reason
-            );
-            for a in d.attempts {
-                println!(
-                    "  {} step {} {} via {} at {}: {}{}",
-                    a.attempt_id,
-                    a.step,
-                    a.channel,
-                    if a.provider.is_empty() {
-                        "default"
-                    } else {
-                        &a.provider
-                    },
-                    a.at_ms,
-                    if a.error.is_empty() { "sent" } else { &a.error },
-                    if a.retryable { " (retryable)" } else { "" }
-                );
-            }
+            print_dead_letter(&d);
         }
         DlqCmd::Retry {
             notification_id,

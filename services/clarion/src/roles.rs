@@ -289,100 +289,126 @@ impl Node {
         shutdown: &watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         match role {
-            Role::Gateway => {
-                let state = self.gateway_state(admin_token_sha256);
-                let addr = self.cfg.grpc.listen;
-                let incoming = clarion_gateway::bind_grpc(addr)
-                    .map_err(|e| anyhow::anyhow!("gRPC server on {addr}: cannot listen: {e}"))?;
-                let sd = shutdown.clone();
-                tasks.spawn(async move {
-                    clarion_gateway::serve_grpc(state, incoming, addr, sd)
-                        .await
-                        .with_context(|| format!("gRPC server on {addr}"))
-                });
-            }
-            Role::Router => {
-                let defaults = self.default_providers();
-                let partitions = self.topics.partitions_of(Topic::Triggers);
-                let alerts = clarion_runtime::router::DlqAlerts {
-                    threshold: self.cfg.dlq.alert_threshold,
-                    per_tenant: self.cfg.dlq.tenant_thresholds.clone(),
-                    webhook_url: (!self.cfg.dlq.alert_webhook_url.is_empty())
-                        .then(|| self.cfg.dlq.alert_webhook_url.clone()),
-                };
-                let retry = clarion_runtime::router::RetryPolicies {
-                    default: self.cfg.retry.default.clone(),
-                    channels: self.cfg.retry.channels.clone(),
-                    tenants: self.cfg.retry.tenants.clone(),
-                };
-                // Outcomes come back to the router on the same partition.
-                self.spawn_partitions(
-                    tasks,
-                    Topic::Triggers,
-                    &[Topic::Deliveries],
-                    Arc::new(NoEffects),
-                    move || {
-                        Router::new(defaults.clone())
-                            .with_partitions(partitions)
-                            .with_retry(retry.clone())
-                            .with_dlq_alerts(alerts.clone())
-                    },
-                    shutdown,
-                );
-            }
-            Role::Dispatcher => {
-                let effects = Arc::new(
-                    DispatchEffects::new(self.providers().await?).with_send_timeout(
-                        Duration::from_millis(self.cfg.outbound.send_timeout_ms),
-                    ),
-                );
-                // With the log in the store's file, routers append requests
-                // in their commits, exactly once: no dedup rows needed.
-                let colocated = self.colocated.is_some();
-                self.spawn_partitions(
-                    tasks,
-                    Topic::Dispatch,
-                    &[],
-                    effects,
-                    move || {
-                        if colocated {
-                            Dispatcher::colocated()
-                        } else {
-                            Dispatcher::new()
-                        }
-                    },
-                    shutdown,
-                );
-            }
-            Role::Projector => {
-                // A log that keeps an index (the embedded one) answers a
-                // notification's history itself: the projector then has
-                // nothing to do on the recipient streams and does not read
-                // them. Otherwise one runner per partition reads every
-                // recipient stream (the projector's writes are idempotent
-                // puts, so the interleaving of topics does not matter).
-                // Config has its own partitions.
-                if !self.log.keeps_index() {
-                    self.spawn_partitions(
-                        tasks,
-                        Topic::Triggers,
-                        &[Topic::Notifications, Topic::Dispatch, Topic::Deliveries],
-                        Arc::new(NoEffects),
-                        || Projector,
-                        shutdown,
-                    );
-                }
-                self.spawn_partitions(
-                    tasks,
-                    Topic::Config,
-                    &[],
-                    Arc::new(NoEffects),
-                    || Projector,
-                    shutdown,
-                );
-            }
+            Role::Gateway => self.spawn_gateway(tasks, admin_token_sha256, shutdown)?,
+            Role::Router => self.spawn_router(tasks, shutdown),
+            Role::Dispatcher => self.spawn_dispatcher(tasks, shutdown).await?,
+            Role::Projector => self.spawn_projector(tasks, shutdown),
         }
         Ok(())
+    }
+
+    fn spawn_gateway(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        admin_token_sha256: Option<String>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let state = self.gateway_state(admin_token_sha256);
+        let addr = self.cfg.grpc.listen;
+        let incoming = clarion_gateway::bind_grpc(addr)
+            .map_err(|e| anyhow::anyhow!("gRPC server on {addr}: cannot listen: {e}"))?;
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            clarion_gateway::serve_grpc(state, incoming, addr, sd)
+                .await
+                .with_context(|| format!("gRPC server on {addr}"))
+        });
+        Ok(())
+    }
+
+    fn spawn_router(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let defaults = self.default_providers();
+        let partitions = self.topics.partitions_of(Topic::Triggers);
+        let alerts = clarion_runtime::router::DlqAlerts {
+            threshold: self.cfg.dlq.alert_threshold,
+            per_tenant: self.cfg.dlq.tenant_thresholds.clone(),
+            webhook_url: (!self.cfg.dlq.alert_webhook_url.is_empty())
+                .then(|| self.cfg.dlq.alert_webhook_url.clone()),
+        };
+        let retry = clarion_runtime::router::RetryPolicies {
+            default: self.cfg.retry.default.clone(),
+            channels: self.cfg.retry.channels.clone(),
+            tenants: self.cfg.retry.tenants.clone(),
+        };
+        // Outcomes come back to the router on the same partition.
+        self.spawn_partitions(
+            tasks,
+            Topic::Triggers,
+            &[Topic::Deliveries],
+            Arc::new(NoEffects),
+            move || {
+                Router::new(defaults.clone())
+                    .with_partitions(partitions)
+                    .with_retry(retry.clone())
+                    .with_dlq_alerts(alerts.clone())
+            },
+            shutdown,
+        );
+    }
+
+    async fn spawn_dispatcher(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let effects = Arc::new(
+            DispatchEffects::new(self.providers().await?)
+                .with_send_timeout(Duration::from_millis(self.cfg.outbound.send_timeout_ms)),
+        );
+        // With the log in the store's file, routers append requests
+        // in their commits, exactly once: no dedup rows needed.
+        let colocated = self.colocated.is_some();
+        self.spawn_partitions(
+            tasks,
+            Topic::Dispatch,
+            &[],
+            effects,
+            move || {
+                if colocated {
+                    Dispatcher::colocated()
+                } else {
+                    Dispatcher::new()
+                }
+            },
+            shutdown,
+        );
+        Ok(())
+    }
+
+    fn spawn_projector(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        // A log that keeps an index (the embedded one) answers a
+        // notification's history itself: the projector then has
+        // nothing to do on the recipient streams and does not read
+        // them. Otherwise one runner per partition reads every
+        // recipient stream (the projector's writes are idempotent
+        // puts, so the interleaving of topics does not matter).
+        // Config has its own partitions.
+        if !self.log.keeps_index() {
+            self.spawn_partitions(
+                tasks,
+                Topic::Triggers,
+                &[Topic::Notifications, Topic::Dispatch, Topic::Deliveries],
+                Arc::new(NoEffects),
+                || Projector,
+                shutdown,
+            );
+        }
+        self.spawn_partitions(
+            tasks,
+            Topic::Config,
+            &[],
+            Arc::new(NoEffects),
+            || Projector,
+            shutdown,
+        );
     }
 }
 
