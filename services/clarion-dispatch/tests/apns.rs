@@ -72,7 +72,11 @@ async fn start(public_key: Vec<u8>, script: Script) -> FakeApns {
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(Mutex::new(Vec::new()));
-    let state = Arc::new((DecodingKey::from_ec_der(&public_key), script, received.clone()));
+    let state = Arc::new((
+        DecodingKey::from_ec_der(&public_key),
+        script,
+        received.clone(),
+    ));
     let conns = connections.clone();
     tokio::spawn(async move {
         loop {
@@ -118,7 +122,10 @@ async fn answer(state: &State, req: Request<hyper::body::Incoming>) -> Response<
     let Some(token) = parts.uri.path().strip_prefix("/3/device/") else {
         return reply(404, r#"{"reason":"BadPath"}"#);
     };
-    let auth = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+    let auth = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
     let Some(jwt) = auth.and_then(|a| a.strip_prefix("bearer ")) else {
         return reply(403, r#"{"reason":"MissingProviderToken"}"#);
     };
@@ -229,7 +236,10 @@ async fn a_valid_push_is_accepted_with_all_headers() {
     assert_eq!(r.body["aps"]["alert"]["title"], "Hi");
     // A repeat of the same attempt (after a crash) is recognisable.
     assert_eq!(apns_id_for_attempt(attempt), req.apns_id);
-    assert_eq!(apns_id_for_attempt("not-hex"), apns_id_for_attempt("not-hex"));
+    assert_eq!(
+        apns_id_for_attempt("not-hex"),
+        apns_id_for_attempt("not-hex")
+    );
 }
 
 #[tokio::test]
@@ -241,31 +251,54 @@ async fn the_provider_token_is_reused_for_twenty_minutes_and_replaced_at_fifty()
     let minute = Duration::from_secs(60);
 
     for i in 0..10 {
-        assert!(matches!(apns.send("aa", &alert(&format!("a{i}"))).await, Outcome::Accepted { .. }));
+        assert!(matches!(
+            apns.send("aa", &alert(&format!("a{i}"))).await,
+            Outcome::Accepted { .. }
+        ));
     }
     clock.advance(MIN_REUSE + minute);
-    assert!(matches!(apns.send("aa", &alert("b")).await, Outcome::Accepted { .. }));
+    assert!(matches!(
+        apns.send("aa", &alert("b")).await,
+        Outcome::Accepted { .. }
+    ));
     clock.set(T0_MS + REFRESH_AFTER.as_millis() as i64 - 1);
-    assert!(matches!(apns.send("aa", &alert("c")).await, Outcome::Accepted { .. }));
+    assert!(matches!(
+        apns.send("aa", &alert("c")).await,
+        Outcome::Accepted { .. }
+    ));
     {
         let got = server.received.lock().unwrap();
         assert_eq!(got.len(), 12);
-        assert!(got.iter().all(|r| r.jwt == got[0].jwt && r.iat == T0_MS / 1000));
+        assert!(got
+            .iter()
+            .all(|r| r.jwt == got[0].jwt && r.iat == T0_MS / 1000));
     }
 
     clock.set(T0_MS + REFRESH_AFTER.as_millis() as i64);
-    assert!(matches!(apns.send("aa", &alert("d")).await, Outcome::Accepted { .. }));
+    assert!(matches!(
+        apns.send("aa", &alert("d")).await,
+        Outcome::Accepted { .. }
+    ));
     // Right after a refresh no other token may be issued for 20 minutes.
     clock.advance(MIN_REUSE - minute);
-    assert!(matches!(apns.send("aa", &alert("e")).await, Outcome::Accepted { .. }));
+    assert!(matches!(
+        apns.send("aa", &alert("e")).await,
+        Outcome::Accepted { .. }
+    ));
     // A clock stepping backwards does not trigger a new token either.
     clock.set(T0_MS);
-    assert!(matches!(apns.send("aa", &alert("f")).await, Outcome::Accepted { .. }));
+    assert!(matches!(
+        apns.send("aa", &alert("f")).await,
+        Outcome::Accepted { .. }
+    ));
 
     let got = server.received.lock().unwrap();
     let second = &got[12];
     assert_ne!(second.jwt, got[0].jwt);
-    assert_eq!(second.iat, (T0_MS + REFRESH_AFTER.as_millis() as i64) / 1000);
+    assert_eq!(
+        second.iat,
+        (T0_MS + REFRESH_AFTER.as_millis() as i64) / 1000
+    );
     assert!(got[13..].iter().all(|r| r.jwt == second.jwt));
     let distinct: std::collections::HashSet<_> = got.iter().map(|r| &r.jwt).collect();
     assert_eq!(distinct.len(), 2);
@@ -276,7 +309,11 @@ async fn each_apns_error_is_classified() {
     let (pem, public) = provider_key();
     let answers = [
         ("e400", 400, r#"{"reason":"BadDeviceToken"}"#),
-        ("e410", 410, r#"{"reason":"Unregistered","timestamp":1699999000000}"#),
+        (
+            "e410",
+            410,
+            r#"{"reason":"Unregistered","timestamp":1699999000000}"#,
+        ),
         ("e403", 403, r#"{"reason":"ExpiredProviderToken"}"#),
         ("e429", 429, r#"{"reason":"TooManyRequests"}"#),
         ("e500", 500, r#"{"reason":"InternalServerError"}"#),
@@ -309,7 +346,10 @@ async fn each_apns_error_is_classified() {
         }
     );
     assert!(gone.revokes_token(1_699_998_000_000));
-    assert!(!gone.revokes_token(1_699_999_500_000), "re-registered after");
+    assert!(
+        !gone.revokes_token(1_699_999_500_000),
+        "re-registered after"
+    );
     let auth = send("e403").await;
     assert!(auth.needs_operator() && !auth.revokes_token(0) && !auth.is_retryable());
     for (t, status) in [("e429", 429), ("e500", 500), ("e503", 503)] {
@@ -318,9 +358,18 @@ async fn each_apns_error_is_classified() {
             other => panic!("{t}: {other:?}"),
         }
     }
-    for (t, status, reason) in [("eb00", 400, "BadCollapseId"), ("e413", 413, "PayloadTooLarge")] {
+    for (t, status, reason) in [
+        ("eb00", 400, "BadCollapseId"),
+        ("e413", 413, "PayloadTooLarge"),
+    ] {
         let out = send(t).await;
-        assert_eq!(out, Outcome::Rejected { status, reason: reason.into() });
+        assert_eq!(
+            out,
+            Outcome::Rejected {
+                status,
+                reason: reason.into()
+            }
+        );
         assert!(!out.is_retryable() && !out.revokes_token(0) && !out.needs_operator());
     }
     // A token that cannot be a path segment never leaves the process.
@@ -347,7 +396,10 @@ async fn a_token_signed_with_another_key_is_refused_as_a_credential_error() {
 async fn no_server_is_retryable() {
     let (pem, _) = provider_key();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let base = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
     drop(listener);
     let apns = ApnsClient::new(&config(&base, &pem), Arc::new(ManualClock::new(T0_MS))).unwrap();
     assert!(matches!(
@@ -386,7 +438,8 @@ async fn concurrent_sends_share_one_http2_connection() {
     for i in 0..N {
         let apns = apns.clone();
         tasks.push(tokio::spawn(async move {
-            apns.send(&format!("{i:04x}"), &alert(&format!("c{i}"))).await
+            apns.send(&format!("{i:04x}"), &alert(&format!("c{i}")))
+                .await
         }));
     }
     let all = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(tasks))

@@ -23,10 +23,7 @@ pub enum Outcome {
     /// `BadCertificate`, ...). An operator must act; device tokens are fine.
     CredentialRejected { reason: String },
     /// 429, 5xx or no answer at all: try again later (same `apns-id`).
-    Retryable {
-        status: Option<u16>,
-        reason: String,
-    },
+    Retryable { status: Option<u16>, reason: String },
     /// Any other 4xx: our request is wrong (payload, topic, headers). Neither
     /// a retry nor dropping the token can help.
     Rejected { status: u16, reason: String },
@@ -98,7 +95,10 @@ mod tests {
             Outcome::BadDeviceToken
         );
         assert_eq!(
-            classify_error(410, br#"{"reason":"Unregistered","timestamp":1700000000000}"#),
+            classify_error(
+                410,
+                br#"{"reason":"Unregistered","timestamp":1700000000000}"#
+            ),
             Outcome::Unregistered {
                 reason: "Unregistered".into(),
                 since_ms: Some(1_700_000_000_000)

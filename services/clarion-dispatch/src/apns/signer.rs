@@ -101,7 +101,12 @@ impl TokenSigner {
     }
 }
 
-fn sign(key: &EncodingKey, key_id: &str, team_id: &str, at_ms: i64) -> Result<Arc<str>, SignerError> {
+fn sign(
+    key: &EncodingKey,
+    key_id: &str,
+    team_id: &str,
+    at_ms: i64,
+) -> Result<Arc<str>, SignerError> {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key_id.to_string());
     // Apple's documented header is exactly {alg, kid}.
