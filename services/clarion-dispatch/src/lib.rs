@@ -10,6 +10,7 @@
 //! ([`ssrf`]); secrets Clarion keeps are sealed with the master keyring
 //! ([`secrets`]); webhooks are signed per tenant ([`tenant_secrets`]).
 
+pub mod apns;
 pub mod dispatcher;
 pub mod provider;
 pub mod secrets;
