@@ -11,6 +11,7 @@
 //! ([`secrets`]); webhooks are signed per tenant ([`tenant_secrets`]).
 
 pub mod dispatcher;
+pub mod fcm;
 pub mod provider;
 pub mod secrets;
 pub mod smtp;
