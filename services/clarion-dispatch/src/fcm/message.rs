@@ -39,9 +39,24 @@ pub fn data_from_json(value: &serde_json::Value) -> Result<BTreeMap<String, Stri
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
-            Value::Null => return Err(DataError::NotAString { field, kind: "null" }),
-            Value::Array(_) => return Err(DataError::NotAString { field, kind: "an array" }),
-            Value::Object(_) => return Err(DataError::NotAString { field, kind: "an object" }),
+            Value::Null => {
+                return Err(DataError::NotAString {
+                    field,
+                    kind: "null",
+                })
+            }
+            Value::Array(_) => {
+                return Err(DataError::NotAString {
+                    field,
+                    kind: "an array",
+                })
+            }
+            Value::Object(_) => {
+                return Err(DataError::NotAString {
+                    field,
+                    kind: "an object",
+                })
+            }
         };
         out.insert(k.clone(), s);
     }
@@ -180,14 +195,19 @@ mod tests {
         assert_eq!(d["f"], "1.5");
         assert_eq!(d["b"], "true");
         let e = data_from_json(&json!({"ok": "1", "o": {"x": 1}})).unwrap_err();
-        assert_eq!(e.to_string(), "data.o: FCM data values are strings; an object cannot be converted");
+        assert_eq!(
+            e.to_string(),
+            "data.o: FCM data values are strings; an object cannot be converted"
+        );
         assert!(matches!(
             data_from_json(&json!({"n": null})),
             Err(DataError::NotAString { kind: "null", .. })
         ));
         assert_eq!(
             data_from_json(&json!({"google.x": "1"})),
-            Err(DataError::ReservedKey { field: "data.google.x".into() })
+            Err(DataError::ReservedKey {
+                field: "data.google.x".into()
+            })
         );
         assert_eq!(data_from_json(&json!(["a"])), Err(DataError::NotAnObject));
     }

@@ -121,7 +121,10 @@ pub fn classify_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -
 /// rather than the payload (ours to fix).
 fn names_the_token(error: &Status) -> bool {
     let on_token = error.details.iter().any(|d| {
-        d.type_url == BAD_REQUEST && d.field_violations.iter().any(|v| v.field == "message.token")
+        d.type_url == BAD_REQUEST
+            && d.field_violations
+                .iter()
+                .any(|v| v.field == "message.token")
     });
     on_token
         || error
