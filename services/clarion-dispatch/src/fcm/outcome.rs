@@ -138,3 +138,28 @@ fn names_the_token(error: &Status) -> bool {
 pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     value?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_message_alone_marks_an_invalid_argument_dead() {
+        let body = br#"{"error":{"code":400,"status":"INVALID_ARGUMENT",
+            "message":"The registration token is not a valid FCM registration token"}}"#;
+        assert!(classify_error(400, None, body).revokes_token());
+        let body = br#"{"error":{"code":400,"status":"INVALID_ARGUMENT","message":"Invalid JSON payload"}}"#;
+        assert!(matches!(
+            classify_error(400, None, body),
+            Outcome::Rejected { status: 400, .. }
+        ));
+        assert_eq!(
+            parse_retry_after(Some(" 12 ")),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
+    }
+}
