@@ -5,6 +5,7 @@
 #    (services/clarion/tests/e2e_openapi.rs), in a virtualenv of its own
 #    ($CLARION_VENV, default ~/.cache/clarion-venv): Debian's python refuses
 #    pip installs into the system (PEP 668), and its dependencies stay apart;
+#  - openssl (Debian): makes the RSA service-account keys of the FCM tests;
 #  - tansu (crates.io): the Kafka-protocol broker, installed and started by kafka-up.sh.
 # Idempotent: skips what is already there.
 set -euo pipefail
@@ -13,6 +14,11 @@ cd "$(dirname "$0")/.."
 if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   echo "installing aiosmtpd (SMTP server for tests)..."
   python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2'
+fi
+
+if ! command -v openssl >/dev/null && command -v apt-get >/dev/null; then
+  echo "installing openssl (test keys)..."
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
 
 SCHEMATHESIS_VERSION='schemathesis>=4.32,<5'

@@ -12,6 +12,7 @@
 
 pub mod apns;
 pub mod dispatcher;
+pub mod fcm;
 pub mod provider;
 pub mod secrets;
 pub mod smtp;
