@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "schemas/events/v1/notification.proto",
         "schemas/events/v1/config.proto",
         "schemas/events/v1/preferences.proto",
+        "schemas/events/v1/devices.proto",
+        "schemas/events/v1/inbox.proto",
     ]
     .map(|p| root.join(p));
     // (Processors read the envelope field by field, `Event::decode`; the

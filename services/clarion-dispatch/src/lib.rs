@@ -11,6 +11,7 @@
 //! ([`secrets`]); webhooks are signed per tenant ([`tenant_secrets`]).
 
 pub mod apns;
+pub mod device_token;
 pub mod dispatcher;
 pub mod fcm;
 pub mod provider;

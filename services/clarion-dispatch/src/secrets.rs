@@ -61,6 +61,9 @@ pub enum KeyringError {
 pub struct Keyring {
     active: String,
     keys: HashMap<String, Aes256Gcm>,
+    /// Per master key, the key of its lookup hashes (derived, so a lookup
+    /// hash never reveals the master key and the two uses never mix).
+    hash_keys: HashMap<String, [u8; 32]>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -92,9 +95,28 @@ fn decode_key(id: &str, text: &str) -> Result<[u8; 32], KeyringError> {
         .map_err(|_| bad(format!("must be 32 bytes (base64), got {}", bytes.len())))
 }
 
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 impl Keyring {
     /// A keyring of the given keys; `active` seals.
     pub fn new(active: &str, keys: &[(&str, [u8; 32])]) -> Result<Keyring, KeyringError> {
+        let hash_keys = keys
+            .iter()
+            .map(|(id, k)| {
+                (
+                    id.to_string(),
+                    hmac_sha256(k, &[b"clarion lookup-hash key v1"]),
+                )
+            })
+            .collect();
         let keys: HashMap<String, Aes256Gcm> = keys
             .iter()
             .map(|(id, k)| (id.to_string(), Aes256Gcm::new(k.into())))
@@ -105,6 +127,7 @@ impl Keyring {
         Ok(Keyring {
             active: active.to_string(),
             keys,
+            hash_keys,
         })
     }
 
@@ -166,6 +189,25 @@ impl Keyring {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         out
+    }
+
+    /// A keyed hash of `data` for `purpose` under master key `key_id`
+    /// (HMAC-SHA256 with a key derived from it): lets a store find a value
+    /// it keeps only sealed (a device token) without holding it in clear.
+    /// `None` when the ring has no such key.
+    pub fn lookup_hash(&self, key_id: &str, purpose: &str, data: &[u8]) -> Option<[u8; 32]> {
+        let k = self.hash_keys.get(key_id)?;
+        Some(hmac_sha256(k, &[purpose.as_bytes(), &[0], data]))
+    }
+
+    /// `data`'s lookup hash under every key of the ring, the active key's
+    /// first: a value hashed before a key rotation is still found.
+    pub fn lookup_hashes(&self, purpose: &str, data: &[u8]) -> Vec<(String, [u8; 32])> {
+        let mut ids: Vec<&String> = self.hash_keys.keys().collect();
+        ids.sort_by_key(|id| (id.as_str() != self.active, id.as_str()));
+        ids.into_iter()
+            .filter_map(|id| Some((id.clone(), self.lookup_hash(id, purpose, data)?)))
+            .collect()
     }
 
     /// The master key id a sealed value names, if it is one.

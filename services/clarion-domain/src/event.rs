@@ -126,6 +126,15 @@ payloads! {
     ContactChanged(ContactChanged) = "clarion.contact.changed.v1",
     ContactVerified(ContactVerified) = "clarion.contact.verified.v1",
     ContactVerificationFailed(ContactVerificationFailed) = "clarion.contact.verification_failed.v1",
+    AppConfigured(AppConfigured) = "clarion.app.configured.v1",
+    DeviceRegistered(DeviceRegistered) = "clarion.device.registered.v1",
+    DeviceTokenRotated(DeviceTokenRotated) = "clarion.device.rotated.v1",
+    DeviceRevoked(DeviceRevoked) = "clarion.device.revoked.v1",
+    DeviceSeen(DeviceSeen) = "clarion.device.seen.v1",
+    PushRejected(PushRejected) = "clarion.push.rejected.v1",
+    PushDeviceOutcome(PushDeviceOutcome) = "clarion.push.device_outcome.v1",
+    InboxItemWritten(InboxItemWritten) = "clarion.inbox.item_written.v1",
+    InboxItemsMarked(InboxItemsMarked) = "clarion.inbox.items_marked.v1",
 }
 
 impl Payload {
@@ -144,6 +153,9 @@ impl Payload {
             Payload::Noted(p) => Some(&p.notification_id),
             Payload::DlqRetried(p) => Some(&p.notification_id),
             Payload::DlqDiscarded(p) => Some(&p.notification_id),
+            Payload::PushRejected(p) => Some(&p.notification_id),
+            Payload::PushDeviceOutcome(p) => Some(&p.notification_id),
+            Payload::InboxItemWritten(p) => Some(&p.notification_id),
             _ => None,
         }
     }
@@ -191,6 +203,12 @@ impl Payload {
             Payload::DispatchRequested(p) => json!({
                 "attempt_id": p.attempt_id, "channel": p.channel, "provider": p.provider,
                 "to": p.to, "subject": p.subject, "body": p.body, "locale": p.locale, "step": p.step,
+                "link": p.link, "category": p.category,
+                // Devices by id and fingerprint; sealed tokens are left out.
+                "push_targets": p.push_targets.iter().map(|t| json!({
+                    "device_id": t.device_id, "platform": t.platform, "provider": t.provider,
+                    "token_fingerprint": token_fingerprint(t.token.as_ref().map_or(&[][..], |k| &k.hash)),
+                })).collect::<Vec<_>>(),
             }),
             Payload::Sent(p) => {
                 json!({"attempt_id": p.attempt_id, "provider": p.provider, "provider_message_id": p.provider_message_id})
@@ -245,8 +263,63 @@ impl Payload {
                 "subscriber_id": p.subscriber_id, "channel": p.channel,
                 "origin": origin_json(p.origin.as_ref()),
             }),
+            Payload::AppConfigured(p) => json!({
+                "app_id": p.app_id, "name": p.name, "platforms": p.platforms,
+                "ios_bundle_id": p.ios_bundle_id, "apns_environment": p.apns_environment,
+                "deep_links": p.deep_links, "version": p.version,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            // Tokens are never shown, not even sealed: only a fingerprint.
+            Payload::DeviceRegistered(p) => json!({
+                "subscriber_id": p.subscriber_id, "device_id": p.device_id,
+                "platform": p.platform, "provider": p.provider, "app_id": p.app_id,
+                "token_fingerprint": token_fingerprint(p.token.as_ref().map_or(&[][..], |t| &t.hash)),
+                "locale": p.locale, "timezone": p.timezone, "app_version": p.app_version,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::DeviceTokenRotated(p) => json!({
+                "subscriber_id": p.subscriber_id, "device_id": p.device_id,
+                "token_fingerprint": token_fingerprint(p.token.as_ref().map_or(&[][..], |t| &t.hash)),
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::DeviceRevoked(p) => json!({
+                "subscriber_id": p.subscriber_id, "device_id": p.device_id, "reason": p.reason,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::DeviceSeen(p) => json!({
+                "subscriber_id": p.subscriber_id, "device_id": p.device_id,
+                "locale": p.locale, "timezone": p.timezone, "app_version": p.app_version,
+            }),
+            Payload::PushRejected(p) => json!({
+                "subscriber_id": p.subscriber_id, "device_id": p.device_id,
+                "token_fingerprint": token_fingerprint(&p.token_hash),
+                "provider": p.provider, "reason": p.reason, "detail": p.detail,
+                "unregistered_at_ms": p.unregistered_at_ms, "attempt_id": p.attempt_id,
+            }),
+            Payload::PushDeviceOutcome(p) => json!({
+                "attempt_id": p.attempt_id, "device_id": p.device_id, "platform": p.platform,
+                "provider": p.provider, "outcome": p.outcome,
+                "provider_message_id": p.provider_message_id, "detail": p.detail,
+            }),
+            Payload::InboxItemWritten(p) => json!({
+                "subscriber_id": p.subscriber_id, "item_id": p.item_id, "attempt_id": p.attempt_id,
+                "title": p.title, "body": p.body, "link": p.link, "category": p.category,
+                "workflow_id": p.workflow_id, "locale": p.locale,
+            }),
+            Payload::InboxItemsMarked(p) => json!({
+                "subscriber_id": p.subscriber_id, "item_ids": p.item_ids, "all": p.all,
+                "category": p.category, "mark": p.mark,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
         }
     }
+}
+
+/// The last 6 hex digits of a token's keyed hash: tells tokens apart in
+/// views and logs without revealing them.
+pub fn token_fingerprint(hash: &[u8]) -> String {
+    let start = hash.len().saturating_sub(3);
+    hex::encode(&hash[start..])
 }
 
 /// Who changed something, and through which interface (audit views).

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod limits;
 pub mod payload;
 pub mod preferences;
+pub mod push;
 pub mod recipient;
 pub mod router;
 pub mod subscriber;

@@ -193,6 +193,8 @@ pub fn render_send(
             locale: rendered.locale,
             subscriber_id: input.subscriber.subscriber_id.clone(),
             step: input.step.to_string(),
+            workflow_id: input.workflow_id.to_string(),
+            ..Default::default()
         },
     ))
 }
@@ -266,6 +268,7 @@ mod tests {
             template: "appt".into(),
             provider: None,
             to: None,
+            ..Default::default()
         };
         let (routed, d) = render_send(&input(&spec, &sub, &payload, Some(&t))).unwrap();
         assert_eq!(
@@ -355,6 +358,7 @@ mod tests {
             template: "appt".into(),
             provider: None,
             to: None,
+            ..Default::default()
         };
         let p = SharedPayload::new(json!({"time": "1"}));
         assert!(render_send(&input(&spec, &sub, &p, Some(&t)))

@@ -21,7 +21,7 @@ pub fn validate_id(v: &mut Violations, field: &str, id: &str) {
     }
 }
 
-pub const KNOWN_PROVIDERS: &[&str] = &["sink", "smtp", "webhook", "twilio"];
+pub const KNOWN_PROVIDERS: &[&str] = &["sink", "smtp", "webhook", "twilio", "push", "inbox"];
 
 /// The shorthand of `PutWorkflow`: one send step per entry, in order.
 /// Problems are reported against the shorthand's own fields (`steps[0].channel`).
@@ -56,6 +56,7 @@ pub fn from_steps(
                         template: s.template_id.clone(),
                         provider: (!s.provider.is_empty()).then(|| s.provider.clone()),
                         to: None,
+                        ..Default::default()
                     },
                     next: Next::Continue,
                 },

@@ -106,6 +106,28 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.TopicService/Register", Tenant(Preferences)),
     ("/clarion.v1.TopicService/Get", Tenant(Read)),
     ("/clarion.v1.TopicService/List", Tenant(Read)),
+    // Apps are tenant configuration; devices are subscriber data, managed
+    // like profiles and preferences.
+    ("/clarion.v1.DeviceService/ConfigureApp", Tenant(Admin)),
+    ("/clarion.v1.DeviceService/GetApp", Tenant(Read)),
+    ("/clarion.v1.DeviceService/ListApps", Tenant(Read)),
+    (
+        "/clarion.v1.DeviceService/RegisterDevice",
+        Tenant(Preferences),
+    ),
+    ("/clarion.v1.DeviceService/ListDevices", Tenant(Read)),
+    (
+        "/clarion.v1.DeviceService/RotateDevice",
+        Tenant(Preferences),
+    ),
+    (
+        "/clarion.v1.DeviceService/RevokeDevice",
+        Tenant(Preferences),
+    ),
+    ("/clarion.v1.InboxService/ListItems", Tenant(Read)),
+    ("/clarion.v1.InboxService/GetCounts", Tenant(Read)),
+    ("/clarion.v1.InboxService/MarkItems", Tenant(Preferences)),
+    ("/clarion.v1.InboxService/Watch", Tenant(Read)),
 ];
 
 /// The gRPC methods a subscriber token may call (its own preferences and
@@ -119,6 +141,14 @@ pub const SUBSCRIBER_GRPC: &[&str] = &[
     "/clarion.v1.PreferenceService/VerifyContact",
     "/clarion.v1.TopicService/Get",
     "/clarion.v1.TopicService/List",
+    "/clarion.v1.DeviceService/RegisterDevice",
+    "/clarion.v1.DeviceService/ListDevices",
+    "/clarion.v1.DeviceService/RotateDevice",
+    "/clarion.v1.DeviceService/RevokeDevice",
+    "/clarion.v1.InboxService/ListItems",
+    "/clarion.v1.InboxService/GetCounts",
+    "/clarion.v1.InboxService/MarkItems",
+    "/clarion.v1.InboxService/Watch",
 ];
 
 /// Routes of [`REST_ROUTES`] that `/openapi.json` does not describe:

@@ -60,10 +60,25 @@ pub enum Table {
     /// id: ids lead with their creation time, so newest last), written by
     /// the router when it accepts a trigger.
     SubscriberNotifications,
+    /// Tenants' apps (pk "apps", ck app id: the latest version), from the
+    /// projector.
+    Apps,
+    /// Each subscriber's devices (pk subscriber id, ck device id), owned by
+    /// the router. Tokens only sealed.
+    Devices,
+    /// Which device holds a token (pk hex of the token's keyed hash), owned
+    /// by the router: finds the device a token was registered to before.
+    DeviceTokens,
+    /// Each subscriber's inbox feed (pk subscriber id, ck big-endian
+    /// creation time then item id), from the projector.
+    InboxItems,
+    /// Each subscriber's inbox counts with their version (pk subscriber
+    /// id), from the projector.
+    InboxCounts,
 }
 
 impl Table {
-    pub const ALL: [Table; 22] = [
+    pub const ALL: [Table; 27] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -86,6 +101,11 @@ impl Table {
         Table::PreferenceHistory,
         Table::Topics,
         Table::SubscriberNotifications,
+        Table::Apps,
+        Table::Devices,
+        Table::DeviceTokens,
+        Table::InboxItems,
+        Table::InboxCounts,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -114,6 +134,11 @@ impl Table {
             // on the default both share one SQLite file.
             Table::Topics => "preference_topics",
             Table::SubscriberNotifications => "subscriber_notifications",
+            Table::Apps => "apps",
+            Table::Devices => "devices",
+            Table::DeviceTokens => "device_tokens",
+            Table::InboxItems => "inbox_items",
+            Table::InboxCounts => "inbox_counts",
         }
     }
 }

@@ -102,7 +102,7 @@ impl From<Next> for String {
 }
 
 /// One message to send.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendSpec {
     pub channel: String,
@@ -114,6 +114,23 @@ pub struct SendSpec {
     /// Empty: the recipient's own address on the channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// push: the tenant's app whose devices receive it (required on push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// push and in_app: what the message opens (docs/push.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::push::LinkSpec>,
+    /// push: provider options (priority, TTL, collapse key, sound, badge,
+    /// Android channel, client-side localization keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::push::PushSpec>,
+    /// in_app: the item's category in the feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// push and in_app: extra data for the client, a path to a JSON object
+    /// in the payload (`payload.push_data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,6 +206,16 @@ enum RawStep {
         provider: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        app: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<crate::push::LinkSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push: Option<crate::push::PushSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
         #[serde(default)]
         next: Next,
     },
@@ -242,6 +269,11 @@ impl TryFrom<RawStep> for StepDef {
                 template,
                 provider,
                 to,
+                app,
+                link,
+                push,
+                category,
+                data,
                 next,
             } => StepDef {
                 id,
@@ -251,6 +283,11 @@ impl TryFrom<RawStep> for StepDef {
                         template,
                         provider,
                         to,
+                        app,
+                        link,
+                        push,
+                        category,
+                        data,
                     },
                     next,
                 },
@@ -318,6 +355,11 @@ impl From<StepDef> for RawStep {
                 template: send.template,
                 provider: send.provider,
                 to: send.to,
+                app: send.app,
+                link: send.link,
+                push: send.push,
+                category: send.category,
+                data: send.data,
                 next,
             },
             StepKind::Delay { duration, next } => RawStep::Delay { id, duration, next },
@@ -539,6 +581,7 @@ impl Flow {
                     );
                 }
             }
+            check_push_fields(v, field, s, channel);
             if let Some(to) = &s.to {
                 if !(to.starts_with("payload.") || to.starts_with("subscriber.")) {
                     v.push(
@@ -1015,5 +1058,94 @@ mod tests {
         assert!(out
             .iter()
             .any(|o| matches!(o, Output::Send { step, .. } if step == "e")));
+    }
+}
+
+/// The push and in-app fields of a send: only on the channels that use
+/// them, an app on every push (and on an in_app step whose link needs the
+/// app's pattern), and their shapes (whether the app exists and
+/// links to the type is checked at publication, [`FlowDef::check_apps`]).
+fn check_push_fields(v: &mut Violations, field: &str, s: &SendSpec, channel: Option<Channel>) {
+    let push = channel == Some(Channel::Push);
+    let in_app = channel == Some(Channel::InApp);
+    if push && s.app.is_none() {
+        v.push(
+            format!("{field}.app"),
+            "a push step names the app whose devices receive it",
+        );
+    }
+    if !push && channel.is_some() && s.push.is_some() {
+        v.push(format!("{field}.push"), "only push steps take it");
+    }
+    if !(push || in_app) && channel.is_some() {
+        let fields = [
+            ("app", s.app.is_some()),
+            ("link", s.link.is_some()),
+            ("data", s.data.is_some()),
+        ];
+        for (name, set) in fields {
+            if set {
+                v.push(
+                    format!("{field}.{name}"),
+                    "only push and in_app steps take it",
+                );
+            }
+        }
+    }
+    if !in_app && s.category.is_some() && channel.is_some() {
+        v.push(format!("{field}.category"), "only in_app steps take it");
+    }
+    if let Some(d) = &s.data {
+        if !d.starts_with("payload.") {
+            v.push(
+                format!("{field}.data"),
+                "must be a path starting with payload.",
+            );
+        }
+    }
+    crate::push::check_step(
+        v,
+        field,
+        s.app.as_deref(),
+        s.link.as_ref(),
+        s.push.as_ref(),
+        None,
+    );
+}
+
+impl FlowDef {
+    /// Every send of the definition (steps and fallback chains) with its
+    /// field path.
+    pub fn sends(&self) -> Vec<(String, &SendSpec)> {
+        let mut out = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            match &step.kind {
+                StepKind::Send { send, .. } => out.push((format!("steps[{i}]"), send)),
+                StepKind::Fallback { chain, .. } => {
+                    for (j, send) in chain.iter().enumerate() {
+                        out.push((format!("steps[{i}].chain[{j}]"), send));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Publication's check of the sends' apps and links against the
+    /// tenant's apps (`apps` finds one by id).
+    pub fn check_apps(&self, apps: &dyn Fn(&str) -> Option<crate::push::App>) -> Violations {
+        let mut v = Violations::default();
+        for (field, s) in self.sends() {
+            crate::push::check_step(
+                &mut v,
+                &field,
+                s.app.as_deref(),
+                s.link.as_ref(),
+                None,
+                Some(apps),
+            );
+        }
+        v
     }
 }

@@ -173,6 +173,7 @@ impl Router {
             locale: c.locale.clone(),
             subscriber_id: c.subscriber_id.clone(),
             step: VERIFY_STEP.into(),
+            ..Default::default()
         };
         let ev = e.caused(
             0,

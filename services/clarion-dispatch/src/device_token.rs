@@ -1,0 +1,75 @@
+//! Device tokens at rest: sealed by the master keyring and found by a keyed
+//! hash, so no log record, store row, log line or metric holds one in clear.
+//! The gateway seals a token as it arrives; only the dispatcher opens it,
+//! for the provider call.
+
+use clarion_proto::events as pb;
+
+use crate::secrets::{Keyring, KeyringError};
+
+/// What a token is sealed and hashed for: bound to its tenant, so a sealed
+/// token copied into another tenant's event does not open.
+pub fn purpose(tenant: &str) -> String {
+    format!("device-token/{tenant}")
+}
+
+/// Seals a token and hashes it under the active master key.
+pub fn seal(keyring: &Keyring, tenant: &str, token: &str) -> pb::SealedToken {
+    let purpose = purpose(tenant);
+    let key_id = keyring.active_key_id().to_string();
+    let hash = keyring
+        .lookup_hash(&key_id, &purpose, token.as_bytes())
+        .expect("the active key is in the ring");
+    pb::SealedToken {
+        sealed: keyring.seal(&purpose, token.as_bytes()),
+        hash: hash.to_vec(),
+        hash_key_id: key_id,
+    }
+}
+
+/// Opens a sealed token for the provider call.
+pub fn open(
+    keyring: &Keyring,
+    tenant: &str,
+    token: &pb::SealedToken,
+) -> Result<String, KeyringError> {
+    let plain = keyring.open(&purpose(tenant), &token.sealed)?;
+    String::from_utf8(plain).map_err(|_| KeyringError::Malformed)
+}
+
+/// The token's keyed hashes under every master key (the active one first):
+/// what a lookup compares with the stored `hash` of the same `hash_key_id`.
+pub fn hashes(keyring: &Keyring, tenant: &str, token: &str) -> Vec<(String, [u8; 32])> {
+    keyring.lookup_hashes(&purpose(tenant), token.as_bytes())
+}
+
+/// Whether `token` is the one `stored` holds (by hash, under the key it was
+/// hashed with).
+pub fn matches(keyring: &Keyring, tenant: &str, token: &str, stored: &pb::SealedToken) -> bool {
+    keyring
+        .lookup_hash(&stored.hash_key_id, &purpose(tenant), token.as_bytes())
+        .is_some_and(|h| h[..] == stored.hash[..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_token_opens_for_its_tenant_only_and_is_found_by_hash_after_rotation() {
+        let old = Keyring::new("k1", &[("k1", [1; 32])]).unwrap();
+        let t = seal(&old, "acme", "apns-token-123");
+        assert!(!t.sealed.windows(14).any(|w| w == b"apns-token-123"));
+        assert_eq!(open(&old, "acme", &t).unwrap(), "apns-token-123");
+        assert!(open(&old, "globex", &t).is_err());
+        // A new active key: the old token still opens and still matches.
+        let ring = Keyring::new("k2", &[("k1", [1; 32]), ("k2", [2; 32])]).unwrap();
+        assert_eq!(open(&ring, "acme", &t).unwrap(), "apns-token-123");
+        assert!(matches(&ring, "acme", "apns-token-123", &t));
+        assert!(!matches(&ring, "acme", "apns-token-124", &t));
+        assert!(!matches(&ring, "globex", "apns-token-123", &t));
+        let hs = hashes(&ring, "acme", "apns-token-123");
+        assert_eq!(hs[0].0, "k2");
+        assert!(hs.iter().any(|(id, h)| id == "k1" && h[..] == t.hash[..]));
+    }
+}
