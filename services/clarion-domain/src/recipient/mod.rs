@@ -18,7 +18,10 @@
 //!   dropped or deferred;
 //! * [`dlq`]: the dead-letter count and its alert threshold;
 //! * [`preference`]: subscribers' preference settings, which
-//!   `preferences::evaluate` checks every send against.
+//!   `preferences::evaluate` checks every send against;
+//! * [`devices`]: subscribers' push devices (register, rotate, revoke,
+//!   seen, a provider's rejection with the APNs 410 rule, expiry) and the
+//!   devices a push fans out to.
 //!
 //! A new per-recipient capability (devices, preferences, quiet hours,
 //! digests) is a module beside these, a field in [`State`], an [`Event`]
@@ -27,6 +30,7 @@
 
 pub mod acceptance;
 pub mod dedup;
+pub mod devices;
 pub mod dlq;
 pub mod preference;
 pub mod profile;
@@ -62,7 +66,8 @@ pub struct Ctx {
 }
 
 /// The state of a router partition's recipients, as far as it has been
-/// loaded: profiles, content marks, throttle windows, dead-letter counts.
+/// loaded: profiles, content marks, throttle windows, dead-letter counts,
+/// preferences and devices.
 /// The runtime bounds it (a full map starts over between batches); every
 /// fact is also a store row, reloaded when next needed.
 #[derive(Debug, Default)]
@@ -72,6 +77,7 @@ pub struct State {
     pub throttle: throttle::Windows,
     pub dlq: dlq::Counts,
     pub preferences: preference::Known,
+    pub devices: devices::Known,
 }
 
 /// A change of [`State`], the result of a decision the runtime carried out
@@ -89,6 +95,8 @@ pub enum Event {
     DeadLettersCounted(dlq::Counted),
     /// A subscriber's preference settings changed.
     PreferencesReplaced(preference::Replaced),
+    /// A subscriber's device changed (registered, rotated, revoked, seen).
+    DeviceChanged(devices::Changed),
 }
 
 impl State {
@@ -101,6 +109,7 @@ impl State {
             Event::SendCounted(e) => self.throttle.evolve(e),
             Event::DeadLettersCounted(e) => self.dlq.evolve(e),
             Event::PreferencesReplaced(e) => self.preferences.evolve(e),
+            Event::DeviceChanged(e) => self.devices.evolve(e),
         }
     }
 }
