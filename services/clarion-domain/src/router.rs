@@ -1,17 +1,23 @@
 //! Routing: turning a run's "send" into a rendered, addressed message.
 //!
-//! Pure: the caller supplies the subscriber, the compiled template and the
-//! payload. Failures (no address, missing template, render error) come back as
-//! reasons; the run treats them as terminal failures of that attempt.
+//! Pure: the caller supplies the subscriber, the compiled template, the
+//! payload and, for push and in-app sends, the step's app and the devices a
+//! push goes to. Failures (no address, missing template, render error, no
+//! active device, a link or data path that does not resolve) come back as
+//! reasons; the run treats them as terminal failures of that attempt, so a
+//! workflow's fallback takes over.
 
 use clarion_proto::events as pb;
 use serde_json::{json, Value};
 
 use crate::flow::SendSpec;
 use crate::payload::SharedPayload;
+use crate::push::App;
 use crate::subscriber::Subscriber;
 use crate::template::{walk, CompiledTemplate, Found, Variables};
 use crate::Channel;
+
+mod push_fields;
 
 pub const ROUTER: &str = "router";
 
@@ -103,6 +109,11 @@ pub struct SendInput<'a> {
     pub template: Option<&'a CompiledTemplate>,
     /// Provider used when the step names none.
     pub default_provider: &'a dyn Fn(Channel) -> String,
+    /// push and in_app: the step's app as the caller found it (`None`: the
+    /// step names none, or the tenant has no such app).
+    pub app: Option<&'a App>,
+    /// push: the devices it goes to (the app's active ones).
+    pub push_targets: &'a [pb::PushTarget],
 }
 
 /// The address a send goes to: the step's alternate contact (`to`, a path
@@ -162,6 +173,7 @@ pub fn render_send(
         payload: input.payload,
         subscriber: input.subscriber,
     };
+    let extras = push_fields::of(input, channel, &vars)?;
     let rendered = template
         .render(&input.subscriber.locale, &vars)
         .map_err(|e| e.to_string())?;
@@ -194,7 +206,11 @@ pub fn render_send(
             subscriber_id: input.subscriber.subscriber_id.clone(),
             step: input.step.to_string(),
             workflow_id: input.workflow_id.to_string(),
-            ..Default::default()
+            push_targets: extras.push_targets,
+            push: extras.push,
+            link: extras.link,
+            category: extras.category,
+            data_json: extras.data_json,
         },
     ))
 }
@@ -249,6 +265,8 @@ mod tests {
             payload,
             template: t,
             default_provider: &sink,
+            app: None,
+            push_targets: &[],
         }
     }
 

@@ -4,10 +4,12 @@
 //! (a throttled send, a render failure) back into it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use clarion_domain::flow::run::{FailureStage, Purpose};
 use clarion_domain::flow::throttle::Hold;
 use clarion_domain::flow::{Ctx, Flow, Input as RunInput, Output, SendSpec, Terminal};
+use clarion_domain::push::App;
 use clarion_domain::recipient::dlq;
 use clarion_domain::router::{render_send, SendInput};
 use clarion_domain::subscriber::Subscriber;
@@ -222,6 +224,7 @@ impl Router {
                 .subscriber
                 .insert(self.recipient(store, tenant, rec).await?),
         };
+        let (app, push_targets) = self.push_context(store, batch, tenant, rec, spec).await?;
         let default_provider = |c: Channel| self.default_provider(c);
         let nid = &rec.run.notification_id;
         let rendered = render_send(&SendInput {
@@ -237,6 +240,8 @@ impl Router {
             payload: &rec.payload,
             template: template.as_deref(),
             default_provider: &default_provider,
+            app: app.as_deref(),
+            push_targets: &push_targets,
         });
         match rendered {
             Ok((routed, dispatch)) => {
@@ -261,6 +266,35 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// What a push or in-app send needs besides the message: the step's
+    /// app (`None` when it names none or the tenant has no such app; the
+    /// render says which) and, for a push, the devices it goes to.
+    async fn push_context(
+        &mut self,
+        store: &dyn Store,
+        batch: &Batch,
+        tenant: &str,
+        rec: &RunRecord,
+        spec: &SendSpec,
+    ) -> Result<(Option<Arc<App>>, Vec<pb::PushTarget>), ProcessError> {
+        let channel = spec.channel.parse::<Channel>().ok();
+        if !matches!(channel, Some(Channel::Push | Channel::InApp)) {
+            return Ok((None, Vec::new()));
+        }
+        let app = match &spec.app {
+            Some(id) => self.app(store, tenant, id).await?,
+            None => None,
+        };
+        let targets = match (&app, channel) {
+            (Some(app), Some(Channel::Push)) => {
+                self.push_targets(store, tenant, &rec.subscriber_id, &app.app_id, batch.now_ms)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        Ok((app, targets))
     }
 
     /// The run's end: its `RunEnded` (with the attempts, for the history and

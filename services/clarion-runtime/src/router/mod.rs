@@ -35,17 +35,20 @@ use crate::horizon::Horizon;
 use crate::processor::{Batch, Input, ProcessError, Processor};
 use crate::topics::Topic;
 
+mod apps;
 mod cache;
+mod devices;
 mod dlq;
 mod drive;
+mod marks;
 mod preference_check;
-mod preference_marks;
 mod preferences;
 mod record;
 mod runs;
 mod throttle;
 mod trigger;
 
+pub use devices::{device_key, device_token_key};
 pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
 pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
@@ -75,6 +78,8 @@ impl DlqAlerts {
 type TemplateEntry = (Instant, Option<Arc<CompiledTemplate>>);
 /// A tenant's topics by id.
 type TenantTopics = FastMap<String, Arc<clarion_domain::preferences::topic::Topic>>;
+/// A tenant's apps by id.
+type TenantApps = FastMap<String, Arc<clarion_domain::push::App>>;
 
 /// Retry policies: a default, per channel, and per tenant and channel.
 #[derive(Clone, Debug, Default)]
@@ -132,8 +137,14 @@ pub struct Router {
     tenant_limits: HashMap<String, (Instant, Option<Arc<TenantLimits>>)>,
     /// Topics by tenant, with when they were read.
     topics: FastMap<String, (Instant, Arc<TenantTopics>)>,
+    /// Apps by tenant, with when they were read.
+    apps: FastMap<String, (Instant, Arc<TenantApps>)>,
     /// Tenants whose subscribers may have stored preferences here.
-    preference_marks: preference_marks::Marks,
+    preference_marks: marks::Marks,
+    /// Tenants whose subscribers may have devices here.
+    device_marks: marks::Marks,
+    /// A device not seen for this long gets no pushes.
+    device_expiry_ms: i64,
     /// What a subscriber without stored preferences is checked against.
     no_preferences: clarion_domain::preferences::Preferences,
     /// Preference events applied in this batch (a repeat in the same batch
@@ -173,7 +184,12 @@ impl Router {
             payloads: PayloadCache::default(),
             tenant_limits: HashMap::new(),
             topics: FastMap::default(),
-            preference_marks: preference_marks::Marks::default(),
+            apps: FastMap::default(),
+            preference_marks: marks::Marks::of(Table::Preferences),
+            device_marks: marks::Marks::of(Table::Devices),
+            device_expiry_ms: recipient::devices::expiry_ms_of_days(
+                clarion_domain::push::DEFAULT_DEVICE_EXPIRY_DAYS,
+            ),
             no_preferences: Default::default(),
             applied_preference_events: Vec::new(),
             partitions: 1,
@@ -197,6 +213,13 @@ impl Router {
 
     pub fn with_retry(mut self, retry: RetryPolicies) -> Router {
         self.retry = retry;
+        self
+    }
+
+    /// How long a device may go unseen before pushes skip it (default
+    /// `push::DEFAULT_DEVICE_EXPIRY_DAYS`).
+    pub fn with_device_expiry(mut self, expiry: Duration) -> Router {
+        self.device_expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
         self
     }
 
@@ -233,6 +256,11 @@ impl Router {
             | Payload::ContactVerificationFailed(_) => {
                 self.on_preference_event(store, batch, e).await?
             }
+            Payload::DeviceRegistered(_)
+            | Payload::DeviceTokenRotated(_)
+            | Payload::DeviceRevoked(_)
+            | Payload::DeviceSeen(_)
+            | Payload::PushRejected(_) => self.on_device_event(store, batch, e).await?,
             other => {
                 // Facts about an existing run; other events on these topics
                 // are not the router's business.
@@ -283,12 +311,20 @@ impl Router {
         ));
     }
 
-    /// The provider of a channel when a step names none.
+    /// The provider of a channel when a step names none: the configured
+    /// default, else the built-in one (push: the dispatcher's `push`
+    /// provider, which fans out to APNs and FCM; in_app: the inbox; others:
+    /// the sink).
     fn default_provider(&self, channel: Channel) -> String {
-        self.default_providers
-            .get(&channel)
-            .cloned()
-            .unwrap_or_else(|| "sink".to_string())
+        if let Some(p) = self.default_providers.get(&channel) {
+            return p.clone();
+        }
+        match channel {
+            Channel::Push => "push",
+            Channel::InApp => "inbox",
+            _ => "sink",
+        }
+        .to_string()
     }
 }
 
@@ -399,6 +435,7 @@ impl Processor for Router {
                 .await?;
         }
         self.preference_marks.read_once(store).await?;
+        self.device_marks.read_once(store).await?;
         self.prefetch_runs(store, inputs).await?;
         self.prefetch_preferences(store, inputs).await?;
         for input in inputs {

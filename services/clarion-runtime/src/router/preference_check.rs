@@ -4,7 +4,7 @@
 //! send back into the run as `Suppressed`, which notes it and goes on.
 //!
 //! The hot path stays free of reads: a tenant with no stored preferences on
-//! the partition (`preference_marks`) is checked with default preferences,
+//! the partition (`marks`) is checked with default preferences,
 //! topics are cached per tenant like templates, and the send's address is
 //! resolved only when the subscriber has an unverified contact on the
 //! channel (the only rule that reads it).

@@ -72,6 +72,9 @@ impl Router {
             let Some(nid) = e.payload.notification_id() else {
                 continue;
             };
+            if !about_a_run(&e.payload) {
+                continue;
+            }
             if matches!(e.payload, Payload::Triggered(_)) && self.horizon.surely_new(nid) {
                 continue;
             }
@@ -165,6 +168,9 @@ impl Router {
         if state.preferences.len() >= MAX_CACHED_SUBSCRIBERS {
             state.preferences.clear();
         }
+        if state.devices.len() >= MAX_CACHED_SUBSCRIBERS {
+            state.devices.clear();
+        }
         self.applied_preference_events.clear();
         self.payloads.clear();
         self.forget_ended_runs();
@@ -211,4 +217,13 @@ impl Router {
             metrics::counter!("clarion_runs_ended_total", "outcome" => outcome).increment(n);
         }
     }
+}
+
+/// Whether an input with a notification id is a fact for its run (device
+/// outcomes, rejections and inbox items name one, but are not).
+fn about_a_run(p: &Payload) -> bool {
+    !matches!(
+        p,
+        Payload::PushRejected(_) | Payload::PushDeviceOutcome(_) | Payload::InboxItemWritten(_)
+    )
 }
