@@ -25,7 +25,7 @@ goal: clicked
 steps:
   - id: reach
     type: fallback
-    chain: [ { channel: push, template: push }, { channel: sms, template: sms }, { channel: email, template: e } ]
+    chain: [ { channel: push, template: push, app: fieldapp }, { channel: sms, template: sms }, { channel: email, template: e } ]
     ack: { for: acknowledged, timeout: 10m }
   - { id: pause, type: delay, duration: 1h }
   - { id: check, type: branch, step_status: { step: reach, is: clicked }, then: end, else: remind }

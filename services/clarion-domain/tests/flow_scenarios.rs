@@ -168,7 +168,7 @@ steps:
   - id: reach
     type: fallback
     chain:
-      - { channel: push, template: push-job }
+      - { channel: push, template: push-job, app: fieldapp }
       - { channel: sms, template: sms-job }
       - { channel: email, template: email-job }
     ack: { for: acknowledged, timeout: 10m }
