@@ -83,6 +83,8 @@ fn route(trigger: &Event, wf: &Flow, tpl: &CompiledTemplate) -> Vec<Event> {
                 payload: &payload,
                 template: Some(tpl),
                 default_provider: &sink,
+                app: None,
+                push_targets: &[],
             })
             .expect("renders");
             let actor = Actor::System("router".into());

@@ -100,7 +100,9 @@ pub enum Input<'a> {
 pub enum Decision {
     /// Nothing changes, and why (for a debug log; names no token).
     Unchanged(String),
-    Changed(Change),
+    /// Boxed: a device record is several hundred bytes, the other variant
+    /// a string.
+    Changed(Box<Change>),
 }
 
 /// A device as it is after an event, and the token lookups to update.
@@ -183,13 +185,13 @@ fn registered(devices: &[pb::DeviceRecord], e: &pb::DeviceRegistered, at_ms: i64
         ..Default::default()
     };
     let old = existing.map(|d| hash_of(d.token.as_ref()));
-    Decision::Changed(Change {
+    Decision::Changed(Box::new(Change {
         device,
         token_added: Some(hash.to_vec()),
         token_dropped: old
             .filter(|o| *o != hash && !o.is_empty())
             .map(<[u8]>::to_vec),
-    })
+    }))
 }
 
 /// A new token for a device that keeps its id.
@@ -214,11 +216,11 @@ fn rotated(devices: &[pb::DeviceRecord], e: &pb::DeviceTokenRotated, at_ms: i64)
         last_seen_at_ms: d.last_seen_at_ms.max(at_ms),
         ..d.clone()
     };
-    Decision::Changed(Change {
+    Decision::Changed(Box::new(Change {
         device,
         token_added: Some(hash.to_vec()),
         token_dropped: (old != hash && !old.is_empty()).then_some(old),
-    })
+    }))
 }
 
 /// The user or an operator revoked the device, or its token moved to
@@ -245,11 +247,11 @@ fn revoked(
         &e.reason
     };
     let dropped = (reason != "moved").then(|| hash_of(d.token.as_ref()).to_vec());
-    Decision::Changed(Change {
+    Decision::Changed(Box::new(Change {
         device: revoke(d, reason, actor.to_string(), at_ms),
         token_added: None,
         token_dropped: dropped.filter(|h| !h.is_empty()),
-    })
+    }))
 }
 
 fn revoke(d: &pb::DeviceRecord, reason: &str, detail: String, at_ms: i64) -> pb::DeviceRecord {
@@ -281,11 +283,11 @@ fn seen(devices: &[pb::DeviceRecord], e: &pb::DeviceSeen, at_ms: i64) -> Decisio
     if device == *d {
         return unchanged("nothing new");
     }
-    Decision::Changed(Change {
+    Decision::Changed(Box::new(Change {
         device,
         token_added: None,
         token_dropped: None,
-    })
+    }))
 }
 
 /// A provider refused a token: the device is revoked only if that token is
@@ -316,11 +318,11 @@ fn rejected(devices: &[pb::DeviceRecord], e: &pb::PushRejected, at_ms: i64) -> D
     if !e.detail.is_empty() {
         detail = format!("{detail} ({})", e.detail);
     }
-    Decision::Changed(Change {
+    Decision::Changed(Box::new(Change {
         device: revoke(d, rejection_reason(&e.reason), detail, at_ms),
         token_added: None,
         token_dropped: Some(e.token_hash.clone()),
-    })
+    }))
 }
 
 /// The revocation reason of a provider's rejection: the app is gone from
@@ -423,7 +425,7 @@ mod tests {
 
     fn changed(d: Decision) -> Change {
         match d {
-            Decision::Changed(c) => c,
+            Decision::Changed(c) => *c,
             Decision::Unchanged(why) => panic!("unchanged: {why}"),
         }
     }

@@ -96,7 +96,8 @@ pub enum Event {
     /// A subscriber's preference settings changed.
     PreferencesReplaced(preference::Replaced),
     /// A subscriber's device changed (registered, rotated, revoked, seen).
-    DeviceChanged(devices::Changed),
+    /// Boxed: a device record is several times the size of the others.
+    DeviceChanged(Box<devices::Changed>),
 }
 
 impl State {
@@ -109,7 +110,7 @@ impl State {
             Event::SendCounted(e) => self.throttle.evolve(e),
             Event::DeadLettersCounted(e) => self.dlq.evolve(e),
             Event::PreferencesReplaced(e) => self.preferences.evolve(e),
-            Event::DeviceChanged(e) => self.devices.evolve(e),
+            Event::DeviceChanged(e) => self.devices.evolve(*e),
         }
     }
 }

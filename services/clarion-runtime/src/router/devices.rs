@@ -83,7 +83,7 @@ impl Router {
                 );
             }
             Decision::Changed(c) => {
-                self.apply_device_change(store, batch, tenant, subscriber, c)
+                self.apply_device_change(store, batch, tenant, subscriber, *c)
                     .await?
             }
         }
@@ -129,11 +129,11 @@ impl Router {
         }
         self.device_marks.note(batch, tenant);
         self.recipients
-            .evolve(RecipientEvent::DeviceChanged(devices::Changed {
+            .evolve(RecipientEvent::DeviceChanged(Box::new(devices::Changed {
                 tenant: tenant.to_string(),
                 subscriber: subscriber.to_string(),
                 device: c.device,
-            }));
+            })));
         Ok(())
     }
 
