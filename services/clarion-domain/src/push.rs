@@ -322,7 +322,9 @@ pub struct LinkSpec {
     #[serde(rename = "type")]
     pub link_type: String,
     /// Where the id (or, for `url`, the URL) comes from: a path into the
-    /// trigger payload or the subscriber (`payload.job_id`).
+    /// trigger payload or the subscriber (`payload.job_id`). Left out, it is
+    /// empty, and refused naming `link.id` (not as a YAML error).
+    #[serde(default)]
     pub id: String,
 }
 

@@ -186,6 +186,22 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("PUT", "/v1/subscribers/:id", Preferences),
     ("GET", "/v1/subscribers/:id", Read),
     ("GET", "/v1/subscribers/:id/notifications", Read),
+    // Apps are tenant configuration; devices are subscriber data.
+    ("PUT", "/v1/apps/:id", Admin),
+    ("GET", "/v1/apps", Read),
+    ("GET", "/v1/apps/:id", Read),
+    ("POST", "/v1/subscribers/:id/devices", Preferences),
+    ("GET", "/v1/subscribers/:id/devices", Read),
+    (
+        "POST",
+        "/v1/subscribers/:id/devices/:device_id/rotate",
+        Preferences,
+    ),
+    (
+        "DELETE",
+        "/v1/subscribers/:id/devices/:device_id",
+        Preferences,
+    ),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
@@ -198,6 +214,10 @@ pub const SUBSCRIBER_REST: &[(&str, &str)] = &[
     ("GET", "/v1/topics"),
     ("GET", "/v1/topics/:id"),
     ("GET", "/v1/subscribers/:id/notifications"),
+    ("POST", "/v1/subscribers/:id/devices"),
+    ("GET", "/v1/subscribers/:id/devices"),
+    ("POST", "/v1/subscribers/:id/devices/:device_id/rotate"),
+    ("DELETE", "/v1/subscribers/:id/devices/:device_id"),
 ];
 
 /// Whether `caller` may make a call of `scope`: a key needs the scope, a
@@ -632,6 +652,12 @@ mod tests {
                 "GetPreferences",
                 "History",
                 "Evaluate",
+                "GetApp",
+                "ListApps",
+                "ListDevices",
+                "ListItems",
+                "GetCounts",
+                "Watch",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.
@@ -653,7 +679,9 @@ mod tests {
         for path in SUBSCRIBER_GRPC {
             assert!(
                 path.starts_with("/clarion.v1.PreferenceService/")
-                    || path.starts_with("/clarion.v1.TopicService/"),
+                    || path.starts_with("/clarion.v1.TopicService/")
+                    || path.starts_with("/clarion.v1.DeviceService/")
+                    || path.starts_with("/clarion.v1.InboxService/"),
                 "{path}"
             );
             let needs = grpc_needs(path).expect("a listed method has a rule");
@@ -674,6 +702,8 @@ mod tests {
             "/clarion.v1.PreferenceService/Evaluate",
             "/clarion.v1.TopicService/Register",
             "/clarion.v1.SubscriberService/Get",
+            "/clarion.v1.DeviceService/ConfigureApp",
+            "/clarion.v1.DeviceService/ListApps",
         ] {
             assert!(!SUBSCRIBER_GRPC.contains(&never), "{never}");
         }

@@ -7,10 +7,13 @@
 //! a caller can use what it just created.
 
 pub mod access;
+pub mod apps;
 pub mod auth;
 pub mod config_cache;
 pub mod config_read;
 pub mod dead_letter;
+pub mod device_grpc;
+pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod graphql;
@@ -28,7 +31,9 @@ pub mod problem;
 pub mod quarantine;
 pub mod ratelimit;
 pub mod rest;
+pub mod rest_apps;
 pub mod rest_dead_letters;
+pub mod rest_devices;
 pub mod rest_notifications;
 pub mod rest_preferences;
 pub mod rest_subscribers;
@@ -83,6 +88,9 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::topic_service_server::TopicServiceServer<topic_grpc::TopicApi>>()
         .await;
+    health
+        .set_serving::<api::device_service_server::DeviceServiceServer<device_grpc::DeviceApi>>()
+        .await;
     let reflection = (state.security.reflection != access::ReflectionAccess::Off).then(|| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
@@ -129,6 +137,9 @@ pub async fn serve_grpc(
         )
         .add_service(api::topic_service_server::TopicServiceServer::new(
             topic_grpc::TopicApi(state.clone()),
+        ))
+        .add_service(api::device_service_server::DeviceServiceServer::new(
+            device_grpc::DeviceApi(state.clone()),
         ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(

@@ -65,7 +65,7 @@ pub struct Who {
 }
 
 impl Who {
-    fn origin(&self) -> pb::Origin {
+    pub(crate) fn origin(&self) -> pb::Origin {
         let actor = match (&self.subscriber, &self.actor) {
             (Some(s), _) => format!("subscriber:{s}"),
             (None, Actor::ApiKey(id)) => format!("api_key:{id}"),
@@ -100,7 +100,7 @@ fn not_found(tenant: &TenantId, id: &str) -> ApiError {
 }
 
 /// A subscriber's stored profile; not found when there is none.
-async fn profile(s: &GatewayState, who: &Who, id: &str) -> Result<Subscriber, ApiError> {
+pub(crate) async fn profile(s: &GatewayState, who: &Who, id: &str) -> Result<Subscriber, ApiError> {
     let key = RowKey::new(Table::Subscribers, who.tenant.as_str(), id, Vec::new());
     let row = s
         .store
@@ -130,7 +130,7 @@ pub async fn get(s: &GatewayState, who: &Who, id: &str) -> Result<Preferences, A
 }
 
 /// Appends an event to the subscriber's stream and waits for the router.
-async fn to_subscriber(
+pub(crate) async fn to_subscriber(
     s: &GatewayState,
     who: &Who,
     id: &str,

@@ -16,7 +16,10 @@ use axum::Router;
 use utoipa::OpenApi;
 
 use crate::state::GatewayState;
-use crate::{rest_dead_letters, rest_notifications, rest_preferences, rest_subscribers};
+use crate::{
+    rest_apps, rest_dead_letters, rest_devices, rest_notifications, rest_preferences,
+    rest_subscribers,
+};
 
 /// One REST module: its routes, and the OpenAPI document of their paths.
 pub struct Module {
@@ -43,6 +46,14 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_preferences::routes,
         openapi: <rest_preferences::Paths as OpenApi>::openapi,
+    },
+    Module {
+        routes: rest_apps::routes,
+        openapi: <rest_apps::Paths as OpenApi>::openapi,
+    },
+    Module {
+        routes: rest_devices::routes,
+        openapi: <rest_devices::Paths as OpenApi>::openapi,
     },
 ];
 

@@ -175,6 +175,7 @@ impl TenantApi {
             clarion_domain::workflow::from_steps(&w.workflow_id, &w.name, &steps, version, |id| {
                 channels.get(id).copied()
             })?;
+        crate::apps::check_workflow(s, &caller.tenant, &flow.def).await?;
         publish(
             s,
             &[config_event(

@@ -70,6 +70,7 @@ impl WorkflowApi {
             .map(|w| w.version + 1)
             .unwrap_or(1);
         let flow = Flow::new(probe.def, version, |t| channels.get(t).copied())?;
+        crate::apps::check_workflow(s, &caller.tenant, &flow.def).await?;
         publish(
             s,
             &[config_event(

@@ -159,11 +159,27 @@ impl Processor for Projector {
         batch: &mut Batch,
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
-        let mut topics = TopicVersions::default();
+        let mut latest = LatestVersions::default();
         for input in inputs {
+            let tenant = input.event.tenant.as_str();
             match &input.event.payload {
                 Payload::TopicRegistered(t) => {
-                    topics.project(store, batch, &input.event, t).await?
+                    let key = topic_key(tenant, &t.topic_id);
+                    let bytes = Bytes::from(t.encode_to_vec());
+                    latest
+                        .keep(store, batch, key, t.version, bytes, |b| {
+                            pb::TopicRegistered::decode(b).ok().map(|s| s.version)
+                        })
+                        .await?
+                }
+                Payload::AppConfigured(a) => {
+                    let key = app_key(tenant, &a.app_id);
+                    let bytes = Bytes::from(a.encode_to_vec());
+                    latest
+                        .keep(store, batch, key, a.version, bytes, |b| {
+                            pb::AppConfigured::decode(b).ok().map(|s| s.version)
+                        })
+                        .await?
                 }
                 _ => project(batch, &input.event, &input.raw),
             }
@@ -186,38 +202,44 @@ pub fn topic_key(tenant: &str, topic_id: &str) -> RowKey {
     )
 }
 
-/// The topic versions a batch wrote: a later event of the same topic in the
-/// batch compares with them, since the store has them only after the commit.
-#[derive(Default)]
-struct TopicVersions(std::collections::HashMap<(String, String), u32>);
+/// Partition (in the apps table) of a tenant's apps, by app id.
+pub const APPS_PK: &str = "apps";
 
-impl TopicVersions {
-    /// Keeps a topic's row at its latest version: an event older than the
-    /// stored one (a replay, or events out of order) never rolls it back.
-    /// The same version is written again (a repeat changes nothing).
-    async fn project(
+/// The row of a tenant's app: its latest `AppConfigured`, prost-encoded
+/// (not the envelope), as topics.
+pub fn app_key(tenant: &str, app_id: &str) -> RowKey {
+    RowKey::new(Table::Apps, tenant, APPS_PK, app_id.as_bytes().to_vec())
+}
+
+/// The versions of versioned configuration rows (topics, apps) a batch
+/// wrote: a later event of the same row in the batch compares with them,
+/// since the store has them only after the commit.
+#[derive(Default)]
+struct LatestVersions(std::collections::HashMap<RowKey, u32>);
+
+impl LatestVersions {
+    /// Keeps a row at its latest version: an event older than the stored
+    /// one (a replay, or events out of order) never rolls it back. The same
+    /// version is written again (a repeat changes nothing). `version_of`
+    /// reads the version of a stored row.
+    async fn keep(
         &mut self,
         store: &dyn Store,
         batch: &mut Batch,
-        e: &Event,
-        t: &pb::TopicRegistered,
+        key: RowKey,
+        version: u32,
+        bytes: Bytes,
+        version_of: fn(&[u8]) -> Option<u32>,
     ) -> Result<(), ProcessError> {
-        let tenant = e.tenant.as_str();
-        let key = topic_key(tenant, &t.topic_id);
-        let id = (tenant.to_string(), t.topic_id.clone());
-        let stored = match self.0.get(&id) {
+        let stored = match self.0.get(&key) {
             Some(v) => Some(*v),
-            None => store
-                .get(&key)
-                .await?
-                .and_then(|b| pb::TopicRegistered::decode(&b[..]).ok())
-                .map(|s| s.version),
+            None => store.get(&key).await?.and_then(|b| version_of(&b)),
         };
-        if stored.is_some_and(|v| t.version < v) {
+        if stored.is_some_and(|v| version < v) {
             return Ok(());
         }
-        batch.writes.put(key, Bytes::from(t.encode_to_vec()));
-        self.0.insert(id, t.version);
+        batch.writes.put(key.clone(), bytes);
+        self.0.insert(key, version);
         Ok(())
     }
 }

@@ -3,7 +3,8 @@
 //! `clarion tenant webhook-secret rotate`, `clarion dlq list|show|retry|discard`,
 //! `clarion keys create|list|revoke`, `clarion preferences
 //! get|set|history|evaluate`, `clarion topics register|list|get`,
-//! `clarion subscribers token`, `clarion tenant subscriber-token-key rotate`,
+//! `clarion subscribers token`, `clarion tenant subscriber-token-key rotate`
+//! (apps and devices: `crate::client_devices`),
 //! and (with the admin token) `clarion quarantine list|show|park`.
 
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn key(&self) -> anyhow::Result<&str> {
+    pub(crate) fn key(&self) -> anyhow::Result<&str> {
         self.api_key
             .as_deref()
             .filter(|k| !k.is_empty())
@@ -144,7 +145,7 @@ fn authed<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
 }
 
 /// A gRPC error as a person should read it: the message and every field problem.
-fn explain(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn explain(s: tonic::Status) -> anyhow::Error {
     let mut msg = format!("{:?}: {}", s.code(), s.message());
     if let Some(br) = s.get_details_bad_request() {
         for v in br.field_violations {
@@ -165,7 +166,7 @@ fn print_definition(version: u32, json: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(c: &ClientArgs) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(c: &ClientArgs) -> anyhow::Result<Channel> {
     Channel::from_shared(c.endpoint.clone())
         .context("--endpoint")?
         .connect()
@@ -419,7 +420,7 @@ pub enum KeysCmd {
     Revoke { key_id: String },
 }
 
-fn ms_text(ms: i64) -> String {
+pub(crate) fn ms_text(ms: i64) -> String {
     if ms == 0 {
         return "-".into();
     }
@@ -737,7 +738,7 @@ pub enum SubscribersCmd {
 }
 
 /// An authenticated request recorded as made through the CLI.
-fn from_cli<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn from_cli<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let mut r = authed(key, msg)?;
     r.metadata_mut().insert(
         "x-clarion-interface",
@@ -746,7 +747,7 @@ fn from_cli<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     Ok(r)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod client_devices;
 pub mod config;
 pub mod roles;
 pub mod secrets;

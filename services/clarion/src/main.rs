@@ -102,6 +102,22 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// The tenant's mobile and web apps and their deep links: put, get,
+    /// list (over gRPC; docs/push.md).
+    Apps {
+        #[command(subcommand)]
+        cmd: clarion::client_devices::AppsCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
+    /// A subscriber's push devices: register, list, rotate, revoke (over
+    /// gRPC; docs/push.md).
+    Devices {
+        #[command(subcommand)]
+        cmd: clarion::client_devices::DevicesCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
     /// Subscriber tokens for end users' apps (over gRPC; admin scope).
     Subscribers {
         #[command(subcommand)]
@@ -190,6 +206,10 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(clarion::client::preferences(client, cmd))
         }
         Command::Topics { cmd, client } => rt.block_on(clarion::client::topics(client, cmd)),
+        Command::Apps { cmd, client } => rt.block_on(clarion::client_devices::apps(client, cmd)),
+        Command::Devices { cmd, client } => {
+            rt.block_on(clarion::client_devices::devices(client, cmd))
+        }
         Command::Subscribers { cmd, client } => {
             rt.block_on(clarion::client::subscribers(client, cmd))
         }

@@ -39,6 +39,7 @@ type Keys = api::api_key_service_client::ApiKeyServiceClient<Channel>;
 type Quarantine = api::quarantine_service_client::QuarantineServiceClient<Channel>;
 type Prefs = api::preference_service_client::PreferenceServiceClient<Channel>;
 type Topics = api::topic_service_client::TopicServiceClient<Channel>;
+type Devices = api::device_service_client::DeviceServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -105,6 +106,8 @@ struct TenantA {
     key: String,
     key_id: String,
     notification_id: String,
+    /// A device of A's subscriber `A_ONLY_SUB`.
+    device_id: String,
     markers: Vec<String>,
 }
 
@@ -116,6 +119,43 @@ const A_TOPIC_TEXT: &str = "ACME-ONLY-TOPIC-DESCRIPTION";
 /// A subscriber and topics only tenant A has.
 const A_ONLY_SUB: &str = "acme-only-sub";
 const A_ONLY_TOPIC: &str = "acme-only-topic";
+/// Apps: A has both, B configures one of the same id in its own namespace.
+const A_ONLY_APP: &str = "acme-only-app";
+const A_APP_NAME: &str = "ACME-ONLY-APP-NAME";
+
+/// A's apps (`acme-app`, [`A_ONLY_APP`]) and a device of `A_ONLY_SUB`;
+/// returns the device id.
+async fn device_data(ch: &Channel, a_key: &str) -> String {
+    for id in ["acme-app", A_ONLY_APP] {
+        Devices::new(ch.clone())
+            .configure_app(authed(
+                a_key,
+                api::App {
+                    app_id: id.into(),
+                    name: A_APP_NAME.into(),
+                    platforms: vec!["android".into()],
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    Devices::new(ch.clone())
+        .register_device(authed(
+            a_key,
+            api::RegisterDeviceRequest {
+                subscriber_id: A_ONLY_SUB.into(),
+                app_id: A_ONLY_APP.into(),
+                platform: "android".into(),
+                token: "acme-fcm-token".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .device_id
+}
 
 fn sms_flow(name: &str) -> String {
     sms_flow_id("job-sms", name)
@@ -237,6 +277,7 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
         .into_inner()
         .keys;
     let key_id = a_keys[0].key_id.clone();
+    let device_id = device_data(ch, &a_key).await;
     // Content first, then ids (see `check`).
     let markers = vec![
         A_EMAIL.to_string(),
@@ -246,12 +287,15 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
         A_TOPIC_TEXT.to_string(),
         a_id.clone(),
         key_id.clone(),
+        device_id.clone(),
+        A_APP_NAME.to_string(),
     ];
     (
         TenantA {
             key: a_key,
             key_id,
             notification_id: a_id,
+            device_id,
             markers,
         },
         b_key,
@@ -549,6 +593,101 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             .list(authed(&k, api::ListTopicsRequest {}))
             .await
     ));
+    // DeviceService: A's app and A's subscriber's device by their ids;
+    // B's ConfigureApp of A's app id makes an app of B's own.
+    let dev = a.device_id.clone();
+    row!(
+        "/clarion.v1.DeviceService/GetApp",
+        Expect::Denied,
+        |c, k| ok(Devices::new(c)
+            .get_app(authed(
+                &k,
+                api::GetAppRequest {
+                    app_id: A_ONLY_APP.into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.DeviceService/ListApps",
+        Expect::OwnOnly,
+        |c, k| ok(Devices::new(c)
+            .list_apps(authed(&k, api::ListAppsRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.DeviceService/ListDevices",
+        Expect::Denied,
+        |c, k| ok(Devices::new(c)
+            .list_devices(authed(
+                &k,
+                api::ListDevicesRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    include_inactive: true
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.DeviceService/RegisterDevice",
+        Expect::Denied,
+        |c, k| ok(Devices::new(c)
+            .register_device(authed(
+                &k,
+                api::RegisterDeviceRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    app_id: A_ONLY_APP.into(),
+                    platform: "android".into(),
+                    token: "b-token".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    let dev2 = dev.clone();
+    row!(
+        "/clarion.v1.DeviceService/RotateDevice",
+        Expect::Denied,
+        |c, k| ok(Devices::new(c)
+            .rotate_device(authed(
+                &k,
+                api::RotateDeviceRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    device_id: dev2,
+                    new_token: "b-token".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.DeviceService/RevokeDevice",
+        Expect::Denied,
+        |c, k| ok(Devices::new(c)
+            .revoke_device(authed(
+                &k,
+                api::RevokeDeviceRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    device_id: dev
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.DeviceService/ConfigureApp",
+        Expect::OwnOnly,
+        |c, k| ok(Devices::new(c)
+            .configure_app(authed(
+                &k,
+                api::App {
+                    app_id: "acme-app".into(),
+                    name: "B's own".into(),
+                    platforms: vec!["ios".into()],
+                    ios_bundle_id: "com.globex".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
     row!(
         "/clarion.v1.PreferenceService/UpdatePreferences",
         Expect::Denied,
@@ -967,6 +1106,54 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             "",
             200,
         ),
+        // Apps and devices: A's app and A's subscriber's device by id.
+        ("GET", "/v1/apps", format!("{base}/v1/apps"), "", 200),
+        (
+            "GET",
+            "/v1/apps/:id",
+            format!("{base}/v1/apps/{A_ONLY_APP}"),
+            "",
+            404,
+        ),
+        (
+            // B's own app of A's id (made by the gRPC row): replaced in B's namespace.
+            "PUT",
+            "/v1/apps/:id",
+            format!("{base}/v1/apps/acme-app"),
+            r#"{"name":"B again","platforms":["android"]}"#,
+            200,
+        ),
+        (
+            "GET",
+            "/v1/subscribers/:id/devices",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/devices?include_inactive=true"),
+            "",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/subscribers/:id/devices",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/devices"),
+            r#"{"app_id":"acme-app","platform":"android","token":"b-token"}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/v1/subscribers/:id/devices/:device_id/rotate",
+            format!(
+                "{base}/v1/subscribers/{A_ONLY_SUB}/devices/{}/rotate",
+                a.device_id
+            ),
+            r#"{"new_token":"b-token"}"#,
+            404,
+        ),
+        (
+            "DELETE",
+            "/v1/subscribers/:id/devices/:device_id",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/devices/{}", a.device_id),
+            "",
+            404,
+        ),
     ];
     let routes: BTreeSet<(String, String)> = REST_ROUTES
         .iter()
@@ -1072,6 +1259,18 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
         .into_inner();
     assert!(prefs.channels.is_empty(), "{prefs:?}");
     assert!(prefs.contacts.is_empty(), "{prefs:?}");
+    // A's app of the id B configured for itself is A's still.
+    let app = Devices::new(ch.clone())
+        .get_app(authed(
+            &a.key,
+            api::GetAppRequest {
+                app_id: "acme-app".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((app.name.as_str(), app.version), (A_APP_NAME, 1));
     run.stop().await;
 }
 
