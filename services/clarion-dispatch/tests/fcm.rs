@@ -31,9 +31,8 @@ async fn fixture(expires_in: i64) -> Fixture {
     // Tokens expire on the manual clock; jsonwebtoken checks `exp` against
     // the real one, so the manual clock starts at the real now.
     let clock = ManualClock::new(SystemClock.now_ms());
-    let client = Arc::new(
-        FcmClient::new(&config(&google.key_pem, &base), Arc::new(clock.clone())).unwrap(),
-    );
+    let client =
+        Arc::new(FcmClient::new(&config(&google.key_pem, &base), Arc::new(clock.clone())).unwrap());
     Fixture {
         google,
         client,
@@ -320,10 +319,7 @@ async fn a_refused_access_token_is_a_credential_error_and_a_revoked_one_is_repla
         matches!(&out, Outcome::CredentialRejected { reason } if reason.contains("invalid_grant")),
         "{out:?}"
     );
-    assert!(
-        f.google.received().is_empty(),
-        "no send without a token"
-    );
+    assert!(f.google.received().is_empty(), "no send without a token");
 
     // FCM forgets our token (revoked): reported once, then a new exchange.
     assert!(matches!(

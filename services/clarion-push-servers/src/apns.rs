@@ -38,8 +38,8 @@ pub struct ProviderKey {
 
 impl ProviderKey {
     pub fn generate() -> ProviderKey {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .expect("a P-256 key pair");
+        let key =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a P-256 key pair");
         ProviderKey {
             pem: key.serialize_pem(),
             public: key.public_key_raw().to_vec(),
@@ -262,11 +262,7 @@ fn verify(state: &Shared, jwt: &str) -> Option<i64> {
         return None;
     }
     let iat = data.claims["iat"].as_i64()?;
-    state
-        .verified
-        .lock()
-        .unwrap()
-        .insert(jwt.to_string(), iat);
+    state.verified.lock().unwrap().insert(jwt.to_string(), iat);
     Some(iat)
 }
 

@@ -54,8 +54,7 @@ fn public_der(pem: &str) -> Vec<u8> {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
         .expect("a PKCS#8 PEM key");
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
-        .expect("an RSA key");
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("an RSA key");
     pair.public().as_ref().to_vec()
 }
 
@@ -305,7 +304,12 @@ fn scripted((status, retry_after, body): Scripted) -> Response {
     resp
 }
 
-async fn send(State(g): State<Arc<Google>>, uri: Uri, headers: HeaderMap, body: Json<Value>) -> Response {
+async fn send(
+    State(g): State<Arc<Google>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -172,7 +172,11 @@ fn check_url(field: &str, url: Option<&str>, https: bool) -> Result<(), String> 
     let Some(url) = url else { return Ok(()) };
     let ok = url.starts_with("https://") || (!https && url.starts_with("http://"));
     if !ok {
-        let want = if https { "an https:// URL" } else { "an http(s):// URL" };
+        let want = if https {
+            "an https:// URL"
+        } else {
+            "an http(s):// URL"
+        };
         return Err(format!("{field}: {url:?} is not {want}"));
     }
     Ok(())
@@ -220,7 +224,11 @@ impl PushAppConfig {
         if let Some(fcm) = &self.fcm {
             let field = format!("{field}.fcm");
             check_url(&format!("{field}.base-url"), fcm.base_url.as_deref(), false)?;
-            check_url(&format!("{field}.token-url"), fcm.token_url.as_deref(), false)?;
+            check_url(
+                &format!("{field}.token-url"),
+                fcm.token_url.as_deref(),
+                false,
+            )?;
             fcm.client(clock, &field)?;
         }
         Ok(())

@@ -211,7 +211,14 @@ mod tests {
             ttl_seconds: 60,
             ..Default::default()
         };
-        let m = message("t".into(), Platform::Ios, &msg(), &o, &BTreeMap::new(), 1_000);
+        let m = message(
+            "t".into(),
+            Platform::Ios,
+            &msg(),
+            &o,
+            &BTreeMap::new(),
+            1_000,
+        );
         assert!(m.notification.is_none());
         assert_eq!(
             m.body()["message"]["apns"],

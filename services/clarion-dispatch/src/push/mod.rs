@@ -167,7 +167,10 @@ impl PushProvider {
                      devices (providers.push.apps)",
                     s.options.app_id,
                     s.tenant,
-                    name.to_uppercase(),
+                    match via {
+                        Via::Apns => "APNs",
+                        Via::Fcm => "FCM",
+                    },
                     platform
                 ),
             )
@@ -184,7 +187,9 @@ impl PushProvider {
         };
         match via {
             Via::Apns => {
-                let Some(apns) = &app.apns else { return missing() };
+                let Some(apns) = &app.apns else {
+                    return missing();
+                };
                 let env = match s.options.apns_environment.as_str() {
                     "sandbox" => Environment::Sandbox,
                     "production" => Environment::Production,
@@ -205,19 +210,15 @@ impl PushProvider {
                 DeviceResult::from_apns(client.send(&token, &req).await, &token)
             }
             Via::Fcm => {
-                let Some(fcm) = &app.fcm else { return missing() };
+                let Some(fcm) = &app.fcm else {
+                    return missing();
+                };
                 let data = match &s.data.strings {
                     Ok(d) => d,
                     Err(e) => return DeviceResult::failed(name, e.clone()),
                 };
-                let m = fcm_request::message(
-                    token.clone(),
-                    platform,
-                    s.msg,
-                    s.options,
-                    data,
-                    s.now_ms,
-                );
+                let m =
+                    fcm_request::message(token.clone(), platform, s.msg, s.options, data, s.now_ms);
                 DeviceResult::from_fcm(fcm.send(&m).await, &token)
             }
         }
@@ -255,7 +256,11 @@ impl Provider for PushProvider {
         PUSH
     }
 
-    async fn send(&self, tenant: &str, msg: &pb::DispatchRequested) -> Result<SendOutcome, SendError> {
+    async fn send(
+        &self,
+        tenant: &str,
+        msg: &pb::DispatchRequested,
+    ) -> Result<SendOutcome, SendError> {
         self.send_reported(tenant, msg).await.result
     }
 

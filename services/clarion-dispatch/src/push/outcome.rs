@@ -107,9 +107,12 @@ impl DeviceResult {
             O::CredentialRejected { reason } => {
                 DeviceResult::new(Class::Credentials, "apns", reason, token)
             }
-            O::Retryable { status: s, reason } => {
-                DeviceResult::new(Class::Retryable, "apns", format!("{}{reason}", status(s)), token)
-            }
+            O::Retryable { status: s, reason } => DeviceResult::new(
+                Class::Retryable,
+                "apns",
+                format!("{}{reason}", status(s)),
+                token,
+            ),
             O::Rejected { status: s, reason } => DeviceResult::new(
                 Class::Failed,
                 "apns",
@@ -128,7 +131,12 @@ impl DeviceResult {
             },
             O::DeadToken { reason } => {
                 // "UNREGISTERED: Requested entity was not found." → the code.
-                let code = reason.split(':').next().unwrap_or_default().trim().to_string();
+                let code = reason
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 DeviceResult {
                     rejected: Some((code, 0)),
                     ..DeviceResult::new(Class::RejectedToken, "fcm", reason, token)
@@ -148,9 +156,12 @@ impl DeviceResult {
                 }
                 DeviceResult::new(Class::Retryable, "fcm", detail, token)
             }
-            O::Rejected { status, reason } => {
-                DeviceResult::new(Class::Failed, "fcm", format!("HTTP {status}: {reason}"), token)
-            }
+            O::Rejected { status, reason } => DeviceResult::new(
+                Class::Failed,
+                "fcm",
+                format!("HTTP {status}: {reason}"),
+                token,
+            ),
         }
     }
 }
@@ -202,7 +213,11 @@ pub fn report(msg: &pb::DispatchRequested, results: &[DeviceResult]) -> Report {
                 Payload::PushRejected(pb::PushRejected {
                     subscriber_id: msg.subscriber_id.clone(),
                     device_id: target.device_id.clone(),
-                    token_hash: target.token.as_ref().map(|t| t.hash.clone()).unwrap_or_default(),
+                    token_hash: target
+                        .token
+                        .as_ref()
+                        .map(|t| t.hash.clone())
+                        .unwrap_or_default(),
                     provider: r.provider.into(),
                     reason: reason.clone(),
                     detail: r.detail.clone(),
@@ -222,10 +237,7 @@ pub fn report(msg: &pb::DispatchRequested, results: &[DeviceResult]) -> Report {
 /// At most this many devices are described in a failure's reason.
 const MAX_DESCRIBED: usize = 5;
 
-fn result(
-    msg: &pb::DispatchRequested,
-    results: &[DeviceResult],
-) -> Result<SendOutcome, SendError> {
+fn result(msg: &pb::DispatchRequested, results: &[DeviceResult]) -> Result<SendOutcome, SendError> {
     if let Some(first) = results.iter().find(|r| r.class == Class::Accepted) {
         return Ok(SendOutcome {
             provider_message_id: first.message_id.clone(),
@@ -269,7 +281,10 @@ mod tests {
             "apns: error sending request for url (https://api.push.apple.com/3/device/<token>)"
         );
         assert_eq!(scrub("x /3/device/a1b2c3", tok), "x /3/device/<token>");
-        assert_eq!(scrub("fcm token tok-1 refused", "tok-1"), "fcm token <token> refused");
+        assert_eq!(
+            scrub("fcm token tok-1 refused", "tok-1"),
+            "fcm token <token> refused"
+        );
     }
 
     #[test]
