@@ -137,7 +137,10 @@ impl ApnsAppConfig {
     ) -> Result<ApnsClient, String> {
         let cfg = self.client_config(environment);
         let built = match &self.ca_pem {
-            Some(ca) => ApnsClient::with_root_certificate(&cfg, clock, ca.as_bytes()),
+            Some(ca) => {
+                check_certificates(ca).map_err(|e| format!("{field}.ca: {e}"))?;
+                ApnsClient::with_root_certificate(&cfg, clock, ca.as_bytes())
+            }
             None => ApnsClient::new(&cfg, clock),
         };
         built.map_err(|e| rebase(&e, "providers.apns", field))
@@ -158,6 +161,19 @@ impl FcmAppConfig {
                 .replace(".service-account-json:", ".service-account:")
         })
     }
+}
+
+/// At least one PEM certificate, and nothing unreadable (reqwest takes a
+/// PEM without certificates silently, and the connection fails later).
+fn check_certificates(pem: &str) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(())
 }
 
 /// `providers.apns.key-pem: ...` → `providers.push.apps[0].apns.key-pem: ...`.
