@@ -283,10 +283,10 @@ fn check_headers(parts: &http::request::Parts) -> Result<(), &'static str> {
         "liveactivity",
         "pushtotalk",
     ];
-    if !header("apns-push-type").is_some_and(|t| TYPES.contains(&t)) {
+    if header("apns-push-type").is_none_or(|t| !TYPES.contains(&t)) {
         return Err("InvalidPushType");
     }
-    if !header("apns-id").is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()) {
+    if header("apns-id").is_none_or(|id| uuid::Uuid::parse_str(id).is_err()) {
         return Err("BadMessageId");
     }
     if header("apns-priority").is_some_and(|p| !["10", "5", "1"].contains(&p)) {

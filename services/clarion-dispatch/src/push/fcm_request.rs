@@ -36,7 +36,8 @@ pub fn message(
 ) -> FcmMessage {
     let mut m = FcmMessage::new(token);
     // A background push is a data message: the app handles it silently.
-    if !background(o) && !(msg.subject.is_empty() && msg.body.is_empty()) {
+    let has_text = !msg.subject.is_empty() || !msg.body.is_empty();
+    if has_text && !background(o) {
         m.notification = Some(Notification {
             title: some(&msg.subject),
             body: some(&msg.body),
