@@ -436,6 +436,11 @@ impl Config {
         }
         let push = clarion_dispatch::push::PUSH;
         for (channel, provider) in &self.providers.defaults {
+            if provider == push && channel != push {
+                return Err(format!(
+                    "providers.defaults.{channel}: the push provider sends channel push only"
+                ));
+            }
             if provider == push && self.providers.push_apps().is_none() {
                 return Err(format!(
                     "providers.defaults.{channel}: the push provider needs at least one \
@@ -669,6 +674,12 @@ mod tests {
                 c.providers.defaults.insert("push".into(), "push".into());
             },
             "providers.defaults.push: the push provider needs",
+        );
+        check(
+            &|c| {
+                c.providers.defaults.insert("email".into(), "push".into());
+            },
+            "providers.defaults.email: the push provider sends channel push only",
         );
         // Unknown keys and unreadable key files name themselves at load.
         let err = Config::load(Some(&push_toml(dir.path(), "colour = \"red\"\n")))
