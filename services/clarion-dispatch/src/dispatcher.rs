@@ -12,7 +12,7 @@ use clarion_runtime::{Batch, Effects, Emit, Input, ProcessError, Processor, Topi
 use clarion_store::{RowKey, Store, Table};
 use prost::Message;
 
-use crate::provider::Provider;
+use crate::provider::{Provider, Report};
 
 pub const DISPATCHER: &str = "dispatcher";
 pub const SINK: &str = "sink";
@@ -160,65 +160,92 @@ impl Effects for DispatchEffects {
         let Payload::DispatchRequested(d) = &e.payload else {
             return Vec::new();
         };
-        let result = match self.providers.get(&d.provider) {
-            Some(p) => tokio::time::timeout(self.send_timeout, p.send(e.tenant.as_str(), d))
+        let report = self.send(e.tenant.as_str(), d).await;
+        let emit = |topic: Topic, index: u32, payload: Payload| Emit {
+            topic,
+            event: e.caused(index, now_ms, actor(), payload),
+        };
+        let mut out = outcome_events(d, report.result)
+            .into_iter()
+            .map(|(index, payload)| emit(Topic::Deliveries, index, payload))
+            .collect::<Vec<_>>();
+        // Indexes 0-2 are the outcome's; a provider's own events follow.
+        for (i, (topic, payload)) in report.extra.into_iter().enumerate() {
+            out.push(emit(topic, EXTRA_INDEX + i as u32, payload));
+        }
+        out
+    }
+}
+
+/// Where the indexes of a provider's own events start (see [`Report`]).
+const EXTRA_INDEX: u32 = 16;
+
+impl DispatchEffects {
+    async fn send(&self, tenant: &str, d: &pb::DispatchRequested) -> Report {
+        match self.providers.get(&d.provider) {
+            Some(p) => tokio::time::timeout(self.send_timeout, p.send_reported(tenant, d))
                 .await
                 .unwrap_or_else(|_| {
                     Err(crate::SendError::retryable(format!(
                         "send did not finish within {} ms",
                         self.send_timeout.as_millis()
                     )))
+                    .into()
                 }),
             None => Err(crate::SendError::terminal(format!(
                 "provider {:?} is not configured on this dispatcher",
                 d.provider
-            ))),
-        };
-        let emit = |index: u32, payload: Payload| Emit {
-            topic: Topic::Deliveries,
-            event: e.caused(index, now_ms, actor(), payload),
-        };
-        match result {
-            Ok(outcome) => {
-                metrics::counter!("clarion_dispatch_sent_total", "provider" => d.provider.clone())
-                    .increment(1);
-                let mut out = vec![emit(
-                    0,
-                    Payload::Sent(pb::NotificationSent {
+            )))
+            .into(),
+        }
+    }
+}
+
+/// The outcome's events (index, payload): sent (and delivered), or failed.
+fn outcome_events(
+    d: &pb::DispatchRequested,
+    result: Result<crate::SendOutcome, crate::SendError>,
+) -> Vec<(u32, Payload)> {
+    match result {
+        Ok(outcome) => {
+            metrics::counter!("clarion_dispatch_sent_total", "provider" => d.provider.clone())
+                .increment(1);
+            let mut out = vec![(
+                0,
+                Payload::Sent(pb::NotificationSent {
+                    notification_id: d.notification_id.clone(),
+                    attempt_id: d.attempt_id.clone(),
+                    provider: d.provider.clone(),
+                    provider_message_id: outcome.provider_message_id,
+                }),
+            )];
+            if outcome.delivered {
+                out.push((
+                    1,
+                    Payload::Delivered(pb::NotificationDelivered {
                         notification_id: d.notification_id.clone(),
                         attempt_id: d.attempt_id.clone(),
                         provider: d.provider.clone(),
-                        provider_message_id: outcome.provider_message_id,
                     }),
-                )];
-                if outcome.delivered {
-                    out.push(emit(
-                        1,
-                        Payload::Delivered(pb::NotificationDelivered {
-                            notification_id: d.notification_id.clone(),
-                            attempt_id: d.attempt_id.clone(),
-                            provider: d.provider.clone(),
-                        }),
-                    ));
-                }
-                out
+                ));
             }
-            Err(err) => {
-                metrics::counter!("clarion_dispatch_failed_total", "provider" => d.provider.clone())
-                    .increment(1);
-                tracing::warn!(notification = %d.notification_id, provider = %d.provider, error = %err, "send failed");
-                vec![emit(
-                    2,
-                    Payload::Failed(pb::NotificationFailed {
-                        notification_id: d.notification_id.clone(),
-                        attempt_id: d.attempt_id.clone(),
-                        provider: d.provider.clone(),
-                        reason: err.message,
-                        retryable: err.retryable,
-                        stage: "dispatch".into(),
-                    }),
-                )]
-            }
+            out
+        }
+        Err(err) => {
+            metrics::counter!("clarion_dispatch_failed_total", "provider" => d.provider.clone())
+                .increment(1);
+            tracing::warn!(notification = %d.notification_id, provider = %d.provider, error = %err, "send failed");
+            vec![(
+                2,
+                Payload::Failed(pb::NotificationFailed {
+                    notification_id: d.notification_id.clone(),
+                    attempt_id: d.attempt_id.clone(),
+                    provider: d.provider.clone(),
+                    reason: err.message,
+                    retryable: err.retryable,
+                    stage: "dispatch".into(),
+                }),
+            )]
         }
     }
 }

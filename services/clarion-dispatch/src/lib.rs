@@ -9,12 +9,17 @@
 //! Outbound requests to tenant-controlled URLs pass the SSRF guard
 //! ([`ssrf`]); secrets Clarion keeps are sealed with the master keyring
 //! ([`secrets`]); webhooks are signed per tenant ([`tenant_secrets`]).
+//!
+//! Push ([`push`]) fans one request out to the subscriber's devices through
+//! APNs ([`apns`]) and FCM ([`fcm`]); its per-device outcomes and dead
+//! tokens are events of their own ([`Report`]).
 
 pub mod apns;
 pub mod device_token;
 pub mod dispatcher;
 pub mod fcm;
 pub mod provider;
+pub mod push;
 pub mod secrets;
 pub mod smtp;
 pub mod ssrf;
@@ -23,4 +28,4 @@ pub mod twilio;
 pub mod webhook;
 
 pub use dispatcher::{DispatchEffects, Dispatcher, DISPATCHER};
-pub use provider::{Provider, SendError, SendOutcome};
+pub use provider::{Provider, Report, SendError, SendOutcome};

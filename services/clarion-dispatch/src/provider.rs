@@ -1,7 +1,9 @@
 //! The provider contract.
 
 use async_trait::async_trait;
+use clarion_domain::Payload;
 use clarion_proto::events::DispatchRequested;
+use clarion_runtime::Topic;
 
 /// What a provider reports for an accepted message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +38,26 @@ impl SendError {
     }
 }
 
+/// A send's outcome and the events of its own a provider reports with it
+/// (a push: one outcome per device, a dead token for the subscriber's
+/// stream). The dispatcher emits `extra` after the outcome's events, in
+/// order, with ids derived from the request and the position, so a repeat
+/// of the send after a crash yields the same ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub result: Result<SendOutcome, SendError>,
+    pub extra: Vec<(Topic, Payload)>,
+}
+
+impl From<Result<SendOutcome, SendError>> for Report {
+    fn from(result: Result<SendOutcome, SendError>) -> Report {
+        Report {
+            result,
+            extra: Vec::new(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -44,4 +66,10 @@ pub trait Provider: Send + Sync + 'static {
     /// `msg.attempt_id` is stable across retries of the same attempt and must
     /// be passed to the provider as its idempotency key.
     async fn send(&self, tenant: &str, msg: &DispatchRequested) -> Result<SendOutcome, SendError>;
+
+    /// The send with the events it reports besides its outcome; what the
+    /// dispatcher calls. Providers with such events override it.
+    async fn send_reported(&self, tenant: &str, msg: &DispatchRequested) -> Report {
+        self.send(tenant, msg).await.into()
+    }
 }

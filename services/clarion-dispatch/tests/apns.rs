@@ -1,174 +1,36 @@
 //! APNs client against a local HTTP/2 TLS server that checks what Apple
 //! checks: the ES256 provider token's signature (with the public half of a
 //! key made at test time), its `kid`/`iss`, the required headers; and answers
-//! with Apple's error bodies.
+//! with Apple's error bodies. The server is `clarion-push-servers`, shared
+//! with the end-to-end tests and the benchmark.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use clarion_dispatch::apns::{
     apns_id_for_attempt, ApnsClient, ApnsConfig, ApnsRequest, Environment, Outcome, Priority,
     PushType, MIN_REUSE, REFRESH_AFTER,
 };
+use clarion_push_servers::apns::{ApnsServer, Options, ProviderKey, KEY_ID, TEAM_ID};
 use clarion_runtime::ManualClock;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::sync::Barrier;
-use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::{rustls, TlsAcceptor};
 
-const TEAM: &str = "TEAM123456";
-const KEY_ID: &str = "KEY7654321";
+const TEAM: &str = TEAM_ID;
 const TOPIC: &str = "com.example.app";
 const T0_MS: i64 = 1_700_000_000_000;
 
-#[derive(Clone, Debug)]
-struct Received {
-    token: String,
-    jwt: String,
-    iat: i64,
-    headers: http::HeaderMap,
-    body: serde_json::Value,
-}
-
-#[derive(Default)]
-struct Script {
-    /// token -> (status, body); anything else is accepted.
-    answers: HashMap<String, (u16, String)>,
-    /// Holds each request until this many are in flight together.
-    barrier: Option<Arc<Barrier>>,
-}
-
-struct FakeApns {
-    base_url: String,
-    ca_pem: String,
-    connections: Arc<AtomicUsize>,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
 /// The key Apple would hold the public half of; the PEM is what a `.p8` holds.
 fn provider_key() -> (String, Vec<u8>) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    (key.serialize_pem(), key.public_key_raw().to_vec())
+    let k = ProviderKey::generate();
+    (k.pem, k.public)
 }
 
-async fn start(public_key: Vec<u8>, script: Script) -> FakeApns {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
-    let mut tls = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .unwrap();
-    // APNs speaks HTTP/2 only.
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let state = Arc::new((
-        DecodingKey::from_ec_der(&public_key),
-        script,
-        received.clone(),
-    ));
-    let conns = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            conns.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            let state = state.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(answer(&state, req).await) }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    FakeApns {
-        base_url: format!("https://127.0.0.1:{port}"),
-        ca_pem: cert.cert.pem(),
-        connections,
-        received,
+async fn start(public_key: Vec<u8>, answers: &[(&str, u16, &str)]) -> ApnsServer {
+    let server = ApnsServer::start(public_key).await;
+    for (token, status, body) in answers {
+        server.answer(token, *status, body);
     }
-}
-
-type State = (DecodingKey, Script, Arc<Mutex<Vec<Received>>>);
-
-fn reply(status: u16, body: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-async fn answer(state: &State, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let (key, script, received) = state;
-    let (parts, body) = req.into_parts();
-    assert_eq!(parts.version, http::Version::HTTP_2);
-    let Some(token) = parts.uri.path().strip_prefix("/3/device/") else {
-        return reply(404, r#"{"reason":"BadPath"}"#);
-    };
-    let auth = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    let Some(jwt) = auth.and_then(|a| a.strip_prefix("bearer ")) else {
-        return reply(403, r#"{"reason":"MissingProviderToken"}"#);
-    };
-    let mut validation = Validation::new(Algorithm::ES256);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    let Ok(data) = jsonwebtoken::decode::<serde_json::Value>(jwt, key, &validation) else {
-        return reply(403, r#"{"reason":"InvalidProviderToken"}"#);
-    };
-    if data.header.kid.as_deref() != Some(KEY_ID) || data.claims["iss"] != TEAM {
-        return reply(403, r#"{"reason":"InvalidProviderToken"}"#);
-    }
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    if header("apns-topic").is_none() {
-        return reply(400, r#"{"reason":"MissingTopic"}"#);
-    }
-    if header("apns-push-type").is_none() {
-        return reply(400, r#"{"reason":"InvalidPushType"}"#);
-    }
-    let Some(apns_id) = header("apns-id").filter(|id| uuid::Uuid::parse_str(id).is_ok()) else {
-        return reply(400, r#"{"reason":"BadMessageId"}"#);
-    };
-    let apns_id = apns_id.to_string();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return reply(400, r#"{"reason":"PayloadEmpty"}"#);
-    };
-    received.lock().unwrap().push(Received {
-        token: token.to_string(),
-        jwt: jwt.to_string(),
-        iat: data.claims["iat"].as_i64().unwrap(),
-        headers: parts.headers.clone(),
-        body,
-    });
-    if let Some(b) = &script.barrier {
-        b.wait().await;
-    }
-    if let Some((status, body)) = script.answers.get(token) {
-        return reply(*status, body);
-    }
-    let mut ok = reply(200, "");
-    ok.headers_mut().insert("apns-id", apns_id.parse().unwrap());
-    ok
+    server
 }
 
 fn config(base_url: &str, key_pem: &str) -> ApnsConfig {
@@ -183,7 +45,7 @@ fn config(base_url: &str, key_pem: &str) -> ApnsConfig {
     }
 }
 
-fn client(server: &FakeApns, key_pem: &str, clock: &ManualClock) -> ApnsClient {
+fn client(server: &ApnsServer, key_pem: &str, clock: &ManualClock) -> ApnsClient {
     ApnsClient::with_root_certificate(
         &config(&server.base_url, key_pem),
         Arc::new(clock.clone()),
@@ -203,7 +65,7 @@ fn alert(attempt: &str) -> ApnsRequest {
 #[tokio::test]
 async fn a_valid_push_is_accepted_with_all_headers() {
     let (pem, public) = provider_key();
-    let server = start(public, Script::default()).await;
+    let server = start(public, &[]).await;
     let clock = ManualClock::new(T0_MS);
     let apns = client(&server, &pem, &clock);
     let attempt = "0123456789abcdef0123456789abcdef";
@@ -220,7 +82,7 @@ async fn a_valid_push_is_accepted_with_all_headers() {
             apns_id: "01234567-89ab-cdef-0123-456789abcdef".into()
         }
     );
-    let got = server.received.lock().unwrap().clone();
+    let got = server.received();
     assert_eq!(got.len(), 1);
     let r = &got[0];
     assert_eq!(r.token, "a1b2c3d4");
@@ -245,7 +107,7 @@ async fn a_valid_push_is_accepted_with_all_headers() {
 #[tokio::test]
 async fn the_provider_token_is_reused_for_twenty_minutes_and_replaced_at_fifty() {
     let (pem, public) = provider_key();
-    let server = start(public, Script::default()).await;
+    let server = start(public, &[]).await;
     let clock = ManualClock::new(T0_MS);
     let apns = client(&server, &pem, &clock);
     let minute = Duration::from_secs(60);
@@ -267,7 +129,7 @@ async fn the_provider_token_is_reused_for_twenty_minutes_and_replaced_at_fifty()
         Outcome::Accepted { .. }
     ));
     {
-        let got = server.received.lock().unwrap();
+        let got = server.received();
         assert_eq!(got.len(), 12);
         assert!(got
             .iter()
@@ -292,7 +154,7 @@ async fn the_provider_token_is_reused_for_twenty_minutes_and_replaced_at_fifty()
         Outcome::Accepted { .. }
     ));
 
-    let got = server.received.lock().unwrap();
+    let got = server.received();
     let second = &got[12];
     assert_ne!(second.jwt, got[0].jwt);
     assert_eq!(
@@ -321,14 +183,7 @@ async fn each_apns_error_is_classified() {
         ("eb00", 400, r#"{"reason":"BadCollapseId"}"#),
         ("e413", 413, r#"{"reason":"PayloadTooLarge"}"#),
     ];
-    let script = Script {
-        answers: answers
-            .iter()
-            .map(|(t, s, b)| (t.to_string(), (*s, b.to_string())))
-            .collect(),
-        barrier: None,
-    };
-    let server = start(public, script).await;
+    let server = start(public, &answers).await;
     let clock = ManualClock::new(T0_MS);
     let apns = client(&server, &pem, &clock);
     let send = |t: &'static str| {
@@ -374,14 +229,14 @@ async fn each_apns_error_is_classified() {
     }
     // A token that cannot be a path segment never leaves the process.
     assert_eq!(send("../../x").await, Outcome::BadDeviceToken);
-    assert_eq!(server.received.lock().unwrap().len(), answers.len());
+    assert_eq!(server.received().len(), answers.len());
 }
 
 #[tokio::test]
 async fn a_token_signed_with_another_key_is_refused_as_a_credential_error() {
     let (_, public) = provider_key();
     let (other_pem, _) = provider_key();
-    let server = start(public, Script::default()).await;
+    let server = start(public, &[]).await;
     let apns = client(&server, &other_pem, &ManualClock::new(T0_MS));
     let out = apns.send("aa", &alert("x")).await;
     assert_eq!(
@@ -428,11 +283,11 @@ async fn concurrent_sends_share_one_http2_connection() {
     let (pem, public) = provider_key();
     // Every request is held until all N are in flight: only concurrent
     // streams can get through.
-    let script = Script {
-        answers: HashMap::new(),
+    let server = ApnsServer::start_with(Options {
         barrier: Some(Arc::new(Barrier::new(N))),
-    };
-    let server = start(public, script).await;
+        ..Options::new(public)
+    })
+    .await;
     let apns = Arc::new(client(&server, &pem, &ManualClock::new(T0_MS)));
     let mut tasks = Vec::new();
     for i in 0..N {
@@ -448,6 +303,6 @@ async fn concurrent_sends_share_one_http2_connection() {
     for out in all {
         assert!(matches!(out.unwrap(), Outcome::Accepted { .. }));
     }
-    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
-    assert_eq!(server.received.lock().unwrap().len(), N);
+    assert_eq!(server.connections(), 1);
+    assert_eq!(server.received().len(), N);
 }

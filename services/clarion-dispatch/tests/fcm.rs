@@ -4,171 +4,35 @@
 //! `messages:send` (accepting only a bearer token it issued, answering with
 //! scripted errors). Token lifetimes run on a manual clock.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Json;
 use clarion_dispatch::fcm::{
     data_from_json, AndroidConfig, AndroidNotification, AndroidPriority, ApnsOverride, FcmClient,
-    FcmConfig, FcmMessage, Notification, Outcome, SCOPE,
+    FcmConfig, FcmMessage, Notification, Outcome,
+};
+use clarion_push_servers::fcm::{
+    error as fcm_error, fcm_detail, rsa_key_pem, service_account_json, FcmServer, CLIENT_EMAIL,
+    PROJECT,
 };
 use clarion_runtime::{Clock, ManualClock, SystemClock};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
-const EMAIL: &str = "clarion@demo-project.iam.gserviceaccount.com";
-const PROJECT: &str = "demo-project";
-
-/// A fresh 2048-bit RSA key (PKCS#8 PEM), as in a service-account key file.
-fn rsa_key_pem() -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("key.pem");
-    let status = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl must be installed to make test keys");
-    assert!(status.success());
-    std::fs::read_to_string(path).unwrap()
-}
-
-fn public_der(pem: &str) -> Vec<u8> {
-    use rustls_pki_types::pem::PemObject;
-    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).unwrap();
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
-    pair.public().as_ref().to_vec()
-}
-
-#[derive(Default)]
-struct Google {
-    public_der: Vec<u8>,
-    token_url: String,
-    expires_in: i64,
-    issued: Mutex<Vec<String>>,
-    assertion_iats: Mutex<Vec<i64>>,
-    script: Mutex<VecDeque<(u16, Option<&'static str>, Value)>>,
-    received: Mutex<Vec<(String, String, Value)>>,
-}
-
-async fn token(State(g): State<Arc<Google>>, Form(f): Form<HashMap<String, String>>) -> Response {
-    if f.get("grant_type").map(String::as_str)
-        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "unsupported_grant_type"})),
-        )
-            .into_response();
-    }
-    let mut v = Validation::new(Algorithm::RS256);
-    v.set_audience(&[&g.token_url]);
-    v.set_issuer(&[EMAIL]);
-    v.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
-    let key = DecodingKey::from_rsa_der(&g.public_der);
-    let claims = match jsonwebtoken::decode::<Value>(&f["assertion"], &key, &v) {
-        Ok(d) => d.claims,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": "invalid_grant", "error_description": e.to_string()})),
-            )
-                .into_response()
-        }
-    };
-    let iat = claims["iat"].as_i64().unwrap();
-    if claims["scope"] != SCOPE || claims["exp"].as_i64() != Some(iat + 3600) {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "invalid_scope"})),
-        )
-            .into_response();
-    }
-    g.assertion_iats.lock().unwrap().push(iat);
-    let mut issued = g.issued.lock().unwrap();
-    let t = format!("ya29.test-{}", issued.len() + 1);
-    issued.push(t.clone());
-    Json(json!({"access_token": t, "expires_in": g.expires_in, "token_type": "Bearer"}))
-        .into_response()
-}
-
-async fn send(
-    State(g): State<Arc<Google>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Json<Value>,
-) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_string();
-    if !g.issued.lock().unwrap().contains(&bearer) {
-        let e = json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}});
-        return (StatusCode::UNAUTHORIZED, Json(e)).into_response();
-    }
-    let project = uri
-        .path()
-        .strip_prefix("/v1/projects/")
-        .and_then(|p| p.strip_suffix("/messages:send"))
-        .unwrap_or_default()
-        .to_string();
-    g.received
-        .lock()
-        .unwrap()
-        .push((project.clone(), bearer, body.0));
-    match g.script.lock().unwrap().pop_front() {
-        Some((status, retry_after, err)) => {
-            let mut resp = (StatusCode::from_u16(status).unwrap(), Json(err)).into_response();
-            if let Some(ra) = retry_after {
-                resp.headers_mut().insert("retry-after", ra.parse().unwrap());
-            }
-            resp
-        }
-        None => Json(json!({"name": format!("projects/{project}/messages/0:1700000000000000%31bd1c9631bd1c96")})).into_response(),
-    }
-}
-
 struct Fixture {
-    google: Arc<Google>,
+    google: FcmServer,
     client: Arc<FcmClient>,
     clock: ManualClock,
     base: String,
 }
 
 async fn fixture(expires_in: i64) -> Fixture {
-    let key_pem = rsa_key_pem();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    let google = Arc::new(Google {
-        public_der: public_der(&key_pem),
-        token_url: format!("{base}/token"),
-        expires_in,
-        ..Google::default()
-    });
-    let app = axum::Router::new()
-        .route("/token", post(token))
-        .fallback(send)
-        .with_state(google.clone());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let google = FcmServer::start(expires_in).await;
+    let base = google.base_url.clone();
     // Tokens expire on the manual clock; jsonwebtoken checks `exp` against
     // the real one, so the manual clock starts at the real now.
     let clock = ManualClock::new(SystemClock.now_ms());
     let client =
-        Arc::new(FcmClient::new(&config(&key_pem, &base), Arc::new(clock.clone())).unwrap());
+        Arc::new(FcmClient::new(&config(&google.key_pem, &base), Arc::new(clock.clone())).unwrap());
     Fixture {
         google,
         client,
@@ -178,16 +42,8 @@ async fn fixture(expires_in: i64) -> Fixture {
 }
 
 fn config(key_pem: &str, base: &str) -> FcmConfig {
-    let account = json!({
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": "k1",
-        "private_key": key_pem,
-        "client_email": EMAIL,
-        "token_uri": format!("{base}/token"),
-    });
     FcmConfig {
-        service_account_json: account.to_string(),
+        service_account_json: service_account_json(key_pem, &format!("{base}/token")),
         project_id: None,
         base_url: Some(base.to_string()),
         token_url: None,
@@ -195,8 +51,8 @@ fn config(key_pem: &str, base: &str) -> FcmConfig {
     }
 }
 
-fn exchanges(g: &Google) -> usize {
-    g.issued.lock().unwrap().len()
+fn exchanges(g: &FcmServer) -> usize {
+    g.issued().len()
 }
 
 #[tokio::test]
@@ -217,6 +73,7 @@ async fn valid_send_is_accepted_with_the_v1_json() {
             sound: Some("default".into()),
             title_loc_key: Some("order_title".into()),
             body_loc_key: Some("order_body".into()),
+            ..Default::default()
         }),
     });
     let mut apns = ApnsOverride::aps(Some("default"), Some(2));
@@ -228,9 +85,9 @@ async fn valid_send_is_accepted_with_the_v1_json() {
         matches!(&out, Outcome::Accepted { name } if name.starts_with("projects/demo-project/messages/")),
         "{out:?}"
     );
-    let received = f.google.received.lock().unwrap().clone();
+    let received = f.google.received();
     assert_eq!(received.len(), 1);
-    let (project, bearer, body) = &received[0];
+    let (project, bearer, body) = (&received[0].project, &received[0].bearer, &received[0].body);
     assert_eq!(project, PROJECT);
     assert_eq!(bearer, "ya29.test-1");
     assert_eq!(
@@ -249,7 +106,7 @@ async fn valid_send_is_accepted_with_the_v1_json() {
     );
     // No override asked for: no block sent.
     f.client.send(&FcmMessage::new("t2")).await;
-    let last = f.google.received.lock().unwrap().last().unwrap().2.clone();
+    let last = f.google.received().last().unwrap().body.clone();
     assert_eq!(last, json!({"message": {"token": "t2"}}));
 }
 
@@ -288,24 +145,16 @@ async fn one_token_exchange_for_many_sends_and_one_refresh_after_expiry() {
     }
     assert_eq!(exchanges(&f.google), 2);
     assert_eq!(f.client.token_exchanges(), 2);
-    let iats = f.google.assertion_iats.lock().unwrap().clone();
+    let iats = f.google.assertion_iats();
     assert_eq!(
         iats[1] - iats[0],
         56 * 60,
         "the assertion is dated by the clock"
     );
-    let received = f.google.received.lock().unwrap();
+    let received = f.google.received();
     assert!(received[received.len() - 6..]
         .iter()
-        .all(|(_, b, _)| b == "ya29.test-2"));
-}
-
-fn fcm_error(code: u16, status: &str, message: &str, details: Value) -> Value {
-    json!({"error": {"code": code, "message": message, "status": status, "details": details}})
-}
-
-fn fcm_detail(error_code: &str) -> Value {
-    json!({"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": error_code})
+        .all(|s| s.bearer == "ya29.test-2"));
 }
 
 #[tokio::test]
@@ -429,11 +278,7 @@ async fn each_error_class_is_mapped() {
         (502, None, json!("<html>bad gateway</html>"), "retry"),
     ];
     for (i, (status, retry_after, body, want)) in cases.into_iter().enumerate() {
-        f.google
-            .script
-            .lock()
-            .unwrap()
-            .push_back((status, retry_after, body));
+        f.google.answer_next(status, retry_after, body);
         let out = f.client.send(&FcmMessage::new(format!("tok-{i}"))).await;
         let ok = match want {
             "dead" => out.revokes_token() && !out.is_retryable() && !out.needs_operator(),
@@ -474,17 +319,14 @@ async fn a_refused_access_token_is_a_credential_error_and_a_revoked_one_is_repla
         matches!(&out, Outcome::CredentialRejected { reason } if reason.contains("invalid_grant")),
         "{out:?}"
     );
-    assert!(
-        f.google.received.lock().unwrap().is_empty(),
-        "no send without a token"
-    );
+    assert!(f.google.received().is_empty(), "no send without a token");
 
     // FCM forgets our token (revoked): reported once, then a new exchange.
     assert!(matches!(
         f.client.send(&FcmMessage::new("t")).await,
         Outcome::Accepted { .. }
     ));
-    f.google.issued.lock().unwrap()[0] = "revoked".into();
+    f.google.revoke(0);
     assert!(f.client.send(&FcmMessage::new("t")).await.needs_operator());
     assert!(matches!(
         f.client.send(&FcmMessage::new("t")).await,
@@ -502,7 +344,8 @@ fn bad_configuration_names_the_field() {
         e.starts_with("providers.fcm.service-account-json: private_key"),
         "{e}"
     );
-    cfg.service_account_json = json!({"private_key": "x", "client_email": EMAIL}).to_string();
+    cfg.service_account_json =
+        json!({"private_key": "x", "client_email": CLIENT_EMAIL}).to_string();
     let e = FcmClient::new(&cfg, clock).err().unwrap();
     assert!(e.contains("project-id"), "{e}");
 }

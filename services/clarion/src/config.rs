@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use clarion_dispatch::push::PushConfig;
 use clarion_dispatch::smtp::SmtpConfig;
 use clarion_dispatch::twilio::TwilioConfig;
 use clarion_dispatch::webhook::WebhookConfig;
@@ -226,11 +227,33 @@ fn default_max_fanout() -> usize {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ProvidersConfig {
     /// Provider per channel when a workflow step names none
-    /// (channel name → `sink` | `smtp` | `webhook`).
+    /// (channel name → `sink` | `smtp` | `webhook` | `twilio` | `push`).
     pub defaults: HashMap<String, String>,
     pub smtp: Option<SmtpConfig>,
     pub webhook: Option<WebhookConfig>,
     pub twilio: Option<TwilioConfig>,
+    /// APNs and FCM credentials per tenant and app (docs/push.md). With
+    /// at least one app, channel push goes to the `push` provider.
+    #[serde(default)]
+    pub push: Option<PushConfig>,
+}
+
+impl ProvidersConfig {
+    /// The push apps configured, if any.
+    pub fn push_apps(&self) -> Option<&PushConfig> {
+        self.push.as_ref().filter(|p| !p.apps.is_empty())
+    }
+
+    /// The provider of each channel a step names none for: the configured
+    /// defaults, and `push` for channel push when push apps are configured.
+    pub fn channel_defaults(&self) -> HashMap<String, String> {
+        let mut out = self.defaults.clone();
+        if self.push_apps().is_some() {
+            out.entry(clarion_domain::Channel::Push.to_string())
+                .or_insert_with(|| clarion_dispatch::push::PUSH.to_string());
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -279,6 +302,7 @@ impl Default for Config {
                 smtp: None,
                 webhook: None,
                 twilio: None,
+                push: None,
             },
             runtime: RuntimeConfig {
                 max_batch: RunnerConfig::default().max_batch,
@@ -381,6 +405,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_push()?;
         clarion_dispatch::ssrf::Guard::new(&self.outbound.guard())?;
         if !self.dlq.alert_webhook_url.is_empty()
             && self
@@ -397,6 +422,31 @@ impl Config {
         }
         if self.log.partitions == 0 {
             return Err("log.partitions must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `providers.push`: each app's credentials (keys parsed, clients
+    /// built), and a `push` default only with apps to send for.
+    fn validate_push(&self) -> Result<(), String> {
+        if let Some(push) = &self.providers.push {
+            push.validate(std::sync::Arc::new(clarion_runtime::SystemClock))?;
+        }
+        let push = clarion_dispatch::push::PUSH;
+        for (channel, provider) in &self.providers.defaults {
+            if provider == push && channel != push {
+                return Err(format!(
+                    "providers.defaults.{channel}: the push provider sends channel push only"
+                ));
+            }
+            if provider == push && self.providers.push_apps().is_none() {
+                return Err(format!(
+                    "providers.defaults.{channel}: the push provider needs at least one \
+                     [[providers.push.apps]]"
+                ));
+            }
         }
         Ok(())
     }
@@ -501,6 +551,151 @@ mod tests {
         let mut alert = Config::default();
         alert.dlq.alert_webhook_url = "https://ops.example/alerts".into();
         assert!(alert.validate().unwrap_err().contains("signing-secret"));
+    }
+
+    /// A `providers.push` section naming key files, as an operator writes it.
+    fn push_toml(dir: &Path, extra: &str) -> PathBuf {
+        let key = clarion_push_servers::apns::ProviderKey::generate();
+        std::fs::write(dir.join("apns.p8"), &key.pem).unwrap();
+        let account = clarion_push_servers::fcm::service_account_json(
+            &clarion_push_servers::fcm::rsa_key_pem(),
+            "https://oauth2.example.test/token",
+        );
+        std::fs::write(dir.join("fcm.json"), account).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "[[providers.push.apps]]\ntenant = \"acme\"\napp = \"fieldapp\"\n\
+                 [providers.push.apps.apns]\nteam-id = \"TEAM123456\"\nkey-id = \"KEY7654321\"\n\
+                 key-file = {:?}\ntopic = \"com.acme.field\"\nenvironment = \"sandbox\"\n\
+                 [providers.push.apps.fcm]\nservice-account-file = {:?}\n\
+                 base-url = \"http://127.0.0.1:9\"\n\
+                 [[providers.push.apps]]\ntenant = \"globex\"\napp = \"fieldapp\"\n\
+                 [providers.push.apps.fcm]\nservice-account-file = {:?}\n{extra}",
+                dir.join("apns.p8"),
+                dir.join("fcm.json"),
+                dir.join("fcm.json"),
+            ),
+        )
+        .unwrap();
+        f
+    }
+
+    #[test]
+    fn push_apps_load_with_key_files_and_make_push_the_default_of_channel_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(Some(&push_toml(dir.path(), ""))).unwrap();
+        c.validate().unwrap();
+        let apps = &c.providers.push_apps().unwrap().apps;
+        assert_eq!(apps.len(), 2);
+        let apns = apps[0].apns.as_ref().unwrap();
+        assert!(apns.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(
+            apns.environment,
+            clarion_dispatch::apns::Environment::Sandbox
+        );
+        assert!(apps[1].apns.is_none());
+        assert!(apps[1]
+            .fcm
+            .as_ref()
+            .unwrap()
+            .service_account_json
+            .contains("client_email"));
+        assert_eq!(c.providers.channel_defaults()["push"], "push");
+        // An explicit default wins; without apps, push stays on the sink.
+        let mut sink = c.clone();
+        sink.providers.defaults.insert("push".into(), "sink".into());
+        assert_eq!(sink.providers.channel_defaults()["push"], "sink");
+        assert!(!Config::default()
+            .providers
+            .channel_defaults()
+            .contains_key("push"));
+        // The key's text never reaches a debug print of the configuration.
+        assert!(!format!("{c:?}").contains("BEGIN PRIVATE KEY"));
+    }
+
+    #[test]
+    fn bad_push_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Config::load(Some(&push_toml(dir.path(), ""))).unwrap();
+        let check = |edit: &dyn Fn(&mut Config), want: &str| {
+            let mut c = base.clone();
+            edit(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(err.contains(want), "wanted {want:?} in {err:?}");
+        };
+        fn apps(c: &mut Config) -> &mut Vec<clarion_dispatch::push::PushAppConfig> {
+            &mut c.providers.push.as_mut().unwrap().apps
+        }
+        check(
+            &|c| apps(c)[0].apns.as_mut().unwrap().key_pem = "not a key".into(),
+            "providers.push.apps[0].apns.key-pem:",
+        );
+        check(
+            &|c| apps(c)[0].apns.as_mut().unwrap().team_id.clear(),
+            "providers.push.apps[0].apns.team-id:",
+        );
+        check(
+            &|c| apps(c)[0].apns.as_mut().unwrap().topic.clear(),
+            "providers.push.apps[0].apns.topic:",
+        );
+        check(
+            &|c| apps(c)[0].apns.as_mut().unwrap().base_url = Some("http://plain".into()),
+            "providers.push.apps[0].apns.base-url:",
+        );
+        check(
+            &|c| apps(c)[0].apns.as_mut().unwrap().ca_pem = Some("junk".into()),
+            "providers.push.apps[0].apns.ca: no PEM certificate",
+        );
+        check(
+            &|c| apps(c)[1].fcm.as_mut().unwrap().service_account_json = "not json".into(),
+            "providers.push.apps[1].fcm.service-account:",
+        );
+        check(
+            &|c| apps(c)[1].tenant = "Bad Tenant!".into(),
+            "providers.push.apps[1].tenant:",
+        );
+        check(
+            &|c| apps(c)[1].app = "a b".into(),
+            "providers.push.apps[1].app:",
+        );
+        check(
+            &|c| apps(c)[1].fcm = None,
+            "providers.push.apps[1]: no credentials",
+        );
+        check(
+            &|c| apps(c)[1].tenant = "acme".into(),
+            "providers.push.apps[1]: tenant \"acme\" app \"fieldapp\" is configured twice",
+        );
+        check(
+            &|c| {
+                c.providers.push = None;
+                c.providers.defaults.insert("push".into(), "push".into());
+            },
+            "providers.defaults.push: the push provider needs",
+        );
+        check(
+            &|c| {
+                c.providers.defaults.insert("email".into(), "push".into());
+            },
+            "providers.defaults.email: the push provider sends channel push only",
+        );
+        // Unknown keys and unreadable key files name themselves at load.
+        let err = Config::load(Some(&push_toml(dir.path(), "colour = \"red\"\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        let f = push_toml(dir.path(), "");
+        let toml = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("apns.p8", "missing.p8");
+        std::fs::write(&f, toml).unwrap();
+        let err = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(
+            err.contains("providers.push.apps[0].apns.key-file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clarion_dispatch::push::PushProvider;
 use clarion_dispatch::secrets::Keyring;
 use clarion_dispatch::smtp::{SmtpProvider, Tracking};
 use clarion_dispatch::tenant_secrets::TenantSecrets;
@@ -254,6 +255,12 @@ impl Node {
                 TwilioProvider::new(tw).map_err(anyhow::Error::msg)?,
             ));
         }
+        if let Some(push) = self.cfg.providers.push_apps() {
+            out.push(Arc::new(
+                PushProvider::new(push, self.keyring.clone(), self.clock.clone())
+                    .map_err(anyhow::Error::msg)?,
+            ));
+        }
         if let Some(wh) = &self.cfg.providers.webhook {
             let secrets = Arc::new(TenantSecrets::new(self.store.clone(), self.keyring.clone()));
             let operator_urls = (!self.cfg.dlq.alert_webhook_url.is_empty())
@@ -273,7 +280,7 @@ impl Node {
     fn default_providers(&self) -> HashMap<Channel, String> {
         self.cfg
             .providers
-            .defaults
+            .channel_defaults()
             .iter()
             .filter_map(|(c, p)| c.parse().ok().map(|c| (c, p.clone())))
             .collect()

@@ -35,8 +35,17 @@ fn resolve_dict(dict: &mut Dict, path: &str) -> Result<(), String> {
         dict.insert(name, Value::String(tag, secret.to_string()));
     }
     for (k, v) in dict.iter_mut() {
-        if let Value::Dict(_, inner) = v {
-            resolve_dict(inner, &format!("{path}{k}."))?;
+        match v {
+            Value::Dict(_, inner) => resolve_dict(inner, &format!("{path}{k}."))?,
+            // Arrays of tables (`[[providers.push.apps]]`) hold secrets too.
+            Value::Array(_, items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let Value::Dict(_, inner) = item {
+                        resolve_dict(inner, &format!("{path}{k}[{i}]."))?;
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -6,8 +6,8 @@
 //! One [`ApnsClient`] per app and environment holds one multiplexed HTTP/2
 //! connection; concurrent sends are concurrent streams on it (Apple asks
 //! providers to keep connections open rather than reconnect per push).
-//! Not wired into the dispatcher yet: the device registry decides which
-//! token a push goes to.
+//! The `push` provider ([`crate::push`]) holds one client per tenant, app
+//! and environment.
 
 mod client;
 mod outcome;

@@ -88,6 +88,10 @@ pub struct AndroidNotification {
     pub title_loc_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_loc_key: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub title_loc_args: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub body_loc_args: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

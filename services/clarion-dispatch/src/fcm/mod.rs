@@ -3,8 +3,7 @@
 //! account; the message JSON ([`message`]); answers classified for the token
 //! registry, the operator and the retry policy ([`outcome`]).
 //!
-//! Not wired into the dispatcher yet: the device registry decides which
-//! token a push goes to.
+//! The `push` provider ([`crate::push`]) holds one client per tenant and app.
 
 mod auth;
 mod client;

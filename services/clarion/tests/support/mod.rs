@@ -1035,3 +1035,4 @@ pub fn json_of(body: &str) -> serde_json::Value {
         _ => serde_json::Value::Null,
     }
 }
+pub mod push;
