@@ -53,6 +53,10 @@ impl Actor {
 macro_rules! payloads {
     ($($variant:ident($msg:ident) = $name:literal,)*) => {
         /// Every event type Clarion knows, with its wire name.
+        // An event is decoded once and moved, never copied in bulk: boxing
+        // the larger payloads (a dispatch with its push targets) would
+        // touch every match for no gain.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Clone, Debug, PartialEq)]
         pub enum Payload {
             $($variant(pb::$msg),)*

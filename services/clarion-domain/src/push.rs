@@ -375,6 +375,9 @@ pub const PUSH_TYPES: &[&str] = &[
     "pushtotalk",
 ];
 
+/// Finds a tenant's app by id (publication's view of the tenant's apps).
+pub type AppLookup<'a> = &'a dyn Fn(&str) -> Option<App>;
+
 /// Checks a push step's options and link (`field` is the step's path, e.g.
 /// `steps[2].send`). `app` is the step's app when it names one; `apps`
 /// finds a tenant's app: given (publishing), the app must exist and have a
@@ -385,7 +388,7 @@ pub fn check_step(
     app: Option<&str>,
     link: Option<&LinkSpec>,
     push: Option<&PushSpec>,
-    apps: Option<&dyn Fn(&str) -> Option<App>>,
+    apps: Option<AppLookup>,
 ) {
     let found = match apps {
         Some(apps) => app.map(|a| (a, apps(a))),
@@ -535,7 +538,7 @@ mod tests {
             link_type: t.into(),
             id: id.into(),
         };
-        let apps: Option<&dyn Fn(&str) -> Option<App>> = Some(&apps);
+        let apps: Option<AppLookup> = Some(&apps);
         check_step(
             &mut v,
             "s",

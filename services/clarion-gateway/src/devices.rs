@@ -40,12 +40,14 @@ pub const REVOKED: &str = "revoked";
 pub const EXPIRED: &str = "expired";
 
 /// A device as the APIs show it: never its token, only the fingerprint;
-/// `expired` when not seen for [`DEFAULT_DEVICE_EXPIRY_DAYS`] by `now_ms`.
+/// `expired` when neither seen nor given a new token for
+/// [`DEFAULT_DEVICE_EXPIRY_DAYS`] by `now_ms` (the router's rule).
 pub fn to_api(r: &pb::DeviceRecord, now_ms: i64) -> api::Device {
     let expiry_ms = i64::from(DEFAULT_DEVICE_EXPIRY_DAYS) * DAY_MS;
+    let last = r.last_seen_at_ms.max(r.token_registered_at_ms);
     let status = if r.status == REVOKED {
         REVOKED
-    } else if now_ms - r.last_seen_at_ms > expiry_ms {
+    } else if now_ms.saturating_sub(last) > expiry_ms {
         EXPIRED
     } else {
         ACTIVE

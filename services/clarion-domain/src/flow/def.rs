@@ -150,6 +150,9 @@ pub struct StepStatusCheck {
     pub is: String,
 }
 
+// Sends (with their push and link fields) are most steps: boxing them
+// would add an allocation per step for the rare small ones' sake.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepKind {
     Send {
@@ -197,6 +200,7 @@ pub struct StepDef {
 /// The written form of a step (one flat map per step, checked for unknown keys).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)]
 enum RawStep {
     Send {
         id: String,
@@ -944,6 +948,95 @@ fn find_cycle(def: &FlowDef, index: &HashMap<String, usize>) -> Option<Vec<Strin
     None
 }
 
+/// The push and in-app fields of a send: only on the channels that use
+/// them, an app on every push (and on an in_app step whose link needs the
+/// app's pattern), and their shapes (whether the app exists and
+/// links to the type is checked at publication, [`FlowDef::check_apps`]).
+fn check_push_fields(v: &mut Violations, field: &str, s: &SendSpec, channel: Option<Channel>) {
+    let push = channel == Some(Channel::Push);
+    let in_app = channel == Some(Channel::InApp);
+    if push && s.app.is_none() {
+        v.push(
+            format!("{field}.app"),
+            "a push step names the app whose devices receive it",
+        );
+    }
+    if !push && channel.is_some() && s.push.is_some() {
+        v.push(format!("{field}.push"), "only push steps take it");
+    }
+    if !(push || in_app) && channel.is_some() {
+        let fields = [
+            ("app", s.app.is_some()),
+            ("link", s.link.is_some()),
+            ("data", s.data.is_some()),
+        ];
+        for (name, set) in fields {
+            if set {
+                v.push(
+                    format!("{field}.{name}"),
+                    "only push and in_app steps take it",
+                );
+            }
+        }
+    }
+    if !in_app && s.category.is_some() && channel.is_some() {
+        v.push(format!("{field}.category"), "only in_app steps take it");
+    }
+    if let Some(d) = &s.data {
+        if !d.starts_with("payload.") {
+            v.push(
+                format!("{field}.data"),
+                "must be a path starting with payload.",
+            );
+        }
+    }
+    crate::push::check_step(
+        v,
+        field,
+        s.app.as_deref(),
+        s.link.as_ref(),
+        s.push.as_ref(),
+        None,
+    );
+}
+
+impl FlowDef {
+    /// Every send of the definition (steps and fallback chains) with its
+    /// field path.
+    pub fn sends(&self) -> Vec<(String, &SendSpec)> {
+        let mut out = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            match &step.kind {
+                StepKind::Send { send, .. } => out.push((format!("steps[{i}]"), send)),
+                StepKind::Fallback { chain, .. } => {
+                    for (j, send) in chain.iter().enumerate() {
+                        out.push((format!("steps[{i}].chain[{j}]"), send));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Publication's check of the sends' apps and links against the
+    /// tenant's apps (`apps` finds one by id).
+    pub fn check_apps(&self, apps: &dyn Fn(&str) -> Option<crate::push::App>) -> Violations {
+        let mut v = Violations::default();
+        for (field, s) in self.sends() {
+            crate::push::check_step(
+                &mut v,
+                &field,
+                s.app.as_deref(),
+                s.link.as_ref(),
+                None,
+                Some(apps),
+            );
+        }
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1058,94 +1151,5 @@ mod tests {
         assert!(out
             .iter()
             .any(|o| matches!(o, Output::Send { step, .. } if step == "e")));
-    }
-}
-
-/// The push and in-app fields of a send: only on the channels that use
-/// them, an app on every push (and on an in_app step whose link needs the
-/// app's pattern), and their shapes (whether the app exists and
-/// links to the type is checked at publication, [`FlowDef::check_apps`]).
-fn check_push_fields(v: &mut Violations, field: &str, s: &SendSpec, channel: Option<Channel>) {
-    let push = channel == Some(Channel::Push);
-    let in_app = channel == Some(Channel::InApp);
-    if push && s.app.is_none() {
-        v.push(
-            format!("{field}.app"),
-            "a push step names the app whose devices receive it",
-        );
-    }
-    if !push && channel.is_some() && s.push.is_some() {
-        v.push(format!("{field}.push"), "only push steps take it");
-    }
-    if !(push || in_app) && channel.is_some() {
-        let fields = [
-            ("app", s.app.is_some()),
-            ("link", s.link.is_some()),
-            ("data", s.data.is_some()),
-        ];
-        for (name, set) in fields {
-            if set {
-                v.push(
-                    format!("{field}.{name}"),
-                    "only push and in_app steps take it",
-                );
-            }
-        }
-    }
-    if !in_app && s.category.is_some() && channel.is_some() {
-        v.push(format!("{field}.category"), "only in_app steps take it");
-    }
-    if let Some(d) = &s.data {
-        if !d.starts_with("payload.") {
-            v.push(
-                format!("{field}.data"),
-                "must be a path starting with payload.",
-            );
-        }
-    }
-    crate::push::check_step(
-        v,
-        field,
-        s.app.as_deref(),
-        s.link.as_ref(),
-        s.push.as_ref(),
-        None,
-    );
-}
-
-impl FlowDef {
-    /// Every send of the definition (steps and fallback chains) with its
-    /// field path.
-    pub fn sends(&self) -> Vec<(String, &SendSpec)> {
-        let mut out = Vec::new();
-        for (i, step) in self.steps.iter().enumerate() {
-            match &step.kind {
-                StepKind::Send { send, .. } => out.push((format!("steps[{i}]"), send)),
-                StepKind::Fallback { chain, .. } => {
-                    for (j, send) in chain.iter().enumerate() {
-                        out.push((format!("steps[{i}].chain[{j}]"), send));
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
-    }
-
-    /// Publication's check of the sends' apps and links against the
-    /// tenant's apps (`apps` finds one by id).
-    pub fn check_apps(&self, apps: &dyn Fn(&str) -> Option<crate::push::App>) -> Violations {
-        let mut v = Violations::default();
-        for (field, s) in self.sends() {
-            crate::push::check_step(
-                &mut v,
-                &field,
-                s.app.as_deref(),
-                s.link.as_ref(),
-                None,
-                Some(apps),
-            );
-        }
-        v
     }
 }

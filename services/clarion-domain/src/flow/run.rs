@@ -421,6 +421,8 @@ pub enum Input {
 }
 
 /// What the run wants done.
+// Mostly sends, consumed at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     Send {
