@@ -207,7 +207,7 @@ pub fn render_send(
             step: input.step.to_string(),
             workflow_id: input.workflow_id.to_string(),
             push_targets: extras.push_targets,
-            push: extras.push,
+            push: extras.push.map(Box::new),
             link: extras.link,
             category: extras.category,
             data_json: extras.data_json,
