@@ -155,15 +155,7 @@ pub async fn configure(s: &GatewayState, who: &Who, input: api::App) -> Result<A
         }
     };
     v.into_result()?;
-    if let Some(p) = previous.filter(|p| {
-        App {
-            version: 0,
-            ..(*p).clone()
-        } == App {
-            version: 0,
-            ..app.clone()
-        }
-    }) {
+    if let Some(p) = previous.filter(|p| same_definition(p, &app)) {
         return Ok(p.clone());
     }
     let event = config_event(
@@ -174,6 +166,18 @@ pub async fn configure(s: &GatewayState, who: &Who, input: api::App) -> Result<A
     );
     publish(s, &[event]).await?;
     Ok(app)
+}
+
+/// Whether two versions define the same app (configuring an app again
+/// with the same definition, as a deploy script does, is no new version).
+fn same_definition(a: &App, b: &App) -> bool {
+    App {
+        version: 0,
+        ..a.clone()
+    } == App {
+        version: 0,
+        ..b.clone()
+    }
 }
 
 /// Publication's check of a workflow's sends against the tenant's apps:

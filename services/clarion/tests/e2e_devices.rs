@@ -364,6 +364,30 @@ async fn devices_are_registered_listed_rotated_revoked_and_moved_and_no_token_is
     assert!(apps.contains("acme-only\tv1\tios,android"), "{apps}");
     let app = clarion(&e, &["apps", "get", "fieldapp"], "");
     assert!(app.contains("fieldapp://jobs/{id}"), "{app}");
+    // The same definition again is no new version; a changed one is.
+    let put = |name: &str| {
+        let args = [
+            "apps",
+            "put",
+            "acme-only",
+            "--name",
+            name,
+            "--platform",
+            "ios,android",
+            "--ios-bundle-id",
+            "com.acme.field",
+            "--apns-environment",
+            "sandbox",
+            "--link",
+            "job_card=fieldapp://jobs/{id}",
+            "--link",
+            "appointment=https://acme.test/appointments/{id}",
+        ];
+        let out = clarion(&e, &args, "");
+        serde_json::from_str::<Value>(&out).unwrap()["version"].as_u64()
+    };
+    assert_eq!(put("Field app"), Some(1));
+    assert_eq!(put("Renamed"), Some(2));
     let out = clarion(
         &e,
         &[
