@@ -186,6 +186,12 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("PUT", "/v1/subscribers/:id", Preferences),
     ("GET", "/v1/subscribers/:id", Read),
     ("GET", "/v1/subscribers/:id/notifications", Read),
+    // The in-app inbox (docs/inbox.md): marking is a change of subscriber
+    // data, like preferences; the stream is a read.
+    ("GET", "/v1/subscribers/:id/inbox", Read),
+    ("GET", "/v1/subscribers/:id/inbox/counts", Read),
+    ("POST", "/v1/subscribers/:id/inbox/mark", Preferences),
+    ("GET", "/v1/subscribers/:id/inbox/stream", Read),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
@@ -198,6 +204,10 @@ pub const SUBSCRIBER_REST: &[(&str, &str)] = &[
     ("GET", "/v1/topics"),
     ("GET", "/v1/topics/:id"),
     ("GET", "/v1/subscribers/:id/notifications"),
+    ("GET", "/v1/subscribers/:id/inbox"),
+    ("GET", "/v1/subscribers/:id/inbox/counts"),
+    ("POST", "/v1/subscribers/:id/inbox/mark"),
+    ("GET", "/v1/subscribers/:id/inbox/stream"),
 ];
 
 /// Whether `caller` may make a call of `scope`: a key needs the scope, a
@@ -487,7 +497,14 @@ pub async fn rest_guard(State(state): State<GatewayState>, req: Request, next: N
     let Some(scope) = rest_scope(&method, &route) else {
         return no_rule(&method, &route);
     };
-    let caller = match auth::by_credential(&state, auth::credential_in(req.headers())).await {
+    // A browser's EventSource cannot send headers: the inbox stream also
+    // takes a subscriber token as `?token=` (crate::rest_inbox).
+    let credential = match route.as_str() {
+        crate::rest_inbox::STREAM_ROUTE => auth::credential_in(req.headers())
+            .or_else(|| crate::rest_inbox::query_token(req.uri())),
+        _ => auth::credential_in(req.headers()),
+    };
+    let caller = match auth::by_credential(&state, credential).await {
         Ok(c) => c,
         Err(e) => return Problem::from(e).into_response(),
     };
@@ -632,6 +649,10 @@ mod tests {
                 "GetPreferences",
                 "History",
                 "Evaluate",
+                // InboxService
+                "ListItems",
+                "GetCounts",
+                "Watch",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.
@@ -653,7 +674,9 @@ mod tests {
         for path in SUBSCRIBER_GRPC {
             assert!(
                 path.starts_with("/clarion.v1.PreferenceService/")
-                    || path.starts_with("/clarion.v1.TopicService/"),
+                    || path.starts_with("/clarion.v1.TopicService/")
+                    || path.starts_with("/clarion.v1.DeviceService/")
+                    || path.starts_with("/clarion.v1.InboxService/"),
                 "{path}"
             );
             let needs = grpc_needs(path).expect("a listed method has a rule");

@@ -16,6 +16,8 @@ pub mod extract;
 pub mod graphql;
 pub mod http;
 pub mod idempotency;
+pub mod inbox;
+pub mod inbox_grpc;
 pub mod inbound;
 pub mod keys;
 pub mod notification;
@@ -29,6 +31,7 @@ pub mod quarantine;
 pub mod ratelimit;
 pub mod rest;
 pub mod rest_dead_letters;
+pub mod rest_inbox;
 pub mod rest_notifications;
 pub mod rest_preferences;
 pub mod rest_subscribers;
@@ -83,6 +86,9 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::topic_service_server::TopicServiceServer<topic_grpc::TopicApi>>()
         .await;
+    health
+        .set_serving::<api::inbox_service_server::InboxServiceServer<inbox_grpc::InboxApi>>()
+        .await;
     let reflection = (state.security.reflection != access::ReflectionAccess::Off).then(|| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
@@ -129,6 +135,9 @@ pub async fn serve_grpc(
         )
         .add_service(api::topic_service_server::TopicServiceServer::new(
             topic_grpc::TopicApi(state.clone()),
+        ))
+        .add_service(api::inbox_service_server::InboxServiceServer::new(
+            inbox_grpc::InboxApi(state.clone()),
         ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(

@@ -65,7 +65,8 @@ pub struct Who {
 }
 
 impl Who {
-    fn origin(&self) -> pb::Origin {
+    /// Who made a change, for the audit trail of the event.
+    pub(crate) fn origin(&self) -> pb::Origin {
         let actor = match (&self.subscriber, &self.actor) {
             (Some(s), _) => format!("subscriber:{s}"),
             (None, Actor::ApiKey(id)) => format!("api_key:{id}"),

@@ -16,7 +16,9 @@ use axum::Router;
 use utoipa::OpenApi;
 
 use crate::state::GatewayState;
-use crate::{rest_dead_letters, rest_notifications, rest_preferences, rest_subscribers};
+use crate::{
+    rest_dead_letters, rest_inbox, rest_notifications, rest_preferences, rest_subscribers,
+};
 
 /// One REST module: its routes, and the OpenAPI document of their paths.
 pub struct Module {
@@ -43,6 +45,10 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_preferences::routes,
         openapi: <rest_preferences::Paths as OpenApi>::openapi,
+    },
+    Module {
+        routes: rest_inbox::routes,
+        openapi: <rest_inbox::Paths as OpenApi>::openapi,
     },
 ];
 
