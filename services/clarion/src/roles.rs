@@ -430,7 +430,7 @@ impl Node {
             Topic::Deliveries,
             &[],
             Arc::new(HubEffects(self.inbox_hub.clone())),
-            || InboxProjector,
+            InboxProjector::default,
             shutdown,
         );
     }

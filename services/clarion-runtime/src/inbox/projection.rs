@@ -89,8 +89,27 @@ impl Mark {
 }
 
 /// Applies inbox events to the feeds. Stateless between batches.
-#[derive(Default)]
-pub struct InboxProjector;
+pub struct InboxProjector {
+    cap: u64,
+}
+
+impl Default for InboxProjector {
+    fn default() -> Self {
+        InboxProjector {
+            cap: MAX_ITEMS_PER_FEED,
+        }
+    }
+}
+
+impl InboxProjector {
+    /// Keeps at most `cap` items per feed (tests; the default is
+    /// [`MAX_ITEMS_PER_FEED`], which the reads are bounded by).
+    pub fn with_cap(cap: u64) -> InboxProjector {
+        InboxProjector {
+            cap: cap.clamp(1, MAX_ITEMS_PER_FEED),
+        }
+    }
+}
 
 /// A feed touched by the batch: its counts as the batch leaves them.
 struct Feed {
@@ -104,6 +123,7 @@ type FeedKey = (String, String);
 
 /// One batch's work: the view of the rows and the feeds it touched.
 struct Work<'a> {
+    cap: u64,
     rows: Pending<'a>,
     feeds: HashMap<FeedKey, Feed>,
 }
@@ -126,6 +146,7 @@ impl Processor for InboxProjector {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         let mut work = Work {
+            cap: self.cap,
             rows: Pending::new(store),
             feeds: HashMap::new(),
         };
@@ -224,7 +245,7 @@ impl Work<'_> {
         feed.counts.kept += 1;
         self.rows.put(id_row, Bytes::from(ck.clone()));
         self.store_item(tenant, sub, &ck, None, Some(&record)).await?;
-        while self.feed(tenant, sub).await?.counts.kept > MAX_ITEMS_PER_FEED {
+        while self.feed(tenant, sub).await?.counts.kept > self.cap {
             self.drop_oldest(tenant, sub).await?;
         }
         Ok(())
