@@ -500,8 +500,9 @@ pub async fn rest_guard(State(state): State<GatewayState>, req: Request, next: N
     // A browser's EventSource cannot send headers: the inbox stream also
     // takes a subscriber token as `?token=` (crate::rest_inbox).
     let credential = match route.as_str() {
-        crate::rest_inbox::STREAM_ROUTE => auth::credential_in(req.headers())
-            .or_else(|| crate::rest_inbox::query_token(req.uri())),
+        crate::rest_inbox::STREAM_ROUTE => {
+            auth::credential_in(req.headers()).or_else(|| crate::rest_inbox::query_token(req.uri()))
+        }
         _ => auth::credential_in(req.headers()),
     };
     let caller = match auth::by_credential(&state, credential).await {

@@ -242,30 +242,19 @@ fn check_mark(r: &MarkRequest) -> Result<Mark, Violations> {
     Ok(mark.expect("checked"))
 }
 
-/// The items a mark changes that the workflow should hear of, and as what.
-async fn engagement(
+/// The items a mark names, as they are now: each named item must exist;
+/// for `all`, only what a read or an acknowledgement needs (the newest
+/// unread items, at most [`MAX_ENGAGEMENT_PER_MARK`]).
+async fn named_items(
     s: &GatewayState,
     tenant: &str,
     id: &str,
     r: &MarkRequest,
     mark: Mark,
-) -> Result<Vec<(pb::InboxItemRecord, &'static str)>, ApiError> {
-    if !matches!(mark, Mark::Read | Mark::Acknowledged) {
-        return Ok(Vec::new());
-    }
-    let mut items = Vec::new();
-    if r.all {
-        let filter = Filter {
-            status: Status::Unread,
-            archived: false,
-            category: (!r.category.is_empty()).then(|| r.category.clone()),
-        };
-        let page = rows::list(&*s.store, tenant, id, &filter, None, MAX_ENGAGEMENT_PER_MARK)
-            .await
-            .map_err(store_error)?;
-        items.extend(page.items.into_iter().map(|(_, r)| r));
-    } else {
+) -> Result<Vec<pb::InboxItemRecord>, ApiError> {
+    if !r.all {
         let mut v = Violations::default();
+        let mut items = Vec::new();
         for (i, item) in r.item_ids.iter().enumerate() {
             match rows::item(&*s.store, tenant, id, item)
                 .await
@@ -276,9 +265,43 @@ async fn engagement(
             }
         }
         v.into_result()?;
+        return Ok(items);
     }
+    if !matches!(mark, Mark::Read | Mark::Acknowledged) {
+        return Ok(Vec::new());
+    }
+    let filter = Filter {
+        status: Status::Unread,
+        archived: false,
+        category: (!r.category.is_empty()).then(|| r.category.clone()),
+    };
+    let page = rows::list(
+        &*s.store,
+        tenant,
+        id,
+        &filter,
+        None,
+        MAX_ENGAGEMENT_PER_MARK,
+    )
+    .await
+    .map_err(store_error)?;
+    Ok(page.items.into_iter().map(|(_, r)| r).collect())
+}
+
+/// What the workflow runs hear of a mark: a read of each unread item, an
+/// acknowledgement of each acknowledged one.
+fn engagement(
+    items: Vec<pb::InboxItemRecord>,
+    mark: Mark,
+) -> Vec<(pb::InboxItemRecord, &'static str)> {
     let mut out = Vec::new();
+    if !matches!(mark, Mark::Read | Mark::Acknowledged) {
+        return out;
+    }
     for rec in items {
+        if rec.notification_id.is_empty() {
+            continue;
+        }
         if mark == Mark::Acknowledged {
             out.push((rec.clone(), "acknowledged"));
         }
@@ -286,7 +309,7 @@ async fn engagement(
             out.push((rec, "read"));
         }
     }
-    Ok(out)
+    out
 }
 
 /// Marks items of subscriber `id`'s feed; answers the counts once the
@@ -301,7 +324,7 @@ pub async fn mark(
     let mark = check_mark(r)?;
     reach(s, who, field, id).await?;
     let tenant = who.tenant.as_str();
-    let engaged = engagement(s, tenant, id, r, mark).await?;
+    let engaged = engagement(named_items(s, tenant, id, r, mark).await?, mark);
     let key = recipient_key(&who.tenant, id);
     let event = |payload| Event {
         id: Id(rand::random()),
@@ -318,7 +341,6 @@ pub async fn mark(
     // order could leave a read item whose run never heard of it.
     let facts: Vec<Event> = engaged
         .iter()
-        .filter(|(rec, _)| !rec.notification_id.is_empty())
         .map(|(rec, kind)| {
             event(Payload::Engaged(pb::EngagementRecorded {
                 notification_id: rec.notification_id.clone(),
@@ -404,9 +426,10 @@ async fn follow(
         let counts = rows::counts(&*s.store, t, id).await.map_err(store_error)?;
         if counts.version > last || fresh {
             if !fresh {
-                let items = rows::written_after(&*s.store, t, id, last, counts.version, MAX_RESUME_ITEMS)
-                    .await
-                    .map_err(store_error)?;
+                let items =
+                    rows::written_after(&*s.store, t, id, last, counts.version, MAX_RESUME_ITEMS)
+                        .await
+                        .map_err(store_error)?;
                 for item in items {
                     if tx.send(Update::Item(Box::new(item))).await.is_err() {
                         return Ok(());

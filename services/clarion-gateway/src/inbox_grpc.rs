@@ -97,16 +97,20 @@ impl InboxApi {
         Ok(counts(&c))
     }
 
-    async fn watch(
-        &self,
-        req: Request<api::WatchInboxRequest>,
-    ) -> Result<WatchStream, ApiError> {
+    async fn watch(&self, req: Request<api::WatchInboxRequest>) -> Result<WatchStream, ApiError> {
         let who = who(&self.0, req.metadata(), Interface::Grpc).await?;
         let r = req.into_inner();
         // 0: a fresh client (proto3 cannot tell 0 from absent): the
         // current counts first.
         let after = (r.after_version != 0).then_some(r.after_version);
-        let rx = ops::watch(&self.0, &who, GRPC_FIELDS.subscriber, &r.subscriber_id, after).await?;
+        let rx = ops::watch(
+            &self.0,
+            &who,
+            GRPC_FIELDS.subscriber,
+            &r.subscriber_id,
+            after,
+        )
+        .await?;
         let updates = ReceiverStream::new(rx).map(|u| {
             Ok(match u {
                 Update::Item(i) => api::InboxUpdate {

@@ -166,7 +166,13 @@ impl Env {
         rows::counts(&*self.store, t, SUB).await.unwrap()
     }
 
-    async fn list(&self, t: &str, status: Status, archived: bool, category: Option<&str>) -> Vec<String> {
+    async fn list(
+        &self,
+        t: &str,
+        status: Status,
+        archived: bool,
+        category: Option<&str>,
+    ) -> Vec<String> {
         let filter = Filter {
             status,
             archived,
@@ -199,7 +205,13 @@ async fn project(
 /// Every inbox row of `tenant`'s `ana`, by table, partition and key.
 async fn dump(store: &dyn Store, t: &str) -> BTreeMap<(String, Vec<u8>), Bytes> {
     let mut out = BTreeMap::new();
-    for part in [Part::Items, Part::Ids, Part::Unread, Part::Unseen, Part::Archived] {
+    for part in [
+        Part::Items,
+        Part::Ids,
+        Part::Unread,
+        Part::Unseen,
+        Part::Archived,
+    ] {
         let pk = rows::pk(SUB, part);
         for (ck, v) in store
             .scan(&Scan::partition(Table::InboxItems, t, &pk, 100_000))
@@ -264,7 +276,11 @@ async fn items_and_marks_make_a_consistent_feed_that_a_rebuild_reproduces() {
         ["i3", "i2", "i1"],
         "newest first"
     );
-    assert_eq!(*woke.rx.borrow_and_update(), 3, "the hub heard of version 3");
+    assert_eq!(
+        *woke.rx.borrow_and_update(),
+        3,
+        "the hub heard of version 3"
+    );
 
     // When the bell opens (all seen), then one job is read and the
     // approval acknowledged.
@@ -277,7 +293,10 @@ async fn items_and_marks_make_a_consistent_feed_that_a_rebuild_reproduces() {
     let c = env.counts("acme").await;
     assert_eq!((c.unread, c.unseen, c.total, c.version), (1, 0, 3, 6));
     assert_eq!(env.list("acme", Status::Unread, false, None).await, ["i3"]);
-    assert_eq!(env.list("acme", Status::Read, false, None).await, ["i2", "i1"]);
+    assert_eq!(
+        env.list("acme", Status::Read, false, None).await,
+        ["i2", "i1"]
+    );
     assert_eq!(
         env.list("acme", Status::All, false, Some("jobs")).await,
         ["i3", "i1"]
@@ -339,7 +358,10 @@ async fn items_and_marks_make_a_consistent_feed_that_a_rebuild_reproduces() {
         .await
         .unwrap();
     assert_eq!(
-        written.iter().map(|r| r.item_id.as_str()).collect::<Vec<_>>(),
+        written
+            .iter()
+            .map(|r| r.item_id.as_str())
+            .collect::<Vec<_>>(),
         ["i4"]
     );
     let all = rows::written_after(&*env.store, "acme", SUB, 0, 11, 2)
@@ -432,5 +454,8 @@ async fn a_batch_that_writes_and_marks_the_same_items_sees_its_own_writes() {
     let c = env.counts("acme").await;
     assert_eq!((c.unread, c.unseen, c.total, c.version), (2, 1, 3, 7));
     consistent(&env, "acme").await;
-    assert_eq!(env.list("acme", Status::Unread, false, None).await, ["i3", "i2"]);
+    assert_eq!(
+        env.list("acme", Status::Unread, false, None).await,
+        ["i3", "i2"]
+    );
 }

@@ -136,10 +136,7 @@ impl InboxHub {
     /// A feed moved to `version`: wakes its streams (if any).
     pub fn notify(&self, tenant: &str, subscriber: &str, version: u64) {
         let s = self.state.lock().expect("hub lock");
-        if let Some(w) = s
-            .feeds
-            .get(&(tenant.to_string(), subscriber.to_string()))
-        {
+        if let Some(w) = s.feeds.get(&(tenant.to_string(), subscriber.to_string())) {
             w.tx.send_if_modified(|v| {
                 let newer = version > *v;
                 if newer {
@@ -231,7 +228,10 @@ mod tests {
             "the tenant bound comes first"
         );
         drop(b);
-        assert_eq!(hub.subscribe("acme", "ana").err(), Some(Busy::Subscriber(2)));
+        assert_eq!(
+            hub.subscribe("acme", "ana").err(),
+            Some(Busy::Subscriber(2))
+        );
         drop(a);
         drop(a2);
         assert_eq!(hub.streams(), 0);

@@ -59,12 +59,15 @@ impl<'a> Pending<'a> {
             .collect();
         // Every delete may hide a stored row: read that many more.
         let deletes = over.values().filter(|v| v.is_none()).count();
-        let mut scan = Scan::partition(table, tenant, pk, limit.saturating_add(deletes))
-            .range(Bound::Unbounded, upper.clone().map_or(Bound::Unbounded, Bound::Excluded));
+        let mut scan = Scan::partition(table, tenant, pk, limit.saturating_add(deletes)).range(
+            Bound::Unbounded,
+            upper.clone().map_or(Bound::Unbounded, Bound::Excluded),
+        );
         if reverse {
             scan = scan.reversed();
         }
-        let mut rows: BTreeMap<Vec<u8>, Bytes> = self.store.scan(&scan).await?.into_iter().collect();
+        let mut rows: BTreeMap<Vec<u8>, Bytes> =
+            self.store.scan(&scan).await?.into_iter().collect();
         for (ck, v) in over {
             match v {
                 Some(v) => rows.insert(ck.clone(), v.clone()),

@@ -175,12 +175,12 @@ impl Work<'_> {
         let key = (tenant.to_string(), sub.to_string());
         if !self.feeds.contains_key(&key) {
             let counts = match self.rows.get(&counts_key(tenant, sub)).await? {
-                Some(b) => pb::InboxCountsRecord::decode(&b[..]).map_err(|e| {
-                    ProcessError::Poison {
+                Some(b) => {
+                    pb::InboxCountsRecord::decode(&b[..]).map_err(|e| ProcessError::Poison {
                         offset: 0,
                         reason: format!("stored inbox counts: {e}"),
-                    }
-                })?,
+                    })?
+                }
                 None => pb::InboxCountsRecord::default(),
             };
             let was = counts.version;
@@ -244,7 +244,8 @@ impl Work<'_> {
         };
         feed.counts.kept += 1;
         self.rows.put(id_row, Bytes::from(ck.clone()));
-        self.store_item(tenant, sub, &ck, None, Some(&record)).await?;
+        self.store_item(tenant, sub, &ck, None, Some(&record))
+            .await?;
         while self.feed(tenant, sub).await?.counts.kept > self.cap {
             self.drop_oldest(tenant, sub).await?;
         }
@@ -283,8 +284,16 @@ impl Work<'_> {
         }
         let active = |f: Option<Flags>| f.is_some_and(|f| !f.archived);
         adjust(&mut c.total, active(was), active(now));
-        adjust(&mut c.unread, was.is_some_and(|f| f.unread), now.is_some_and(|f| f.unread));
-        adjust(&mut c.unseen, was.is_some_and(|f| f.unseen), now.is_some_and(|f| f.unseen));
+        adjust(
+            &mut c.unread,
+            was.is_some_and(|f| f.unread),
+            now.is_some_and(|f| f.unread),
+        );
+        adjust(
+            &mut c.unseen,
+            was.is_some_and(|f| f.unseen),
+            now.is_some_and(|f| f.unseen),
+        );
         for (part, present) in index {
             if present {
                 self.rows.put(key(part), Bytes::new());
@@ -299,7 +308,14 @@ impl Work<'_> {
     async fn drop_oldest(&mut self, tenant: &str, sub: &str) -> Result<(), ProcessError> {
         let oldest = self
             .rows
-            .scan(Table::InboxItems, tenant, &rows::pk(sub, Part::Items), None, 1, false)
+            .scan(
+                Table::InboxItems,
+                tenant,
+                &rows::pk(sub, Part::Items),
+                None,
+                1,
+                false,
+            )
             .await?
             .into_iter()
             .next();
@@ -343,7 +359,11 @@ impl Work<'_> {
         };
         let mut changed = false;
         for ck in targets {
-            let Some(v) = self.rows.get(&row(tenant, sub, Part::Items, ck.clone())).await? else {
+            let Some(v) = self
+                .rows
+                .get(&row(tenant, sub, Part::Items, ck.clone()))
+                .await?
+            else {
                 continue;
             };
             let before = rows::decode_item(&v).map_err(corrupt)?;

@@ -124,7 +124,12 @@ pub async fn item(
     item_id: &str,
 ) -> Result<Option<(Vec<u8>, pb::InboxItemRecord)>, ReadError> {
     let Some(ck) = store
-        .get(&row(tenant, subscriber, Part::Ids, item_id.as_bytes().to_vec()))
+        .get(&row(
+            tenant,
+            subscriber,
+            Part::Ids,
+            item_id.as_bytes().to_vec(),
+        ))
         .await?
     else {
         return Ok(None);
