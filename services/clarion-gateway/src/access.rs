@@ -650,6 +650,10 @@ mod tests {
                 "GetPreferences",
                 "History",
                 "Evaluate",
+                // DeviceService
+                "GetApp",
+                "ListApps",
+                "ListDevices",
                 // InboxService
                 "ListItems",
                 "GetCounts",

@@ -103,7 +103,7 @@ pub struct InboxPage {
 
 /// `POST /v1/subscribers/{id}/inbox/mark`: `item_ids`, or `all` (with an
 /// optional `category`), and the mark.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkBody {
     #[serde(default)]
@@ -118,7 +118,7 @@ pub struct MarkBody {
 }
 
 /// `?status=&archived=&category=&limit=&cursor=` of the feed.
-#[derive(Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -141,7 +141,7 @@ pub struct ListQuery {
 }
 
 /// `?after_version=&token=` of the stream.
-#[derive(Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {

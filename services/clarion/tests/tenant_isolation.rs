@@ -789,20 +789,18 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             ))
             .await)
     );
-    row!(
-        "/clarion.v1.InboxService/Watch",
-        Expect::Denied,
-        |c, k| Inbox::new(c)
+    row!("/clarion.v1.InboxService/Watch", Expect::Denied, |c, k| {
+        Inbox::new(c)
             .watch(authed(
                 &k,
                 api::WatchInboxRequest {
                     subscriber_id: A_ONLY_SUB.into(),
-                    after_version: 0
-                }
+                    after_version: 0,
+                },
             ))
             .await
             .map(|_| "a stream".to_string())
-    );
+    });
     t
 }
 
