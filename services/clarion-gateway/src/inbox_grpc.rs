@@ -111,19 +111,21 @@ impl InboxApi {
             after,
         )
         .await?;
-        let updates = ReceiverStream::new(rx).map(|u| {
-            Ok(match u {
-                Update::Item(i) => api::InboxUpdate {
-                    item: Some(item(*i)),
-                    counts: None,
-                },
-                Update::Counts(c) => api::InboxUpdate {
-                    item: None,
-                    counts: Some(counts(&c)),
-                },
-            })
-        });
+        let updates = ReceiverStream::new(rx).map(update).map(Ok);
         Ok(Box::pin(updates))
+    }
+}
+
+fn update(u: Update) -> api::InboxUpdate {
+    match u {
+        Update::Item(i) => api::InboxUpdate {
+            item: Some(item(*i)),
+            counts: None,
+        },
+        Update::Counts(c) => api::InboxUpdate {
+            item: None,
+            counts: Some(counts(&c)),
+        },
     }
 }
 
