@@ -16,6 +16,9 @@ use crate::provider::{Provider, Report};
 
 pub const DISPATCHER: &str = "dispatcher";
 pub const SINK: &str = "sink";
+/// The built-in provider of the in_app channel: the send is the
+/// `InboxItemWritten` event itself (docs/inbox.md).
+pub const INBOX: &str = "inbox";
 
 /// Decides, per dispatch request, between the sink (recorded in the commit)
 /// and an external provider (an effect after the commit).
@@ -72,7 +75,9 @@ impl Processor for Dispatcher {
             let Payload::DispatchRequested(d) = &e.payload else {
                 continue;
             };
-            if d.provider == SINK {
+            if d.provider == INBOX {
+                inbox(batch, e, d);
+            } else if d.provider == SINK {
                 // The sink's "send" is this row, committed with the offset and
                 // the dedup id: it exists exactly once per dispatch request.
                 let mut ck = batch.partition.to_be_bytes().to_vec();
@@ -115,6 +120,64 @@ impl Processor for Dispatcher {
         }
         Ok(())
     }
+}
+
+/// The inbox's "send": the item, then sent and delivered, all in the
+/// dispatcher's commit, so the item exists exactly once per request. Under
+/// the request's key (the subscriber's), so the inbox projector applies a
+/// feed's items and marks in order.
+fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) {
+    if d.subscriber_id.is_empty() {
+        let failed = pb::NotificationFailed {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: INBOX.into(),
+            reason: "an in-app item needs a subscriber id: the recipient has none".into(),
+            retryable: false,
+            stage: "dispatch".into(),
+        };
+        let failed = e.caused(2, batch.now_ms, actor(), Payload::Failed(failed));
+        batch.emit(Topic::Deliveries, failed);
+        return;
+    }
+    let item = pb::InboxItemWritten {
+        subscriber_id: d.subscriber_id.clone(),
+        item_id: d.attempt_id.clone(),
+        notification_id: d.notification_id.clone(),
+        attempt_id: d.attempt_id.clone(),
+        title: d.subject.clone(),
+        body: d.body.clone(),
+        link: d.link.clone(),
+        category: d.category.clone(),
+        workflow_id: d.workflow_id.clone(),
+        locale: d.locale.clone(),
+        data_json: d.data_json.clone(),
+    };
+    let written = e.caused(0, batch.now_ms, actor(), Payload::InboxItemWritten(item));
+    let sent = e.caused(
+        0,
+        batch.now_ms,
+        actor(),
+        Payload::Sent(pb::NotificationSent {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: INBOX.into(),
+            provider_message_id: d.attempt_id.clone(),
+        }),
+    );
+    let delivered = e.caused(
+        1,
+        batch.now_ms,
+        actor(),
+        Payload::Delivered(pb::NotificationDelivered {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: INBOX.into(),
+        }),
+    );
+    batch.emit(Topic::Deliveries, written);
+    batch.emit(Topic::Deliveries, sent);
+    batch.emit(Topic::Deliveries, delivered);
 }
 
 /// Sends through external providers after the dispatcher's commit.

@@ -202,6 +202,12 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
         "/v1/subscribers/:id/devices/:device_id",
         Preferences,
     ),
+    // The in-app inbox (docs/inbox.md): marking is a change of subscriber
+    // data, like preferences; the stream is a read.
+    ("GET", "/v1/subscribers/:id/inbox", Read),
+    ("GET", "/v1/subscribers/:id/inbox/counts", Read),
+    ("POST", "/v1/subscribers/:id/inbox/mark", Preferences),
+    ("GET", "/v1/subscribers/:id/inbox/stream", Read),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
@@ -218,6 +224,10 @@ pub const SUBSCRIBER_REST: &[(&str, &str)] = &[
     ("GET", "/v1/subscribers/:id/devices"),
     ("POST", "/v1/subscribers/:id/devices/:device_id/rotate"),
     ("DELETE", "/v1/subscribers/:id/devices/:device_id"),
+    ("GET", "/v1/subscribers/:id/inbox"),
+    ("GET", "/v1/subscribers/:id/inbox/counts"),
+    ("POST", "/v1/subscribers/:id/inbox/mark"),
+    ("GET", "/v1/subscribers/:id/inbox/stream"),
 ];
 
 /// Whether `caller` may make a call of `scope`: a key needs the scope, a
@@ -507,7 +517,15 @@ pub async fn rest_guard(State(state): State<GatewayState>, req: Request, next: N
     let Some(scope) = rest_scope(&method, &route) else {
         return no_rule(&method, &route);
     };
-    let caller = match auth::by_credential(&state, auth::credential_in(req.headers())).await {
+    // A browser's EventSource cannot send headers: the inbox stream also
+    // takes a subscriber token as `?token=` (crate::rest_inbox).
+    let credential = match route.as_str() {
+        crate::rest_inbox::STREAM_ROUTE => {
+            auth::credential_in(req.headers()).or_else(|| crate::rest_inbox::query_token(req.uri()))
+        }
+        _ => auth::credential_in(req.headers()),
+    };
+    let caller = match auth::by_credential(&state, credential).await {
         Ok(c) => c,
         Err(e) => return Problem::from(e).into_response(),
     };
@@ -652,9 +670,11 @@ mod tests {
                 "GetPreferences",
                 "History",
                 "Evaluate",
+                // DeviceService
                 "GetApp",
                 "ListApps",
                 "ListDevices",
+                // InboxService
                 "ListItems",
                 "GetCounts",
                 "Watch",

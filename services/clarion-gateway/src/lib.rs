@@ -20,6 +20,8 @@ pub mod graphql;
 pub mod http;
 pub mod idempotency;
 pub mod inbound;
+pub mod inbox;
+pub mod inbox_grpc;
 pub mod keys;
 pub mod notification;
 pub mod openapi;
@@ -34,6 +36,7 @@ pub mod rest;
 pub mod rest_apps;
 pub mod rest_dead_letters;
 pub mod rest_devices;
+pub mod rest_inbox;
 pub mod rest_notifications;
 pub mod rest_preferences;
 pub mod rest_subscribers;
@@ -91,6 +94,9 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::device_service_server::DeviceServiceServer<device_grpc::DeviceApi>>()
         .await;
+    health
+        .set_serving::<api::inbox_service_server::InboxServiceServer<inbox_grpc::InboxApi>>()
+        .await;
     let reflection = (state.security.reflection != access::ReflectionAccess::Off).then(|| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
@@ -140,6 +146,9 @@ pub async fn serve_grpc(
         ))
         .add_service(api::device_service_server::DeviceServiceServer::new(
             device_grpc::DeviceApi(state.clone()),
+        ))
+        .add_service(api::inbox_service_server::InboxServiceServer::new(
+            inbox_grpc::InboxApi(state.clone()),
         ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(

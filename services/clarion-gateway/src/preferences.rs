@@ -65,6 +65,7 @@ pub struct Who {
 }
 
 impl Who {
+    /// Who made a change, for the audit trail of the event.
     pub(crate) fn origin(&self) -> pb::Origin {
         let actor = match (&self.subscriber, &self.actor) {
             (Some(s), _) => format!("subscriber:{s}"),

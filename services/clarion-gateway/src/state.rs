@@ -34,6 +34,8 @@ pub struct GatewayState {
     pub security: Arc<Security>,
     /// Seals secrets this gateway stores (webhook signing secrets).
     pub keyring: Arc<clarion_dispatch::secrets::Keyring>,
+    /// Wakes live inbox streams (see `clarion_runtime::inbox::hub`).
+    pub inbox_hub: Arc<clarion_runtime::inbox::InboxHub>,
 }
 
 impl GatewayState {

@@ -20,6 +20,7 @@ use clarion_domain::Channel;
 use clarion_gateway::GatewayState;
 use clarion_log::EventLog;
 use clarion_runtime::colocated::Colocated;
+use clarion_runtime::inbox::{HubEffects, InboxHub, InboxProjector};
 use clarion_runtime::processor::NoEffects;
 use clarion_runtime::projector::Projector;
 use clarion_runtime::quarantine::PartitionReport;
@@ -88,6 +89,9 @@ pub struct Node {
     /// This process's stopped and paused processor partitions
     /// (`/v1/admin/partitions`).
     pub partitions: PartitionReport,
+    /// Wakes the gateway's live inbox streams when this process's inbox
+    /// projector moved a feed (`clarion serve`); a gateway alone polls.
+    pub inbox_hub: Arc<InboxHub>,
 }
 
 impl Node {
@@ -148,6 +152,7 @@ impl Node {
             clock,
             keyring,
             partitions: PartitionReport::default(),
+            inbox_hub: Arc::default(),
         })
     }
 
@@ -187,6 +192,7 @@ impl Node {
             config_cache: Arc::default(),
             security: self.security.clone(),
             keyring: self.keyring.clone(),
+            inbox_hub: self.inbox_hub.clone(),
         }
     }
 
@@ -277,13 +283,19 @@ impl Node {
         Ok(out)
     }
 
+    /// The provider per channel when a step names none: the configured
+    /// ones, and the built-in inbox for in_app unless configured otherwise.
     fn default_providers(&self) -> HashMap<Channel, String> {
-        self.cfg
+        let mut out: HashMap<Channel, String> = self
+            .cfg
             .providers
             .channel_defaults()
             .iter()
             .filter_map(|(c, p)| c.parse().ok().map(|c| (c, p.clone())))
-            .collect()
+            .collect();
+        out.entry(Channel::InApp)
+            .or_insert_with(|| clarion_dispatch::dispatcher::INBOX.to_string());
+        out
     }
 
     /// Starts the tasks of `role`. Processor roles run until `shutdown`; the
@@ -414,6 +426,18 @@ impl Node {
             &[],
             Arc::new(NoEffects),
             || Projector,
+            shutdown,
+        );
+        // The inbox feeds, on either log: items and marks are on the
+        // deliveries topic. After each commit it wakes this process's live
+        // streams through the hub.
+        self.inbox_hub.attach();
+        self.spawn_partitions(
+            tasks,
+            Topic::Deliveries,
+            &[],
+            Arc::new(HubEffects(self.inbox_hub.clone())),
+            InboxProjector::default,
             shutdown,
         );
     }

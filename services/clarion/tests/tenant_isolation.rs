@@ -40,6 +40,7 @@ type Quarantine = api::quarantine_service_client::QuarantineServiceClient<Channe
 type Prefs = api::preference_service_client::PreferenceServiceClient<Channel>;
 type Topics = api::topic_service_client::TopicServiceClient<Channel>;
 type Devices = api::device_service_client::DeviceServiceClient<Channel>;
+type Inbox = api::inbox_service_client::InboxServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -885,6 +886,60 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             ))
             .await)
     );
+    // The in-app inbox: B has no subscriber of A's id, so A's feed does
+    // not exist for B.
+    row!(
+        "/clarion.v1.InboxService/ListItems",
+        Expect::Denied,
+        |c, k| ok(Inbox::new(c)
+            .list_items(authed(
+                &k,
+                api::ListInboxItemsRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.InboxService/GetCounts",
+        Expect::Denied,
+        |c, k| ok(Inbox::new(c)
+            .get_counts(authed(
+                &k,
+                api::GetInboxCountsRequest {
+                    subscriber_id: A_ONLY_SUB.into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.InboxService/MarkItems",
+        Expect::Denied,
+        |c, k| ok(Inbox::new(c)
+            .mark_items(authed(
+                &k,
+                api::MarkInboxItemsRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    all: true,
+                    mark: "read".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!("/clarion.v1.InboxService/Watch", Expect::Denied, |c, k| {
+        Inbox::new(c)
+            .watch(authed(
+                &k,
+                api::WatchInboxRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    after_version: 0,
+                },
+            ))
+            .await
+            .map(|_| "a stream".to_string())
+    });
     t
 }
 
@@ -1151,6 +1206,35 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             "DELETE",
             "/v1/subscribers/:id/devices/:device_id",
             format!("{base}/v1/subscribers/{A_ONLY_SUB}/devices/{}", a.device_id),
+            "",
+            404,
+        ),
+        // The in-app inbox of a subscriber only A has: none for B.
+        (
+            "GET",
+            "/v1/subscribers/:id/inbox",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/inbox"),
+            "",
+            404,
+        ),
+        (
+            "GET",
+            "/v1/subscribers/:id/inbox/counts",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/inbox/counts"),
+            "",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/subscribers/:id/inbox/mark",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/inbox/mark"),
+            r#"{"all":true,"mark":"read"}"#,
+            404,
+        ),
+        (
+            "GET",
+            "/v1/subscribers/:id/inbox/stream",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/inbox/stream"),
             "",
             404,
         ),
