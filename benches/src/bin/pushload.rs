@@ -116,13 +116,13 @@ fn requests(keyring: &Keyring, n: usize, devices: usize) -> Vec<Vec<u8>> {
                     locale: "fr-CA".into(),
                     subscriber_id: format!("sub-{i}"),
                     push_targets: targets,
-                    push: Some(pb::PushOptions {
+                    push: Some(Box::new(pb::PushOptions {
                         app_id: APP.into(),
                         priority: "high".into(),
                         sound: "default".into(),
                         collapse_key: format!("job-{i}"),
                         ..Default::default()
-                    }),
+                    })),
                     link: format!("fieldapp://jobs/J-{i}"),
                     data_json: json!({"job": format!("J-{i}")}).to_string(),
                     ..Default::default()

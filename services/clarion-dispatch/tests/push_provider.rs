@@ -158,7 +158,7 @@ fn request(tenant: &str, targets: Vec<pb::PushTarget>, o: pb::PushOptions) -> Ev
             subscriber_id: "sub-1".into(),
             step: "push".into(),
             push_targets: targets,
-            push: Some(o),
+            push: Some(Box::new(o)),
             link: "fieldapp://jobs/J-7".into(),
             data_json: r#"{"job":"J-7","visits":2}"#.into(),
             ..Default::default()

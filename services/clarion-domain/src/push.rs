@@ -445,6 +445,14 @@ pub fn check_step(
                 );
             }
         }
+        if let Some(ttl) = &p.ttl {
+            // APNs and FCM keep an undelivered push at most four weeks.
+            match crate::flow::duration::parse_ms(ttl) {
+                Ok(ms) if ms <= 28 * 24 * 3_600_000 => {}
+                Ok(_) => v.push(format!("{field}.push.ttl"), "at most 28d (the providers' limit)"),
+                Err(e) => v.push(format!("{field}.push.ttl"), e),
+            }
+        }
         if let Some(pr) = &p.priority {
             if pr != "high" && pr != "normal" {
                 v.push(format!("{field}.push.priority"), "expected high or normal");

@@ -41,9 +41,10 @@ pub const EXPIRED: &str = "expired";
 
 /// A device as the APIs show it: never its token, only the fingerprint;
 /// `expired` when neither seen nor given a new token for
-/// [`DEFAULT_DEVICE_EXPIRY_DAYS`] by `now_ms` (the router's rule).
-pub fn to_api(r: &pb::DeviceRecord, now_ms: i64) -> api::Device {
-    let expiry_ms = i64::from(DEFAULT_DEVICE_EXPIRY_DAYS) * DAY_MS;
+/// `expiry` (the operator's `devices.expire-after-days`, default
+/// [`DEFAULT_DEVICE_EXPIRY_DAYS`]) by `now_ms` (the router's rule).
+pub fn to_api(r: &pb::DeviceRecord, now_ms: i64, expiry: std::time::Duration) -> api::Device {
+    let expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
     let last = r.last_seen_at_ms.max(r.token_registered_at_ms);
     let status = if r.status == REVOKED {
         REVOKED
@@ -307,7 +308,7 @@ pub async fn register(
         status: ACTIVE.into(),
         ..Default::default()
     });
-    Ok(to_api(&rec, now))
+    Ok(to_api(&rec, now, s.device_expiry))
 }
 
 fn holds_sealed(rec: &pb::DeviceRecord, sealed: &pb::SealedToken) -> bool {
@@ -335,7 +336,7 @@ pub async fn list(
     for (_, b) in s.store.scan(&scan).await? {
         let rec = pb::DeviceRecord::decode(&b[..])
             .map_err(|e| ApiError::Internal(format!("stored device: {e}")))?;
-        let d = to_api(&rec, now);
+        let d = to_api(&rec, now, s.device_expiry);
         if include_inactive || d.status == ACTIVE {
             out.push(d);
         }
@@ -395,7 +396,7 @@ pub async fn rotate(
     let now = s.clock.now_ms();
     let current = rec.token.as_ref();
     if current.is_some_and(|t| device_token::matches(&s.keyring, tenant, new_token, t)) {
-        return Ok(to_api(&rec, now));
+        return Ok(to_api(&rec, now, s.device_expiry));
     }
     if let Some(h) = holder(s, who, new_token).await? {
         revoke_moved(s, who, &h).await?;
@@ -417,7 +418,7 @@ pub async fn rotate(
         token_registered_at_ms: now,
         ..rec
     });
-    Ok(to_api(&after, now))
+    Ok(to_api(&after, now, s.device_expiry))
 }
 
 /// Revokes a device: by its user (a subscriber token) or by an operator
@@ -430,7 +431,7 @@ pub async fn revoke(
 ) -> Result<api::Device, ApiError> {
     let rec = existing(s, who, subscriber_id, device_id, Violations::default()).await?;
     if rec.status == REVOKED {
-        return Ok(to_api(&rec, s.clock.now_ms()));
+        return Ok(to_api(&rec, s.clock.now_ms(), s.device_expiry));
     }
     let reason = if who.subscriber.is_some() {
         "user"
@@ -456,11 +457,13 @@ pub async fn revoke(
         revoked_at_ms: now,
         ..rec
     });
-    Ok(to_api(&after, now))
+    Ok(to_api(&after, now, s.device_expiry))
 }
 
 #[cfg(test)]
 mod tests {
+    const EXPIRY: std::time::Duration =
+        std::time::Duration::from_secs(DEFAULT_DEVICE_EXPIRY_DAYS as u64 * 86_400);
     use super::*;
 
     fn fields(r: &api::RegisterDeviceRequest) -> Vec<String> {
@@ -563,16 +566,16 @@ mod tests {
             }),
             ..Default::default()
         };
-        let d = to_api(&rec, now);
+        let d = to_api(&rec, now, EXPIRY);
         assert_eq!(
             (d.status.as_str(), d.token_fingerprint.as_str()),
             (ACTIVE, "abcdef")
         );
-        assert_eq!(to_api(&rec, now + 1).status, EXPIRED);
+        assert_eq!(to_api(&rec, now + 1, EXPIRY).status, EXPIRED);
         let revoked = pb::DeviceRecord {
             status: REVOKED.into(),
             ..rec
         };
-        assert_eq!(to_api(&revoked, now).status, REVOKED);
+        assert_eq!(to_api(&revoked, now, EXPIRY).status, REVOKED);
     }
 }

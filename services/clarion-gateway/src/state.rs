@@ -36,6 +36,9 @@ pub struct GatewayState {
     pub keyring: Arc<clarion_dispatch::secrets::Keyring>,
     /// Wakes live inbox streams (see `clarion_runtime::inbox::hub`).
     pub inbox_hub: Arc<clarion_runtime::inbox::InboxHub>,
+    /// A device neither seen nor given a new token for this long shows
+    /// `expired` (the router skips it): `devices.expire-after-days`.
+    pub device_expiry: Duration,
 }
 
 impl GatewayState {

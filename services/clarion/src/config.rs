@@ -45,6 +45,32 @@ pub struct Config {
     /// The master keyring that seals secrets at rest (docs/webhooks.md).
     #[serde(default)]
     pub secrets: clarion_dispatch::secrets::SecretsConfig,
+    /// The device registry (docs/push.md).
+    #[serde(default)]
+    pub devices: DevicesConfig,
+}
+
+/// The device registry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// A device neither seen nor given a new token for this many days stops
+    /// receiving pushes (and shows `expired`).
+    pub expire_after_days: u32,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            expire_after_days: clarion_domain::push::DEFAULT_DEVICE_EXPIRY_DAYS,
+        }
+    }
+}
+
+impl DevicesConfig {
+    pub fn expiry(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.expire_after_days) * 86_400)
+    }
 }
 
 /// The HTTP side: the public listener (REST, tracking, callbacks, health)

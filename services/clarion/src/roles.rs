@@ -193,6 +193,7 @@ impl Node {
             security: self.security.clone(),
             keyring: self.keyring.clone(),
             inbox_hub: self.inbox_hub.clone(),
+            device_expiry: self.cfg.devices.expiry(),
         }
     }
 
@@ -353,6 +354,7 @@ impl Node {
             channels: self.cfg.retry.channels.clone(),
             tenants: self.cfg.retry.tenants.clone(),
         };
+        let device_expiry = self.cfg.devices.expiry();
         // Outcomes come back to the router on the same partition.
         self.spawn_partitions(
             tasks,
@@ -364,6 +366,7 @@ impl Node {
                     .with_partitions(partitions)
                     .with_retry(retry.clone())
                     .with_dlq_alerts(alerts.clone())
+                    .with_device_expiry(device_expiry)
             },
             shutdown,
         );

@@ -40,11 +40,11 @@ fn dispatch(tenant: &str, n: &str, targets: Vec<pb::PushTarget>) -> Event {
             body: "A job was assigned".into(),
             subscriber_id: "sub-1".into(),
             push_targets: targets,
-            push: Some(pb::PushOptions {
+            push: Some(Box::new(pb::PushOptions {
                 app_id: "fieldapp".into(),
                 apns_topic: format!("com.{tenant}.field"),
                 ..Default::default()
-            }),
+            })),
             link: "fieldapp://jobs/J-1".into(),
             ..Default::default()
         }),
