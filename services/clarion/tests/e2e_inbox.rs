@@ -716,9 +716,12 @@ async fn dump(store: &dyn Store, tenant: &str, sub: &str) -> BTreeMap<(String, V
         Part::Ids,
         Part::Unread,
         Part::Unseen,
+        Part::Read,
         Part::Archived,
+        Part::Category("jobs".into()),
+        Part::Category("approvals".into()),
     ] {
-        let pk = rows::pk(sub, part);
+        let pk = rows::pk(sub, part.clone());
         for (ck, v) in store
             .scan(&Scan::partition(Table::InboxItems, tenant, &pk, 100_000))
             .await
@@ -777,7 +780,36 @@ async fn embedded_inbox_with_the_in_process_hub() {
     assert!(run.node.inbox_hub.attached());
     scenario(&run).await;
     rebuilt_from_the_log_is_the_same(&run, &[("acme", "ana"), ("globex", "ana")]).await;
-    run.stop().await;
+    // An open stream does not hold the shutdown up: it ends.
+    let ch = channel(run.grpc).await;
+    let key = create_tenant(&ch, "initech").await;
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            &key,
+            api::Subscriber {
+                subscriber_id: "ana".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let mut open = Inbox::new(ch.clone())
+        .watch(authed(
+            &key,
+            api::WatchInboxRequest {
+                subscriber_id: "ana".into(),
+                after_version: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(open.message().await.unwrap().unwrap().counts.is_some());
+    tokio::time::timeout(PATIENCE, run.stop())
+        .await
+        .expect("stops with a stream open");
+    let ended = tokio::time::timeout(PATIENCE, open.message()).await;
+    assert!(matches!(ended, Ok(Ok(None)) | Ok(Err(_))), "{ended:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
