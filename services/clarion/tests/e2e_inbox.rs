@@ -541,6 +541,16 @@ async fn scenario(run: &Running) {
         assert_eq!(status, 401, "{p}");
         let refused = sse_connect(&format!("{}/stream?token={ana}", feed("ana")), &[]).await;
         assert_eq!(refused.err().map(|e| e.0), Some(401));
+        // Globex's ana never read hers: past the hour, the reminder.
+        let o = wait_until(&ch, &globex, &other, PATIENCE, ended).await;
+        assert_eq!(
+            o.events
+                .iter()
+                .filter(|e| e.event_type == "clarion.notification.dispatch_requested.v1")
+                .count(),
+            2,
+            "the reminder: {o:?}"
+        );
     }
 }
 
@@ -745,6 +755,20 @@ async fn rebuilt_from_the_log_is_the_same(run: &Running, feeds: &[(&str, &str)])
             .unwrap(),
     );
     let node = &run.node;
+    // The live projection first catches up with the log.
+    let name = node.topics.name(Topic::Deliveries);
+    let deadline = Instant::now() + PATIENCE;
+    for p in 0..node.topics.partitions_of(Topic::Deliveries) {
+        let end = node.log.end_offset(&name, p).await.unwrap();
+        while clarion_runtime::runner::stored_offset(&*node.store, "inbox", &name, p)
+            .await
+            .unwrap()
+            < end
+        {
+            assert!(Instant::now() < deadline, "the inbox projector lags");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let hub = Arc::new(InboxHub::default());
     for p in 0..node.topics.partitions_of(Topic::Deliveries) {
         let mut r = PartitionRunner::new(
