@@ -100,7 +100,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
-    let ch = Channel::from_shared(cli.endpoint.clone())?.connect().await?;
+    let ch = Channel::from_shared(cli.endpoint.clone())?
+        .connect()
+        .await?;
     setup(&ch, &cli.api_key).await?;
     match cli.mode {
         Mode::Read {

@@ -332,3 +332,95 @@ pub async fn sink_deliveries(
         .filter_map(|(_, v)| pb::DispatchRequested::decode(&v[..]).ok())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clarion_domain::{Id, TenantId};
+
+    fn request(subscriber: &str) -> Input {
+        let e = Event {
+            id: Id([7; 16]),
+            tenant: TenantId::parse("acme").unwrap(),
+            partition_key: "acme/ana".into(),
+            occurred_at_ms: 1,
+            causation_id: None,
+            correlation_id: None,
+            actor: actor(),
+            payload: Payload::DispatchRequested(pb::DispatchRequested {
+                notification_id: "n1".into(),
+                attempt_id: "a1".into(),
+                channel: "in_app".into(),
+                provider: INBOX.into(),
+                subject: "Job J-7".into(),
+                body: "yours".into(),
+                subscriber_id: subscriber.into(),
+                category: "jobs".into(),
+                link: "fieldapp://jobs/J-7".into(),
+                ..Default::default()
+            }),
+        };
+        Input {
+            offset: 0,
+            raw: Bytes::from(e.encode()),
+            event: e,
+        }
+    }
+
+    async fn decide(input: Input) -> Batch {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            clarion_store::embedded::SqliteStore::open(dir.path().join("s.db").to_str().unwrap())
+                .unwrap();
+        let mut batch = Batch {
+            now_ms: 5,
+            ..Batch::default()
+        };
+        Dispatcher::new()
+            .process(&store, &mut batch, &[input])
+            .await
+            .unwrap();
+        batch
+    }
+
+    #[tokio::test]
+    async fn the_inbox_writes_the_item_then_sent_and_delivered_in_the_commit() {
+        let batch = decide(request("ana")).await;
+        assert!(batch.effects.is_empty(), "no send after the commit");
+        let kinds: Vec<&str> = batch.emits.iter().map(|e| e.event.event_type()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "clarion.inbox.item_written.v1",
+                "clarion.notification.sent.v1",
+                "clarion.notification.delivered.v1"
+            ]
+        );
+        for e in &batch.emits {
+            assert_eq!(e.topic, Topic::Deliveries);
+            assert_eq!(e.event.partition_key, "acme/ana", "the subscriber's key");
+        }
+        let Payload::InboxItemWritten(item) = &batch.emits[0].event.payload else {
+            panic!("{:?}", batch.emits[0]);
+        };
+        assert_eq!(
+            (
+                item.item_id.as_str(),
+                item.title.as_str(),
+                item.link.as_str()
+            ),
+            ("a1", "Job J-7", "fieldapp://jobs/J-7")
+        );
+        assert_eq!(batch.emits[0].event.occurred_at_ms, 5);
+    }
+
+    #[tokio::test]
+    async fn an_item_without_a_subscriber_fails_for_good() {
+        let batch = decide(request("")).await;
+        assert_eq!(batch.emits.len(), 1);
+        let Payload::Failed(f) = &batch.emits[0].event.payload else {
+            panic!("{:?}", batch.emits[0]);
+        };
+        assert!(!f.retryable && f.reason.contains("subscriber"), "{f:?}");
+    }
+}

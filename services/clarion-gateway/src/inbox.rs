@@ -420,6 +420,7 @@ async fn follow(
     tx: &mpsc::Sender<Update>,
 ) -> Result<(), ApiError> {
     let t = tenant.as_str();
+    let mut closing = s.inbox_hub.closing();
     let mut fresh = after.is_none();
     let mut last = after.unwrap_or(0);
     loop {
@@ -451,6 +452,7 @@ async fn follow(
             woke = sub.rx.changed() => if woke.is_err() { return Ok(()) },
             _ = tokio::time::sleep(poll) => {}
             _ = tx.closed() => return Ok(()),
+            _ = closing.wait_for(|c| *c) => return Ok(()),
         }
     }
 }

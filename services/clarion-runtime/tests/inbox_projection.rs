@@ -210,9 +210,12 @@ async fn dump(store: &dyn Store, t: &str) -> BTreeMap<(String, Vec<u8>), Bytes> 
         Part::Ids,
         Part::Unread,
         Part::Unseen,
+        Part::Read,
         Part::Archived,
+        Part::Category("jobs".into()),
+        Part::Category("approvals".into()),
     ] {
-        let pk = rows::pk(SUB, part);
+        let pk = rows::pk(SUB, part.clone());
         for (ck, v) in store
             .scan(&Scan::partition(Table::InboxItems, t, &pk, 100_000))
             .await

@@ -333,6 +333,14 @@ impl Node {
                 .await
                 .with_context(|| format!("gRPC server on {addr}"))
         });
+        // Live inbox streams never end by themselves: at shutdown they are
+        // ended, or the servers' graceful shutdown would wait for them.
+        let (hub, mut sd) = (self.inbox_hub.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _ = sd.wait_for(|s| *s).await;
+            hub.close();
+            Ok(())
+        });
         Ok(())
     }
 

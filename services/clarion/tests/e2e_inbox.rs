@@ -541,6 +541,16 @@ async fn scenario(run: &Running) {
         assert_eq!(status, 401, "{p}");
         let refused = sse_connect(&format!("{}/stream?token={ana}", feed("ana")), &[]).await;
         assert_eq!(refused.err().map(|e| e.0), Some(401));
+        // Globex's ana never read hers: past the hour, the reminder.
+        let o = wait_until(&ch, &globex, &other, PATIENCE, ended).await;
+        assert_eq!(
+            o.events
+                .iter()
+                .filter(|e| e.event_type == "clarion.notification.dispatch_requested.v1")
+                .count(),
+            2,
+            "the reminder: {o:?}"
+        );
     }
 }
 
@@ -716,9 +726,12 @@ async fn dump(store: &dyn Store, tenant: &str, sub: &str) -> BTreeMap<(String, V
         Part::Ids,
         Part::Unread,
         Part::Unseen,
+        Part::Read,
         Part::Archived,
+        Part::Category("jobs".into()),
+        Part::Category("approvals".into()),
     ] {
-        let pk = rows::pk(sub, part);
+        let pk = rows::pk(sub, part.clone());
         for (ck, v) in store
             .scan(&Scan::partition(Table::InboxItems, tenant, &pk, 100_000))
             .await
@@ -742,6 +755,20 @@ async fn rebuilt_from_the_log_is_the_same(run: &Running, feeds: &[(&str, &str)])
             .unwrap(),
     );
     let node = &run.node;
+    // The live projection first catches up with the log.
+    let name = node.topics.name(Topic::Deliveries);
+    let deadline = Instant::now() + PATIENCE;
+    for p in 0..node.topics.partitions_of(Topic::Deliveries) {
+        let end = node.log.end_offset(&name, p).await.unwrap();
+        while clarion_runtime::runner::stored_offset(&*node.store, "inbox", &name, p)
+            .await
+            .unwrap()
+            < end
+        {
+            assert!(Instant::now() < deadline, "the inbox projector lags");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let hub = Arc::new(InboxHub::default());
     for p in 0..node.topics.partitions_of(Topic::Deliveries) {
         let mut r = PartitionRunner::new(
@@ -777,7 +804,36 @@ async fn embedded_inbox_with_the_in_process_hub() {
     assert!(run.node.inbox_hub.attached());
     scenario(&run).await;
     rebuilt_from_the_log_is_the_same(&run, &[("acme", "ana"), ("globex", "ana")]).await;
-    run.stop().await;
+    // An open stream does not hold the shutdown up: it ends.
+    let ch = channel(run.grpc).await;
+    let key = create_tenant(&ch, "initech").await;
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            &key,
+            api::Subscriber {
+                subscriber_id: "ana".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let mut open = Inbox::new(ch.clone())
+        .watch(authed(
+            &key,
+            api::WatchInboxRequest {
+                subscriber_id: "ana".into(),
+                after_version: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(open.message().await.unwrap().unwrap().counts.is_some());
+    tokio::time::timeout(PATIENCE, run.stop())
+        .await
+        .expect("stops with a stream open");
+    let ended = tokio::time::timeout(PATIENCE, open.message()).await;
+    assert!(matches!(ended, Ok(Ok(None)) | Ok(Err(_))), "{ended:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //! never told anything and streams poll the counts row instead
 //! ([`InboxHub::attached`]).
 //!
-//! It also bounds live streams per subscriber and per tenant.
+//! It also bounds live streams per subscriber and per tenant, and counts
+//! them (`clarion_inbox_streams`, the streams open on this process).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,9 @@ struct State {
 pub struct InboxHub {
     state: Mutex<State>,
     attached: AtomicBool,
+    /// Turns true when the process shuts down: streams end, so that the
+    /// servers' graceful shutdown (which waits for open requests) ends too.
+    closing: watch::Sender<bool>,
     pub max_per_subscriber: usize,
     pub max_per_tenant: usize,
 }
@@ -51,6 +55,7 @@ impl Default for InboxHub {
         InboxHub {
             state: Mutex::default(),
             attached: AtomicBool::new(false),
+            closing: watch::channel(false).0,
             max_per_subscriber: MAX_STREAMS_PER_SUBSCRIBER,
             max_per_tenant: MAX_STREAMS_PER_TENANT,
         }
@@ -64,6 +69,8 @@ pub enum Busy {
     Subscriber(usize),
     #[error("this tenant has {0} live inbox streams open on this gateway already")]
     Tenant(usize),
+    #[error("this gateway is shutting down: reconnect")]
+    Closing,
 }
 
 /// One live stream's registration: wakes when the feed moves; released
@@ -89,6 +96,7 @@ impl Drop for Subscription {
                 s.per_tenant.remove(&self.key.0);
             }
         }
+        metrics::gauge!("clarion_inbox_streams").decrement(1.0);
     }
 }
 
@@ -104,12 +112,25 @@ impl InboxHub {
         self.attached.load(Ordering::Relaxed)
     }
 
+    /// Ends every live stream, now and to come (the process shuts down).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Turns true when the hub closes.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Registers a live stream of a feed, within the bounds.
     pub fn subscribe(
         self: &Arc<Self>,
         tenant: &str,
         subscriber: &str,
     ) -> Result<Subscription, Busy> {
+        if *self.closing.borrow() {
+            return Err(Busy::Closing);
+        }
         let key = (tenant.to_string(), subscriber.to_string());
         let mut s = self.state.lock().expect("hub lock");
         let tenant_streams = s.per_tenant.get(tenant).copied().unwrap_or(0);
@@ -126,6 +147,7 @@ impl InboxHub {
         w.streams += 1;
         let rx = w.tx.subscribe();
         *s.per_tenant.entry(tenant.to_string()).or_default() += 1;
+        metrics::gauge!("clarion_inbox_streams").increment(1.0);
         Ok(Subscription {
             hub: self.clone(),
             key,
@@ -236,5 +258,9 @@ mod tests {
         drop(a2);
         assert_eq!(hub.streams(), 0);
         assert!(hub.state.lock().unwrap().feeds.is_empty());
+        let mut closing = hub.closing();
+        hub.close();
+        assert!(*closing.borrow_and_update());
+        assert_eq!(hub.subscribe("acme", "ana").err(), Some(Busy::Closing));
     }
 }

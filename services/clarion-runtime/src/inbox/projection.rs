@@ -76,12 +76,16 @@ impl Mark {
         before != (r.seen_at_ms, r.read_at_ms, r.archived_at_ms)
     }
 
-    /// The partition whose items "mark all" may change: every other item
-    /// already has the mark.
-    fn candidates(self) -> Part {
+    /// The partition whose items "mark all" (of `category`, if any) may
+    /// change: every other item already has the mark.
+    fn candidates(self, category: &str) -> Part {
         match self {
             Mark::Seen => Part::Unseen,
             Mark::Read | Mark::Acknowledged => Part::Unread,
+            Mark::Unread if category.is_empty() => Part::Read,
+            Mark::Archived | Mark::Unread if !category.is_empty() => {
+                Part::Category(category.to_string())
+            }
             Mark::Unread | Mark::Archived => Part::Items,
             Mark::Unarchived => Part::Archived,
         }
@@ -275,11 +279,19 @@ impl Work<'_> {
         for (part, f) in [
             (Part::Unread, (|f: Flags| f.unread) as fn(Flags) -> bool),
             (Part::Unseen, |f: Flags| f.unseen),
+            (Part::Read, |f: Flags| f.read),
             (Part::Archived, |f: Flags| f.archived),
         ] {
             let (a, b) = (was.is_some_and(f), now.is_some_and(f));
             if a != b {
                 index.push((part, b));
+            }
+        }
+        // An item's category never changes: its index row comes and goes
+        // with the item.
+        if let Some(c) = after.or(before).map(|r| &r.category) {
+            if !c.is_empty() && before.is_some() != after.is_some() {
+                index.push((Part::Category(c.clone()), after.is_some()));
             }
         }
         let active = |f: Option<Flags>| f.is_some_and(|f| !f.archived);
@@ -346,7 +358,8 @@ impl Work<'_> {
             return Ok(());
         }
         let targets = if m.all {
-            self.every(tenant, sub, mark).await?
+            self.every(tenant, sub, mark.candidates(&m.category))
+                .await?
         } else {
             let mut out = Vec::new();
             for id in &m.item_ids {
@@ -367,7 +380,10 @@ impl Work<'_> {
                 continue;
             };
             let before = rows::decode_item(&v).map_err(corrupt)?;
-            if m.all && !m.category.is_empty() && before.category != m.category {
+            // `all` is the feed (archived items left out), or with
+            // `unarchived` the archive; of one category if named.
+            let scope = (mark == Mark::Unarchived) == (before.archived_at_ms != 0);
+            if m.all && (!scope || (!m.category.is_empty() && before.category != m.category)) {
                 continue;
             }
             let mut after = before.clone();
@@ -389,14 +405,14 @@ impl Work<'_> {
         &mut self,
         tenant: &str,
         sub: &str,
-        mark: Mark,
+        candidates: Part,
     ) -> Result<Vec<Vec<u8>>, ProcessError> {
         let rows = self
             .rows
             .scan(
                 Table::InboxItems,
                 tenant,
-                &rows::pk(sub, mark.candidates()),
+                &rows::pk(sub, candidates),
                 None,
                 MAX_ITEMS_PER_FEED as usize,
                 false,

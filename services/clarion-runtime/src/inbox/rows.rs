@@ -8,12 +8,15 @@
 //! | `<sub>/id`           | item id                      | the item's clustering key   |
 //! | `<sub>/unread`       | the item's clustering key    | empty: unread, not archived |
 //! | `<sub>/unseen`       | the item's clustering key    | empty: unseen, not archived |
+//! | `<sub>/read`         | the item's clustering key    | empty: read, not archived   |
 //! | `<sub>/archived`     | the item's clustering key    | empty: archived             |
+//! | `<sub>/category/<c>` | the item's clustering key    | empty: of category `c`      |
 //!
 //! Subscriber ids cannot contain `/`, so no index partition meets a feed.
-//! The indexes make the common reads and marks direct: the unread tab,
-//! "mark all seen" when the bell opens, "mark all read", the archive. The
-//! counts and the version are one row of `inbox_counts` (pk subscriber id).
+//! The indexes make every list and mark read what it shows, not the whole
+//! feed: the unread tab, "mark all seen" when the bell opens, "mark all
+//! read", the archive, a category. The counts and the version are one row
+//! of `inbox_counts` (pk subscriber id).
 
 use std::ops::Bound;
 
@@ -27,31 +30,29 @@ use prost::Message;
 /// the cap bounds every read and every "mark all" (docs/inbox.md).
 pub const MAX_ITEMS_PER_FEED: u64 = 10_000;
 
-/// The index partitions of a feed (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The partitions of a feed (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
     Items,
     Ids,
     Unread,
     Unseen,
+    Read,
     Archived,
-}
-
-impl Part {
-    fn suffix(self) -> &'static str {
-        match self {
-            Part::Items => "",
-            Part::Ids => "/id",
-            Part::Unread => "/unread",
-            Part::Unseen => "/unseen",
-            Part::Archived => "/archived",
-        }
-    }
+    Category(String),
 }
 
 /// Partition key of one part of `subscriber`'s feed.
 pub fn pk(subscriber: &str, part: Part) -> String {
-    format!("{subscriber}{}", part.suffix())
+    match part {
+        Part::Items => subscriber.to_string(),
+        Part::Ids => format!("{subscriber}/id"),
+        Part::Unread => format!("{subscriber}/unread"),
+        Part::Unseen => format!("{subscriber}/unseen"),
+        Part::Read => format!("{subscriber}/read"),
+        Part::Archived => format!("{subscriber}/archived"),
+        Part::Category(c) => format!("{subscriber}/category/{c}"),
+    }
 }
 
 /// Clustering key of an item: its creation time (big-endian, so scans are
@@ -76,6 +77,7 @@ pub fn counts_key(tenant: &str, subscriber: &str) -> RowKey {
 pub struct Flags {
     pub unread: bool,
     pub unseen: bool,
+    pub read: bool,
     pub archived: bool,
 }
 
@@ -85,6 +87,7 @@ impl Flags {
         Flags {
             unread: r.read_at_ms == 0 && !archived,
             unseen: r.seen_at_ms == 0 && !archived,
+            read: r.read_at_ms != 0 && !archived,
             archived,
         }
     }
@@ -186,13 +189,15 @@ impl Filter {
             && self.category.as_ref().is_none_or(|c| *c == r.category)
     }
 
-    /// The partition whose rows are a superset of what the filter admits,
-    /// and the smallest such.
+    /// A partition whose rows are a superset of what the filter admits:
+    /// the one it names exactly, when there is one.
     fn source(&self) -> Part {
-        match (self.archived, self.status) {
-            (true, _) => Part::Archived,
-            (false, Status::Unread) => Part::Unread,
-            (false, _) => Part::Items,
+        match (self.archived, self.status, &self.category) {
+            (true, _, _) => Part::Archived,
+            (false, Status::Unread, _) => Part::Unread,
+            (false, _, Some(c)) => Part::Category(c.clone()),
+            (false, Status::Read, None) => Part::Read,
+            (false, Status::All, None) => Part::Items,
         }
     }
 }
@@ -220,6 +225,7 @@ pub async fn list(
     limit: usize,
 ) -> Result<Page, ReadError> {
     let source = filter.source();
+    let source_pk = pk(subscriber, source.clone());
     let mut upper = before.map_or(Bound::Unbounded, Bound::Excluded);
     let mut items = Vec::new();
     let mut scanned = 0usize;
@@ -227,7 +233,7 @@ pub async fn list(
         let want = (limit + 1).max(CHUNK.min(limit * 4 + 1));
         let rows = store
             .scan(
-                &Scan::partition(Table::InboxItems, tenant, &pk(subscriber, source), want)
+                &Scan::partition(Table::InboxItems, tenant, &source_pk, want)
                     .range(Bound::Unbounded, upper.clone())
                     .reversed(),
             )
@@ -351,15 +357,19 @@ mod tests {
             Flags {
                 unread: true,
                 unseen: true,
+                read: false,
                 archived: false
             }
         );
+        r.read_at_ms = 4;
+        assert!(Flags::of(&r).read);
         r.archived_at_ms = 5;
         assert_eq!(
             Flags::of(&r),
             Flags {
                 unread: false,
                 unseen: false,
+                read: false,
                 archived: true
             }
         );
