@@ -16,7 +16,7 @@
 use clarion_dispatch::device_token;
 use clarion_domain::error::quote;
 use clarion_domain::event::token_fingerprint;
-use clarion_domain::push::{Platform, PushProvider, DEFAULT_DEVICE_EXPIRY_DAYS, MAX_TOKEN_BYTES};
+use clarion_domain::push::{Platform, PushProvider, MAX_TOKEN_BYTES};
 use clarion_domain::subscriber::{validate_contact, validate_subscriber_id, Contact};
 use clarion_domain::workflow::validate_id;
 use clarion_domain::{Id, Payload, Violations};
@@ -33,7 +33,6 @@ use crate::state::GatewayState;
 /// Most devices one list returns (a subscriber has a handful).
 pub const MAX_LISTED: usize = 1000;
 const MAX_APP_VERSION_BYTES: usize = 64;
-const DAY_MS: i64 = 24 * 3600 * 1000;
 
 pub const ACTIVE: &str = "active";
 pub const REVOKED: &str = "revoked";
@@ -462,6 +461,9 @@ pub async fn revoke(
 
 #[cfg(test)]
 mod tests {
+    use clarion_domain::push::DEFAULT_DEVICE_EXPIRY_DAYS;
+
+    const DAY_MS: i64 = 24 * 3600 * 1000;
     const EXPIRY: std::time::Duration =
         std::time::Duration::from_secs(DEFAULT_DEVICE_EXPIRY_DAYS as u64 * 86_400);
     use super::*;

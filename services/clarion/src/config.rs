@@ -350,6 +350,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             outbound: OutboundConfig::default(),
             secrets: Default::default(),
+            devices: DevicesConfig::default(),
         }
     }
 }
