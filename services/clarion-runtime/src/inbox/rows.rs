@@ -191,11 +191,10 @@ impl Filter {
 
     /// Whether [`Filter::source`] holds exactly what the filter admits.
     fn exact(&self) -> bool {
-        match (self.archived, self.status, &self.category) {
-            (true, Status::All, None) => true,
-            (false, _, None) => true,
-            _ => false,
-        }
+        matches!(
+            (self.archived, self.status, &self.category),
+            (true, Status::All, None) | (false, _, None)
+        )
     }
 
     /// A partition whose rows are a superset of what the filter admits:
