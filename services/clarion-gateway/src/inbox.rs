@@ -423,8 +423,13 @@ async fn follow(
     let mut closing = s.inbox_hub.closing();
     let mut fresh = after.is_none();
     let mut last = after.unwrap_or(0);
+    let mut first = true;
     loop {
         let counts = rows::counts(&*s.store, t, id).await.map_err(store_error)?;
+        // A client ahead of the feed (a version this feed never had) starts
+        // afresh rather than wait for the feed to pass it.
+        fresh |= first && last > counts.version;
+        first = false;
         if counts.version > last || fresh {
             if !fresh {
                 let items =

@@ -513,6 +513,15 @@ async fn scenario(run: &Running) {
     assert_eq!(before[0].json()["item_id"], item_id.as_str());
     assert_eq!(before[0].json()["read"], true);
     assert_eq!(e.json()["version"], v2);
+    // A client claiming a version the feed never had starts afresh.
+    let mut ahead = sse_connect(
+        &format!("{}/stream?after_version=999999&token={ana}", feed("ana")),
+        &[],
+    )
+    .await
+    .expect("opens");
+    let (e, _) = ahead.until("counts", |e| e.event == "counts").await;
+    assert_eq!(e.id.as_deref(), Some(v2.to_string().as_str()));
 
     // Mark all seen over gRPC, then an unread filter and a category.
     let c = Inbox::new(ch.clone())

@@ -189,6 +189,14 @@ impl Filter {
             && self.category.as_ref().is_none_or(|c| *c == r.category)
     }
 
+    /// Whether [`Filter::source`] holds exactly what the filter admits.
+    fn exact(&self) -> bool {
+        matches!(
+            (self.archived, self.status, &self.category),
+            (true, Status::All, None) | (false, _, None)
+        )
+    }
+
     /// A partition whose rows are a superset of what the filter admits:
     /// the one it names exactly, when there is one.
     fn source(&self) -> Part {
@@ -230,7 +238,13 @@ pub async fn list(
     let mut items = Vec::new();
     let mut scanned = 0usize;
     loop {
-        let want = (limit + 1).max(CHUNK.min(limit * 4 + 1));
+        // An exact source needs one row more than the page (is there a
+        // next page?); another is read in chunks.
+        let want = if filter.exact() {
+            limit + 1
+        } else {
+            (limit + 1).max(CHUNK.min(limit * 4 + 1))
+        };
         let rows = store
             .scan(
                 &Scan::partition(Table::InboxItems, tenant, &source_pk, want)
@@ -292,22 +306,26 @@ pub async fn written_after(
 ) -> Result<Vec<pb::InboxItemRecord>, ReadError> {
     let mut out = Vec::new();
     let mut upper = Bound::Unbounded;
+    // At most one item per version since `after` (marks move it too): the
+    // usual wake-up after one new item reads two rows.
+    let mut chunk = (upto.saturating_sub(after) as usize).min(max) + 1;
     // Newest first: items are written in version order, so the first item
     // at or below `after` ends the walk.
     'scan: loop {
+        chunk = chunk.min(CHUNK);
         let rows = store
             .scan(
                 &Scan::partition(
                     Table::InboxItems,
                     tenant,
                     &pk(subscriber, Part::Items),
-                    CHUNK,
+                    chunk,
                 )
                 .range(Bound::Unbounded, upper.clone())
                 .reversed(),
             )
             .await?;
-        let exhausted = rows.len() < CHUNK;
+        let exhausted = rows.len() < chunk;
         for (ck, v) in rows {
             let r = decode_item(&v)?;
             if r.version <= after {
@@ -324,6 +342,7 @@ pub async fn written_after(
         if exhausted {
             break;
         }
+        chunk *= 2;
     }
     out.reverse();
     Ok(out)
