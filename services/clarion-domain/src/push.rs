@@ -449,7 +449,10 @@ pub fn check_step(
             // APNs and FCM keep an undelivered push at most four weeks.
             match crate::flow::duration::parse_ms(ttl) {
                 Ok(ms) if ms <= 28 * 24 * 3_600_000 => {}
-                Ok(_) => v.push(format!("{field}.push.ttl"), "at most 28d (the providers' limit)"),
+                Ok(_) => v.push(
+                    format!("{field}.push.ttl"),
+                    "at most 28d (the providers' limit)",
+                ),
                 Err(e) => v.push(format!("{field}.push.ttl"), e),
             }
         }
