@@ -91,29 +91,7 @@ impl Processor for Dispatcher {
                     ),
                     Bytes::from(d.encode_to_vec()),
                 );
-                let sent = e.caused(
-                    0,
-                    batch.now_ms,
-                    actor(),
-                    Payload::Sent(pb::NotificationSent {
-                        notification_id: d.notification_id.clone(),
-                        attempt_id: d.attempt_id.clone(),
-                        provider: SINK.into(),
-                        provider_message_id: d.attempt_id.clone(),
-                    }),
-                );
-                let delivered = e.caused(
-                    1,
-                    batch.now_ms,
-                    actor(),
-                    Payload::Delivered(pb::NotificationDelivered {
-                        notification_id: d.notification_id.clone(),
-                        attempt_id: d.attempt_id.clone(),
-                        provider: SINK.into(),
-                    }),
-                );
-                batch.emit(Topic::Deliveries, sent);
-                batch.emit(Topic::Deliveries, delivered);
+                sent_and_delivered(batch, e, d, SINK);
             } else {
                 batch.effects.push(Bytes::from(e.encode()));
             }
@@ -154,6 +132,13 @@ fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) {
         data_json: d.data_json.clone(),
     };
     let written = e.caused(0, batch.now_ms, actor(), Payload::InboxItemWritten(item));
+    batch.emit(Topic::Deliveries, written);
+    sent_and_delivered(batch, e, d, INBOX);
+}
+
+/// A built-in provider's outcome inside the commit: sent (its message id
+/// is the attempt id) and delivered at once.
+fn sent_and_delivered(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested, provider: &str) {
     let sent = e.caused(
         0,
         batch.now_ms,
@@ -161,7 +146,7 @@ fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) {
         Payload::Sent(pb::NotificationSent {
             notification_id: d.notification_id.clone(),
             attempt_id: d.attempt_id.clone(),
-            provider: INBOX.into(),
+            provider: provider.into(),
             provider_message_id: d.attempt_id.clone(),
         }),
     );
@@ -172,10 +157,9 @@ fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) {
         Payload::Delivered(pb::NotificationDelivered {
             notification_id: d.notification_id.clone(),
             attempt_id: d.attempt_id.clone(),
-            provider: INBOX.into(),
+            provider: provider.into(),
         }),
     );
-    batch.emit(Topic::Deliveries, written);
     batch.emit(Topic::Deliveries, sent);
     batch.emit(Topic::Deliveries, delivered);
 }

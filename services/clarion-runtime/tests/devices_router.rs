@@ -9,8 +9,8 @@
 //! subscriber of the same id and an app of the same id: one tenant's
 //! devices never receive the other's pushes.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,20 +20,15 @@ use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
 use clarion_domain::{Actor, Event, Id, Payload, TenantId};
-use clarion_log::{EventLog, Record};
-use clarion_proto::events as pb;
-use clarion_runtime::colocated::Colocated;
-use clarion_runtime::processor::NoEffects;
-use clarion_runtime::projector::Projector;
-use clarion_runtime::router::{device_key, device_token_key, Router};
-use clarion_runtime::{ManualClock, PartitionRunner, RunnerConfig, Topic, Topics};
-use clarion_store::{RowKey, Scan, Store, Table, WriteBatch};
-use prost::Message;
-use tempfile::TempDir;
 
-const T0: i64 = 1_700_000_000_000;
+use clarion_proto::events as pb;
+use clarion_runtime::router::{device_key, device_token_key};
+use clarion_runtime::Topic;
+use clarion_store::{RowKey, Scan, Table, WriteBatch};
+use prost::Message;
+use support::{Env, PARTITIONS, T0};
+
 const DAY: Duration = Duration::from_secs(86_400);
-const PARTITIONS: u32 = 2;
 const SUB: &str = "sub-1";
 const PHONE: &str = "+15550000001";
 
@@ -41,114 +36,7 @@ fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant id")
 }
 
-struct Env {
-    _dir: TempDir,
-    colocated: Arc<Colocated>,
-    log: Arc<dyn EventLog>,
-    store: Arc<dyn Store>,
-    topics: Topics,
-    clock: ManualClock,
-    routers: Vec<PartitionRunner<Router>>,
-    config: PartitionRunner<Projector>,
-    seq: u32,
-}
-
 impl Env {
-    async fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("clarion.db");
-        let colocated = Arc::new(Colocated::open(path.to_str().unwrap()).expect("open"));
-        let (log, store) = (colocated.log(), colocated.store());
-        let mut topics = Topics::new("test.", PARTITIONS);
-        topics.ensure(&*log).await.expect("create topics");
-        let clock = ManualClock::new(T0);
-        let mut env = Env {
-            config: PartitionRunner::new(
-                Projector,
-                Arc::new(NoEffects),
-                log.clone(),
-                store.clone(),
-                topics.clone(),
-                Topic::Config,
-                0,
-                Arc::new(clock.clone()),
-                RunnerConfig::default(),
-            )
-            .with_colocated(colocated.clone()),
-            _dir: dir,
-            colocated,
-            log,
-            store,
-            topics,
-            clock,
-            routers: Vec::new(),
-            seq: 0,
-        };
-        env.restart_routers().await;
-        env.config.start().await.expect("projector starts");
-        env
-    }
-
-    /// New routers (cold memory), as after a restart of the process.
-    async fn restart_routers(&mut self) {
-        self.routers.clear();
-        for p in 0..PARTITIONS {
-            let mut r = PartitionRunner::new(
-                Router::new(HashMap::new()).with_partitions(PARTITIONS),
-                Arc::new(NoEffects),
-                self.log.clone(),
-                self.store.clone(),
-                self.topics.clone(),
-                Topic::Triggers,
-                p,
-                Arc::new(self.clock.clone()),
-                RunnerConfig::default(),
-            )
-            .with_colocated(self.colocated.clone())
-            .with_inputs(&[Topic::Deliveries]);
-            r.start().await.expect("router starts");
-            self.routers.push(r);
-        }
-    }
-
-    async fn append(&self, topic: Topic, events: &[Event]) {
-        let recs = events
-            .iter()
-            .map(|e| Record {
-                key: e.partition_key.clone(),
-                value: Bytes::from(e.encode()),
-                index: clarion_runtime::projector::event_history_index(e),
-            })
-            .collect();
-        self.log
-            .append(&self.topics.name(topic), recs)
-            .await
-            .expect("append");
-    }
-
-    async fn records(&self, topic: Topic, partition: u32) -> Vec<clarion_log::LogRecord> {
-        self.log
-            .read(&self.topics.name(topic), partition, 0, 100_000)
-            .await
-            .expect("read")
-    }
-
-    async fn events(&self, topic: Topic) -> Vec<Event> {
-        let mut out = Vec::new();
-        for p in 0..self.topics.partitions_of(topic) {
-            for r in self.records(topic, p).await {
-                out.push(Event::decode(&r.value).expect("decodes"));
-            }
-        }
-        out
-    }
-
-    async fn configure(&mut self, events: Vec<Event>) {
-        self.append(Topic::Config, &events).await;
-        let recs = self.records(Topic::Config, 0).await;
-        self.config.step(recs).await.expect("projects");
-    }
-
     /// An app's row, as the projector writes it from `AppConfigured`.
     async fn app(&self, t: &TenantId, app_id: &str) {
         let app = pb::AppConfigured {

@@ -8,10 +8,8 @@
 //! subscriber of the same id: what one tenant's subscriber chose never
 //! touches the other's.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod support;
 
-use bytes::Bytes;
 use clarion_domain::flow::Flow;
 use clarion_domain::ids::{recipient_key, tenant_key};
 use clarion_domain::preferences::topic::{ChannelName, Topic as PrefTopic};
@@ -21,19 +19,15 @@ use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
 use clarion_domain::{Actor, Channel, Event, Id, Payload, TenantId};
-use clarion_log::{EventLog, Record};
-use clarion_proto::events as pb;
-use clarion_runtime::colocated::Colocated;
-use clarion_runtime::processor::NoEffects;
-use clarion_runtime::projector::{topic_key, Projector};
-use clarion_runtime::router::{preferences_key, Router, VERIFY_STEP};
-use clarion_runtime::{ManualClock, PartitionRunner, RunnerConfig, Topic, Topics};
-use clarion_store::{RowKey, Scan, Store, Table};
-use prost::Message;
-use tempfile::TempDir;
 
-const T0: i64 = 1_700_000_000_000;
-const PARTITIONS: u32 = 2;
+use clarion_proto::events as pb;
+use clarion_runtime::projector::topic_key;
+use clarion_runtime::router::{preferences_key, VERIFY_STEP};
+use clarion_runtime::Topic;
+use clarion_store::{RowKey, Scan, Table};
+use prost::Message;
+use support::{Env, PARTITIONS, T0};
+
 const SUB: &str = "sub-1";
 const EMAIL: &str = "sub1@example.test";
 const PHONE: &str = "+15550000001";
@@ -42,117 +36,7 @@ fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant id")
 }
 
-struct Env {
-    _dir: TempDir,
-    colocated: Arc<Colocated>,
-    log: Arc<dyn EventLog>,
-    store: Arc<dyn Store>,
-    topics: Topics,
-    clock: ManualClock,
-    /// One router per partition of the recipient streams.
-    routers: Vec<PartitionRunner<Router>>,
-    config: PartitionRunner<Projector>,
-    /// Events appended so far, to make ids unique.
-    seq: u32,
-}
-
 impl Env {
-    async fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("clarion.db");
-        let colocated = Arc::new(Colocated::open(path.to_str().unwrap()).expect("open"));
-        let (log, store) = (colocated.log(), colocated.store());
-        let mut topics = Topics::new("test.", PARTITIONS);
-        topics.ensure(&*log).await.expect("create topics");
-        let clock = ManualClock::new(T0);
-        let mut env = Env {
-            config: PartitionRunner::new(
-                Projector,
-                Arc::new(NoEffects),
-                log.clone(),
-                store.clone(),
-                topics.clone(),
-                Topic::Config,
-                0,
-                Arc::new(clock.clone()),
-                RunnerConfig::default(),
-            )
-            .with_colocated(colocated.clone()),
-            _dir: dir,
-            colocated,
-            log,
-            store,
-            topics,
-            clock,
-            routers: Vec::new(),
-            seq: 0,
-        };
-        env.restart_routers().await;
-        env.config.start().await.expect("projector starts");
-        env
-    }
-
-    /// New routers (cold memory), as after a restart of the process.
-    async fn restart_routers(&mut self) {
-        self.routers.clear();
-        for p in 0..PARTITIONS {
-            let mut r = PartitionRunner::new(
-                Router::new(HashMap::new()).with_partitions(PARTITIONS),
-                Arc::new(NoEffects),
-                self.log.clone(),
-                self.store.clone(),
-                self.topics.clone(),
-                Topic::Triggers,
-                p,
-                Arc::new(self.clock.clone()),
-                RunnerConfig::default(),
-            )
-            .with_colocated(self.colocated.clone())
-            .with_inputs(&[Topic::Deliveries]);
-            r.start().await.expect("router starts");
-            self.routers.push(r);
-        }
-    }
-
-    async fn append(&self, topic: Topic, events: &[Event]) {
-        let recs = events
-            .iter()
-            .map(|e| Record {
-                key: e.partition_key.clone(),
-                value: Bytes::from(e.encode()),
-                index: clarion_runtime::projector::event_history_index(e),
-            })
-            .collect();
-        self.log
-            .append(&self.topics.name(topic), recs)
-            .await
-            .expect("append");
-    }
-
-    async fn records(&self, topic: Topic, partition: u32) -> Vec<clarion_log::LogRecord> {
-        self.log
-            .read(&self.topics.name(topic), partition, 0, 100_000)
-            .await
-            .expect("read")
-    }
-
-    async fn events(&self, topic: Topic) -> Vec<Event> {
-        let mut out = Vec::new();
-        for p in 0..self.topics.partitions_of(topic) {
-            for r in self.records(topic, p).await {
-                out.push(Event::decode(&r.value).expect("decodes"));
-            }
-        }
-        out
-    }
-
-    /// Appends configuration and projects it.
-    async fn configure(&mut self, events: Vec<Event>) {
-        self.append(Topic::Config, &events).await;
-        let recs = self.records(Topic::Config, 0).await;
-        self.config.step(recs).await.expect("projects");
-    }
-
     /// Appends events to the subscribers' streams, then runs the routers and
     /// the sink's outcomes until nothing more happens.
     async fn on_streams(&mut self, events: Vec<Event>) {
