@@ -168,32 +168,28 @@ impl Payload {
     /// Secrets never appear: API key events carry only the hash, and it is left out.
     pub fn detail_json(&self) -> Value {
         match self {
-            Payload::TenantCreated(p) => json!({"tenant_id": p.tenant_id, "name": p.name}),
-            Payload::ApiKeyCreated(p) => json!({
-                "key_id": p.key_id, "name": p.name, "scopes": p.scopes, "expires_at_ms": p.expires_at_ms,
-            }),
-            Payload::ApiKeyRevoked(p) => json!({"key_id": p.key_id}),
-            Payload::TemplatePublished(p) => json!({
-                "template_id": p.template_id, "version": p.version, "channel": p.channel,
-                "locales": p.variants.iter().map(|v| v.locale.clone()).collect::<Vec<_>>(),
-            }),
-            Payload::WorkflowPublished(p) => json!({
-                "workflow_id": p.workflow_id, "version": p.version, "name": p.name,
-                "trigger_event": p.trigger_event,
-                "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
-            }),
-            Payload::TenantLimitsSet(p) => json!({
-                "version": p.version,
-                "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
-            }),
-            // Sealed values are left out: only when, and under which master key.
-            Payload::WebhookSecretRotated(p) => json!({
-                "master_key_id": p.master_key_id,
-                "previous_valid_until_ms": p.previous_valid_until_ms,
-            }),
-            Payload::SubscriberUpserted(p) => {
-                json!({"subscriber_id": p.subscriber_id, "locale": p.locale, "timezone": p.timezone})
-            }
+            Payload::TenantCreated(_)
+            | Payload::ApiKeyCreated(_)
+            | Payload::ApiKeyRevoked(_)
+            | Payload::TemplatePublished(_)
+            | Payload::WorkflowPublished(_)
+            | Payload::TenantLimitsSet(_)
+            | Payload::WebhookSecretRotated(_)
+            | Payload::TopicRegistered(_)
+            | Payload::AppConfigured(_) => self.config_detail(),
+            Payload::SubscriberUpserted(_)
+            | Payload::PreferencesChanged(_)
+            | Payload::ContactChanged(_)
+            | Payload::ContactVerified(_)
+            | Payload::ContactVerificationFailed(_)
+            | Payload::DeviceRegistered(_)
+            | Payload::DeviceTokenRotated(_)
+            | Payload::DeviceRevoked(_)
+            | Payload::DeviceSeen(_)
+            | Payload::InboxItemsMarked(_) => self.subscriber_detail(),
+            Payload::PushRejected(_)
+            | Payload::PushDeviceOutcome(_)
+            | Payload::InboxItemWritten(_) => self.delivery_detail(),
             Payload::Triggered(p) => json!({
                 "workflow_id": p.workflow_id, "workflow_version": p.workflow_version,
                 "subscriber_id": p.subscriber_id, "idempotency_key": p.idempotency_key,
@@ -238,6 +234,35 @@ impl Payload {
             Payload::DlqRetried(p) => json!({"note": p.note}),
             Payload::DlqDiscarded(p) => json!({"note": p.note}),
             Payload::CancelRequested(p) => json!({"cancel_key": p.cancel_key, "reason": p.reason}),
+        }
+    }
+
+    /// Tenant configuration: tenants, keys, templates, workflows, limits, topics, apps.
+    fn config_detail(&self) -> Value {
+        match self {
+            Payload::TenantCreated(p) => json!({"tenant_id": p.tenant_id, "name": p.name}),
+            Payload::ApiKeyCreated(p) => json!({
+                "key_id": p.key_id, "name": p.name, "scopes": p.scopes, "expires_at_ms": p.expires_at_ms,
+            }),
+            Payload::ApiKeyRevoked(p) => json!({"key_id": p.key_id}),
+            Payload::TemplatePublished(p) => json!({
+                "template_id": p.template_id, "version": p.version, "channel": p.channel,
+                "locales": p.variants.iter().map(|v| v.locale.clone()).collect::<Vec<_>>(),
+            }),
+            Payload::WorkflowPublished(p) => json!({
+                "workflow_id": p.workflow_id, "version": p.version, "name": p.name,
+                "trigger_event": p.trigger_event,
+                "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
+            }),
+            Payload::TenantLimitsSet(p) => json!({
+                "version": p.version,
+                "definition": serde_json::from_str::<Value>(&p.definition_json).unwrap_or(Value::Null),
+            }),
+            // Sealed values are left out: only when, and under which master key.
+            Payload::WebhookSecretRotated(p) => json!({
+                "master_key_id": p.master_key_id,
+                "previous_valid_until_ms": p.previous_valid_until_ms,
+            }),
             Payload::TopicRegistered(p) => json!({
                 "topic_id": p.topic_id, "version": p.version, "name": p.name,
                 "description": p.description, "channels": p.channels,
@@ -245,6 +270,22 @@ impl Payload {
                 "previous": serde_json::from_str::<Value>(&p.previous_json).unwrap_or(Value::Null),
                 "origin": origin_json(p.origin.as_ref()),
             }),
+            Payload::AppConfigured(p) => json!({
+                "app_id": p.app_id, "name": p.name, "platforms": p.platforms,
+                "ios_bundle_id": p.ios_bundle_id, "apns_environment": p.apns_environment,
+                "deep_links": p.deep_links, "version": p.version,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            _ => unreachable!("detail_json routes only these here"),
+        }
+    }
+
+    /// A subscriber's profile, preferences, contacts, devices and inbox marks.
+    fn subscriber_detail(&self) -> Value {
+        match self {
+            Payload::SubscriberUpserted(p) => {
+                json!({"subscriber_id": p.subscriber_id, "locale": p.locale, "timezone": p.timezone})
+            }
             Payload::PreferencesChanged(p) => json!({
                 "subscriber_id": p.subscriber_id,
                 "changes": p.changes.iter().map(|c| {
@@ -265,12 +306,6 @@ impl Payload {
             }),
             Payload::ContactVerificationFailed(p) => json!({
                 "subscriber_id": p.subscriber_id, "channel": p.channel,
-                "origin": origin_json(p.origin.as_ref()),
-            }),
-            Payload::AppConfigured(p) => json!({
-                "app_id": p.app_id, "name": p.name, "platforms": p.platforms,
-                "ios_bundle_id": p.ios_bundle_id, "apns_environment": p.apns_environment,
-                "deep_links": p.deep_links, "version": p.version,
                 "origin": origin_json(p.origin.as_ref()),
             }),
             // Tokens are never shown, not even sealed: only a fingerprint.
@@ -294,6 +329,18 @@ impl Payload {
                 "subscriber_id": p.subscriber_id, "device_id": p.device_id,
                 "locale": p.locale, "timezone": p.timezone, "app_version": p.app_version,
             }),
+            Payload::InboxItemsMarked(p) => json!({
+                "subscriber_id": p.subscriber_id, "item_ids": p.item_ids, "all": p.all,
+                "category": p.category, "mark": p.mark,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            _ => unreachable!("detail_json routes only these here"),
+        }
+    }
+
+    /// Per-device push outcomes and inbox items.
+    fn delivery_detail(&self) -> Value {
+        match self {
             Payload::PushRejected(p) => json!({
                 "subscriber_id": p.subscriber_id, "device_id": p.device_id,
                 "token_fingerprint": token_fingerprint(&p.token_hash),
@@ -310,11 +357,7 @@ impl Payload {
                 "title": p.title, "body": p.body, "link": p.link, "category": p.category,
                 "workflow_id": p.workflow_id, "locale": p.locale,
             }),
-            Payload::InboxItemsMarked(p) => json!({
-                "subscriber_id": p.subscriber_id, "item_ids": p.item_ids, "all": p.all,
-                "category": p.category, "mark": p.mark,
-                "origin": origin_json(p.origin.as_ref()),
-            }),
+            _ => unreachable!("detail_json routes only these here"),
         }
     }
 }

@@ -55,15 +55,9 @@ use clarion_proto::api;
 pub use state::GatewayState;
 use tokio::sync::watch;
 
-/// Serves every gRPC service (plus health and reflection) on `incoming`
-/// (bound to `addr` by [`bind_grpc`]) until `shutdown` turns true.
-pub async fn serve_grpc(
-    state: GatewayState,
-    incoming: tonic::transport::server::TcpIncoming,
-    addr: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), tonic::transport::Error> {
-    let (mut health, health_service) = tonic_health::server::health_reporter();
+/// Marks every service serving on the health endpoint (what load balancers
+/// and `grpc_health_probe` ask per service).
+async fn report_serving(health: &mut tonic_health::server::HealthReporter) {
     health
         .set_serving::<api::notification_service_server::NotificationServiceServer<notification::NotificationApi>>()
         .await;
@@ -97,6 +91,18 @@ pub async fn serve_grpc(
     health
         .set_serving::<api::inbox_service_server::InboxServiceServer<inbox_grpc::InboxApi>>()
         .await;
+}
+
+/// Serves every gRPC service (plus health and reflection) on `incoming`
+/// (bound to `addr` by [`bind_grpc`]) until `shutdown` turns true.
+pub async fn serve_grpc(
+    state: GatewayState,
+    incoming: tonic::transport::server::TcpIncoming,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    report_serving(&mut health).await;
     let reflection = (state.security.reflection != access::ReflectionAccess::Off).then(|| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)

@@ -516,22 +516,7 @@ impl Flow {
         if def.steps.is_empty() {
             v.push("steps", "at least one step is required");
         }
-        let mut index = HashMap::new();
-        for (i, s) in def.steps.iter().enumerate() {
-            validate_id(&mut v, &format!("steps[{i}].id"), &s.id);
-            if s.id == "next" || s.id == "end" {
-                v.push(
-                    format!("steps[{i}].id"),
-                    "\"next\" and \"end\" are reserved",
-                );
-            }
-            if index.insert(s.id.clone(), i).is_some() {
-                v.push(
-                    format!("steps[{i}].id"),
-                    format!("duplicate step id {}", quote(&s.id)),
-                );
-            }
-        }
+        let index = step_index(&mut v, &def.steps);
         let trigger_condition = match &def.trigger.condition {
             Some(c) => match Condition::compile(c) {
                 Ok(c) => Some(c),
@@ -542,171 +527,19 @@ impl Flow {
             },
             None => None,
         };
-        let mut conditions = HashMap::new();
-        let mut durations = HashMap::new();
-        let check_next = |v: &mut Violations, field: String, n: &Next| {
-            if let Next::Step(id) = n {
-                if !index.contains_key(id) {
-                    v.push(field, format!("jumps to unknown step {}", quote(id)));
-                }
-            }
-        };
-        let check_send = |v: &mut Violations, field: &str, s: &SendSpec| {
-            let channel = match s.channel.parse::<Channel>() {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    v.push(format!("{field}.channel"), e);
-                    None
-                }
-            };
-            match (template_channel(&s.template), channel) {
-                (None, _) => v.push(
-                    format!("{field}.template"),
-                    format!("no template {} exists for this tenant", quote(&s.template)),
-                ),
-                (Some(tc), Some(c)) if tc != c => v.push(
-                    format!("{field}.template"),
-                    format!(
-                        "template {} is for channel {tc}, the step sends on {c}",
-                        quote(&s.template)
-                    ),
-                ),
-                _ => {}
-            }
-            if let Some(p) = &s.provider {
-                if !KNOWN_PROVIDERS.contains(&p.as_str()) {
-                    v.push(
-                        format!("{field}.provider"),
-                        format!(
-                            "unknown provider {} (known: {})",
-                            quote(p),
-                            KNOWN_PROVIDERS.join(", ")
-                        ),
-                    );
-                }
-            }
-            check_push_fields(v, field, s, channel);
-            if let Some(to) = &s.to {
-                if !(to.starts_with("payload.") || to.starts_with("subscriber.")) {
-                    v.push(
-                        format!("{field}.to"),
-                        "must be a path starting with payload. or subscriber.",
-                    );
-                }
-            }
+        let mut steps = StepChecker {
+            def: &def,
+            index: &index,
+            template_channel: &template_channel,
+            publishing,
+            v: &mut v,
+            conditions: HashMap::new(),
+            durations: HashMap::new(),
         };
         for (i, s) in def.steps.iter().enumerate() {
-            let f = format!("steps[{i}]");
-            match &s.kind {
-                StepKind::Send { send, next } => {
-                    check_send(&mut v, &f, send);
-                    check_next(&mut v, format!("{f}.next"), next);
-                }
-                StepKind::Delay { duration, next } => {
-                    match parse_bounded_ms(duration, limits::MAX_DELAY_MS, publishing) {
-                        Ok(ms) => {
-                            durations.insert((i, "duration"), ms);
-                        }
-                        Err(e) => v.push(format!("{f}.duration"), e),
-                    }
-                    check_next(&mut v, format!("{f}.next"), next);
-                }
-                StepKind::Wait {
-                    step,
-                    timeout,
-                    on_event,
-                    on_timeout,
-                    ..
-                } => {
-                    match index.get(step) {
-                        None => {
-                            v.push(format!("{f}.step"), format!("unknown step {}", quote(step)))
-                        }
-                        Some(j)
-                            if !matches!(
-                                def.steps[*j].kind,
-                                StepKind::Send { .. } | StepKind::Fallback { .. }
-                            ) =>
-                        {
-                            v.push(
-                                format!("{f}.step"),
-                                format!("step {} sends nothing to wait on", quote(step)),
-                            )
-                        }
-                        Some(j) if *j >= i => v.push(
-                            format!("{f}.step"),
-                            format!("step {} does not come before this wait", quote(step)),
-                        ),
-                        _ => {}
-                    }
-                    match parse_bounded_ms(timeout, limits::MAX_DELAY_MS, publishing) {
-                        Ok(ms) => {
-                            durations.insert((i, "timeout"), ms);
-                        }
-                        Err(e) => v.push(format!("{f}.timeout"), e),
-                    }
-                    check_next(&mut v, format!("{f}.on_event"), on_event);
-                    check_next(&mut v, format!("{f}.on_timeout"), on_timeout);
-                }
-                StepKind::Branch {
-                    condition,
-                    step_status,
-                    then,
-                    otherwise,
-                } => {
-                    match (condition, step_status) {
-                        (Some(c), None) => match Condition::compile(c) {
-                            Ok(c) => {
-                                conditions.insert(i, c);
-                            }
-                            Err(e) => v.push(format!("{f}.if"), e),
-                        },
-                        (None, Some(sc)) => {
-                            if !index.contains_key(&sc.step) {
-                                v.push(
-                                    format!("{f}.step_status.step"),
-                                    format!("unknown step {}", quote(&sc.step)),
-                                );
-                            }
-                            if !super::run::STEP_STATUSES.contains(&sc.is.as_str()) {
-                                v.push(
-                                    format!("{f}.step_status.is"),
-                                    format!(
-                                        "unknown status {} (one of {})",
-                                        quote(&sc.is),
-                                        super::run::STEP_STATUSES.join(", ")
-                                    ),
-                                );
-                            }
-                        }
-                        _ => v.push(
-                            f.clone(),
-                            "a branch needs exactly one of `if` or `step_status`",
-                        ),
-                    }
-                    check_next(&mut v, format!("{f}.then"), then);
-                    check_next(&mut v, format!("{f}.else"), otherwise);
-                }
-                StepKind::Fallback { chain, ack, next } => {
-                    if chain.len() < 2 {
-                        v.push(format!("{f}.chain"), "a fallback needs at least two sends");
-                    }
-                    for (k, s) in chain.iter().enumerate() {
-                        check_send(&mut v, &format!("{f}.chain[{k}]"), s);
-                    }
-                    if let Some(a) = ack {
-                        match parse_bounded_ms(&a.timeout, limits::MAX_DELAY_MS, publishing) {
-                            Ok(ms) => {
-                                durations.insert((i, "ack"), ms);
-                            }
-                            Err(e) => v.push(format!("{f}.ack.timeout"), e),
-                        }
-                    }
-                    check_next(&mut v, format!("{f}.next"), next);
-                }
-                StepKind::Stop => {}
-            }
+            steps.step(i, s);
         }
+        let (conditions, durations) = (steps.conditions, steps.durations);
         let dedup_window_ms = match &def.dedup_window {
             Some(w) => match parse_bounded_ms(w, limits::MAX_DEDUP_WINDOW_MS, publishing) {
                 Ok(ms) => Some(ms),
@@ -946,6 +779,218 @@ fn find_cycle(def: &FlowDef, index: &HashMap<String, usize>) -> Option<Vec<Strin
         }
     }
     None
+}
+
+/// Each step's position by id, checking the ids (valid, not reserved, unique).
+fn step_index(v: &mut Violations, steps: &[StepDef]) -> HashMap<String, usize> {
+    let mut index = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        validate_id(v, &format!("steps[{i}].id"), &s.id);
+        if s.id == "next" || s.id == "end" {
+            v.push(
+                format!("steps[{i}].id"),
+                "\"next\" and \"end\" are reserved",
+            );
+        }
+        if index.insert(s.id.clone(), i).is_some() {
+            v.push(
+                format!("steps[{i}].id"),
+                format!("duplicate step id {}", quote(&s.id)),
+            );
+        }
+    }
+    index
+}
+
+/// The per-step checks of [`Flow::build`], collecting the compiled branch
+/// conditions and parsed durations on the way.
+struct StepChecker<'a, F> {
+    def: &'a FlowDef,
+    index: &'a HashMap<String, usize>,
+    template_channel: &'a F,
+    publishing: bool,
+    v: &'a mut Violations,
+    conditions: HashMap<usize, Condition>,
+    durations: HashMap<(usize, &'static str), u64>,
+}
+
+impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
+    fn step(&mut self, i: usize, s: &StepDef) {
+        let f = format!("steps[{i}]");
+        match &s.kind {
+            StepKind::Send { send, next } => {
+                self.send(&f, send);
+                self.next(format!("{f}.next"), next);
+            }
+            StepKind::Delay { duration, next } => {
+                self.duration(i, "duration", &format!("{f}.duration"), duration);
+                self.next(format!("{f}.next"), next);
+            }
+            StepKind::Wait {
+                step,
+                timeout,
+                on_event,
+                on_timeout,
+                ..
+            } => {
+                self.waited_step(i, &f, step);
+                self.duration(i, "timeout", &format!("{f}.timeout"), timeout);
+                self.next(format!("{f}.on_event"), on_event);
+                self.next(format!("{f}.on_timeout"), on_timeout);
+            }
+            StepKind::Branch {
+                condition,
+                step_status,
+                then,
+                otherwise,
+            } => {
+                self.branch(i, &f, condition.as_deref(), step_status.as_ref());
+                self.next(format!("{f}.then"), then);
+                self.next(format!("{f}.else"), otherwise);
+            }
+            StepKind::Fallback { chain, ack, next } => {
+                if chain.len() < 2 {
+                    self.v
+                        .push(format!("{f}.chain"), "a fallback needs at least two sends");
+                }
+                for (k, s) in chain.iter().enumerate() {
+                    self.send(&format!("{f}.chain[{k}]"), s);
+                }
+                if let Some(a) = ack {
+                    self.duration(i, "ack", &format!("{f}.ack.timeout"), &a.timeout);
+                }
+                self.next(format!("{f}.next"), next);
+            }
+            StepKind::Stop => {}
+        }
+    }
+
+    fn next(&mut self, field: String, n: &Next) {
+        if let Next::Step(id) = n {
+            if !self.index.contains_key(id) {
+                self.v
+                    .push(field, format!("jumps to unknown step {}", quote(id)));
+            }
+        }
+    }
+
+    fn duration(&mut self, i: usize, key: &'static str, field: &str, text: &str) {
+        match parse_bounded_ms(text, limits::MAX_DELAY_MS, self.publishing) {
+            Ok(ms) => {
+                self.durations.insert((i, key), ms);
+            }
+            Err(e) => self.v.push(field, e),
+        }
+    }
+
+    /// A wait's step: an earlier step that sends.
+    fn waited_step(&mut self, i: usize, f: &str, step: &str) {
+        match self.index.get(step) {
+            None => self
+                .v
+                .push(format!("{f}.step"), format!("unknown step {}", quote(step))),
+            Some(j)
+                if !matches!(
+                    self.def.steps[*j].kind,
+                    StepKind::Send { .. } | StepKind::Fallback { .. }
+                ) =>
+            {
+                self.v.push(
+                    format!("{f}.step"),
+                    format!("step {} sends nothing to wait on", quote(step)),
+                )
+            }
+            Some(j) if *j >= i => self.v.push(
+                format!("{f}.step"),
+                format!("step {} does not come before this wait", quote(step)),
+            ),
+            _ => {}
+        }
+    }
+
+    fn branch(
+        &mut self,
+        i: usize,
+        f: &str,
+        condition: Option<&str>,
+        status: Option<&StepStatusCheck>,
+    ) {
+        match (condition, status) {
+            (Some(c), None) => match Condition::compile(c) {
+                Ok(c) => {
+                    self.conditions.insert(i, c);
+                }
+                Err(e) => self.v.push(format!("{f}.if"), e),
+            },
+            (None, Some(sc)) => {
+                if !self.index.contains_key(&sc.step) {
+                    self.v.push(
+                        format!("{f}.step_status.step"),
+                        format!("unknown step {}", quote(&sc.step)),
+                    );
+                }
+                if !super::run::STEP_STATUSES.contains(&sc.is.as_str()) {
+                    self.v.push(
+                        format!("{f}.step_status.is"),
+                        format!(
+                            "unknown status {} (one of {})",
+                            quote(&sc.is),
+                            super::run::STEP_STATUSES.join(", ")
+                        ),
+                    );
+                }
+            }
+            _ => self
+                .v
+                .push(f, "a branch needs exactly one of `if` or `step_status`"),
+        }
+    }
+
+    fn send(&mut self, field: &str, s: &SendSpec) {
+        let v = &mut *self.v;
+        let channel = match s.channel.parse::<Channel>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                v.push(format!("{field}.channel"), e);
+                None
+            }
+        };
+        match ((self.template_channel)(&s.template), channel) {
+            (None, _) => v.push(
+                format!("{field}.template"),
+                format!("no template {} exists for this tenant", quote(&s.template)),
+            ),
+            (Some(tc), Some(c)) if tc != c => v.push(
+                format!("{field}.template"),
+                format!(
+                    "template {} is for channel {tc}, the step sends on {c}",
+                    quote(&s.template)
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(p) = &s.provider {
+            if !KNOWN_PROVIDERS.contains(&p.as_str()) {
+                v.push(
+                    format!("{field}.provider"),
+                    format!(
+                        "unknown provider {} (known: {})",
+                        quote(p),
+                        KNOWN_PROVIDERS.join(", ")
+                    ),
+                );
+            }
+        }
+        check_push_fields(v, field, s, channel);
+        if let Some(to) = &s.to {
+            if !(to.starts_with("payload.") || to.starts_with("subscriber.")) {
+                v.push(
+                    format!("{field}.to"),
+                    "must be a path starting with payload. or subscriber.",
+                );
+            }
+        }
+    }
 }
 
 /// The push and in-app fields of a send: only on the channels that use
