@@ -177,6 +177,7 @@ fn triggers(tenant: &TenantId, round: u64) -> Vec<Input> {
                 .collect(),
             payload_json: padded_payload("Ana", 100),
             idempotency_key: String::new(),
+            ..Default::default()
         };
         let mut seed = [0u8; 16];
         seed[..8].copy_from_slice(&round.to_le_bytes());

@@ -88,6 +88,7 @@ pub fn trigger_command(
         }],
         payload_json: padded_payload("Ana", payload_bytes),
         idempotency_key: String::new(),
+        ..Default::default()
     }
 }
 

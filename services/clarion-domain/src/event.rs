@@ -139,6 +139,13 @@ payloads! {
     PushDeviceOutcome(PushDeviceOutcome) = "clarion.push.device_outcome.v1",
     InboxItemWritten(InboxItemWritten) = "clarion.inbox.item_written.v1",
     InboxItemsMarked(InboxItemsMarked) = "clarion.inbox.items_marked.v1",
+    ScheduleSet(ScheduleSet) = "clarion.schedule.set.v1",
+    ScheduleStateChanged(ScheduleStateChanged) = "clarion.schedule.state_changed.v1",
+    ScheduleDue(ScheduleDue) = "clarion.schedule.due.v1",
+    ScheduleOccurred(ScheduleOccurred) = "clarion.schedule.occurred.v1",
+    QuietHoursSet(QuietHoursSet) = "clarion.quiet_hours.set.v1",
+    TenantCalendarSet(TenantCalendarSet) = "clarion.tenant.calendar_set.v1",
+    DigestFlushRequested(DigestFlushRequested) = "clarion.digest.flush_requested.v1",
 }
 
 impl Payload {
@@ -190,10 +197,19 @@ impl Payload {
             Payload::PushRejected(_)
             | Payload::PushDeviceOutcome(_)
             | Payload::InboxItemWritten(_) => self.delivery_detail(),
+            Payload::ScheduleSet(_)
+            | Payload::ScheduleStateChanged(_)
+            | Payload::ScheduleDue(_)
+            | Payload::ScheduleOccurred(_)
+            | Payload::QuietHoursSet(_)
+            | Payload::TenantCalendarSet(_)
+            | Payload::DigestFlushRequested(_) => self.scheduling_detail(),
             Payload::Triggered(p) => json!({
                 "workflow_id": p.workflow_id, "workflow_version": p.workflow_version,
                 "subscriber_id": p.subscriber_id, "idempotency_key": p.idempotency_key,
                 "payload": serde_json::from_str::<Value>(&p.payload_json).unwrap_or(Value::Null),
+                "send_at_ms": p.send_at_ms, "critical": p.critical,
+                "schedule_id": p.schedule_id, "occurrence_at_ms": p.occurrence_at_ms,
             }),
             Payload::Routed(p) => json!({
                 "workflow_id": p.workflow_id, "workflow_version": p.workflow_version, "step": p.step,
@@ -333,6 +349,51 @@ impl Payload {
                 "subscriber_id": p.subscriber_id, "item_ids": p.item_ids, "all": p.all,
                 "category": p.category, "mark": p.mark,
                 "origin": origin_json(p.origin.as_ref()),
+            }),
+            _ => unreachable!("detail_json routes only these here"),
+        }
+    }
+
+    /// Schedules, quiet hours, the tenant's calendar and digest flushes.
+    fn scheduling_detail(&self) -> Value {
+        match self {
+            Payload::ScheduleSet(p) => json!({
+                "schedule_id": p.schedule_id, "subscriber_id": p.subscriber_id,
+                "workflow_id": p.workflow_id, "rrule": p.rrule, "cron": p.cron,
+                "timezone": p.timezone, "start_at_ms": p.start_at_ms, "end_at_ms": p.end_at_ms,
+                "payload": serde_json::from_str::<Value>(&p.payload_json).unwrap_or(Value::Null),
+                "catch_up": p.catch_up, "generation": p.generation,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::ScheduleStateChanged(p) => json!({
+                "schedule_id": p.schedule_id, "subscriber_id": p.subscriber_id, "state": p.state,
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::ScheduleDue(p) => json!({
+                "schedule_id": p.schedule_id, "subscriber_id": p.subscriber_id,
+                "generation": p.generation, "occurrence_at_ms": p.occurrence_at_ms,
+            }),
+            Payload::ScheduleOccurred(p) => json!({
+                "schedule_id": p.schedule_id, "subscriber_id": p.subscriber_id,
+                "occurrence_at_ms": p.occurrence_at_ms, "notification_id": p.notification_id,
+                "late_by_ms": p.late_by_ms, "missed": p.missed, "next_at_ms": p.next_at_ms,
+            }),
+            Payload::QuietHoursSet(p) => json!({
+                "subscriber_id": p.subscriber_id, "timezone": p.timezone, "enabled": p.enabled,
+                "version": p.version,
+                "rules": p.rules.iter().map(|r| json!({
+                    "channels": r.channels, "days": r.days, "start": r.start, "end": r.end,
+                    "policy": r.policy,
+                })).collect::<Vec<_>>(),
+                "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::TenantCalendarSet(p) => json!({
+                "default_timezone": p.default_timezone, "holidays": p.holidays,
+                "version": p.version, "origin": origin_json(p.origin.as_ref()),
+            }),
+            Payload::DigestFlushRequested(p) => json!({
+                "subscriber_id": p.subscriber_id, "workflow_id": p.workflow_id,
+                "digest_key": p.digest_key, "origin": origin_json(p.origin.as_ref()),
             }),
             _ => unreachable!("detail_json routes only these here"),
         }

@@ -6,6 +6,7 @@
 //! routing rules testable in microseconds.
 
 pub mod channel;
+pub mod digest;
 pub mod error;
 pub mod event;
 pub mod flow;

@@ -62,6 +62,11 @@ pub struct TriggerCommand {
     pub recipients: Vec<Recipient>,
     pub payload_json: String,
     pub idempotency_key: String,
+    /// Not before this instant (ms; 0: at once). The API takes `send_at`
+    /// (RFC 3339) or a `delay` and resolves it here.
+    pub send_at_ms: i64,
+    /// Bypasses quiet hours and digests.
+    pub critical: bool,
 }
 
 impl TriggerCommand {
@@ -181,6 +186,10 @@ impl TriggerCommand {
                         idempotency_key: self.idempotency_key.clone(),
                         recipient: r.contact.clone(),
                         workflow_version,
+                        send_at_ms: self.send_at_ms,
+                        critical: self.critical,
+                        schedule_id: String::new(),
+                        occurrence_at_ms: 0,
                     }),
                 }
             })
@@ -204,6 +213,7 @@ mod tests {
                 .collect(),
             payload_json: payload.into(),
             idempotency_key: key.into(),
+            ..Default::default()
         }
     }
 

@@ -45,6 +45,7 @@ pub fn from_steps(
         throttle: Vec::new(),
         topic: None,
         critical: false,
+        windows: Vec::new(),
         steps: steps
             .iter()
             .enumerate()

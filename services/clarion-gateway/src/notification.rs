@@ -38,6 +38,8 @@ fn command(req: api::TriggerRequest) -> TriggerCommand {
             .collect(),
         payload_json: req.payload_json,
         idempotency_key: req.idempotency_key,
+        // send_at / delay / critical: issue #33 (API).
+        ..Default::default()
     }
 }
 

@@ -227,6 +227,7 @@ impl Env {
             }],
             payload_json: r#"{"job_id":"J-42","extra":{"job":"J-42","kind":"repair"}}"#.into(),
             idempotency_key: format!("key-{n}"),
+            ..Default::default()
         };
         let now = clarion_runtime::Clock::now_ms(&self.clock);
         let mut events = cmd.accept(t, 1, [n as u8; 16], now, &Actor::ApiKey("k1".into()));

@@ -517,6 +517,7 @@ fn triggered_with_key(idempotency_key: &str) -> Event {
         }],
         payload_json: r#"{"time":"9:30"}"#.into(),
         idempotency_key: idempotency_key.into(),
+        ..Default::default()
     };
     let mut events = cmd.accept(&acme(), 1, [7; 16], T0, &Actor::ApiKey("k1".into()));
     assert_eq!(events.len(), 1, "one recipient, one event");

@@ -75,10 +75,22 @@ pub enum Table {
     /// Each subscriber's inbox counts with their version (pk subscriber
     /// id), from the projector.
     InboxCounts,
+    /// Recurring reminders, one row per schedule and subscriber (pk
+    /// "schedules", ck schedule id, 0x00, subscriber id; value a
+    /// `ScheduleRecord`), owned by the router.
+    Schedules,
+    /// Subscribers' quiet-hour overrides (pk subscriber id; value the
+    /// `QuietHoursSet` event as logged), owned by the router. The tenant's
+    /// default is in `tenants` (pk `quiet_hours/`).
+    QuietHours,
+    /// Open digests (pk subscriber id, ck workflow id, 0x00, digest key,
+    /// 0x00, then 0x00 for the header or 0x01 and a big-endian item
+    /// number), owned by the router.
+    Digests,
 }
 
 impl Table {
-    pub const ALL: [Table; 27] = [
+    pub const ALL: [Table; 30] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -106,6 +118,9 @@ impl Table {
         Table::DeviceTokens,
         Table::InboxItems,
         Table::InboxCounts,
+        Table::Schedules,
+        Table::QuietHours,
+        Table::Digests,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -139,6 +154,9 @@ impl Table {
             Table::DeviceTokens => "device_tokens",
             Table::InboxItems => "inbox_items",
             Table::InboxCounts => "inbox_counts",
+            Table::Schedules => "schedules",
+            Table::QuietHours => "quiet_hours",
+            Table::Digests => "digests",
         }
     }
 }

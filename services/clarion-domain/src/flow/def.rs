@@ -131,6 +131,44 @@ pub struct SendSpec {
     /// in the payload (`payload.push_data`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// Send windows in the recipient's zone ("Mon-Fri 09:00-17:00"); a send
+    /// outside them waits for the next opening. Replaces the workflow's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<String>,
+}
+
+/// What a delay `until` a payload time does when that time has passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IfPast {
+    /// Go on at once (noted).
+    #[default]
+    Send,
+    /// End the run suppressed (noted).
+    Skip,
+}
+
+/// A digest step: collects one subscriber's events with the same key into
+/// one message (docs/scheduling.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestSpec {
+    /// Payload path whose value keys the digest (`payload.project_id`).
+    pub key: String,
+    /// Open from the first event for this long (`1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Or: closes at the next occurrence of this recurrence, in the
+    /// recipient's zone (an RRULE like `FREQ=DAILY;BYHOUR=8;BYMINUTE=0`, or cron).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Closes early at this many items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u32>,
+    /// CEL over `payload` and `subscriber`: only events for which it holds
+    /// are digested; others go on at once.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,8 +197,18 @@ pub enum StepKind {
         send: SendSpec,
         next: Next,
     },
+    /// Wait `duration`, or `until` a payload time (plus `offset`).
     Delay {
-        duration: String,
+        duration: Option<String>,
+        until: Option<String>,
+        offset: Option<String>,
+        if_past: IfPast,
+        next: Next,
+    },
+    /// Collect the subscriber's events with the same key; the leader's run
+    /// goes on with all of them when the digest closes.
+    Digest {
+        digest: DigestSpec,
         next: Next,
     },
     /// Wait until `step`'s message gets the engagement, at most `timeout`.
@@ -220,12 +268,35 @@ enum RawStep {
         category: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        windows: Vec<String>,
         #[serde(default)]
         next: Next,
     },
     Delay {
         id: String,
-        duration: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<String>,
+        #[serde(default, skip_serializing_if = "is_default")]
+        if_past: IfPast,
+        #[serde(default)]
+        next: Next,
+    },
+    Digest {
+        id: String,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_items: Option<u32>,
+        #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+        condition: Option<String>,
         #[serde(default)]
         next: Next,
     },
@@ -278,6 +349,7 @@ impl TryFrom<RawStep> for StepDef {
                 push,
                 category,
                 data,
+                windows,
                 next,
             } => StepDef {
                 id,
@@ -292,13 +364,48 @@ impl TryFrom<RawStep> for StepDef {
                         push,
                         category,
                         data,
+                        windows,
                     },
                     next,
                 },
             },
-            RawStep::Delay { id, duration, next } => StepDef {
+            RawStep::Delay {
                 id,
-                kind: StepKind::Delay { duration, next },
+                duration,
+                until,
+                offset,
+                if_past,
+                next,
+            } => StepDef {
+                id,
+                kind: StepKind::Delay {
+                    duration,
+                    until,
+                    offset,
+                    if_past,
+                    next,
+                },
+            },
+            RawStep::Digest {
+                id,
+                key,
+                window,
+                schedule,
+                max_items,
+                condition,
+                next,
+            } => StepDef {
+                id,
+                kind: StepKind::Digest {
+                    digest: DigestSpec {
+                        key,
+                        window,
+                        schedule,
+                        max_items,
+                        condition,
+                    },
+                    next,
+                },
             },
             RawStep::Wait {
                 id,
@@ -364,9 +471,32 @@ impl From<StepDef> for RawStep {
                 push: send.push,
                 category: send.category,
                 data: send.data,
+                windows: send.windows,
                 next,
             },
-            StepKind::Delay { duration, next } => RawStep::Delay { id, duration, next },
+            StepKind::Delay {
+                duration,
+                until,
+                offset,
+                if_past,
+                next,
+            } => RawStep::Delay {
+                id,
+                duration,
+                until,
+                offset,
+                if_past,
+                next,
+            },
+            StepKind::Digest { digest, next } => RawStep::Digest {
+                id,
+                key: digest.key,
+                window: digest.window,
+                schedule: digest.schedule,
+                max_items: digest.max_items,
+                condition: digest.condition,
+                next,
+            },
             StepKind::Wait {
                 event,
                 step,
@@ -446,7 +576,15 @@ pub struct FlowDef {
     /// block (a marketing unsubscribe) or an unverified contact.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub critical: bool,
+    /// Send windows in the recipient's zone for every send of the workflow
+    /// (a step's own `windows` replace them): "Mon-Fri 09:00-17:00".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<String>,
     pub steps: Vec<StepDef>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn default_trigger() -> TriggerDef {
@@ -730,6 +868,7 @@ fn find_cycle(def: &FlowDef, index: &HashMap<String, usize>) -> Option<Vec<Strin
         let nexts: Vec<&Next> = match &def.steps[i].kind {
             StepKind::Send { next, .. }
             | StepKind::Delay { next, .. }
+            | StepKind::Digest { next, .. }
             | StepKind::Fallback { next, .. } => vec![next],
             StepKind::Wait {
                 on_event,
@@ -822,8 +961,30 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
                 self.send(&f, send);
                 self.next(format!("{f}.next"), next);
             }
-            StepKind::Delay { duration, next } => {
-                self.duration(i, "duration", &format!("{f}.duration"), duration);
+            StepKind::Delay {
+                duration,
+                until,
+                next,
+                ..
+            } => {
+                // Checks of `until`, `offset` and `if_past`: issue #33 (router-time).
+                match (duration, until) {
+                    (Some(d), None) => {
+                        self.duration(i, "duration", &format!("{f}.duration"), d);
+                    }
+                    (None, Some(_)) => {}
+                    _ => self.v.push(
+                        f.clone(),
+                        "a delay needs exactly one of `duration` or `until`",
+                    ),
+                }
+                self.next(format!("{f}.next"), next);
+            }
+            StepKind::Digest { digest, next } => {
+                // Checks of the digest's fields: issue #33 (digests).
+                if digest.key.is_empty() {
+                    self.v.push(format!("{f}.key"), "a digest needs a key");
+                }
                 self.next(format!("{f}.next"), next);
             }
             StepKind::Wait {

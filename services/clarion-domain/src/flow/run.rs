@@ -321,6 +321,14 @@ pub enum Purpose {
     Retry,
     WaitTimeout,
     AckTimeout,
+    /// The trigger's `send_at` (the run starts then).
+    SendAt,
+    /// A send outside its windows waits for the next opening.
+    Window,
+    /// A send held by quiet hours is released.
+    QuietHours,
+    /// A digest the run leads closes.
+    Digest,
 }
 
 impl Purpose {
@@ -331,6 +339,10 @@ impl Purpose {
             Purpose::Retry => "retry",
             Purpose::WaitTimeout => "wait_timeout",
             Purpose::AckTimeout => "ack_timeout",
+            Purpose::SendAt => "send_at",
+            Purpose::Window => "window",
+            Purpose::QuietHours => "quiet_hours",
+            Purpose::Digest => "digest",
         }
     }
 }
@@ -693,7 +705,8 @@ impl Run {
                     return;
                 }
                 StepKind::Delay { .. } => {
-                    let ms = flow.durations[&(pc, "duration")];
+                    // `until` (no duration): issue #33 router-time.
+                    let ms = flow.durations.get(&(pc, "duration")).copied().unwrap_or(0);
                     self.schedule(ctx.now_ms + ms as i64, Purpose::Delay, out);
                     return;
                 }
@@ -744,6 +757,10 @@ impl Run {
                         }
                     };
                     self.pc = flow.resolve(pc, if taken { then } else { otherwise });
+                }
+                StepKind::Digest { next, .. } => {
+                    // Collecting: issue #33 (digests). Until then, on at once.
+                    self.pc = flow.resolve(pc, next);
                 }
                 StepKind::Stop => {
                     self.end(

@@ -25,6 +25,13 @@ pub struct RunRecord {
     /// In the dead-letter queue (dead-lettered, not yet retried or discarded).
     #[serde(default)]
     pub in_dlq: bool,
+    /// The trigger or its workflow is critical: quiet hours and digests
+    /// do not apply.
+    #[serde(default)]
+    pub critical: bool,
+    /// The digest this run leads, once closed (its sends render it).
+    #[serde(default)]
+    pub digest: Option<clarion_domain::digest::Batch>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -96,6 +103,8 @@ pub fn encode_run(rec: &RunRecord) -> Bytes {
         contact: &'a ContactOverride,
         key: &'a str,
         in_dlq: bool,
+        critical: bool,
+        digest: Option<&'a clarion_domain::digest::Batch>,
     }
     let settled = rec
         .run
@@ -114,6 +123,8 @@ pub fn encode_run(rec: &RunRecord) -> Bytes {
         contact: if settled { &no_contact } else { &rec.contact },
         key: &rec.key,
         in_dlq: rec.in_dlq,
+        critical: rec.critical,
+        digest: if settled { None } else { rec.digest.as_ref() },
     };
     // Room for a typical record (the trigger's payload is most of it): grown
     // from one byte, the buffer was reallocated and copied several times.
@@ -194,6 +205,8 @@ mod tests {
             },
             key: "acme/tech-7".into(),
             in_dlq,
+            critical: false,
+            digest: None,
         }
     }
 

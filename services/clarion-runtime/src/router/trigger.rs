@@ -55,6 +55,8 @@ impl Router {
             contact,
             key: e.partition_key.clone(),
             in_dlq: false,
+            critical: t.critical || flow.def.critical,
+            digest: None,
         });
         // The trigger condition decides whether the run starts at all; the
         // subscriber's variables are built only for one.
