@@ -233,6 +233,11 @@ fn bad_input_says_what_is_wrong() {
     assert_eq!(i, 1);
     assert!(e.contains("end must be after the start"), "{e}");
     assert!(Windows::parse(&["Funday 08:00-09:00".into()]).is_err());
+    assert!(
+        Windows::parse(&["Mö 08:00-09:00".into()]).is_err(),
+        "not a panic"
+    );
+    assert!(day_index("ñañ").is_err());
     assert_eq!(parse_signed_duration("-24h"), Ok(-86_400_000));
     assert_eq!(parse_signed_duration("2h30m"), Ok(9_000_000));
     assert!(parse_signed_duration("soon").is_err());

@@ -184,7 +184,7 @@ pub(crate) fn day(text: &str) -> Result<usize, String> {
     let t = text.trim().to_ascii_lowercase();
     DAY_NAMES
         .iter()
-        .position(|d| t.len() >= 3 && d.starts_with(&t[..3]) && day_word_ok(&t))
+        .position(|d| t.get(..3).is_some_and(|p| d.starts_with(p)) && day_word_ok(&t))
         .ok_or_else(|| format!("{text:?} is not a day (mon, tue, wed, thu, fri, sat, sun)"))
 }
 
