@@ -17,6 +17,7 @@ pub mod preferences;
 pub mod push;
 pub mod recipient;
 pub mod router;
+pub mod schedule;
 pub mod subscriber;
 pub mod template;
 pub mod tenant;
