@@ -709,6 +709,9 @@ mod tests {
                 "ListItems",
                 "GetCounts",
                 "Watch",
+                // QuietHoursService (issue #33)
+                "GetTenant",
+                "GetSubscriber",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.

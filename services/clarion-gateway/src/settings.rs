@@ -16,7 +16,7 @@ use clarion_proto::events as pb;
 use clarion_runtime::tenant_settings;
 
 use crate::error::ApiError;
-use crate::preferences::{to_subscriber, Who};
+use crate::preferences::{profile, to_subscriber, Who};
 use crate::state::GatewayState;
 use crate::tenant::{config_event, publish};
 
@@ -112,12 +112,14 @@ pub async fn set_tenant_quiet_hours(
 }
 
 /// A subscriber's own quiet hours (version 0: none; the tenant's apply).
+/// The subscriber must exist.
 pub async fn subscriber_quiet_hours(
     s: &GatewayState,
     who: &Who,
     id: &str,
 ) -> Result<api::QuietHoursSettings, ApiError> {
     who.reach("subscriber_id", id)?;
+    profile(s, who, id).await?;
     let q = tenant_settings::subscriber_quiet_hours(&*s.store, who.tenant.as_str(), id).await?;
     Ok(quiet_to_api(q, id))
 }
@@ -130,6 +132,7 @@ pub async fn set_subscriber_quiet_hours(
     input: api::QuietHoursSettings,
 ) -> Result<api::QuietHoursSettings, ApiError> {
     who.reach("subscriber_id", id)?;
+    profile(s, who, id).await?;
     let prev = tenant_settings::subscriber_quiet_hours(&*s.store, who.tenant.as_str(), id).await?;
     let e = quiet_event(who, input, id, prev.map_or(1, |p| p.version + 1))?;
     to_subscriber(s, who, id, Payload::QuietHoursSet(e.clone())).await?;
