@@ -254,6 +254,9 @@ async fn scenario(run: &Running) {
     // Paused: the third day passes silently for acme, globex goes on.
     let (status, paused) = run.call("POST", "/v1/schedules/daily/pause", &acme, Value::Null).await;
     assert_eq!((status, paused["subscribers"][0]["state"].as_str()), (200, Some("paused")));
+    // One occurrence at a time: a jump over several is downtime (caught up once).
+    run.advance_to(g_first + DAY_MS);
+    run.expect_received("ana@globex.test", phone("globex", "ana"), 2).await;
     run.advance_to(g_first + 2 * DAY_MS);
     run.expect_received("ana@globex.test", phone("globex", "ana"), 3).await;
     assert_eq!(run.received("ana@acme.test", phone("acme", "ana")), (2, 2));
@@ -295,6 +298,8 @@ async fn scenario(run: &Running) {
     assert_eq!(status, 204);
     let (status, _) = run.call("GET", "/v1/schedules/daily", &acme, Value::Null).await;
     assert_eq!(status, 404);
+    run.advance_to(g_first + 3 * DAY_MS);
+    run.expect_received("ana@globex.test", phone("globex", "ana"), 4).await;
     run.advance_to(g_first + 4 * DAY_MS);
     run.expect_received("ana@globex.test", phone("globex", "ana"), 5).await;
     assert_eq!(run.received("ana@acme.test", phone("acme", "ana")), (3, 3));
@@ -367,6 +372,31 @@ async fn bad_input(run: &Running) {
     let sub_quiet = json!({"enabled": false});
     let (status, q) = run.call("PUT", "/v1/subscribers/ana/quiet-hours", &acme, sub_quiet).await;
     assert_eq!((status, q["enabled"].as_bool()), (200, Some(false)), "{q}");
+    let (status, _) = run.call("GET", "/v1/subscribers/nobody/quiet-hours", &acme, Value::Null).await;
+    assert_eq!(status, 404);
+
+    // The CLI over gRPC.
+    let created = clarion(run, &acme, &["schedule", "create", "--id", "cli", "--workflow", "daily-check",
+        "--subscriber", "ana", "--cron", "0 8 * * *", "--payload", r#"{"site":"cli"}"#]);
+    let v: Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(v["subscribers"][0]["upcoming"].as_array().unwrap().len(), 5, "{v}");
+    assert!(clarion(run, &acme, &["schedule", "list"]).contains("cli\tdaily-check\t0 8 * * *\tana:active"));
+    let paused: Value = serde_json::from_str(&clarion(run, &acme, &["schedule", "pause", "cli"])).unwrap();
+    assert_eq!(paused["subscribers"][0]["state"], "paused");
+    let got: Value = serde_json::from_str(&clarion(run, &acme, &["schedule", "get", "cli"])).unwrap();
+    assert_eq!(got["payload"]["site"], "cli");
+    assert_eq!(clarion(run, &acme, &["schedule", "delete", "cli"]).trim(), "deleted cli");
+}
+
+fn clarion(run: &Running, key: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args(args)
+        .args(["--endpoint", &format!("http://{}", run.grpc)])
+        .args(["--api-key", key])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,7 +49,9 @@ impl Router {
                 };
                 match schedule::change_state(&rec, &c.state, batch.now_ms) {
                     Some(rec) => keep(batch, e, key, &rec),
-                    None => batch.writes.delete(key),
+                    None => {
+                        batch.writes.delete(key);
+                    }
                 }
                 Ok(())
             }
