@@ -296,11 +296,3 @@ pub fn due_event_id(
     ])
 }
 
-/// An instant as RFC 3339 in `tz` (with its offset), to the second.
-pub fn rfc3339(at_ms: i64, tz: Tz) -> String {
-    use chrono::TimeZone;
-    tz.timestamp_millis_opt(at_ms)
-        .single()
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}

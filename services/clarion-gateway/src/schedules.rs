@@ -264,7 +264,7 @@ fn view(recs: &[pb::ScheduleRecord], now_ms: i64, upcoming: usize) -> api::Sched
     let set = recs[0].set.clone().unwrap_or_default();
     let utc = |ms: i64| {
         if ms > 0 {
-            schedule::rfc3339(ms, time::Tz::UTC)
+            time::format_instant(ms)
         } else {
             String::new()
         }
@@ -287,10 +287,10 @@ fn subscriber_view(r: &pb::ScheduleRecord, now_ms: i64, upcoming: usize) -> api:
     let tz = time::recipient_zone(&[&r.resolved_timezone]);
     let at = |ms: i64| api::ScheduleOccurrence {
         at_ms: ms,
-        at: schedule::rfc3339(ms, tz),
+        at: time::format_local(ms, tz),
     };
     let next = if r.next_at_ms > 0 {
-        schedule::rfc3339(r.next_at_ms, tz)
+        time::format_local(r.next_at_ms, tz)
     } else {
         String::new()
     };

@@ -208,7 +208,7 @@ async fn a_weekly_reminder_fires_at_0900_local_repeats_and_obeys_pause_resume_de
     let (acme, globex) = (tenant("acme"), tenant("globex"));
     let paris = Tz::Europe__Paris;
     let ny = Tz::America__New_York;
-    let rule = "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0";
+    let rule = "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0;BYSECOND=0";
     let events = vec![
         env.upsert(&acme, "Europe/Paris"),
         env.upsert(&globex, "America/New_York"),
