@@ -66,8 +66,9 @@ impl Running {
             cfg.log.topic_prefix = format!("sched-{}.", uuid::Uuid::new_v4().simple());
             cfg.log.partitions = 2;
         }
-        // A Tuesday, 2026-01-06 12:00 UTC: clear of DST changes for weeks.
-        let clock = ManualClock::new(1_767_700_800_000);
+        // A Tuesday, 2026-01-06 15:00 UTC (16:00 in Paris, 10:00 in New
+        // York): clear of DST changes for weeks.
+        let clock = ManualClock::new(1_767_711_600_000);
         let node = Node::open(cfg.clone())
             .await
             .unwrap()
@@ -220,7 +221,7 @@ async fn scenario(run: &Running) {
     assert_eq!(status, 201, "{created}");
     let sub = &created["subscribers"][0];
     assert_eq!((sub["state"].as_str(), sub["timezone"].as_str()), (Some("active"), Some("Europe/Paris")));
-    // Tuesday 12:00 UTC → Wednesday 09:00 in Paris (UTC+1).
+    // Tuesday 15:00 UTC → Wednesday 09:00 in Paris (UTC+1).
     let first = sub["next_at_ms"].as_i64().unwrap();
     assert_eq!(sub["next_at"], "2026-01-07T09:00:00+01:00");
     let upcoming: Vec<&str> = sub["upcoming"].as_array().unwrap().iter().map(|o| o["at"].as_str().unwrap()).collect();
