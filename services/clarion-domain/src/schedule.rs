@@ -209,7 +209,7 @@ pub enum Due {
         occurrence_at_ms: Option<i64>,
         late_by_ms: i64,
         missed: u32,
-        record: pb::ScheduleRecord,
+        record: Box<pb::ScheduleRecord>,
     },
 }
 
@@ -258,7 +258,7 @@ pub fn on_due(rec: Option<&pb::ScheduleRecord>, due: &pb::ScheduleDue, now_ms: i
         occurrence_at_ms: fires,
         late_by_ms: now - fires.unwrap_or(due.occurrence_at_ms),
         missed: count - u32::from(fires.is_some()),
-        record,
+        record: Box::new(record),
     }
 }
 
@@ -295,4 +295,3 @@ pub fn due_event_id(
         &at_ms.to_be_bytes(),
     ])
 }
-

@@ -70,7 +70,7 @@ fn run_on_time(mut rec: pb::ScheduleRecord, until_ms: i64) -> (Vec<i64>, pb::Sch
                     schedule::on_due(Some(&record), &due, due.occurrence_at_ms),
                     Due::Stale(_)
                 ));
-                rec = record;
+                rec = *record;
             }
             Due::Stale(why) => panic!("on-time timer stale: {why}"),
         }
@@ -128,7 +128,10 @@ fn daily_0230(rule: &str, tz: Tz, from: &str, to: &str) -> Vec<NaiveDateTime> {
 fn a_daily_0230_reminder_fires_at_0330_on_the_spring_forward_day() {
     for rule in ["FREQ=DAILY;BYHOUR=2;BYMINUTE=30", "30 2 * * *"] {
         let got = daily_0230(rule, PARIS, "2026-03-28 00:00", "2026-03-30 23:00");
-        let shown: Vec<String> = got.iter().map(|t| t.format("%d %H:%M").to_string()).collect();
+        let shown: Vec<String> = got
+            .iter()
+            .map(|t| t.format("%d %H:%M").to_string())
+            .collect();
         // 02:30 does not exist on the 29th: shifted forward by the gap.
         assert_eq!(shown, ["28 02:30", "29 03:30", "30 02:30"], "{rule}");
     }
@@ -144,7 +147,10 @@ fn a_daily_0230_reminder_fires_once_on_the_fall_back_day_at_the_earlier_0230() {
         // 02:30 happens twice on the 25th: the earlier one, still in summer
         // time (UTC+2), i.e. 00:30 UTC.
         let sunday = fired[1];
-        assert_eq!(local(sunday, PARIS).format("%d %H:%M").to_string(), "25 02:30");
+        assert_eq!(
+            local(sunday, PARIS).format("%d %H:%M").to_string(),
+            "25 02:30"
+        );
         assert_eq!(local(sunday, Tz::UTC).format("%H:%M").to_string(), "00:30");
     }
 }
@@ -155,9 +161,16 @@ fn count_until_and_end_at_end_the_schedule() {
     let count = set_of("FREQ=DAILY;BYHOUR=9;BYMINUTE=0;COUNT=3", start, "");
     let (fired, rec) = run_on_time(schedule::set(None, &count, PARIS, start), start + 30 * DAY);
     assert_eq!(fired.len(), 3);
-    assert_eq!((rec.state.as_str(), rec.next_at_ms, rec.fired), ("done", 0, 3));
+    assert_eq!(
+        (rec.state.as_str(), rec.next_at_ms, rec.fired),
+        ("done", 0, 3)
+    );
 
-    let until = set_of("FREQ=DAILY;BYHOUR=9;BYMINUTE=0;UNTIL=20260108T235959Z", start, "");
+    let until = set_of(
+        "FREQ=DAILY;BYHOUR=9;BYMINUTE=0;UNTIL=20260108T235959Z",
+        start,
+        "",
+    );
     let (fired, rec) = run_on_time(schedule::set(None, &until, PARIS, start), start + 30 * DAY);
     assert_eq!(fired.len(), 4, "the 5th to the 8th");
     assert_eq!(rec.state, "done");
@@ -174,7 +187,10 @@ fn count_until_and_end_at_end_the_schedule() {
 fn after_downtime(catch_up: &str) -> (Due, i64) {
     let start = at("2026-01-05 00:00", PARIS);
     let set = set_of("FREQ=DAILY;BYHOUR=9;BYMINUTE=0", start, catch_up);
-    let (_, rec) = run_on_time(schedule::set(None, &set, PARIS, start), at("2026-01-05 12:00", PARIS));
+    let (_, rec) = run_on_time(
+        schedule::set(None, &set, PARIS, start),
+        at("2026-01-05 12:00", PARIS),
+    );
     assert_eq!(rec.next_at_ms, at("2026-01-06 09:00", PARIS));
     let now = at("2026-01-08 10:00", PARIS);
     (schedule::on_due(Some(&rec), &due_of(&rec), now), now)
@@ -193,12 +209,16 @@ fn latest_once_fires_the_latest_missed_occurrence_once_after_three_days_down() {
         panic!("stale: {due:?}")
     };
     assert_eq!(occurrence_at_ms, Some(at("2026-01-08 09:00", PARIS)));
-    assert_eq!((missed, late_by_ms), (2, HOUR), "the 6th and 7th passed over");
+    assert_eq!(
+        (missed, late_by_ms),
+        (2, HOUR),
+        "the 6th and 7th passed over"
+    );
     assert_eq!(record.next_at_ms, at("2026-01-09 09:00", PARIS));
     assert_eq!(record.fired, 2);
     // The next timer (the 9th) is the only one: no burst, and on time.
     let _ = now;
-    let (fired, _) = run_on_time(record, at("2026-01-09 12:00", PARIS));
+    let (fired, _) = run_on_time(*record, at("2026-01-09 12:00", PARIS));
     assert_eq!(fired, [at("2026-01-09 09:00", PARIS)]);
 }
 
@@ -227,11 +247,17 @@ fn skip_still_fires_an_occurrence_late_by_less_than_the_grace() {
     let rec = schedule::set(None, &set, PARIS, start);
     let due = due_of(&rec);
     let late = due.occurrence_at_ms + schedule::LATE_GRACE_MS;
-    let Due::Fire { occurrence_at_ms, .. } = schedule::on_due(Some(&rec), &due, late) else {
+    let Due::Fire {
+        occurrence_at_ms, ..
+    } = schedule::on_due(Some(&rec), &due, late)
+    else {
         panic!("stale")
     };
     assert_eq!(occurrence_at_ms, Some(due.occurrence_at_ms));
-    let Due::Fire { occurrence_at_ms, .. } = schedule::on_due(Some(&rec), &due, late + 1) else {
+    let Due::Fire {
+        occurrence_at_ms, ..
+    } = schedule::on_due(Some(&rec), &due, late + 1)
+    else {
         panic!("stale")
     };
     assert_eq!(occurrence_at_ms, None);
@@ -254,9 +280,18 @@ fn pause_makes_timers_stale_and_resume_goes_on_from_now_without_catch_up() {
     let resumed = schedule::change_state(&paused, schedule::ACTIVE, now).unwrap();
     assert_eq!(resumed.state, "active");
     assert_eq!(resumed.next_at_ms, at("2026-01-20 09:00", PARIS));
-    assert!(matches!(schedule::on_due(Some(&resumed), &old, now), Due::Stale(_)));
-    assert_eq!(schedule::change_state(&resumed, schedule::DELETED, now), None);
-    assert!(matches!(schedule::on_due(None, &due_of(&resumed), now), Due::Stale(_)));
+    assert!(matches!(
+        schedule::on_due(Some(&resumed), &old, now),
+        Due::Stale(_)
+    ));
+    assert_eq!(
+        schedule::change_state(&resumed, schedule::DELETED, now),
+        None
+    );
+    assert!(matches!(
+        schedule::on_due(None, &due_of(&resumed), now),
+        Due::Stale(_)
+    ));
 }
 
 #[test]
@@ -284,18 +319,30 @@ fn notification_ids_are_fixed_by_tenant_schedule_subscriber_and_instant() {
     assert_ne!(id("acme", "w", "ana", 5), id("acme", "w2", "ana", 5));
     assert_ne!(id("acme", "w", "ana", 5), id("acme", "w", "bob", 5));
     assert_ne!(id("acme", "w", "ana", 5), id("acme", "w", "ana", 6));
-    assert_eq!(id("acme", "w", "ana", 1_700_000_000_000).time_ms(), 1_700_000_000_000);
+    assert_eq!(
+        id("acme", "w", "ana", 1_700_000_000_000).time_ms(),
+        1_700_000_000_000
+    );
 }
 
 #[test]
 fn the_zone_is_the_schedules_else_the_subscribers_else_the_tenants_else_utc() {
     let mut set = set_of("0 9 * * *", 0, "");
-    assert_eq!(schedule::zone_for(&set, "America/New_York", "Europe/Paris"), NEW_YORK);
+    assert_eq!(
+        schedule::zone_for(&set, "America/New_York", "Europe/Paris"),
+        NEW_YORK
+    );
     assert_eq!(schedule::zone_for(&set, "", "Europe/Paris"), PARIS);
-    assert_eq!(schedule::zone_for(&set, "Nowhere/Land", "Europe/Paris"), PARIS);
+    assert_eq!(
+        schedule::zone_for(&set, "Nowhere/Land", "Europe/Paris"),
+        PARIS
+    );
     assert_eq!(schedule::zone_for(&set, "", ""), Tz::UTC);
     set.timezone = "Asia/Kolkata".into();
-    assert_eq!(schedule::zone_for(&set, "America/New_York", "Europe/Paris"), Tz::Asia__Kolkata);
+    assert_eq!(
+        schedule::zone_for(&set, "America/New_York", "Europe/Paris"),
+        Tz::Asia__Kolkata
+    );
 }
 
 #[test]
@@ -311,12 +358,49 @@ fn bad_definitions_name_the_field_and_the_reason() {
     let cases: Vec<(pb::ScheduleSet, &str)> = vec![
         (set_of("FREQ=SOMETIMES", 0, ""), "rrule"),
         (set_of("61 9 * * *", 0, ""), "cron"),
-        (pb::ScheduleSet { rrule: String::new(), ..good.clone() }, "rrule"),
-        (pb::ScheduleSet { cron: "0 9 * * *".into(), ..good.clone() }, "cron"),
-        (pb::ScheduleSet { timezone: "Mars/Olympus".into(), ..good.clone() }, "timezone"),
-        (pb::ScheduleSet { start_at_ms: 10, end_at_ms: 5, ..good.clone() }, "end_at"),
-        (pb::ScheduleSet { catch_up: "all".into(), ..good.clone() }, "catch_up"),
-        (pb::ScheduleSet { schedule_id: "a b".into(), ..good.clone() }, "schedule_id"),
+        (
+            pb::ScheduleSet {
+                rrule: String::new(),
+                ..good.clone()
+            },
+            "rrule",
+        ),
+        (
+            pb::ScheduleSet {
+                cron: "0 9 * * *".into(),
+                ..good.clone()
+            },
+            "cron",
+        ),
+        (
+            pb::ScheduleSet {
+                timezone: "Mars/Olympus".into(),
+                ..good.clone()
+            },
+            "timezone",
+        ),
+        (
+            pb::ScheduleSet {
+                start_at_ms: 10,
+                end_at_ms: 5,
+                ..good.clone()
+            },
+            "end_at",
+        ),
+        (
+            pb::ScheduleSet {
+                catch_up: "all".into(),
+                ..good.clone()
+            },
+            "catch_up",
+        ),
+        (
+            pb::ScheduleSet {
+                schedule_id: "a b".into(),
+                ..good.clone()
+            },
+            "schedule_id",
+        ),
     ];
     for (set, want) in cases {
         assert_eq!(field(&set), [want], "{set:?}");

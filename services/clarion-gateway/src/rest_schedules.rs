@@ -15,6 +15,7 @@ use serde_json::Value;
 use tonic::metadata::MetadataMap;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::auth;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::pagination::PageParams;
@@ -23,7 +24,6 @@ use crate::preferences::{Interface, Who};
 use crate::problem::Problem;
 use crate::schedules as ops;
 use crate::state::GatewayState;
-use crate::auth;
 
 /// `POST /v1/schedules`.
 #[derive(Deserialize, ToSchema)]
@@ -137,7 +137,10 @@ fn view(s: api::Schedule) -> ScheduleView {
                 upcoming: x
                     .upcoming
                     .into_iter()
-                    .map(|o| OccurrenceView { at_ms: o.at_ms, at: o.at })
+                    .map(|o| OccurrenceView {
+                        at_ms: o.at_ms,
+                        at: o.at,
+                    })
                     .collect(),
             })
             .collect(),
@@ -268,7 +271,13 @@ pub async fn resume(
 #[derive(OpenApi)]
 #[openapi(
     paths(create, list, get_one, delete_one, pause, resume),
-    components(schemas(CreateBody, ScheduleView, SubscriberScheduleView, OccurrenceView, ScheduleList))
+    components(schemas(
+        CreateBody,
+        ScheduleView,
+        SubscriberScheduleView,
+        OccurrenceView,
+        ScheduleList
+    ))
 )]
 pub struct Paths;
 
@@ -291,8 +300,14 @@ mod tests {
         for (body, field) in [
             (&br#"{"subscriber_ids":["a"]}"#[..], "workflow_id"),
             (br#"{"workflow_id":"w"}"#, "subscriber_ids"),
-            (br#"{"workflow_id":"w","subscriber_ids":"a"}"#, "subscriber_ids"),
-            (br#"{"workflow_id":"w","subscriber_ids":["a"],"every":"day"}"#, "every"),
+            (
+                br#"{"workflow_id":"w","subscriber_ids":"a"}"#,
+                "subscriber_ids",
+            ),
+            (
+                br#"{"workflow_id":"w","subscriber_ids":["a"],"every":"day"}"#,
+                "every",
+            ),
         ] {
             match parse_json::<CreateBody>(body) {
                 Err(p) => assert_eq!(p.errors[0].field, field),

@@ -158,7 +158,9 @@ pub async fn get_subscriber(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<QuietHoursBody>, Problem> {
     let who = rest_who(&s, headers).await?;
-    Ok(Json(quiet_view(ops::subscriber_quiet_hours(&s, &who, &id).await?)))
+    Ok(Json(quiet_view(
+        ops::subscriber_quiet_hours(&s, &who, &id).await?,
+    )))
 }
 
 /// Replaces a subscriber's quiet hours (they override the tenant's whole).
@@ -206,13 +208,22 @@ pub async fn put_calendar(
         holidays: b.holidays,
         version: 0,
     };
-    Ok(Json(calendar_view(ops::set_calendar(&s, &who, input).await?)))
+    Ok(Json(calendar_view(
+        ops::set_calendar(&s, &who, input).await?,
+    )))
 }
 
 /// The paths of this module in the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(get_tenant, put_tenant, get_subscriber, put_subscriber, get_calendar, put_calendar),
+    paths(
+        get_tenant,
+        put_tenant,
+        get_subscriber,
+        put_subscriber,
+        get_calendar,
+        put_calendar
+    ),
     components(schemas(RuleBody, QuietHoursBody, CalendarBody))
 )]
 pub struct Paths;
@@ -237,7 +248,10 @@ mod tests {
     fn bad_bodies_name_the_field() {
         for (body, field) in [
             (&br#"{"rules":[]}"#[..], "enabled"),
-            (br#"{"enabled":true,"rules":[{"start":"22:00","end":"07:00"}]}"#, "rules[0].policy"),
+            (
+                br#"{"enabled":true,"rules":[{"start":"22:00","end":"07:00"}]}"#,
+                "rules[0].policy",
+            ),
             (br#"{"enabled":true,"quiet":1}"#, "quiet"),
         ] {
             match parse_json::<QuietHoursBody>(body) {

@@ -4,13 +4,13 @@ use clarion_domain::schedule;
 use clarion_proto::api;
 use tonic::{Request, Response, Status};
 
+use crate::auth;
 use crate::error::ApiError;
 use crate::pagination::PageParams;
 use crate::preference_input::who;
 use crate::preferences::Interface;
 use crate::schedules as ops;
 use crate::state::GatewayState;
-use crate::auth;
 
 pub struct ScheduleApi(pub GatewayState);
 
@@ -72,10 +72,7 @@ impl api::schedule_service_server::ScheduleService for ScheduleApi {
         }))
     }
 
-    async fn pause(
-        &self,
-        r: Request<api::ScheduleRef>,
-    ) -> Result<Response<api::Schedule>, Status> {
+    async fn pause(&self, r: Request<api::ScheduleRef>) -> Result<Response<api::Schedule>, Status> {
         let s = self.change(r, schedule::PAUSED).await?;
         Ok(Response::new(s.unwrap_or_default()))
     }

@@ -108,7 +108,12 @@ async fn events_of(
     let mut events = Vec::new();
     for sub in req.subscriber_ids {
         set.subscriber_id = sub;
-        events.push(to_subscriber(s, who, &set.subscriber_id, Payload::ScheduleSet(set.clone())));
+        events.push(to_subscriber(
+            s,
+            who,
+            &set.subscriber_id,
+            Payload::ScheduleSet(set.clone()),
+        ));
     }
     Ok(events)
 }
@@ -117,7 +122,10 @@ fn check_subscribers(v: &mut Violations, ids: &[String]) {
     if ids.is_empty() || ids.len() > MAX_SUBSCRIBERS {
         v.push(
             "subscriber_ids",
-            format!("must list 1 to {MAX_SUBSCRIBERS} subscribers (has {})", ids.len()),
+            format!(
+                "must list 1 to {MAX_SUBSCRIBERS} subscribers (has {})",
+                ids.len()
+            ),
         );
     }
     let mut seen = BTreeSet::new();
@@ -192,7 +200,11 @@ pub async fn create(
     // A subscriber the router has not applied yet (the wait timed out).
     for e in &events {
         if let Payload::ScheduleSet(set) = &e.payload {
-            if !view.subscribers.iter().any(|x| x.subscriber_id == set.subscriber_id) {
+            if !view
+                .subscribers
+                .iter()
+                .any(|x| x.subscriber_id == set.subscriber_id)
+            {
                 view.subscribers.push(api::ScheduleSubscriber {
                     subscriber_id: set.subscriber_id.clone(),
                     state: "pending".into(),
@@ -216,11 +228,16 @@ async fn records(
     let from = schedule_key(tenant.as_str(), id, "").ck;
     let mut to = id.as_bytes().to_vec();
     to.push(1);
-    let scan = Scan::partition(Table::Schedules, tenant.as_str(), SCHEDULES_PK, MAX_SUBSCRIBERS + 1)
-        .range(
-            std::ops::Bound::Included(from),
-            std::ops::Bound::Excluded(to),
-        );
+    let scan = Scan::partition(
+        Table::Schedules,
+        tenant.as_str(),
+        SCHEDULES_PK,
+        MAX_SUBSCRIBERS + 1,
+    )
+    .range(
+        std::ops::Bound::Included(from),
+        std::ops::Bound::Excluded(to),
+    );
     let rows = s.store.scan(&scan).await?;
     rows.iter()
         .map(|(_, b)| {
@@ -279,11 +296,18 @@ fn view(recs: &[pb::ScheduleRecord], now_ms: i64, upcoming: usize) -> api::Sched
         end_at: utc(set.end_at_ms),
         payload_json: set.payload_json.clone(),
         catch_up: set.catch_up.clone(),
-        subscribers: recs.iter().map(|r| subscriber_view(r, now_ms, upcoming)).collect(),
+        subscribers: recs
+            .iter()
+            .map(|r| subscriber_view(r, now_ms, upcoming))
+            .collect(),
     }
 }
 
-fn subscriber_view(r: &pb::ScheduleRecord, now_ms: i64, upcoming: usize) -> api::ScheduleSubscriber {
+fn subscriber_view(
+    r: &pb::ScheduleRecord,
+    now_ms: i64,
+    upcoming: usize,
+) -> api::ScheduleSubscriber {
     let tz = time::recipient_zone(&[&r.resolved_timezone]);
     let at = |ms: i64| api::ScheduleOccurrence {
         at_ms: ms,
@@ -295,10 +319,21 @@ fn subscriber_view(r: &pb::ScheduleRecord, now_ms: i64, upcoming: usize) -> api:
         String::new()
     };
     // The pending occurrence first (it may be due already), then the ones after it.
-    let after = if r.next_at_ms > 0 { r.next_at_ms } else { now_ms };
-    let upcoming = schedule::upcoming(r, after, upcoming).into_iter().map(at).collect();
+    let after = if r.next_at_ms > 0 {
+        r.next_at_ms
+    } else {
+        now_ms
+    };
+    let upcoming = schedule::upcoming(r, after, upcoming)
+        .into_iter()
+        .map(at)
+        .collect();
     api::ScheduleSubscriber {
-        subscriber_id: r.set.as_ref().map(|s| s.subscriber_id.clone()).unwrap_or_default(),
+        subscriber_id: r
+            .set
+            .as_ref()
+            .map(|s| s.subscriber_id.clone())
+            .unwrap_or_default(),
         state: r.state.clone(),
         timezone: r.resolved_timezone.clone(),
         next_at_ms: r.next_at_ms,
@@ -329,8 +364,13 @@ pub async fn list(
         }
         None => std::ops::Bound::Unbounded,
     };
-    let scan = Scan::partition(Table::Schedules, tenant.as_str(), SCHEDULES_PK, MAX_LIST_ROWS)
-        .range(from, std::ops::Bound::Unbounded);
+    let scan = Scan::partition(
+        Table::Schedules,
+        tenant.as_str(),
+        SCHEDULES_PK,
+        MAX_LIST_ROWS,
+    )
+    .range(from, std::ops::Bound::Unbounded);
     let rows = s.store.scan(&scan).await?;
     let full = rows.len() >= MAX_LIST_ROWS;
     let mut groups: Vec<Vec<pb::ScheduleRecord>> = Vec::new();
@@ -338,7 +378,11 @@ pub async fn list(
     for (_, b) in rows {
         let r = pb::ScheduleRecord::decode(&b[..])
             .map_err(|e| ApiError::Internal(format!("stored schedule: {e}")))?;
-        let id = r.set.as_ref().map(|x| x.schedule_id.clone()).unwrap_or_default();
+        let id = r
+            .set
+            .as_ref()
+            .map(|x| x.schedule_id.clone())
+            .unwrap_or_default();
         if ids.last() != Some(&id) {
             ids.push(id);
             groups.push(Vec::new());
@@ -354,7 +398,8 @@ pub async fn list(
     groups.truncate(limit);
     ids.truncate(limit);
     let now = s.clock.now_ms();
-    let next = (more && !ids.is_empty()).then(|| bound.cursor(ids.last().expect("not empty").as_bytes()));
+    let next =
+        (more && !ids.is_empty()).then(|| bound.cursor(ids.last().expect("not empty").as_bytes()));
     Ok((groups.iter().map(|g| view(g, now, 0)).collect(), next))
 }
 

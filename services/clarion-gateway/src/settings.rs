@@ -106,7 +106,12 @@ pub async fn set_tenant_quiet_hours(
     let _guard = s.config_lock.lock().await;
     let prev = tenant_settings::tenant_quiet_hours(&*s.store, who.tenant.as_str()).await?;
     let e = quiet_event(who, input, "", prev.map_or(1, |p| p.version + 1))?;
-    let event = config_event(s, &who.tenant, &who.actor, Payload::QuietHoursSet(e.clone()));
+    let event = config_event(
+        s,
+        &who.tenant,
+        &who.actor,
+        Payload::QuietHoursSet(e.clone()),
+    );
     publish(s, &[event]).await?;
     Ok(quiet_to_api(Some(e), ""))
 }
@@ -177,7 +182,10 @@ fn check_calendar(input: &mut api::TenantCalendar) -> Result<(), Violations> {
         }
     }
     v.into_result()?;
-    input.holidays = seen.iter().map(|d| d.format("%Y-%m-%d").to_string()).collect();
+    input.holidays = seen
+        .iter()
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .collect();
     Ok(())
 }
 
@@ -197,7 +205,12 @@ pub async fn set_calendar(
         version: prev.map_or(1, |p| p.version + 1),
         origin: Some(who.origin()),
     };
-    let event = config_event(s, &who.tenant, &who.actor, Payload::TenantCalendarSet(e.clone()));
+    let event = config_event(
+        s,
+        &who.tenant,
+        &who.actor,
+        Payload::TenantCalendarSet(e.clone()),
+    );
     publish(s, &[event]).await?;
     Ok(calendar_to_api(Some(e)))
 }
@@ -210,7 +223,11 @@ mod tests {
     fn a_calendar_names_the_bad_field() {
         let mut c = api::TenantCalendar {
             default_timezone: "Mars/Olympus".into(),
-            holidays: vec!["2026-12-25".into(), "2026-02-30".into(), "2026-12-25".into()],
+            holidays: vec![
+                "2026-12-25".into(),
+                "2026-02-30".into(),
+                "2026-12-25".into(),
+            ],
             version: 0,
         };
         let v = check_calendar(&mut c).unwrap_err();

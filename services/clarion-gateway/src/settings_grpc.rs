@@ -16,9 +16,14 @@ type Answer<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl api::quiet_hours_service_server::QuietHoursService for QuietHoursApi {
-    async fn set_tenant(&self, r: Request<api::QuietHoursSettings>) -> Answer<api::QuietHoursSettings> {
+    async fn set_tenant(
+        &self,
+        r: Request<api::QuietHoursSettings>,
+    ) -> Answer<api::QuietHoursSettings> {
         let who = who(&self.0, r.metadata(), Interface::Grpc).await?;
-        Ok(Response::new(ops::set_tenant_quiet_hours(&self.0, &who, r.into_inner()).await?))
+        Ok(Response::new(
+            ops::set_tenant_quiet_hours(&self.0, &who, r.into_inner()).await?,
+        ))
     }
 
     async fn get_tenant(
@@ -36,7 +41,9 @@ impl api::quiet_hours_service_server::QuietHoursService for QuietHoursApi {
         let who = who(&self.0, r.metadata(), Interface::Grpc).await?;
         let input = r.into_inner();
         let id = input.subscriber_id.clone();
-        Ok(Response::new(ops::set_subscriber_quiet_hours(&self.0, &who, &id, input).await?))
+        Ok(Response::new(
+            ops::set_subscriber_quiet_hours(&self.0, &who, &id, input).await?,
+        ))
     }
 
     async fn get_subscriber(
@@ -45,7 +52,9 @@ impl api::quiet_hours_service_server::QuietHoursService for QuietHoursApi {
     ) -> Answer<api::QuietHoursSettings> {
         let who = who(&self.0, r.metadata(), Interface::Grpc).await?;
         let id = r.into_inner().subscriber_id;
-        Ok(Response::new(ops::subscriber_quiet_hours(&self.0, &who, &id).await?))
+        Ok(Response::new(
+            ops::subscriber_quiet_hours(&self.0, &who, &id).await?,
+        ))
     }
 }
 
@@ -53,7 +62,9 @@ impl api::quiet_hours_service_server::QuietHoursService for QuietHoursApi {
 impl api::calendar_service_server::CalendarService for CalendarApi {
     async fn set(&self, r: Request<api::TenantCalendar>) -> Answer<api::TenantCalendar> {
         let who = who(&self.0, r.metadata(), Interface::Grpc).await?;
-        Ok(Response::new(ops::set_calendar(&self.0, &who, r.into_inner()).await?))
+        Ok(Response::new(
+            ops::set_calendar(&self.0, &who, r.into_inner()).await?,
+        ))
     }
 
     async fn get(&self, r: Request<api::GetCalendarRequest>) -> Answer<api::TenantCalendar> {

@@ -62,7 +62,8 @@ impl Env {
     async fn advance_to(&mut self, at_ms: i64) {
         let now = self.clock.now_ms();
         assert!(at_ms >= now, "the clock only moves forward");
-        self.clock.advance(Duration::from_millis((at_ms - now) as u64));
+        self.clock
+            .advance(Duration::from_millis((at_ms - now) as u64));
         self.settle().await;
     }
 
@@ -147,9 +148,7 @@ impl Env {
             .into_iter()
             .filter(|e| e.tenant.as_str() == t)
             .filter_map(|e| match e.payload {
-                Payload::DispatchRequested(d) => {
-                    Some((occurrences[&d.notification_id], d.body))
-                }
+                Payload::DispatchRequested(d) => Some((occurrences[&d.notification_id], d.body)),
                 _ => None,
             })
             .collect();
@@ -180,11 +179,20 @@ async fn given(env: &mut Env) {
             body: "Weekly check at {{ payload.site }}".into(),
         };
         let tpl = Template::new("sms-tpl", 1, "sms", &[variant]).expect("template");
-        config.push(config_event(&t, "tpl", Payload::TemplatePublished(tpl.to_event())));
-        let yaml = "id: remind\nsteps:\n  - { id: text, type: send, channel: sms, template: sms-tpl }\n";
+        config.push(config_event(
+            &t,
+            "tpl",
+            Payload::TemplatePublished(tpl.to_event()),
+        ));
+        let yaml =
+            "id: remind\nsteps:\n  - { id: text, type: send, channel: sms, template: sms-tpl }\n";
         let flow = Flow::parse(yaml, 1, |_| Some(clarion_domain::Channel::Sms)).expect("flow");
         let published = clarion_domain::workflow::published(&flow);
-        config.push(config_event(&t, "wf", Payload::WorkflowPublished(published)));
+        config.push(config_event(
+            &t,
+            "wf",
+            Payload::WorkflowPublished(published),
+        ));
     }
     env.configure(config).await;
 }
@@ -214,14 +222,20 @@ async fn a_weekly_reminder_fires_at_0900_local_repeats_and_obeys_pause_resume_de
         env.upsert(&globex, "America/New_York"),
     ];
     env.on_streams(events).await;
-    let events = vec![env.schedule(&acme, rule, ""), env.schedule(&globex, rule, "")];
+    let events = vec![
+        env.schedule(&acme, rule, ""),
+        env.schedule(&globex, rule, ""),
+    ];
     env.on_streams(events).await;
 
     // Each read in its subscriber's zone.
     let first_paris = next_local(T0, paris, chrono::Weekday::Mon, 9);
     let first_ny = next_local(T0, ny, chrono::Weekday::Mon, 9);
     let rec = env.record("acme").await.expect("acme's schedule");
-    assert_eq!((rec.state.as_str(), rec.next_at_ms), ("active", first_paris));
+    assert_eq!(
+        (rec.state.as_str(), rec.next_at_ms),
+        ("active", first_paris)
+    );
     assert_eq!(rec.resolved_timezone, "Europe/Paris");
     assert_eq!(env.record("globex").await.unwrap().next_at_ms, first_ny);
 
@@ -233,7 +247,10 @@ async fn a_weekly_reminder_fires_at_0900_local_repeats_and_obeys_pause_resume_de
         env.texts("acme").await,
         [(first_paris, "Weekly check at acme".to_string())]
     );
-    assert!(env.texts("globex").await.is_empty(), "09:00 in New York is later");
+    assert!(
+        env.texts("globex").await.is_empty(),
+        "09:00 in New York is later"
+    );
     env.advance_to(first_ny).await;
     assert_eq!(env.texts("globex").await.len(), 1);
     let local = time::local_of(env.texts("globex").await[0].0, ny);
@@ -282,7 +299,10 @@ async fn after_three_days_down(catch_up: &str) -> (Vec<(i64, String)>, pb::Sched
     given(&mut env).await;
     let (acme, globex) = (tenant("acme"), tenant("globex"));
     let paris = Tz::Europe__Paris;
-    let events = vec![env.upsert(&acme, "Europe/Paris"), env.upsert(&globex, "Europe/Paris")];
+    let events = vec![
+        env.upsert(&acme, "Europe/Paris"),
+        env.upsert(&globex, "Europe/Paris"),
+    ];
     env.on_streams(events).await;
     let events = vec![
         env.schedule(&acme, "0 9 * * *", catch_up),
@@ -296,7 +316,8 @@ async fn after_three_days_down(catch_up: &str) -> (Vec<(i64, String)>, pb::Sched
 
     // Down from just before the next occurrence until 3 days and 1 hour later.
     let back = first + 3 * DAY + HOUR;
-    env.clock.advance(Duration::from_millis((back - env.clock.now_ms()) as u64));
+    env.clock
+        .advance(Duration::from_millis((back - env.clock.now_ms()) as u64));
     env.restart_routers().await;
     env.settle().await;
     // Twice more for good measure: repeated timer passes add nothing.

@@ -1,7 +1,7 @@
 //! `clarion schedule create|list|get|pause|resume|delete`: recurring
 //! reminders over gRPC (`ScheduleService`; docs/scheduling.md).
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use clarion_proto::api;
 use tonic::transport::Channel;
 
@@ -12,38 +12,7 @@ type Schedules = api::schedule_service_client::ScheduleServiceClient<Channel>;
 #[derive(Subcommand)]
 pub enum ScheduleCmd {
     /// Create (or replace) a schedule for one or more subscribers.
-    Create {
-        /// The workflow each occurrence triggers.
-        #[arg(long)]
-        workflow: String,
-        /// A subscriber (repeat or comma-separate; 1 to 1000).
-        #[arg(long = "subscriber", value_delimiter = ',', required = true)]
-        subscribers: Vec<String>,
-        /// RFC 5545 RRULE, e.g. FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0.
-        #[arg(long, default_value = "")]
-        rrule: String,
-        /// Cron, 5 fields (or 6 with seconds first), e.g. "0 9 * * MON".
-        #[arg(long, default_value = "")]
-        cron: String,
-        /// The schedule's id (generated when absent).
-        #[arg(long, default_value = "")]
-        id: String,
-        /// IANA zone (default: the subscriber's, else the tenant's, else UTC).
-        #[arg(long, default_value = "")]
-        timezone: String,
-        /// RFC 3339 (default: now).
-        #[arg(long, default_value = "")]
-        start: String,
-        /// RFC 3339.
-        #[arg(long, default_value = "")]
-        end: String,
-        /// A JSON object every run gets as `payload`.
-        #[arg(long, default_value = "")]
-        payload: String,
-        /// latest_once (default) or skip.
-        #[arg(long, default_value = "")]
-        catch_up: String,
-    },
+    Create(Box<CreateArgs>),
     /// The tenant's schedules.
     List,
     /// One schedule, with each subscriber's next occurrences (as JSON).
@@ -54,10 +23,51 @@ pub enum ScheduleCmd {
         upcoming: u32,
     },
     /// Stop firing until resumed.
-    Pause { id: String },
+    Pause {
+        id: String,
+    },
     /// Go on from the next occurrence after now.
-    Resume { id: String },
-    Delete { id: String },
+    Resume {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+/// `clarion schedule create` options.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The workflow each occurrence triggers.
+    #[arg(long)]
+    workflow: String,
+    /// A subscriber (repeat or comma-separate; 1 to 1000).
+    #[arg(long = "subscriber", value_delimiter = ',', required = true)]
+    subscribers: Vec<String>,
+    /// RFC 5545 RRULE, e.g. FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0.
+    #[arg(long, default_value = "")]
+    rrule: String,
+    /// Cron, 5 fields (or 6 with seconds first), e.g. "0 9 * * MON".
+    #[arg(long, default_value = "")]
+    cron: String,
+    /// The schedule's id (generated when absent).
+    #[arg(long, default_value = "")]
+    id: String,
+    /// IANA zone (default: the subscriber's, else the tenant's, else UTC).
+    #[arg(long, default_value = "")]
+    timezone: String,
+    /// RFC 3339 (default: now).
+    #[arg(long, default_value = "")]
+    start: String,
+    /// RFC 3339.
+    #[arg(long, default_value = "")]
+    end: String,
+    /// A JSON object every run gets as `payload`.
+    #[arg(long, default_value = "")]
+    payload: String,
+    /// latest_once (default) or skip.
+    #[arg(long, default_value = "")]
+    catch_up: String,
 }
 
 fn schedule_json(s: &api::Schedule) -> serde_json::Value {
@@ -86,18 +96,19 @@ pub async fn schedule(c: ClientArgs, cmd: ScheduleCmd) -> anyhow::Result<()> {
     let key = c.key()?;
     let r = |id: String| api::ScheduleRef { schedule_id: id };
     let shown = match cmd {
-        ScheduleCmd::Create {
-            workflow,
-            subscribers,
-            rrule,
-            cron,
-            id,
-            timezone,
-            start,
-            end,
-            payload,
-            catch_up,
-        } => {
+        ScheduleCmd::Create(a) => {
+            let CreateArgs {
+                workflow,
+                subscribers,
+                rrule,
+                cron,
+                id,
+                timezone,
+                start,
+                end,
+                payload,
+                catch_up,
+            } = *a;
             let req = api::CreateScheduleRequest {
                 schedule_id: id,
                 workflow_id: workflow,
@@ -125,10 +136,23 @@ pub async fn schedule(c: ClientArgs, cmd: ScheduleCmd) -> anyhow::Result<()> {
                     .map_err(explain)?
                     .into_inner();
                 for s in &page.schedules {
-                    let rule = if s.rrule.is_empty() { &s.cron } else { &s.rrule };
-                    let states: Vec<String> =
-                        s.subscribers.iter().map(|x| format!("{}:{}", x.subscriber_id, x.state)).collect();
-                    println!("{}\t{}\t{}\t{}", s.schedule_id, s.workflow_id, rule, states.join(","));
+                    let rule = if s.rrule.is_empty() {
+                        &s.cron
+                    } else {
+                        &s.rrule
+                    };
+                    let states: Vec<String> = s
+                        .subscribers
+                        .iter()
+                        .map(|x| format!("{}:{}", x.subscriber_id, x.state))
+                        .collect();
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        s.schedule_id,
+                        s.workflow_id,
+                        rule,
+                        states.join(",")
+                    );
                 }
                 if page.next_page_token.is_empty() {
                     return Ok(());
@@ -146,7 +170,10 @@ pub async fn schedule(c: ClientArgs, cmd: ScheduleCmd) -> anyhow::Result<()> {
         ScheduleCmd::Pause { id } => client.pause(from_cli(key, r(id))?).await,
         ScheduleCmd::Resume { id } => client.resume(from_cli(key, r(id))?).await,
         ScheduleCmd::Delete { id } => {
-            client.delete(from_cli(key, r(id.clone()))?).await.map_err(explain)?;
+            client
+                .delete(from_cli(key, r(id.clone()))?)
+                .await
+                .map_err(explain)?;
             println!("deleted {id}");
             return Ok(());
         }

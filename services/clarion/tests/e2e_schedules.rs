@@ -117,7 +117,8 @@ impl Running {
     fn advance_to(&self, at_ms: i64) {
         let now = self.now_ms();
         assert!(at_ms >= now);
-        self.clock.advance(Duration::from_millis((at_ms - now) as u64));
+        self.clock
+            .advance(Duration::from_millis((at_ms - now) as u64));
     }
 
     async fn call(&self, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
@@ -126,13 +127,19 @@ impl Running {
         } else {
             body.to_string()
         };
-        let (status, _, text) = http_call(method, &format!("{}{path}", self.base), key, &body).await;
+        let (status, _, text) =
+            http_call(method, &format!("{}{path}", self.base), key, &body).await;
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// Emails and texts that reached `who` (an address or a number).
     fn received(&self, email: &str, phone: &str) -> (usize, usize) {
-        let mails = self.smtp.messages().iter().filter(|m| m.to == email).count();
+        let mails = self
+            .smtp
+            .messages()
+            .iter()
+            .filter(|m| m.to == email)
+            .count();
         let texts = self.twilio.sent().iter().filter(|m| m.to == phone).count();
         (mails, texts)
     }
@@ -159,7 +166,10 @@ async fn tenant(run: &Running, id: &str, timezone: &str) -> String {
     let ch = channel(run.grpc).await;
     let key = create_tenant(&ch, id).await;
     let mut tenants = Tenants::new(ch.clone());
-    for (tpl, chan, subject) in [("check-email", "email", "Daily check"), ("check-sms", "sms", "")] {
+    for (tpl, chan, subject) in [
+        ("check-email", "email", "Daily check"),
+        ("check-sms", "sms", ""),
+    ] {
         tenants
             .put_template(authed(
                 &key,
@@ -205,7 +215,10 @@ fn phone(tenant: &str, sub: &str) -> &'static str {
 }
 
 fn field(problem: &Value) -> String {
-    problem["errors"][0]["field"].as_str().unwrap_or_default().to_string()
+    problem["errors"][0]["field"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn scenario(run: &Running) {
@@ -220,11 +233,19 @@ async fn scenario(run: &Running) {
     let (status, created) = run.call("POST", "/v1/schedules", &acme, body.clone()).await;
     assert_eq!(status, 201, "{created}");
     let sub = &created["subscribers"][0];
-    assert_eq!((sub["state"].as_str(), sub["timezone"].as_str()), (Some("active"), Some("Europe/Paris")));
+    assert_eq!(
+        (sub["state"].as_str(), sub["timezone"].as_str()),
+        (Some("active"), Some("Europe/Paris"))
+    );
     // Tuesday 15:00 UTC → Wednesday 09:00 in Paris (UTC+1).
     let first = sub["next_at_ms"].as_i64().unwrap();
     assert_eq!(sub["next_at"], "2026-01-07T09:00:00+01:00");
-    let upcoming: Vec<&str> = sub["upcoming"].as_array().unwrap().iter().map(|o| o["at"].as_str().unwrap()).collect();
+    let upcoming: Vec<&str> = sub["upcoming"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["at"].as_str().unwrap())
+        .collect();
     assert_eq!(upcoming.len(), 5);
     assert_eq!(upcoming[1], "2026-01-08T09:00:00+01:00");
     // globex: the same schedule id, its own (New York).
@@ -238,39 +259,67 @@ async fn scenario(run: &Running) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(run.received("ana@acme.test", phone("acme", "ana")), (0, 0));
     run.advance_to(first);
-    run.expect_received("ana@acme.test", phone("acme", "ana"), 1).await;
-    let mail = run.smtp.messages().into_iter().find(|m| m.to == "ana@acme.test").unwrap();
+    run.expect_received("ana@acme.test", phone("acme", "ana"), 1)
+        .await;
+    let mail = run
+        .smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.to == "ana@acme.test")
+        .unwrap();
     assert!(mail.body.contains("Check the north site"), "{}", mail.body);
-    assert_eq!(run.received("ana@globex.test", phone("globex", "ana")), (0, 0));
+    assert_eq!(
+        run.received("ana@globex.test", phone("globex", "ana")),
+        (0, 0)
+    );
     run.advance_to(g_first);
-    run.expect_received("ana@globex.test", phone("globex", "ana"), 1).await;
-    let (_, got) = run.call("GET", "/v1/schedules/daily", &acme, Value::Null).await;
+    run.expect_received("ana@globex.test", phone("globex", "ana"), 1)
+        .await;
+    let (_, got) = run
+        .call("GET", "/v1/schedules/daily", &acme, Value::Null)
+        .await;
     assert_eq!(got["subscribers"][0]["fired"], 1);
     assert_eq!(got["subscribers"][0]["next_at_ms"], first + DAY_MS);
 
     // The next day: once more.
     run.advance_to(first + DAY_MS);
-    run.expect_received("ana@acme.test", phone("acme", "ana"), 2).await;
+    run.expect_received("ana@acme.test", phone("acme", "ana"), 2)
+        .await;
 
     // Paused: the third day passes silently for acme, globex goes on.
-    let (status, paused) = run.call("POST", "/v1/schedules/daily/pause", &acme, Value::Null).await;
-    assert_eq!((status, paused["subscribers"][0]["state"].as_str()), (200, Some("paused")));
+    let (status, paused) = run
+        .call("POST", "/v1/schedules/daily/pause", &acme, Value::Null)
+        .await;
+    assert_eq!(
+        (status, paused["subscribers"][0]["state"].as_str()),
+        (200, Some("paused"))
+    );
     // One occurrence at a time: a jump over several is downtime (caught up once).
     run.advance_to(g_first + DAY_MS);
-    run.expect_received("ana@globex.test", phone("globex", "ana"), 2).await;
+    run.expect_received("ana@globex.test", phone("globex", "ana"), 2)
+        .await;
     run.advance_to(g_first + 2 * DAY_MS);
-    run.expect_received("ana@globex.test", phone("globex", "ana"), 3).await;
+    run.expect_received("ana@globex.test", phone("globex", "ana"), 3)
+        .await;
     assert_eq!(run.received("ana@acme.test", phone("acme", "ana")), (2, 2));
     // Resumed: the next 09:00 after now, the paused day not caught up.
-    let (status, resumed) = run.call("POST", "/v1/schedules/daily/resume", &acme, Value::Null).await;
+    let (status, resumed) = run
+        .call("POST", "/v1/schedules/daily/resume", &acme, Value::Null)
+        .await;
     assert_eq!(status, 200, "{resumed}");
     assert_eq!(resumed["subscribers"][0]["next_at_ms"], first + 3 * DAY_MS);
     run.advance_to(first + 3 * DAY_MS);
-    run.expect_received("ana@acme.test", phone("acme", "ana"), 3).await;
+    run.expect_received("ana@acme.test", phone("acme", "ana"), 3)
+        .await;
 
     // The tenant's calendar: its default zone applies to bob (no zone of his own).
     let (status, cal) = run
-        .call("PUT", "/v1/calendar", &acme, json!({"default_timezone": "Asia/Kolkata", "holidays": ["2026-12-25"]}))
+        .call(
+            "PUT",
+            "/v1/calendar",
+            &acme,
+            json!({"default_timezone": "Asia/Kolkata", "holidays": ["2026-12-25"]}),
+        )
         .await;
     assert_eq!((status, cal["version"].as_u64()), (200, Some(1)), "{cal}");
     let (_, cal) = run.call("GET", "/v1/calendar", &acme, Value::Null).await;
@@ -281,28 +330,49 @@ async fn scenario(run: &Running) {
     let (status, b) = run.call("POST", "/v1/schedules", &acme, bob).await;
     assert_eq!(status, 201, "{b}");
     assert_eq!(b["subscribers"][0]["timezone"], "Asia/Kolkata");
-    assert!(b["subscribers"][0]["next_at"].as_str().unwrap().ends_with("T09:30:00+05:30"), "{b}");
+    assert!(
+        b["subscribers"][0]["next_at"]
+            .as_str()
+            .unwrap()
+            .ends_with("T09:30:00+05:30"),
+        "{b}"
+    );
 
     // Listed: acme has two, globex one; neither sees the other's.
     let (_, list) = run.call("GET", "/v1/schedules", &acme, Value::Null).await;
-    let ids: Vec<&str> = list["schedules"].as_array().unwrap().iter().map(|s| s["schedule_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["schedule_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["bob", "daily"]);
     let (_, list) = run.call("GET", "/v1/schedules", &globex, Value::Null).await;
     assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
-    let (status, _) = run.call("GET", "/v1/schedules/bob", &globex, Value::Null).await;
+    let (status, _) = run
+        .call("GET", "/v1/schedules/bob", &globex, Value::Null)
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = run.call("POST", "/v1/schedules/bob/pause", &globex, Value::Null).await;
+    let (status, _) = run
+        .call("POST", "/v1/schedules/bob/pause", &globex, Value::Null)
+        .await;
     assert_eq!(status, 404);
 
     // Deleted: gone, and its next occurrence sends nothing.
-    let (status, _) = run.call("DELETE", "/v1/schedules/daily", &acme, Value::Null).await;
+    let (status, _) = run
+        .call("DELETE", "/v1/schedules/daily", &acme, Value::Null)
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = run.call("GET", "/v1/schedules/daily", &acme, Value::Null).await;
+    let (status, _) = run
+        .call("GET", "/v1/schedules/daily", &acme, Value::Null)
+        .await;
     assert_eq!(status, 404);
     run.advance_to(g_first + 3 * DAY_MS);
-    run.expect_received("ana@globex.test", phone("globex", "ana"), 4).await;
+    run.expect_received("ana@globex.test", phone("globex", "ana"), 4)
+        .await;
     run.advance_to(g_first + 4 * DAY_MS);
-    run.expect_received("ana@globex.test", phone("globex", "ana"), 5).await;
+    run.expect_received("ana@globex.test", phone("globex", "ana"), 5)
+        .await;
     assert_eq!(run.received("ana@acme.test", phone("acme", "ana")), (3, 3));
 }
 
@@ -318,14 +388,20 @@ async fn bad_input(run: &Running) {
     let cases = [
         (with("rrule", json!("FREQ=SOMETIMES")), "rrule"),
         (with("rrule", json!("")), "rrule"),
-        (json!({"workflow_id": "daily-check", "subscriber_ids": ["ana"], "cron": "61 9 * * *"}), "cron"),
+        (
+            json!({"workflow_id": "daily-check", "subscriber_ids": ["ana"], "cron": "61 9 * * *"}),
+            "cron",
+        ),
         (with("cron", json!("0 9 * * *")), "cron"),
         (with("timezone", json!("Mars/Olympus")), "timezone"),
         (with("workflow_id", json!("no-such-flow")), "workflow_id"),
         (with("start_at", json!("yesterday")), "start_at"),
         (with("end_at", json!("2020-01-01T00:00:00Z")), "end_at"),
         (with("subscriber_ids", json!([])), "subscriber_ids"),
-        (with("subscriber_ids", json!(["ana", "ana"])), "subscriber_ids[1]"),
+        (
+            with("subscriber_ids", json!(["ana", "ana"])),
+            "subscriber_ids[1]",
+        ),
         (with("catch_up", json!("all")), "catch_up"),
         (with("payload", json!([1])), "payload"),
         (with("schedule_id", json!("no spaces")), "schedule_id"),
@@ -334,7 +410,14 @@ async fn bad_input(run: &Running) {
         let (status, p) = run.call("POST", "/v1/schedules", &acme, body.clone()).await;
         assert_eq!((status, field(&p)), (400, want.to_string()), "{body} → {p}");
     }
-    let (status, p) = run.call("GET", "/v1/schedules/daily?upcoming=1000", &acme, Value::Null).await;
+    let (status, p) = run
+        .call(
+            "GET",
+            "/v1/schedules/daily?upcoming=1000",
+            &acme,
+            Value::Null,
+        )
+        .await;
     assert_eq!((status, field(&p)), (400, "upcoming".to_string()), "{p}");
     // gRPC: INVALID_ARGUMENT with the field.
     let ch = channel(run.grpc).await;
@@ -355,38 +438,93 @@ async fn bad_input(run: &Running) {
     assert_eq!(details.field_violations[0].field, "cron");
     // Settings: the zone and the dates, the rules.
     let (status, p) = run
-        .call("PUT", "/v1/calendar", &acme, json!({"default_timezone": "Nowhere", "holidays": ["2026-02-30"]}))
+        .call(
+            "PUT",
+            "/v1/calendar",
+            &acme,
+            json!({"default_timezone": "Nowhere", "holidays": ["2026-02-30"]}),
+        )
         .await;
     assert_eq!(status, 400, "{p}");
-    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["default_timezone", "holidays[0]"]);
-    let quiet = json!({"enabled": true, "rules": [{"start": "25:00", "end": "07:00", "policy": "hold"}]});
+    let quiet =
+        json!({"enabled": true, "rules": [{"start": "25:00", "end": "07:00", "policy": "hold"}]});
     let (status, p) = run.call("PUT", "/v1/quiet-hours", &acme, quiet).await;
-    assert_eq!((status, field(&p)), (400, "rules[0].start".to_string()), "{p}");
+    assert_eq!(
+        (status, field(&p)),
+        (400, "rules[0].start".to_string()),
+        "{p}"
+    );
     let quiet = json!({"enabled": true, "timezone": "Europe/Paris", "rules": [{"channels": ["sms"], "start": "22:00", "end": "07:00", "policy": "hold"}]});
-    let (status, q) = run.call("PUT", "/v1/quiet-hours", &acme, quiet.clone()).await;
+    let (status, q) = run
+        .call("PUT", "/v1/quiet-hours", &acme, quiet.clone())
+        .await;
     assert_eq!((status, q["version"].as_u64()), (200, Some(1)), "{q}");
     let (_, q) = run.call("PUT", "/v1/quiet-hours", &acme, quiet).await;
     assert_eq!(q["version"], 2);
     let (_, q) = run.call("GET", "/v1/quiet-hours", &acme, Value::Null).await;
-    assert_eq!((q["version"].as_u64(), q["rules"][0]["start"].as_str()), (Some(2), Some("22:00")));
+    assert_eq!(
+        (q["version"].as_u64(), q["rules"][0]["start"].as_str()),
+        (Some(2), Some("22:00"))
+    );
     let sub_quiet = json!({"enabled": false});
-    let (status, q) = run.call("PUT", "/v1/subscribers/ana/quiet-hours", &acme, sub_quiet).await;
+    let (status, q) = run
+        .call("PUT", "/v1/subscribers/ana/quiet-hours", &acme, sub_quiet)
+        .await;
     assert_eq!((status, q["enabled"].as_bool()), (200, Some(false)), "{q}");
-    let (status, _) = run.call("GET", "/v1/subscribers/nobody/quiet-hours", &acme, Value::Null).await;
+    let (status, _) = run
+        .call(
+            "GET",
+            "/v1/subscribers/nobody/quiet-hours",
+            &acme,
+            Value::Null,
+        )
+        .await;
     assert_eq!(status, 404);
 
     // The CLI over gRPC.
-    let created = clarion(run, &acme, &["schedule", "create", "--id", "cli", "--workflow", "daily-check",
-        "--subscriber", "ana", "--cron", "0 8 * * *", "--payload", r#"{"site":"cli"}"#]);
+    let created = clarion(
+        run,
+        &acme,
+        &[
+            "schedule",
+            "create",
+            "--id",
+            "cli",
+            "--workflow",
+            "daily-check",
+            "--subscriber",
+            "ana",
+            "--cron",
+            "0 8 * * *",
+            "--payload",
+            r#"{"site":"cli"}"#,
+        ],
+    );
     let v: Value = serde_json::from_str(&created).unwrap();
-    assert_eq!(v["subscribers"][0]["upcoming"].as_array().unwrap().len(), 5, "{v}");
-    assert!(clarion(run, &acme, &["schedule", "list"]).contains("cli\tdaily-check\t0 8 * * *\tana:active"));
-    let paused: Value = serde_json::from_str(&clarion(run, &acme, &["schedule", "pause", "cli"])).unwrap();
+    assert_eq!(
+        v["subscribers"][0]["upcoming"].as_array().unwrap().len(),
+        5,
+        "{v}"
+    );
+    assert!(clarion(run, &acme, &["schedule", "list"])
+        .contains("cli\tdaily-check\t0 8 * * *\tana:active"));
+    let paused: Value =
+        serde_json::from_str(&clarion(run, &acme, &["schedule", "pause", "cli"])).unwrap();
     assert_eq!(paused["subscribers"][0]["state"], "paused");
-    let got: Value = serde_json::from_str(&clarion(run, &acme, &["schedule", "get", "cli"])).unwrap();
+    let got: Value =
+        serde_json::from_str(&clarion(run, &acme, &["schedule", "get", "cli"])).unwrap();
     assert_eq!(got["payload"]["site"], "cli");
-    assert_eq!(clarion(run, &acme, &["schedule", "delete", "cli"]).trim(), "deleted cli");
+    assert_eq!(
+        clarion(run, &acme, &["schedule", "delete", "cli"]).trim(),
+        "deleted cli"
+    );
 }
 
 fn clarion(run: &Running, key: &str, args: &[&str]) -> String {
@@ -396,7 +534,11 @@ fn clarion(run: &Running, key: &str, args: &[&str]) -> String {
         .args(["--api-key", key])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

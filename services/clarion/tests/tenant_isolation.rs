@@ -1012,8 +1012,10 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
     let sref = || api::ScheduleRef {
         schedule_id: A_ONLY_SCHEDULE.into(),
     };
-    row!("/clarion.v1.ScheduleService/Get", Expect::Denied, |c, k| ok(
-        Schedules::new(c)
+    row!(
+        "/clarion.v1.ScheduleService/Get",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c)
             .get(authed(
                 &k,
                 api::GetScheduleRequest {
@@ -1021,22 +1023,30 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
                     upcoming: 3
                 }
             ))
-            .await
-    ));
-    row!("/clarion.v1.ScheduleService/List", Expect::OwnOnly, |c, k| ok(
-        Schedules::new(c)
+            .await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/List",
+        Expect::OwnOnly,
+        |c, k| ok(Schedules::new(c)
             .list(authed(&k, api::ListSchedulesRequest::default()))
-            .await
-    ));
-    row!("/clarion.v1.ScheduleService/Pause", Expect::Denied, |c, k| ok(
-        Schedules::new(c).pause(authed(&k, sref())).await
-    ));
-    row!("/clarion.v1.ScheduleService/Resume", Expect::Denied, |c, k| ok(
-        Schedules::new(c).resume(authed(&k, sref())).await
-    ));
-    row!("/clarion.v1.ScheduleService/Delete", Expect::Denied, |c, k| ok(
-        Schedules::new(c).delete(authed(&k, sref())).await
-    ));
+            .await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/Pause",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c).pause(authed(&k, sref())).await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/Resume",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c).resume(authed(&k, sref())).await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/Delete",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c).delete(authed(&k, sref())).await)
+    );
     // B's own workflow of A's id (made by the PutWorkflow row), for a
     // subscriber id only A has: a schedule in B's namespace.
     row!(
@@ -1055,11 +1065,13 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             ))
             .await)
     );
-    row!("/clarion.v1.QuietHoursService/GetTenant", Expect::OwnOnly, |c, k| ok(
-        Quiet::new(c)
+    row!(
+        "/clarion.v1.QuietHoursService/GetTenant",
+        Expect::OwnOnly,
+        |c, k| ok(Quiet::new(c)
             .get_tenant(authed(&k, api::GetTenantQuietHoursRequest {}))
-            .await
-    ));
+            .await)
+    );
     row!(
         "/clarion.v1.QuietHoursService/GetSubscriber",
         Expect::Denied,
@@ -1086,18 +1098,24 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             ))
             .await)
     );
-    row!("/clarion.v1.QuietHoursService/SetTenant", Expect::OwnOnly, |c, k| ok(
-        Quiet::new(c)
+    row!(
+        "/clarion.v1.QuietHoursService/SetTenant",
+        Expect::OwnOnly,
+        |c, k| ok(Quiet::new(c)
             .set_tenant(authed(&k, api::QuietHoursSettings::default()))
-            .await
-    ));
-    row!("/clarion.v1.CalendarService/Get", Expect::OwnOnly, |c, k| ok(
-        Calendar::new(c)
+            .await)
+    );
+    row!(
+        "/clarion.v1.CalendarService/Get",
+        Expect::OwnOnly,
+        |c, k| ok(Calendar::new(c)
             .get(authed(&k, api::GetCalendarRequest {}))
-            .await
-    ));
-    row!("/clarion.v1.CalendarService/Set", Expect::OwnOnly, |c, k| ok(
-        Calendar::new(c)
+            .await)
+    );
+    row!(
+        "/clarion.v1.CalendarService/Set",
+        Expect::OwnOnly,
+        |c, k| ok(Calendar::new(c)
             .set(authed(
                 &k,
                 api::TenantCalendar {
@@ -1105,8 +1123,8 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
                     ..Default::default()
                 }
             ))
-            .await
-    ));
+            .await)
+    );
     t
 }
 
@@ -1406,7 +1424,13 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             404,
         ),
         // Scheduling (issue #33): as the gRPC rows.
-        ("GET", "/v1/schedules", format!("{base}/v1/schedules"), "", 200),
+        (
+            "GET",
+            "/v1/schedules",
+            format!("{base}/v1/schedules"),
+            "",
+            200,
+        ),
         (
             "POST",
             "/v1/schedules",
@@ -1442,7 +1466,13 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             "",
             404,
         ),
-        ("GET", "/v1/quiet-hours", format!("{base}/v1/quiet-hours"), "", 200),
+        (
+            "GET",
+            "/v1/quiet-hours",
+            format!("{base}/v1/quiet-hours"),
+            "",
+            200,
+        ),
         (
             "PUT",
             "/v1/quiet-hours",
@@ -1464,7 +1494,13 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             r#"{"enabled":false}"#,
             404,
         ),
-        ("GET", "/v1/calendar", format!("{base}/v1/calendar"), "", 200),
+        (
+            "GET",
+            "/v1/calendar",
+            format!("{base}/v1/calendar"),
+            "",
+            200,
+        ),
         (
             "PUT",
             "/v1/calendar",

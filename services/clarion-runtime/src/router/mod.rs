@@ -52,8 +52,8 @@ mod trigger;
 pub use devices::{device_key, device_token_key};
 pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
-pub use schedules::{schedule_key, SCHEDULES_PK};
 pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
+pub use schedules::{schedule_key, SCHEDULES_PK};
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
 
@@ -263,9 +263,9 @@ impl Router {
             | Payload::DeviceRevoked(_)
             | Payload::DeviceSeen(_)
             | Payload::PushRejected(_) => self.on_device_event(store, batch, e).await?,
-            Payload::ScheduleSet(_) | Payload::ScheduleStateChanged(_) | Payload::ScheduleDue(_) => {
-                self.on_schedule_event(store, batch, e).await?
-            }
+            Payload::ScheduleSet(_)
+            | Payload::ScheduleStateChanged(_)
+            | Payload::ScheduleDue(_) => self.on_schedule_event(store, batch, e).await?,
             other => {
                 // Facts about an existing run; other events on these topics
                 // are not the router's business.

@@ -116,10 +116,11 @@ async fn on_due(
                 late_by_ms,
                 missed,
                 record,
-            } => (occurrence_at_ms, late_by_ms, missed, record),
+            } => (occurrence_at_ms, late_by_ms, missed, *record),
         };
     let set = rec.set.clone().unwrap_or_default();
-    let nid = occurrence.map(|at| schedule::notification_id(tenant, &set.schedule_id, &set.subscriber_id, at));
+    let nid = occurrence
+        .map(|at| schedule::notification_id(tenant, &set.schedule_id, &set.subscriber_id, at));
     let occurred = pb::ScheduleOccurred {
         schedule_id: set.schedule_id.clone(),
         subscriber_id: set.subscriber_id.clone(),
@@ -129,11 +130,19 @@ async fn on_due(
         missed,
         next_at_ms: rec.next_at_ms,
     };
-    let ev = e.caused(0, batch.now_ms, actor(), Payload::ScheduleOccurred(occurred));
+    let ev = e.caused(
+        0,
+        batch.now_ms,
+        actor(),
+        Payload::ScheduleOccurred(occurred),
+    );
     batch.emit(Topic::Triggers, ev);
     if let (Some(nid), Some(at)) = (nid, occurrence) {
         let version = latest_workflow_version(store, tenant, &set.workflow_id).await?;
-        batch.emit(Topic::Triggers, triggered(e, batch.now_ms, &set, nid, at, version));
+        batch.emit(
+            Topic::Triggers,
+            triggered(e, batch.now_ms, &set, nid, at, version),
+        );
     }
     let mut rec = rec;
     rec.last_notification_id = nid.map(|n| n.to_hex()).unwrap_or(rec.last_notification_id);
