@@ -66,6 +66,20 @@ fn quiet_event(
     if input.rules.len() > MAX_RULES {
         return Err(Violations::single("rules", format!("at most {MAX_RULES} rules")).into());
     }
+    // Day names are ASCII; anything else is refused here, before the
+    // domain's parser (which slices the name by bytes) sees it.
+    let mut v = Violations::default();
+    for (i, r) in input.rules.iter().enumerate() {
+        for (j, d) in r.days.iter().enumerate() {
+            if !d.is_ascii() {
+                v.push(
+                    format!("rules[{i}].days[{j}]"),
+                    format!("{d:?} is not a day (mon, tue, wed, thu, fri, sat, sun)"),
+                );
+            }
+        }
+    }
+    v.into_result()?;
     let e = pb::QuietHoursSet {
         subscriber_id: subscriber.to_string(),
         rules: input.rules.into_iter().map(rule_to_event).collect(),
@@ -240,5 +254,30 @@ mod tests {
         };
         check_calendar(&mut ok).unwrap();
         assert_eq!(ok.holidays, ["2026-01-01", "2026-12-25"]);
+    }
+
+    #[test]
+    fn a_day_that_is_not_ascii_is_a_field_error_not_a_panic() {
+        let who = Who {
+            tenant: clarion_domain::TenantId::parse("acme").unwrap(),
+            actor: clarion_domain::Actor::ApiKey("k".into()),
+            interface: crate::preferences::Interface::Rest,
+            subscriber: None,
+        };
+        let input = api::QuietHoursSettings {
+            enabled: true,
+            rules: vec![api::QuietHoursRule {
+                days: vec!["mon".into(), "é€x".into()],
+                start: "22:00".into(),
+                end: "07:00".into(),
+                policy: "hold".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        match quiet_event(&who, input, "", 1) {
+            Err(ApiError::Invalid(v)) => assert_eq!(v.0[0].field, "rules[0].days[1]"),
+            other => panic!("{other:?}"),
+        }
     }
 }
