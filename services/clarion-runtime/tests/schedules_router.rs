@@ -322,9 +322,41 @@ async fn after_three_days_down(catch_up: &str) -> (Vec<(i64, String)>, pb::Sched
     env.settle().await;
     // Twice more for good measure: repeated timer passes add nothing.
     env.settle().await;
+    // A timer event appended again (a replay, a duplicate publish): nothing more.
+    let dues: Vec<Event> = env
+        .events(Topic::Triggers)
+        .await
+        .into_iter()
+        .filter(|e| matches!(e.payload, Payload::ScheduleDue(_)))
+        .collect();
+    env.on_streams(dues).await;
     let texts = env.texts("acme").await;
     // globex (latest_once) fired exactly once more, whatever acme's policy.
     assert_eq!(env.texts("globex").await.len(), 2);
+    // The decision after the downtime is an event: what fired, what was missed.
+    let occurred: Vec<pb::ScheduleOccurred> = env
+        .events(Topic::Triggers)
+        .await
+        .into_iter()
+        .filter(|e| e.tenant.as_str() == "acme")
+        .filter_map(|e| match e.payload {
+            Payload::ScheduleOccurred(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(occurred.len(), 2, "{occurred:?}");
+    // The second decision: the one taken after the downtime.
+    let late = &occurred[1];
+    assert_eq!(late.next_at_ms, first + 4 * DAY);
+    if catch_up == "skip" {
+        // Nothing fired: late from the first missed occurrence.
+        assert_eq!((late.missed, late.notification_id.as_str()), (3, ""));
+        assert_eq!(late.late_by_ms, 2 * DAY + HOUR);
+    } else {
+        assert_eq!((late.missed, late.late_by_ms), (2, HOUR));
+        assert_eq!(late.occurrence_at_ms, first + 3 * DAY);
+        assert!(!late.notification_id.is_empty());
+    }
     (texts, env.record("acme").await.unwrap(), first)
 }
 
