@@ -18,6 +18,7 @@ pub mod push;
 pub mod quiet;
 pub mod recipient;
 pub mod router;
+pub mod schedule;
 pub mod subscriber;
 pub mod template;
 pub mod tenant;

@@ -128,6 +128,24 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.InboxService/GetCounts", Tenant(Read)),
     ("/clarion.v1.InboxService/MarkItems", Tenant(Preferences)),
     ("/clarion.v1.InboxService/Watch", Tenant(Read)),
+    // Issue #33 (p33-sched). A schedule triggers workflows: the trigger
+    // scope changes it. Tenant-wide settings are configuration (admin); a
+    // subscriber's quiet hours are subscriber data, like preferences.
+    ("/clarion.v1.ScheduleService/Create", Tenant(Trigger)),
+    ("/clarion.v1.ScheduleService/Get", Tenant(Read)),
+    ("/clarion.v1.ScheduleService/List", Tenant(Read)),
+    ("/clarion.v1.ScheduleService/Pause", Tenant(Trigger)),
+    ("/clarion.v1.ScheduleService/Resume", Tenant(Trigger)),
+    ("/clarion.v1.ScheduleService/Delete", Tenant(Trigger)),
+    ("/clarion.v1.QuietHoursService/SetTenant", Tenant(Admin)),
+    ("/clarion.v1.QuietHoursService/GetTenant", Tenant(Read)),
+    (
+        "/clarion.v1.QuietHoursService/SetSubscriber",
+        Tenant(Preferences),
+    ),
+    ("/clarion.v1.QuietHoursService/GetSubscriber", Tenant(Read)),
+    ("/clarion.v1.CalendarService/Set", Tenant(Admin)),
+    ("/clarion.v1.CalendarService/Get", Tenant(Read)),
 ];
 
 /// The gRPC methods a subscriber token may call (its own preferences and
@@ -208,6 +226,19 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("GET", "/v1/subscribers/:id/inbox/counts", Read),
     ("POST", "/v1/subscribers/:id/inbox/mark", Preferences),
     ("GET", "/v1/subscribers/:id/inbox/stream", Read),
+    // Issue #33 (p33-sched): as the gRPC rows above.
+    ("POST", "/v1/schedules", Trigger),
+    ("GET", "/v1/schedules", Read),
+    ("GET", "/v1/schedules/:id", Read),
+    ("DELETE", "/v1/schedules/:id", Trigger),
+    ("POST", "/v1/schedules/:id/pause", Trigger),
+    ("POST", "/v1/schedules/:id/resume", Trigger),
+    ("GET", "/v1/quiet-hours", Read),
+    ("PUT", "/v1/quiet-hours", Admin),
+    ("GET", "/v1/subscribers/:id/quiet-hours", Read),
+    ("PUT", "/v1/subscribers/:id/quiet-hours", Preferences),
+    ("GET", "/v1/calendar", Read),
+    ("PUT", "/v1/calendar", Admin),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
@@ -678,6 +709,9 @@ mod tests {
                 "ListItems",
                 "GetCounts",
                 "Watch",
+                // QuietHoursService (issue #33)
+                "GetTenant",
+                "GetSubscriber",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.

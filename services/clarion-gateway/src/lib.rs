@@ -39,7 +39,13 @@ pub mod rest_devices;
 pub mod rest_inbox;
 pub mod rest_notifications;
 pub mod rest_preferences;
+pub mod rest_schedules;
+pub mod rest_settings;
 pub mod rest_subscribers;
+pub mod schedule_grpc;
+pub mod schedules;
+pub mod settings;
+pub mod settings_grpc;
 pub mod state;
 pub mod subscriber;
 pub mod subscriber_token;
@@ -90,6 +96,16 @@ async fn report_serving(health: &mut tonic_health::server::HealthReporter) {
         .await;
     health
         .set_serving::<api::inbox_service_server::InboxServiceServer<inbox_grpc::InboxApi>>()
+        .await;
+    // Issue #33 (p33-sched): schedules, quiet hours, calendar.
+    health
+        .set_serving::<api::schedule_service_server::ScheduleServiceServer<schedule_grpc::ScheduleApi>>()
+        .await;
+    health
+        .set_serving::<api::quiet_hours_service_server::QuietHoursServiceServer<settings_grpc::QuietHoursApi>>()
+        .await;
+    health
+        .set_serving::<api::calendar_service_server::CalendarServiceServer<settings_grpc::CalendarApi>>()
         .await;
 }
 
@@ -155,6 +171,18 @@ pub async fn serve_grpc(
         ))
         .add_service(api::inbox_service_server::InboxServiceServer::new(
             inbox_grpc::InboxApi(state.clone()),
+        ))
+        // Issue #33 (p33-sched): schedules, quiet hours, calendar.
+        .add_service(api::schedule_service_server::ScheduleServiceServer::new(
+            schedule_grpc::ScheduleApi(state.clone()),
+        ))
+        .add_service(
+            api::quiet_hours_service_server::QuietHoursServiceServer::new(
+                settings_grpc::QuietHoursApi(state.clone()),
+            ),
+        )
+        .add_service(api::calendar_service_server::CalendarServiceServer::new(
+            settings_grpc::CalendarApi(state.clone()),
         ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(

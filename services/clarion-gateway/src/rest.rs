@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 use crate::state::GatewayState;
 use crate::{
     rest_apps, rest_dead_letters, rest_devices, rest_inbox, rest_notifications, rest_preferences,
-    rest_subscribers,
+    rest_schedules, rest_settings, rest_subscribers,
 };
 
 /// One REST module: its routes, and the OpenAPI document of their paths.
@@ -58,6 +58,15 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_inbox::routes,
         openapi: <rest_inbox::Paths as OpenApi>::openapi,
+    },
+    // Issue #33 (p33-sched): schedules, quiet hours, calendar.
+    Module {
+        routes: rest_schedules::routes,
+        openapi: <rest_schedules::Paths as OpenApi>::openapi,
+    },
+    Module {
+        routes: rest_settings::routes,
+        openapi: <rest_settings::Paths as OpenApi>::openapi,
     },
 ];
 

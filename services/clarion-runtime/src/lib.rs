@@ -22,6 +22,7 @@ pub mod quarantine;
 pub mod router;
 pub mod runner;
 pub mod subscriber_index;
+pub mod tenant_settings;
 pub mod timers;
 pub mod topics;
 

@@ -181,6 +181,10 @@ impl Processor for Projector {
                         })
                         .await?
                 }
+                // Issue #33: the tenant's calendar and default quiet hours.
+                Payload::TenantCalendarSet(_) | Payload::QuietHoursSet(_) => {
+                    crate::tenant_settings::project(batch, &input.event, &input.raw)
+                }
                 _ => project(batch, &input.event, &input.raw),
             }
         }

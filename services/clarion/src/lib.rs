@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod client;
 pub mod client_devices;
+pub mod client_schedules;
 pub mod config;
 pub mod roles;
 pub mod secrets;

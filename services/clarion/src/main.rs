@@ -118,6 +118,14 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// Recurring reminders: create, list, get, pause, resume, delete (over
+    /// gRPC; docs/scheduling.md).
+    Schedule {
+        #[command(subcommand)]
+        cmd: clarion::client_schedules::ScheduleCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
     /// Subscriber tokens for end users' apps (over gRPC; admin scope).
     Subscribers {
         #[command(subcommand)]
@@ -209,6 +217,9 @@ fn main() -> anyhow::Result<()> {
         Command::Apps { cmd, client } => rt.block_on(clarion::client_devices::apps(client, cmd)),
         Command::Devices { cmd, client } => {
             rt.block_on(clarion::client_devices::devices(client, cmd))
+        }
+        Command::Schedule { cmd, client } => {
+            rt.block_on(clarion::client_schedules::schedule(client, cmd))
         }
         Command::Subscribers { cmd, client } => {
             rt.block_on(clarion::client::subscribers(client, cmd))

@@ -41,6 +41,9 @@ type Prefs = api::preference_service_client::PreferenceServiceClient<Channel>;
 type Topics = api::topic_service_client::TopicServiceClient<Channel>;
 type Devices = api::device_service_client::DeviceServiceClient<Channel>;
 type Inbox = api::inbox_service_client::InboxServiceClient<Channel>;
+type Schedules = api::schedule_service_client::ScheduleServiceClient<Channel>;
+type Quiet = api::quiet_hours_service_client::QuietHoursServiceClient<Channel>;
+type Calendar = api::calendar_service_client::CalendarServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -123,6 +126,66 @@ const A_ONLY_TOPIC: &str = "acme-only-topic";
 /// Apps: A has both, B configures one of the same id in its own namespace.
 const A_ONLY_APP: &str = "acme-only-app";
 const A_APP_NAME: &str = "ACME-ONLY-APP-NAME";
+/// Scheduling (issue #33): a schedule only A has (its payload a marker),
+/// and A's quiet hours and calendar in a zone only A uses.
+const A_ONLY_SCHEDULE: &str = "acme-only-schedule";
+const A_SCHEDULE_TEXT: &str = "ACME-ONLY-SCHEDULE-PAYLOAD";
+const A_ZONE: &str = "Pacific/Chatham";
+
+/// A's schedule, tenant quiet hours, subscriber quiet hours and calendar.
+async fn scheduling_data(ch: &Channel, a_key: &str) {
+    Schedules::new(ch.clone())
+        .create(authed(
+            a_key,
+            api::CreateScheduleRequest {
+                schedule_id: A_ONLY_SCHEDULE.into(),
+                workflow_id: "acme-private".into(),
+                subscriber_ids: vec![A_ONLY_SUB.into()],
+                cron: "0 9 * * *".into(),
+                timezone: A_ZONE.into(),
+                payload_json: format!(r#"{{"note":"{A_SCHEDULE_TEXT}"}}"#),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let quiet = api::QuietHoursSettings {
+        enabled: true,
+        timezone: A_ZONE.into(),
+        rules: vec![api::QuietHoursRule {
+            start: "22:00".into(),
+            end: "07:00".into(),
+            policy: "hold".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Quiet::new(ch.clone())
+        .set_tenant(authed(a_key, quiet.clone()))
+        .await
+        .unwrap();
+    Quiet::new(ch.clone())
+        .set_subscriber(authed(
+            a_key,
+            api::QuietHoursSettings {
+                subscriber_id: A_ONLY_SUB.into(),
+                ..quiet
+            },
+        ))
+        .await
+        .unwrap();
+    Calendar::new(ch.clone())
+        .set(authed(
+            a_key,
+            api::TenantCalendar {
+                default_timezone: A_ZONE.into(),
+                holidays: vec!["2031-07-14".into()],
+                version: 0,
+            },
+        ))
+        .await
+        .unwrap();
+}
 
 /// A's apps (`acme-app`, [`A_ONLY_APP`]) and a device of `A_ONLY_SUB`;
 /// returns the device id.
@@ -279,6 +342,7 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
         .keys;
     let key_id = a_keys[0].key_id.clone();
     let device_id = device_data(ch, &a_key).await;
+    scheduling_data(ch, &a_key).await;
     // Content first, then ids (see `check`).
     let markers = vec![
         A_EMAIL.to_string(),
@@ -290,6 +354,9 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
         key_id.clone(),
         device_id.clone(),
         A_APP_NAME.to_string(),
+        A_SCHEDULE_TEXT.to_string(),
+        A_ZONE.to_string(),
+        "2031-07-14".to_string(),
     ];
     (
         TenantA {
@@ -940,6 +1007,124 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             .await
             .map(|_| "a stream".to_string())
     });
+    // Scheduling (issue #33): A's schedule is not found for B; B's
+    // settings are its own (A's quiet hours and calendar never show).
+    let sref = || api::ScheduleRef {
+        schedule_id: A_ONLY_SCHEDULE.into(),
+    };
+    row!(
+        "/clarion.v1.ScheduleService/Get",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c)
+            .get(authed(
+                &k,
+                api::GetScheduleRequest {
+                    schedule_id: A_ONLY_SCHEDULE.into(),
+                    upcoming: 3
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/List",
+        Expect::OwnOnly,
+        |c, k| ok(Schedules::new(c)
+            .list(authed(&k, api::ListSchedulesRequest::default()))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/Pause",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c).pause(authed(&k, sref())).await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/Resume",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c).resume(authed(&k, sref())).await)
+    );
+    row!(
+        "/clarion.v1.ScheduleService/Delete",
+        Expect::Denied,
+        |c, k| ok(Schedules::new(c).delete(authed(&k, sref())).await)
+    );
+    // B's own workflow of A's id (made by the PutWorkflow row), for a
+    // subscriber id only A has: a schedule in B's namespace.
+    row!(
+        "/clarion.v1.ScheduleService/Create",
+        Expect::OwnOnly,
+        |c, k| ok(Schedules::new(c)
+            .create(authed(
+                &k,
+                api::CreateScheduleRequest {
+                    schedule_id: "b-schedule".into(),
+                    workflow_id: "acme-private".into(),
+                    subscriber_ids: vec![A_ONLY_SUB.into()],
+                    cron: "0 9 * * *".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.QuietHoursService/GetTenant",
+        Expect::OwnOnly,
+        |c, k| ok(Quiet::new(c)
+            .get_tenant(authed(&k, api::GetTenantQuietHoursRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.QuietHoursService/GetSubscriber",
+        Expect::Denied,
+        |c, k| ok(Quiet::new(c)
+            .get_subscriber(authed(
+                &k,
+                api::GetSubscriberQuietHoursRequest {
+                    subscriber_id: A_ONLY_SUB.into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.QuietHoursService/SetSubscriber",
+        Expect::Denied,
+        |c, k| ok(Quiet::new(c)
+            .set_subscriber(authed(
+                &k,
+                api::QuietHoursSettings {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    enabled: false,
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.QuietHoursService/SetTenant",
+        Expect::OwnOnly,
+        |c, k| ok(Quiet::new(c)
+            .set_tenant(authed(&k, api::QuietHoursSettings::default()))
+            .await)
+    );
+    row!(
+        "/clarion.v1.CalendarService/Get",
+        Expect::OwnOnly,
+        |c, k| ok(Calendar::new(c)
+            .get(authed(&k, api::GetCalendarRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.CalendarService/Set",
+        Expect::OwnOnly,
+        |c, k| ok(Calendar::new(c)
+            .set(authed(
+                &k,
+                api::TenantCalendar {
+                    default_timezone: "Europe/Paris".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
     t
 }
 
@@ -1237,6 +1422,91 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             format!("{base}/v1/subscribers/{A_ONLY_SUB}/inbox/stream"),
             "",
             404,
+        ),
+        // Scheduling (issue #33): as the gRPC rows.
+        (
+            "GET",
+            "/v1/schedules",
+            format!("{base}/v1/schedules"),
+            "",
+            200,
+        ),
+        (
+            "POST",
+            "/v1/schedules",
+            format!("{base}/v1/schedules"),
+            r#"{"workflow_id":"acme-private","subscriber_ids":["sub-1"],"cron":"0 9 * * *"}"#,
+            201,
+        ),
+        (
+            "GET",
+            "/v1/schedules/:id",
+            format!("{base}/v1/schedules/{A_ONLY_SCHEDULE}"),
+            "",
+            404,
+        ),
+        (
+            "DELETE",
+            "/v1/schedules/:id",
+            format!("{base}/v1/schedules/{A_ONLY_SCHEDULE}"),
+            "",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/schedules/:id/pause",
+            format!("{base}/v1/schedules/{A_ONLY_SCHEDULE}/pause"),
+            "",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/schedules/:id/resume",
+            format!("{base}/v1/schedules/{A_ONLY_SCHEDULE}/resume"),
+            "",
+            404,
+        ),
+        (
+            "GET",
+            "/v1/quiet-hours",
+            format!("{base}/v1/quiet-hours"),
+            "",
+            200,
+        ),
+        (
+            "PUT",
+            "/v1/quiet-hours",
+            format!("{base}/v1/quiet-hours"),
+            r#"{"enabled":false}"#,
+            200,
+        ),
+        (
+            "GET",
+            "/v1/subscribers/:id/quiet-hours",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/quiet-hours"),
+            "",
+            404,
+        ),
+        (
+            "PUT",
+            "/v1/subscribers/:id/quiet-hours",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/quiet-hours"),
+            r#"{"enabled":false}"#,
+            404,
+        ),
+        (
+            "GET",
+            "/v1/calendar",
+            format!("{base}/v1/calendar"),
+            "",
+            200,
+        ),
+        (
+            "PUT",
+            "/v1/calendar",
+            format!("{base}/v1/calendar"),
+            r#"{"default_timezone":"Europe/Paris"}"#,
+            200,
         ),
     ];
     let routes: BTreeSet<(String, String)> = REST_ROUTES

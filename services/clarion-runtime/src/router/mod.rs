@@ -45,6 +45,7 @@ mod preference_check;
 mod preferences;
 mod record;
 mod runs;
+mod schedules;
 mod throttle;
 mod trigger;
 
@@ -52,6 +53,7 @@ pub use devices::{device_key, device_token_key};
 pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
 pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
+pub use schedules::{schedule_key, SCHEDULES_PK};
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
 
@@ -261,6 +263,9 @@ impl Router {
             | Payload::DeviceRevoked(_)
             | Payload::DeviceSeen(_)
             | Payload::PushRejected(_) => self.on_device_event(store, batch, e).await?,
+            Payload::ScheduleSet(_)
+            | Payload::ScheduleStateChanged(_)
+            | Payload::ScheduleDue(_) => self.on_schedule_event(store, batch, e).await?,
             other => {
                 // Facts about an existing run; other events on these topics
                 // are not the router's business.
