@@ -128,6 +128,8 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.InboxService/GetCounts", Tenant(Read)),
     ("/clarion.v1.InboxService/MarkItems", Tenant(Preferences)),
     ("/clarion.v1.InboxService/Watch", Tenant(Read)),
+    // Digests (issue #33): a flush makes the leader send now, like a trigger.
+    ("/clarion.v1.DigestService/Flush", Tenant(Trigger)),
 ];
 
 /// The gRPC methods a subscriber token may call (its own preferences and
@@ -208,6 +210,8 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("GET", "/v1/subscribers/:id/inbox/counts", Read),
     ("POST", "/v1/subscribers/:id/inbox/mark", Preferences),
     ("GET", "/v1/subscribers/:id/inbox/stream", Read),
+    // Digests (issue #33).
+    ("POST", "/v1/subscribers/:id/digests/flush", Trigger),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).

@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 
 use crate::state::GatewayState;
 use crate::{
-    rest_apps, rest_dead_letters, rest_devices, rest_inbox, rest_notifications, rest_preferences,
+    rest_apps, rest_dead_letters, rest_devices, rest_digests, rest_inbox, rest_notifications, rest_preferences,
     rest_subscribers,
 };
 
@@ -58,6 +58,10 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_inbox::routes,
         openapi: <rest_inbox::Paths as OpenApi>::openapi,
+    },
+    Module {
+        routes: rest_digests::routes,
+        openapi: <rest_digests::Paths as OpenApi>::openapi,
     },
 ];
 
