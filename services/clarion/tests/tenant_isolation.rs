@@ -41,6 +41,7 @@ type Prefs = api::preference_service_client::PreferenceServiceClient<Channel>;
 type Topics = api::topic_service_client::TopicServiceClient<Channel>;
 type Devices = api::device_service_client::DeviceServiceClient<Channel>;
 type Inbox = api::inbox_service_client::InboxServiceClient<Channel>;
+type Digests = api::digest_service_client::DigestServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -940,6 +941,19 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             .await
             .map(|_| "a stream".to_string())
     });
+    // Digests (issue #33): A's subscriber is not B's to flush.
+    row!("/clarion.v1.DigestService/Flush", Expect::Denied, |c, k| ok(
+        Digests::new(c)
+            .flush(authed(
+                &k,
+                api::FlushDigestRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    workflow_id: "visit".into(),
+                    digest_key: String::new(),
+                }
+            ))
+            .await
+    ));
     t
 }
 
@@ -1236,6 +1250,14 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             "/v1/subscribers/:id/inbox/stream",
             format!("{base}/v1/subscribers/{A_ONLY_SUB}/inbox/stream"),
             "",
+            404,
+        ),
+        // Digests (issue #33).
+        (
+            "POST",
+            "/v1/subscribers/:id/digests/flush",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/digests/flush"),
+            r#"{"workflow_id":"visit"}"#,
             404,
         ),
     ];
