@@ -81,7 +81,7 @@ impl Variables for TemplateVars<'_> {
             subscriber => self.subscriber.template_value(),
             tenant_id => self.tenant,
             notification_id => self.notification_id,
-            digest => self.digest.map(minijinja::Value::from_serialize),
+            digest => self.digest,
         }
     }
 }

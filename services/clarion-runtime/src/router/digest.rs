@@ -300,7 +300,7 @@ impl Router {
             return Ok(());
         };
         let mut close_cause = cause.clone();
-        close_cause.id = Id::derive(&[b"digest-close", cause.id.as_bytes(), leader.as_bytes()]);
+        close_cause.id = Id::derive(&[b"digest-close", &cause.id.0, leader.as_bytes()]);
         let note = format!(
             "digest {:?} closed ({why}) with {} items",
             dk.key,
