@@ -112,6 +112,21 @@ pub fn decide(open: Option<&Open>, rule: Rule, nid: &str, now_ms: i64) -> Decisi
     }
 }
 
+/// A run reaching the step finds the open digest's leader no longer
+/// leading (its run was cancelled): it takes the digest over, items and
+/// all, so that nothing that joined is lost. Its item is number
+/// `old.count`; the digest closes by the taker's rule.
+pub fn take_over(old: &Open, rule: Rule, nid: &str, now_ms: i64) -> (Open, u32) {
+    let open = Open {
+        leader: nid.to_string(),
+        opened_at_ms: old.opened_at_ms,
+        closes_at_ms: rule.closes_at_ms.max(now_ms),
+        count: old.count + 1,
+        max_items: rule.max_items,
+    };
+    (open, old.count)
+}
+
 /// Whether a digest-close timer for `leader` still means something: the
 /// digest open for the key is the one it leads. A timer of a digest that
 /// closed early (full, flushed) finds another leader or none, and does

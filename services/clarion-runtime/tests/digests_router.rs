@@ -40,6 +40,15 @@ steps:
   - { id: email, type: send, channel: email, template: email-tpl }
 "#;
 
+const CANCELLABLE: &str = r#"
+id: cancellable
+trigger: { event: ticket.updated }
+cancel_key: ticket
+steps:
+  - { id: collect, type: digest, key: payload.project, window: 1h }
+  - { id: email, type: send, channel: email, template: email-tpl }
+"#;
+
 const DIGEST_MAX_3: &str = r#"
 id: batched
 trigger: { event: project.updated }
@@ -230,7 +239,7 @@ async fn given(env: &mut Env) {
             let tpl = Template::new(&format!("{ch}-tpl"), 1, ch, &[variant]).expect("template");
             events.push(config(&t, ch, Payload::TemplatePublished(tpl.to_event())));
         }
-        for yaml in [DIGEST_1H, DIGEST_MAX_3] {
+        for yaml in [DIGEST_1H, DIGEST_MAX_3, CANCELLABLE] {
             let flow = Flow::parse(yaml, 1, channel_of).expect("workflow");
             let published = clarion_domain::workflow::published(&flow);
             events.push(config(&t, &flow.def.id, Payload::WorkflowPublished(published)));
@@ -389,4 +398,41 @@ async fn critical_and_high_priority_events_skip_the_digest() {
     assert!(notes.contains(&"step collect: critical: digest bypassed".to_string()), "{notes:?}");
     assert!(notes.contains(&"step collect: no value at payload.project; not digested".to_string()), "{notes:?}");
     assert_eq!(env.digest_rows("acme").await, 0);
+}
+
+#[tokio::test]
+async fn a_run_after_the_leader_was_cancelled_takes_the_digest_over_with_its_items() {
+    let mut env = Env::new().await;
+    given(&mut env).await;
+    let acme = tenant("acme");
+    let ticket = |n: u32| format!(r#"{{"project":"p1","n":{n},"ticket":"t{n}"}}"#);
+    let first = vec![
+        env.trigger(&acme, "cancellable", &ticket(0), false),
+        env.trigger(&acme, "cancellable", &ticket(1), false),
+    ];
+    env.run(first.clone()).await;
+    let n = env.next();
+    let cancel = Event {
+        id: Id::derive(&[b"cancel", &n.to_le_bytes()]),
+        tenant: acme.clone(),
+        partition_key: recipient_key(&acme, SUB),
+        occurred_at_ms: T0,
+        causation_id: None,
+        correlation_id: None,
+        actor: Actor::ApiKey("k1".into()),
+        payload: Payload::CancelRequested(pb::CancelRequested {
+            cancel_key: "t0".into(),
+            reason: String::new(),
+        }),
+    };
+    env.run(vec![cancel]).await;
+    assert_eq!(env.ended(&nid(&first[0])).await.unwrap().0, "cancelled");
+    let taker = env.trigger(&acme, "cancellable", &ticket(2), false);
+    env.run(vec![taker.clone()]).await;
+    env.clock.advance(H);
+    env.settle().await;
+    let sent = env.dispatched("acme").await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, nid(&taker));
+    assert!(sent[0].1.starts_with("acme: 3 on p1: 0 1 2"), "{sent:?}");
 }

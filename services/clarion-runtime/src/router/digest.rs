@@ -180,6 +180,11 @@ impl Router {
             at_ms: batch.now_ms,
             payload: rec.payload.json().clone(),
         };
+        if let Some(old) = &open {
+            if !self.still_leads(store, tenant, &old.leader).await? {
+                return self.take_over(store, batch, dk, old, rule, item).await;
+            }
+        }
         match digest::decide(open.as_ref(), rule, &nid, batch.now_ms) {
             Decision::Lead(open) => {
                 let full = open.full();
@@ -205,6 +210,55 @@ impl Router {
                 Ok((vec![RunInput::Digested(Digested::Joined { leader })], None))
             }
         }
+    }
+
+    /// Whether `leader`'s run still waits for its digest to close (not
+    /// cancelled meanwhile). Usually in memory: a waiting run is cached.
+    async fn still_leads(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        leader: &str,
+    ) -> Result<bool, ProcessError> {
+        let Some(rec) = self.take_run_record(store, tenant, leader).await? else {
+            return Ok(false);
+        };
+        let leads = rec.run.terminal.is_none()
+            && matches!(
+                rec.run.waiting,
+                Waiting::Timer {
+                    purpose: Purpose::Digest,
+                    ..
+                }
+            );
+        self.remember(tenant, leader.to_string(), rec, false);
+        Ok(leads)
+    }
+
+    /// The digest's leader was cancelled: this run leads it now, with the
+    /// items that joined before (`digest::take_over`).
+    async fn take_over(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        dk: DigestKey,
+        old: &Open,
+        rule: Rule,
+        item: Item,
+    ) -> Result<(Vec<RunInput>, Option<DigestBatch>), ProcessError> {
+        let (open, no) = digest::take_over(old, rule, &item.notification_id, batch.now_ms);
+        let (full, closes_at_ms, count) = (open.full(), open.closes_at_ms, open.count);
+        self.put_header(batch, &dk, open);
+        self.put_item(batch, &dk, no, item);
+        let mut answer = vec![
+            RunInput::Digested(Digested::Leads { closes_at_ms }),
+        ];
+        if !full {
+            return Ok((answer, None));
+        }
+        let closed = self.take_items(store, batch, &dk, count).await?;
+        answer.push(RunInput::Digested(Digested::Closed));
+        Ok((answer, Some(closed)))
     }
 
     /// The recipient's zone for a scheduled digest: the trigger's contact
