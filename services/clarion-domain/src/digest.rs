@@ -145,11 +145,19 @@ pub fn closes_at(
 ) -> Result<i64, String> {
     match (window_ms, schedule) {
         (Some(ms), _) => Ok(now_ms.saturating_add(ms.min(i64::MAX as u64) as i64)),
-        (None, Some(s)) => crate::time::Recurrence::parse(s, now_ms, tz)?
+        // From the local midnight: an RRULE's unspecified hour, minute
+        // and second are those of its start ("BYHOUR=8" is 08:00:00).
+        (None, Some(s)) => crate::time::Recurrence::parse(s, local_midnight(now_ms, tz), tz)?
             .next_after(now_ms)
             .ok_or_else(|| format!("the schedule {s:?} has no occurrence after now")),
         (None, None) => Err("the digest has neither a window nor a schedule".into()),
     }
+}
+
+/// The start of the local day of `ms` in `tz`, as an instant.
+fn local_midnight(ms: i64, tz: crate::time::Tz) -> i64 {
+    let day = crate::time::local_of(ms, tz).date();
+    crate::time::instant_of(day.and_time(chrono::NaiveTime::MIN), tz)
 }
 
 /// The note of a run that joined a digest (also its end reason).
