@@ -228,8 +228,8 @@ async fn given(env: &mut Env) {
     for t in [tenant("acme"), tenant("globex")] {
         for ch in ["email", "sms"] {
             let body = format!(
-                "{}: {{{{ digest.count }}}} on {{{{ digest.key }}}}:{{% for i in digest.items %}} {{{{ i.n }}}}{{% endfor %}} ({{{{ digest.first_at }}}}..{{{{ digest.last_at }}}})",
-                t.as_str()
+                "{t}: {{% if digest %}}{{{{ digest.count }}}} on {{{{ digest.key }}}}:{{% for i in digest.items %}} {{{{ i.n }}}}{{% endfor %}} ({{{{ digest.first_at }}}}..{{{{ digest.last_at }}}}){{% else %}}single {{{{ payload.n }}}}{{% endif %}}",
+                t = t.as_str()
             );
             let variant = pb::TemplateVariant {
                 locale: "default".into(),
@@ -382,10 +382,14 @@ async fn critical_and_high_priority_events_skip_the_digest() {
     let high = r#"{"project":"p1","n":1,"priority":"high"}"#;
     let critical = env.trigger(&acme, "updates", &update("p1", 2), true);
     let urgent = env.trigger(&acme, "updates", high, false);
-    let nokey = env.trigger(&acme, "updates", r#"{"n":3}"#, false);
+    let nokey = env.trigger(&acme, "updates", r#"{"n":3,"priority":"low"}"#, false);
     env.run(vec![critical.clone(), urgent.clone(), nokey.clone()]).await;
-    let sent: Vec<String> = env.dispatched("acme").await.into_iter().map(|(n, _)| n).collect();
-    assert_eq!(sent, [nid(&critical), nid(&urgent), nid(&nokey)]);
+    let sent = env.dispatched("acme").await;
+    let expected = [(nid(&critical), "acme: single 2"), (nid(&urgent), "acme: single 1"), (nid(&nokey), "acme: single 3")];
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    for ((n, body), (id, text)) in sent.iter().zip(expected) {
+        assert_eq!((n.as_str(), body.as_str()), (id.as_str(), text));
+    }
     let notes: Vec<String> = env
         .events(Topic::Notifications)
         .await
