@@ -178,8 +178,10 @@ async fn run(kafka: bool) {
         cfg.log.topic_prefix = format!("dg-{}.", uuid::Uuid::new_v4().simple());
         cfg.log.partitions = 2;
     }
-    let http = cfg.http.listen;
     let node = start(cfg, kafka).await;
+    // The gateway's HTTP routes (REST included), as in the other e2e tests.
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    serve_tracking(&node, http).await;
     let ch = channel(node.grpc).await;
     let tenants = [("acme", "+15145550101"), ("globex", "+15145550102")];
     let mut keys = Vec::new();
