@@ -260,6 +260,12 @@ async fn kill_dash_nine_while_a_digest_is_open_loses_no_item_and_sends_it_once()
         assert!(mail.body.starts_with(&format!("{}:", items.len())), "{}", mail.body);
     }
     assert!(accepted[0].len() > 12, "the stream was too thin: {:?}", accepted[0]);
+    eprintln!(
+        "digest crash test: {} + {} items accepted, {} tried during the kill",
+        accepted[0].len(),
+        accepted[1].len(),
+        tried.len()
+    );
     // A later flush finds nothing: still one email per tenant.
     let url = format!("http://127.0.0.1:{http_port}/v1/subscribers/sub-7/digests/flush");
     let (status, _, _) = http_call("POST", &url, &keys[0], r#"{"workflow_id":"digest-mail"}"#).await;
