@@ -83,9 +83,16 @@ async fn publish(store: &dyn Store, tenant: &TenantId) {
             Payload::WorkflowPublished(clarion_domain::workflow::published(&flow)),
         ),
     ];
-    let inputs: Vec<Input> = events.into_iter().enumerate().map(|(i, e)| input(i, e)).collect();
+    let inputs: Vec<Input> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| input(i, e))
+        .collect();
     let mut batch = Batch::default();
-    Projector.process(store, &mut batch, &inputs).await.expect("projects");
+    Projector
+        .process(store, &mut batch, &inputs)
+        .await
+        .expect("projects");
     store.write(batch.writes).await.expect("config");
 }
 
@@ -147,7 +154,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let accumulate = started.elapsed();
     let rows = store
-        .scan(&Scan::partition(Table::Digests, "acme", SUB, usize::MAX >> 1))
+        .scan(&Scan::partition(
+            Table::Digests,
+            "acme",
+            SUB,
+            usize::MAX >> 1,
+        ))
         .await?;
     let row_bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
     let grown = file_bytes(&path).saturating_sub(before);
@@ -171,7 +183,9 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let started = Instant::now();
-    router.process(&store, &mut batch, &[input(offset + 1, flush)]).await?;
+    router
+        .process(&store, &mut batch, &[input(offset + 1, flush)])
+        .await?;
     let close = started.elapsed();
     let started = Instant::now();
     store.write(batch.writes).await?;
@@ -184,7 +198,10 @@ async fn main() -> anyhow::Result<()> {
         Payload::Failed(f) => Some(f.reason.clone()),
         _ => None,
     });
-    println!("digest of {} items (batches of {}):", args.items, args.batch);
+    println!(
+        "digest of {} items (batches of {}):",
+        args.items, args.batch
+    );
     println!(
         "  accumulate: {:.2} s ({:.0} items/s)",
         accumulate.as_secs_f64(),

@@ -167,4 +167,3 @@ pub fn joined_reason(leader: &str) -> String {
 
 /// The note of a critical run at a digest step.
 pub const CRITICAL_BYPASS: &str = "critical: digest bypassed";
-

@@ -191,7 +191,10 @@ fn the_accumulator_leads_joins_and_fills() {
     let Decision::Lead(open) = digest::decide(None, rule, "n1", T0) else {
         panic!("nothing open: leads")
     };
-    assert_eq!((open.count, open.closes_at_ms, open.full()), (1, T0 + H, false));
+    assert_eq!(
+        (open.count, open.closes_at_ms, open.full()),
+        (1, T0 + H, false)
+    );
     let Decision::Join { open, no } = digest::decide(Some(&open), rule, "n2", T0 + 5) else {
         panic!("joins")
     };
@@ -204,7 +207,10 @@ fn the_accumulator_leads_joins_and_fills() {
     assert!(!digest::timer_closes(Some(&open), "n2"));
     assert!(!digest::timer_closes(None, "n1"));
     // One item: the leader fills it at once.
-    let one = Rule { max_items: 1, ..rule };
+    let one = Rule {
+        max_items: 1,
+        ..rule
+    };
     assert!(matches!(digest::decide(None, one, "n1", T0), Decision::Lead(o) if o.full()));
 }
 
@@ -222,7 +228,10 @@ fn templates_see_the_items_in_order_their_count_and_times() {
     };
     let v = b.template_value();
     assert_eq!(v["count"], 3);
-    assert_eq!(v["items"][2], json!({"n": 2, "deep": {"list": [1, 2, {"x": null}]}}));
+    assert_eq!(
+        v["items"][2],
+        json!({"n": 2, "deep": {"list": [1, 2, {"x": null}]}})
+    );
     assert_eq!(v["first_at"], "2026-09-21T14:13:20.000Z");
     assert_eq!(v["last_at"], "2026-09-21T14:15:20.000Z");
 }
@@ -244,28 +253,64 @@ fn rejected(yaml_step: &str) -> Vec<(String, String)> {
     );
     match Flow::parse(&yaml, 1, channel_of) {
         Ok(_) => panic!("accepted: {yaml_step}"),
-        Err(v) => v
-            .0
-            .into_iter()
-            .map(|f| (f.field, f.description))
-            .collect(),
+        Err(v) => v.0.into_iter().map(|f| (f.field, f.description)).collect(),
     }
 }
 
 #[test]
 fn bad_digest_steps_are_refused_naming_the_field_and_the_reason() {
     let cases = [
-        ("{ id: c, type: digest, key: '', window: 1h }", "steps[0].key", "needs a key"),
+        (
+            "{ id: c, type: digest, key: '', window: 1h }",
+            "steps[0].key",
+            "needs a key",
+        ),
         ("{ id: c, type: digest, window: 1h }", "", "key"),
-        ("{ id: c, type: digest, key: project_id, window: 1h }", "steps[0].key", "not a payload path"),
-        ("{ id: c, type: digest, key: payload.p }", "steps[0].window", "needs a `window`"),
-        ("{ id: c, type: digest, key: payload.p, window: 1h, schedule: '0 8 * * *' }", "steps[0].schedule", "not both"),
-        ("{ id: c, type: digest, key: payload.p, window: soon }", "steps[0].window", ""),
-        ("{ id: c, type: digest, key: payload.p, window: 400d }", "steps[0].window", ""),
-        ("{ id: c, type: digest, key: payload.p, schedule: 'FREQ=SOMETIMES' }", "steps[0].schedule", ""),
-        ("{ id: c, type: digest, key: payload.p, window: 1h, max_items: 0 }", "steps[0].max_items", "1 to 10000"),
-        ("{ id: c, type: digest, key: payload.p, window: 1h, max_items: 10001 }", "steps[0].max_items", "1 to 10000"),
-        ("{ id: c, type: digest, key: payload.p, window: 1h, if: 'payload.x ==' }", "steps[0].if", ""),
+        (
+            "{ id: c, type: digest, key: project_id, window: 1h }",
+            "steps[0].key",
+            "not a payload path",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p }",
+            "steps[0].window",
+            "needs a `window`",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p, window: 1h, schedule: '0 8 * * *' }",
+            "steps[0].schedule",
+            "not both",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p, window: soon }",
+            "steps[0].window",
+            "",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p, window: 400d }",
+            "steps[0].window",
+            "",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p, schedule: 'FREQ=SOMETIMES' }",
+            "steps[0].schedule",
+            "",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p, window: 1h, max_items: 0 }",
+            "steps[0].max_items",
+            "1 to 10000",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p, window: 1h, max_items: 10001 }",
+            "steps[0].max_items",
+            "1 to 10000",
+        ),
+        (
+            "{ id: c, type: digest, key: payload.p, window: 1h, if: 'payload.x ==' }",
+            "steps[0].if",
+            "",
+        ),
     ];
     for (step, field, reason) in cases {
         let errors = rejected(step);

@@ -242,7 +242,11 @@ async fn given(env: &mut Env) {
         for yaml in [DIGEST_1H, DIGEST_MAX_3, CANCELLABLE] {
             let flow = Flow::parse(yaml, 1, channel_of).expect("workflow");
             let published = clarion_domain::workflow::published(&flow);
-            events.push(config(&t, &flow.def.id, Payload::WorkflowPublished(published)));
+            events.push(config(
+                &t,
+                &flow.def.id,
+                Payload::WorkflowPublished(published),
+            ));
         }
     }
     env.configure(events).await;
@@ -307,14 +311,25 @@ async fn a_window_digest_sends_once_with_every_item_per_tenant_and_key() {
     assert_eq!(acme_sent.len(), 2, "{acme_sent:?}");
     let (_, body) = acme_sent.iter().find(|(n, _)| *n == leader).unwrap();
     assert!(
-        body.starts_with("acme: 5 on p1: 0 1 2 3 4 (2023-11-14T22:13:20.000Z..2023-11-14T22:17:20.000Z)"),
+        body.starts_with(
+            "acme: 5 on p1: 0 1 2 3 4 (2023-11-14T22:13:20.000Z..2023-11-14T22:17:20.000Z)"
+        ),
         "{body}"
     );
-    assert!(acme_sent.iter().any(|(_, b)| b.starts_with("acme: 1 on p2: 100")));
+    assert!(acme_sent
+        .iter()
+        .any(|(_, b)| b.starts_with("acme: 1 on p2: 100")));
     let globex_sent = env.dispatched("globex").await;
     assert_eq!(globex_sent.len(), 1);
-    assert!(globex_sent[0].1.starts_with("globex: 1 on p1: 7"), "{globex_sent:?}");
-    assert_eq!(env.digest_rows("acme").await, 0, "closed digests leave no rows");
+    assert!(
+        globex_sent[0].1.starts_with("globex: 1 on p1: 7"),
+        "{globex_sent:?}"
+    );
+    assert_eq!(
+        env.digest_rows("acme").await,
+        0,
+        "closed digests leave no rows"
+    );
     // Later timers and a flush find nothing more to send.
     env.clock.advance(H);
     let flush = env.flush(&acme, "updates", "");
@@ -335,7 +350,11 @@ async fn max_items_closes_at_once_and_a_flush_sends_the_rest() {
     assert_eq!(sent.len(), 2, "two full digests: {sent:?}");
     assert!(sent[0].1.starts_with("acme: 3 on p1: 0 1 2"), "{sent:?}");
     assert!(sent[1].1.starts_with("acme: 3 on p1: 3 4 5"), "{sent:?}");
-    assert_eq!(env.digest_rows("acme").await, 2, "the 7th: a header and an item");
+    assert_eq!(
+        env.digest_rows("acme").await,
+        2,
+        "the 7th: a header and an item"
+    );
     // A flush of another key or workflow changes nothing; of this one, sends.
     let other = env.flush(&acme, "batched", "p9");
     env.run(vec![other]).await;
@@ -383,9 +402,14 @@ async fn critical_and_high_priority_events_skip_the_digest() {
     let critical = env.trigger(&acme, "updates", &update("p1", 2), true);
     let urgent = env.trigger(&acme, "updates", high, false);
     let nokey = env.trigger(&acme, "updates", r#"{"n":3,"priority":"low"}"#, false);
-    env.run(vec![critical.clone(), urgent.clone(), nokey.clone()]).await;
+    env.run(vec![critical.clone(), urgent.clone(), nokey.clone()])
+        .await;
     let sent = env.dispatched("acme").await;
-    let expected = [(nid(&critical), "acme: single 2"), (nid(&urgent), "acme: single 1"), (nid(&nokey), "acme: single 3")];
+    let expected = [
+        (nid(&critical), "acme: single 2"),
+        (nid(&urgent), "acme: single 1"),
+        (nid(&nokey), "acme: single 3"),
+    ];
     assert_eq!(sent.len(), 3, "{sent:?}");
     for ((n, body), (id, text)) in sent.iter().zip(expected) {
         assert_eq!((n.as_str(), body.as_str()), (id.as_str(), text));
@@ -399,8 +423,14 @@ async fn critical_and_high_priority_events_skip_the_digest() {
             _ => None,
         })
         .collect();
-    assert!(notes.contains(&"step collect: critical: digest bypassed".to_string()), "{notes:?}");
-    assert!(notes.contains(&"step collect: no value at payload.project; not digested".to_string()), "{notes:?}");
+    assert!(
+        notes.contains(&"step collect: critical: digest bypassed".to_string()),
+        "{notes:?}"
+    );
+    assert!(
+        notes.contains(&"step collect: no value at payload.project; not digested".to_string()),
+        "{notes:?}"
+    );
     assert_eq!(env.digest_rows("acme").await, 0);
 }
 

@@ -148,7 +148,12 @@ async fn setup(ch: &Channel, key: &str, tenant: &str) {
 /// in without its answer).
 type Tried = (Vec<u32>, Vec<u32>);
 
-fn stream(ch: Channel, key: String, from: u32, stop: Arc<Mutex<bool>>) -> tokio::task::JoinSet<Tried> {
+fn stream(
+    ch: Channel,
+    key: String,
+    from: u32,
+    stop: Arc<Mutex<bool>>,
+) -> tokio::task::JoinSet<Tried> {
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..2u32 {
         let (ch, key, stop) = (ch.clone(), key.clone(), stop.clone());
@@ -229,13 +234,22 @@ async fn kill_dash_nine_while_a_digest_is_open_loses_no_item_and_sends_it_once()
     }
     for (i, (key, tenant)) in keys.iter().zip(["acme", "globex"]).enumerate() {
         let url = format!("http://127.0.0.1:{http_port}/v1/subscribers/sub-7/digests/flush");
-        let (status, _, body) =
-            http_call("POST", &url, key, r#"{"workflow_id":"digest-mail","digest_key":"apollo"}"#).await;
+        let (status, _, body) = http_call(
+            "POST",
+            &url,
+            key,
+            r#"{"workflow_id":"digest-mail","digest_key":"apollo"}"#,
+        )
+        .await;
         assert_eq!(status, 204, "{body}");
         let to = format!("sub-7@{tenant}.test");
         let deadline = Instant::now() + Duration::from_secs(60);
         let mail = loop {
-            let mails: Vec<Mail> = smtp.messages().into_iter().filter(|m| m.to.contains(&to)).collect();
+            let mails: Vec<Mail> = smtp
+                .messages()
+                .into_iter()
+                .filter(|m| m.to.contains(&to))
+                .collect();
             if !mails.is_empty() {
                 assert_eq!(mails.len(), 1, "one digest for {tenant}: {mails:?}");
                 break mails[0].clone();
@@ -254,12 +268,27 @@ async fn kill_dash_nine_while_a_digest_is_open_loses_no_item_and_sends_it_once()
         // Every accepted trigger is in; so may be one whose answer the
         // crash cut off, and nothing else.
         let missing: Vec<&u32> = accepted[i].difference(&distinct).collect();
-        assert!(missing.is_empty(), "{tenant} lost {missing:?}: {}", mail.body);
-        let extra: Vec<&u32> = distinct.difference(&accepted[i]).filter(|n| !tried.contains(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{tenant} lost {missing:?}: {}",
+            mail.body
+        );
+        let extra: Vec<&u32> = distinct
+            .difference(&accepted[i])
+            .filter(|n| !tried.contains(n))
+            .collect();
         assert!(extra.is_empty(), "{tenant}: items nobody sent {extra:?}");
-        assert!(mail.body.starts_with(&format!("{}:", items.len())), "{}", mail.body);
+        assert!(
+            mail.body.starts_with(&format!("{}:", items.len())),
+            "{}",
+            mail.body
+        );
     }
-    assert!(accepted[0].len() > 12, "the stream was too thin: {:?}", accepted[0]);
+    assert!(
+        accepted[0].len() > 12,
+        "the stream was too thin: {:?}",
+        accepted[0]
+    );
     eprintln!(
         "digest crash test: {} + {} items accepted, {} tried during the kill",
         accepted[0].len(),
@@ -268,7 +297,8 @@ async fn kill_dash_nine_while_a_digest_is_open_loses_no_item_and_sends_it_once()
     );
     // A later flush finds nothing: still one email per tenant.
     let url = format!("http://127.0.0.1:{http_port}/v1/subscribers/sub-7/digests/flush");
-    let (status, _, _) = http_call("POST", &url, &keys[0], r#"{"workflow_id":"digest-mail"}"#).await;
+    let (status, _, _) =
+        http_call("POST", &url, &keys[0], r#"{"workflow_id":"digest-mail"}"#).await;
     assert_eq!(status, 204);
     let last = trigger(&ch, &keys[1], 5000).await.expect("accepted");
     wait_until(&ch, &keys[1], &last, Duration::from_secs(30), |_| true).await;

@@ -80,7 +80,12 @@ async fn tenant_with_digests(ch: &Channel, tenant: &str, sub: &str, phone: &str)
 async fn concurrent_triggers(ch: &Channel, key: &str, workflow: &str, sub: &str) -> Vec<String> {
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..TASKS {
-        let (ch, key, workflow, sub) = (ch.clone(), key.to_string(), workflow.to_string(), sub.to_string());
+        let (ch, key, workflow, sub) = (
+            ch.clone(),
+            key.to_string(),
+            workflow.to_string(),
+            sub.to_string(),
+        );
         tasks.spawn(async move {
             let mut client = Notifications::new(ch);
             let mut ids = Vec::new();
@@ -142,7 +147,10 @@ async fn count_ended(ch: &Channel, key: &str, ids: &[String]) -> usize {
 
 /// The body holds every item 0..N once, and the count.
 fn assert_every_item(body: &str) {
-    assert!(body.starts_with(&format!("{N} updates on apollo:")), "{body}");
+    assert!(
+        body.starts_with(&format!("{N} updates on apollo:")),
+        "{body}"
+    );
     let got: Vec<usize> = body
         .split(" #")
         .skip(1)
@@ -192,12 +200,19 @@ async fn run(kafka: bool) {
     for (key, (tenant, _)) in keys.iter().zip(tenants) {
         let ids = concurrent_triggers(&ch, key, "digest-mail", "sub-7").await;
         let reasons = ends(&ch, key, &ids).await;
-        let digested = reasons.iter().filter(|r| r.starts_with("digested into ")).count();
+        let digested = reasons
+            .iter()
+            .filter(|r| r.starts_with("digested into "))
+            .count();
         assert_eq!(digested, N - 1, "one leads, the others join: {reasons:?}");
         let to = format!("sub-7@{tenant}.test");
         let deadline = Instant::now() + Duration::from_secs(30);
         let mails = loop {
-            let mails: Vec<Mail> = smtp.messages().into_iter().filter(|m| m.to.contains(&to)).collect();
+            let mails: Vec<Mail> = smtp
+                .messages()
+                .into_iter()
+                .filter(|m| m.to.contains(&to))
+                .collect();
             if !mails.is_empty() || Instant::now() > deadline {
                 break mails;
             }
@@ -220,7 +235,10 @@ async fn run(kafka: bool) {
             assert!(Instant::now() < deadline, "only {joined} joined");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(twilio.sent().iter().all(|m| m.to != phone), "nothing sent before the flush");
+        assert!(
+            twilio.sent().iter().all(|m| m.to != phone),
+            "nothing sent before the flush"
+        );
         if i == 0 {
             Digests::new(ch.clone())
                 .flush(authed(
@@ -240,7 +258,11 @@ async fn run(kafka: bool) {
             assert_eq!(status, 204, "{body}");
         }
         ends(&ch, key, &ids).await;
-        let sms: Vec<SmsMessage> = twilio.sent().into_iter().filter(|m| m.to == phone).collect();
+        let sms: Vec<SmsMessage> = twilio
+            .sent()
+            .into_iter()
+            .filter(|m| m.to == phone)
+            .collect();
         assert_eq!(sms.len(), 1, "one SMS for {tenant}: {sms:?}");
         assert_every_item(&sms[0].body);
     }
@@ -273,7 +295,9 @@ async fn bad_input(ch: &Channel, key: &str, http: std::net::SocketAddr) {
         .map(|v| (v.field.clone(), v.description.clone()))
         .collect();
     assert!(
-        fields.iter().any(|(f, d)| f.ends_with("steps[0].key") && d.contains("needs a key")),
+        fields
+            .iter()
+            .any(|(f, d)| f.ends_with("steps[0].key") && d.contains("needs a key")),
         "{fields:?}"
     );
     // Flush: the workflow id is required (REST names the field).
@@ -281,7 +305,11 @@ async fn bad_input(ch: &Channel, key: &str, http: std::net::SocketAddr) {
     let (status, head, body) = http_call("POST", &url, key, r#"{"workflow_id":""}"#).await;
     assert_eq!(status, 400, "{body}");
     assert!(head.contains("application/problem+json"), "{head}");
-    assert_eq!(json_of(&body)["errors"][0]["field"], "workflow_id", "{body}");
+    assert_eq!(
+        json_of(&body)["errors"][0]["field"],
+        "workflow_id",
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

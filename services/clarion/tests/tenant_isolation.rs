@@ -942,8 +942,10 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             .map(|_| "a stream".to_string())
     });
     // Digests (issue #33): A's subscriber is not B's to flush.
-    row!("/clarion.v1.DigestService/Flush", Expect::Denied, |c, k| ok(
-        Digests::new(c)
+    row!(
+        "/clarion.v1.DigestService/Flush",
+        Expect::Denied,
+        |c, k| ok(Digests::new(c)
             .flush(authed(
                 &k,
                 api::FlushDigestRequest {
@@ -952,8 +954,8 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
                     digest_key: String::new(),
                 }
             ))
-            .await
-    ));
+            .await)
+    );
     t
 }
 

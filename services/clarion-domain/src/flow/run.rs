@@ -467,7 +467,10 @@ pub enum Output {
     Note(String),
     /// The run reached digest step `step` with key value `key`: the
     /// accumulator answers with an [`Input::Digested`].
-    Digest { step: String, key: String },
+    Digest {
+        step: String,
+        key: String,
+    },
     End {
         terminal: Terminal,
         reason: String,

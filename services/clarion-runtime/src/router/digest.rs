@@ -144,7 +144,12 @@ impl Router {
         step: &str,
         key: String,
     ) -> Result<(Vec<RunInput>, Option<DigestBatch>), ProcessError> {
-        let bypass = |reason: String| Ok((vec![RunInput::Digested(Digested::Bypassed { reason })], None));
+        let bypass = |reason: String| {
+            Ok((
+                vec![RunInput::Digested(Digested::Bypassed { reason })],
+                None,
+            ))
+        };
         if rec.critical {
             return bypass(digest::CRITICAL_BYPASS.into());
         }
@@ -250,9 +255,7 @@ impl Router {
         let (full, closes_at_ms, count) = (open.full(), open.closes_at_ms, open.count);
         self.put_header(batch, &dk, open);
         self.put_item(batch, &dk, no, item);
-        let mut answer = vec![
-            RunInput::Digested(Digested::Leads { closes_at_ms }),
-        ];
+        let mut answer = vec![RunInput::Digested(Digested::Leads { closes_at_ms })];
         if !full {
             return Ok((answer, None));
         }
@@ -346,7 +349,12 @@ impl Router {
             }
         );
         let flow = self
-            .flow(store, &dk.tenant, &rec.run.workflow_id, rec.run.workflow_version)
+            .flow(
+                store,
+                &dk.tenant,
+                &rec.run.workflow_id,
+                rec.run.workflow_version,
+            )
             .await?;
         let (true, Some(flow)) = (leading, flow) else {
             // Cancelled while leading: its digest ends with it.
@@ -407,7 +415,10 @@ impl Router {
         t: &pb::TimerFired,
     ) -> Result<(), ProcessError> {
         let tenant = e.tenant.as_str();
-        let Some(rec) = self.take_run_record(store, tenant, &t.notification_id).await? else {
+        let Some(rec) = self
+            .take_run_record(store, tenant, &t.notification_id)
+            .await?
+        else {
             return Ok(());
         };
         let dk = match rec.run.waiting {
@@ -526,4 +537,3 @@ impl Router {
         Ok(keys)
     }
 }
-
