@@ -461,6 +461,11 @@ async fn a_run_after_the_leader_was_cancelled_takes_the_digest_over_with_its_ite
     };
     env.run(vec![cancel]).await;
     assert_eq!(env.ended(&nid(&first[0])).await.unwrap().0, "cancelled");
+    // A flush finds no live leader: nothing is sent, nothing is lost.
+    let flush = env.flush(&acme, "cancellable", "p1");
+    env.run(vec![flush]).await;
+    assert!(env.dispatched("acme").await.is_empty());
+    assert_eq!(env.digest_rows("acme").await, 3, "a header and two items");
     let taker = env.trigger(&acme, "cancellable", &ticket(2), false);
     env.run(vec![taker.clone()]).await;
     env.clock.advance(H);

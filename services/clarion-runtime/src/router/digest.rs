@@ -228,16 +228,9 @@ impl Router {
         let Some(rec) = self.take_run_record(store, tenant, leader).await? else {
             return Ok(false);
         };
-        let leads = rec.run.terminal.is_none()
-            && matches!(
-                rec.run.waiting,
-                Waiting::Timer {
-                    purpose: Purpose::Digest,
-                    ..
-                }
-            );
+        let leading = leads(&rec);
         self.remember(tenant, leader.to_string(), rec, false);
-        Ok(leads)
+        Ok(leading)
     }
 
     /// The digest's leader was cancelled: this run leads it now, with the
@@ -336,18 +329,10 @@ impl Router {
         if !digest::timer_closes(open.as_ref(), leader) {
             return Ok(()); // closed already (full, flushed, or its timer)
         }
-        let count = open.map_or(0, |o| o.count);
-        let closed = self.take_items(store, batch, dk, count).await?;
-        let Some(mut rec) = self.take_run_record(store, &dk.tenant, leader).await? else {
-            return Ok(()); // the leader's run is gone: the digest goes with it
+        let Some(rec) = self.take_run_record(store, &dk.tenant, leader).await? else {
+            return Ok(()); // no run to send it: left for a run that takes it over
         };
-        let leading = matches!(
-            rec.run.waiting,
-            Waiting::Timer {
-                purpose: Purpose::Digest,
-                ..
-            }
-        );
+        let leading = leads(&rec);
         let flow = self
             .flow(
                 store,
@@ -357,10 +342,14 @@ impl Router {
             )
             .await?;
         let (true, Some(flow)) = (leading, flow) else {
-            // Cancelled while leading: its digest ends with it.
+            // Cancelled while leading: the next run with this key takes the
+            // digest over (`take_over`); until then its items wait.
             self.remember(&dk.tenant, leader.to_string(), rec, false);
             return Ok(());
         };
+        let mut rec = rec;
+        let count = open.map_or(0, |o| o.count);
+        let closed = self.take_items(store, batch, dk, count).await?;
         let mut close_cause = cause.clone();
         close_cause.id = Id::derive(&[b"digest-close", &cause.id.0, leader.as_bytes()]);
         let note = format!(
@@ -536,4 +525,16 @@ impl Router {
         keys.dedup();
         Ok(keys)
     }
+}
+
+/// Whether a run waits for the digest it leads to close.
+fn leads(rec: &RunRecord) -> bool {
+    rec.run.terminal.is_none()
+        && matches!(
+            rec.run.waiting,
+            Waiting::Timer {
+                purpose: Purpose::Digest,
+                ..
+            }
+        )
 }
