@@ -85,6 +85,7 @@ fn route(trigger: &Event, wf: &Flow, tpl: &CompiledTemplate) -> Vec<Event> {
                 default_provider: &sink,
                 app: None,
                 push_targets: &[],
+                digest: None,
             })
             .expect("renders");
             let actor = Actor::System("router".into());
@@ -164,6 +165,7 @@ fn bench_domain(c: &mut Criterion) {
         notification_id: "n1",
         payload: &payload,
         subscriber: &subscriber,
+        digest: None,
     };
     let wrapped: Vec<_> = clarion_bench::email_variants()
         .into_iter()

@@ -96,6 +96,8 @@ pub const CONDITION_BUDGET: u64 = 1_000_000;
 const DAY_MS: u64 = 86_400_000;
 /// Delays, wait and acknowledgement timeouts.
 pub const MAX_DELAY_MS: u64 = 366 * DAY_MS;
+/// Items a digest may hold (`max_items`; a digest closes at this many).
+pub const MAX_DIGEST_ITEMS: u32 = 10_000;
 /// Content dedup windows (kept as a TTL'd row per trigger).
 pub const MAX_DEDUP_WINDOW_MS: u64 = 30 * DAY_MS;
 /// Throttle windows (a timestamp per counted send is kept for the window).

@@ -56,6 +56,10 @@ pub struct TemplateVars<'a> {
     pub notification_id: &'a str,
     pub payload: &'a SharedPayload,
     pub subscriber: &'a Subscriber,
+    /// The closed digest a leader's sends render (`digest.items`,
+    /// `digest.count`, `digest.first_at`, `digest.last_at`):
+    /// [`crate::digest::Batch::template_value`].
+    pub digest: Option<&'a Value>,
 }
 
 impl Variables for TemplateVars<'_> {
@@ -66,6 +70,7 @@ impl Variables for TemplateVars<'_> {
             ("subscriber", _) => self.subscriber.lookup(rest),
             ("tenant_id", []) => Some(Found::Str(self.tenant)),
             ("notification_id", []) => Some(Found::Str(self.notification_id)),
+            ("digest", _) => walk(self.digest?, rest).map(Found::Json),
             _ => None,
         }
     }
@@ -76,6 +81,7 @@ impl Variables for TemplateVars<'_> {
             subscriber => self.subscriber.template_value(),
             tenant_id => self.tenant,
             notification_id => self.notification_id,
+            digest => self.digest,
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct SendInput<'a> {
     pub app: Option<&'a App>,
     /// push: the devices it goes to (the app's active ones).
     pub push_targets: &'a [pb::PushTarget],
+    /// The closed digest the run leads, as templates see it.
+    pub digest: Option<&'a Value>,
 }
 
 /// The address a send goes to: the step's alternate contact (`to`, a path
@@ -172,6 +180,7 @@ pub fn render_send(
         notification_id: input.notification_id,
         payload: input.payload,
         subscriber: input.subscriber,
+        digest: input.digest,
     };
     let extras = push_fields::of(input, channel, &vars)?;
     let rendered = template
@@ -267,6 +276,7 @@ mod tests {
             default_provider: &sink,
             app: None,
             push_targets: &[],
+            digest: None,
         }
     }
 
@@ -338,6 +348,7 @@ mod tests {
             notification_id: "n1",
             payload: &payload,
             subscriber: &sub,
+            digest: None,
         };
         let json = template_context("acme", "n1", payload.json(), &sub);
         for text in [

@@ -109,7 +109,7 @@ fn apply(run: &mut Run, flow: &Flow, w: &mut World, input: Input) {
             Output::Send { attempt_id, .. } => w.sends.push(attempt_id),
             Output::Timer { seq, due_ms, .. } => w.timers.push((seq, due_ms)),
             Output::End { terminal, .. } => w.ends.push(terminal),
-            Output::Note(_) => {}
+            Output::Note(_) | Output::Digest { .. } => {}
         }
     }
 }

@@ -69,6 +69,7 @@ impl Sim {
                 Output::Timer { seq, due_ms, .. } => self.timers.push((seq, due_ms)),
                 Output::End { terminal, reason } => self.ends.push((terminal, reason)),
                 Output::Note(n) => self.notes.push(n),
+                Output::Digest { .. } => {}
             }
         }
     }

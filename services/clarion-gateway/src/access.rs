@@ -146,6 +146,8 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.QuietHoursService/GetSubscriber", Tenant(Read)),
     ("/clarion.v1.CalendarService/Set", Tenant(Admin)),
     ("/clarion.v1.CalendarService/Get", Tenant(Read)),
+    // Digests (issue #33): a flush makes the leader send now, like a trigger.
+    ("/clarion.v1.DigestService/Flush", Tenant(Trigger)),
 ];
 
 /// The gRPC methods a subscriber token may call (its own preferences and
@@ -239,6 +241,8 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("PUT", "/v1/subscribers/:id/quiet-hours", Preferences),
     ("GET", "/v1/calendar", Read),
     ("PUT", "/v1/calendar", Admin),
+    // Digests (issue #33).
+    ("POST", "/v1/subscribers/:id/digests/flush", Trigger),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).

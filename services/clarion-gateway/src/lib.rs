@@ -14,6 +14,7 @@ pub mod config_read;
 pub mod dead_letter;
 pub mod device_grpc;
 pub mod devices;
+pub mod digests;
 pub mod error;
 pub mod extract;
 pub mod graphql;
@@ -36,6 +37,7 @@ pub mod rest;
 pub mod rest_apps;
 pub mod rest_dead_letters;
 pub mod rest_devices;
+pub mod rest_digests;
 pub mod rest_inbox;
 pub mod rest_notifications;
 pub mod rest_preferences;
@@ -106,6 +108,9 @@ async fn report_serving(health: &mut tonic_health::server::HealthReporter) {
         .await;
     health
         .set_serving::<api::calendar_service_server::CalendarServiceServer<settings_grpc::CalendarApi>>()
+        .await;
+    health
+        .set_serving::<api::digest_service_server::DigestServiceServer<digests::DigestApi>>()
         .await;
 }
 
@@ -183,6 +188,9 @@ pub async fn serve_grpc(
         )
         .add_service(api::calendar_service_server::CalendarServiceServer::new(
             settings_grpc::CalendarApi(state.clone()),
+        ))
+        .add_service(api::digest_service_server::DigestServiceServer::new(
+            digests::DigestApi(state.clone()),
         ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(

@@ -17,8 +17,8 @@ use utoipa::OpenApi;
 
 use crate::state::GatewayState;
 use crate::{
-    rest_apps, rest_dead_letters, rest_devices, rest_inbox, rest_notifications, rest_preferences,
-    rest_schedules, rest_settings, rest_subscribers,
+    rest_apps, rest_dead_letters, rest_devices, rest_digests, rest_inbox, rest_notifications,
+    rest_preferences, rest_schedules, rest_settings, rest_subscribers,
 };
 
 /// One REST module: its routes, and the OpenAPI document of their paths.
@@ -67,6 +67,10 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_settings::routes,
         openapi: <rest_settings::Paths as OpenApi>::openapi,
+    },
+    Module {
+        routes: rest_digests::routes,
+        openapi: <rest_digests::Paths as OpenApi>::openapi,
     },
 ];
 

@@ -44,6 +44,7 @@ type Inbox = api::inbox_service_client::InboxServiceClient<Channel>;
 type Schedules = api::schedule_service_client::ScheduleServiceClient<Channel>;
 type Quiet = api::quiet_hours_service_client::QuietHoursServiceClient<Channel>;
 type Calendar = api::calendar_service_client::CalendarServiceClient<Channel>;
+type Digests = api::digest_service_client::DigestServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -1125,6 +1126,21 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             ))
             .await)
     );
+    // Digests (issue #33): A's subscriber is not B's to flush.
+    row!(
+        "/clarion.v1.DigestService/Flush",
+        Expect::Denied,
+        |c, k| ok(Digests::new(c)
+            .flush(authed(
+                &k,
+                api::FlushDigestRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    workflow_id: "visit".into(),
+                    digest_key: String::new(),
+                }
+            ))
+            .await)
+    );
     t
 }
 
@@ -1507,6 +1523,14 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             format!("{base}/v1/calendar"),
             r#"{"default_timezone":"Europe/Paris"}"#,
             200,
+        ),
+        // Digests (issue #33).
+        (
+            "POST",
+            "/v1/subscribers/:id/digests/flush",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}/digests/flush"),
+            r#"{"workflow_id":"visit"}"#,
+            404,
         ),
     ];
     let routes: BTreeSet<(String, String)> = REST_ROUTES

@@ -711,6 +711,18 @@ impl Flow {
         })
     }
 
+    /// A digest step's definition and its window in milliseconds (`None`
+    /// for a scheduled digest); `None` if `step` is not a digest step.
+    pub fn digest_step(&self, step: &str) -> Option<(&DigestSpec, Option<u64>)> {
+        let i = self.step_index(step)?;
+        match &self.def.steps[i].kind {
+            StepKind::Digest { digest, .. } => {
+                Some((digest, self.durations.get(&(i, "window")).copied()))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the trigger has a condition (without one every trigger starts
     /// a run, and its variables need not be built).
     pub fn has_trigger_condition(&self) -> bool {
@@ -981,10 +993,7 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
                 self.next(format!("{f}.next"), next);
             }
             StepKind::Digest { digest, next } => {
-                // Checks of the digest's fields: issue #33 (digests).
-                if digest.key.is_empty() {
-                    self.v.push(format!("{f}.key"), "a digest needs a key");
-                }
+                self.digest(i, &f, digest);
                 self.next(format!("{f}.next"), next);
             }
             StepKind::Wait {
@@ -1023,6 +1032,58 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
                 self.next(format!("{f}.next"), next);
             }
             StepKind::Stop => {}
+        }
+    }
+
+    /// A digest step: a `payload.` key, exactly one of `window` or
+    /// `schedule` (parsed), `max_items` in range, and its `if` compiled.
+    fn digest(&mut self, i: usize, f: &str, d: &DigestSpec) {
+        match d.key.strip_prefix("payload.") {
+            _ if d.key.is_empty() => self.v.push(
+                format!("{f}.key"),
+                "a digest needs a key (a payload path such as payload.project_id)",
+            ),
+            Some(rest) if !rest.is_empty() && rest.split('.').all(|p| !p.is_empty()) => {}
+            _ => self.v.push(
+                format!("{f}.key"),
+                format!(
+                    "{} is not a payload path (such as payload.project_id)",
+                    quote(&d.key)
+                ),
+            ),
+        }
+        match (&d.window, &d.schedule) {
+            (Some(w), None) => self.duration(i, "window", &format!("{f}.window"), w),
+            (None, Some(s)) => {
+                let utc = crate::time::zone("UTC").expect("UTC is a zone");
+                if let Err(e) = crate::time::Recurrence::parse(s, 0, utc) {
+                    self.v.push(format!("{f}.schedule"), e);
+                }
+            }
+            (Some(_), Some(_)) => self.v.push(
+                format!("{f}.schedule"),
+                "a digest has a `window` or a `schedule`, not both",
+            ),
+            (None, None) => self.v.push(
+                format!("{f}.window"),
+                "a digest needs a `window` (such as 1h) or a `schedule`",
+            ),
+        }
+        if let Some(n) = d.max_items {
+            if !(1..=limits::MAX_DIGEST_ITEMS).contains(&n) {
+                self.v.push(
+                    format!("{f}.max_items"),
+                    format!("must be 1 to {}", limits::MAX_DIGEST_ITEMS),
+                );
+            }
+        }
+        if let Some(c) = &d.condition {
+            match Condition::compile(c) {
+                Ok(c) => {
+                    self.conditions.insert(i, c);
+                }
+                Err(e) => self.v.push(format!("{f}.if"), e),
+            }
         }
     }
 

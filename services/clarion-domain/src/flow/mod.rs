@@ -8,5 +8,5 @@ pub mod run;
 pub mod throttle;
 
 pub use def::{Engagement, Flow, FlowDef, Next, SendSpec, StepDef, StepKind};
-pub use run::{Ctx, Input, Output, RetryPolicy, Run, Terminal};
+pub use run::{Ctx, Digested, Input, Output, RetryPolicy, Run, Terminal};
 pub use throttle::{OnExceed, TenantLimits, ThrottleDef, ThrottleScope};

@@ -430,6 +430,22 @@ pub enum Input {
         attempt_id: String,
         reason: String,
     },
+    /// The digest accumulator's answer to an [`Output::Digest`], or the
+    /// close of the digest the run leads.
+    Digested(Digested),
+}
+
+/// What became of a run at a digest step (`crate::digest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Digested {
+    /// It leads a new digest: it waits until `closes_at_ms` (or an earlier close).
+    Leads { closes_at_ms: i64 },
+    /// Its item joined the digest `leader` leads: the run ends.
+    Joined { leader: String },
+    /// Not digested (`reason` is noted): the run goes on at once.
+    Bypassed { reason: String },
+    /// The digest it leads closed early (full or flushed): it goes on.
+    Closed,
 }
 
 /// What the run wants done.
@@ -449,6 +465,12 @@ pub enum Output {
     },
     /// Recorded in the history (e.g. a condition that could not be evaluated).
     Note(String),
+    /// The run reached digest step `step` with key value `key`: the
+    /// accumulator answers with an [`Input::Digested`].
+    Digest {
+        step: String,
+        key: String,
+    },
     End {
         terminal: Terminal,
         reason: String,
@@ -551,6 +573,7 @@ impl Run {
                     self.on_suppressed(flow, reason, ctx, &mut out);
                 }
             }
+            Input::Digested(d) => self.on_digested(flow, d, ctx, &mut out),
             Input::Retry => {
                 if self.terminal == Some(Terminal::DeadLettered) {
                     if let Some(pc) = self.failed_step(flow) {
@@ -758,9 +781,15 @@ impl Run {
                     };
                     self.pc = flow.resolve(pc, if taken { then } else { otherwise });
                 }
-                StepKind::Digest { next, .. } => {
-                    // Collecting: issue #33 (digests). Until then, on at once.
-                    self.pc = flow.resolve(pc, next);
+                StepKind::Digest { digest, next } => {
+                    match self.digest_key(flow, pc, &digest.key, ctx, out) {
+                        Some(key) => {
+                            let step = step.id.clone();
+                            out.push(Output::Digest { step, key });
+                            return;
+                        }
+                        None => self.pc = flow.resolve(pc, next),
+                    }
                 }
                 StepKind::Stop => {
                     self.end(
@@ -979,6 +1008,82 @@ impl Run {
         }
     }
 
+    /// At a digest step: the key value the run is digested under, or `None`
+    /// when it goes on undigested (its `if` is false, or it has no key
+    /// value: noted).
+    fn digest_key(
+        &self,
+        flow: &Flow,
+        pc: usize,
+        key_path: &str,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Output>,
+    ) -> Option<String> {
+        let id = &flow.def.steps[pc].id;
+        if let Some(condition) = flow.conditions.get(&pc) {
+            let vars = [
+                ("payload", ctx.payload),
+                ("subscriber", ctx.subscriber),
+                ("tenant", ctx.tenant),
+            ];
+            match condition.eval(&vars) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    out.push(Output::Note(format!("step {id}: {e}; not digested")));
+                    return None;
+                }
+            }
+        }
+        let path = key_path.strip_prefix("payload.").unwrap_or(key_path);
+        let key = crate::router::resolve_path(ctx.payload, path);
+        if key.is_none() {
+            out.push(Output::Note(format!(
+                "step {id}: no value at {key_path}; not digested"
+            )));
+        }
+        key
+    }
+
+    /// The accumulator's answer at a digest step, or the close of the
+    /// digest the run leads. Anything else (a repeat, a stale close) is ignored.
+    fn on_digested(&mut self, flow: &Flow, d: Digested, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+        let Some(pc) = self.pc else { return };
+        let StepKind::Digest { next, .. } = &flow.def.steps[pc].kind else {
+            return;
+        };
+        let asked = self.waiting == Waiting::Nothing;
+        let leading = matches!(
+            self.waiting,
+            Waiting::Timer {
+                purpose: Purpose::Digest,
+                ..
+            }
+        );
+        match d {
+            Digested::Leads { closes_at_ms } if asked => {
+                self.schedule(closes_at_ms, Purpose::Digest, out);
+            }
+            Digested::Joined { leader } if asked => {
+                let reason = crate::digest::joined_reason(&leader);
+                out.push(Output::Note(reason.clone()));
+                self.end(Terminal::Completed, reason, out);
+            }
+            Digested::Bypassed { reason } if asked => {
+                let id = &flow.def.steps[pc].id;
+                out.push(Output::Note(format!("step {id}: {reason}")));
+                self.pc = flow.resolve(pc, next);
+                self.advance(flow, ctx, out);
+            }
+            Digested::Closed if leading => {
+                self.waiting = Waiting::Nothing;
+                self.pc = flow.resolve(pc, next);
+                self.advance(flow, ctx, out);
+            }
+            _ => {}
+        }
+    }
+
     fn on_timer(&mut self, flow: &Flow, purpose: Purpose, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
         let Some(pc) = self.pc else { return };
         let step = flow.def.steps[pc].clone();
@@ -991,6 +1096,10 @@ impl Run {
             (Purpose::Retry, StepKind::Fallback { chain, .. }) => {
                 let spec = chain[self.chain].clone();
                 self.send(flow, pc, &spec, ctx, out);
+            }
+            (Purpose::Digest, StepKind::Digest { next, .. }) => {
+                self.pc = flow.resolve(pc, next);
+                self.advance(flow, ctx, out);
             }
             (Purpose::WaitTimeout, StepKind::Wait { on_timeout, .. }) => {
                 self.set_status(&step.id, StepStatus::TimedOut);

@@ -287,6 +287,7 @@ mod tests {
                 default_provider: &provider,
                 app,
                 push_targets: targets,
+                digest: None,
             })
             .map(|(_, d)| d)
         }

@@ -36,6 +36,8 @@ struct Pass<'a> {
     dead_lettered_now: bool,
     /// The `Ended` of a dead letter: the dead-letter queue's row.
     dead_letter: Option<Event>,
+    /// A digest the run leads that closed as it opened (`max_items: 1`).
+    digest: Option<clarion_domain::digest::Batch>,
 }
 
 impl Pass<'_> {
@@ -121,8 +123,12 @@ impl Router {
             subscriber: None,
             dead_lettered_now: false,
             dead_letter: None,
+            digest: None,
         };
         while let Some(input) = pass.queue.pop_front() {
+            if let Some(closed) = pass.digest.take() {
+                rec.digest = Some(closed);
+            }
             // Failures are retried by the policy of the channel being sent on.
             let channel = rec.run.attempts.last().map_or("", |a| a.channel.as_str());
             let retry = self.retry.for_send(tenant, channel).clone();
@@ -198,6 +204,16 @@ impl Router {
                 }),
             ),
             Output::End { terminal, reason } => self.end(batch, rec, terminal, reason, pass),
+            Output::Digest { step, key } => {
+                let tenant = pass.cause.tenant.as_str();
+                let (answers, closed) = self
+                    .digest_arrival(store, batch, tenant, rec, pass.flow, &step, key)
+                    .await?;
+                pass.queue.extend(answers);
+                if closed.is_some() {
+                    pass.digest = closed;
+                }
+            }
         }
         Ok(())
     }
@@ -227,6 +243,7 @@ impl Router {
         let (app, push_targets) = self.push_context(store, batch, tenant, rec, spec).await?;
         let default_provider = |c: Channel| self.default_provider(c);
         let nid = &rec.run.notification_id;
+        let digest = rec.digest.as_ref().map(|d| d.template_value());
         let rendered = render_send(&SendInput {
             tenant,
             notification_id: nid,
@@ -242,6 +259,7 @@ impl Router {
             default_provider: &default_provider,
             app: app.as_deref(),
             push_targets: &push_targets,
+            digest: digest.as_ref(),
         });
         match rendered {
             Ok((routed, dispatch)) => {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use clarion_domain::flow::run::FailureStage;
+use clarion_domain::flow::run::{FailureStage, Purpose};
 use clarion_domain::flow::{Engagement, Flow, Input as RunInput, RetryPolicy, TenantLimits};
 use clarion_domain::payload::PayloadCache;
 use clarion_domain::recipient::{self, Map as FastMap};
@@ -38,6 +38,7 @@ use crate::topics::Topic;
 mod apps;
 mod cache;
 mod devices;
+mod digest;
 mod dlq;
 mod drive;
 mod marks;
@@ -157,6 +158,8 @@ pub struct Router {
     template_refresh: Duration,
     /// Which triggers surely have no run yet (no lookup needed).
     horizon: Horizon,
+    /// The digests this batch touched (`digest.rs`).
+    digests: digest::Touched,
 }
 
 /// Cache bounds (entries per router partition).
@@ -198,6 +201,7 @@ impl Router {
             dlq_alerts: DlqAlerts::default(),
             template_refresh: Duration::from_secs(1),
             horizon: Horizon::default(),
+            digests: digest::Touched::default(),
         }
     }
 
@@ -266,6 +270,10 @@ impl Router {
             Payload::ScheduleSet(_)
             | Payload::ScheduleStateChanged(_)
             | Payload::ScheduleDue(_) => self.on_schedule_event(store, batch, e).await?,
+            Payload::TimerFired(t) if t.purpose == Purpose::Digest.as_str() => {
+                self.on_digest_timer(store, batch, e, t).await?
+            }
+            Payload::DigestFlushRequested(f) => self.on_digest_flush(store, batch, e, f).await?,
             other => {
                 // Facts about an existing run; other events on these topics
                 // are not the router's business.
@@ -275,7 +283,8 @@ impl Router {
                 }
             }
         }
-        Ok(())
+        // A run that joined a digest and filled it: the leader sends now.
+        self.close_filled_digests(store, batch, e).await
     }
 
     /// A subscriber's profile, replaced whole: stored, and known from now

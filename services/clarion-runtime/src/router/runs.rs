@@ -172,6 +172,7 @@ impl Router {
             state.devices.clear();
         }
         self.applied_preference_events.clear();
+        self.digests.clear();
         self.payloads.clear();
         self.forget_ended_runs();
     }
