@@ -677,6 +677,9 @@ impl Flow {
         for (i, s) in def.steps.iter().enumerate() {
             steps.step(i, s);
         }
+        if !def.windows.is_empty() {
+            steps.windows("windows", &def.windows);
+        }
         let (conditions, durations) = (steps.conditions, steps.durations);
         let dedup_window_ms = match &def.dedup_window {
             Some(w) => match parse_bounded_ms(w, limits::MAX_DEDUP_WINDOW_MS, publishing) {
@@ -964,19 +967,23 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
             StepKind::Delay {
                 duration,
                 until,
+                offset,
                 next,
                 ..
             } => {
-                // Checks of `until`, `offset` and `if_past`: issue #33 (router-time).
                 match (duration, until) {
                     (Some(d), None) => {
                         self.duration(i, "duration", &format!("{f}.duration"), d);
                     }
-                    (None, Some(_)) => {}
+                    (None, Some(path)) => self.until(&f, path, offset.as_deref()),
                     _ => self.v.push(
                         f.clone(),
                         "a delay needs exactly one of `duration` or `until`",
                     ),
+                }
+                if offset.is_some() && until.is_none() {
+                    self.v
+                        .push(format!("{f}.offset"), "an offset needs `until`");
                 }
                 self.next(format!("{f}.next"), next);
             }
@@ -1041,6 +1048,40 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
                 self.durations.insert((i, key), ms);
             }
             Err(e) => self.v.push(field, e),
+        }
+    }
+
+    /// A delay `until` a payload time: the path, and the signed offset
+    /// (elapsed time, bounded like other durations).
+    fn until(&mut self, f: &str, path: &str, offset: Option<&str>) {
+        if !path.starts_with("payload.") || path.len() == "payload.".len() {
+            self.v.push(
+                format!("{f}.until"),
+                "must be a path starting with payload. (e.g. payload.appointment_at)",
+            );
+        }
+        if let Some(text) = offset {
+            match crate::time::parse_signed_duration(text) {
+                Ok(ms) if self.publishing && ms.unsigned_abs() > limits::MAX_DELAY_MS => {
+                    self.v.push(
+                        format!("{f}.offset"),
+                        format!(
+                            "{} is longer than the maximum of {} days",
+                            quote(text),
+                            limits::MAX_DELAY_MS / 86_400_000
+                        ),
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => self.v.push(format!("{f}.offset"), e),
+            }
+        }
+    }
+
+    /// Send windows (`field` is the list's path): each parses, end after start.
+    fn windows(&mut self, field: &str, specs: &[String]) {
+        if let Err((k, reason)) = crate::time::Windows::parse(specs) {
+            self.v.push(format!("{field}[{k}]"), reason);
         }
     }
 
@@ -1150,6 +1191,9 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
                     "must be a path starting with payload. or subscriber.",
                 );
             }
+        }
+        if !s.windows.is_empty() {
+            self.windows(&format!("{field}.windows"), &s.windows);
         }
     }
 }
