@@ -35,12 +35,14 @@ use support::*;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
+use tonic_types::StatusExt;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const MIN: i64 = 60_000;
 
 struct Running {
     grpc: SocketAddr,
+    http: SocketAddr,
     node: Node,
     clock: ManualClock,
     shutdown: watch::Sender<bool>,
@@ -63,6 +65,10 @@ impl Running {
         node.spawn_role(Role::Gateway, &mut tasks, admin, &rx)
             .await
             .unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let routes = node.tracking_routes().await.unwrap();
+        let listener = tokio::net::TcpListener::bind(http).await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(cfg.grpc.listen).is_err() {
             assert!(Instant::now() < deadline, "gRPC did not start");
@@ -70,6 +76,7 @@ impl Running {
         }
         Running {
             grpc: cfg.grpc.listen,
+            http,
             node,
             clock,
             shutdown,
@@ -343,6 +350,7 @@ async fn scenario(mut cfg: Config) {
         vec!["ACME a1", "ACME b1", "ACME u1", "GLOBEX g1"],
         "each held SMS once, the cancelled one never"
     );
+    bad_input(&ch, &acme, run.http).await;
     // The held SMS kept its attempt id: one attempt in its history.
     let n = wait_until(&ch, &acme, &ana_sms, PATIENCE, ended).await;
     let routed = n
@@ -352,6 +360,57 @@ async fn scenario(mut cfg: Config) {
         .count();
     assert_eq!(routed, 1, "routed once");
     run.stop().await;
+}
+
+fn violations(s: &tonic::Status) -> Vec<String> {
+    s.get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// Bad times and windows are refused naming the field, over gRPC and REST.
+async fn bad_input(ch: &Channel, key: &str, http: SocketAddr) {
+    let refuse = |send_at: &str, delay: &str| api::TriggerRequest {
+        workflow_id: "night-sms".into(),
+        recipients: vec![api::Recipient {
+            subscriber_id: "ana".into(),
+            ..Default::default()
+        }],
+        send_at: send_at.into(),
+        delay: delay.into(),
+        ..Default::default()
+    };
+    for (send_at, delay, field) in [
+        ("tomorrow", "", "send_at"),
+        ("2999-01-01T00:00:00Z", "", "send_at"),
+        ("", "2 hours", "delay"),
+        ("", "400d", "delay"),
+        ("2026-01-01T00:00:00Z", "1h", "delay"),
+    ] {
+        let err = Notifications::new(ch.clone())
+            .trigger(authed(key, refuse(send_at, delay)))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{send_at:?} {delay:?}");
+        assert_eq!(violations(&err), vec![field.to_string()], "{err:?}");
+    }
+    let body = r#"{"workflow_id":"night-sms","recipients":[{"subscriber_id":"ana"}],"delay":"soon"}"#;
+    let (status, head, body) =
+        http_call("POST", &format!("http://{http}/v1/notifications"), key, body).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert_eq!(json_of(&body)["errors"][0]["field"], "delay", "{body}");
+    // A window whose end is before its start.
+    let err = api::workflow_service_client::WorkflowServiceClient::new(ch.clone())
+        .apply(authed(
+            key,
+            api::ApplyWorkflowRequest {
+                definition: "id: w\nwindows: [\"Mon-Fri 09:00-17:00\"]\nsteps:\n  - { id: sms, type: send, channel: sms, template: night-sms, windows: [\"Daily 10:00-20:00\", \"Sat 18:00-09:00\"] }\n".into(),
+            },
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(violations(&err), vec!["steps[0].windows[1]".to_string()], "{err:?}");
 }
 
 fn twilio_sorted(mut v: Vec<String>) -> Vec<String> {
