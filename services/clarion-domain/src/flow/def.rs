@@ -1304,6 +1304,31 @@ mod tests {
     const SEND: &str = "{id: e, type: send, channel: email, template: t}";
 
     #[test]
+    fn delay_until_offsets_and_send_windows_are_checked_by_field() {
+        let text = format!(
+            "id: w\nwindows: [\"Mon-Fri 09:00-17:00\", \"Sun 12:00-11:00\"]\nsteps:\n  - {{id: a, type: delay, until: appointment_at}}\n  - {{id: b, type: delay, until: payload.at, offset: -367d}}\n  - {{id: c, type: delay, until: payload.at, offset: soon}}\n  - {{id: d, type: delay, duration: 1h, offset: 1h}}\n  - {{id: e, type: send, channel: email, template: t, windows: [\"Mon 09:00-08:00\"]}}\n  - {{id: f, type: fallback, chain: [{{channel: email, template: t}}, {{channel: email, template: t, windows: [\"Xyz 09:00-10:00\"]}}]}}\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "steps[0].until",
+                "steps[1].offset",
+                "steps[2].offset",
+                "steps[3].offset",
+                "steps[4].windows[0]",
+                "steps[5].chain[1].windows[0]",
+                "windows[1]",
+            ],
+            "{err}"
+        );
+        assert!(err.0[1].description.contains("maximum of 366 days"), "{err}");
+        let ok = "id: w\nwindows: [\"Mon-Fri 09:00-17:00\"]\nsteps:\n  - {id: b, type: delay, until: payload.appointment_at, offset: -24h, if_past: skip}\n  - {id: e, type: send, channel: email, template: t, windows: [\"Daily 10:00-20:00\"]}\n";
+        let flow = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(flow.def.windows, ["Mon-Fri 09:00-17:00"]);
+    }
+
+    #[test]
     fn durations_over_their_bounds_are_refused_by_field() {
         let text = format!(
             "id: w\ndedup_window: 31d\nthrottle:\n  - {{scope: recipient, limit: 1, window: 31d}}\nsteps:\n  - {SEND}\n  - {{id: d, type: delay, duration: 367d}}\n  - {{id: x, type: wait, for: opened, step: e, timeout: 400d}}\n"
