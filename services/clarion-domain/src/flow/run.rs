@@ -747,17 +747,16 @@ impl Run {
                     next,
                     ..
                 } => {
-                    let due = until::due(ctx.payload, path, offset.as_deref());
-                    if let Ok(at) = due.as_ref().filter(|at| **at > ctx.now_ms) {
-                        out.push(Output::Note(format!(
-                            "step {}: waiting until {}",
-                            step.id,
-                            rfc3339(*at)
-                        )));
-                        self.schedule(*at, Purpose::Delay, out);
-                        return;
-                    }
-                    let why = match due {
+                    let why = match until::due(ctx.payload, path, offset.as_deref()) {
+                        Ok(at) if at > ctx.now_ms => {
+                            out.push(Output::Note(format!(
+                                "step {}: waiting until {}",
+                                step.id,
+                                rfc3339(at)
+                            )));
+                            self.schedule(at, Purpose::Delay, out);
+                            return;
+                        }
                         Ok(at) => format!("{} has passed", rfc3339(at)),
                         Err(e) => e,
                     };
