@@ -9,7 +9,7 @@
 //! hours, noted; its workflow's own send windows still apply. A deferred
 //! send is checked again when its timer fires, so changed settings apply.
 
-use chrono::NaiveDate;
+pub use chrono::NaiveDate;
 
 use crate::flow::run::Purpose;
 use crate::flow::until::rfc3339;

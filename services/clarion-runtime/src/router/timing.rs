@@ -31,7 +31,7 @@ use crate::projector::{TENANT_CALENDAR_PK, TENANT_QUIET_HOURS_PK};
 #[derive(Debug, Default)]
 pub(super) struct Calendar {
     pub default_timezone: String,
-    pub holidays: Vec<chrono::NaiveDate>,
+    pub holidays: Vec<timing::NaiveDate>,
 }
 
 type Cached<T> = (Instant, Option<Arc<T>>);
