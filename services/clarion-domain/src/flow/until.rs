@@ -7,7 +7,6 @@
 //! An RFC 3339 time carries its own offset, so the instant is exact and no
 //! zone rule is needed (docs/scheduling.md).
 
-use chrono::{DateTime, SecondsFormat};
 use serde_json::Value;
 
 use crate::error::quote;
@@ -46,12 +45,7 @@ fn at_path(payload: &Value, path: &str) -> Result<i64, String> {
 }
 
 /// An instant as RFC 3339 in UTC, to the second (notes in the history).
-pub fn rfc3339(ms: i64) -> String {
-    match DateTime::from_timestamp_millis(ms) {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
-        None => format!("{ms} ms"),
-    }
-}
+pub use crate::time::format_instant as rfc3339;
 
 #[cfg(test)]
 mod tests {
