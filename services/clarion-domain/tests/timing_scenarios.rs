@@ -124,7 +124,8 @@ fn reminded_at(appointment: &str, now: i64) -> i64 {
 }
 
 #[test]
-fn given_an_appointment_the_day_of_the_spring_change_in_new_york_then_the_reminder_is_24h_of_elapsed_time_before() {
+fn given_an_appointment_the_day_of_the_spring_change_in_new_york_then_the_reminder_is_24h_of_elapsed_time_before(
+) {
     // 2026-03-08 02:00 EST → 03:00 EDT. Appointment Sunday 10:00 EDT.
     let ny = zone("America/New_York");
     let appt = "2026-03-08T10:00:00-04:00";
@@ -132,11 +133,15 @@ fn given_an_appointment_the_day_of_the_spring_change_in_new_york_then_the_remind
     assert_eq!(due, ms(appt) - DAY, "elapsed time, not wall clock");
     // The day before, that is 09:00 on the wall clock (EST).
     let local = time::local_of(due, ny);
-    assert_eq!((local.date().weekday(), local.hour(), local.minute()), (Weekday::Sat, 9, 0));
+    assert_eq!(
+        (local.date().weekday(), local.hour(), local.minute()),
+        (Weekday::Sat, 9, 0)
+    );
 }
 
 #[test]
-fn given_an_appointment_the_day_of_the_autumn_change_in_paris_then_the_reminder_is_24h_of_elapsed_time_before() {
+fn given_an_appointment_the_day_of_the_autumn_change_in_paris_then_the_reminder_is_24h_of_elapsed_time_before(
+) {
     // 2026-10-25 03:00 CEST → 02:00 CET. Appointment Sunday 10:00 CET.
     let paris = zone("Europe/Paris");
     let appt = "2026-10-25T10:00:00+01:00";
@@ -173,12 +178,20 @@ fn given_an_appointment_less_than_24h_away_then_if_past_decides() {
     s.apply(Input::Start);
     assert!(s.sends.is_empty());
     assert_eq!(s.ends[0].0, Terminal::Suppressed);
-    assert!(s.ends[0].1.contains("has passed; skipped (if_past: skip)"), "{:?}", s.ends);
+    assert!(
+        s.ends[0].1.contains("has passed; skipped (if_past: skip)"),
+        "{:?}",
+        s.ends
+    );
     // A payload without the time: as past, saying why.
     let mut s = Sim::new(REMINDER, now, json!({}));
     s.apply(Input::Start);
     assert_eq!(s.sends.len(), 1);
-    assert!(s.notes[0].contains("payload.appointment_at is missing"), "{:?}", s.notes);
+    assert!(
+        s.notes[0].contains("payload.appointment_at is missing"),
+        "{:?}",
+        s.notes
+    );
 }
 
 const ONE_SMS: &str = r#"
@@ -196,7 +209,10 @@ fn given_a_send_at_in_the_future_then_the_run_waits_and_a_cancel_ends_it_unsent(
     s.apply(Input::StartAt { at_ms: at });
     assert!(s.sends.is_empty());
     assert_eq!(s.timers, vec![(1, at, Purpose::SendAt)]);
-    assert_eq!(s.notes, vec!["waiting until 2026-06-01T10:00:00Z".to_string()]);
+    assert_eq!(
+        s.notes,
+        vec!["waiting until 2026-06-01T10:00:00Z".to_string()]
+    );
     s.at(at);
     assert_eq!(s.sends.len(), 1, "sent when due");
 
@@ -229,7 +245,11 @@ fn given_a_deferred_send_then_it_is_tried_again_with_the_same_attempt_id() {
         });
         assert_eq!(s.timers[0].2, purpose);
         s.at(now + H);
-        assert_eq!(s.sends, vec![first.clone(), first.clone()], "same attempt id");
+        assert_eq!(
+            s.sends,
+            vec![first.clone(), first.clone()],
+            "same attempt id"
+        );
         s.apply(Input::Sent { attempt_id: first });
         assert_eq!(s.ends[0].0, Terminal::Completed);
         assert_eq!(s.run.attempts.len(), 1, "one attempt in the history");
@@ -241,7 +261,12 @@ fn windows(specs: &[&str]) -> SendWindows {
     SendWindows::parse(&specs).expect("valid")
 }
 
-fn check<'a>(now_ms: i64, zone: Tz, w: Option<&'a SendWindows>, holidays: &'a [NaiveDate]) -> Check<'a> {
+fn check<'a>(
+    now_ms: i64,
+    zone: Tz,
+    w: Option<&'a SendWindows>,
+    holidays: &'a [NaiveDate],
+) -> Check<'a> {
     Check {
         now_ms,
         step: "email",
@@ -262,7 +287,10 @@ fn given_a_window_mon_fri_9_to_17_then_friday_16_59_59_sends_and_17_00_waits_unt
     let w = windows(&["Mon-Fri 09:00-17:00"]);
     // Friday 2026-03-13, EDT (UTC-4).
     let before = ms("2026-03-13T16:59:59-04:00");
-    assert_eq!(decide(&check(before, ny, Some(&w), &[])), Gate::Go { note: None });
+    assert_eq!(
+        decide(&check(before, ny, Some(&w), &[])),
+        Gate::Go { note: None }
+    );
     let at_five = ms("2026-03-13T17:00:00-04:00");
     match decide(&check(at_five, ny, Some(&w), &[])) {
         Gate::Wait {
@@ -311,7 +339,10 @@ fn quiet(rules: &[(&str, &str, &str, &[&str])], tz: &str, version: u32) -> Quiet
 #[test]
 fn given_quiet_hours_22_to_7_in_paris_then_sms_is_held_email_dropped_and_critical_passes() {
     let q = quiet(
-        &[("22:00", "07:00", "hold", &["sms"]), ("22:00", "07:00", "drop", &["email"])],
+        &[
+            ("22:00", "07:00", "hold", &["sms"]),
+            ("22:00", "07:00", "drop", &["email"]),
+        ],
         "Europe/Paris",
         3,
     );
@@ -329,7 +360,10 @@ fn given_quiet_hours_22_to_7_in_paris_then_sms_is_held_email_dropped_and_critica
             note,
         } => {
             let end = ms("2026-07-02T07:00:00+02:00");
-            assert!((end..end + 5 * 60_000).contains(&until_ms), "released within the spread");
+            assert!(
+                (end..end + 5 * 60_000).contains(&until_ms),
+                "released within the spread"
+            );
             assert_eq!(purpose, Purpose::QuietHours);
             assert!(
                 note.starts_with("held: quiet hours 22:00-07:00 Europe/Paris, subscriber setting v3; step sms released at 2026-07-02T05:0"),

@@ -183,9 +183,15 @@ impl NotificationApi {
         let mut replay = false;
         let mut notifications = notifications;
         if !base.idempotency_key.is_empty() {
-            if let Some(original) =
-                claim_idempotency_key(s, &caller.tenant, (&base, when), &event, at_ms, &notifications)
-                    .await?
+            if let Some(original) = claim_idempotency_key(
+                s,
+                &caller.tenant,
+                (&base, when),
+                &event,
+                at_ms,
+                &notifications,
+            )
+            .await?
             {
                 replay = true;
                 // The original request's time fixes its ids: rebuild them.

@@ -150,7 +150,10 @@ impl Running {
                 if !rows.is_empty() {
                     break;
                 }
-                assert!(Instant::now() < deadline, "tenant quiet hours not projected");
+                assert!(
+                    Instant::now() < deadline,
+                    "tenant quiet hours not projected"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -249,8 +252,16 @@ async fn trigger(
                 workflow_id: workflow.into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: contact.0.into(),
-                    phone: if workflow == "night-sms" { contact.1.into() } else { String::new() },
-                    email: if workflow == "night-email" { contact.1.into() } else { String::new() },
+                    phone: if workflow == "night-sms" {
+                        contact.1.into()
+                    } else {
+                        String::new()
+                    },
+                    email: if workflow == "night-email" {
+                        contact.1.into()
+                    } else {
+                        String::new()
+                    },
                     ..Default::default()
                 }],
                 payload_json: format!(r#"{{"n":"{n}","job":"{n}"}}"#),
@@ -297,18 +308,75 @@ async fn scenario(mut cfg: Config) {
     run.quiet_hours("acme", "", ("22:00", "07:00"), 1).await;
     run.quiet_hours("acme", "ana", ("21:00", "08:00"), 3).await;
 
-    let ana_sms = trigger(&ch, &acme, "night-sms", ("ana", "+33600000001"), "a1", ("", false)).await;
-    let ana_mail = trigger(&ch, &acme, "night-email", ("ana", "ana@acme.test"), "a2", ("", false)).await;
-    let bob_sms = trigger(&ch, &acme, "night-sms", ("bob", "+33600000002"), "b1", ("", false)).await;
-    let urgent = trigger(&ch, &acme, "night-sms", ("bob", "+33600000003"), "u1", ("", true)).await;
-    let other = trigger(&ch, &globex, "night-sms", ("ana", "+33600000009"), "g1", ("", false)).await;
+    let ana_sms = trigger(
+        &ch,
+        &acme,
+        "night-sms",
+        ("ana", "+33600000001"),
+        "a1",
+        ("", false),
+    )
+    .await;
+    let ana_mail = trigger(
+        &ch,
+        &acme,
+        "night-email",
+        ("ana", "ana@acme.test"),
+        "a2",
+        ("", false),
+    )
+    .await;
+    let bob_sms = trigger(
+        &ch,
+        &acme,
+        "night-sms",
+        ("bob", "+33600000002"),
+        "b1",
+        ("", false),
+    )
+    .await;
+    let urgent = trigger(
+        &ch,
+        &acme,
+        "night-sms",
+        ("bob", "+33600000003"),
+        "u1",
+        ("", true),
+    )
+    .await;
+    let other = trigger(
+        &ch,
+        &globex,
+        "night-sms",
+        ("ana", "+33600000009"),
+        "g1",
+        ("", false),
+    )
+    .await;
     // A send_at two hours ahead (01:30, inside quiet hours too), cancelled.
-    let later = chrono::DateTime::from_timestamp_millis(start + 120 * MIN).unwrap().to_rfc3339();
-    let cancelled = trigger(&ch, &acme, "night-sms", ("bob", "+33600000004"), "c1", (&later, false)).await;
+    let later = chrono::DateTime::from_timestamp_millis(start + 120 * MIN)
+        .unwrap()
+        .to_rfc3339();
+    let cancelled = trigger(
+        &ch,
+        &acme,
+        "night-sms",
+        ("bob", "+33600000004"),
+        "c1",
+        (&later, false),
+    )
+    .await;
 
     // The critical SMS and globex's go at once.
     let n = wait_status(&ch, &acme, &urgent, "sent", PATIENCE).await;
-    assert!(has_note(&n, "critical: quiet hours 22:00-07:00 Europe/Paris bypassed"), "{:?}", notes(&n));
+    assert!(
+        has_note(
+            &n,
+            "critical: quiet hours 22:00-07:00 Europe/Paris bypassed"
+        ),
+        "{:?}",
+        notes(&n)
+    );
     wait_status(&ch, &globex, &other, "sent", PATIENCE).await;
     // The others are held, saying why.
     let n = wait_until(&ch, &acme, &ana_sms, PATIENCE, |n| has_note(n, "held:")).await;
@@ -318,18 +386,39 @@ async fn scenario(mut cfg: Config) {
         notes(&n)
     );
     let n = wait_until(&ch, &acme, &bob_sms, PATIENCE, |n| has_note(n, "held:")).await;
-    assert!(has_note(&n, "held: quiet hours 22:00-07:00 Europe/Paris, tenant setting v1"), "{:?}", notes(&n));
+    assert!(
+        has_note(
+            &n,
+            "held: quiet hours 22:00-07:00 Europe/Paris, tenant setting v1"
+        ),
+        "{:?}",
+        notes(&n)
+    );
     let n = wait_until(&ch, &acme, &ana_mail, PATIENCE, |n| has_note(n, "held:")).await;
     assert!(has_note(&n, "subscriber setting v3"), "{:?}", notes(&n));
-    let n = wait_until(&ch, &acme, &cancelled, PATIENCE, |n| has_note(n, "waiting until")).await;
+    let n = wait_until(&ch, &acme, &cancelled, PATIENCE, |n| {
+        has_note(n, "waiting until")
+    })
+    .await;
     assert!(!ended(&n));
     Notifications::new(ch.clone())
-        .cancel(authed(&acme, api::CancelRequest { cancel_key: "c1".into(), reason: String::new() }))
+        .cancel(authed(
+            &acme,
+            api::CancelRequest {
+                cancel_key: "c1".into(),
+                reason: String::new(),
+            },
+        ))
         .await
         .unwrap();
     wait_status(&ch, &acme, &cancelled, "cancelled", PATIENCE).await;
-    let bodies = |sms: &TwilioDouble| -> Vec<String> { sms.sent().iter().map(|m| m.body.clone()).collect() };
-    assert_eq!(twilio_sorted(bodies(twilio)), vec!["ACME u1", "GLOBEX g1"], "nothing held went out");
+    let bodies =
+        |sms: &TwilioDouble| -> Vec<String> { sms.sent().iter().map(|m| m.body.clone()).collect() };
+    assert_eq!(
+        twilio_sorted(bodies(twilio)),
+        vec!["ACME u1", "GLOBEX g1"],
+        "nothing held went out"
+    );
     assert!(smtp.messages().is_empty());
 
     // 07:10: bob's (tenant default) is released, ana's (until 08:00) not yet.
@@ -391,12 +480,22 @@ async fn bad_input(ch: &Channel, key: &str, http: SocketAddr) {
             .trigger(authed(key, refuse(send_at, delay)))
             .await
             .expect_err("refused");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{send_at:?} {delay:?}");
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{send_at:?} {delay:?}"
+        );
         assert_eq!(violations(&err), vec![field.to_string()], "{err:?}");
     }
-    let body = r#"{"workflow_id":"night-sms","recipients":[{"subscriber_id":"ana"}],"delay":"soon"}"#;
-    let (status, head, body) =
-        http_call("POST", &format!("http://{http}/v1/notifications"), key, body).await;
+    let body =
+        r#"{"workflow_id":"night-sms","recipients":[{"subscriber_id":"ana"}],"delay":"soon"}"#;
+    let (status, head, body) = http_call(
+        "POST",
+        &format!("http://{http}/v1/notifications"),
+        key,
+        body,
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert!(head.contains("application/problem+json"), "{head}");
     assert_eq!(json_of(&body)["errors"][0]["field"], "delay", "{body}");
@@ -410,7 +509,11 @@ async fn bad_input(ch: &Channel, key: &str, http: SocketAddr) {
         ))
         .await
         .expect_err("refused");
-    assert_eq!(violations(&err), vec!["steps[0].windows[1]".to_string()], "{err:?}");
+    assert_eq!(
+        violations(&err),
+        vec!["steps[0].windows[1]".to_string()],
+        "{err:?}"
+    );
 }
 
 fn twilio_sorted(mut v: Vec<String>) -> Vec<String> {

@@ -1322,7 +1322,10 @@ mod tests {
             ],
             "{err}"
         );
-        assert!(err.0[1].description.contains("maximum of 366 days"), "{err}");
+        assert!(
+            err.0[1].description.contains("maximum of 366 days"),
+            "{err}"
+        );
         let ok = "id: w\nwindows: [\"Mon-Fri 09:00-17:00\"]\nsteps:\n  - {id: b, type: delay, until: payload.appointment_at, offset: -24h, if_past: skip}\n  - {id: e, type: send, channel: email, template: t, windows: [\"Daily 10:00-20:00\"]}\n";
         let flow = parse(ok).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(flow.def.windows, ["Mon-Fri 09:00-17:00"]);

@@ -62,7 +62,9 @@ mod tests {
         assert!(due(&p, "payload.gone", None)
             .unwrap_err()
             .contains("payload.gone is missing"));
-        assert!(due(&p, "payload.x", None).unwrap_err().contains("not a time"));
+        assert!(due(&p, "payload.x", None)
+            .unwrap_err()
+            .contains("not a time"));
         assert!(due(&json!({"a": "soon"}), "payload.a", None)
             .unwrap_err()
             .contains("\"soon\" is not a time"));

@@ -116,7 +116,10 @@ pub fn decide(c: &Check<'_>) -> Gate {
     let Some((hours, scope)) = c.quiet else {
         return Gate::Go { note: None };
     };
-    let Some(quiet) = hours.enabled.then(|| hours.check(c.now_ms, c.zone, c.channel)).flatten()
+    let Some(quiet) = hours
+        .enabled
+        .then(|| hours.check(c.now_ms, c.zone, c.channel))
+        .flatten()
     else {
         return Gate::Go { note: None };
     };
@@ -168,7 +171,9 @@ mod tests {
     #[test]
     fn the_spread_is_bounded_and_deterministic() {
         assert_eq!(spread("a", 0), 0);
-        let all: Vec<i64> = (0..200).map(|i| spread(&format!("att-{i}"), 300_000)).collect();
+        let all: Vec<i64> = (0..200)
+            .map(|i| spread(&format!("att-{i}"), 300_000))
+            .collect();
         assert!(all.iter().all(|d| (0..300_000).contains(d)));
         assert_eq!(spread("att-7", 300_000), all[7]);
         let distinct: std::collections::HashSet<_> = all.iter().collect();

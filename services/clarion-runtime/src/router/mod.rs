@@ -52,8 +52,8 @@ mod trigger;
 pub use devices::{device_key, device_token_key};
 pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
-pub use timing::{quiet_hours_key, DEFAULT_RELEASE_SPREAD_MS};
 pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
+pub use timing::{quiet_hours_key, DEFAULT_RELEASE_SPREAD_MS};
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
 

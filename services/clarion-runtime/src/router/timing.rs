@@ -116,7 +116,9 @@ impl Router {
             Some(s) => s,
             None => recipient.insert(self.recipient(store, tenant, send.rec).await?),
         };
-        let default_zone = calendar.as_ref().map_or("", |c| c.default_timezone.as_str());
+        let default_zone = calendar
+            .as_ref()
+            .map_or("", |c| c.default_timezone.as_str());
         let zone = time::recipient_zone(&[subscriber.timezone.as_str(), default_zone]);
         let holidays = calendar.as_ref().map_or(&[][..], |c| &c.holidays[..]);
         Ok(timing::decide(&Check {
