@@ -121,6 +121,26 @@ impl Running {
             version,
             origin: None,
         };
+        self.publish(tenant, subscriber, Payload::QuietHoursSet(set), "quiet_hours/")
+            .await;
+    }
+
+    /// A tenant's calendar: its default zone (holidays none).
+    async fn calendar(&self, tenant: &str, zone: &str) {
+        let set = pb::TenantCalendarSet {
+            default_timezone: zone.into(),
+            holidays: vec![],
+            version: 1,
+            origin: None,
+        };
+        self.publish(tenant, "", Payload::TenantCalendarSet(set), "calendar/")
+            .await;
+    }
+
+    /// Appends a setting: the tenant's (config topic; waits until projected
+    /// to the tenants partition `pk`, which the router reads) or a
+    /// subscriber's (its stream, applied in order with its triggers).
+    async fn publish(&self, tenant: &str, subscriber: &str, payload: Payload, pk: &str) {
         let t = TenantId::parse(tenant).unwrap();
         let (topic, key) = match subscriber {
             "" => (Topic::Config, clarion_domain::ids::tenant_key(&t)),
@@ -134,28 +154,25 @@ impl Running {
             causation_id: None,
             correlation_id: None,
             actor: Actor::System("test".into()),
-            payload: Payload::QuietHoursSet(set),
+            payload,
         };
         self.append(topic, e).await;
-        if subscriber.is_empty() {
-            // The router reads the tenant's setting from the projection.
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                let rows = self
-                    .node
-                    .store
-                    .scan(&Scan::partition(Table::Tenants, tenant, "quiet_hours/", 10))
-                    .await
-                    .unwrap();
-                if !rows.is_empty() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "tenant quiet hours not projected"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        if !subscriber.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let rows = self
+                .node
+                .store
+                .scan(&Scan::partition(Table::Tenants, tenant, pk, 10))
+                .await
+                .unwrap();
+            if !rows.is_empty() {
+                return;
             }
+            assert!(Instant::now() < deadline, "{pk} of {tenant} not projected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -218,6 +235,7 @@ async fn tenant(ch: &Channel, id: &str, marker: &str) -> String {
         &[
             "id: night-sms\ncancel_key: job\nsteps:\n  - { id: sms, type: send, channel: sms, template: night-sms, provider: twilio }\n",
             "id: night-email\nsteps:\n  - { id: email, type: send, channel: email, template: night-email, provider: smtp }\n",
+            "id: windowed-sms\nwindows: [\"Daily 09:00-17:00\"]\nsteps:\n  - { id: sms, type: send, channel: sms, template: night-sms, provider: twilio }\n",
         ],
     )
     .await;
@@ -252,7 +270,7 @@ async fn trigger(
                 workflow_id: workflow.into(),
                 recipients: vec![api::Recipient {
                     subscriber_id: contact.0.into(),
-                    phone: if workflow == "night-sms" {
+                    phone: if workflow.ends_with("sms") {
                         contact.1.into()
                     } else {
                         String::new()
@@ -307,6 +325,9 @@ async fn scenario(mut cfg: Config) {
     let globex = tenant(&ch, "globex", "GLOBEX").await;
     run.quiet_hours("acme", "", ("22:00", "07:00"), 1).await;
     run.quiet_hours("acme", "ana", ("21:00", "08:00"), 3).await;
+    // cat has no profile: her zone is the tenant's default.
+    run.calendar("acme", "Europe/Paris").await;
+    let windowed = trigger(&ch, &acme, "windowed-sms", ("cat", "+33600000005"), "w1", ("", false)).await;
 
     let ana_sms = trigger(
         &ch,
@@ -428,7 +449,7 @@ async fn scenario(mut cfg: Config) {
     // 08:10: ana's SMS and email.
     run.clock.set(start + (8 * 60 + 40) * MIN);
     let n = wait_status(&ch, &acme, &ana_sms, "sent", PATIENCE).await;
-    assert!(has_note(&n, "released"), "{:?}", notes(&n));
+    assert!(has_note(&n, "step sms: released: quiet hours over"), "{:?}", notes(&n));
     wait_status(&ch, &acme, &ana_mail, "sent", PATIENCE).await;
     let mails = smtp.wait_for(1, PATIENCE).await;
     assert_eq!(mails.len(), 1, "the held email, once");
@@ -439,6 +460,17 @@ async fn scenario(mut cfg: Config) {
         vec!["ACME a1", "ACME b1", "ACME u1", "GLOBEX g1"],
         "each held SMS once, the cancelled one never"
     );
+    // The send window opens at 09:00 in the tenant's default zone.
+    let n = wait_until(&ch, &acme, &windowed, PATIENCE, |n| has_note(n, "outside send windows")).await;
+    assert!(
+        has_note(&n, "outside send windows Daily 09:00-17:00 Europe/Paris; step sms waits until "),
+        "{:?}",
+        notes(&n)
+    );
+    run.clock.set(start + (9 * 60 + 40) * MIN);
+    let n = wait_status(&ch, &acme, &windowed, "sent", PATIENCE).await;
+    assert!(has_note(&n, "step sms: send window open"), "{:?}", notes(&n));
+    assert!(bodies(twilio).contains(&"ACME w1".to_string()));
     bad_input(&ch, &acme, run.http).await;
     // The held SMS kept its attempt id: one attempt in its history.
     let n = wait_until(&ch, &acme, &ana_sms, PATIENCE, ended).await;
