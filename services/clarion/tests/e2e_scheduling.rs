@@ -121,8 +121,13 @@ impl Running {
             version,
             origin: None,
         };
-        self.publish(tenant, subscriber, Payload::QuietHoursSet(set), "quiet_hours/")
-            .await;
+        self.publish(
+            tenant,
+            subscriber,
+            Payload::QuietHoursSet(set),
+            "quiet_hours/",
+        )
+        .await;
     }
 
     /// A tenant's calendar: its default zone (holidays none).
@@ -327,7 +332,15 @@ async fn scenario(mut cfg: Config) {
     run.quiet_hours("acme", "ana", ("21:00", "08:00"), 3).await;
     // cat has no profile: her zone is the tenant's default.
     run.calendar("acme", "Europe/Paris").await;
-    let windowed = trigger(&ch, &acme, "windowed-sms", ("cat", "+33600000005"), "w1", ("", false)).await;
+    let windowed = trigger(
+        &ch,
+        &acme,
+        "windowed-sms",
+        ("cat", "+33600000005"),
+        "w1",
+        ("", false),
+    )
+    .await;
 
     let ana_sms = trigger(
         &ch,
@@ -449,7 +462,11 @@ async fn scenario(mut cfg: Config) {
     // 08:10: ana's SMS and email.
     run.clock.set(start + (8 * 60 + 40) * MIN);
     let n = wait_status(&ch, &acme, &ana_sms, "sent", PATIENCE).await;
-    assert!(has_note(&n, "step sms: released: quiet hours over"), "{:?}", notes(&n));
+    assert!(
+        has_note(&n, "step sms: released: quiet hours over"),
+        "{:?}",
+        notes(&n)
+    );
     wait_status(&ch, &acme, &ana_mail, "sent", PATIENCE).await;
     let mails = smtp.wait_for(1, PATIENCE).await;
     assert_eq!(mails.len(), 1, "the held email, once");
@@ -461,15 +478,25 @@ async fn scenario(mut cfg: Config) {
         "each held SMS once, the cancelled one never"
     );
     // The send window opens at 09:00 in the tenant's default zone.
-    let n = wait_until(&ch, &acme, &windowed, PATIENCE, |n| has_note(n, "outside send windows")).await;
+    let n = wait_until(&ch, &acme, &windowed, PATIENCE, |n| {
+        has_note(n, "outside send windows")
+    })
+    .await;
     assert!(
-        has_note(&n, "outside send windows Daily 09:00-17:00 Europe/Paris; step sms waits until "),
+        has_note(
+            &n,
+            "outside send windows Daily 09:00-17:00 Europe/Paris; step sms waits until "
+        ),
         "{:?}",
         notes(&n)
     );
     run.clock.set(start + (9 * 60 + 40) * MIN);
     let n = wait_status(&ch, &acme, &windowed, "sent", PATIENCE).await;
-    assert!(has_note(&n, "step sms: send window open"), "{:?}", notes(&n));
+    assert!(
+        has_note(&n, "step sms: send window open"),
+        "{:?}",
+        notes(&n)
+    );
     assert!(bodies(twilio).contains(&"ACME w1".to_string()));
     bad_input(&ch, &acme, run.http).await;
     // The held SMS kept its attempt id: one attempt in its history.

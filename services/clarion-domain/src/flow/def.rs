@@ -1305,10 +1305,8 @@ mod tests {
 
     #[test]
     fn delay_until_offsets_and_send_windows_are_checked_by_field() {
-        let text = format!(
-            "id: w\nwindows: [\"Mon-Fri 09:00-17:00\", \"Sun 12:00-11:00\"]\nsteps:\n  - {{id: a, type: delay, until: appointment_at}}\n  - {{id: b, type: delay, until: payload.at, offset: -367d}}\n  - {{id: c, type: delay, until: payload.at, offset: soon}}\n  - {{id: d, type: delay, duration: 1h, offset: 1h}}\n  - {{id: e, type: send, channel: email, template: t, windows: [\"Mon 09:00-08:00\"]}}\n  - {{id: f, type: fallback, chain: [{{channel: email, template: t}}, {{channel: email, template: t, windows: [\"Xyz 09:00-10:00\"]}}]}}\n"
-        );
-        let err = parse(&text).unwrap_err();
+        let text = "id: w\nwindows: [\"Mon-Fri 09:00-17:00\", \"Sun 12:00-11:00\"]\nsteps:\n  - {id: a, type: delay, until: appointment_at}\n  - {id: b, type: delay, until: payload.at, offset: -367d}\n  - {id: c, type: delay, until: payload.at, offset: soon}\n  - {id: d, type: delay, duration: 1h, offset: 1h}\n  - {id: e, type: send, channel: email, template: t, windows: [\"Mon 09:00-08:00\"]}\n  - {id: f, type: fallback, chain: [{channel: email, template: t}, {channel: email, template: t, windows: [\"Xyz 09:00-10:00\"]}]}\n";
+        let err = parse(text).unwrap_err();
         assert_eq!(
             fields(&err),
             [
