@@ -16,6 +16,60 @@ use crate::state::GatewayState;
 
 pub struct NotificationApi(pub GatewayState);
 
+/// When a trigger's notifications may go: its `send_at` or `delay`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum When {
+    Now,
+    At(i64),
+    After(i64),
+}
+
+/// The longest a trigger may wait: `send_at` or `delay` at most this far ahead.
+const MAX_SEND_AHEAD_MS: i64 = clarion_domain::limits::MAX_DELAY_MS as i64;
+
+impl When {
+    /// Reads `send_at` / `delay` (at most one; bounded) against `now_ms`.
+    fn of(req: &api::TriggerRequest, now_ms: i64) -> Result<When, Violations> {
+        let days = MAX_SEND_AHEAD_MS / 86_400_000;
+        match (req.send_at.is_empty(), req.delay.is_empty()) {
+            (true, true) => Ok(When::Now),
+            (false, false) => Err(Violations::single(
+                "delay",
+                "set either send_at or delay, not both",
+            )),
+            (false, true) => {
+                let at = clarion_domain::time::parse_instant(&req.send_at)
+                    .map_err(|e| Violations::single("send_at", e))?;
+                if at - now_ms > MAX_SEND_AHEAD_MS {
+                    return Err(Violations::single(
+                        "send_at",
+                        format!("is more than {days} days ahead"),
+                    ));
+                }
+                Ok(When::At(at))
+            }
+            (true, false) => {
+                let ms = clarion_domain::flow::duration::parse_bounded_ms(
+                    &req.delay,
+                    MAX_SEND_AHEAD_MS as u64,
+                    true,
+                )
+                .map_err(|e| Violations::single("delay", e))?;
+                Ok(When::After(ms as i64))
+            }
+        }
+    }
+
+    /// The instant (ms; 0: at once) for a request accepted at `at_ms`.
+    fn send_at_ms(self, at_ms: i64) -> i64 {
+        match self {
+            When::Now => 0,
+            When::At(t) => t,
+            When::After(d) => at_ms + d,
+        }
+    }
+}
+
 fn command(req: api::TriggerRequest) -> TriggerCommand {
     TriggerCommand {
         workflow_id: req.workflow_id,
@@ -38,8 +92,9 @@ fn command(req: api::TriggerRequest) -> TriggerCommand {
             .collect(),
         payload_json: req.payload_json,
         idempotency_key: req.idempotency_key,
-        // send_at / delay / critical: issue #33 (API).
-        ..Default::default()
+        // Resolved per acceptance (`When::send_at_ms`).
+        send_at_ms: 0,
+        critical: req.critical,
     }
 }
 
@@ -67,6 +122,7 @@ impl NotificationApi {
                 Violations::single("event", "set either workflow_id or event, not both").into(),
             );
         }
+        let when = When::of(&req, s.clock.now_ms())?;
         let base = command(req);
         let mut flows = Vec::new();
         if event.is_empty() {
@@ -100,6 +156,7 @@ impl NotificationApi {
             for (workflow_id, version) in &flows {
                 let mut cmd = base.clone();
                 cmd.workflow_id = workflow_id.clone();
+                cmd.send_at_ms = when.send_at_ms(at_ms);
                 events.extend(cmd.accept(
                     &caller.tenant,
                     *version,
@@ -126,9 +183,15 @@ impl NotificationApi {
         let mut replay = false;
         let mut notifications = notifications;
         if !base.idempotency_key.is_empty() {
-            if let Some(original) =
-                claim_idempotency_key(s, &caller.tenant, &base, &event, at_ms, &notifications)
-                    .await?
+            if let Some(original) = claim_idempotency_key(
+                s,
+                &caller.tenant,
+                (&base, when),
+                &event,
+                at_ms,
+                &notifications,
+            )
+            .await?
             {
                 replay = true;
                 // The original request's time fixes its ids: rebuild them.
@@ -324,14 +387,14 @@ struct OriginalAnswer {
 async fn claim_idempotency_key(
     s: &GatewayState,
     tenant: &clarion_domain::TenantId,
-    base: &TriggerCommand,
+    (base, when): (&TriggerCommand, When),
     event: &str,
     at_ms: i64,
     notifications: &[api::TriggeredNotification],
 ) -> Result<Option<OriginalAnswer>, ApiError> {
     // Only a keyed request needs its fingerprint (a canonical JSON
     // rendering and a hash: not free on the hot path).
-    let request_hash = request_fingerprint(base, event);
+    let request_hash = request_fingerprint(base, when, event);
     let stored = serde_json::json!({
         "hash": request_hash,
         "at_ms": at_ms,
@@ -490,7 +553,7 @@ pub async fn append_for_notification(
 
 /// Canonical hash of what a trigger asks for (not of how it was encoded):
 /// a repeat with the same key must ask for the same thing.
-fn request_fingerprint(cmd: &TriggerCommand, event: &str) -> String {
+fn request_fingerprint(cmd: &TriggerCommand, when: When, event: &str) -> String {
     let payload: serde_json::Value = if cmd.payload_json.is_empty() {
         serde_json::json!({})
     } else {
@@ -511,12 +574,19 @@ fn request_fingerprint(cmd: &TriggerCommand, event: &str) -> String {
             ])
         })
         .collect();
-    let text = canonical(&serde_json::json!([
-        cmd.workflow_id,
-        event,
-        recipients,
-        payload
-    ]));
+    let mut parts = serde_json::json!([cmd.workflow_id, event, recipients, payload]);
+    // Only when set, so the hashes of requests without them stay as they were.
+    if when != When::Now || cmd.critical {
+        let timing = match when {
+            When::Now => serde_json::json!(null),
+            When::At(t) => serde_json::json!({ "send_at": t }),
+            When::After(d) => serde_json::json!({ "delay": d }),
+        };
+        if let Some(a) = parts.as_array_mut() {
+            a.push(serde_json::json!([timing, cmd.critical]));
+        }
+    }
+    let text = canonical(&parts);
     clarion_domain::tenant::sha256_hex(text.as_bytes())
 }
 

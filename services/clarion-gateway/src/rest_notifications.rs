@@ -64,6 +64,19 @@ pub struct TriggerBody {
     /// Also accepted as the `Idempotency-Key` header (which wins).
     #[serde(default)]
     pub idempotency_key: String,
+    /// Send no earlier than this (RFC 3339, at most 366 days ahead; a past
+    /// time sends at once). Not with `delay`.
+    #[serde(default)]
+    #[schema(example = "2026-03-09T09:00:00-04:00")]
+    pub send_at: String,
+    /// Send this long after the request is accepted (`90m`, `2h`, `1d`; at
+    /// most 366 days). Not with `send_at`.
+    #[serde(default)]
+    #[schema(example = "2h")]
+    pub delay: String,
+    /// Bypasses quiet hours (and digests); the history notes it.
+    #[serde(default)]
+    pub critical: bool,
 }
 
 /// One recipient: a subscriber id, and contact details that override the
@@ -194,6 +207,9 @@ fn to_api(
             .collect(),
         payload_json,
         idempotency_key: idempotency_header.unwrap_or(b.idempotency_key),
+        send_at: b.send_at,
+        delay: b.delay,
+        critical: b.critical,
     })
 }
 

@@ -48,6 +48,34 @@ pub struct Config {
     /// The device registry (docs/push.md).
     #[serde(default)]
     pub devices: DevicesConfig,
+    /// Delayed sends, send windows, quiet hours (docs/scheduling.md).
+    #[serde(default)]
+    pub scheduling: SchedulingConfig,
+}
+
+/// `scheduling`: how held sends are released.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SchedulingConfig {
+    /// Sends held by quiet hours are released within this long after the
+    /// period ends, spread by attempt id (`5m`; `0s`: all at the end).
+    pub release_spread: String,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        SchedulingConfig {
+            release_spread: "5m".into(),
+        }
+    }
+}
+
+impl SchedulingConfig {
+    pub fn release_spread(&self) -> Result<std::time::Duration, String> {
+        clarion_domain::flow::duration::parse_ms(&self.release_spread)
+            .map(std::time::Duration::from_millis)
+            .map_err(|e| format!("scheduling.release-spread: {e}"))
+    }
 }
 
 /// The device registry.
@@ -351,6 +379,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             secrets: Default::default(),
             devices: DevicesConfig::default(),
+            scheduling: SchedulingConfig::default(),
         }
     }
 }
@@ -433,6 +462,7 @@ impl Config {
             }
         }
         self.validate_push()?;
+        self.scheduling.release_spread()?;
         clarion_dispatch::ssrf::Guard::new(&self.outbound.guard())?;
         if !self.dlq.alert_webhook_url.is_empty()
             && self

@@ -363,6 +363,8 @@ impl Node {
             tenants: self.cfg.retry.tenants.clone(),
         };
         let device_expiry = self.cfg.devices.expiry();
+        // Validated with the configuration.
+        let release_spread = self.cfg.scheduling.release_spread().unwrap_or_default();
         // Outcomes come back to the router on the same partition.
         self.spawn_partitions(
             tasks,
@@ -375,6 +377,7 @@ impl Node {
                     .with_retry(retry.clone())
                     .with_dlq_alerts(alerts.clone())
                     .with_device_expiry(device_expiry)
+                    .with_release_spread(release_spread)
             },
             shutdown,
         );

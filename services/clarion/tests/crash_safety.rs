@@ -96,6 +96,7 @@ async fn trigger(
                 }],
                 payload_json: r#"{"day":"today"}"#.into(),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await

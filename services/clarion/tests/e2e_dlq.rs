@@ -62,6 +62,7 @@ async fn trigger_sms(
                 }],
                 payload_json: payload.into(),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await

@@ -63,6 +63,7 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
         }],
         payload_json: payload.into(),
         idempotency_key: String::new(),
+        ..Default::default()
     };
 
     // Given one trigger accepted before the bad ones
@@ -351,6 +352,7 @@ async fn idempotency_keys_replay_refuse_conflicts_and_never_run_twice() {
         }],
         payload_json: payload.into(),
         idempotency_key: "order-1001-confirmed".into(),
+        ..Default::default()
     };
     // Concurrent duplicates: every caller gets the same ids, one of them fresh.
     let mut tasks = Vec::new();

@@ -34,6 +34,7 @@ async fn scenario(kafka: bool) {
         }],
         payload_json: payload.into(),
         idempotency_key: "invoice-77-paid".into(),
+        ..Default::default()
     };
     let node = start(cfg.clone(), kafka).await;
     let ch = channel(node.grpc).await;

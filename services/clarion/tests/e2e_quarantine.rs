@@ -54,6 +54,7 @@ async fn trigger(ch: &tonic::transport::Channel, key: &str, sub: &str) -> String
                 }],
                 payload_json: r#"{"day":"lundi"}"#.into(),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -405,6 +406,7 @@ async fn a_full_disk_refuses_new_work_clearly_and_loses_nothing_once_space_retur
                         }],
                         payload_json: format!(r#"{{"day":"lundi","pad":"{}"}}"#, "x".repeat(3000)),
                         idempotency_key: String::new(),
+                        ..Default::default()
                     },
                 ))
                 .await

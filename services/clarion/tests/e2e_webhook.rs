@@ -39,6 +39,7 @@ async fn webhook_deliveries_are_signed_and_verifiable() {
                         }],
                         payload_json: format!(r#"{{"job":"{job}"}}"#),
                         idempotency_key: idem,
+                        ..Default::default()
                     },
                 ))
                 .await

@@ -149,6 +149,7 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
                 }],
                 payload_json: r#"{"name":"Ana"}"#.into(),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await

@@ -677,6 +677,9 @@ impl Flow {
         for (i, s) in def.steps.iter().enumerate() {
             steps.step(i, s);
         }
+        if !def.windows.is_empty() {
+            steps.windows("windows", &def.windows);
+        }
         let (conditions, durations) = (steps.conditions, steps.durations);
         let dedup_window_ms = match &def.dedup_window {
             Some(w) => match parse_bounded_ms(w, limits::MAX_DEDUP_WINDOW_MS, publishing) {
@@ -976,19 +979,23 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
             StepKind::Delay {
                 duration,
                 until,
+                offset,
                 next,
                 ..
             } => {
-                // Checks of `until`, `offset` and `if_past`: issue #33 (router-time).
                 match (duration, until) {
                     (Some(d), None) => {
                         self.duration(i, "duration", &format!("{f}.duration"), d);
                     }
-                    (None, Some(_)) => {}
+                    (None, Some(path)) => self.until(&f, path, offset.as_deref()),
                     _ => self.v.push(
                         f.clone(),
                         "a delay needs exactly one of `duration` or `until`",
                     ),
+                }
+                if offset.is_some() && until.is_none() {
+                    self.v
+                        .push(format!("{f}.offset"), "an offset needs `until`");
                 }
                 self.next(format!("{f}.next"), next);
             }
@@ -1105,6 +1112,40 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
         }
     }
 
+    /// A delay `until` a payload time: the path, and the signed offset
+    /// (elapsed time, bounded like other durations).
+    fn until(&mut self, f: &str, path: &str, offset: Option<&str>) {
+        if !path.starts_with("payload.") || path.len() == "payload.".len() {
+            self.v.push(
+                format!("{f}.until"),
+                "must be a path starting with payload. (e.g. payload.appointment_at)",
+            );
+        }
+        if let Some(text) = offset {
+            match crate::time::parse_signed_duration(text) {
+                Ok(ms) if self.publishing && ms.unsigned_abs() > limits::MAX_DELAY_MS => {
+                    self.v.push(
+                        format!("{f}.offset"),
+                        format!(
+                            "{} is longer than the maximum of {} days",
+                            quote(text),
+                            limits::MAX_DELAY_MS / 86_400_000
+                        ),
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => self.v.push(format!("{f}.offset"), e),
+            }
+        }
+    }
+
+    /// Send windows (`field` is the list's path): each parses, end after start.
+    fn windows(&mut self, field: &str, specs: &[String]) {
+        if let Err((k, reason)) = crate::time::Windows::parse(specs) {
+            self.v.push(format!("{field}[{k}]"), reason);
+        }
+    }
+
     /// A wait's step: an earlier step that sends.
     fn waited_step(&mut self, i: usize, f: &str, step: &str) {
         match self.index.get(step) {
@@ -1211,6 +1252,9 @@ impl<F: Fn(&str) -> Option<Channel>> StepChecker<'_, F> {
                     "must be a path starting with payload. or subscriber.",
                 );
             }
+        }
+        if !s.windows.is_empty() {
+            self.windows(&format!("{field}.windows"), &s.windows);
         }
     }
 }
@@ -1319,6 +1363,32 @@ mod tests {
     }
 
     const SEND: &str = "{id: e, type: send, channel: email, template: t}";
+
+    #[test]
+    fn delay_until_offsets_and_send_windows_are_checked_by_field() {
+        let text = "id: w\nwindows: [\"Mon-Fri 09:00-17:00\", \"Sun 12:00-11:00\"]\nsteps:\n  - {id: a, type: delay, until: appointment_at}\n  - {id: b, type: delay, until: payload.at, offset: -367d}\n  - {id: c, type: delay, until: payload.at, offset: soon}\n  - {id: d, type: delay, duration: 1h, offset: 1h}\n  - {id: e, type: send, channel: email, template: t, windows: [\"Mon 09:00-08:00\"]}\n  - {id: f, type: fallback, chain: [{channel: email, template: t}, {channel: email, template: t, windows: [\"Xyz 09:00-10:00\"]}]}\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "steps[0].until",
+                "steps[1].offset",
+                "steps[2].offset",
+                "steps[3].offset",
+                "steps[4].windows[0]",
+                "steps[5].chain[1].windows[0]",
+                "windows[1]",
+            ],
+            "{err}"
+        );
+        assert!(
+            err.0[1].description.contains("maximum of 366 days"),
+            "{err}"
+        );
+        let ok = "id: w\nwindows: [\"Mon-Fri 09:00-17:00\"]\nsteps:\n  - {id: b, type: delay, until: payload.appointment_at, offset: -24h, if_past: skip}\n  - {id: e, type: send, channel: email, template: t, windows: [\"Daily 10:00-20:00\"]}\n";
+        let flow = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(flow.def.windows, ["Mon-Fri 09:00-17:00"]);
+    }
 
     #[test]
     fn durations_over_their_bounds_are_refused_by_field() {

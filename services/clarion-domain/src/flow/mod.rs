@@ -6,6 +6,7 @@ pub mod def;
 pub mod duration;
 pub mod run;
 pub mod throttle;
+pub mod until;
 
 pub use def::{Engagement, Flow, FlowDef, Next, SendSpec, StepDef, StepKind};
 pub use run::{Ctx, Digested, Input, Output, RetryPolicy, Run, Terminal};

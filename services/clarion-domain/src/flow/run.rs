@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::def::{Engagement, Flow, SendSpec, StepKind};
+use super::def::{Engagement, Flow, IfPast, SendSpec, StepKind};
+use super::until::{self, rfc3339};
 
 /// Statuses a step can have, as seen by `step_status` branches and `steps.x`
 /// in CEL: the names of [`StepStatus::ALL`], in order.
@@ -395,6 +396,11 @@ pub struct Run {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     Start,
+    /// Start, but not before `at_ms` (the trigger's `send_at`): the run
+    /// waits for it (a `send_at` timer) before its first step.
+    StartAt {
+        at_ms: i64,
+    },
     Sent {
         attempt_id: String,
     },
@@ -429,6 +435,14 @@ pub enum Input {
     Suppressed {
         attempt_id: String,
         reason: String,
+    },
+    /// A send that may not go yet (outside its send windows, or held by
+    /// quiet hours; the router notes why): it never went out, and is tried
+    /// again at `until_ms` with the same attempt id (a `purpose` timer).
+    Deferred {
+        attempt_id: String,
+        until_ms: i64,
+        purpose: Purpose,
     },
     /// The digest accumulator's answer to an [`Output::Digest`], or the
     /// close of the digest the run leads.
@@ -525,6 +539,16 @@ impl Run {
                     self.advance(flow, ctx, &mut out);
                 }
             }
+            Input::StartAt { at_ms } => {
+                if self.attempts.is_empty() && self.waiting == Waiting::Nothing {
+                    if at_ms > ctx.now_ms {
+                        out.push(Output::Note(format!("waiting until {}", rfc3339(at_ms))));
+                        self.schedule(at_ms, Purpose::SendAt, &mut out);
+                    } else {
+                        self.advance(flow, ctx, &mut out);
+                    }
+                }
+            }
             Input::Sent { attempt_id } => {
                 if self.waiting_on(&attempt_id) {
                     self.on_sent(flow, &attempt_id, ctx, &mut out);
@@ -574,6 +598,18 @@ impl Run {
                 }
             }
             Input::Digested(d) => self.on_digested(flow, d, ctx, &mut out),
+            Input::Deferred {
+                attempt_id,
+                until_ms,
+                purpose,
+            } => {
+                if self.waiting_on(&attempt_id) {
+                    // Like a throttle deferral: the retry reuses the attempt id.
+                    self.forget_attempt(&attempt_id);
+                    self.waiting = Waiting::Nothing;
+                    self.schedule(until_ms, purpose, &mut out);
+                }
+            }
             Input::Retry => {
                 if self.terminal == Some(Terminal::DeadLettered) {
                     if let Some(pc) = self.failed_step(flow) {
@@ -727,8 +763,38 @@ impl Run {
                     self.send(flow, pc, &spec, ctx, out);
                     return;
                 }
+                StepKind::Delay {
+                    until: Some(path),
+                    offset,
+                    if_past,
+                    next,
+                    ..
+                } => {
+                    let why = match until::due(ctx.payload, path, offset.as_deref()) {
+                        Ok(at) if at > ctx.now_ms => {
+                            out.push(Output::Note(format!(
+                                "step {}: waiting until {}",
+                                step.id,
+                                rfc3339(at)
+                            )));
+                            self.schedule(at, Purpose::Delay, out);
+                            return;
+                        }
+                        Ok(at) => format!("{} has passed", rfc3339(at)),
+                        Err(e) => e,
+                    };
+                    if *if_past == IfPast::Skip {
+                        let reason = format!("step {}: {why}; skipped (if_past: skip)", step.id);
+                        self.end(Terminal::Suppressed, reason, out);
+                        return;
+                    }
+                    out.push(Output::Note(format!(
+                        "step {}: {why}; going on at once",
+                        step.id
+                    )));
+                    self.pc = flow.resolve(pc, next);
+                }
                 StepKind::Delay { .. } => {
-                    // `until` (no duration): issue #33 router-time.
                     let ms = flow.durations.get(&(pc, "duration")).copied().unwrap_or(0);
                     self.schedule(ctx.now_ms + ms as i64, Purpose::Delay, out);
                     return;
@@ -817,6 +883,15 @@ impl Run {
         } else {
             self.end(Terminal::Completed, "all steps done".into(), out);
         }
+    }
+
+    /// A deferred send is tried again (checked again before it goes).
+    fn released(&self, step: &str, purpose: Purpose, out: &mut Vec<Output>) {
+        let why = match purpose {
+            Purpose::QuietHours => "released: quiet hours over",
+            _ => "send window open",
+        };
+        out.push(Output::Note(format!("step {step}: {why}")));
     }
 
     /// An attempt that never went out is forgotten, so a later try reuses its id.
@@ -1109,6 +1184,18 @@ impl Run {
             (Purpose::AckTimeout, StepKind::Fallback { ack: Some(ack), .. }) => {
                 let reason = format!("no {} within {}", ack.event.as_str(), ack.timeout);
                 self.next_in_chain_or_dead_letter(flow, pc, reason, ctx, out);
+            }
+            // Scheduling (#33): the trigger's send_at came; a deferred send
+            // (send window, quiet hours) is tried again, same attempt id.
+            (Purpose::SendAt, _) => self.advance(flow, ctx, out),
+            (Purpose::Window | Purpose::QuietHours, StepKind::Send { send, .. }) => {
+                self.released(&step.id, purpose, out);
+                self.send(flow, pc, send, ctx, out);
+            }
+            (Purpose::Window | Purpose::QuietHours, StepKind::Fallback { chain, .. }) => {
+                self.released(&step.id, purpose, out);
+                let spec = chain[self.chain].clone();
+                self.send(flow, pc, &spec, ctx, out);
             }
             _ => {}
         }

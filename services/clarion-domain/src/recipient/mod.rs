@@ -35,6 +35,7 @@ pub mod dlq;
 pub mod preference;
 pub mod profile;
 pub mod throttle;
+pub mod timing;
 
 /// The router's maps: keys are tenant-scoped strings hashed several times
 /// per input, and SipHash showed in the router's profile. foldhash is

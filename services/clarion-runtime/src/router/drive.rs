@@ -11,6 +11,7 @@ use clarion_domain::flow::throttle::Hold;
 use clarion_domain::flow::{Ctx, Flow, Input as RunInput, Output, SendSpec, Terminal};
 use clarion_domain::push::App;
 use clarion_domain::recipient::dlq;
+use clarion_domain::recipient::timing::Gate;
 use clarion_domain::router::{render_send, SendInput};
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::{Channel, Event, Id, Payload};
@@ -19,6 +20,7 @@ use clarion_store::Store;
 use serde_json::{json, Value};
 
 use super::throttle::Sending;
+use super::timing::SendAt;
 use super::{actor, dead_letter_key, Router, RunRecord};
 use crate::processor::{Batch, Emit, ProcessError};
 use crate::topics::Topic;
@@ -104,7 +106,7 @@ impl Router {
         // waits for (the common case: a send's `sent`) or an engagement that
         // raises its status (the `delivered` behind it); only other inputs,
         // which often change nothing, need the state before to compare with.
-        let fresh = matches!(first, RunInput::Start);
+        let fresh = matches!(first, RunInput::Start | RunInput::StartAt { .. });
         let run_before = (!fresh && !rec.run.surely_changes(&first)).then(|| rec.run.clone());
         // The subscriber (with the trigger's contact data) is built when a
         // send needs it or a condition reads it: most inputs (a send's
@@ -174,6 +176,19 @@ impl Router {
                     // The run notes it and goes on: nothing else is emitted.
                     pass.queue
                         .push_back(RunInput::Suppressed { attempt_id, reason });
+                    return Ok(());
+                }
+                let at = SendAt {
+                    tenant,
+                    rec,
+                    spec: &spec,
+                    step: &step,
+                    attempt_id: &attempt_id,
+                };
+                let gate = self
+                    .send_gate(store, batch, flow, at, &mut pass.subscriber)
+                    .await?;
+                if !gated(batch, nid, &attempt_id, gate, pass) {
                     return Ok(());
                 }
                 let send = Sending {
@@ -423,6 +438,44 @@ fn held(
         defer_until,
         reason,
     });
+}
+
+/// A send's send windows and quiet hours: `true` when it goes now (noted
+/// when critical bypassed quiet hours); otherwise the run hears that it
+/// waits (same attempt id, noted) or was dropped.
+fn gated(batch: &mut Batch, nid: &str, attempt_id: &str, gate: Gate, pass: &mut Pass<'_>) -> bool {
+    let note = |pass: &mut Pass<'_>, batch: &mut Batch, message: String| {
+        let noted = pb::RunNoted {
+            notification_id: nid.to_string(),
+            message,
+        };
+        pass.emit(batch, Topic::Notifications, Payload::Noted(noted));
+    };
+    let attempt_id = attempt_id.to_string();
+    match gate {
+        Gate::Go { note: None } => return true,
+        Gate::Go { note: Some(n) } => {
+            note(pass, batch, n);
+            return true;
+        }
+        Gate::Wait {
+            until_ms,
+            purpose,
+            note: n,
+        } => {
+            note(pass, batch, n);
+            pass.queue.push_back(RunInput::Deferred {
+                attempt_id,
+                until_ms,
+                purpose,
+            });
+        }
+        Gate::Drop { reason } => {
+            pass.queue
+                .push_back(RunInput::Suppressed { attempt_id, reason });
+        }
+    }
+    false
 }
 
 /// A timer of the run: its `TimerFired` (fixed id) appended when due.

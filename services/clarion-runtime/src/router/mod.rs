@@ -48,6 +48,7 @@ mod record;
 mod runs;
 mod schedules;
 mod throttle;
+mod timing;
 mod trigger;
 
 pub use devices::{device_key, device_token_key};
@@ -55,6 +56,7 @@ pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
 pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
 pub use schedules::{schedule_key, SCHEDULES_PK};
+pub use timing::{quiet_hours_key, DEFAULT_RELEASE_SPREAD_MS};
 
 pub const ROUTER: &str = clarion_domain::router::ROUTER;
 
@@ -160,6 +162,8 @@ pub struct Router {
     horizon: Horizon,
     /// The digests this batch touched (`digest.rs`).
     digests: digest::Touched,
+    /// Send windows and quiet hours: tenant settings, subscribers' quiet hours.
+    timing: timing::Timing,
 }
 
 /// Cache bounds (entries per router partition).
@@ -202,7 +206,15 @@ impl Router {
             template_refresh: Duration::from_secs(1),
             horizon: Horizon::default(),
             digests: digest::Touched::default(),
+            timing: timing::Timing::default(),
         }
+    }
+
+    /// Held sends are released within this long after quiet hours end
+    /// (`scheduling.release-spread`), spread by attempt id.
+    pub fn with_release_spread(mut self, spread: Duration) -> Router {
+        self.timing.spread_ms = i64::try_from(spread.as_millis()).unwrap_or(i64::MAX);
+        self
     }
 
     /// Partition count of the router's input: workflow-wide throttle limits
@@ -261,6 +273,9 @@ impl Router {
             | Payload::ContactVerified(_)
             | Payload::ContactVerificationFailed(_) => {
                 self.on_preference_event(store, batch, e).await?
+            }
+            Payload::QuietHoursSet(q) if !q.subscriber_id.is_empty() => {
+                self.on_quiet_hours(batch, e, q)
             }
             Payload::DeviceRegistered(_)
             | Payload::DeviceTokenRotated(_)
@@ -450,6 +465,7 @@ impl Processor for Router {
         }
         self.preference_marks.read_once(store).await?;
         self.device_marks.read_once(store).await?;
+        self.timing.start_batch(store).await?;
         self.prefetch_runs(store, inputs).await?;
         self.prefetch_preferences(store, inputs).await?;
         for input in inputs {

@@ -84,7 +84,12 @@ impl Router {
                     );
                 }
                 let mut idx = 0u32;
-                self.drive(store, batch, e, &flow, rec, RunInput::Start, &mut idx)
+                // A trigger's `send_at` (or delay): the run waits for it first.
+                let start = match t.send_at_ms {
+                    0 => RunInput::Start,
+                    at_ms => RunInput::StartAt { at_ms },
+                };
+                self.drive(store, batch, e, &flow, rec, start, &mut idx)
                     .await
             }
             Verdict::Suppress(reason) => {

@@ -444,6 +444,7 @@ pub async fn email_scenario(node: &RunningNode, smtp: &SmtpServer, tenant: &str)
                 }],
                 payload_json: r#"{"day":"2026-12-01"}"#.into(),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -754,6 +755,7 @@ pub async fn wait_then_sms_scenario(
                 }],
                 payload_json: r#"{"day":"Friday"}"#.into(),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -862,6 +864,7 @@ pub async fn trigger_one(
                 }],
                 payload_json: payload_json.into(),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await

@@ -208,6 +208,7 @@ pub async fn trigger_hook(
                 }],
                 payload_json: format!(r#"{{"job":"{job}"}}"#),
                 idempotency_key: String::new(),
+                ..Default::default()
             },
         ))
         .await
