@@ -72,6 +72,8 @@ impl Sim {
                 } => self.timers.push((seq, due_ms, purpose)),
                 Output::Note(n) => self.notes.push(n),
                 Output::End { terminal, reason } => self.ends.push((terminal, reason)),
+                // These workflows have no digest step.
+                Output::Digest { step, .. } => panic!("unexpected digest at {step}"),
             }
         }
     }

@@ -119,10 +119,6 @@ pub async fn history_event(
 /// Partition (in the tenants table) of a tenant's limit versions. Tenant
 /// ids cannot contain `/`, so it never meets a tenant record.
 pub const TENANT_LIMITS_PK: &str = "limits/";
-/// Partitions (in the tenants table) of a tenant's default quiet hours and
-/// its calendar (default zone, holidays), by version like limits.
-pub const TENANT_QUIET_HOURS_PK: &str = "quiet_hours/";
-pub const TENANT_CALENDAR_PK: &str = "calendar/";
 
 /// Partitions (in the API keys table) listing a tenant's keys by key id:
 /// their creation events, and the revocations. Hash partitions are 64 hex
@@ -303,29 +299,6 @@ fn project(batch: &mut Batch, e: &Event, raw: &Bytes) {
                     tenant,
                     TENANT_LIMITS_PK,
                     version_ck(l.version),
-                ),
-                bytes(),
-            );
-        }
-        // A subscriber's quiet hours are the router's (triggers topic).
-        Payload::QuietHoursSet(q) if q.subscriber_id.is_empty() => {
-            w.put(
-                RowKey::new(
-                    Table::Tenants,
-                    tenant,
-                    TENANT_QUIET_HOURS_PK,
-                    version_ck(q.version),
-                ),
-                bytes(),
-            );
-        }
-        Payload::TenantCalendarSet(c) => {
-            w.put(
-                RowKey::new(
-                    Table::Tenants,
-                    tenant,
-                    TENANT_CALENDAR_PK,
-                    version_ck(c.version),
                 ),
                 bytes(),
             );

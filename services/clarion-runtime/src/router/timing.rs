@@ -25,7 +25,7 @@ use clarion_store::{RowKey, Scan, Store, Table};
 use super::marks::Marks;
 use super::{Router, RunRecord};
 use crate::processor::{Batch, ProcessError};
-use crate::projector::{TENANT_CALENDAR_PK, TENANT_QUIET_HOURS_PK};
+use crate::tenant_settings::{CALENDAR_PK, QUIET_HOURS_PK};
 
 /// A tenant's calendar: its default zone and holidays.
 #[derive(Debug, Default)]
@@ -177,7 +177,7 @@ impl Router {
                 return Ok(q.clone());
             }
         }
-        let q = latest(store, tenant, TENANT_QUIET_HOURS_PK)
+        let q = latest(store, tenant, QUIET_HOURS_PK)
             .await?
             .and_then(|b| quiet_of(&b));
         self.timing
@@ -197,7 +197,7 @@ impl Router {
                 return Ok(c.clone());
             }
         }
-        let c = latest(store, tenant, TENANT_CALENDAR_PK)
+        let c = latest(store, tenant, CALENDAR_PK)
             .await?
             .and_then(|b| Event::decode(&b).ok())
             .and_then(|e| match e.payload {
