@@ -98,6 +98,63 @@ fn command(req: api::TriggerRequest) -> TriggerCommand {
     }
 }
 
+/// A trigger names a workflow or a business event, not both; the event
+/// name is bounded.
+fn check_event_name(req: &api::TriggerRequest) -> Result<(), ApiError> {
+    let event = &req.event;
+    if event.len() > clarion_domain::limits::MAX_EVENT_NAME_BYTES {
+        let mut v = Violations::default();
+        clarion_domain::limits::check_len(
+            &mut v,
+            "event",
+            event,
+            clarion_domain::limits::MAX_EVENT_NAME_BYTES,
+        );
+        return Err(v.into());
+    }
+    if !event.is_empty() && !req.workflow_id.is_empty() {
+        return Err(
+            Violations::single("event", "set either workflow_id or event, not both").into(),
+        );
+    }
+    Ok(())
+}
+
+/// The workflows (id, latest version) a trigger starts: its workflow, or
+/// every workflow whose trigger names `event`; the request's shape is
+/// validated on the way.
+async fn resolve_flows(
+    s: &GatewayState,
+    tenant: &clarion_domain::TenantId,
+    base: &TriggerCommand,
+    event: &str,
+) -> Result<Vec<(String, u32)>, ApiError> {
+    if event.is_empty() {
+        base.validate(&s.limits)?;
+        let (version, _) = cached_workflow_version(s, tenant, &base.workflow_id)
+            .await?
+            .ok_or_else(|| {
+                Violations::single(
+                    "workflow_id",
+                    format!(
+                        "no workflow {:?} exists for tenant {:?}",
+                        base.workflow_id,
+                        tenant.as_str()
+                    ),
+                )
+            })?;
+        return Ok(vec![(base.workflow_id.clone(), version)]);
+    }
+    // Validate the shape once with a placeholder id, then fan out.
+    let mut probe = base.clone();
+    probe.workflow_id = "event".into();
+    probe.validate(&s.limits)?;
+    Ok(workflows_for_event(s, tenant, event)
+        .await?
+        .into_iter()
+        .collect())
+}
+
 impl NotificationApi {
     pub(crate) async fn trigger(
         &self,
@@ -107,48 +164,10 @@ impl NotificationApi {
         let caller = auth::tenant(s, req.metadata()).await?;
         let req = req.into_inner();
         let event = req.event.clone();
-        if event.len() > clarion_domain::limits::MAX_EVENT_NAME_BYTES {
-            let mut v = Violations::default();
-            clarion_domain::limits::check_len(
-                &mut v,
-                "event",
-                &event,
-                clarion_domain::limits::MAX_EVENT_NAME_BYTES,
-            );
-            return Err(v.into());
-        }
-        if !event.is_empty() && !req.workflow_id.is_empty() {
-            return Err(
-                Violations::single("event", "set either workflow_id or event, not both").into(),
-            );
-        }
+        check_event_name(&req)?;
         let when = When::of(&req, s.clock.now_ms())?;
         let base = command(req);
-        let mut flows = Vec::new();
-        if event.is_empty() {
-            base.validate(&s.limits)?;
-            let (version, _) = cached_workflow_version(s, &caller.tenant, &base.workflow_id)
-                .await?
-                .ok_or_else(|| {
-                    Violations::single(
-                        "workflow_id",
-                        format!(
-                            "no workflow {:?} exists for tenant {:?}",
-                            base.workflow_id,
-                            caller.tenant.as_str()
-                        ),
-                    )
-                })?;
-            flows.push((base.workflow_id.clone(), version));
-        } else {
-            // Validate the shape once with a placeholder id, then fan out.
-            let mut probe = base.clone();
-            probe.workflow_id = "event".into();
-            probe.validate(&s.limits)?;
-            for (id, version) in workflows_for_event(s, &caller.tenant, &event).await? {
-                flows.push((id, version));
-            }
-        }
+        let flows = resolve_flows(s, &caller.tenant, &base, &event).await?;
         // Every matched workflow starts a notification per recipient.
         s.limits.check_fanout(flows.len(), base.recipients.len())?;
         let accept = |at_ms: i64| {

@@ -338,37 +338,7 @@ impl TryFrom<RawStep> for StepDef {
     type Error = String;
     fn try_from(r: RawStep) -> Result<StepDef, String> {
         Ok(match r {
-            RawStep::Send {
-                id,
-                channel,
-                template,
-                provider,
-                to,
-                app,
-                link,
-                push,
-                category,
-                data,
-                windows,
-                next,
-            } => StepDef {
-                id,
-                kind: StepKind::Send {
-                    send: SendSpec {
-                        channel,
-                        template,
-                        provider,
-                        to,
-                        app,
-                        link,
-                        push,
-                        category,
-                        data,
-                        windows,
-                    },
-                    next,
-                },
-            },
+            r @ RawStep::Send { .. } => send_step(r),
             RawStep::Delay {
                 id,
                 duration,
@@ -386,27 +356,7 @@ impl TryFrom<RawStep> for StepDef {
                     next,
                 },
             },
-            RawStep::Digest {
-                id,
-                key,
-                window,
-                schedule,
-                max_items,
-                condition,
-                next,
-            } => StepDef {
-                id,
-                kind: StepKind::Digest {
-                    digest: DigestSpec {
-                        key,
-                        window,
-                        schedule,
-                        max_items,
-                        condition,
-                    },
-                    next,
-                },
-            },
+            r @ RawStep::Digest { .. } => digest_step(r),
             RawStep::Wait {
                 id,
                 event,
@@ -453,6 +403,72 @@ impl TryFrom<RawStep> for StepDef {
                 kind: StepKind::Stop,
             },
         })
+    }
+}
+
+/// A written send step as a [`StepDef`].
+fn send_step(r: RawStep) -> StepDef {
+    match r {
+        RawStep::Send {
+            id,
+            channel,
+            template,
+            provider,
+            to,
+            app,
+            link,
+            push,
+            category,
+            data,
+            windows,
+            next,
+        } => StepDef {
+            id,
+            kind: StepKind::Send {
+                send: SendSpec {
+                    channel,
+                    template,
+                    provider,
+                    to,
+                    app,
+                    link,
+                    push,
+                    category,
+                    data,
+                    windows,
+                },
+                next,
+            },
+        },
+        _ => unreachable!("called with a send step"),
+    }
+}
+
+/// A written digest step as a [`StepDef`].
+fn digest_step(r: RawStep) -> StepDef {
+    match r {
+        RawStep::Digest {
+            id,
+            key,
+            window,
+            schedule,
+            max_items,
+            condition,
+            next,
+        } => StepDef {
+            id,
+            kind: StepKind::Digest {
+                digest: DigestSpec {
+                    key,
+                    window,
+                    schedule,
+                    max_items,
+                    condition,
+                },
+                next,
+            },
+        },
+        _ => unreachable!("called with a digest step"),
     }
 }
 
