@@ -77,7 +77,7 @@ pub async fn subscriber_quiet_hours(
     tenant: &str,
     subscriber: &str,
 ) -> Result<Option<pb::QuietHoursSet>, StoreError> {
-    let key = RowKey::new(Table::QuietHours, tenant, subscriber, Vec::new());
+    let key = crate::router::quiet_hours_key(tenant, subscriber);
     Ok(
         match store.get(&key).await?.and_then(|b| Event::decode(&b).ok()) {
             Some(Event {

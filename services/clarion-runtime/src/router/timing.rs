@@ -20,12 +20,11 @@ use clarion_domain::recipient::{Map as FastMap, Pair};
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::{time, Event, Payload};
 use clarion_proto::events as pb;
-use clarion_store::{RowKey, Scan, Store, Table};
+use clarion_store::{RowKey, Store, Table};
 
 use super::marks::Marks;
 use super::{Router, RunRecord};
 use crate::processor::{Batch, ProcessError};
-use crate::tenant_settings::{CALENDAR_PK, QUIET_HOURS_PK};
 
 /// A tenant's calendar: its default zone and holidays.
 #[derive(Debug, Default)]
@@ -177,9 +176,9 @@ impl Router {
                 return Ok(q.clone());
             }
         }
-        let q = latest(store, tenant, QUIET_HOURS_PK)
+        let q = crate::tenant_settings::tenant_quiet_hours(store, tenant)
             .await?
-            .and_then(|b| quiet_of(&b));
+            .and_then(|q| QuietHours::from_event(&q).ok().map(Arc::new));
         self.timing
             .tenant_quiet
             .insert(tenant.to_string(), (Instant::now(), q.clone()));
@@ -197,19 +196,17 @@ impl Router {
                 return Ok(c.clone());
             }
         }
-        let c = latest(store, tenant, CALENDAR_PK)
+        let c = crate::tenant_settings::calendar(store, tenant)
             .await?
-            .and_then(|b| Event::decode(&b).ok())
-            .and_then(|e| match e.payload {
-                Payload::TenantCalendarSet(c) => Some(Arc::new(Calendar {
+            .map(|c| {
+                Arc::new(Calendar {
                     default_timezone: c.default_timezone,
                     holidays: c
                         .holidays
                         .iter()
                         .filter_map(|d| time::parse_date(d).ok())
                         .collect(),
-                })),
-                _ => None,
+                })
             });
         self.timing
             .calendars
@@ -231,16 +228,6 @@ impl Router {
             .subscriber_quiet
             .insert((tenant.to_string(), q.subscriber_id.clone()), parsed);
     }
-}
-
-/// The latest row of a versioned tenant partition (big-endian versions).
-async fn latest(store: &dyn Store, tenant: &str, pk: &str) -> Result<Option<Bytes>, ProcessError> {
-    Ok(store
-        .scan(&Scan::partition(Table::Tenants, tenant, pk, 1).reversed())
-        .await?
-        .into_iter()
-        .next()
-        .map(|(_, b)| b))
 }
 
 /// Quiet hours from a stored `QuietHoursSet` envelope (one that no longer
