@@ -84,10 +84,7 @@ pub async fn tenant_or_subscriber(
 }
 
 /// Authenticates the credential a request carried.
-pub(crate) async fn by_credential(
-    state: &GatewayState,
-    raw: Option<String>,
-) -> Result<Caller, ApiError> {
+pub async fn by_credential(state: &GatewayState, raw: Option<String>) -> Result<Caller, ApiError> {
     let raw = raw.ok_or_else(|| {
         ApiError::Unauthenticated(
             "missing API key: send `authorization: Bearer <key>` or `x-api-key: <key>`".into(),
@@ -164,12 +161,31 @@ async fn grant_of(
     key: &PresentedKey,
     now: i64,
 ) -> Result<Option<KeyGrant>, ApiError> {
-    let t = key.tenant.as_str();
-    if let Some(g) = state.config_cache.api_key(t, &key.secret_sha256, now) {
+    grant_by_hash_at(state, key.tenant.as_str(), &key.secret_sha256, now).await
+}
+
+/// What the tenant's key with this secret hash grants now (`None`: unknown
+/// or revoked; the caller checks expiry). The console's sessions keep the
+/// hash and ask again on every request, so a revoked key ends them.
+pub async fn grant_by_hash(
+    state: &GatewayState,
+    tenant: &str,
+    secret_sha256: &str,
+) -> Result<Option<KeyGrant>, ApiError> {
+    grant_by_hash_at(state, tenant, secret_sha256, state.clock.now_ms()).await
+}
+
+async fn grant_by_hash_at(
+    state: &GatewayState,
+    t: &str,
+    secret_sha256: &str,
+    now: i64,
+) -> Result<Option<KeyGrant>, ApiError> {
+    if let Some(g) = state.config_cache.api_key(t, secret_sha256, now) {
         return Ok(Some(g));
     }
     let seen = state.config_cache.generation();
-    let row = RowKey::new(Table::ApiKeys, t, &key.secret_sha256, Vec::new());
+    let row = RowKey::new(Table::ApiKeys, t, secret_sha256, Vec::new());
     let Some(bytes) = state.store.get(&row).await? else {
         return Ok(None);
     };
@@ -187,7 +203,7 @@ async fn grant_of(
     };
     state
         .config_cache
-        .remember_api_key(seen, t, &key.secret_sha256, grant.clone(), now);
+        .remember_api_key(seen, t, secret_sha256, grant.clone(), now);
     Ok(Some(grant))
 }
 
@@ -197,10 +213,7 @@ pub fn admin(state: &GatewayState, md: &MetadataMap) -> Result<Actor, ApiError> 
 }
 
 /// [`admin`] for the credential a request carried.
-pub(crate) fn admin_by_credential(
-    state: &GatewayState,
-    raw: Option<String>,
-) -> Result<Actor, ApiError> {
+pub fn admin_by_credential(state: &GatewayState, raw: Option<String>) -> Result<Actor, ApiError> {
     let Some(expected) = &state.admin_token_sha256 else {
         return Err(ApiError::PermissionDenied(
             "no admin token is configured on this gateway".into(),

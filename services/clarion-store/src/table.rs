@@ -87,10 +87,16 @@ pub enum Table {
     /// 0x00, then 0x00 for the header or 0x01 and a big-endian item
     /// number), owned by the router.
     Digests,
+    /// The console's notification search (issue #29): one row per
+    /// notification in its tenant's day (pk `d/<yyyymmdd>` of the UTC day
+    /// its id was made, ck notification id: newest last), value its
+    /// workflow, subscriber and run status, written by the router when it
+    /// accepts a trigger and when the run's status changes.
+    NotificationIndex,
 }
 
 impl Table {
-    pub const ALL: [Table; 30] = [
+    pub const ALL: [Table; 31] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -121,6 +127,7 @@ impl Table {
         Table::Schedules,
         Table::QuietHours,
         Table::Digests,
+        Table::NotificationIndex,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -157,6 +164,7 @@ impl Table {
             Table::Schedules => "schedules",
             Table::QuietHours => "quiet_hours",
             Table::Digests => "digests",
+            Table::NotificationIndex => "notification_index",
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct Config {
     /// Delayed sends, send windows, quiet hours (docs/scheduling.md).
     #[serde(default)]
     pub scheduling: SchedulingConfig,
+    /// The web console under `/console` (docs/console.md).
+    #[serde(default)]
+    pub console: clarion_console::ConsoleConfig,
 }
 
 /// `scheduling`: how held sends are released.
@@ -380,6 +383,7 @@ impl Default for Config {
             secrets: Default::default(),
             devices: DevicesConfig::default(),
             scheduling: SchedulingConfig::default(),
+            console: Default::default(),
         }
     }
 }

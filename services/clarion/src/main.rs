@@ -250,30 +250,12 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
     let (ready_tx, ready) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    {
-        let sd = shutdown.clone();
-        let addr = cfg.http.listen;
-        let internal = cfg.http.internal_listen;
-        // Stopped partitions are an operator surface: on the internal
-        // listener when there is one.
-        let operator = clarion_gateway::http::partition_routes(node.partitions.clone());
-        let extra = if roles.contains(&Role::Gateway) {
-            Some(node.tracking_routes().await?)
-        } else {
-            None
-        };
-        tasks.spawn(async move {
-            clarion_gateway::http::serve_split(addr, internal, metrics, ready, extra, operator, sd)
-                .await
-                .with_context(|| format!("HTTP server on {addr}"))
-        });
-    }
-
     // Processors first: the bootstrap waits for the projector.
     for role in roles.iter().filter(|r| **r != Role::Gateway) {
         node.spawn_role(*role, &mut tasks, None, &shutdown).await?;
     }
 
+    let mut admin = None;
     if roles.contains(&Role::Gateway) {
         let state = node.gateway_state(None);
         if serve {
@@ -293,13 +275,35 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
                 );
             }
         }
-        let admin = match cfg.admin_token_sha256() {
+        admin = match cfg.admin_token_sha256() {
             Some(configured) => Some(configured),
             None => bootstrap::admin_token_hash(&state).await?,
         };
-        node.spawn_role(Role::Gateway, &mut tasks, admin, &shutdown)
+        node.spawn_role(Role::Gateway, &mut tasks, admin.clone(), &shutdown)
             .await?;
     }
+
+    // After the gateway's bootstrap: the console signs the operator in with
+    // the admin token it made.
+    {
+        let sd = shutdown.clone();
+        let addr = cfg.http.listen;
+        let internal = cfg.http.internal_listen;
+        // Stopped partitions are an operator surface: on the internal
+        // listener when there is one.
+        let operator = clarion_gateway::http::partition_routes(node.partitions.clone());
+        let extra = if roles.contains(&Role::Gateway) {
+            Some(node.tracking_routes_with_admin(admin.clone()).await?)
+        } else {
+            None
+        };
+        tasks.spawn(async move {
+            clarion_gateway::http::serve_split(addr, internal, metrics, ready, extra, operator, sd)
+                .await
+                .with_context(|| format!("HTTP server on {addr}"))
+        });
+    }
+
     let _ = ready_tx.send(true);
     println!(
         "Clarion is running: roles {} | log {} | store {} | gRPC {} | HTTP {}",

@@ -472,14 +472,33 @@ impl Node {
     /// The HTTP routes a gateway adds to the side server: engagement
     /// tracking, the REST API and GraphQL.
     pub async fn tracking_routes(&self) -> anyhow::Result<axum::Router> {
+        self.tracking_routes_with_admin(None).await
+    }
+
+    /// [`Node::tracking_routes`], the console signing the operator in with
+    /// the admin token of this hash.
+    pub async fn tracking_routes_with_admin(
+        &self,
+        admin_token_sha256: Option<String>,
+    ) -> anyhow::Result<axum::Router> {
         let secret = clarion_gateway::tracking::secret(&*self.store, &self.keyring).await?;
-        let state = self.gateway_state(None);
+        let state = self.gateway_state(admin_token_sha256);
         let policy = clarion_gateway::tracking::TokenPolicy {
             accept_legacy: self.cfg.tracking.accept_legacy_tokens,
         };
         let mut routes = clarion_gateway::tracking::routes(state.clone(), secret, policy)
             .merge(clarion_gateway::rest::routes(state.clone()))
             .merge(clarion_gateway::graphql::routes(state.clone()));
+        if self.cfg.console.enabled {
+            let key = clarion_console::session::secret(&*self.store, &self.keyring)
+                .await
+                .map_err(|e| anyhow::anyhow!("console session key: {e}"))?;
+            routes = routes.merge(clarion_console::routes(clarion_console::Console::new(
+                state.clone(),
+                key,
+                self.cfg.console.clone(),
+            )));
+        }
         if let Some(tw) = &self.cfg.providers.twilio {
             if let Some(cb) = &tw.status_callback_url {
                 routes = routes.merge(clarion_gateway::inbound::twilio_routes(

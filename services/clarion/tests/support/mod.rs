@@ -1038,4 +1038,5 @@ pub fn json_of(body: &str) -> serde_json::Value {
         _ => serde_json::Value::Null,
     }
 }
+pub mod console;
 pub mod push;
