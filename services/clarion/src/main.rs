@@ -267,6 +267,12 @@ async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
                 println!("  admin token: {}", c.admin_token);
                 println!("  demo API key: {}", c.demo_api_key);
                 println!("  (shown once: only their hashes are stored)");
+                if cfg.console.enabled {
+                    println!(
+                        "Console: http://localhost:{}/console (sign in with either)",
+                        cfg.http.listen.port()
+                    );
+                }
                 println!("Try:");
                 println!(
                     "  curl -s -H 'authorization: Bearer {}' -H 'content-type: application/json' -d '{{\"workflow_id\":\"welcome\",\"recipients\":[{{\"subscriber_id\":\"ana\",\"email\":\"ana@example.test\",\"locale\":\"fr-CA\"}}],\"payload\":{{\"name\":\"Ana\"}}}}' http://localhost:{}/v1/notifications",
