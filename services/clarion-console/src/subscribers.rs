@@ -202,7 +202,7 @@ async fn view(
             notifications => sections.notifications,
             devices => sections.devices,
             inbox => sections.inbox,
-            href => href(&id),
+            href => crate::workflows::link(href(&id)),
         },
     )
 }

@@ -84,11 +84,25 @@ pub fn href(id: &str) -> String {
     }
 }
 
+/// A path for a template's `href`: marked safe when it holds only
+/// characters that need no escaping (escaping would write every `/` as
+/// `&#x2f;`), as the ids and percent-encoded parts in console paths do.
+pub fn link(path: String) -> minijinja::Value {
+    let plain = path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '~' | '%'));
+    if plain {
+        minijinja::Value::from_safe_string(path)
+    } else {
+        minijinja::Value::from(path)
+    }
+}
+
 /// A workflow as the list shows it.
 #[derive(Serialize)]
 struct Row {
     id: String,
-    href: String,
+    href: minijinja::Value,
     name: String,
     version: u32,
     trigger_event: String,
@@ -98,7 +112,7 @@ struct Row {
 fn row(f: &Flow) -> Row {
     Row {
         id: f.def.id.clone(),
-        href: href(&f.def.id),
+        href: link(href(&f.def.id)),
         name: f.def.name.clone(),
         version: f.version,
         trigger_event: f.def.trigger.event.clone(),
@@ -194,4 +208,23 @@ async fn view(
             done,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_safe_only_when_nothing_needs_escaping() {
+        let mut env = minijinja::Environment::new();
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        let show = |path: &str| {
+            env.render_str("{{ v }}", context! { v => link(path.to_string()) })
+                .unwrap()
+        };
+        assert_eq!(show(&href("visit")), "/console/workflows/visit");
+        assert_eq!(href("apply"), "/console/workflows/%61pply");
+        assert_eq!(show("/x/<b>"), "&#x2f;x&#x2f;&lt;b&gt;");
+        assert_eq!(show("/x?a=1&b=2"), "&#x2f;x?a=1&amp;b=2");
+    }
 }

@@ -18,7 +18,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::lines::Located;
-use super::{flow, href, yaml_of};
+use super::{flow, href, link, yaml_of};
 use crate::page::{self, PageError};
 use crate::session::{Session, Submitted};
 use crate::Console;
@@ -94,7 +94,7 @@ pub(super) async fn form(
         &c,
         &session,
         "workflows/apply.html",
-        context! { yaml, from, from_href => from.map(href) },
+        context! { yaml, from, from_href => from.map(|f| link(href(f))) },
     )
 }
 

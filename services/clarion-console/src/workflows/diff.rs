@@ -12,7 +12,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 
-use super::{flow, href, parse_version, yaml_of};
+use super::{flow, href, link, parse_version, yaml_of};
 use crate::page::{self, PageError};
 use crate::session::Session;
 use crate::Console;
@@ -111,7 +111,7 @@ pub(super) async fn page(
         "workflows/diff.html",
         context! {
             id => id,
-            href => href(&id),
+            href => link(href(&id)),
             from => from,
             to => to,
             latest => latest.version,

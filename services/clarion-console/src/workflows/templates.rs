@@ -25,7 +25,7 @@ use clarion_gateway::error::ApiError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{flow, href};
+use super::{flow, href, link};
 use crate::page::{self, PageError};
 use crate::session::{Session, Submitted};
 use crate::Console;
@@ -45,7 +45,7 @@ pub struct Used {
     pub version: Option<u32>,
     pub channel: Option<String>,
     pub locales: Vec<String>,
-    pub href: String,
+    pub href: minijinja::Value,
 }
 
 /// The templates `f`'s sends name, in the order they first appear.
@@ -65,7 +65,7 @@ pub async fn used_by(c: &Console, caller: &Caller, f: &Flow) -> Result<Vec<Used>
             locales: t
                 .map(|t| t.variants.into_keys().collect())
                 .unwrap_or_default(),
-            href: format!("{}/templates/{}", href(&f.def.id), send.template),
+            href: link(format!("{}/templates/{}", href(&f.def.id), send.template)),
         });
     }
     Ok(out)
@@ -175,7 +175,7 @@ fn render_page(
         "workflows/template.html",
         context! {
             workflow => f.def.id,
-            workflow_href => href(&f.def.id),
+            workflow_href => link(href(&f.def.id)),
             template => context! {
                 id => t.template_id,
                 version => t.version,
@@ -184,7 +184,7 @@ fn render_page(
             variants,
             form,
             preview,
-            preview_url => format!("{}/templates/{}/preview", href(&f.def.id), t.template_id),
+            preview_url => link(format!("{}/templates/{}/preview", href(&f.def.id), t.template_id)),
         },
     )
 }
