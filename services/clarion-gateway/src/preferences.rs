@@ -65,6 +65,16 @@ pub struct Who {
 }
 
 impl Who {
+    /// An authenticated caller asking through `interface`.
+    pub fn of(caller: crate::auth::Caller, interface: Interface) -> Who {
+        Who {
+            tenant: caller.tenant,
+            actor: caller.actor,
+            interface,
+            subscriber: caller.subscriber,
+        }
+    }
+
     /// Who made a change, for the audit trail of the event.
     pub(crate) fn origin(&self) -> pb::Origin {
         let actor = match (&self.subscriber, &self.actor) {

@@ -16,7 +16,7 @@ use clarion_store::{RowKey, Table};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::auth;
+use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::state::GatewayState;
 
@@ -106,22 +106,26 @@ impl SubscriberApi {
         &self,
         req: Request<api::GetSubscriberRequest>,
     ) -> Result<api::Subscriber, ApiError> {
-        let s = &self.0;
-        let caller = auth::tenant(s, req.metadata()).await?;
-        let id = req.into_inner().subscriber_id;
-        let mut v = Violations::default();
-        validate_subscriber_id(&mut v, "subscriber_id", &id);
-        v.into_result()?;
-        let t = caller.tenant.as_str();
-        let row = s
-            .store
-            .get(&RowKey::new(Table::Subscribers, t, &id, Vec::new()))
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id:?} for tenant {t:?}")))?;
-        let sub = pb::SubscriberUpserted::decode(&row[..])
-            .map_err(|e| ApiError::Internal(format!("stored subscriber: {e}")))?;
-        Ok(to_api(sub))
+        let caller = auth::tenant(&self.0, req.metadata()).await?;
+        get(&self.0, &caller, &req.into_inner().subscriber_id).await
     }
+}
+
+/// A subscriber of the caller's tenant; not found when there is none (for
+/// this tenant: another tenant's id is answered the same).
+pub async fn get(s: &GatewayState, caller: &Caller, id: &str) -> Result<api::Subscriber, ApiError> {
+    let mut v = Violations::default();
+    validate_subscriber_id(&mut v, "subscriber_id", id);
+    v.into_result()?;
+    let t = caller.tenant.as_str();
+    let row = s
+        .store
+        .get(&RowKey::new(Table::Subscribers, t, id, Vec::new()))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id:?} for tenant {t:?}")))?;
+    let sub = pb::SubscriberUpserted::decode(&row[..])
+        .map_err(|e| ApiError::Internal(format!("stored subscriber: {e}")))?;
+    Ok(to_api(sub))
 }
 
 #[tonic::async_trait]
