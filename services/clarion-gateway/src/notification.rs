@@ -328,11 +328,7 @@ impl NotificationApi {
 /// A notification's history in `tenant`, in the order it happened
 /// (`NOT_FOUND` when the tenant has no such notification). gRPC, REST and
 /// the console's detail page read it here.
-pub async fn history_in(
-    s: &GatewayState,
-    tenant: &str,
-    id: &str,
-) -> Result<Vec<Event>, ApiError> {
+pub async fn history_in(s: &GatewayState, tenant: &str, id: &str) -> Result<Vec<Event>, ApiError> {
     let events = history(&*s.store, &*s.log, &s.topics, tenant, id)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -144,7 +144,10 @@ impl Filters {
             let parsed = Status::parse(s);
             if parsed.is_none() {
                 let known: Vec<&str> = Status::ALL.iter().map(Status::as_str).collect();
-                v.push("status", format!("{s:?} is not a status: one of {}", known.join(", ")));
+                v.push(
+                    "status",
+                    format!("{s:?} is not a status: one of {}", known.join(", ")),
+                );
             }
             parsed
         });
@@ -172,7 +175,10 @@ impl Filters {
                 _ => {
                     v.push(
                         "limit",
-                        format!("is {s:?}: must be a number from 1 to {}", pagination::MAX_LIMIT),
+                        format!(
+                            "is {s:?}: must be a number from 1 to {}",
+                            pagination::MAX_LIMIT
+                        ),
                     );
                     0
                 }
@@ -307,7 +313,9 @@ impl Walk {
         let next = if self.full(f) {
             // One more than a page was found: go on below the last one given.
             self.found.truncate(f.limit);
-            self.found.last().and_then(|s| Id::parse_hex(&s.notification_id))
+            self.found
+                .last()
+                .and_then(|s| Id::parse_hex(&s.notification_id))
         } else if self.exhausted {
             None
         } else {
@@ -512,7 +520,12 @@ mod tests {
     #[test]
     fn empty_values_are_no_filter_and_defaults_apply() {
         let f = Filters::parse(
-            &q(&[("subscriber", ""), ("status", ""), ("from", ""), ("limit", "")]),
+            &q(&[
+                ("subscriber", ""),
+                ("status", ""),
+                ("from", ""),
+                ("limit", ""),
+            ]),
             NOW,
         )
         .unwrap();
@@ -541,16 +554,25 @@ mod tests {
         assert_eq!(fields(&[("from", "yesterday")]), ["from"]);
         assert_eq!(fields(&[("to", "2026-13-01T00:00:00Z")]), ["to"]);
         assert_eq!(fields(&[("id", "xyz")]), ["id"]);
-        assert_eq!(fields(&[("id", "0193aaaaaaaaaaaaaaaaaaaaaaaaaaaaff")]), ["id"]);
+        assert_eq!(
+            fields(&[("id", "0193aaaaaaaaaaaaaaaaaaaaaaaaaaaaff")]),
+            ["id"]
+        );
         assert_eq!(fields(&[("limit", "0")]), ["limit"]);
         assert_eq!(fields(&[("limit", "99999999999999999999")]), ["limit"]);
         assert_eq!(fields(&[("subscriber", &"s".repeat(200))]), ["subscriber"]);
         assert_eq!(
-            fields(&[("from", "2026-02-02T00:00:00Z"), ("to", "2026-02-01T00:00:00Z")]),
+            fields(&[
+                ("from", "2026-02-02T00:00:00Z"),
+                ("to", "2026-02-01T00:00:00Z")
+            ]),
             ["from"]
         );
         assert_eq!(
-            fields(&[("from", "2024-01-01T00:00:00Z"), ("to", "2026-01-01T00:00:00Z")]),
+            fields(&[
+                ("from", "2024-01-01T00:00:00Z"),
+                ("to", "2026-01-01T00:00:00Z")
+            ]),
             ["from"]
         );
         // Several at once, each named.

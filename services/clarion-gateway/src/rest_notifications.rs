@@ -290,8 +290,8 @@ pub async fn search(
     QueryParams(query): QueryParams<notification_search::Query>,
 ) -> Result<Json<notification_search::Page>, Problem> {
     let caller = crate::auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
-    let filters = notification_search::Filters::parse(&query, s.clock.now_ms())
-        .map_err(ApiError::from)?;
+    let filters =
+        notification_search::Filters::parse(&query, s.clock.now_ms()).map_err(ApiError::from)?;
     Ok(Json(
         notification_search::search(&s, &caller, &filters).await?,
     ))
