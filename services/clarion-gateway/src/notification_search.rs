@@ -33,8 +33,9 @@ pub const MAX_SCANNED: usize = 20_000;
 pub const MAX_DAYS: usize = 400;
 /// The longest time range one search may name.
 pub const MAX_RANGE_DAYS: i64 = 366;
-/// Rows read per store call.
-const CHUNK: usize = 1_000;
+/// Most rows read per store call. The first call reads a page and one
+/// (all a search without filters needs); each next one twice as many.
+const CHUNK: usize = 2_000;
 
 /// The filters as written in a query string or the console's form. Every
 /// value is text, and an empty one is no filter (a GET form sends every
@@ -284,16 +285,26 @@ struct Walk {
     left_below: Id,
     scanned: usize,
     exhausted: bool,
+    /// Rows the next store call reads.
+    chunk: usize,
 }
 
 impl Walk {
-    fn new(start: Id) -> Walk {
+    fn new(start: Id, f: &Filters) -> Walk {
         Walk {
             found: Vec::new(),
             left_below: start,
             scanned: 0,
             exhausted: false,
+            chunk: f.limit + 1,
         }
+    }
+
+    /// Rows to read next (within the budget), growing call by call.
+    fn next_chunk(&mut self) -> usize {
+        let want = self.chunk.min(MAX_SCANNED - self.scanned);
+        self.chunk = (self.chunk * 2).min(CHUNK);
+        want
     }
 
     fn full(&self, f: &Filters) -> bool {
@@ -333,7 +344,7 @@ impl Walk {
 
 /// Walks the tenant's days newest first from `start` (exclusive) down to `from`.
 async fn by_day(s: &GatewayState, tenant: &str, f: &Filters, start: Id) -> Result<Walk, ApiError> {
-    let mut w = Walk::new(start);
+    let mut w = Walk::new(start, f);
     let from_day = day_of(f.from_ms);
     let lowest = time_prefix(f.from_ms);
     let mut day = day_of(start.time_ms());
@@ -346,7 +357,7 @@ async fn by_day(s: &GatewayState, tenant: &str, f: &Filters, start: Id) -> Resul
         if days >= MAX_DAYS || w.over_budget() {
             break;
         }
-        let want = CHUNK.min(MAX_SCANNED - w.scanned);
+        let want = w.next_chunk();
         let below = w.left_below;
         let upper = if day_of(below.time_ms()) == day {
             Bound::Excluded(below.0.to_vec())
@@ -389,10 +400,10 @@ async fn by_subscriber(
     f: &Filters,
     start: Id,
 ) -> Result<Walk, ApiError> {
-    let mut w = Walk::new(start);
+    let mut w = Walk::new(start, f);
     let lowest = time_prefix(f.from_ms).to_hex().into_bytes();
     while !w.full(f) && !w.over_budget() {
-        let want = CHUNK.min(MAX_SCANNED - w.scanned);
+        let want = w.next_chunk();
         let scan = subscriber_index::newest_first(tenant, subscriber, want).range(
             Bound::Included(lowest.clone()),
             Bound::Excluded(w.left_below.to_hex().into_bytes()),
