@@ -293,6 +293,6 @@ async fn the_index_row_of_each_notification_follows_its_run() {
         .scan(&day_newest_first("globex", day, 100))
         .await
         .unwrap();
-    assert_eq!(listed(globex_rows), [theirs.clone()]);
+    assert_eq!(listed(globex_rows), [theirs.as_str()]);
     assert!(env.indexed("globex", ok).await.is_none());
 }

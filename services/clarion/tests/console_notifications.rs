@@ -151,7 +151,7 @@ async fn notifications_are_searched_and_shown_within_the_tenant() {
     assert!(p.body.contains("id=\"scanned\""), "the scanned-range note");
     assert_eq!(
         listed(&cb.get("/console/notifications").await),
-        [theirs.clone()]
+        [theirs.as_str()]
     );
 
     // Each filter.

@@ -113,7 +113,7 @@ async fn search_finds_by_each_filter_within_the_callers_tenant() {
         (&row["workflow_id"], &row["subscriber_id"]),
         (&Value::from("welcome"), &Value::from("bob"))
     );
-    assert_eq!(ids(&get(&node, &b, "").await.1), [theirs.clone()]);
+    assert_eq!(ids(&get(&node, &b, "").await.1), [theirs.as_str()]);
 
     // Each filter.
     for (query, want) in [
@@ -147,7 +147,7 @@ async fn search_finds_by_each_filter_within_the_callers_tenant() {
     want.sort();
     assert_eq!(got, want);
     let page = get(&node, &a, &format!("subscriber=bob&{range}")).await.1;
-    assert_eq!(ids(&page), [dead.clone()]);
+    assert_eq!(ids(&page), [dead.as_str()]);
 
     // Pages of one, by cursor, to the end.
     let mut seen = Vec::new();
