@@ -183,6 +183,8 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     // against GRAPHQL_FIELDS. `read` is what every query accepts.
     ("POST", "/graphql", Read),
     ("POST", "/v1/notifications", Trigger),
+    // Search (the console's Notifications page reads the same function).
+    ("GET", "/v1/notifications", Read),
     ("GET", "/v1/notifications/:id", Read),
     ("POST", "/v1/notifications/:id/engagement", Trigger),
     ("GET", "/v1/dead-letters", Read),

@@ -25,6 +25,7 @@ pub mod inbox;
 pub mod inbox_grpc;
 pub mod keys;
 pub mod notification;
+pub mod notification_search;
 pub mod openapi;
 pub mod pagination;
 pub mod preference_grpc;

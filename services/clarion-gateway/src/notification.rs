@@ -320,37 +320,50 @@ impl NotificationApi {
         if id.is_empty() {
             return Err(Violations::single("notification_id", "is required").into());
         }
-        let t = caller.tenant.as_str();
-        let events = history(&*s.store, &*s.log, &s.topics, t, &id)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        if events.is_empty() {
-            return Err(ApiError::NotFound(format!(
-                "no notification {id:?} for tenant {t:?}"
-            )));
-        }
-        let triggered = events
-            .iter()
-            .find_map(|e| match &e.payload {
-                Payload::Triggered(p) => Some(p.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        Ok(api::Notification {
-            notification_id: id,
-            workflow_id: triggered.workflow_id,
-            subscriber_id: triggered.subscriber_id,
-            status: status_of(&events).to_string(),
-            events: events
-                .iter()
-                .map(|e| api::NotificationEvent {
-                    event_id: e.id.to_hex(),
-                    event_type: e.event_type().to_string(),
-                    occurred_at_ms: e.occurred_at_ms,
-                    detail_json: e.payload.detail_json().to_string(),
-                })
-                .collect(),
+        let events = history_in(s, caller.tenant.as_str(), &id).await?;
+        Ok(view(id, &events))
+    }
+}
+
+/// A notification's history in `tenant`, in the order it happened
+/// (`NOT_FOUND` when the tenant has no such notification). gRPC, REST and
+/// the console's detail page read it here.
+pub async fn history_in(s: &GatewayState, tenant: &str, id: &str) -> Result<Vec<Event>, ApiError> {
+    let events = history(&*s.store, &*s.log, &s.topics, tenant, id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no notification {id:?} for tenant {tenant:?}"
+        )));
+    }
+    Ok(events)
+}
+
+/// The API's view of a notification: its status and every event of its
+/// history.
+pub fn view(id: String, events: &[Event]) -> api::Notification {
+    let triggered = events
+        .iter()
+        .find_map(|e| match &e.payload {
+            Payload::Triggered(p) => Some(p.clone()),
+            _ => None,
         })
+        .unwrap_or_default();
+    api::Notification {
+        notification_id: id,
+        workflow_id: triggered.workflow_id,
+        subscriber_id: triggered.subscriber_id,
+        status: status_of(events).to_string(),
+        events: events
+            .iter()
+            .map(|e| api::NotificationEvent {
+                event_id: e.id.to_hex(),
+                event_type: e.event_type().to_string(),
+                occurred_at_ms: e.occurred_at_ms,
+                detail_json: e.payload.detail_json().to_string(),
+            })
+            .collect(),
     }
 }
 

@@ -19,19 +19,20 @@ use tonic::Request;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::notification::NotificationApi;
+use crate::notification_search;
 use crate::problem::Problem;
 use crate::state::GatewayState;
 
 /// The paths of this module in the OpenAPI document.
 #[derive(OpenApi)]
-#[openapi(paths(trigger, get_notification, engagement))]
+#[openapi(paths(trigger, search, get_notification, engagement))]
 pub struct Paths;
 
 pub fn routes() -> Router<GatewayState> {
     Router::new()
-        .route("/v1/notifications", post(trigger))
+        .route("/v1/notifications", post(trigger).get(search))
         .route("/v1/notifications/:id", get(get_notification))
         .route("/v1/notifications/:id/engagement", post(engagement))
 }
@@ -261,6 +262,39 @@ pub async fn trigger(
         replay: r.replay,
     };
     Ok((status, Json(answer)).into_response())
+}
+
+/// Search the tenant's notifications, newest first: by id, subscriber,
+/// workflow, status and creation time (at most 366 days).
+///
+/// One request examines at most 20,000 notifications: a rare match over a
+/// busy range answers with what it found so far, `scanned`,
+/// `searched_back_to_ms` and a `next_cursor` to go on (pass it with the
+/// same filters). `exhausted_range` says the whole range was searched.
+/// Notifications accepted before the search index existed are found by
+/// `id` and `subscriber` only.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    tag = "notifications",
+    operation_id = "searchNotifications",
+    params(notification_search::Query),
+    responses(
+        (status = 200, description = "A page of notifications, newest first", body = notification_search::Page),
+        (status = 400, description = "A filter is malformed: `errors[].field` names it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn search(
+    State(s): State<GatewayState>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<notification_search::Query>,
+) -> Result<Json<notification_search::Page>, Problem> {
+    let caller = crate::auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
+    let filters =
+        notification_search::Filters::parse(&query, s.clock.now_ms()).map_err(ApiError::from)?;
+    Ok(Json(
+        notification_search::search(&s, &caller, &filters).await?,
+    ))
 }
 
 /// A notification's status and history.

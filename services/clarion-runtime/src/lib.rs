@@ -14,6 +14,7 @@ pub mod colocated;
 mod horizon;
 pub mod inbox;
 pub mod metric_labels;
+pub mod notification_index;
 pub mod outbox;
 pub mod overlay;
 pub mod processor;

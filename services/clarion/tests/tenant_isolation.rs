@@ -1232,6 +1232,14 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             400,
         ),
         (
+            // B's search lists B's own notifications, none of A's, even by A's id.
+            "GET",
+            "/v1/notifications",
+            format!("{base}/v1/notifications?id={nid}"),
+            "",
+            200,
+        ),
+        (
             "GET",
             "/v1/notifications/:id",
             format!("{base}/v1/notifications/{nid}"),

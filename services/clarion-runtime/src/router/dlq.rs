@@ -10,6 +10,7 @@ use clarion_proto::events as pb;
 use clarion_store::{RowKey, Scan, Store, Table};
 
 use super::{actor, dead_letter_key, Router};
+use crate::notification_index::Status;
 use crate::processor::{Batch, ProcessError};
 use crate::topics::Topic;
 
@@ -32,7 +33,9 @@ impl Router {
         };
         let discarded = rec.in_dlq;
         if discarded {
+            let before = Status::of_run(&rec.run, true);
             rec.in_dlq = false;
+            super::drive::index_if_changed(batch, tenant, &rec, before);
             batch
                 .writes
                 .delete(dead_letter_key(tenant, &d.notification_id));

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use super::throttle::Sending;
 use super::timing::SendAt;
 use super::{actor, dead_letter_key, Router, RunRecord};
+use crate::notification_index::{self, Status};
 use crate::processor::{Batch, Emit, ProcessError};
 use crate::topics::Topic;
 
@@ -40,6 +41,9 @@ struct Pass<'a> {
     dead_letter: Option<Event>,
     /// A digest the run leads that closed as it opened (`max_items: 1`).
     digest: Option<clarion_domain::digest::Batch>,
+    /// The run's status in the console's index before the pass: its row
+    /// is rewritten only when the pass changes it.
+    index_before: Status,
 }
 
 impl Pass<'_> {
@@ -107,6 +111,12 @@ impl Router {
         // raises its status (the `delivered` behind it); only other inputs,
         // which often change nothing, need the state before to compare with.
         let fresh = matches!(first, RunInput::Start | RunInput::StartAt { .. });
+        // A new run's row was written as its trigger was accepted.
+        let index_before = match first {
+            RunInput::Start => Status::Running,
+            RunInput::StartAt { .. } => Status::Scheduled,
+            _ => Status::of_run(&rec.run, rec.in_dlq),
+        };
         let run_before = (!fresh && !rec.run.surely_changes(&first)).then(|| rec.run.clone());
         // The subscriber (with the trigger's contact data) is built when a
         // send needs it or a condition reads it: most inputs (a send's
@@ -126,6 +136,7 @@ impl Router {
             dead_lettered_now: false,
             dead_letter: None,
             digest: None,
+            index_before,
         };
         while let Some(input) = pass.queue.pop_front() {
             if let Some(closed) = pass.digest.take() {
@@ -395,6 +406,7 @@ impl Router {
         let nid = rec.run.notification_id.clone();
         let (in_dlq, delta) = dlq::membership(was_in_dlq, pass.dead_lettered_now, rec.run.terminal);
         rec.in_dlq = in_dlq;
+        index_if_changed(batch, tenant, &rec, pass.index_before);
         match pass.dead_letter {
             Some(ended) => batch
                 .writes
@@ -409,6 +421,21 @@ impl Router {
             self.dlq_changed(store, batch, cause, tenant, delta).await?;
         }
         Ok(())
+    }
+}
+
+/// Rewrites the run's row in the console's index when its status is no
+/// longer `before` (most inputs, a send's `sent` among them, leave it).
+pub(super) fn index_if_changed(batch: &mut Batch, tenant: &str, rec: &RunRecord, before: Status) {
+    let now = Status::of_run(&rec.run, rec.in_dlq);
+    if now == before {
+        return;
+    }
+    let run = &rec.run;
+    if let Some(key) = notification_index::row(tenant, &run.notification_id) {
+        let entry =
+            notification_index::Entry::new(&run.workflow_id, &rec.subscriber_id, now, batch.now_ms);
+        batch.writes.put(key, bytes::Bytes::from(entry.encode()));
     }
 }
 

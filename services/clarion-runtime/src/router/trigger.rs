@@ -15,6 +15,7 @@ use clarion_store::{RowKey, Store, Table};
 use serde_json::json;
 
 use super::{actor, Router, RunRecord};
+use crate::notification_index::{self, Status};
 use crate::processor::{Batch, ProcessError};
 use crate::topics::Topic;
 
@@ -38,14 +39,14 @@ impl Router {
             .flow(store, tenant, &t.workflow_id, t.workflow_version)
             .await?
         else {
-            end_untriggered(batch, e, acceptance::unknown_version(t));
+            end_untriggered(batch, e, t, acceptance::unknown_version(t));
             return Ok(());
         };
         if let Some(ended) = self
             .content_dedup(store, batch, tenant, t, &flow, &payload)
             .await?
         {
-            end_untriggered(batch, e, ended);
+            end_untriggered(batch, e, t, ended);
             return Ok(());
         }
         let rec = Box::new(RunRecord {
@@ -97,7 +98,7 @@ impl Router {
                 // notification still reaches a terminal state.
                 let mut rec = rec;
                 acceptance::suppress(&mut rec.run, &flow, reason.clone(), batch.now_ms);
-                end_untriggered(batch, e, acceptance::suppressed(t, &flow, reason));
+                end_untriggered(batch, e, t, acceptance::suppressed(t, &flow, reason));
                 self.remember(tenant, t.notification_id.clone(), rec, true);
                 Ok(())
             }
@@ -187,9 +188,9 @@ impl Router {
     }
 }
 
-/// Lists the notification under its subscriber (every accepted trigger,
-/// whether its run starts or not: each has a status to show). One small
-/// row per notification, in the batch's commit.
+/// Lists the notification under its subscriber and in the tenant's day
+/// (every accepted trigger, whether its run starts or not: each has a
+/// status to show). Two small rows per notification, in the batch's commit.
 fn index_by_subscriber(batch: &mut Batch, tenant: &str, t: &pb::NotificationTriggered) {
     let entry = crate::subscriber_index::Entry {
         workflow_id: t.workflow_id.clone(),
@@ -198,10 +199,28 @@ fn index_by_subscriber(batch: &mut Batch, tenant: &str, t: &pb::NotificationTrig
         crate::subscriber_index::row(tenant, &t.subscriber_id, &t.notification_id),
         Bytes::from(entry.encode()),
     );
+    index_status(batch, tenant, t, Status::accepted(t.send_at_ms));
 }
 
-/// Emits the ending of a notification that got no run going.
-fn end_untriggered(batch: &mut Batch, e: &Event, ended: pb::RunEnded) {
+/// The notification's row in the console's index, with `status`.
+fn index_status(batch: &mut Batch, tenant: &str, t: &pb::NotificationTriggered, status: Status) {
+    if let Some(key) = notification_index::row(tenant, &t.notification_id) {
+        let entry =
+            notification_index::Entry::new(&t.workflow_id, &t.subscriber_id, status, batch.now_ms);
+        batch.writes.put(key, Bytes::from(entry.encode()));
+    }
+}
+
+/// Emits the ending of a notification that got no run going (and
+/// overwrites its index row, written as accepted a moment before).
+fn end_untriggered(
+    batch: &mut Batch,
+    e: &Event,
+    t: &pb::NotificationTriggered,
+    ended: pb::RunEnded,
+) {
+    let status = Status::of_outcome(&ended.outcome);
+    index_status(batch, e.tenant.as_str(), t, status);
     let ev = e.caused(0, batch.now_ms, actor(), Payload::Ended(ended));
     batch.emit(Topic::Notifications, ev);
 }
