@@ -323,7 +323,7 @@ mod tests {
         let db = dir.path().join("clarion.db");
         let colocated = crate::colocated::Colocated::open(db.to_str().unwrap()).unwrap();
         let (log, store) = (colocated.log(), colocated.store());
-        let topics = Topics::new("t.", 2);
+        let mut topics = Topics::new("t.", 2);
         topics.ensure(&*log).await.unwrap();
         let name = topics.name(Topic::Dispatch);
         let rec = |key: &str| Record {
