@@ -165,6 +165,8 @@ async fn a_dead_letter_is_retried_from_the_browser_and_seen_delivered() {
 
     // The receiver is fixed; retry with a note.
     hook.accept.store(true, Ordering::SeqCst);
+    // Later than the dead-lettering (the timeline is in time order).
+    node.clock.advance(Duration::from_secs(1));
     b.fill("#note", "receiver back up").await;
     b.click("#retry").await;
     b.wait_path(&format!("/console/notifications/{id}?done=retried"))

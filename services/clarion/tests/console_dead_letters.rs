@@ -287,6 +287,8 @@ async fn dead_letters_filter_show_retry_discard_and_bulk_retry() {
     // Retry with a note, after the number is fixed: to the timeline, the
     // signed-in key as the event's actor, and the SMS goes out.
     set_phone(&node, &node.key_a, "tech-1", "+15145550101").await;
+    // Later than the dead-lettering (the history is in time order).
+    node.clock.advance(Duration::from_secs(1));
     a.get(&format!("/console/dead-letters/{}", ids[0])).await;
     let p = a
         .post(
@@ -364,6 +366,7 @@ async fn bulk_retry(node: &ConsoleNode, a: &mut Client, left: String) {
     for sub in ["tech-3", "tech-4", "tech-5"] {
         set_phone(node, &node.key_a, sub, "+15145550199").await;
     }
+    node.clock.advance(Duration::from_secs(1));
     a.get("/console/dead-letters?channel=sms").await;
     let p = a
         .post(
