@@ -252,8 +252,8 @@ async fn list(
     };
     let paging = page_params(&fields)?;
     let page = list.page(&paging)?;
-    let (items, next) = dead_letter::page(&console.gw, &caller.tenant, &filters.request(), &page)
-        .await?;
+    let (items, next) =
+        dead_letter::page(&console.gw, &caller.tenant, &filters.request(), &page).await?;
     let now = console.gw.clock.now_ms();
     let rows: Vec<Row> = items.into_iter().map(|d| Row::of(d, now)).collect();
     let (size, threshold) = queue_size(&console, &caller.tenant).await?;
@@ -467,8 +467,14 @@ async fn bulk_retry(
     let mut failed = Vec::new();
     for id in ids {
         let action = action(id, &form.note)?;
-        match dead_letter::act(&console.gw, &caller.tenant, caller.actor.clone(), &action, true)
-            .await
+        match dead_letter::act(
+            &console.gw,
+            &caller.tenant,
+            caller.actor.clone(),
+            &action,
+            true,
+        )
+        .await
         {
             Ok(()) => done += 1,
             Err(e) => failed.push(BulkFailure {
@@ -558,8 +564,14 @@ mod tests {
         let e = Filters::parse(&fields("older_than=abc")).unwrap_err();
         assert_eq!(field_of(e), "older_than");
         let long = format!("channel={}", "x".repeat(MAX_FILTER_BYTES + 1));
-        assert_eq!(field_of(Filters::parse(&fields(&long)).unwrap_err()), "channel");
-        assert_eq!(field_of(page_params(&fields("limit=ten")).unwrap_err()), "limit");
+        assert_eq!(
+            field_of(Filters::parse(&fields(&long)).unwrap_err()),
+            "channel"
+        );
+        assert_eq!(
+            field_of(page_params(&fields("limit=ten")).unwrap_err()),
+            "limit"
+        );
         assert_eq!(
             field_of(action("n", &"x".repeat(MAX_NOTE_BYTES + 1)).unwrap_err()),
             "note"

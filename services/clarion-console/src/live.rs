@@ -29,7 +29,10 @@ use crate::Console;
 
 /// This module's templates (name, source), added to the console's set.
 pub const TEMPLATES: &[(&str, &str)] = &[
-    ("live/page.html", include_str!("../templates/live/page.html")),
+    (
+        "live/page.html",
+        include_str!("../templates/live/page.html"),
+    ),
     (
         "live/fragment.html",
         include_str!("../templates/live/fragment.html"),
@@ -185,12 +188,12 @@ async fn page(State(console): State<Console>, session: Session) -> Result<Respon
 }
 
 /// The `#live` region's content alone (no layout): what the script puts in.
-async fn fragment(
-    State(console): State<Console>,
-    session: Session,
-) -> Result<Response, PageError> {
+async fn fragment(State(console): State<Console>, session: Session) -> Result<Response, PageError> {
     let ctx = fragment_context(&console, &session).await?;
-    let html = page::render_plain("live/fragment.html", context! { base => crate::BASE, ..ctx })?;
+    let html = page::render_plain(
+        "live/fragment.html",
+        context! { base => crate::BASE, ..ctx },
+    )?;
     Ok(html.into_response())
 }
 

@@ -84,7 +84,9 @@ impl Processor for Dispatcher {
                 } else {
                     live::Kind::Failed
                 };
-                *live.entry((e.tenant.as_str(), &d.channel, kind)).or_default() += 1;
+                *live
+                    .entry((e.tenant.as_str(), &d.channel, kind))
+                    .or_default() += 1;
             } else if d.provider == SINK {
                 // The sink's "send" is this row, committed with the offset and
                 // the dedup id: it exists exactly once per dispatch request.

@@ -239,7 +239,8 @@ pub async fn processor_lag(
         }
         let mut lag = 0;
         for (partition, end) in ends[topic].iter().enumerate() {
-            let at = crate::runner::stored_offset(store, processor, &name, partition as u32).await?;
+            let at =
+                crate::runner::stored_offset(store, processor, &name, partition as u32).await?;
             lag += end.saturating_sub(at);
         }
         out.push(lag);
@@ -269,21 +270,36 @@ mod tests {
         c.record("acme", Kind::Sent, "email", 3, clock.now_ms());
         c.record("acme", Kind::Sent, "email", 2, clock.now_ms());
         c.record("acme", Kind::Sent, "sms", 1, clock.now_ms());
-        assert_eq!(rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()), (5, 5));
+        assert_eq!(
+            rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()),
+            (5, 5)
+        );
         // 9 s later the first second is still in the 10-second window...
         clock.advance(Duration::from_secs(9));
         c.record("acme", Kind::Sent, "email", 4, clock.now_ms());
-        assert_eq!(rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()), (9, 9));
+        assert_eq!(
+            rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()),
+            (9, 9)
+        );
         // ...one more and it is only in the minute's.
         clock.advance(Duration::from_secs(1));
-        assert_eq!(rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()), (4, 9));
+        assert_eq!(
+            rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()),
+            (4, 9)
+        );
         let per_s = c.rates(Some("acme"), clock.now_ms())[0].per_s();
         assert!((per_s - 0.4).abs() < 1e-9, "{per_s}");
         // 60 s after the first second it left the minute too.
         clock.advance(Duration::from_secs(50));
-        assert_eq!(rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()), (0, 4));
+        assert_eq!(
+            rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()),
+            (0, 4)
+        );
         clock.advance(Duration::from_secs(9));
-        assert_eq!(rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()), (0, 0));
+        assert_eq!(
+            rate(&c, Some("acme"), Kind::Sent, "email", clock.now_ms()),
+            (0, 0)
+        );
         assert!(c.rates(Some("acme"), clock.now_ms()).is_empty());
     }
 
@@ -295,7 +311,10 @@ mod tests {
         // Same bucket (s % 60), a minute later: the old count is gone.
         clock.advance(Duration::from_secs(60));
         c.record("acme", Kind::Trigger, "", 1, clock.now_ms());
-        assert_eq!(rate(&c, Some("acme"), Kind::Trigger, "", clock.now_ms()), (1, 1));
+        assert_eq!(
+            rate(&c, Some("acme"), Kind::Trigger, "", clock.now_ms()),
+            (1, 1)
+        );
     }
 
     #[test]

@@ -498,8 +498,9 @@ impl Node {
             let key = clarion_console::session::secret(&*self.store, &self.keyring)
                 .await
                 .map_err(|e| anyhow::anyhow!("console session key: {e}"))?;
-            let console = clarion_console::Console::new(state.clone(), key, self.cfg.console.clone())
-                .with_dlq_alerts(self.dlq_alerts());
+            let console =
+                clarion_console::Console::new(state.clone(), key, self.cfg.console.clone())
+                    .with_dlq_alerts(self.dlq_alerts());
             routes = routes.merge(clarion_console::routes(console));
         }
         if let Some(tw) = &self.cfg.providers.twilio {

@@ -231,13 +231,23 @@ async fn dead_letters_filter_show_retry_discard_and_bulk_retry() {
     assert!(!p.body.contains("id=\"next-page\""));
 
     // Bad filters: a page naming the field, never internals.
-    assert_bad_field(&a.get("/console/dead-letters?older_than=abc").await, "older_than");
-    assert_bad_field(&a.get("/console/dead-letters?limit=99999999").await, "limit");
+    assert_bad_field(
+        &a.get("/console/dead-letters?older_than=abc").await,
+        "older_than",
+    );
+    assert_bad_field(
+        &a.get("/console/dead-letters?limit=99999999").await,
+        "limit",
+    );
     assert_bad_field(&a.get("/console/dead-letters?limit=-1").await, "limit");
-    assert_bad_field(&a.get("/console/dead-letters?cursor=AAAA%25%25").await, "cursor");
+    assert_bad_field(
+        &a.get("/console/dead-letters?cursor=AAAA%25%25").await,
+        "cursor",
+    );
     let long = "x".repeat(300);
     assert_bad_field(
-        &a.get(&format!("/console/dead-letters?channel={long}")).await,
+        &a.get(&format!("/console/dead-letters?channel={long}"))
+            .await,
         "channel",
     );
 
@@ -305,7 +315,14 @@ async fn dead_letters_filter_show_retry_discard_and_bulk_retry() {
         action_in_log(&node, &ids[0], true).await,
         Some((key_actor(&node.key_a), "number fixed".into()))
     );
-    let n = wait_status(&node.ch, &node.key_a, &ids[0], "sent", Duration::from_secs(20)).await;
+    let n = wait_status(
+        &node.ch,
+        &node.key_a,
+        &ids[0],
+        "sent",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(n.status, "sent", "{n:?}");
 
     // Discard with a note: back to the list, which says so.
@@ -317,10 +334,17 @@ async fn dead_letters_filter_show_retry_discard_and_bulk_retry() {
         .await;
     assert_eq!(p.status, 303, "{}", p.body);
     let to = p.location().unwrap().to_string();
-    assert_eq!(to, format!("/console/dead-letters?done=discarded&id={}", ids[1]));
+    assert_eq!(
+        to,
+        format!("/console/dead-letters?done=discarded&id={}", ids[1])
+    );
     let p = wait_list(&mut a, &to, |r| r == [ids[2].clone()]).await;
     assert_eq!(rows(&p), [ids[2].clone()]);
-    assert!(p.body.contains(&format!("Discarded {}", ids[1])), "{}", p.body);
+    assert!(
+        p.body.contains(&format!("Discarded {}", ids[1])),
+        "{}",
+        p.body
+    );
     assert_eq!(text_of(&p.body, "dlq-size"), "1");
     assert_eq!(
         action_in_log(&node, &ids[1], false).await,
@@ -397,7 +421,11 @@ async fn bulk_retry(node: &ConsoleNode, a: &mut Client, left: String) {
     assert_eq!(text_of(&p.body, "bulk-done"), "3");
     assert_eq!(text_of(&p.body, "bulk-failed"), "1");
     assert!(p.body.contains("data-notification=\"gone-already\""));
-    assert!(p.body.contains("not in the dead-letter queue"), "{}", p.body);
+    assert!(
+        p.body.contains("not in the dead-letter queue"),
+        "{}",
+        p.body
+    );
     assert!(p.body.contains("/console/dead-letters?channel=sms"));
     for id in &ids {
         let n = wait_status(&node.ch, &node.key_a, id, "sent", Duration::from_secs(20)).await;

@@ -32,7 +32,11 @@ const DLQ_COUNT_PK: &str = "dlq-count";
 /// A tenant's dead-letter queue size: the sum of the router partitions'
 /// counts (what the `clarion_dlq_size` gauge and the alert use).
 pub async fn dlq_size(store: &dyn Store, tenant: &str) -> Result<u64, clarion_store::StoreError> {
-    let total: i64 = count_rows(store, tenant).await?.iter().map(|(_, n)| n).sum();
+    let total: i64 = count_rows(store, tenant)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
     Ok(total.max(0) as u64)
 }
 
