@@ -6,6 +6,8 @@
 #    ($CLARION_VENV, default ~/.cache/clarion-venv): Debian's python refuses
 #    pip installs into the system (PEP 668), and its dependencies stay apart;
 #  - openssl (Debian): makes the RSA service-account keys of the FCM tests;
+#  - chromium and chromium-driver (Debian): the console's browser tests drive
+#    real headless Chromium through /usr/bin/chromedriver (console_browser.rs);
 #  - tansu (crates.io): the Kafka-protocol broker, installed and started by kafka-up.sh.
 # Idempotent: skips what is already there.
 set -euo pipefail
@@ -19,6 +21,12 @@ fi
 if ! command -v openssl >/dev/null && command -v apt-get >/dev/null; then
   echo "installing openssl (test keys)..."
   apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi
+
+if { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; } \
+  && command -v apt-get >/dev/null; then
+  echo "installing chromium and chromium-driver (console browser tests)..."
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 SCHEMATHESIS_VERSION='schemathesis>=4.32,<5'

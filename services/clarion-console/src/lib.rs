@@ -62,6 +62,8 @@ pub struct Console {
     pub gw: GatewayState,
     pub sessions: Arc<session::SessionKeys>,
     pub cfg: Arc<ConsoleConfig>,
+    /// The dead-letter alert thresholds (`dlq.*`), shown with the queue's size.
+    pub dlq_alerts: Arc<clarion_runtime::router::DlqAlerts>,
 }
 
 impl Console {
@@ -72,7 +74,14 @@ impl Console {
             gw,
             sessions: Arc::new(session::SessionKeys::new(secret)),
             cfg: Arc::new(cfg),
+            dlq_alerts: Arc::default(),
         }
+    }
+
+    /// The deployment's dead-letter alerting (the thresholds the pages show).
+    pub fn with_dlq_alerts(mut self, alerts: clarion_runtime::router::DlqAlerts) -> Console {
+        self.dlq_alerts = Arc::new(alerts);
+        self
     }
 
     pub fn session_ttl(&self) -> Duration {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use clarion_domain::{Actor, Event, Payload};
 use clarion_proto::events as pb;
-use clarion_runtime::{Batch, Effects, Emit, Input, ProcessError, Processor, Topic};
+use clarion_runtime::{live, Batch, Effects, Emit, Input, ProcessError, Processor, Topic};
 use clarion_store::{RowKey, Store, Table};
 use prost::Message;
 
@@ -70,13 +70,23 @@ impl Processor for Dispatcher {
         batch: &mut Batch,
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
+        // The built-in providers' sends, counted once per batch for the
+        // live rates (external sends are counted as their effects finish).
+        let mut live: HashMap<(&str, &str, live::Kind), u64> = HashMap::new();
         for input in inputs {
             let e = &input.event;
             let Payload::DispatchRequested(d) = &e.payload else {
                 continue;
             };
             if d.provider == INBOX {
-                inbox(batch, e, d);
+                let kind = if inbox(batch, e, d) {
+                    live::Kind::Sent
+                } else {
+                    live::Kind::Failed
+                };
+                *live
+                    .entry((e.tenant.as_str(), &d.channel, kind))
+                    .or_default() += 1;
             } else if d.provider == SINK {
                 // The sink's "send" is this row, committed with the offset and
                 // the dedup id: it exists exactly once per dispatch request.
@@ -92,9 +102,15 @@ impl Processor for Dispatcher {
                     Bytes::from(d.encode_to_vec()),
                 );
                 sent_and_delivered(batch, e, d, SINK);
+                *live
+                    .entry((e.tenant.as_str(), &d.channel, live::Kind::Sent))
+                    .or_default() += 1;
             } else {
                 batch.effects.push(Bytes::from(e.encode()));
             }
+        }
+        for ((tenant, channel, kind), n) in live {
+            live::record(tenant, kind, channel, n, batch.now_ms);
         }
         Ok(())
     }
@@ -103,8 +119,8 @@ impl Processor for Dispatcher {
 /// The inbox's "send": the item, then sent and delivered, all in the
 /// dispatcher's commit, so the item exists exactly once per request. Under
 /// the request's key (the subscriber's), so the inbox projector applies a
-/// feed's items and marks in order.
-fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) {
+/// feed's items and marks in order. Returns whether it was sent.
+fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) -> bool {
     if d.subscriber_id.is_empty() {
         let failed = pb::NotificationFailed {
             notification_id: d.notification_id.clone(),
@@ -116,7 +132,7 @@ fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) {
         };
         let failed = e.caused(2, batch.now_ms, actor(), Payload::Failed(failed));
         batch.emit(Topic::Deliveries, failed);
-        return;
+        return false;
     }
     let item = pb::InboxItemWritten {
         subscriber_id: d.subscriber_id.clone(),
@@ -134,6 +150,7 @@ fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) {
     let written = e.caused(0, batch.now_ms, actor(), Payload::InboxItemWritten(item));
     batch.emit(Topic::Deliveries, written);
     sent_and_delivered(batch, e, d, INBOX);
+    true
 }
 
 /// A built-in provider's outcome inside the commit: sent (its message id
@@ -208,6 +225,12 @@ impl Effects for DispatchEffects {
             return Vec::new();
         };
         let report = self.send(e.tenant.as_str(), d).await;
+        let kind = if report.result.is_ok() {
+            live::Kind::Sent
+        } else {
+            live::Kind::Failed
+        };
+        live::record(e.tenant.as_str(), kind, &d.channel, 1, now_ms);
         let emit = |topic: Topic, index: u32, payload: Payload| Emit {
             topic,
             event: e.caused(index, now_ms, actor(), payload),

@@ -230,6 +230,13 @@ impl NotificationApi {
             metrics::counter!("clarion_trigger_replays_total").increment(1);
         } else {
             metrics::counter!("clarion_triggers_accepted_total").increment(events.len() as u64);
+            clarion_runtime::live::record(
+                caller.tenant.as_str(),
+                clarion_runtime::live::Kind::Trigger,
+                "",
+                events.len() as u64,
+                s.clock.now_ms(),
+            );
         }
         Ok(api::TriggerResponse {
             notification_ids: notifications

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod colocated;
 mod horizon;
 pub mod inbox;
+pub mod live;
 pub mod metric_labels;
 pub mod notification_index;
 pub mod outbox;

@@ -344,6 +344,16 @@ impl Node {
         Ok(())
     }
 
+    /// The dead-letter alerting of the configuration (`dlq.*`).
+    fn dlq_alerts(&self) -> clarion_runtime::router::DlqAlerts {
+        clarion_runtime::router::DlqAlerts {
+            threshold: self.cfg.dlq.alert_threshold,
+            per_tenant: self.cfg.dlq.tenant_thresholds.clone(),
+            webhook_url: (!self.cfg.dlq.alert_webhook_url.is_empty())
+                .then(|| self.cfg.dlq.alert_webhook_url.clone()),
+        }
+    }
+
     fn spawn_router(
         &self,
         tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -351,12 +361,7 @@ impl Node {
     ) {
         let defaults = self.default_providers();
         let partitions = self.topics.partitions_of(Topic::Triggers);
-        let alerts = clarion_runtime::router::DlqAlerts {
-            threshold: self.cfg.dlq.alert_threshold,
-            per_tenant: self.cfg.dlq.tenant_thresholds.clone(),
-            webhook_url: (!self.cfg.dlq.alert_webhook_url.is_empty())
-                .then(|| self.cfg.dlq.alert_webhook_url.clone()),
-        };
+        let alerts = self.dlq_alerts();
         let retry = clarion_runtime::router::RetryPolicies {
             default: self.cfg.retry.default.clone(),
             channels: self.cfg.retry.channels.clone(),
@@ -493,11 +498,10 @@ impl Node {
             let key = clarion_console::session::secret(&*self.store, &self.keyring)
                 .await
                 .map_err(|e| anyhow::anyhow!("console session key: {e}"))?;
-            routes = routes.merge(clarion_console::routes(clarion_console::Console::new(
-                state.clone(),
-                key,
-                self.cfg.console.clone(),
-            )));
+            let console =
+                clarion_console::Console::new(state.clone(), key, self.cfg.console.clone())
+                    .with_dlq_alerts(self.dlq_alerts());
+            routes = routes.merge(clarion_console::routes(console));
         }
         if let Some(tw) = &self.cfg.providers.twilio {
             if let Some(cb) = &tw.status_callback_url {

@@ -14,6 +14,33 @@ use crate::notification_index::Status;
 use crate::processor::{Batch, ProcessError};
 use crate::topics::Topic;
 
+/// Each router partition's dead-letter count of a tenant (clustering key:
+/// the partition, big-endian).
+async fn count_rows(
+    store: &dyn Store,
+    tenant: &str,
+) -> Result<Vec<(Vec<u8>, i64)>, clarion_store::StoreError> {
+    let rows = store
+        .scan(&Scan::partition(Table::Runs, tenant, DLQ_COUNT_PK, 10_000))
+        .await?;
+    let parse = |b: &[u8]| <[u8; 8]>::try_from(b).map(i64::from_be_bytes).unwrap_or(0);
+    Ok(rows.into_iter().map(|(ck, v)| (ck, parse(&v))).collect())
+}
+
+/// The partition of the per-router-partition count rows.
+const DLQ_COUNT_PK: &str = "dlq-count";
+
+/// A tenant's dead-letter queue size: the sum of the router partitions'
+/// counts (what the `clarion_dlq_size` gauge and the alert use).
+pub async fn dlq_size(store: &dyn Store, tenant: &str) -> Result<u64, clarion_store::StoreError> {
+    let total: i64 = count_rows(store, tenant)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    Ok(total.max(0) as u64)
+}
+
 impl Router {
     /// An operator discarded a dead letter: it leaves the queue (and stays
     /// a dead letter, which may still be retried).
@@ -59,19 +86,16 @@ impl Router {
         delta: i64,
     ) -> Result<(), ProcessError> {
         let own_ck = batch.partition.to_be_bytes().to_vec();
-        let rows = store
-            .scan(&Scan::partition(Table::Runs, tenant, "dlq-count", 10_000))
-            .await?;
-        let parse = |b: &[u8]| <[u8; 8]>::try_from(b).map(i64::from_be_bytes).unwrap_or(0);
+        let rows = count_rows(store, tenant).await?;
         let stored_own = rows
             .iter()
             .find(|(ck, _)| *ck == own_ck)
-            .map(|(_, v)| parse(v))
+            .map(|(_, n)| *n)
             .unwrap_or(0);
         let others: i64 = rows
             .iter()
             .filter(|(ck, _)| *ck != own_ck)
-            .map(|(_, v)| parse(v))
+            .map(|(_, n)| *n)
             .sum();
         let decision = dlq::decide(Change {
             own: self.recipients.dlq.own(tenant).unwrap_or(stored_own),
@@ -85,7 +109,7 @@ impl Router {
                 own: decision.own,
             }));
         batch.writes.put(
-            RowKey::new(Table::Runs, tenant, "dlq-count", own_ck),
+            RowKey::new(Table::Runs, tenant, DLQ_COUNT_PK, own_ck),
             Bytes::copy_from_slice(&decision.own.to_be_bytes()),
         );
         // A tenant's queue size is a per-tenant fact: with tenant labels off

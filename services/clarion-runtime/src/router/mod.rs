@@ -52,6 +52,7 @@ mod timing;
 mod trigger;
 
 pub use devices::{device_key, device_token_key};
+pub use dlq::dlq_size;
 pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
 pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
@@ -72,7 +73,8 @@ pub struct DlqAlerts {
 }
 
 impl DlqAlerts {
-    fn threshold_for(&self, tenant: &str) -> u64 {
+    /// A tenant's alert threshold (0: no alert).
+    pub fn threshold_for(&self, tenant: &str) -> u64 {
         self.per_tenant
             .get(tenant)
             .copied()

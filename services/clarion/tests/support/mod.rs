@@ -1038,5 +1038,6 @@ pub fn json_of(body: &str) -> serde_json::Value {
         _ => serde_json::Value::Null,
     }
 }
+pub mod browser;
 pub mod console;
 pub mod push;
