@@ -375,9 +375,10 @@ impl Client {
     }
 }
 
-/// The value of the first `attr="..."` after `marker` in `html`.
+/// The value of `attr="..."` in the tag holding `marker` (the first one).
 fn attr_after(html: &str, marker: &str, attr: &str) -> Option<String> {
-    let rest = &html[html.find(marker)?..];
+    let at = html.find(marker)?;
+    let rest = &html[html[..at].rfind('<').unwrap_or(at)..];
     let at = rest.find(&format!("{attr}=\""))? + attr.len() + 2;
     Some(rest[at..].split('"').next()?.replace("&amp;", "&"))
 }
@@ -495,9 +496,7 @@ async fn measure(c: &mut Client, cli: &Cli, opened: &[Seeded]) {
     );
     for _ in 0..10 {
         let page = c.get(&url).await;
-        match attr_after(&page.body, "id=\"next-page\"", "href")
-            .or_else(|| attr_after(&page.body, "rel=\"next\"", "href"))
-        {
+        match attr_after(&page.body, "id=\"next-page\"", "href") {
             Some(next) => url = next,
             None => break,
         }
