@@ -27,21 +27,7 @@ async fn given(ch: &tonic::transport::Channel, key: &str) {
         ),
         ("alert-sms", "sms", "", "Alert {{ payload.name }}"),
     ] {
-        Tenants::new(ch.clone())
-            .put_template(authed(
-                key,
-                clarion_proto::api::Template {
-                    template_id: id.into(),
-                    channel: channel.into(),
-                    variants: vec![clarion_proto::api::TemplateVariant {
-                        locale: "default".into(),
-                        subject: subject.into(),
-                        body: body.into(),
-                    }],
-                },
-            ))
-            .await
-            .expect("put template");
+        put_default_template(ch, key, id, channel, subject, body).await;
     }
     apply_workflows(
         ch,

@@ -30,21 +30,7 @@ pub async fn templates(ch: &tonic::transport::Channel, key: &str) {
         ),
         ("alert-sms", "sms", "", "Alert {{ payload.name }}"),
     ] {
-        Tenants::new(ch.clone())
-            .put_template(authed(
-                key,
-                clarion_proto::api::Template {
-                    template_id: id.into(),
-                    channel: channel.into(),
-                    variants: vec![clarion_proto::api::TemplateVariant {
-                        locale: "default".into(),
-                        subject: subject.into(),
-                        body: body.into(),
-                    }],
-                },
-            ))
-            .await
-            .expect("put template");
+        put_default_template(ch, key, id, channel, subject, body).await;
     }
     apply_workflows(ch, key, &WORKFLOWS).await;
 }

@@ -1040,4 +1040,30 @@ pub fn json_of(body: &str) -> serde_json::Value {
 }
 pub mod browser;
 pub mod console;
+
+/// Publishes a template with one `default` variant.
+pub async fn put_default_template(
+    ch: &Channel,
+    key: &str,
+    id: &str,
+    channel: &str,
+    subject: &str,
+    body: &str,
+) {
+    Tenants::new(ch.clone())
+        .put_template(authed(
+            key,
+            api::Template {
+                template_id: id.into(),
+                channel: channel.into(),
+                variants: vec![api::TemplateVariant {
+                    locale: "default".into(),
+                    subject: subject.into(),
+                    body: body.into(),
+                }],
+            },
+        ))
+        .await
+        .expect("put template");
+}
 pub mod push;
