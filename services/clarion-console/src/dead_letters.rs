@@ -203,7 +203,7 @@ impl Row {
                     retryable: a.retryable,
                 })
                 .collect(),
-            href: segment(&d.notification_id),
+            href: page::path_segment(&d.notification_id),
             notification_id: d.notification_id,
             workflow_id: d.workflow_id,
             workflow_version: d.workflow_version,
@@ -343,11 +343,6 @@ fn action(id: &str, note: &str) -> Result<api::DeadLetterAction, PageError> {
     })
 }
 
-/// A path segment, percent-encoded.
-fn segment(id: &str) -> String {
-    form_urlencoded::byte_serialize(id.as_bytes()).collect()
-}
-
 async fn retry(
     State(console): State<Console>,
     Path(id): Path<String>,
@@ -358,7 +353,7 @@ async fn retry(
     dead_letter::act(&console.gw, &caller.tenant, caller.actor, &action, true).await?;
     Ok(page::see_other(&format!(
         "{BASE}/notifications/{}?done=retried",
-        segment(&id)
+        page::path_segment(&id)
     )))
 }
 
@@ -372,7 +367,7 @@ async fn discard(
     dead_letter::act(&console.gw, &caller.tenant, caller.actor, &action, false).await?;
     Ok(page::see_other(&format!(
         "{BASE}/dead-letters?done=discarded&id={}",
-        segment(&id)
+        page::path_segment(&id)
     )))
 }
 

@@ -282,7 +282,7 @@ async fn detail(
 /// segment (every byte but letters, digits and `*-._`), so the link has
 /// nothing to escape (marked safe: escaping would write `/` as `&#x2f;`).
 fn subscriber_href(id: &str) -> minijinja::Value {
-    let segment: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let segment = crate::page::path_segment(id);
     let href = format!(
         "{}/subscribers/{}",
         crate::BASE,

@@ -300,3 +300,8 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 pub fn see_other(to: &str) -> Response {
     axum::response::Redirect::to(to).into_response()
 }
+
+/// An id as one percent-encoded path segment of a console link.
+pub fn path_segment(id: &str) -> String {
+    form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}

@@ -57,7 +57,7 @@ pub fn routes() -> Router<Console> {
 
 /// The path of a subscriber's page (ids may hold `@`, `+`, `:` …).
 pub fn href(id: &str) -> String {
-    let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let encoded = crate::page::path_segment(id);
     format!("{}/subscribers/{encoded}", crate::BASE)
 }
 
