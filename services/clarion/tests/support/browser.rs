@@ -65,10 +65,16 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // The whole group: chromedriver and the Chromium it started.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .status();
+        // The whole group: chromedriver and the Chromium it started. Spelled
+        // `kill -s KILL -- -<pgid>`: procps-ng's kill reads the shorter
+        // `kill -KILL -<pgid>` as `kill(-1, SIGKILL)`, every process the user
+        // owns, which took CI down with it.
+        let pgid = self.child.id();
+        if pgid > 1 {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
