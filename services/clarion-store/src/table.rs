@@ -93,10 +93,21 @@ pub enum Table {
     /// workflow, subscriber and run status, written by the router when it
     /// accepts a trigger and when the run's status changes.
     NotificationIndex,
+    /// The warehouse exporter's state (issue #30): per input partition, the
+    /// files committed and the log offsets they cover (the manifest), and
+    /// the open file's progress. Owned by the exporter.
+    Warehouse,
+    /// Delivery analytics (issue #30): counters and latency histograms per
+    /// tenant, dimension and time bucket. Owned by the analytics processor.
+    Analytics,
+    /// Anomaly alerting (issue #30): each series' baseline, open anomalies
+    /// and the alert sinks' deduplication and cool-down marks. Owned by the
+    /// alerts processor.
+    Alerts,
 }
 
 impl Table {
-    pub const ALL: [Table; 31] = [
+    pub const ALL: [Table; 34] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -128,6 +139,9 @@ impl Table {
         Table::QuietHours,
         Table::Digests,
         Table::NotificationIndex,
+        Table::Warehouse,
+        Table::Analytics,
+        Table::Alerts,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -165,6 +179,9 @@ impl Table {
             Table::QuietHours => "quiet_hours",
             Table::Digests => "digests",
             Table::NotificationIndex => "notification_index",
+            Table::Warehouse => "warehouse",
+            Table::Analytics => "analytics",
+            Table::Alerts => "alerts",
         }
     }
 }
