@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use clarion_domain::{Actor, Event, Payload};
 use clarion_proto::events as pb;
-use clarion_runtime::{live, Batch, Effects, Emit, Input, ProcessError, Processor, Topic};
+use clarion_runtime::{
+    live, telemetry, Batch, Effects, Emit, Input, ProcessError, Processor, Topic,
+};
 use clarion_store::{RowKey, Store, Table};
 use prost::Message;
 
@@ -224,7 +226,17 @@ impl Effects for DispatchEffects {
         let Payload::DispatchRequested(d) = &e.payload else {
             return Vec::new();
         };
-        let report = self.send(e.tenant.as_str(), d).await;
+        let report = if telemetry::enabled() {
+            // The provider call as a `tracing` span in the notification's
+            // trace: what the provider code logs lands in it.
+            use tracing::Instrument;
+            let span =
+                tracing::info_span!("provider.send", provider = %d.provider, channel = %d.channel);
+            telemetry::join(&span, &e);
+            self.send(e.tenant.as_str(), d).instrument(span).await
+        } else {
+            self.send(e.tenant.as_str(), d).await
+        };
         let kind = if report.result.is_ok() {
             live::Kind::Sent
         } else {

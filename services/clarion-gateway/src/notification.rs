@@ -162,6 +162,14 @@ impl NotificationApi {
     ) -> Result<api::TriggerResponse, ApiError> {
         let s = &self.0;
         let caller = auth::tenant(s, req.metadata()).await?;
+        // Tracing (off by default): the notifications' root spans start here.
+        let traced_from = clarion_runtime::telemetry::enabled().then(|| {
+            let traceparent = req.metadata().get("traceparent");
+            (
+                std::time::SystemTime::now(),
+                clarion_runtime::telemetry::caller(traceparent.and_then(|v| v.to_str().ok())),
+            )
+        });
         let req = req.into_inner();
         let event = req.event.clone();
         check_event_name(&req)?;
@@ -225,6 +233,18 @@ impl NotificationApi {
         // fixed ids make the router drop them.
         if !events.is_empty() {
             s.append(Topic::Triggers, &events).await?;
+        }
+        if let Some((from, caller)) = traced_from {
+            use clarion_runtime::telemetry::{end_all, Parent, Pending};
+            let root = || Parent::Root {
+                caller: caller.clone(),
+            };
+            end_all(
+                events
+                    .iter()
+                    .filter_map(|e| Pending::of("gateway", e, root(), from))
+                    .collect(),
+            );
         }
         if replay {
             metrics::counter!("clarion_trigger_replays_total").increment(1);

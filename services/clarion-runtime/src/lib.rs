@@ -24,6 +24,7 @@ pub mod quarantine;
 pub mod router;
 pub mod runner;
 pub mod subscriber_index;
+pub mod telemetry;
 pub mod tenant_settings;
 pub mod timers;
 pub mod topics;

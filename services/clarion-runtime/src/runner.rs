@@ -18,6 +18,7 @@ use crate::outbox::OutboxEntry;
 use crate::overlay::Overlay;
 use crate::processor::{Batch, Effects, Emit, Input, ProcessError, Processor};
 use crate::quarantine::{self, PartitionReport, PartitionState, Stop};
+use crate::telemetry::{self, Parent};
 use crate::timers;
 use crate::topics::{Topic, Topics};
 
@@ -155,6 +156,9 @@ struct Decided {
     pending: OutboxEntry,
     outbox_key: String,
     outbox_ck: Vec<u8>,
+    /// The outputs' trace spans, reported once the batch commits (empty
+    /// unless tracing is on, [`telemetry`]).
+    spans: Vec<telemetry::Pending>,
 }
 
 /// A batch handed to the writer whose commit has not been seen yet.
@@ -792,6 +796,7 @@ impl<P: Processor> PartitionRunner<P> {
         };
         let mut last = last;
         let started = Instant::now();
+        let traced_from = telemetry::enabled().then(std::time::SystemTime::now);
         self.deciding = Some(topic);
         let next_offset = self.positions.get(&topic).copied().unwrap_or(0);
         let mut inputs = Vec::with_capacity(recs.len());
@@ -912,6 +917,16 @@ impl<P: Processor> PartitionRunner<P> {
             let (key, value) = timers::row(&self.key, *due, emit);
             writes.put(key, value);
         }
+        let spans = match traced_from {
+            Some(from) => batch
+                .emits
+                .iter()
+                .filter_map(|emit| {
+                    telemetry::Pending::of(self.processor.name(), &emit.event, Parent::Cause, from)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let emits = std::mem::take(&mut batch.emits);
         let effects = std::mem::take(&mut batch.effects);
         // Each output is encoded once, for the outbox row or the append.
@@ -962,6 +977,7 @@ impl<P: Processor> PartitionRunner<P> {
             pending,
             outbox_key,
             outbox_ck,
+            spans,
         }))
     }
 
@@ -977,6 +993,7 @@ impl<P: Processor> PartitionRunner<P> {
             .record(submitted.elapsed().as_secs_f64());
         self.committed_positions.insert(d.topic, d.last + 1);
         self.progressed = true;
+        telemetry::end_all(d.spans);
         if self.narrow_until.is_some_and(|until| d.last >= until) {
             self.narrow_until = None;
         }
@@ -1070,6 +1087,7 @@ impl<P: Processor> PartitionRunner<P> {
                 permits: self.effect_permits.clone(),
                 concurrency: self.cfg.effect_concurrency.max(1),
                 now_ms: self.clock.now_ms(),
+                processor: self.processor.name(),
             },
             entry.effects.clone(),
             row,
@@ -1125,6 +1143,8 @@ impl<P: Processor> PartitionRunner<P> {
 
 /// What the effects of one outbox entry run with.
 struct EffectRun {
+    /// Names the effects' spans.
+    processor: &'static str,
     effects: Arc<dyn Effects>,
     log: Arc<dyn EventLog>,
     topics: Topics,
@@ -1138,6 +1158,7 @@ struct EffectRun {
 /// ready together in one append), then deletes the entry's row.
 async fn run_effects(run: EffectRun, effects: Vec<Bytes>, row: RowKey) -> Result<(), ProcessError> {
     let EffectRun {
+        processor,
         effects: runner,
         log,
         topics,
@@ -1151,7 +1172,20 @@ async fn run_effects(run: EffectRun, effects: Vec<Bytes>, row: RowKey) -> Result
             let (runner, permits) = (runner.clone(), permits.clone());
             async move {
                 let _permit = permits.acquire_owned().await;
-                runner.run(&f, now_ms).await
+                let traced_from = telemetry::enabled().then(std::time::SystemTime::now);
+                let reports = runner.run(&f, now_ms).await;
+                if let Some(from) = traced_from {
+                    // Each report's span covers the effect (a provider call).
+                    telemetry::end_all(
+                        reports
+                            .iter()
+                            .filter_map(|r| {
+                                telemetry::Pending::of(processor, &r.event, Parent::Cause, from)
+                            })
+                            .collect(),
+                    );
+                }
+                reports
             }
         })
         .buffer_unordered(concurrency)

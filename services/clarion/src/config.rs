@@ -54,6 +54,9 @@ pub struct Config {
     /// The web console under `/console` (docs/console.md).
     #[serde(default)]
     pub console: clarion_console::ConsoleConfig,
+    /// OpenTelemetry traces over OTLP (docs/operations.md).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// `scheduling`: how held sends are released.
@@ -384,6 +387,7 @@ impl Default for Config {
             devices: DevicesConfig::default(),
             scheduling: SchedulingConfig::default(),
             console: Default::default(),
+            telemetry: Default::default(),
         }
     }
 }

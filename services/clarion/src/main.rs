@@ -185,24 +185,28 @@ impl Overrides {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLARION_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut cfg = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // A node logs and, if configured, traces (the exporter needs the
+    // runtime); the CLI's commands only log.
+    let node = |cfg: &Config| {
+        cfg.telemetry.check()?;
+        rt.block_on(async { clarion::telemetry::init(&cfg.telemetry) })
+    };
+    if !matches!(cli.command, Command::Serve(_) | Command::Run { .. }) {
+        clarion::telemetry::init_logs();
+    }
     match cli.command {
         Command::Serve(o) => {
             o.apply(&mut cfg);
+            let _traces = node(&cfg)?;
             rt.block_on(run(cfg, Role::ALL.to_vec(), true))
         }
         Command::Run { roles, overrides } => {
             overrides.apply(&mut cfg);
+            let _traces = node(&cfg)?;
             rt.block_on(run(cfg, roles, false))
         }
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
