@@ -97,4 +97,33 @@ mod tests {
         assert_eq!(provider_label("smtp"), "smtp");
         assert_eq!(provider_label("acme-tenant-provider-123"), OTHER);
     }
+
+    /// The series this module records (a histogram's as Prometheus names them).
+    const SERIES: &[&str] = &[
+        "clarion_analytics_outcomes_total",
+        "clarion_analytics_latency_seconds_bucket",
+        "clarion_analytics_provider_last_success_seconds",
+    ];
+
+    #[test]
+    fn the_grafana_dashboard_charts_only_series_recorded_here() {
+        let json = include_str!("../../../dashboards/grafana/clarion-delivery.json");
+        let mut used = Vec::new();
+        let mut rest = json;
+        while let Some(at) = rest.find("clarion_analytics_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.push(name);
+        }
+        assert!(!used.is_empty());
+        for name in &used {
+            assert!(SERIES.contains(&name.as_str()), "{name} is not recorded");
+        }
+        for name in SERIES {
+            assert!(used.contains(&name.to_string()), "{name} is not charted");
+        }
+    }
 }
