@@ -70,13 +70,13 @@ pub const NONE: &str = "(none)";
 impl Dims {
     /// (dimension, value) pairs a send is counted under.
     pub fn pairs(&self) -> [(Dimension, &str); 5] {
-        let v = |s: &'_ str| -> &'_ str {
+        fn v(s: &str) -> &str {
             if s.is_empty() {
                 NONE
             } else {
                 s
             }
-        };
+        }
         [
             (Dimension::All, "all"),
             (Dimension::Channel, v(&self.channel)),

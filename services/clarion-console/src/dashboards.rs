@@ -228,7 +228,7 @@ async fn figures(console: &Console, tenant: &str, f: &Form) -> Result<Value, Api
     let breakdown = if f.dimension.is_empty() {
         "channel"
     } else {
-        &f.dimension
+        f.dimension.as_str()
     };
     let by = analytics::report(gw, tenant, &req(breakdown)).await?;
     let all = analytics::report(gw, tenant, &req("all")).await?;

@@ -68,7 +68,7 @@ pub struct RangeParams {
 
 /// One bucket of a latency histogram.
 #[derive(Serialize, ToSchema)]
-pub struct LatencyBucket {
+pub struct AnalyticsLatencyBucket {
     /// Upper bound (ms, inclusive); null for the last bucket (slower than every bound).
     pub le_ms: Option<i64>,
     pub count: u64,
@@ -76,7 +76,7 @@ pub struct LatencyBucket {
 
 /// One latency: `trigger_to_sent`, `dispatch_to_sent`, `sent_to_delivered` or `sent_to_opened`.
 #[derive(Serialize, ToSchema)]
-pub struct Latency {
+pub struct AnalyticsLatency {
     pub stage: String,
     pub count: u64,
     /// Quantiles as their histogram bucket's upper bound (ms); null without samples.
@@ -85,12 +85,12 @@ pub struct Latency {
     pub mean_ms: Option<f64>,
     /// The histogram (in totals only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub buckets: Vec<LatencyBucket>,
+    pub buckets: Vec<AnalyticsLatencyBucket>,
 }
 
 /// Counts, rates (0 to 1; null when the denominator is 0) and latencies.
 #[derive(Serialize, ToSchema)]
-pub struct Counts {
+pub struct AnalyticsCounts {
     /// Sends with an outcome (sent or failed), each once.
     pub attempted: u64,
     pub sent: u64,
@@ -109,38 +109,38 @@ pub struct Counts {
     pub open_rate: Option<f64>,
     /// clicked / delivered
     pub click_rate: Option<f64>,
-    pub latencies: Vec<Latency>,
+    pub latencies: Vec<AnalyticsLatency>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Point {
+pub struct AnalyticsPoint {
     pub start_ms: i64,
-    pub counts: Counts,
+    pub counts: AnalyticsCounts,
 }
 
 /// One value of the dimension.
 #[derive(Serialize, ToSchema)]
-pub struct Group {
+pub struct AnalyticsGroup {
     pub value: String,
-    pub totals: Counts,
+    pub totals: AnalyticsCounts,
     /// Buckets that counted anything, oldest first.
-    pub series: Vec<Point>,
+    pub series: Vec<AnalyticsPoint>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Report {
+pub struct AnalyticsReport {
     pub dimension: String,
     pub granularity: String,
     pub from_ms: i64,
     pub to_ms: i64,
     /// Most attempts first.
-    pub groups: Vec<Group>,
+    pub groups: Vec<AnalyticsGroup>,
     /// Values were left out (over 50).
     pub truncated: bool,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Provider {
+pub struct ProviderHealth {
     pub provider: String,
     pub attempted: u64,
     pub sent: u64,
@@ -156,14 +156,14 @@ pub struct Provider {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Providers {
+pub struct ProviderHealthReport {
     pub from_ms: i64,
     pub to_ms: i64,
-    pub providers: Vec<Provider>,
+    pub providers: Vec<ProviderHealth>,
 }
 
-fn counts(c: api::AnalyticsCounts) -> Counts {
-    Counts {
+fn counts(c: api::AnalyticsCounts) -> AnalyticsCounts {
+    AnalyticsCounts {
         attempted: c.attempted,
         sent: c.sent,
         delivered: c.delivered,
@@ -178,7 +178,7 @@ fn counts(c: api::AnalyticsCounts) -> Counts {
         latencies: c
             .latencies
             .into_iter()
-            .map(|l| Latency {
+            .map(|l| AnalyticsLatency {
                 stage: l.stage,
                 count: l.count,
                 p50_ms: l.p50_ms,
@@ -187,7 +187,7 @@ fn counts(c: api::AnalyticsCounts) -> Counts {
                 buckets: l
                     .buckets
                     .into_iter()
-                    .map(|b| LatencyBucket {
+                    .map(|b| AnalyticsLatencyBucket {
                         le_ms: (b.le_ms > 0).then_some(b.le_ms),
                         count: b.count,
                     })
@@ -198,8 +198,8 @@ fn counts(c: api::AnalyticsCounts) -> Counts {
 }
 
 /// The report as JSON.
-pub fn report_body(r: api::AnalyticsReport) -> Report {
-    Report {
+pub fn report_body(r: api::AnalyticsReport) -> AnalyticsReport {
+    AnalyticsReport {
         dimension: r.dimension,
         granularity: r.granularity,
         from_ms: r.from_ms,
@@ -208,13 +208,13 @@ pub fn report_body(r: api::AnalyticsReport) -> Report {
         groups: r
             .groups
             .into_iter()
-            .map(|g| Group {
+            .map(|g| AnalyticsGroup {
                 value: g.value,
                 totals: counts(g.totals.unwrap_or_default()),
                 series: g
                     .series
                     .into_iter()
-                    .map(|p| Point {
+                    .map(|p| AnalyticsPoint {
                         start_ms: p.start_ms,
                         counts: counts(p.counts.unwrap_or_default()),
                     })
@@ -233,7 +233,7 @@ pub fn report_body(r: api::AnalyticsReport) -> Report {
     operation_id = "getAnalyticsReport",
     params(ReportParams),
     responses(
-        (status = 200, description = "The report", body = Report),
+        (status = 200, description = "The report", body = AnalyticsReport),
         (status = 400, description = "A parameter is malformed: `errors[].field` names it", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -241,7 +241,7 @@ pub async fn report(
     State(s): State<GatewayState>,
     headers: HeaderMap,
     QueryParams(p): QueryParams<ReportParams>,
-) -> Result<Json<Report>, Problem> {
+) -> Result<Json<AnalyticsReport>, Problem> {
     let caller = crate::auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
     let req = api::AnalyticsReportRequest {
         dimension: p.dimension.unwrap_or_default(),
@@ -263,7 +263,7 @@ pub async fn report(
     operation_id = "getProviderHealth",
     params(RangeParams),
     responses(
-        (status = 200, description = "The providers' health", body = Providers),
+        (status = 200, description = "The providers' health", body = ProviderHealthReport),
         (status = 400, description = "A parameter is malformed: `errors[].field` names it", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -271,20 +271,20 @@ pub async fn providers(
     State(s): State<GatewayState>,
     headers: HeaderMap,
     QueryParams(p): QueryParams<RangeParams>,
-) -> Result<Json<Providers>, Problem> {
+) -> Result<Json<ProviderHealthReport>, Problem> {
     let caller = crate::auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
     let req = api::ProviderHealthRequest {
         from: p.from.unwrap_or_default(),
         to: p.to.unwrap_or_default(),
     };
     let r = analytics::provider_health(&s, caller.tenant.as_str(), &req).await?;
-    Ok(Json(Providers {
+    Ok(Json(ProviderHealthReport {
         from_ms: r.from_ms,
         to_ms: r.to_ms,
         providers: r
             .providers
             .into_iter()
-            .map(|p| Provider {
+            .map(|p| ProviderHealth {
                 provider: p.provider,
                 attempted: p.attempted,
                 sent: p.sent,
