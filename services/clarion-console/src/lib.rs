@@ -14,6 +14,8 @@
 //! carrying the session's CSRF token.
 
 pub mod assets;
+pub mod chart;
+pub mod dashboards;
 pub mod dead_letters;
 pub mod live;
 pub mod notifications;
@@ -99,6 +101,7 @@ pub fn routes(console: Console) -> Router {
         .merge(workflows::routes())
         .merge(subscribers::routes())
         .merge(live::routes())
+        .merge(dashboards::routes())
         .fallback(page::not_found)
         .layer(axum::middleware::from_fn(page::security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(page::MAX_FORM_BYTES))

@@ -121,6 +121,9 @@ fn pipeline(log_keeps_index: bool) -> Vec<(&'static str, Topic)> {
         (clarion_dispatch::DISPATCHER, Topic::Dispatch),
         (clarion_runtime::inbox::INBOX_PROJECTOR, Topic::Deliveries),
         (clarion_runtime::projector::PROJECTOR, Topic::Config),
+        (clarion_analytics::ANALYTICS, Topic::Dispatch),
+        (clarion_analytics::ANALYTICS, Topic::Deliveries),
+        (clarion_analytics::ANALYTICS, Topic::Triggers),
     ];
     if !log_keeps_index {
         for t in [

@@ -38,6 +38,7 @@ const TEMPLATE_SETS: &[&[(&str, &str)]] = &[
     crate::workflows::TEMPLATES,
     crate::subscribers::TEMPLATES,
     crate::live::TEMPLATES,
+    crate::dashboards::TEMPLATES,
 ];
 
 /// The main navigation: (path under the console, label, what it is for).
@@ -78,6 +79,11 @@ const NAV: &[NavItem] = &[
         href: "/live",
         label: "Live",
         about: "triggers and sends per second, failures, dead letters, processor lag",
+    },
+    NavItem {
+        href: "/dashboards",
+        label: "Dashboards",
+        about: "delivery, open and click rates over time, latencies, provider health",
     },
 ];
 

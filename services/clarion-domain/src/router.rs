@@ -220,6 +220,7 @@ pub fn render_send(
             link: extras.link,
             category: extras.category,
             data_json: extras.data_json,
+            template_id: template.template.template_id.clone(),
         },
     ))
 }

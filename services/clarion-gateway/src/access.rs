@@ -148,6 +148,12 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.CalendarService/Get", Tenant(Read)),
     // Digests (issue #33): a flush makes the leader send now, like a trigger.
     ("/clarion.v1.DigestService/Flush", Tenant(Trigger)),
+    // Delivery analytics (issue #30): reads of the tenant's own figures.
+    ("/clarion.v1.AnalyticsService/GetReport", Tenant(Read)),
+    (
+        "/clarion.v1.AnalyticsService/GetProviderHealth",
+        Tenant(Read),
+    ),
 ];
 
 /// The gRPC methods a subscriber token may call (its own preferences and
@@ -245,6 +251,9 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("PUT", "/v1/calendar", Admin),
     // Digests (issue #33).
     ("POST", "/v1/subscribers/:id/digests/flush", Trigger),
+    // Delivery analytics (issue #30).
+    ("GET", "/v1/analytics/report", Read),
+    ("GET", "/v1/analytics/providers", Read),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).

@@ -7,6 +7,7 @@
 //! a caller can use what it just created.
 
 pub mod access;
+pub mod analytics;
 pub mod apps;
 pub mod auth;
 pub mod config_cache;
@@ -35,6 +36,7 @@ pub mod problem;
 pub mod quarantine;
 pub mod ratelimit;
 pub mod rest;
+pub mod rest_analytics;
 pub mod rest_apps;
 pub mod rest_dead_letters;
 pub mod rest_devices;
@@ -112,6 +114,9 @@ async fn report_serving(health: &mut tonic_health::server::HealthReporter) {
         .await;
     health
         .set_serving::<api::digest_service_server::DigestServiceServer<digests::DigestApi>>()
+        .await;
+    health
+        .set_serving::<api::analytics_service_server::AnalyticsServiceServer<analytics::AnalyticsApi>>()
         .await;
 }
 
@@ -193,6 +198,11 @@ pub async fn serve_grpc(
         .add_service(api::digest_service_server::DigestServiceServer::new(
             digests::DigestApi(state.clone()),
         ))
+        .add_service(
+            api::analytics_service_server::AnalyticsServiceServer::new(
+                analytics::AnalyticsApi(state.clone()),
+            ),
+        )
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(
                 quarantine::QuarantineApi(state),

@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 
 use crate::state::GatewayState;
 use crate::{
-    rest_apps, rest_dead_letters, rest_devices, rest_digests, rest_inbox, rest_notifications,
+    rest_analytics, rest_apps, rest_dead_letters, rest_devices, rest_digests, rest_inbox, rest_notifications,
     rest_preferences, rest_schedules, rest_settings, rest_subscribers,
 };
 
@@ -71,6 +71,11 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_digests::routes,
         openapi: <rest_digests::Paths as OpenApi>::openapi,
+    },
+    // Issue #30: delivery analytics.
+    Module {
+        routes: rest_analytics::routes,
+        openapi: <rest_analytics::Paths as OpenApi>::openapi,
     },
 ];
 

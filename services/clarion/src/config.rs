@@ -57,6 +57,43 @@ pub struct Config {
     /// OpenTelemetry traces over OTLP (docs/operations.md).
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Delivery analytics: how long its rows are kept (docs/analytics.md).
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
+}
+
+/// `analytics`: the retention of the analytics projection's rows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Minute buckets are kept this many hours.
+    pub minute_retention_hours: u32,
+    /// Hour buckets are kept this many days.
+    pub hour_retention_days: u32,
+    /// A send's join row is kept this many days: engagement later than
+    /// that is not counted.
+    pub attempt_retention_days: u32,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            minute_retention_hours: 48,
+            hour_retention_days: 90,
+            attempt_retention_days: 30,
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    pub fn retention(&self) -> clarion_analytics::Retention {
+        let h = |n: u32| std::time::Duration::from_secs(3600 * u64::from(n.max(1)));
+        clarion_analytics::Retention {
+            minutes: h(self.minute_retention_hours),
+            hours: h(24 * self.hour_retention_days),
+            attempts: h(24 * self.attempt_retention_days),
+        }
+    }
 }
 
 /// `scheduling`: how held sends are released.
@@ -388,6 +425,7 @@ impl Default for Config {
             scheduling: SchedulingConfig::default(),
             console: Default::default(),
             telemetry: Default::default(),
+            analytics: Default::default(),
         }
     }
 }

@@ -45,7 +45,7 @@ enum Command {
     /// credentials once.
     Serve(Overrides),
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
-    /// gateway, router, dispatcher, projector.
+    /// gateway, router, dispatcher, projector, analytics.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,
@@ -233,7 +233,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config, roles: Vec<Role>, serve: bool) -> anyhow::Result<()> {
+    // The analytics latencies are real histograms (bucketed like the
+    // projection's), so dashboards can aggregate them across processes.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("clarion_analytics_latency_seconds".into()),
+            &clarion_analytics::metrics::latency_buckets_s(),
+        )
+        .context("analytics latency buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     // Histogram samples queue in the recorder until upkeep folds them into

@@ -40,14 +40,16 @@ pub enum Role {
     Router,
     Dispatcher,
     Projector,
+    Analytics,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
         Role::Projector,
+        Role::Analytics,
     ];
 }
 
@@ -58,6 +60,7 @@ impl fmt::Display for Role {
             Role::Router => "router",
             Role::Dispatcher => "dispatcher",
             Role::Projector => "projector",
+            Role::Analytics => "analytics",
         })
     }
 }
@@ -68,7 +71,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics)"))
     }
 }
 
@@ -313,6 +316,7 @@ impl Node {
             Role::Router => self.spawn_router(tasks, shutdown),
             Role::Dispatcher => self.spawn_dispatcher(tasks, shutdown).await?,
             Role::Projector => self.spawn_projector(tasks, shutdown),
+            Role::Analytics => self.spawn_analytics(tasks, shutdown),
         }
         Ok(())
     }
@@ -457,6 +461,27 @@ impl Node {
             &[],
             Arc::new(HubEffects(self.inbox_hub.clone())),
             InboxProjector::default,
+            shutdown,
+        );
+    }
+}
+
+impl Node {
+    /// The analytics projection (docs/analytics.md): one runner per
+    /// recipient partition reads what was dispatched, the outcomes and
+    /// the engagement of that partition's recipients.
+    fn spawn_analytics(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let retention = self.cfg.analytics.retention();
+        self.spawn_partitions(
+            tasks,
+            Topic::Dispatch,
+            &[Topic::Deliveries, Topic::Triggers],
+            Arc::new(NoEffects),
+            move || clarion_analytics::AnalyticsProcessor::new(retention),
             shutdown,
         );
     }

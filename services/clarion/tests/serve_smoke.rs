@@ -250,6 +250,34 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
         metrics.contains("clarion_triggers_accepted_total 2"),
         "{metrics}"
     );
+    // The analytics role runs in `serve`: the deliveries are counted in
+    // the projection and on /metrics, with bounded labels (tenant hidden)
+    // and the latency as a bucketed histogram.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let (status, body) = http_call(http, "GET", "/v1/analytics/report", &key, "");
+        assert_eq!(status, 200, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if report["groups"][0]["totals"]["delivered"] == 2 {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "never counted: {report}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report["groups"][0]["totals"]["delivery_rate"], 1.0);
+    let (_, metrics) = http_get(http, "/metrics");
+    let delivered = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("clarion_analytics_outcomes_total{") && l.contains("outcome=\"delivered\"")
+        })
+        .unwrap_or_else(|| panic!("no delivered outcome in {metrics}"));
+    assert!(delivered.contains("tenant=\"_\""), "{delivered}");
+    assert!(delivered.ends_with(" 2"), "{delivered}");
+    assert!(
+        metrics.contains("clarion_analytics_latency_seconds_bucket{"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("clarion_processor_events_total{processor=\"dispatcher\"}"),
         "{metrics}"

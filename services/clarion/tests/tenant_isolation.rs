@@ -45,6 +45,7 @@ type Schedules = api::schedule_service_client::ScheduleServiceClient<Channel>;
 type Quiet = api::quiet_hours_service_client::QuietHoursServiceClient<Channel>;
 type Calendar = api::calendar_service_client::CalendarServiceClient<Channel>;
 type Digests = api::digest_service_client::DigestServiceClient<Channel>;
+type Analytics = api::analytics_service_client::AnalyticsServiceClient<Channel>;
 
 /// Every role in-process on the manual clock, with the REST routes served.
 struct Running {
@@ -68,7 +69,14 @@ impl Running {
             .with_clock(Arc::new(clock.clone()));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for role in [Role::Projector, Role::Router, Role::Dispatcher] {
+        // Analytics too: A's sends are counted, and B's reports must not
+        // show them.
+        for role in [
+            Role::Projector,
+            Role::Router,
+            Role::Dispatcher,
+            Role::Analytics,
+        ] {
             node.spawn_role(role, &mut tasks, None, &rx).await.unwrap();
         }
         let admin = Some(clarion_domain::tenant::sha256_hex(ADMIN_TOKEN.as_bytes()));
@@ -1141,6 +1149,28 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             ))
             .await)
     );
+    // Analytics (issue #30): B reads its own figures, none of A's
+    // workflows, templates or counts.
+    row!(
+        "/clarion.v1.AnalyticsService/GetReport",
+        Expect::OwnOnly,
+        |c, k| ok(Analytics::new(c)
+            .get_report(authed(
+                &k,
+                api::AnalyticsReportRequest {
+                    dimension: "workflow".into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.AnalyticsService/GetProviderHealth",
+        Expect::OwnOnly,
+        |c, k| ok(Analytics::new(c)
+            .get_provider_health(authed(&k, api::ProviderHealthRequest::default()))
+            .await)
+    );
     t
 }
 
@@ -1539,6 +1569,21 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             format!("{base}/v1/subscribers/{A_ONLY_SUB}/digests/flush"),
             r#"{"workflow_id":"visit"}"#,
             404,
+        ),
+        // Analytics (issue #30): B's own figures only.
+        (
+            "GET",
+            "/v1/analytics/report",
+            format!("{base}/v1/analytics/report?dimension=workflow"),
+            "",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/analytics/providers",
+            format!("{base}/v1/analytics/providers"),
+            "",
+            200,
         ),
     ];
     let routes: BTreeSet<(String, String)> = REST_ROUTES

@@ -52,7 +52,13 @@ impl ConsoleNode {
             .with_clock(Arc::new(clock.clone()));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for role in [Role::Projector, Role::Router, Role::Dispatcher] {
+        // Analytics feeds the Dashboards page.
+        for role in [
+            Role::Projector,
+            Role::Router,
+            Role::Dispatcher,
+            Role::Analytics,
+        ] {
             node.spawn_role(role, &mut tasks, None, &rx).await.unwrap();
         }
         let admin = Some(clarion_domain::tenant::sha256_hex(ADMIN_TOKEN.as_bytes()));

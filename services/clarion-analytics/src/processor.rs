@@ -1,0 +1,356 @@
+//! The analytics processor: turns dispatches, outcomes and engagement into
+//! the counts of [`crate::rows`]. Every write is a function of the events
+//! (bucket times are the events' times), so a store rebuilt from the log
+//! holds the same figures, and a repeat of an event changes nothing (the
+//! attempt row remembers what it counted): the runner's dedup table is not
+//! needed.
+//!
+//! A batch adds its observations up in memory first, then reads each
+//! bucket row it touches once, adds, and writes it once: a busy minute of
+//! one channel costs one row write per batch, not one per event.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use clarion_domain::{Event, Id, Payload};
+use clarion_proto::events as pb;
+use clarion_runtime::{Batch, Input, ProcessError, Processor};
+use clarion_store::{RowKey, Store};
+
+use crate::attempt::{Attempt, Fact, Observation, Outcome};
+use crate::counts::Counts;
+use crate::dimension::{Dimension, Dims};
+use crate::rows::{self, Granularity, ProviderState};
+
+pub const ANALYTICS: &str = "analytics";
+
+/// How long each kind of row is kept (store TTLs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub minutes: Duration,
+    pub hours: Duration,
+    /// An attempt's join row: engagement later than this is not counted.
+    pub attempts: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            minutes: Duration::from_secs(48 * 3600),
+            hours: Duration::from_secs(90 * 86_400),
+            attempts: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// The analytics projection's processor. Stateless between batches.
+#[derive(Clone, Debug, Default)]
+pub struct AnalyticsProcessor {
+    retention: Retention,
+}
+
+impl AnalyticsProcessor {
+    pub fn new(retention: Retention) -> AnalyticsProcessor {
+        AnalyticsProcessor { retention }
+    }
+}
+
+type BucketKey = (String, Granularity, Dimension, String, i64);
+
+/// One batch's work: the attempts it touched and what it adds up.
+#[derive(Default)]
+struct Work {
+    attempts: HashMap<(String, String), (Attempt, bool)>,
+    latest: HashMap<(String, String), String>,
+    buckets: HashMap<BucketKey, Counts>,
+    /// (tenant, dimension, value) → latest time counted.
+    values: HashMap<(String, Dimension, String), i64>,
+    providers: HashMap<(String, String), ProviderState>,
+}
+
+#[async_trait]
+impl Processor for AnalyticsProcessor {
+    fn name(&self) -> &'static str {
+        ANALYTICS
+    }
+
+    /// Repeats are recognised per attempt (see the module docs).
+    fn dedup(&self) -> bool {
+        false
+    }
+
+    async fn process(
+        &mut self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        let mut work = Work::default();
+        for input in inputs {
+            let e = &input.event;
+            let Some((attempt_id, fact)) = work.fact_of(store, e).await? else {
+                continue;
+            };
+            work.apply(store, e.tenant.as_str(), &attempt_id, fact)
+                .await?;
+        }
+        work.finish(store, batch, &self.retention).await
+    }
+}
+
+fn poison(what: &str, e: impl std::fmt::Display) -> ProcessError {
+    ProcessError::Poison {
+        offset: 0,
+        reason: format!("stored analytics {what}: {e}"),
+    }
+}
+
+/// The dimensions a dispatch is counted under; `None` for sends that are
+/// the operator's, not a tenant's message (dead-letter alerts name no
+/// workflow and no subscriber).
+fn dims_of(d: &pb::DispatchRequested) -> Option<Dims> {
+    if d.workflow_id.is_empty() && d.subscriber_id.is_empty() {
+        return None;
+    }
+    Some(Dims {
+        channel: d.channel.clone(),
+        provider: d.provider.clone(),
+        workflow: d.workflow_id.clone(),
+        template: d.template_id.clone(),
+    })
+}
+
+impl Work {
+    /// The attempt an event is about and what it says of it.
+    async fn fact_of(
+        &mut self,
+        store: &dyn Store,
+        e: &Event,
+    ) -> Result<Option<(String, Fact)>, ProcessError> {
+        let at = e.occurred_at_ms;
+        let found = match &e.payload {
+            Payload::DispatchRequested(d) => dims_of(d).map(|dims| {
+                let tenant = e.tenant.as_str().to_string();
+                self.latest.insert(
+                    (tenant, d.notification_id.clone()),
+                    d.attempt_id.clone(),
+                );
+                let trigger_ms = Id::parse_hex(&d.notification_id).map_or(0, |i| i.time_ms());
+                let fact = Fact::Dispatched {
+                    dims,
+                    trigger_ms,
+                    at,
+                };
+                (d.attempt_id.clone(), fact)
+            }),
+            Payload::Sent(s) => Some((s.attempt_id.clone(), Fact::Sent { at })),
+            Payload::Delivered(d) => Some((d.attempt_id.clone(), Fact::Delivered { at })),
+            // A failure before any send (stage `route`) is not a message.
+            Payload::Failed(f) if f.stage != "route" => {
+                let fact = Fact::Failed {
+                    at,
+                    permanent: !f.retryable,
+                    reason: f.reason.clone(),
+                };
+                Some((f.attempt_id.clone(), fact))
+            }
+            Payload::Engaged(g) => return self.engagement(store, e, g).await,
+            _ => None,
+        };
+        Ok(found.filter(|(attempt, _)| !attempt.is_empty()))
+    }
+
+    /// Engagement names its attempt when the link or pixel carried it;
+    /// an app's report may not: it is the notification's latest attempt.
+    async fn engagement(
+        &mut self,
+        store: &dyn Store,
+        e: &Event,
+        g: &pb::EngagementRecorded,
+    ) -> Result<Option<(String, Fact)>, ProcessError> {
+        let at = e.occurred_at_ms;
+        let fact = match g.kind.as_str() {
+            "delivered" => Fact::Delivered { at },
+            "opened" | "read" | "acknowledged" => Fact::Opened { at },
+            "clicked" => Fact::Clicked { at },
+            _ => return Ok(None),
+        };
+        if !g.attempt_id.is_empty() {
+            return Ok(Some((g.attempt_id.clone(), fact)));
+        }
+        let tenant = e.tenant.as_str();
+        let key = (tenant.to_string(), g.notification_id.clone());
+        if let Some(a) = self.latest.get(&key) {
+            return Ok(Some((a.clone(), fact)));
+        }
+        let stored = store
+            .get(&rows::notification_key(tenant, &g.notification_id))
+            .await?;
+        Ok(stored
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map(|a| (a, fact)))
+    }
+
+    async fn attempt(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        id: &str,
+    ) -> Result<&mut (Attempt, bool), ProcessError> {
+        let key = (tenant.to_string(), id.to_string());
+        if !self.attempts.contains_key(&key) {
+            let a = match store.get(&rows::attempt_key(tenant, id)).await? {
+                Some(b) => Attempt::decode(&b).map_err(|e| poison("attempt", e))?,
+                None => Attempt::default(),
+            };
+            self.attempts.insert(key.clone(), (a, false));
+        }
+        Ok(self.attempts.get_mut(&key).expect("inserted"))
+    }
+
+    async fn apply(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        id: &str,
+        fact: Fact,
+    ) -> Result<(), ProcessError> {
+        let entry = self.attempt(store, tenant, id).await?;
+        if !entry.0.apply(fact) {
+            return Ok(());
+        }
+        entry.1 = true;
+        let observations = entry.0.settle();
+        let Some(dims) = entry.0.dims.clone() else {
+            return Ok(());
+        };
+        let reason = entry.0.reason.clone();
+        for obs in &observations {
+            crate::metrics::record(tenant, &dims, obs);
+            self.observe(tenant, &dims, obs, &reason);
+        }
+        Ok(())
+    }
+
+    /// Adds one observation to the buckets of each of the send's
+    /// dimension values, and to its provider's health.
+    fn observe(&mut self, tenant: &str, dims: &Dims, obs: &Observation, reason: &str) {
+        let at = match *obs {
+            Observation::Count { at, .. } | Observation::Latency { at, .. } => at,
+        };
+        for (d, value) in dims.pairs() {
+            for g in Granularity::ALL {
+                let key = (tenant.to_string(), g, d, value.to_string(), g.start(at));
+                add(self.buckets.entry(key).or_default(), obs);
+            }
+            let last = self
+                .values
+                .entry((tenant.to_string(), d, value.to_string()))
+                .or_default();
+            *last = (*last).max(at);
+        }
+        if let Observation::Count { outcome, at } = *obs {
+            let p = (tenant.to_string(), dims.pairs()[2].1.to_string());
+            let state = self.providers.entry(p).or_default();
+            match outcome {
+                Outcome::Sent => state.last_success_ms = state.last_success_ms.max(at),
+                Outcome::Failed if at >= state.last_failure_ms => {
+                    state.last_failure_ms = at;
+                    state.last_error = reason.to_string();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes what the batch added up: each touched row read once,
+    /// merged and written once.
+    async fn finish(
+        self,
+        store: &dyn Store,
+        batch: &mut Batch,
+        retention: &Retention,
+    ) -> Result<(), ProcessError> {
+        let w = &mut batch.writes;
+        for ((tenant, id), (a, dirty)) in self.attempts {
+            if dirty {
+                w.put_ttl(rows::attempt_key(&tenant, &id), a.encode(), retention.attempts);
+            }
+        }
+        for ((tenant, nid), attempt) in self.latest {
+            w.put_ttl(
+                rows::notification_key(&tenant, &nid),
+                Bytes::from(attempt.into_bytes()),
+                retention.attempts,
+            );
+        }
+        let (keys, adds): (Vec<RowKey>, Vec<(Granularity, Counts)>) = self
+            .buckets
+            .into_iter()
+            .map(|((t, g, d, v, start), c)| (rows::bucket_key(&t, g, d, &v, start), (g, c)))
+            .unzip();
+        let stored = store.get_many(&keys).await?;
+        for ((key, (g, add)), old) in keys.into_iter().zip(adds).zip(stored) {
+            let mut counts = match old {
+                Some(b) => Counts::decode(&b).map_err(|e| poison("counts", e))?,
+                None => Counts::default(),
+            };
+            counts.merge(&add);
+            let ttl = match g {
+                Granularity::Minute => retention.minutes,
+                Granularity::Hour => retention.hours,
+            };
+            w.put_ttl(key, counts.encode(), ttl);
+        }
+        for ((tenant, d, value), at) in self.values {
+            w.put_ttl(
+                rows::value_key(&tenant, d, &value),
+                rows::time_ck(at),
+                retention.hours,
+            );
+        }
+        providers(store, w, self.providers).await
+    }
+}
+
+/// Merges the batch's provider outcomes into the stored health rows.
+async fn providers(
+    store: &dyn Store,
+    w: &mut clarion_store::WriteBatch,
+    touched: HashMap<(String, String), ProviderState>,
+) -> Result<(), ProcessError> {
+    for ((tenant, provider), new) in touched {
+        let key = rows::provider_key(&tenant, &provider);
+        let mut state = match store.get(&key).await? {
+            Some(b) => ProviderState::decode(&b).map_err(|e| poison("provider", e))?,
+            None => ProviderState::default(),
+        };
+        state.last_success_ms = state.last_success_ms.max(new.last_success_ms);
+        if new.last_failure_ms >= state.last_failure_ms && new.last_failure_ms > 0 {
+            state.last_failure_ms = new.last_failure_ms;
+            state.last_error = new.last_error;
+        }
+        w.put(key, state.encode());
+    }
+    Ok(())
+}
+
+fn add(c: &mut Counts, obs: &Observation) {
+    match *obs {
+        Observation::Count { outcome, .. } => {
+            let n = match outcome {
+                Outcome::Attempted => &mut c.attempted,
+                Outcome::Sent => &mut c.sent,
+                Outcome::Delivered => &mut c.delivered,
+                Outcome::Failed => &mut c.failed,
+                Outcome::Bounced => &mut c.bounced,
+                Outcome::Opened => &mut c.opened,
+                Outcome::Clicked => &mut c.clicked,
+            };
+            *n += 1;
+        }
+        Observation::Latency { latency, ms, .. } => c.latency_mut(latency).record(ms),
+    }
+}

@@ -1,0 +1,144 @@
+//! The rows of `Table::Analytics`, all under the tenant they count:
+//!
+//! | pk | ck | value |
+//! |---|---|---|
+//! | `m/<dimension>/<value>` | minute start, ms, big-endian | [`Counts`] |
+//! | `h/<dimension>/<value>` | hour start, ms, big-endian | [`Counts`] |
+//! | `v/<dimension>` | the value | last time counted (ms, big-endian) |
+//! | `p` | provider | [`ProviderState`] |
+//! | `a/<attempt id>` | empty | the attempt's join state ([`crate::attempt`]) |
+//! | `n/<notification id>` | empty | its latest attempt id |
+//!
+//! Minutes answer short ranges finely and hours long ones cheaply; both
+//! are written by the same batch (one more row per dimension value and
+//! batch), so neither is derived later and both are rebuilt from the log.
+//! `v/` rows list the values a dimension has seen, so a grouped query
+//! reads the value's rows rather than scanning the table.
+
+use clarion_store::{RowKey, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::dimension::Dimension;
+
+/// A bucket size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Granularity {
+    Minute,
+    Hour,
+}
+
+impl Granularity {
+    pub const ALL: [Granularity; 2] = [Granularity::Minute, Granularity::Hour];
+
+    pub fn ms(self) -> i64 {
+        match self {
+            Granularity::Minute => 60_000,
+            Granularity::Hour => 3_600_000,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Minute => "minute",
+            Granularity::Hour => "hour",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Granularity> {
+        Granularity::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+
+    /// The start of the bucket holding `at_ms`.
+    pub fn start(self, at_ms: i64) -> i64 {
+        at_ms.div_euclid(self.ms()) * self.ms()
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Granularity::Minute => "m",
+            Granularity::Hour => "h",
+        }
+    }
+}
+
+pub fn series_pk(g: Granularity, d: Dimension, value: &str) -> String {
+    format!("{}/{}/{}", g.prefix(), d.as_str(), value)
+}
+
+pub fn time_ck(ms: i64) -> Vec<u8> {
+    ms.max(0).to_be_bytes().to_vec()
+}
+
+pub fn ck_time(ck: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(ck.try_into().ok()?))
+}
+
+pub fn bucket_key(tenant: &str, g: Granularity, d: Dimension, value: &str, start: i64) -> RowKey {
+    RowKey::new(
+        Table::Analytics,
+        tenant,
+        &series_pk(g, d, value),
+        time_ck(start),
+    )
+}
+
+pub fn values_pk(d: Dimension) -> String {
+    format!("v/{}", d.as_str())
+}
+
+pub fn value_key(tenant: &str, d: Dimension, value: &str) -> RowKey {
+    RowKey::new(
+        Table::Analytics,
+        tenant,
+        &values_pk(d),
+        value.as_bytes().to_vec(),
+    )
+}
+
+pub const PROVIDERS_PK: &str = "p";
+
+pub fn provider_key(tenant: &str, provider: &str) -> RowKey {
+    RowKey::new(
+        Table::Analytics,
+        tenant,
+        PROVIDERS_PK,
+        provider.as_bytes().to_vec(),
+    )
+}
+
+pub fn attempt_key(tenant: &str, attempt_id: &str) -> RowKey {
+    RowKey::new(
+        Table::Analytics,
+        tenant,
+        &format!("a/{attempt_id}"),
+        Vec::new(),
+    )
+}
+
+pub fn notification_key(tenant: &str, notification_id: &str) -> RowKey {
+    RowKey::new(
+        Table::Analytics,
+        tenant,
+        &format!("n/{notification_id}"),
+        Vec::new(),
+    )
+}
+
+/// A provider's last outcomes, all time (its counts are in the series).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderState {
+    pub last_success_ms: i64,
+    pub last_failure_ms: i64,
+    /// The reason of the last failure.
+    pub last_error: String,
+}
+
+impl ProviderState {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("provider state encode")
+    }
+
+    pub fn decode(b: &[u8]) -> Result<ProviderState, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(b)
+    }
+}
