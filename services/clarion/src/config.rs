@@ -54,6 +54,9 @@ pub struct Config {
     /// The web console under `/console` (docs/console.md).
     #[serde(default)]
     pub console: clarion_console::ConsoleConfig,
+    /// Anomaly alerts over delivery outcomes (docs/alerts.md).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// `scheduling`: how held sends are released.
@@ -384,6 +387,7 @@ impl Default for Config {
             devices: DevicesConfig::default(),
             scheduling: SchedulingConfig::default(),
             console: Default::default(),
+            alerts: Default::default(),
         }
     }
 }
@@ -484,6 +488,7 @@ impl Config {
         if self.log.partitions == 0 {
             return Err("log.partitions must be at least 1".into());
         }
+        self.alerts.validate(self.providers.smtp.is_some())?;
         Ok(())
     }
 }

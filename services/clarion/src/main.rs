@@ -45,7 +45,7 @@ enum Command {
     /// credentials once.
     Serve(Overrides),
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
-    /// gateway, router, dispatcher, projector.
+    /// gateway, router, dispatcher, projector, alerts.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,

@@ -1,4 +1,5 @@
-//! Roles: the gateway, router, dispatcher and projector, each a set of tasks.
+//! Roles: the gateway, router, dispatcher, projector and alerts, each a set
+//! of tasks.
 //! `clarion serve` runs all of them in one process; `clarion run <role>` one.
 
 use std::collections::HashMap;
@@ -40,14 +41,17 @@ pub enum Role {
     Router,
     Dispatcher,
     Projector,
+    /// Anomaly alerts over delivery outcomes (issue #30, docs/alerts.md).
+    Alerts,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
         Role::Projector,
+        Role::Alerts,
     ];
 }
 
@@ -58,6 +62,7 @@ impl fmt::Display for Role {
             Role::Router => "router",
             Role::Dispatcher => "dispatcher",
             Role::Projector => "projector",
+            Role::Alerts => "alerts",
         })
     }
 }
@@ -68,7 +73,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, alerts)"))
     }
 }
 
@@ -313,6 +318,7 @@ impl Node {
             Role::Router => self.spawn_router(tasks, shutdown),
             Role::Dispatcher => self.spawn_dispatcher(tasks, shutdown).await?,
             Role::Projector => self.spawn_projector(tasks, shutdown),
+            Role::Alerts => self.spawn_alerts(tasks, shutdown)?,
         }
         Ok(())
     }
@@ -459,6 +465,45 @@ impl Node {
             InboxProjector::default,
             shutdown,
         );
+    }
+}
+
+impl Node {
+    /// The alerts role: a counter on each deliveries partition and, unless
+    /// `alerts.evaluate` is off, the evaluator with the configured sinks.
+    fn spawn_alerts(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        if !self.cfg.alerts.enabled {
+            tracing::info!("alerts.enabled is false: no anomaly alerts");
+            return Ok(());
+        }
+        self.spawn_partitions(
+            tasks,
+            Topic::Deliveries,
+            &[],
+            Arc::new(NoEffects),
+            clarion_runtime::alerts::AlertCounter::default,
+            shutdown,
+        );
+        if self.cfg.alerts.evaluate {
+            let evaluator = clarion_runtime::alerts::Evaluator::new(
+                self.store.clone(),
+                self.log.clone(),
+                self.topics.clone(),
+                self.clock.clone(),
+                self.cfg.alerts.evaluator(),
+                self.alert_sinks()?,
+            );
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                evaluator.run(sd).await;
+                Ok(())
+            });
+        }
+        Ok(())
     }
 }
 
