@@ -71,15 +71,28 @@ pub fn details(a: &Alert) -> String {
     let at = chrono::DateTime::from_timestamp_millis(x.minute_start_ms)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default();
-    format!(
-        "{} in the minute from {at}: {} against a baseline of {} (z = {:.1}, {} attempts). Runbook: {}",
+    let mut out = format!(
+        "{} in the minute from {at}: {} against a baseline of {} (z = {:.1}, {} attempts).",
         x.signal.replace('_', " "),
         value(&x.signal, x.observed),
         value(&x.signal, x.baseline),
         x.z_score,
         x.attempts,
-        a.runbook_url
-    )
+    );
+    for r in &a.related {
+        let scope = match r.provider.as_str() {
+            "" => "all providers".to_string(),
+            p => format!("provider {p}"),
+        };
+        out.push_str(&format!(
+            " Also {} of {scope}: {} against {}.",
+            r.signal.replace('_', " "),
+            value(&r.signal, r.observed),
+            value(&r.signal, r.baseline),
+        ));
+    }
+    out.push_str(&format!(" Runbook: {}", a.runbook_url));
+    out
 }
 
 /// The webhook's JSON body.
@@ -100,6 +113,12 @@ pub fn webhook_body(a: &Alert) -> Value {
         "attempts": x.attempts,
         "summary": headline(a),
         "runbook_url": a.runbook_url,
+        // The same outage seen by other detectors, told with this alert.
+        "related": a.related.iter().map(|r| json!({
+            "alert_id": r.alert_id, "series": r.series, "provider": r.provider,
+            "signal": r.signal, "observed": r.observed, "baseline": r.baseline,
+            "z_score": r.z_score,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -283,6 +302,12 @@ mod tests {
                 ..Default::default()
             },
             runbook_url: "https://rb.test/delivery-rate-drop.md".into(),
+            related: vec![pb::AnomalyDetected {
+                signal: "failure_rate".into(),
+                observed: 0.4,
+                baseline: 0.02,
+                ..Default::default()
+            }],
         }
     }
 
@@ -296,6 +321,7 @@ mod tests {
         let d = details(&a);
         assert!(d.contains("60.0 % against a baseline of 98.0 %"), "{d}");
         assert!(d.contains("2023-11-14 22:14 UTC"), "{d}");
+        assert!(d.contains("Also failure rate of all providers: 40.0 % against 2.0 %"), "{d}");
         let slack = slack_body(&a);
         assert!(slack["text"].as_str().unwrap().contains("delivery rate dropped"));
         assert!(slack["blocks"][1]["elements"][0]["text"]
@@ -305,6 +331,7 @@ mod tests {
         let hook = webhook_body(&a);
         assert_eq!(hook["alert_id"], "a1");
         assert_eq!(hook["runbook_url"], "https://rb.test/delivery-rate-drop.md");
+        assert_eq!(hook["related"][0]["signal"], "failure_rate");
     }
 
     #[tokio::test]

@@ -19,6 +19,9 @@
 //! Anomalous minutes are not learnt: an outage must not become the new
 //! normal while it lasts. The **cool-down** lets one alert per series and
 //! signal through per `cooldown_ms`; the minutes it suppresses are counted.
+//! One outage trips several detectors at once (a provider's delivery rate
+//! drops, its failure rate rises, and so do the tenant's): [`group`] folds
+//! them into one alert per provider, so one drop pages once.
 
 use serde::{Deserialize, Serialize};
 
@@ -258,6 +261,34 @@ pub fn observe(
     out
 }
 
+/// Which alert each of a tenant's alerted detections of one minute is
+/// folded into: `None` for the alert itself (or a detection not alerted),
+/// `Some(i)` for one told as part of detection `i`. One alert per provider
+/// series, the first of its signals in [`Signal::ALL`] order leading; the
+/// tenant series' detections fold into the first provider alert, since a
+/// provider's outage explains its tenant's; alone, they make one alert.
+/// `series` names are `"tenant"` or `"provider:<name>"`.
+pub fn group(dets: &[(&str, &Detection)]) -> Vec<Option<usize>> {
+    let mut lead: Vec<(&str, usize)> = Vec::new();
+    let mut out = vec![None; dets.len()];
+    let mut order: Vec<usize> = (0..dets.len()).filter(|i| dets[*i].1.alert).collect();
+    // Providers first, then the tenant; within a series by signal.
+    order.sort_by_key(|i| (dets[*i].0 == "tenant", dets[*i].0, dets[*i].1.signal));
+    for i in order {
+        let series = dets[i].0;
+        let leader = lead
+            .iter()
+            .find(|(s, _)| *s == series)
+            .or_else(|| lead.first().filter(|_| series == "tenant"))
+            .map(|(_, j)| *j);
+        match leader {
+            Some(j) => out[i] = Some(j),
+            None => lead.push((series, i)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +405,46 @@ mod tests {
         assert_eq!((b.mean, b.var, b.n), (2.0, 0.5, 3));
         assert_eq!(b.z(3.0, 0.1), 1.0 / 0.5f64.sqrt());
         assert_eq!(b.z(3.0, 2.0), 0.5);
+    }
+
+    fn det(signal: Signal, alert: bool) -> Detection {
+        Detection {
+            signal,
+            observed: 0.0,
+            baseline: 0.0,
+            deviation: 1.0,
+            z: -9.0,
+            attempts: 100,
+            alert,
+        }
+    }
+
+    #[test]
+    fn one_outage_groups_into_one_alert_per_provider() {
+        let (dr, fr, vol) = (
+            det(Signal::DeliveryRate, true),
+            det(Signal::FailureRate, true),
+            det(Signal::Volume, true),
+        );
+        let quiet = det(Signal::Latency, false);
+        // The tenant's detections come first here: grouping does not care.
+        let dets = [
+            ("tenant", &fr),
+            ("tenant", &dr),
+            ("provider:smtp", &fr),
+            ("provider:smtp", &dr),
+            ("provider:sms", &vol),
+            ("provider:sms", &quiet),
+        ];
+        assert_eq!(
+            group(&dets),
+            // sms sorts before smtp: its volume alert leads, the tenant's
+            // fold into it; smtp's delivery rate leads its failure rate.
+            [Some(4), Some(4), Some(3), None, None, None]
+        );
+        // The tenant alone: one alert, its delivery rate leading.
+        assert_eq!(group(&[("tenant", &fr), ("tenant", &dr)]), [Some(1), None]);
+        assert_eq!(group(&[("tenant", &quiet)]), [None]);
     }
 
     #[test]

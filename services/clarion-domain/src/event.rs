@@ -256,7 +256,7 @@ impl Payload {
                 "signal": p.signal, "minute_start_ms": p.minute_start_ms,
                 "observed": p.observed, "baseline": p.baseline, "deviation": p.deviation,
                 "z_score": p.z_score, "attempts": p.attempts, "alerted": p.alerted,
-                "runbook": p.runbook,
+                "runbook": p.runbook, "grouped_into": p.grouped_into,
             }),
         }
     }

@@ -218,40 +218,53 @@ async fn a_provider_drop_alerts_once_and_a_quiet_tenant_never() {
     env.clock.set(T0 + 45 * MINUTE_MS + 10_000);
     assert_eq!(eval.tick().await.unwrap(), 45);
 
+    // One outage, one alert: smtp's delivery rate leads; its failure rate
+    // and the tenant's two detections are told with it.
     let alerts = sink.alerts.lock().unwrap().clone();
-    let mut got: Vec<_> = alerts
-        .iter()
-        .map(|a| (a.tenant.as_str(), a.anomaly.series.as_str(), a.anomaly.signal.as_str()))
-        .collect();
-    got.sort();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
     assert_eq!(
-        got,
-        [
-            ("busy", "provider:smtp", "delivery_rate"),
-            ("busy", "provider:smtp", "failure_rate"),
-            ("busy", "tenant", "delivery_rate"),
-            ("busy", "tenant", "failure_rate"),
-        ],
-        "one alert per series and signal, none for the quiet tenant"
+        (a.tenant.as_str(), a.anomaly.series.as_str(), a.anomaly.signal.as_str()),
+        ("busy", "provider:smtp", "delivery_rate")
     );
-    let a = alerts
-        .iter()
-        .find(|a| a.anomaly.series == "provider:smtp" && a.anomaly.signal == "delivery_rate")
-        .unwrap();
     assert_eq!(a.anomaly.minute_start_ms, T0 + 40 * MINUTE_MS);
     assert_eq!(a.anomaly.provider, "smtp");
     assert!((a.anomaly.observed - 0.6).abs() < 1e-9 && a.anomaly.z_score < -4.0);
     assert_eq!(a.runbook_url, "https://runbooks.test/delivery-rate-drop.md");
+    let mut related: Vec<_> = a
+        .related
+        .iter()
+        .map(|r| (r.series.as_str(), r.signal.as_str()))
+        .collect();
+    related.sort();
+    assert_eq!(
+        related,
+        [
+            ("provider:smtp", "failure_rate"),
+            ("tenant", "delivery_rate"),
+            ("tenant", "failure_rate"),
+        ]
+    );
 
-    // Every detection is in the log (the 4 cooled-down minutes too), once.
+    // Every detection is in the log once: the lead, the 3 grouped with it,
+    // and the 4 minutes × 4 detectors the cool-down kept quiet. None of the
+    // quiet tenant.
     let logged = env.anomalies().await;
     assert!(logged.iter().all(|(t, _)| t == "busy"));
-    assert_eq!(logged.iter().filter(|(_, a)| a.alerted).count(), 4);
-    assert_eq!(logged.iter().filter(|(_, a)| !a.alerted).count(), 16);
+    let lead = &a.anomaly.alert_id;
+    assert_eq!(logged.iter().filter(|(_, x)| x.alerted).count(), 1);
+    assert_eq!(logged.iter().filter(|(_, x)| &x.grouped_into == lead).count(), 3);
+    assert_eq!(
+        logged
+            .iter()
+            .filter(|(_, x)| !x.alerted && x.grouped_into.is_empty())
+            .count(),
+        16
+    );
 
     // Judged minutes are not judged again.
     assert_eq!(eval.tick().await.unwrap(), 0);
-    assert_eq!(sink.alerts.lock().unwrap().len(), 4);
+    assert_eq!(sink.alerts.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -271,12 +284,14 @@ async fn a_failing_sink_is_retried_with_the_same_alert() {
     eval.tick().await.unwrap();
     assert!(sink.alerts.lock().unwrap().is_empty());
     let logged = env.anomalies().await.len();
-    assert!(logged > 0);
-    // The receiver is back: the same alerts arrive, the log is not repeated.
+    assert_eq!(logged, 4, "delivery and failure rate, tenant and provider");
+    // The receiver is back: the alert arrives once, the log is not repeated.
     *sink.failures.lock().unwrap() = 0;
     eval.tick().await.unwrap();
-    assert_eq!(sink.alerts.lock().unwrap().len(), logged);
     eval.tick().await.unwrap();
-    assert_eq!(sink.alerts.lock().unwrap().len(), logged);
+    let got = sink.alerts.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].anomaly.provider, "push");
+    assert_eq!(got[0].related.len(), 3);
     assert_eq!(env.anomalies().await.len(), logged);
 }

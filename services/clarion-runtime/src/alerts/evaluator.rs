@@ -14,6 +14,7 @@ use clarion_domain::Event;
 use clarion_log::EventLog;
 use clarion_proto::events as pb;
 use clarion_store::{Scan, Store, WriteBatch, SYSTEM_TENANT};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -26,7 +27,11 @@ use crate::{Clock, Topic, Topics};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alert {
     pub tenant: String,
+    /// The detection that leads the alert.
     pub anomaly: pb::AnomalyDetected,
+    /// Detections of the same outage told with it (e.g. the failure rate
+    /// with the delivery rate, the tenant's with its provider's).
+    pub related: Vec<pb::AnomalyDetected>,
     /// Where the runbook is: `runbook-base-url` and the runbook's file.
     pub runbook_url: String,
 }
@@ -67,14 +72,49 @@ impl Default for EvaluatorConfig {
     }
 }
 
-/// An outbox row: the event, whether it is in the log, the sinks still to
-/// tell.
+/// An outbox row: the event, the detections told with it (prost-encoded
+/// `AnomalyDetected`s), whether it is in the log, the sinks still to tell.
 #[derive(Serialize, Deserialize)]
 struct Pending {
     tenant: String,
     event: Vec<u8>,
+    related: Vec<Vec<u8>>,
     appended: bool,
     sinks: Vec<String>,
+}
+
+/// A detection as the event's payload. Its id is fixed by the tenant,
+/// series, signal and minute: judging a minute again after a crash makes
+/// the same event, which consumers and sinks deduplicate.
+fn anomaly_of(
+    tenant: &str,
+    series: &str,
+    minute: i64,
+    det: &anomaly::Detection,
+) -> pb::AnomalyDetected {
+    let signal = det.signal.as_str();
+    let alert_id = Id::derive(&[
+        b"anomaly",
+        tenant.as_bytes(),
+        series.as_bytes(),
+        signal.as_bytes(),
+        &minute.to_be_bytes(),
+    ]);
+    pb::AnomalyDetected {
+        alert_id: alert_id.to_hex(),
+        series: series.to_string(),
+        provider: series.strip_prefix("provider:").unwrap_or("").to_string(),
+        signal: signal.to_string(),
+        minute_start_ms: minute,
+        observed: det.observed,
+        baseline: det.baseline,
+        deviation: det.deviation,
+        z_score: det.z,
+        attempts: det.attempts,
+        alerted: det.alert,
+        runbook: format!("docs/runbooks/{}", det.signal.runbook()),
+        grouped_into: String::new(),
+    }
 }
 
 /// Judges closed minutes (one per deployment: see `docs/alerts.md`).
@@ -169,9 +209,8 @@ impl Evaluator {
             let Ok(tenant) = String::from_utf8(tenant) else {
                 continue;
             };
-            for (series, det) in self.judge_tenant(&mut w, &tenant, minute).await? {
-                self.record(&mut w, &tenant, &series, minute, det, now);
-            }
+            let dets = self.judge_tenant(&mut w, &tenant, minute).await?;
+            self.record(&mut w, &tenant, minute, &dets, now);
         }
         w.put(
             keys::cursor_key(),
@@ -219,77 +258,78 @@ impl Evaluator {
         Ok(out)
     }
 
-    /// The detection as an event in the outbox (to the log; to the sinks if
-    /// alerted), with metrics.
+    /// A tenant's detections of a minute as events in the outbox, grouped
+    /// into alerts ([`anomaly::group`]): each alert's lead goes to the
+    /// sinks with the detections folded into it.
     fn record(
         &self,
         w: &mut WriteBatch,
         tenant: &str,
-        series: &str,
         minute: i64,
-        det: anomaly::Detection,
+        dets: &[(String, anomaly::Detection)],
         now: i64,
     ) {
         let Ok(tid) = TenantId::parse(tenant) else {
             return;
         };
-        let signal = det.signal.as_str();
-        let alert_id = Id::derive(&[
-            b"anomaly",
-            tenant.as_bytes(),
-            series.as_bytes(),
-            signal.as_bytes(),
-            &minute.to_be_bytes(),
-        ]);
-        metrics::counter!(
-            "clarion_alerts_anomalies_total",
-            "signal" => signal,
-            "alerted" => if det.alert { "true" } else { "false" },
-        )
-        .increment(1);
-        tracing::warn!(
-            tenant, series, signal, observed = det.observed, baseline = det.baseline,
-            z = det.z, alerted = det.alert, "delivery anomaly"
-        );
-        let anomaly = pb::AnomalyDetected {
-            alert_id: alert_id.to_hex(),
-            series: series.to_string(),
-            provider: series.strip_prefix("provider:").unwrap_or("").to_string(),
-            signal: signal.to_string(),
-            minute_start_ms: minute,
-            observed: det.observed,
-            baseline: det.baseline,
-            deviation: det.deviation,
-            z_score: det.z,
-            attempts: det.attempts,
-            alerted: det.alert,
-            runbook: format!("docs/runbooks/{}", det.signal.runbook()),
-        };
-        let event = Event {
-            id: alert_id,
-            partition_key: tenant_key(&tid),
-            tenant: tid,
-            occurred_at_ms: now,
-            causation_id: None,
-            correlation_id: None,
-            actor: Actor::System(ACTOR.into()),
-            payload: Payload::AnomalyDetected(anomaly),
-        };
-        let sinks = if det.alert {
-            self.sinks.iter().map(|s| s.name().to_string()).collect()
-        } else {
-            Vec::new()
-        };
-        let pending = Pending {
-            tenant: tenant.to_string(),
-            event: event.encode(),
-            appended: false,
-            sinks,
-        };
-        w.put(
-            keys::outbox_key(&event.id.0),
-            rmp_serde::to_vec(&pending).expect("outbox encodes"),
-        );
+        let refs: Vec<(&str, &anomaly::Detection)> =
+            dets.iter().map(|(s, d)| (s.as_str(), d)).collect();
+        let groups = anomaly::group(&refs);
+        let mut found: Vec<pb::AnomalyDetected> = dets
+            .iter()
+            .map(|(series, d)| anomaly_of(tenant, series, minute, d))
+            .collect();
+        for (i, g) in groups.iter().enumerate() {
+            if let Some(lead) = g {
+                found[i].alerted = false;
+                found[i].grouped_into = found[*lead].alert_id.clone();
+            }
+        }
+        for (i, a) in found.iter().enumerate() {
+            tracing::warn!(
+                tenant, series = %a.series, signal = %a.signal, observed = a.observed,
+                baseline = a.baseline, z = a.z_score, alerted = a.alerted, "delivery anomaly"
+            );
+            let state = match (a.alerted, groups[i].is_some()) {
+                (true, _) => "alerted",
+                (false, true) => "grouped",
+                (false, false) => "cooling_down",
+            };
+            metrics::counter!("clarion_alerts_anomalies_total",
+                "signal" => dets[i].1.signal.as_str(), "state" => state)
+            .increment(1);
+            let related = found
+                .iter()
+                .zip(&groups)
+                .filter(|(_, g)| **g == Some(i))
+                .map(|(r, _)| r.encode_to_vec())
+                .collect();
+            let event = Event {
+                id: Id::parse_hex(&a.alert_id).expect("hex id"),
+                partition_key: tenant_key(&tid),
+                tenant: tid.clone(),
+                occurred_at_ms: now,
+                causation_id: None,
+                correlation_id: None,
+                actor: Actor::System(ACTOR.into()),
+                payload: Payload::AnomalyDetected(a.clone()),
+            };
+            let sinks = match a.alerted {
+                true => self.sinks.iter().map(|s| s.name().to_string()).collect(),
+                false => Vec::new(),
+            };
+            let pending = Pending {
+                tenant: tenant.to_string(),
+                event: event.encode(),
+                related,
+                appended: false,
+                sinks,
+            };
+            w.put(
+                keys::outbox_key(&event.id.0),
+                rmp_serde::to_vec(&pending).expect("outbox encodes"),
+            );
+        }
     }
 
     /// Appends the outbox's events and tells the sinks still to be told.
@@ -326,7 +366,13 @@ impl Evaluator {
                 p.appended = true;
             }
             if let Payload::AnomalyDetected(a) = &event.payload {
-                p.sinks = self.tell_sinks(&p.tenant, a, p.sinks).await;
+                let related = p
+                    .related
+                    .iter()
+                    .filter_map(|b| pb::AnomalyDetected::decode(&b[..]).ok())
+                    .collect();
+                let sinks = std::mem::take(&mut p.sinks);
+                p.sinks = self.tell_sinks(&p.tenant, a, related, sinks).await;
             }
             let mut w = WriteBatch::new();
             if p.sinks.is_empty() {
@@ -345,11 +391,13 @@ impl Evaluator {
         &self,
         tenant: &str,
         anomaly: &pb::AnomalyDetected,
+        related: Vec<pb::AnomalyDetected>,
         pending: Vec<String>,
     ) -> Vec<String> {
         let alert = Alert {
             tenant: tenant.to_string(),
             anomaly: anomaly.clone(),
+            related,
             runbook_url: format!(
                 "{}{}",
                 self.cfg.runbook_base_url,
