@@ -25,6 +25,6 @@ mod counter;
 mod evaluator;
 mod keys;
 
-pub use counter::{AlertCounter, ALERTS};
+pub use counter::{decode_counts, AlertCounter, ALERTS};
 pub use evaluator::{Alert, AlertSink, Evaluator, EvaluatorConfig};
-pub use keys::{count_key, minute_of, MINUTE_MS};
+pub use keys::{count_key, counts_pk, minute_of, MINUTE_MS};
