@@ -178,21 +178,37 @@ mod tests {
     fn defaults_are_valid_and_mistakes_name_their_key() {
         let ok = AlertsConfig::default();
         ok.validate(false).unwrap();
-        let check = |f: &dyn Fn(&mut AlertsConfig), smtp: bool| {
+        fn check(f: fn(&mut AlertsConfig), smtp: bool) -> String {
             let mut c = AlertsConfig::default();
             f(&mut c);
             c.validate(smtp).unwrap_err()
-        };
-        assert!(check(&|c| c.z_threshold = 0.0, false).starts_with("alerts.z-threshold"));
-        assert!(check(&|c| c.webhook_url = "ftp://x".into(), false)
+        }
+        assert!(check(|c| c.z_threshold = 0.0, false).starts_with("alerts.z-threshold"));
+        assert!(check(|c| c.webhook_url = "ftp://x".into(), false)
             .starts_with("alerts.webhook-url"));
-        assert!(check(&|c| c.webhook_url = "https://x.test/h".into(), false)
+        assert!(check(|c| c.webhook_url = "https://x.test/h".into(), false)
             .starts_with("alerts.signing-secret"));
-        assert!(check(&|c| c.email_to = vec!["ops".into()], true)
+        assert!(check(|c| c.email_to = vec!["ops".into()], true)
             .starts_with("alerts.email-to[0]"));
-        assert!(check(&|c| c.email_to = vec!["ops@x.test".into()], false)
+        assert!(check(|c| c.email_to = vec!["ops@x.test".into()], false)
             .contains("providers.smtp"));
         let e = ok.evaluator();
         assert!((e.detector.alpha - 2.0 / 61.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_alerts_section_loads_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clarion.toml");
+        std::fs::write(
+            &file,
+            "[alerts]\nwebhook-url = \"https://hooks.test/a\"\nsigning-secret = \"0123456789abcdef\"\nmin-volume = 5\n",
+        )
+        .unwrap();
+        let c = crate::Config::load(Some(&file)).unwrap();
+        assert_eq!(c.alerts.webhook_url, "https://hooks.test/a");
+        assert_eq!(c.alerts.min_volume, 5);
+        assert_eq!(c.alerts.z_threshold, 4.0, "defaults fill the rest");
+        c.validate().unwrap();
     }
 }

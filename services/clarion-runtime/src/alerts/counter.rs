@@ -31,11 +31,11 @@ fn contribution(e: &Event) -> Option<(&str, MinuteCounts)> {
     let (provider, nid) = match &e.payload {
         Payload::Sent(p) => {
             c.attempts = 1;
-            (&p.provider, &p.notification_id)
+            (p.provider.as_str(), p.notification_id.as_str())
         }
         Payload::Delivered(p) => {
             c.delivered = 1;
-            return Some((&p.provider, c));
+            return Some((p.provider.as_str(), c));
         }
         Payload::Failed(p) => {
             c.failed = 1;
@@ -43,7 +43,7 @@ fn contribution(e: &Event) -> Option<(&str, MinuteCounts)> {
             if p.stage != "delivery" {
                 c.attempts = 1;
             }
-            (&p.provider, &p.notification_id)
+            (p.provider.as_str(), p.notification_id.as_str())
         }
         _ => return None,
     };

@@ -181,6 +181,8 @@ impl Evaluator {
                 open
             }
         };
+        // After a long stop, only the last day (the counts' lifetime).
+        cursor = cursor.max(open - keys::COUNT_TTL.as_millis() as i64);
         let mut judged = 0;
         while cursor < open {
             self.judge(cursor).await?;
@@ -237,7 +239,10 @@ impl Evaluator {
         }
         let mut states: BTreeMap<String, SeriesState> = BTreeMap::new();
         for (ck, v) in self.store.scan(&scan(SERIES_PK)).await? {
-            if let (Ok(s), Ok(state)) = (String::from_utf8(ck), rmp_serde::from_slice(&v)) {
+            if let (Ok(s), Ok(state)) = (
+                String::from_utf8(ck),
+                rmp_serde::from_slice::<SeriesState>(&v),
+            ) {
                 states.insert(s, state);
             }
         }
