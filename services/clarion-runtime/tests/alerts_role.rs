@@ -70,7 +70,7 @@ impl Env {
         let mut runners = Vec::new();
         for p in 0..PARTITIONS {
             let mut r = PartitionRunner::new(
-                AlertCounter,
+                AlertCounter::new(),
                 Arc::new(NoEffects),
                 log.clone(),
                 store.clone(),

@@ -480,12 +480,19 @@ impl Node {
             tracing::info!("alerts.enabled is false: no anomaly alerts");
             return Ok(());
         }
+        let colocated = self.colocated.is_some();
         self.spawn_partitions(
             tasks,
             Topic::Deliveries,
             &[],
             Arc::new(NoEffects),
-            clarion_runtime::alerts::AlertCounter::default,
+            move || {
+                if colocated {
+                    clarion_runtime::alerts::AlertCounter::colocated()
+                } else {
+                    clarion_runtime::alerts::AlertCounter::new()
+                }
+            },
             shutdown,
         );
         if self.cfg.alerts.evaluate {
