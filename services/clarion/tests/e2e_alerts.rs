@@ -5,7 +5,8 @@
 //! starts refusing (410, a terminal failure) for 2 minutes. The alerts
 //! role, judging each minute once it closed, raises exactly one alert:
 //! for `busy`'s webhook provider, at the signed webhook sink (its
-//! signature verified) and as one Slack-shaped message; the second failing
+//! signature verified), as one Slack-shaped message and one mail (a real
+//! SMTP server, aiosmtpd); the second failing
 //! minute is inside the cool-down; `quiet`, under the minimum volume,
 //! raises none. Each detection is an `AnomalyDetected` on the
 //! notifications topic.
@@ -175,9 +176,12 @@ async fn anomalies(node: &Node) -> Vec<(String, clarion_proto::events::AnomalyDe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_drop_raises_exactly_one_signed_alert_and_a_quiet_tenant_none() {
     let server = Server::start().await;
+    let smtp = SmtpServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     webhook_config(&mut cfg, true);
+    cfg.providers.smtp = Some(smtp_config(&smtp));
+    cfg.alerts.email_to = vec!["oncall@ops.test".into()];
     cfg.alerts.webhook_url = server.url("/alert");
     cfg.alerts.slack_webhook_url = server.url("/slack");
     cfg.alerts.signing_secret = ALERT_SECRET.into();
@@ -282,6 +286,21 @@ async fn a_provider_drop_raises_exactly_one_signed_alert_and_a_quiet_tenant_none
         "{text}"
     );
     assert_eq!(msg["blocks"][0]["type"], "section");
+
+    let mails = smtp.wait_for(1, PATIENCE).await;
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(mails[0].to, "oncall@ops.test");
+    assert_eq!(
+        mails[0].subject,
+        "[Clarion alert] tenant busy: delivery rate dropped (provider webhook)"
+    );
+    assert!(
+        mails[0]
+            .body
+            .contains("Runbook: https://runbooks.test/delivery-rate-drop.md"),
+        "{}",
+        mails[0].body
+    );
 
     // In the log: the alert's lead, the detections grouped with it, the
     // cooled-down minute; nothing of the quiet tenant.
