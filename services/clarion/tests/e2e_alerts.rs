@@ -97,6 +97,17 @@ impl Server {
     }
 }
 
+fn smtp_config(smtp: &SmtpServer) -> clarion_dispatch::smtp::SmtpConfig {
+    clarion_dispatch::smtp::SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: smtp.port,
+        from: "Clarion <alerts@clarion.test>".into(),
+        message_id_domain: "clarion.test".into(),
+        starttls: false,
+        pool_size: 1,
+    }
+}
+
 /// `tenant`'s provider outcomes counted in `minute` (all partitions).
 async fn counted(node: &Node, tenant: &str, minute: i64) -> u64 {
     let rows = node
