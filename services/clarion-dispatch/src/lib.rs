@@ -14,6 +14,7 @@
 //! APNs ([`apns`]) and FCM ([`fcm`]); its per-device outcomes and dead
 //! tokens are events of their own ([`Report`]).
 
+pub mod alert_sinks;
 pub mod apns;
 pub mod device_token;
 pub mod dispatcher;

@@ -146,6 +146,7 @@ payloads! {
     QuietHoursSet(QuietHoursSet) = "clarion.quiet_hours.set.v1",
     TenantCalendarSet(TenantCalendarSet) = "clarion.tenant.calendar_set.v1",
     DigestFlushRequested(DigestFlushRequested) = "clarion.digest.flush_requested.v1",
+    AnomalyDetected(AnomalyDetected) = "clarion.alerts.anomaly_detected.v1",
 }
 
 impl Payload {
@@ -250,6 +251,13 @@ impl Payload {
             Payload::DlqRetried(p) => json!({"note": p.note}),
             Payload::DlqDiscarded(p) => json!({"note": p.note}),
             Payload::CancelRequested(p) => json!({"cancel_key": p.cancel_key, "reason": p.reason}),
+            Payload::AnomalyDetected(p) => json!({
+                "alert_id": p.alert_id, "series": p.series, "provider": p.provider,
+                "signal": p.signal, "minute_start_ms": p.minute_start_ms,
+                "observed": p.observed, "baseline": p.baseline, "deviation": p.deviation,
+                "z_score": p.z_score, "attempts": p.attempts, "alerted": p.alerted,
+                "runbook": p.runbook, "grouped_into": p.grouped_into,
+            }),
         }
     }
 

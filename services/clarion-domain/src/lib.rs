@@ -5,6 +5,7 @@
 //! lets the runtime replay the log and get the same decisions, and what keeps
 //! routing rules testable in microseconds.
 
+pub mod anomaly;
 pub mod channel;
 pub mod digest;
 pub mod error;

@@ -60,6 +60,9 @@ pub struct Config {
     /// Delivery analytics: how long its rows are kept (docs/analytics.md).
     #[serde(default)]
     pub analytics: AnalyticsConfig,
+    /// Anomaly alerts over delivery outcomes (docs/alerts.md).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// `analytics`: the retention of the analytics projection's rows.
@@ -426,6 +429,7 @@ impl Default for Config {
             console: Default::default(),
             telemetry: Default::default(),
             analytics: Default::default(),
+            alerts: Default::default(),
         }
     }
 }
@@ -526,6 +530,7 @@ impl Config {
         if self.log.partitions == 0 {
             return Err("log.partitions must be at least 1".into());
         }
+        self.alerts.validate(self.providers.smtp.is_some())?;
         Ok(())
     }
 }

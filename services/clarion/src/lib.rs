@@ -1,6 +1,7 @@
 //! The Clarion binary's library: configuration, roles and bootstrap, shared by
 //! `main.rs` and the end-to-end tests (which run roles in-process as tasks).
 
+pub mod alerts;
 pub mod bootstrap;
 pub mod client;
 pub mod client_devices;

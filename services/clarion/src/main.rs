@@ -45,7 +45,7 @@ enum Command {
     /// credentials once.
     Serve(Overrides),
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
-    /// gateway, router, dispatcher, projector, analytics.
+    /// gateway, router, dispatcher, projector, analytics, alerts.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,

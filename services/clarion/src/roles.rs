@@ -1,4 +1,5 @@
-//! Roles: the gateway, router, dispatcher and projector, each a set of tasks.
+//! Roles: the gateway, router, dispatcher, projector and alerts, each a set
+//! of tasks.
 //! `clarion serve` runs all of them in one process; `clarion run <role>` one.
 
 use std::collections::HashMap;
@@ -41,15 +42,18 @@ pub enum Role {
     Dispatcher,
     Projector,
     Analytics,
+    /// Anomaly alerts over delivery outcomes (issue #30, docs/alerts.md).
+    Alerts,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
         Role::Projector,
         Role::Analytics,
+        Role::Alerts,
     ];
 }
 
@@ -61,6 +65,7 @@ impl fmt::Display for Role {
             Role::Dispatcher => "dispatcher",
             Role::Projector => "projector",
             Role::Analytics => "analytics",
+            Role::Alerts => "alerts",
         })
     }
 }
@@ -71,7 +76,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts)"))
     }
 }
 
@@ -317,6 +322,7 @@ impl Node {
             Role::Dispatcher => self.spawn_dispatcher(tasks, shutdown).await?,
             Role::Projector => self.spawn_projector(tasks, shutdown),
             Role::Analytics => self.spawn_analytics(tasks, shutdown),
+            Role::Alerts => self.spawn_alerts(tasks, shutdown)?,
         }
         Ok(())
     }
@@ -484,6 +490,50 @@ impl Node {
             move || clarion_analytics::AnalyticsProcessor::new(retention),
             shutdown,
         );
+    }
+
+    /// The alerts role: a counter on each deliveries partition and, unless
+    /// `alerts.evaluate` is off, the evaluator with the configured sinks.
+    fn spawn_alerts(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        if !self.cfg.alerts.enabled {
+            tracing::info!("alerts.enabled is false: no anomaly alerts");
+            return Ok(());
+        }
+        let colocated = self.colocated.is_some();
+        self.spawn_partitions(
+            tasks,
+            Topic::Deliveries,
+            &[],
+            Arc::new(NoEffects),
+            move || {
+                if colocated {
+                    clarion_runtime::alerts::AlertCounter::colocated()
+                } else {
+                    clarion_runtime::alerts::AlertCounter::new()
+                }
+            },
+            shutdown,
+        );
+        if self.cfg.alerts.evaluate {
+            let evaluator = clarion_runtime::alerts::Evaluator::new(
+                self.store.clone(),
+                self.log.clone(),
+                self.topics.clone(),
+                self.clock.clone(),
+                self.cfg.alerts.evaluator(),
+                self.alert_sinks()?,
+            );
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                evaluator.run(sd).await;
+                Ok(())
+            });
+        }
+        Ok(())
     }
 }
 
