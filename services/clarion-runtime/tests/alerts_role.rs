@@ -118,7 +118,7 @@ impl Env {
             let nid = Id::time_ordered(at, &[&self.seq.to_le_bytes()]).to_hex();
             let key = recipient_key(&tid, &format!("s{}", self.seq % 7));
             let when = at + 100 + i64::from(i);
-            let mut ev = |n: u64, payload: Payload| Event {
+            let ev = |n: u64, payload: Payload| Event {
                 id: Id::derive(&[&self.seq.to_le_bytes(), &n.to_le_bytes()]),
                 tenant: tid.clone(),
                 partition_key: key.clone(),
