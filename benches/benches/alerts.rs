@@ -83,7 +83,10 @@ fn counter(c: &mut Criterion) {
     // One committed batch: later ones read rows that exist, as in a run.
     rt.block_on(async {
         let mut batch = Batch::default();
-        AlertCounter::new().process(&*store, &mut batch, &inputs).await.unwrap();
+        AlertCounter::new()
+            .process(&*store, &mut batch, &inputs)
+            .await
+            .unwrap();
         store.write(batch.writes).await.unwrap();
     });
     let mut g = c.benchmark_group("alerts");
@@ -92,7 +95,10 @@ fn counter(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let mut batch = Batch::default();
-                AlertCounter::new().process(&*store, &mut batch, &inputs).await.unwrap();
+                AlertCounter::new()
+                    .process(&*store, &mut batch, &inputs)
+                    .await
+                    .unwrap();
                 batch.writes.len()
             })
         })

@@ -112,7 +112,9 @@ async fn apply(p: &mut AnalyticsProcessor, store: &dyn Store, n: u64) -> Duratio
             now_ms: T0 + n as i64 * 1_000,
             ..Default::default()
         };
-        p.process(store, &mut batch, &inputs).await.expect("process");
+        p.process(store, &mut batch, &inputs)
+            .await
+            .expect("process");
         store.write(batch.writes).await.expect("commit");
     }
     started.elapsed()

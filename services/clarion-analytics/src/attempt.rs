@@ -182,9 +182,24 @@ impl Attempt {
         count(CLICKED, Outcome::Clicked, self.clicked_ms);
         let sent = self.sent_ms;
         let pairs = [
-            (L_TRIGGER_SENT, Latency::TriggerToSent, self.trigger_ms, sent),
-            (L_DISPATCH_SENT, Latency::DispatchToSent, self.dispatch_ms, sent),
-            (L_SENT_DELIVERED, Latency::SentToDelivered, sent, self.delivered_ms),
+            (
+                L_TRIGGER_SENT,
+                Latency::TriggerToSent,
+                self.trigger_ms,
+                sent,
+            ),
+            (
+                L_DISPATCH_SENT,
+                Latency::DispatchToSent,
+                self.dispatch_ms,
+                sent,
+            ),
+            (
+                L_SENT_DELIVERED,
+                Latency::SentToDelivered,
+                sent,
+                self.delivered_ms,
+            ),
             (L_SENT_OPENED, Latency::SentToOpened, sent, self.opened_ms),
         ];
         for (bit, latency, from, to) in pairs {

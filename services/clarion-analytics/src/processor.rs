@@ -133,10 +133,8 @@ impl Work {
         let found = match &e.payload {
             Payload::DispatchRequested(d) => dims_of(d).map(|dims| {
                 let tenant = e.tenant.as_str().to_string();
-                self.latest.insert(
-                    (tenant, d.notification_id.clone()),
-                    d.attempt_id.clone(),
-                );
+                self.latest
+                    .insert((tenant, d.notification_id.clone()), d.attempt_id.clone());
                 let trigger_ms = Id::parse_hex(&d.notification_id).map_or(0, |i| i.time_ms());
                 let fact = Fact::Dispatched {
                     dims,
@@ -276,7 +274,11 @@ impl Work {
         let w = &mut batch.writes;
         for ((tenant, id), (a, dirty)) in self.attempts {
             if dirty {
-                w.put_ttl(rows::attempt_key(&tenant, &id), a.encode(), retention.attempts);
+                w.put_ttl(
+                    rows::attempt_key(&tenant, &id),
+                    a.encode(),
+                    retention.attempts,
+                );
             }
         }
         for ((tenant, nid), attempt) in self.latest {

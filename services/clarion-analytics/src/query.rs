@@ -98,7 +98,11 @@ pub enum QueryError {
 }
 
 /// The report `q` asks for, of tenant `tenant`.
-pub async fn report(store: &dyn Store, tenant: &str, q: &ReportQuery) -> Result<Report, QueryError> {
+pub async fn report(
+    store: &dyn Store,
+    tenant: &str,
+    q: &ReportQuery,
+) -> Result<Report, QueryError> {
     let (values, truncated) = match &q.value {
         Some(v) => (vec![v.clone()], false),
         None => values(store, tenant, q.dimension).await?,

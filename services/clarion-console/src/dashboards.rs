@@ -301,14 +301,13 @@ async fn page(
                 return page::render(&console, &session, "dashboards/page.html", ctx);
             }
             Err(ApiError::Invalid(v)) => {
-                let errors: Vec<FieldError> = v
-                    .0
-                    .into_iter()
-                    .map(|f| FieldError {
-                        field: f.field,
-                        message: f.description,
-                    })
-                    .collect();
+                let errors: Vec<FieldError> =
+                    v.0.into_iter()
+                        .map(|f| FieldError {
+                            field: f.field,
+                            message: f.description,
+                        })
+                        .collect();
                 (form, errors)
             }
             Err(e) => return Err(e.into()),

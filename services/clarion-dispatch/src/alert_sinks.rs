@@ -321,9 +321,15 @@ mod tests {
         let d = details(&a);
         assert!(d.contains("60.0 % against a baseline of 98.0 %"), "{d}");
         assert!(d.contains("2023-11-14 22:14 UTC"), "{d}");
-        assert!(d.contains("Also failure rate of all providers: 40.0 % against 2.0 %"), "{d}");
+        assert!(
+            d.contains("Also failure rate of all providers: 40.0 % against 2.0 %"),
+            "{d}"
+        );
         let slack = slack_body(&a);
-        assert!(slack["text"].as_str().unwrap().contains("delivery rate dropped"));
+        assert!(slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("delivery rate dropped"));
         assert!(slack["blocks"][1]["elements"][0]["text"]
             .as_str()
             .unwrap()

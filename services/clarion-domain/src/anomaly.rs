@@ -346,8 +346,15 @@ mod tests {
         assert_eq!(s.suppressed[Signal::DeliveryRate as usize], 9);
         assert!(s.baselines[Signal::DeliveryRate as usize].mean > 0.95);
         // Past the cool-down a still-failing provider alerts again.
-        let later = observe(&mut s, &minute(100, 60, 40, 200), 60 * MIN + cfg.cooldown_ms, &cfg);
-        assert!(later.iter().any(|d| d.alert && d.signal == Signal::DeliveryRate));
+        let later = observe(
+            &mut s,
+            &minute(100, 60, 40, 200),
+            60 * MIN + cfg.cooldown_ms,
+            &cfg,
+        );
+        assert!(later
+            .iter()
+            .any(|d| d.alert && d.signal == Signal::DeliveryRate));
     }
 
     #[test]
@@ -390,7 +397,10 @@ mod tests {
         let mut s = SeriesState::default();
         steady(&mut s, &cfg, 60);
         let slow = observe(&mut s, &minute(100, 98, 2, 2_000), 60 * MIN, &cfg);
-        assert_eq!(slow.iter().map(|d| d.signal).collect::<Vec<_>>(), [Signal::Latency]);
+        assert_eq!(
+            slow.iter().map(|d| d.signal).collect::<Vec<_>>(),
+            [Signal::Latency]
+        );
         // Faster than usual is good news.
         assert!(observe(&mut s, &minute(100, 98, 2, 20), 61 * MIN, &cfg).is_empty());
     }

@@ -43,7 +43,10 @@ pub fn parse_range(from: &str, to: &str, now_ms: i64) -> Result<(i64, i64), Viol
 }
 
 /// The report a request asks for, checked, naming each field at fault.
-pub fn parse_report(r: &api::AnalyticsReportRequest, now_ms: i64) -> Result<ReportQuery, Violations> {
+pub fn parse_report(
+    r: &api::AnalyticsReportRequest,
+    now_ms: i64,
+) -> Result<ReportQuery, Violations> {
     let mut v = Violations::default();
     // A value at fault is pushed and replaced by a default, never used:
     // the violations are returned first.
@@ -51,7 +54,11 @@ pub fn parse_report(r: &api::AnalyticsReportRequest, now_ms: i64) -> Result<Repo
         d.parse::<Dimension>().unwrap_or_else(|()| {
             v.push(
                 "dimension",
-                format!("{} is not a dimension: one of {}", quote(d), Dimension::NAMES),
+                format!(
+                    "{} is not a dimension: one of {}",
+                    quote(d),
+                    Dimension::NAMES
+                ),
             );
             Dimension::All
         })
@@ -266,7 +273,12 @@ mod tests {
         );
         // Two days by minute is over the minute limit.
         assert_eq!(
-            field(req("", "minute", "2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z")),
+            field(req(
+                "",
+                "minute",
+                "2026-03-01T00:00:00Z",
+                "2026-03-03T00:00:00Z"
+            )),
             "from"
         );
         let q = parse_report(&req("channel", "", "", ""), 10 * DEFAULT_RANGE_MS).unwrap();

@@ -198,11 +198,9 @@ pub async fn serve_grpc(
         .add_service(api::digest_service_server::DigestServiceServer::new(
             digests::DigestApi(state.clone()),
         ))
-        .add_service(
-            api::analytics_service_server::AnalyticsServiceServer::new(
-                analytics::AnalyticsApi(state.clone()),
-            ),
-        )
+        .add_service(api::analytics_service_server::AnalyticsServiceServer::new(
+            analytics::AnalyticsApi(state.clone()),
+        ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(
                 quarantine::QuarantineApi(state),

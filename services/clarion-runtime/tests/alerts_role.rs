@@ -129,24 +129,33 @@ impl Env {
                 payload,
             };
             if i < ok {
-                events.push(ev(0, Payload::Sent(pb::NotificationSent {
-                    notification_id: nid.clone(),
-                    provider: provider.into(),
-                    ..Default::default()
-                })));
-                events.push(ev(1, Payload::Delivered(pb::NotificationDelivered {
-                    notification_id: nid,
-                    provider: provider.into(),
-                    ..Default::default()
-                })));
+                events.push(ev(
+                    0,
+                    Payload::Sent(pb::NotificationSent {
+                        notification_id: nid.clone(),
+                        provider: provider.into(),
+                        ..Default::default()
+                    }),
+                ));
+                events.push(ev(
+                    1,
+                    Payload::Delivered(pb::NotificationDelivered {
+                        notification_id: nid,
+                        provider: provider.into(),
+                        ..Default::default()
+                    }),
+                ));
             } else {
-                events.push(ev(2, Payload::Failed(pb::NotificationFailed {
-                    notification_id: nid,
-                    provider: provider.into(),
-                    stage: "dispatch".into(),
-                    reason: "503".into(),
-                    ..Default::default()
-                })));
+                events.push(ev(
+                    2,
+                    Payload::Failed(pb::NotificationFailed {
+                        notification_id: nid,
+                        provider: provider.into(),
+                        stage: "dispatch".into(),
+                        reason: "503".into(),
+                        ..Default::default()
+                    }),
+                ));
             }
         }
         let recs = events
@@ -225,7 +234,11 @@ async fn a_provider_drop_alerts_once_and_a_quiet_tenant_never() {
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     let a = &alerts[0];
     assert_eq!(
-        (a.tenant.as_str(), a.anomaly.series.as_str(), a.anomaly.signal.as_str()),
+        (
+            a.tenant.as_str(),
+            a.anomaly.series.as_str(),
+            a.anomaly.signal.as_str()
+        ),
         ("busy", "provider:smtp", "delivery_rate")
     );
     assert_eq!(a.anomaly.minute_start_ms, T0 + 40 * MINUTE_MS);
@@ -254,7 +267,13 @@ async fn a_provider_drop_alerts_once_and_a_quiet_tenant_never() {
     assert!(logged.iter().all(|(t, _)| t == "busy"));
     let lead = &a.anomaly.alert_id;
     assert_eq!(logged.iter().filter(|(_, x)| x.alerted).count(), 1);
-    assert_eq!(logged.iter().filter(|(_, x)| &x.grouped_into == lead).count(), 3);
+    assert_eq!(
+        logged
+            .iter()
+            .filter(|(_, x)| &x.grouped_into == lead)
+            .count(),
+        3
+    );
     assert_eq!(
         logged
             .iter()

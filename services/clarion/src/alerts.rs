@@ -75,7 +75,9 @@ impl Default for AlertsConfig {
 fn http_url(field: &str, url: &str) -> Result<(), String> {
     match reqwest_url_scheme(url) {
         Some("http" | "https") => Ok(()),
-        _ => Err(format!("alerts.{field}: must be an http(s) URL, got {url:?}")),
+        _ => Err(format!(
+            "alerts.{field}: must be an http(s) URL, got {url:?}"
+        )),
     }
 }
 
@@ -184,14 +186,13 @@ mod tests {
             c.validate(smtp).unwrap_err()
         }
         assert!(check(|c| c.z_threshold = 0.0, false).starts_with("alerts.z-threshold"));
-        assert!(check(|c| c.webhook_url = "ftp://x".into(), false)
-            .starts_with("alerts.webhook-url"));
+        assert!(
+            check(|c| c.webhook_url = "ftp://x".into(), false).starts_with("alerts.webhook-url")
+        );
         assert!(check(|c| c.webhook_url = "https://x.test/h".into(), false)
             .starts_with("alerts.signing-secret"));
-        assert!(check(|c| c.email_to = vec!["ops".into()], true)
-            .starts_with("alerts.email-to[0]"));
-        assert!(check(|c| c.email_to = vec!["ops@x.test".into()], false)
-            .contains("providers.smtp"));
+        assert!(check(|c| c.email_to = vec!["ops".into()], true).starts_with("alerts.email-to[0]"));
+        assert!(check(|c| c.email_to = vec!["ops@x.test".into()], false).contains("providers.smtp"));
         let e = ok.evaluator();
         assert!((e.detector.alpha - 2.0 / 61.0).abs() < 1e-12);
     }

@@ -30,7 +30,10 @@ async fn wait_counted(node: &ConsoleNode, key: &str, attempted: u64) {
 
 fn cell(p: &Page, k: &str) -> String {
     let marker = format!("<td data-k=\"{k}\">");
-    let at = p.body.find(&marker).unwrap_or_else(|| panic!("{k}: {}", p.body));
+    let at = p
+        .body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{k}: {}", p.body));
     let rest = &p.body[at + marker.len()..];
     rest[..rest.find("</td>").unwrap()].to_string()
 }
@@ -43,7 +46,15 @@ async fn each_tenant_sees_its_own_delivery_dashboard() {
     appointment_workflow(&node.ch, &a, "alerts", "smtp").await;
     appointment_workflow(&node.ch, &b, "globex-only", "sink").await;
     for i in 0..3 {
-        trigger_one(&node.ch, &a, "welcome", &format!("a{i}"), "a@example.test", "{}").await;
+        trigger_one(
+            &node.ch,
+            &a,
+            "welcome",
+            &format!("a{i}"),
+            "a@example.test",
+            "{}",
+        )
+        .await;
     }
     trigger_one(&node.ch, &a, "alerts", "x", "x@example.test", "{}").await;
     trigger_one(&node.ch, &b, "globex-only", "b", "b@example.test", "{}").await;
@@ -67,7 +78,9 @@ async fn each_tenant_sees_its_own_delivery_dashboard() {
     }
     assert!(p.body.contains("<polyline"), "the lines are drawn");
     assert!(!p.body.contains("<script>"), "no inline script");
-    assert!(p.body.contains("href=\"/console/dashboards\" aria-current=\"page\""));
+    assert!(p
+        .body
+        .contains("href=\"/console/dashboards\" aria-current=\"page\""));
     // Broken down by channel by default; providers' health below.
     assert!(p.body.contains("<tr data-value=\"email\">"), "{}", p.body);
     assert!(p.body.contains("<tr data-provider=\"sink\">"));

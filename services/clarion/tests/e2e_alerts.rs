@@ -134,7 +134,10 @@ async fn wait_counted(node: &Node, tenant: &str, minute: i64, n: u64) {
         if got == n {
             return;
         }
-        assert!(got < n && Instant::now() < deadline, "{tenant}: {got} of {n} counted");
+        assert!(
+            got < n && Instant::now() < deadline,
+            "{tenant}: {got} of {n} counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -209,7 +212,12 @@ async fn a_provider_drop_raises_exactly_one_signed_alert_and_a_quiet_tenant_none
         .with_clock(Arc::new(clock.clone()));
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    for role in [Role::Projector, Role::Router, Role::Dispatcher, Role::Alerts] {
+    for role in [
+        Role::Projector,
+        Role::Router,
+        Role::Dispatcher,
+        Role::Alerts,
+    ] {
         node.spawn_role(role, &mut tasks, None, &rx).await.unwrap();
     }
     let admin = Some(clarion_domain::tenant::sha256_hex(ADMIN_TOKEN.as_bytes()));
@@ -286,7 +294,10 @@ async fn a_provider_drop_raises_exactly_one_signed_alert_and_a_quiet_tenant_none
         body["runbook_url"],
         "https://runbooks.test/delivery-rate-drop.md"
     );
-    assert_eq!(header(IDEMPOTENCY_HEADER), body["alert_id"].as_str().unwrap());
+    assert_eq!(
+        header(IDEMPOTENCY_HEADER),
+        body["alert_id"].as_str().unwrap()
+    );
 
     let slack = server.at("/slack");
     assert_eq!(slack.len(), 1, "{slack:#?}");

@@ -122,8 +122,16 @@ fn values(report: &Value) -> Vec<String> {
 }
 
 fn counts(c: &Value) -> [u64; 7] {
-    ["attempted", "sent", "delivered", "failed", "bounced", "opened", "clicked"]
-        .map(|k| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}")))
+    [
+        "attempted",
+        "sent",
+        "delivered",
+        "failed",
+        "bounced",
+        "opened",
+        "clicked",
+    ]
+    .map(|k| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}")))
 }
 
 fn rate(c: &Value, name: &str) -> f64 {
@@ -141,12 +149,12 @@ fn latency<'a>(c: &'a Value, stage: &str) -> &'a Value {
 
 async fn engage(run: &Running, key: &str, id: &str, kind: &str) {
     let url = format!("http://{}/v1/notifications/{id}/engagement", run.http);
-    let (status, _, body) =
-        http_call("POST", &url, key, &format!(r#"{{"kind":"{kind}"}}"#)).await;
+    let (status, _, body) = http_call("POST", &url, key, &format!(r#"{{"kind":"{kind}"}}"#)).await;
     assert_eq!(status, 202, "engagement {kind} on {id}: {body}");
 }
 
-const ALL: &str = "/v1/analytics/report?dimension=all&from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z";
+const ALL: &str =
+    "/v1/analytics/report?dimension=all&from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_mix_on_two_tenants_reports_its_counts_rates_and_latencies() {
@@ -179,7 +187,10 @@ async fn a_scripted_mix_on_two_tenants_reports_its_counts_rates_and_latencies() 
             r["groups"][0]["totals"]["attempted"] == 8 && r["groups"][0]["totals"]["sent"] == 6
         })
         .await;
-    assert_eq!(report["granularity"], "minute", "an hour defaults to minutes");
+    assert_eq!(
+        report["granularity"], "minute",
+        "an hour defaults to minutes"
+    );
     run.report_until(&b, ALL, |r| r["groups"][0]["totals"]["sent"] == 3)
         .await;
 
@@ -227,7 +238,10 @@ async fn a_scripted_mix_on_two_tenants_reports_its_counts_rates_and_latencies() 
         .get(&a, "/v1/analytics/report?dimension=workflow&from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z")
         .await;
     assert_eq!(values(&by_wf), ["welcome", "alerts"], "most attempts first");
-    assert_eq!(counts(&group(&by_wf, "welcome")["totals"]), [6, 6, 6, 0, 0, 4, 2]);
+    assert_eq!(
+        counts(&group(&by_wf, "welcome")["totals"]),
+        [6, 6, 6, 0, 0, 4, 2]
+    );
     let alerts = &group(&by_wf, "alerts")["totals"];
     assert_eq!(counts(alerts), [2, 0, 0, 2, 2, 0, 0]);
     assert_eq!(rate(alerts, "delivery_rate"), 0.0);
@@ -236,11 +250,17 @@ async fn a_scripted_mix_on_two_tenants_reports_its_counts_rates_and_latencies() 
         .get(&a, "/v1/analytics/report?dimension=template&value=welcome-tpl&from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z")
         .await;
     assert_eq!(values(&by_tpl), ["welcome-tpl"]);
-    assert_eq!(counts(&group(&by_tpl, "welcome-tpl")["totals"]), [6, 6, 6, 0, 0, 4, 2]);
+    assert_eq!(
+        counts(&group(&by_tpl, "welcome-tpl")["totals"]),
+        [6, 6, 6, 0, 0, 4, 2]
+    );
 
     // Provider health: the sink never failed, smtp always did.
     let (_, _, health) = run
-        .get(&a, "/v1/analytics/providers?from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z")
+        .get(
+            &a,
+            "/v1/analytics/providers?from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z",
+        )
         .await;
     let providers = health["providers"].as_array().unwrap();
     let p = |name: &str| providers.iter().find(|p| p["provider"] == name).unwrap();
@@ -251,7 +271,10 @@ async fn a_scripted_mix_on_two_tenants_reports_its_counts_rates_and_latencies() 
     assert_eq!(p("smtp")["error_rate"], 1.0);
     assert_eq!(p("smtp")["last_success_ms"], 0);
     assert!(
-        p("smtp")["last_error"].as_str().unwrap().contains("not configured"),
+        p("smtp")["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not configured"),
         "{health}"
     );
 
@@ -259,14 +282,29 @@ async fn a_scripted_mix_on_two_tenants_reports_its_counts_rates_and_latencies() 
     let report = run
         .report_until(&b, ALL, |r| r["groups"][0]["totals"]["opened"] == 1)
         .await;
-    assert_eq!(counts(&group(&report, "all")["totals"]), [3, 3, 3, 0, 0, 1, 0]);
-    assert_eq!(rate(&group(&report, "all")["totals"], "open_rate"), 1.0 / 3.0);
+    assert_eq!(
+        counts(&group(&report, "all")["totals"]),
+        [3, 3, 3, 0, 0, 1, 0]
+    );
+    assert_eq!(
+        rate(&group(&report, "all")["totals"], "open_rate"),
+        1.0 / 3.0
+    );
     let (_, _, b_wf) = run
         .get(&b, "/v1/analytics/report?dimension=workflow&from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z")
         .await;
     assert_eq!(values(&b_wf), ["welcome"]);
-    let (_, _, b_health) = run.get(&b, "/v1/analytics/providers?from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z").await;
-    assert_eq!(b_health["providers"].as_array().unwrap().len(), 1, "{b_health}");
+    let (_, _, b_health) = run
+        .get(
+            &b,
+            "/v1/analytics/providers?from=2026-03-02T10:00:00Z&to=2026-03-02T11:00:00Z",
+        )
+        .await;
+    assert_eq!(
+        b_health["providers"].as_array().unwrap().len(),
+        1,
+        "{b_health}"
+    );
 
     // gRPC answers the same.
     let mut grpc = api::analytics_service_client::AnalyticsServiceClient::new(ch.clone());

@@ -269,7 +269,8 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
     let delivered = metrics
         .lines()
         .find(|l| {
-            l.starts_with("clarion_analytics_outcomes_total{") && l.contains("outcome=\"delivered\"")
+            l.starts_with("clarion_analytics_outcomes_total{")
+                && l.contains("outcome=\"delivered\"")
         })
         .unwrap_or_else(|| panic!("no delivered outcome in {metrics}"));
     assert!(delivered.contains("tenant=\"_\""), "{delivered}");

@@ -197,7 +197,10 @@ mod tests {
         for (at, p) in [(60_250, sent), (119_999, bounced), (120_000, routing)] {
             accumulate(&mut acc, &event("acme", at, p));
         }
-        accumulate(&mut acc, &event("acme", 60_000, Payload::Noted(Default::default())));
+        accumulate(
+            &mut acc,
+            &event("acme", 60_000, Payload::Noted(Default::default())),
+        );
         let get = |m: i64, s: &str| acc[&("acme".to_string(), m, s.to_string())];
         let smtp = get(60_000, "provider:smtp");
         assert_eq!((smtp.attempts, smtp.failed, smtp.delivered), (1, 1, 0));

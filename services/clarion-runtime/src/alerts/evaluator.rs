@@ -176,7 +176,10 @@ impl Evaluator {
             // A first start judges from now on, not the whole past.
             _ => {
                 let mut w = WriteBatch::new();
-                w.put(keys::cursor_key(), Bytes::copy_from_slice(&open.to_be_bytes()));
+                w.put(
+                    keys::cursor_key(),
+                    Bytes::copy_from_slice(&open.to_be_bytes()),
+                );
                 self.store.write(w).await?;
                 open
             }

@@ -65,7 +65,12 @@ pub fn tenant_seen_key(tenant: &str) -> RowKey {
 
 /// The next minute the evaluator judges (system tenant: the deployment's).
 pub fn cursor_key() -> RowKey {
-    RowKey::new(Table::Alerts, SYSTEM_TENANT, "evaluator", b"cursor".to_vec())
+    RowKey::new(
+        Table::Alerts,
+        SYSTEM_TENANT,
+        "evaluator",
+        b"cursor".to_vec(),
+    )
 }
 
 /// Anomalies committed but not yet appended to the log or accepted by
