@@ -18,6 +18,10 @@ use crate::rows::{self, ProviderState};
 /// counted ones).
 pub const MAX_VALUES: usize = 50;
 
+/// Most shards (input partitions) a scan expects per bucket or provider:
+/// a bound on the rows read, far above any partition count in use.
+const MAX_SHARDS: usize = 1024;
+
 /// The longest range per granularity: a day of minutes, 92 days of hours.
 pub fn max_range_ms(g: Granularity) -> i64 {
     match g {
@@ -146,13 +150,14 @@ async fn values(
     let rows = store
         .scan(&Scan::partition(Table::Analytics, tenant, &pk, 10_000))
         .await?;
-    let mut seen: Vec<(i64, String)> = rows
-        .into_iter()
-        .map(|(ck, v)| {
-            let at = rows::ck_time(&v).unwrap_or(0);
-            (at, String::from_utf8_lossy(&ck).into_owned())
-        })
-        .collect();
+    // Each shard lists the values it counted: the latest time wins.
+    let mut latest: std::collections::HashMap<String, i64> = Default::default();
+    for (ck, v) in rows {
+        let at = rows::ck_time(&v).unwrap_or(0);
+        let e = latest.entry(rows::ck_name(&ck)).or_insert(at);
+        *e = (*e).max(at);
+    }
+    let mut seen: Vec<(i64, String)> = latest.into_iter().map(|(v, at)| (at, v)).collect();
     seen.sort_by(|a, b| b.cmp(a));
     let truncated = seen.len() > MAX_VALUES;
     seen.truncate(MAX_VALUES);
@@ -168,20 +173,22 @@ async fn series(
     let g = q.granularity;
     let pk = rows::series_pk(g, q.dimension, value);
     let points = (max_range_ms(g) / g.ms()) as usize + 1;
-    let scan = Scan::partition(Table::Analytics, tenant, &pk, points).range(
+    // A row per shard and bucket, in time order: consecutive rows of one
+    // bucket are added up.
+    let scan = Scan::partition(Table::Analytics, tenant, &pk, points * MAX_SHARDS).range(
         Bound::Included(rows::time_ck(g.start(q.from_ms))),
         Bound::Excluded(rows::time_ck(q.to_ms)),
     );
-    store
-        .scan(&scan)
-        .await?
-        .into_iter()
-        .map(|(ck, v)| {
-            let start_ms = rows::ck_time(&ck).ok_or_else(|| QueryError::Corrupt("key".into()))?;
-            let counts = Counts::decode(&v).map_err(|e| QueryError::Corrupt(e.to_string()))?;
-            Ok(Point { start_ms, counts })
-        })
-        .collect()
+    let mut out: Vec<Point> = Vec::new();
+    for (ck, v) in store.scan(&scan).await? {
+        let start_ms = rows::ck_time(&ck).ok_or_else(|| QueryError::Corrupt("key".into()))?;
+        let counts = Counts::decode(&v).map_err(|e| QueryError::Corrupt(e.to_string()))?;
+        match out.last_mut() {
+            Some(p) if p.start_ms == start_ms => p.counts.merge(&counts),
+            _ => out.push(Point { start_ms, counts }),
+        }
+    }
+    Ok(out)
 }
 
 /// A provider's health: its outcomes over the range and its last ones.
@@ -210,13 +217,21 @@ pub async fn provider_health(
             Table::Analytics,
             tenant,
             rows::PROVIDERS_PK,
-            MAX_VALUES,
+            MAX_VALUES * MAX_SHARDS,
         ))
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
+    // A row per provider and shard, the shards of one provider together.
+    let mut merged: Vec<(String, ProviderState)> = Vec::new();
     for (ck, v) in rows {
-        let provider = String::from_utf8_lossy(&ck).into_owned();
-        let last = ProviderState::decode(&v).map_err(|e| QueryError::Corrupt(e.to_string()))?;
+        let provider = rows::ck_name(&ck);
+        let state = ProviderState::decode(&v).map_err(|e| QueryError::Corrupt(e.to_string()))?;
+        match merged.last_mut() {
+            Some((p, last)) if *p == provider => last.merge(&state),
+            _ => merged.push((provider, state)),
+        }
+    }
+    let mut out = Vec::with_capacity(merged.len());
+    for (provider, last) in merged {
         let q = ReportQuery {
             dimension: Dimension::Provider,
             value: Some(provider.clone()),

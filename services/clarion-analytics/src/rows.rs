@@ -2,10 +2,10 @@
 //!
 //! | pk | ck | value |
 //! |---|---|---|
-//! | `m/<dimension>/<value>` | minute start, ms, big-endian | [`Counts`] |
-//! | `h/<dimension>/<value>` | hour start, ms, big-endian | [`Counts`] |
-//! | `v/<dimension>` | the value | last time counted (ms, big-endian) |
-//! | `p` | provider | [`ProviderState`] |
+//! | `m/<dimension>/<value>` | minute start, ms, big-endian; shard | [`Counts`] |
+//! | `h/<dimension>/<value>` | hour start, ms, big-endian; shard | [`Counts`] |
+//! | `v/<dimension>` | the value, NUL, shard | last time counted (ms, big-endian) |
+//! | `p` | provider, NUL, shard | [`ProviderState`] |
 //! | `a/<attempt id>` | empty | the attempt's join state ([`crate::attempt`]) |
 //! | `n/<notification id>` | empty | its latest attempt id |
 //!
@@ -14,6 +14,13 @@
 //! batch), so neither is derived later and both are rebuilt from the log.
 //! `v/` rows list the values a dimension has seen, so a grouped query
 //! reads the value's rows rather than scanning the table.
+//!
+//! One tenant's sends are on every partition, and each partition has its
+//! own runner: a row they all added to would be read, added to and written
+//! by several at once, and updates would be lost. So every shared row ends
+//! with the **shard** (the input partition, 4 bytes big-endian) that wrote
+//! it — one writer per row — and queries add the shards up. Attempt rows
+//! need none: a notification's events are all on its recipient's partition.
 
 use clarion_store::{RowKey, Table};
 use serde::{Deserialize, Serialize};
@@ -69,40 +76,61 @@ pub fn time_ck(ms: i64) -> Vec<u8> {
     ms.max(0).to_be_bytes().to_vec()
 }
 
+/// The time of a bucket's ck (its first 8 bytes; the shard follows), or of
+/// a value row.
 pub fn ck_time(ck: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(ck.try_into().ok()?))
+    Some(i64::from_be_bytes(ck.get(..8)?.try_into().ok()?))
 }
 
-pub fn bucket_key(tenant: &str, g: Granularity, d: Dimension, value: &str, start: i64) -> RowKey {
-    RowKey::new(
-        Table::Analytics,
-        tenant,
-        &series_pk(g, d, value),
-        time_ck(start),
-    )
+pub fn bucket_key(
+    tenant: &str,
+    g: Granularity,
+    d: Dimension,
+    value: &str,
+    start: i64,
+    shard: u32,
+) -> RowKey {
+    let mut ck = time_ck(start);
+    ck.extend_from_slice(&shard.to_be_bytes());
+    RowKey::new(Table::Analytics, tenant, &series_pk(g, d, value), ck)
+}
+
+/// `name`, NUL, the shard: a name-keyed row of one writer.
+fn named_ck(name: &str, shard: u32) -> Vec<u8> {
+    let mut ck = Vec::with_capacity(name.len() + 5);
+    ck.extend_from_slice(name.as_bytes());
+    ck.push(0);
+    ck.extend_from_slice(&shard.to_be_bytes());
+    ck
+}
+
+/// The name of a [`named_ck`] (values and providers hold no NUL).
+pub fn ck_name(ck: &[u8]) -> String {
+    let name = ck.len().checked_sub(5).map_or(ck, |n| &ck[..n]);
+    String::from_utf8_lossy(name).into_owned()
 }
 
 pub fn values_pk(d: Dimension) -> String {
     format!("v/{}", d.as_str())
 }
 
-pub fn value_key(tenant: &str, d: Dimension, value: &str) -> RowKey {
+pub fn value_key(tenant: &str, d: Dimension, value: &str, shard: u32) -> RowKey {
     RowKey::new(
         Table::Analytics,
         tenant,
         &values_pk(d),
-        value.as_bytes().to_vec(),
+        named_ck(value, shard),
     )
 }
 
 pub const PROVIDERS_PK: &str = "p";
 
-pub fn provider_key(tenant: &str, provider: &str) -> RowKey {
+pub fn provider_key(tenant: &str, provider: &str, shard: u32) -> RowKey {
     RowKey::new(
         Table::Analytics,
         tenant,
         PROVIDERS_PK,
-        provider.as_bytes().to_vec(),
+        named_ck(provider, shard),
     )
 }
 
@@ -134,6 +162,15 @@ pub struct ProviderState {
 }
 
 impl ProviderState {
+    /// Adds another shard's state: the latest success and failure win.
+    pub fn merge(&mut self, other: &ProviderState) {
+        self.last_success_ms = self.last_success_ms.max(other.last_success_ms);
+        if other.last_failure_ms > self.last_failure_ms {
+            self.last_failure_ms = other.last_failure_ms;
+            self.last_error = other.last_error.clone();
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec(self).expect("provider state encode")
     }

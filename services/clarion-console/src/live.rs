@@ -124,6 +124,7 @@ fn pipeline(log_keeps_index: bool) -> Vec<(&'static str, Topic)> {
         (clarion_analytics::ANALYTICS, Topic::Dispatch),
         (clarion_analytics::ANALYTICS, Topic::Deliveries),
         (clarion_analytics::ANALYTICS, Topic::Triggers),
+        (clarion_runtime::alerts::ALERTS, Topic::Deliveries),
     ];
     if !log_keeps_index {
         for t in [
@@ -236,7 +237,7 @@ mod tests {
 
     #[test]
     fn the_projector_reads_the_streams_only_without_a_log_index() {
-        assert_eq!(pipeline(true).len(), 5);
-        assert_eq!(pipeline(false).len(), 9);
+        assert_eq!(pipeline(true).len(), 9);
+        assert_eq!(pipeline(false).len(), 13);
     }
 }

@@ -2,7 +2,7 @@
 //! held (sent when the period ends) or dropped, per channel. A tenant sets a
 //! default; a subscriber's setting, when it exists, replaces it whole.
 
-use chrono::{Datelike, Duration, NaiveDateTime, NaiveTime};
+use chrono::{Datelike, Duration, NaiveDateTime, NaiveTime, Timelike};
 use clarion_proto::events as pb;
 
 use crate::error::Violations;
@@ -90,6 +90,19 @@ impl QuietHours {
             .filter_map(|(i, r)| Rule::parse(&mut v, &format!("rules[{i}]"), r))
             .collect();
         v.into_result()?;
+        if let Some(c) = quiet_all_week(&rules) {
+            // Holds would chain from one period into the next for ever (or
+            // every send would be dropped): the channel is off, and
+            // preferences are where a channel is turned off.
+            return Err(Violations::single(
+                "rules",
+                format!(
+                    "the rules leave no minute of the week open on channel {c}: nothing \
+                     non-critical would ever be sent there (leave a gap, or turn the channel \
+                     off in preferences)"
+                ),
+            ));
+        }
         Ok(QuietHours {
             version: e.version,
             timezone,
@@ -130,6 +143,34 @@ impl QuietHours {
         };
         format!("{scope} setting v{}", self.version)
     }
+}
+
+const WEEK_MINUTES: usize = 7 * 1440;
+
+/// The first channel the rules keep quiet every minute of the week (local
+/// time, as the rules read), if any.
+fn quiet_all_week(rules: &[Rule]) -> Option<Channel> {
+    let minute = |t: NaiveTime| (t.num_seconds_from_midnight() / 60) as usize;
+    Channel::ALL.into_iter().find(|c| {
+        let mut quiet = vec![false; WEEK_MINUTES];
+        for r in rules
+            .iter()
+            .filter(|r| r.channels.is_empty() || r.channels.contains(c))
+        {
+            let (start, end) = (minute(r.start), minute(r.end));
+            let len = if end > start {
+                end - start
+            } else {
+                end + 1440 - start
+            };
+            for day in (0..7).filter(|&d| r.days[d]) {
+                for m in 0..len {
+                    quiet[(day * 1440 + start + m) % WEEK_MINUTES] = true;
+                }
+            }
+        }
+        quiet.iter().all(|&q| q)
+    })
 }
 
 impl Rule {
@@ -312,6 +353,38 @@ mod tests {
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn rules_that_close_a_channel_all_week_are_refused() {
+        let set = |rules| pb::QuietHoursSet {
+            rules,
+            enabled: true,
+            ..Default::default()
+        };
+        // Together these cover the whole day for push, every day: a held
+        // push would wait for ever (a property test found it).
+        let e = QuietHours::from_event(&set(vec![
+            rule(&["push"], &[], "01:45", "20:00", "hold"),
+            rule(&[], &[], "15:22", "04:48", "hold"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e:?}");
+        assert_eq!(e.0[0].field, "rules");
+        assert!(e.0[0].description.contains("channel push"), "{e:?}");
+        // A minute a day open is enough; so is one day a week.
+        QuietHours::from_event(&set(vec![rule(&[], &[], "00:00", "23:59", "hold")])).unwrap();
+        QuietHours::from_event(&set(vec![
+            rule(&["push"], &[], "01:45", "20:00", "hold"),
+            rule(
+                &[],
+                &["mon", "tue", "wed", "thu", "fri", "sat"],
+                "15:22",
+                "04:48",
+                "hold",
+            ),
+        ]))
+        .unwrap();
     }
 
     const ZONES: [&str; 8] = [

@@ -122,6 +122,9 @@ proptest! {
     ) {
         let q = match QuietHours::from_event(&set) {
             Ok(q) => q,
+            // Rules that close a channel all week are refused (a send
+            // there could never leave); everything else generated is valid.
+            Err(e) if e.0.len() == 1 && e.0[0].field == "rules" => return Ok(()),
             Err(e) => panic!("generated settings are valid: {e:?}"),
         };
         let zone = time::zone(zone).unwrap();

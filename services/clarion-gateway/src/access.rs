@@ -727,6 +727,9 @@ mod tests {
                 // QuietHoursService (issue #33)
                 "GetTenant",
                 "GetSubscriber",
+                // AnalyticsService (issue #30)
+                "GetReport",
+                "GetProviderHealth",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.

@@ -215,11 +215,28 @@ impl Node {
         make: impl Fn() -> P + Send + Sync + 'static,
         shutdown: &watch::Receiver<bool>,
     ) {
+        let make = move |_partition: u32| make();
+        self.spawn_partitions_with(tasks, topic, more_inputs, effects, make, shutdown)
+    }
+
+    /// [`Self::spawn_partitions`] for a processor that is told its
+    /// partition (e.g. to shard rows the partitions share).
+    fn spawn_partitions_with<P: Processor>(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        topic: Topic,
+        more_inputs: &[Topic],
+        effects: Arc<dyn Effects>,
+        make: impl Fn(u32) -> P + Send + Sync + 'static,
+        shutdown: &watch::Receiver<bool>,
+    ) {
         // A runner that fails starts over with a fresh processor; a record
         // it cannot process stops that partition only (until an operator
         // parks it), never the process.
-        let make: clarion_runtime::runner::Restart<P> = Arc::new(make);
+        let make = Arc::new(make);
         for p in 0..self.topics.partitions_of(topic) {
+            let of_p = make.clone();
+            let make: clarion_runtime::runner::Restart<P> = Arc::new(move || of_p(p));
             let mut runner = PartitionRunner::new(
                 make(),
                 effects.clone(),
@@ -482,12 +499,12 @@ impl Node {
         shutdown: &watch::Receiver<bool>,
     ) {
         let retention = self.cfg.analytics.retention();
-        self.spawn_partitions(
+        self.spawn_partitions_with(
             tasks,
             Topic::Dispatch,
             &[Topic::Deliveries, Topic::Triggers],
             Arc::new(NoEffects),
-            move || clarion_analytics::AnalyticsProcessor::new(retention),
+            move |p| clarion_analytics::AnalyticsProcessor::new(retention, p),
             shutdown,
         );
     }

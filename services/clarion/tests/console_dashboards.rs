@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use support::console::{ConsoleNode, Page};
 use support::*;
 
+/// The payload the appointment template renders (`payload.day`).
+const DAY: &str = r#"{"day":"Tuesday"}"#;
 /// Polls the tenant's report until `attempted` sends are counted.
 async fn wait_counted(node: &ConsoleNode, key: &str, attempted: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -52,12 +54,12 @@ async fn each_tenant_sees_its_own_delivery_dashboard() {
             "welcome",
             &format!("a{i}"),
             "a@example.test",
-            "{}",
+            DAY,
         )
         .await;
     }
-    trigger_one(&node.ch, &a, "alerts", "x", "x@example.test", "{}").await;
-    trigger_one(&node.ch, &b, "globex-only", "b", "b@example.test", "{}").await;
+    trigger_one(&node.ch, &a, "alerts", "x", "x@example.test", DAY).await;
+    trigger_one(&node.ch, &b, "globex-only", "b", "b@example.test", DAY).await;
     wait_counted(&node, &a, 4).await;
     wait_counted(&node, &b, 1).await;
 
@@ -78,9 +80,12 @@ async fn each_tenant_sees_its_own_delivery_dashboard() {
     }
     assert!(p.body.contains("<polyline"), "the lines are drawn");
     assert!(!p.body.contains("<script>"), "no inline script");
-    assert!(p
-        .body
-        .contains("href=\"/console/dashboards\" aria-current=\"page\""));
+    assert!(
+        p.body
+            .contains("href=\"/console/dashboards\" aria-current=\"page\""),
+        "{}",
+        p.body
+    );
     // Broken down by channel by default; providers' health below.
     assert!(p.body.contains("<tr data-value=\"email\">"), "{}", p.body);
     assert!(p.body.contains("<tr data-provider=\"sink\">"));

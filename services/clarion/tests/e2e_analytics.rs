@@ -24,6 +24,8 @@ use tonic_types::StatusExt;
 
 /// 2026-03-02T10:00:00Z: an hour start, so minute and hour buckets are known.
 const T0: i64 = 1_772_445_600_000;
+/// The payload the appointment template renders (`payload.day`).
+const DAY: &str = r#"{"day":"Tuesday"}"#;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 struct Running {
@@ -172,15 +174,15 @@ async fn a_scripted_mix_on_two_tenants_reports_its_counts_rates_and_latencies() 
     let mut a_ids = Vec::new();
     for i in 0..6 {
         let sub = format!("a{i}");
-        a_ids.push(trigger_one(&ch, &a, "welcome", &sub, "a@example.com", "{}").await);
+        a_ids.push(trigger_one(&ch, &a, "welcome", &sub, "a@example.com", DAY).await);
     }
     for i in 0..2 {
-        trigger_one(&ch, &a, "alerts", &format!("x{i}"), "x@example.com", "{}").await;
+        trigger_one(&ch, &a, "alerts", &format!("x{i}"), "x@example.com", DAY).await;
     }
     let mut b_ids = Vec::new();
     for i in 0..3 {
         let sub = format!("b{i}");
-        b_ids.push(trigger_one(&ch, &b, "welcome", &sub, "b@example.com", "{}").await);
+        b_ids.push(trigger_one(&ch, &b, "welcome", &sub, "b@example.com", DAY).await);
     }
     let report = run
         .report_until(&a, ALL, |r| {
