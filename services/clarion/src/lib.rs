@@ -8,6 +8,7 @@ pub mod client_schedules;
 pub mod config;
 pub mod roles;
 pub mod secrets;
+pub mod warehouse_cli;
 
 pub use config::Config;
 pub use roles::{Node, Role};

@@ -1,4 +1,4 @@
-//! Roles: the gateway, router, dispatcher and projector, each a set of tasks.
+//! Roles: the gateway, router, dispatcher, projector and exporter, each a set of tasks.
 //! `clarion serve` runs all of them in one process; `clarion run <role>` one.
 
 use std::collections::HashMap;
@@ -40,14 +40,16 @@ pub enum Role {
     Router,
     Dispatcher,
     Projector,
+    Exporter,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
         Role::Projector,
+        Role::Exporter,
     ];
 }
 
@@ -58,6 +60,7 @@ impl fmt::Display for Role {
             Role::Router => "router",
             Role::Dispatcher => "dispatcher",
             Role::Projector => "projector",
+            Role::Exporter => "exporter",
         })
     }
 }
@@ -68,7 +71,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, exporter)"))
     }
 }
 
@@ -313,6 +316,7 @@ impl Node {
             Role::Router => self.spawn_router(tasks, shutdown),
             Role::Dispatcher => self.spawn_dispatcher(tasks, shutdown).await?,
             Role::Projector => self.spawn_projector(tasks, shutdown),
+            Role::Exporter => self.spawn_exporter(tasks, shutdown)?,
         }
         Ok(())
     }
@@ -459,6 +463,70 @@ impl Node {
             InboxProjector::default,
             shutdown,
         );
+    }
+}
+
+impl Node {
+    /// The warehouse's destination (`warehouse.url`, default
+    /// `<data-dir>/warehouse`).
+    pub fn warehouse_destination(&self) -> anyhow::Result<clarion_warehouse::Destination> {
+        clarion_warehouse::Destination::open(
+            &self.cfg.warehouse.url,
+            &self.cfg.data_dir.join("warehouse"),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// The exporter's settings from the configuration.
+    pub fn exporter_config(&self) -> clarion_warehouse::ExporterConfig {
+        let w = &self.cfg.warehouse;
+        clarion_warehouse::ExporterConfig {
+            max_file_age_ms: w.max_file_age_ms as i64,
+            max_file_rows: w.max_file_rows,
+            max_file_bytes: w.max_file_bytes,
+            max_batch: self.cfg.runtime.max_batch,
+            poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+        }
+    }
+
+    /// The exporter of one partition, under the state `name`.
+    pub fn exporter(
+        &self,
+        name: &str,
+        partition: u32,
+        dest: clarion_warehouse::Destination,
+    ) -> clarion_warehouse::Exporter {
+        clarion_warehouse::Exporter::new(
+            name,
+            self.log.clone(),
+            self.store.clone(),
+            self.topics.clone(),
+            partition,
+            self.clock.clone(),
+            dest,
+            self.exporter_config(),
+        )
+    }
+
+    /// One exporter per recipient partition: it reads every recipient
+    /// stream of its partition (docs/warehouse.md).
+    fn spawn_exporter(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let dest = self.warehouse_destination()?;
+        for p in 0..self.topics.partitions_of(Topic::Deliveries) {
+            let exporter = self.exporter(clarion_warehouse::exporter::LIVE, p, dest.clone());
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                exporter
+                    .run(sd)
+                    .await
+                    .with_context(|| format!("warehouse exporter partition {p}"))
+            });
+        }
+        Ok(())
     }
 }
 
