@@ -143,7 +143,9 @@ impl Builder {
 
 /// The row's values in the table's column order.
 fn cells(row: &Row) -> Vec<Cell<'_>> {
-    let s = |v: &str| Cell::Str(Some(v));
+    fn s(v: &str) -> Cell<'_> {
+        Cell::Str(Some(v))
+    }
     let t = |v: i64| Cell::I64(Some(v));
     match &row.values {
         Values::Notification(n) => vec![

@@ -62,8 +62,7 @@ type Expected = (
 /// engagement; returns the counts the warehouse must show.
 async fn trigger_mix(node: &RunningNode) -> Expected {
     let ch = channel(node.grpc).await;
-    let (mut notifications, mut messages, mut engagement) =
-        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let (mut notifications, mut messages, mut engagement): Expected = Default::default();
     for mix in &MIXES {
         let key = create_tenant(&ch, mix.tenant).await;
         one_step_workflow(&ch, &key, "mail-ok", "email", "sink").await;
@@ -295,15 +294,19 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
     // First start: the admin token is printed once.
     let mut first = Server::spawn(&config, std::process::Stdio::piped());
     let out = first.0.stdout.take().unwrap();
-    let admin = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.trim().strip_prefix("admin token:").map(|v| v.trim().to_string()))
-            .expect("the admin token is printed on first start")
-    })
-    .await
-    .unwrap();
+    // Read to the end: a closed pipe would fail the server's next print.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(v) = l.trim().strip_prefix("admin token:") {
+                let _ = tx.send(v.trim().to_string());
+            }
+        }
+    });
+    let admin = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the admin token is printed on first start");
     wait_listening(addr).await;
     let ch = channel(addr).await;
     let mut keys = Vec::new();
@@ -344,7 +347,8 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
     for (tenant, _) in &keys {
         let n = accepted.keys().filter(|(t, _)| t == tenant).count() as u64;
         for outcome in ["sent", "delivered"] {
-            let got = read.messages.get(&(tenant.to_string(), "email".into(), outcome.into()));
+            let key = (tenant.to_string(), "email".to_string(), outcome.to_string());
+            let got = read.messages.get(&key);
             assert_eq!(got, Some(&n), "{tenant}'s {outcome} messages");
         }
     }
