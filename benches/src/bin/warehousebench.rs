@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use clarion_domain::{Actor, Event, Id, Payload, TenantId};
-use clarion_log::{EventLog, Record};
+use clarion_log::Record;
 use clarion_proto::events as pb;
 use clarion_runtime::colocated::Colocated;
 use clarion_runtime::{SystemClock, Topic, Topics};

@@ -55,7 +55,7 @@ out = {
 }
 for t in ["notifications", "messages", "engagement"]:
     # The files' own columns (no partition columns), as DuckDB types them.
-    out["columns"][t] = q(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{root}/{t}/**/*.parquet'))")
+    out["columns"][t] = q(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{root}/{t}/**/*.parquet', hive_partitioning = false))")
 print(json.dumps(out, default=str))
 "#;
 
