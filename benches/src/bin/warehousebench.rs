@@ -59,69 +59,99 @@ fn notification(n: usize, tenants: &[TenantId]) -> Vec<(Topic, Event)> {
     let mut out = vec![
         (
             Topic::Dispatch,
-            event(n, 0, tenant, &key, Payload::DispatchRequested(pb::DispatchRequested {
-                notification_id: nid.clone(),
-                attempt_id: attempt.clone(),
-                channel: "email".into(),
-                provider: "smtp".into(),
-                to: "ana@example.test".into(),
-                subject: "Your visit".into(),
-                body: "Hello Ana, your technician comes on Tuesday.".into(),
-                locale: "en".into(),
-                subscriber_id: format!("sub-{}", n % 10_000),
-                step: "mail".into(),
-                workflow_id: "appointment".into(),
-                ..Default::default()
-            })),
+            event(
+                n,
+                0,
+                tenant,
+                &key,
+                Payload::DispatchRequested(pb::DispatchRequested {
+                    notification_id: nid.clone(),
+                    attempt_id: attempt.clone(),
+                    channel: "email".into(),
+                    provider: "smtp".into(),
+                    to: "ana@example.test".into(),
+                    subject: "Your visit".into(),
+                    body: "Hello Ana, your technician comes on Tuesday.".into(),
+                    locale: "en".into(),
+                    subscriber_id: format!("sub-{}", n % 10_000),
+                    step: "mail".into(),
+                    workflow_id: "appointment".into(),
+                    ..Default::default()
+                }),
+            ),
         ),
         (
             Topic::Deliveries,
-            event(n, 1, tenant, &key, Payload::Sent(pb::NotificationSent {
-                notification_id: nid.clone(),
-                attempt_id: attempt.clone(),
-                provider: "smtp".into(),
-                provider_message_id: format!("<{n}@clarion.test>"),
-            })),
+            event(
+                n,
+                1,
+                tenant,
+                &key,
+                Payload::Sent(pb::NotificationSent {
+                    notification_id: nid.clone(),
+                    attempt_id: attempt.clone(),
+                    provider: "smtp".into(),
+                    provider_message_id: format!("<{n}@clarion.test>"),
+                }),
+            ),
         ),
         (
             Topic::Deliveries,
-            event(n, 2, tenant, &key, Payload::Delivered(pb::NotificationDelivered {
-                notification_id: nid.clone(),
-                attempt_id: attempt.clone(),
-                provider: "smtp".into(),
-            })),
+            event(
+                n,
+                2,
+                tenant,
+                &key,
+                Payload::Delivered(pb::NotificationDelivered {
+                    notification_id: nid.clone(),
+                    attempt_id: attempt.clone(),
+                    provider: "smtp".into(),
+                }),
+            ),
         ),
         (
             Topic::Notifications,
-            event(n, 3, tenant, &key, Payload::Ended(pb::RunEnded {
-                notification_id: nid.clone(),
-                outcome: "completed".into(),
-                workflow_id: "appointment".into(),
-                workflow_version: 3,
-                step: "mail".into(),
-                subscriber_id: format!("sub-{}", n % 10_000),
-                attempts: vec![pb::AttemptRecord {
-                    attempt_id: attempt.clone(),
+            event(
+                n,
+                3,
+                tenant,
+                &key,
+                Payload::Ended(pb::RunEnded {
+                    notification_id: nid.clone(),
+                    outcome: "completed".into(),
+                    workflow_id: "appointment".into(),
+                    workflow_version: 3,
                     step: "mail".into(),
-                    channel: "email".into(),
-                    provider: "smtp".into(),
-                    at_ms: T0 + n as i64,
-                    sent: true,
+                    subscriber_id: format!("sub-{}", n % 10_000),
+                    attempts: vec![pb::AttemptRecord {
+                        attempt_id: attempt.clone(),
+                        step: "mail".into(),
+                        channel: "email".into(),
+                        provider: "smtp".into(),
+                        at_ms: T0 + n as i64,
+                        sent: true,
+                        ..Default::default()
+                    }],
                     ..Default::default()
-                }],
-                ..Default::default()
-            })),
+                }),
+            ),
         ),
     ];
     if n % 4 == 0 {
         out.push((
             Topic::Triggers,
-            event(n, 4, tenant, &key, Payload::Engaged(pb::EngagementRecorded {
-                notification_id: nid,
-                attempt_id: attempt,
-                kind: "opened".into(),
-                source: "pixel".into(),
-            })),
+            event(
+                n,
+                4,
+                tenant,
+                &key,
+                Payload::Engaged(pb::EngagementRecorded {
+                    notification_id: nid,
+                    attempt_id: attempt,
+                    kind: "opened".into(),
+                    source: "pixel".into(),
+                }),
+            ),
         ));
     }
     out
@@ -135,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
     let (log, store) = (c.log(), c.store());
     let mut topics = Topics::new("b.", PARTITIONS);
     topics.ensure(&*log).await?;
-    let tenants = [TenantId::parse("acme").unwrap(), TenantId::parse("globex").unwrap()];
+    let tenants = [
+        TenantId::parse("acme").unwrap(),
+        TenantId::parse("globex").unwrap(),
+    ];
 
     let fill = Instant::now();
     let mut events = 0usize;
@@ -154,7 +187,10 @@ async fn main() -> anyhow::Result<()> {
             log.append(&topics.name(t), recs).await?;
         }
     }
-    eprintln!("filled {events} events in {:.1} s", fill.elapsed().as_secs_f64());
+    eprintln!(
+        "filled {events} events in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
 
     let root = dir.path().join("warehouse");
     let dest = Destination::open("", &root).map_err(anyhow::Error::msg)?;
@@ -188,7 +224,10 @@ async fn main() -> anyhow::Result<()> {
         rows += r??;
     }
     let secs = started.elapsed().as_secs_f64();
-    let bytes: u64 = walk(&root).iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum();
+    let bytes: u64 = walk(&root)
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
     println!(
         "exported {events} events into {rows} rows in {secs:.2} s: {:.0} events/s, {:.0} rows/s; \
          {bytes} Parquet bytes, {:.1} bytes per notification",

@@ -36,10 +36,14 @@ impl Destination {
             std::path::PathBuf::from(url)
         };
         std::fs::create_dir_all(&dir).map_err(|e| {
-            WarehouseError::Config(format!("warehouse.url: cannot create {}: {e}", dir.display()))
+            WarehouseError::Config(format!(
+                "warehouse.url: cannot create {}: {e}",
+                dir.display()
+            ))
         })?;
-        let fs = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| WarehouseError::Config(format!("warehouse.url: {}: {e}", dir.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
+            WarehouseError::Config(format!("warehouse.url: {}: {e}", dir.display()))
+        })?;
         Ok(Destination {
             store: Arc::new(fs),
             url: dir.display().to_string(),

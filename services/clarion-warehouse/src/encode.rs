@@ -78,7 +78,10 @@ pub fn group(rows: Vec<Row>) -> BTreeMap<Group, Vec<Row>> {
 }
 
 /// One group's rows as a Parquet file (Snappy-compressed).
-pub fn parquet_bytes(table: WarehouseTable, rows: &[Row]) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+pub fn parquet_bytes(
+    table: WarehouseTable,
+    rows: &[Row],
+) -> Result<Vec<u8>, parquet::errors::ParquetError> {
     let batch = record_batch(table, rows)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -114,9 +117,9 @@ impl Builder {
             Kind::Int32 => Builder::I32(Int32Builder::with_capacity(n)),
             Kind::Int64 => Builder::I64(Int64Builder::with_capacity(n)),
             Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(n)),
-            Kind::TimestampMs => Builder::Ts(
-                TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"),
-            ),
+            Kind::TimestampMs => {
+                Builder::Ts(TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"))
+            }
         }
     }
 
@@ -231,7 +234,10 @@ mod tests {
                 occurred_at: 1_796_687_999_999,
             }),
         };
-        assert_eq!(Group::of(&row).dir(), "engagement/tenant=acme/date=2026-12-07");
+        assert_eq!(
+            Group::of(&row).dir(),
+            "engagement/tenant=acme/date=2026-12-07"
+        );
         assert_eq!(encode_segment("a/b=c"), "a%2Fb%3Dc");
         assert_eq!(encode_segment(".x"), "%2Ex");
     }

@@ -199,7 +199,11 @@ impl Exporter {
         let mut subs = Vec::new();
         for (i, t) in INPUTS.iter().enumerate() {
             let name = self.topics.name(*t);
-            subs.push(self.log.subscribe(&name, self.partition, self.positions[i]).await?);
+            subs.push(
+                self.log
+                    .subscribe(&name, self.partition, self.positions[i])
+                    .await?,
+            );
         }
         loop {
             if *shutdown.borrow() {
@@ -258,7 +262,11 @@ impl Exporter {
             self.positions[i] = pos.map_or(0, |b| state::u64_of(&b));
         }
         self.committed = self.positions;
-        self.seq = self.store.get(&self.keys.seq()).await?.map_or(0, |b| state::u64_of(&b));
+        self.seq = self
+            .store
+            .get(&self.keys.seq())
+            .await?
+            .map_or(0, |b| state::u64_of(&b));
         self.buffer.clear();
         self.buffer_bytes = 0;
         self.first_row_ms = None;
@@ -281,7 +289,8 @@ impl Exporter {
                 continue;
             };
             let outcomes: Vec<Outcome> = serde_json::from_slice(&v)?;
-            self.waiting.insert((tenant.into(), attempt.into()), outcomes);
+            self.waiting
+                .insert((tenant.into(), attempt.into()), outcomes);
         }
         self.last_commit_ms = self.clock.now_ms();
         Ok(())
@@ -317,7 +326,10 @@ impl Exporter {
                     || now - first >= self.cfg.max_file_age_ms
             }
             // Events that made no row still move the positions now and then.
-            None => self.positions != self.committed && now - self.last_commit_ms >= self.cfg.max_file_age_ms,
+            None => {
+                self.positions != self.committed
+                    && now - self.last_commit_ms >= self.cfg.max_file_age_ms
+            }
         }
     }
 
@@ -443,7 +455,13 @@ impl Exporter {
             self.seq += 1;
         }
         self.count(&files);
-        tracing::debug!(partition = self.partition, seq, rows = n_rows, files = files.len(), "warehouse roll");
+        tracing::debug!(
+            partition = self.partition,
+            seq,
+            rows = n_rows,
+            files = files.len(),
+            "warehouse roll"
+        );
         self.committed = self.positions;
         self.previous = std::mem::take(&mut self.attempts);
         self.buffer_bytes = 0;
@@ -494,7 +512,13 @@ impl Exporter {
                 offsets: INPUTS
                     .iter()
                     .enumerate()
-                    .map(|(i, t)| (t.base_name().to_string(), self.committed[i], self.positions[i]))
+                    .map(|(i, t)| {
+                        (
+                            t.base_name().to_string(),
+                            self.committed[i],
+                            self.positions[i],
+                        )
+                    })
                     .collect(),
                 written_at_ms: now,
             };

@@ -30,7 +30,12 @@ impl Keys {
     }
 
     fn own(&self, ck: &str) -> RowKey {
-        RowKey::new(Table::Warehouse, SYSTEM_TENANT, &self.pk, ck.as_bytes().to_vec())
+        RowKey::new(
+            Table::Warehouse,
+            SYSTEM_TENANT,
+            &self.pk,
+            ck.as_bytes().to_vec(),
+        )
     }
 
     /// The next offset of an input topic (by its base name).
@@ -79,7 +84,12 @@ impl Keys {
 
 /// A send attempt's request, under its tenant.
 pub fn attempt_key(tenant: &str, attempt_id: &str) -> RowKey {
-    RowKey::new(Table::Warehouse, tenant, "attempt", attempt_id.as_bytes().to_vec())
+    RowKey::new(
+        Table::Warehouse,
+        tenant,
+        "attempt",
+        attempt_id.as_bytes().to_vec(),
+    )
 }
 
 pub fn u64_of(b: &[u8]) -> u64 {
@@ -106,7 +116,9 @@ pub struct FileEntry {
 
 impl FileEntry {
     pub fn table(&self) -> Option<WarehouseTable> {
-        WarehouseTable::ALL.into_iter().find(|t| t.name() == self.table)
+        WarehouseTable::ALL
+            .into_iter()
+            .find(|t| t.name() == self.table)
     }
 }
 

@@ -57,7 +57,10 @@ impl Fixture {
             payload,
         };
         self.log
-            .append(&self.topics.name(topic), vec![Record::new(e.partition_key.clone(), e.encode())])
+            .append(
+                &self.topics.name(topic),
+                vec![Record::new(e.partition_key.clone(), e.encode())],
+            )
             .await
             .unwrap();
     }
@@ -97,7 +100,9 @@ impl Fixture {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for e in entries {
                 let p = e.unwrap().path();
                 if p.is_dir() {
@@ -113,12 +118,14 @@ impl Fixture {
 
     fn rows_in(&self, file: &str) -> usize {
         let bytes = std::fs::read(self.root.join(file)).unwrap();
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(|b| b.unwrap().num_rows())
-            .sum()
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+            bytes,
+        ))
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum()
     }
 }
 
@@ -167,7 +174,8 @@ fn ended(attempt: &str) -> Payload {
 async fn rows_of_two_tenants_land_once_in_their_partitions() {
     let mut f = Fixture::new().await;
     for (tenant, attempt) in [("acme", "a1"), ("globex", "g1")] {
-        f.append(Topic::Dispatch, tenant, requested(attempt, "email")).await;
+        f.append(Topic::Dispatch, tenant, requested(attempt, "email"))
+            .await;
         f.append(Topic::Deliveries, tenant, sent(attempt)).await;
         f.append(Topic::Notifications, tenant, ended(attempt)).await;
     }
@@ -188,11 +196,16 @@ async fn rows_of_two_tenants_land_once_in_their_partitions() {
     for tenant in ["acme", "globex"] {
         for table in ["messages", "notifications"] {
             let dir = format!("{table}/tenant={tenant}/date=2026-12-06/");
-            let file = files.iter().find(|p| p.starts_with(&dir)).unwrap_or_else(|| panic!("{dir} in {files:?}"));
+            let file = files
+                .iter()
+                .find(|p| p.starts_with(&dir))
+                .unwrap_or_else(|| panic!("{dir} in {files:?}"));
             assert_eq!(f.rows_in(file), 1);
         }
     }
-    assert!(files.iter().any(|p| p.starts_with("engagement/tenant=acme/")));
+    assert!(files
+        .iter()
+        .any(|p| p.starts_with("engagement/tenant=acme/")));
 
     // A second run from the stored positions writes nothing again.
     assert_eq!(f.export().await, 0);
@@ -207,7 +220,8 @@ async fn an_outcome_read_before_its_request_waits_for_it_across_restarts() {
     let mut ends = f.ends().await;
     ends[2] = 0;
     assert_eq!(f.exporter().run_to(ends, &mut |_| {}).await.unwrap(), 0);
-    f.append(Topic::Dispatch, "acme", requested("a1", "sms")).await;
+    f.append(Topic::Dispatch, "acme", requested("a1", "sms"))
+        .await;
     // A new exporter (a restart) reads the request: the row is written.
     assert_eq!(f.export().await, 1);
     let files = f.files();
@@ -230,12 +244,19 @@ async fn a_crash_mid_roll_is_undone_when_staged_and_finished_when_publishing() {
         bytes: 3,
     };
     // Staged, nothing committed: the staged file goes, nothing is published.
-    dest.put("_staging/x.parquet", b"abc".to_vec()).await.unwrap();
-    let staged = Staged { state: "staged".into(), seq: 0, files: vec![file("x")] };
+    dest.put("_staging/x.parquet", b"abc".to_vec())
+        .await
+        .unwrap();
+    let staged = Staged {
+        state: "staged".into(),
+        seq: 0,
+        files: vec![file("x")],
+    };
     let mut w = WriteBatch::new();
     w.put(keys.staged(), serde_json::to_vec(&staged).unwrap());
     f.store.write(w).await.unwrap();
-    f.append(Topic::Dispatch, "acme", requested("a1", "email")).await;
+    f.append(Topic::Dispatch, "acme", requested("a1", "email"))
+        .await;
     f.append(Topic::Deliveries, "acme", sent("a1")).await;
     assert_eq!(f.export().await, 1);
     let files = f.files();
@@ -243,13 +264,25 @@ async fn a_crash_mid_roll_is_undone_when_staged_and_finished_when_publishing() {
     assert_eq!(files.len(), 1, "{files:?}");
 
     // Publishing (committed): the restart finishes the rename.
-    dest.put("_staging/y.parquet", b"abc".to_vec()).await.unwrap();
-    let publishing = Staged { state: "publishing".into(), seq: 1, files: vec![file("y")] };
+    dest.put("_staging/y.parquet", b"abc".to_vec())
+        .await
+        .unwrap();
+    let publishing = Staged {
+        state: "publishing".into(),
+        seq: 1,
+        files: vec![file("y")],
+    };
     let mut w = WriteBatch::new();
     w.put(keys.staged(), serde_json::to_vec(&publishing).unwrap());
     f.store.write(w).await.unwrap();
     assert_eq!(f.export().await, 0);
     let files = f.files();
-    assert!(files.contains(&"messages/tenant=acme/date=2026-12-06/y.parquet".to_string()), "{files:?}");
-    assert!(!files.iter().any(|p| p.starts_with("_staging/")), "{files:?}");
+    assert!(
+        files.contains(&"messages/tenant=acme/date=2026-12-06/y.parquet".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|p| p.starts_with("_staging/")),
+        "{files:?}"
+    );
 }

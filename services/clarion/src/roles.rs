@@ -71,7 +71,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, exporter)"))
+            .ok_or_else(|| {
+                format!("unknown role {s:?} (gateway, router, dispatcher, projector, exporter)")
+            })
     }
 }
 

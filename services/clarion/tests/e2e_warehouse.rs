@@ -122,14 +122,21 @@ async fn trigger_mix(node: &RunningNode) -> Expected {
 async fn assert_warehouse(root: &std::path::Path, expected: &Expected) -> Read {
     let (notifications, messages, engagement) = expected;
     let read = wait_read(root, Duration::from_secs(60), |r| {
-        &r.notifications == notifications
-            && &r.messages == messages
-            && &r.engagement == engagement
+        &r.notifications == notifications && &r.messages == messages && &r.engagement == engagement
     })
     .await;
-    assert_eq!(&read.notifications, notifications, "notifications per tenant and status");
-    assert_eq!(&read.messages, messages, "messages per tenant, channel and outcome");
-    assert_eq!(&read.engagement, engagement, "engagement per tenant and kind");
+    assert_eq!(
+        &read.notifications, notifications,
+        "notifications per tenant and status"
+    );
+    assert_eq!(
+        &read.messages, messages,
+        "messages per tenant, channel and outcome"
+    );
+    assert_eq!(
+        &read.engagement, engagement,
+        "engagement per tenant and kind"
+    );
     assert!(
         read.notification_ids.values().all(|n| *n == 1),
         "a notification twice: {:?}",
@@ -164,11 +171,17 @@ async fn duckdb_reads_what_two_tenants_triggered_on_the_embedded_log() {
     // Nothing staged is left once the rolls are done, and every file is
     // under its table, tenant and date.
     let files: Vec<String> = walk(&root);
-    assert!(files.iter().all(|f| !f.starts_with("_staging/")), "{files:?}");
+    assert!(
+        files.iter().all(|f| !f.starts_with("_staging/")),
+        "{files:?}"
+    );
     for f in files.iter().filter(|f| f.ends_with(".parquet")) {
         let parts: Vec<&str> = f.split('/').collect();
         assert_eq!(parts.len(), 4, "{f}");
-        assert!(["notifications", "messages", "engagement"].contains(&parts[0]), "{f}");
+        assert!(
+            ["notifications", "messages", "engagement"].contains(&parts[0]),
+            "{f}"
+        );
         assert!(["tenant=acme", "tenant=globex"].contains(&parts[1]), "{f}");
         assert!(parts[2].starts_with("date="), "{f}");
     }
@@ -183,7 +196,10 @@ async fn duckdb_reads_what_two_tenants_triggered_on_the_embedded_log() {
     )
     .await
     .unwrap();
-    assert!(records >= rows && rows > 0, "{rows} rows from {records} records");
+    assert!(
+        records >= rows && rows > 0,
+        "{rows} rows from {records} records"
+    );
     let rebuilt = duckdb_read(&again);
     assert_eq!(rebuilt.notifications, expected.0);
     assert_eq!(rebuilt.messages, expected.1);
@@ -268,7 +284,10 @@ impl Drop for Server {
 async fn wait_listening(addr: std::net::SocketAddr) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server did not listen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not listen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -342,7 +361,10 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
         r.notification_ids == accepted
     })
     .await;
-    assert_eq!(read.notification_ids, accepted, "each accepted notification exactly once");
+    assert_eq!(
+        read.notification_ids, accepted,
+        "each accepted notification exactly once"
+    );
     assert_eq!(read.message_dups, 0, "a message outcome twice");
     for (tenant, _) in &keys {
         let n = accepted.keys().filter(|(t, _)| t == tenant).count() as u64;
@@ -353,7 +375,9 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
         }
     }
     assert!(
-        !walk(&root).iter().any(|f| f.starts_with("_staging/") && f.ends_with(".parquet")),
+        !walk(&root)
+            .iter()
+            .any(|f| f.starts_with("_staging/") && f.ends_with(".parquet")),
         "a staged file was left behind"
     );
 }

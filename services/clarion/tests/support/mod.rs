@@ -196,7 +196,12 @@ pub fn test_config(data_dir: &Path) -> Config {
 /// Starts the roles. `separate`: each role gets its own `Node` (its own log
 /// client and store handle), as separate processes would.
 pub async fn start(cfg: Config, separate: bool) -> RunningNode {
-    start_roles(cfg, separate, &[Role::Projector, Role::Router, Role::Dispatcher]).await
+    start_roles(
+        cfg,
+        separate,
+        &[Role::Projector, Role::Router, Role::Dispatcher],
+    )
+    .await
 }
 
 /// [`start`] with these processor roles (and the gateway).

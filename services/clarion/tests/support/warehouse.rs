@@ -78,7 +78,9 @@ pub struct Read {
 }
 
 fn s(v: &serde_json::Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
 }
 
 fn n(v: &serde_json::Value) -> u64 {
@@ -129,9 +131,7 @@ pub fn duckdb_read(root: &Path) -> Read {
                 ((s(&r[0]), s(&r[1])), n(&r[2]))
             })
             .collect(),
-        message_dups: rows("message_dups")
-            .first()
-            .map_or(0, |r| n(&arr(r)[0])),
+        message_dups: rows("message_dups").first().map_or(0, |r| n(&arr(r)[0])),
         dates: rows("dates").iter().map(|r| s(&arr(r)[0])).collect(),
         columns: v["columns"]
             .as_object()
