@@ -137,7 +137,7 @@ fn notification(n: usize, tenants: &[TenantId]) -> Vec<(Topic, Event)> {
             ),
         ),
     ];
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         out.push((
             Topic::Triggers,
             event(

@@ -11,12 +11,22 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::WarehouseError;
 
+/// The directory files are written to before they are published; readers
+/// glob `<table>/**/*.parquet` and never look here.
+pub const STAGING: &str = "_staging";
+
+fn io_error(path: &std::path::Path, e: std::io::Error) -> WarehouseError {
+    WarehouseError::Config(format!("warehouse: {}: {e}", path.display()))
+}
+
 /// The warehouse root.
 #[derive(Clone, Debug)]
 pub struct Destination {
     store: Arc<dyn ObjectStore>,
     /// What the URL named (for messages).
     pub url: String,
+    /// The directory itself, for what the object store API does not show.
+    dir: std::path::PathBuf,
 }
 
 impl Destination {
@@ -47,6 +57,7 @@ impl Destination {
         Ok(Destination {
             store: Arc::new(fs),
             url: dir.display().to_string(),
+            dir,
         })
     }
 
@@ -75,6 +86,32 @@ impl Destination {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes every file under `_staging/` whose name starts with `prefix`,
+    /// and returns how many. A put a crash cut short leaves the local
+    /// store's own temporary file (`<name>#<n>`), which no staged note
+    /// names and listing does not show: this finds those too.
+    pub fn sweep_staging(&self, prefix: &str) -> Result<usize, WarehouseError> {
+        let dir = self.dir.join(STAGING);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error(&dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let path = entry.path();
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(&path, e)),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Every object under `prefix` (tests and tools).

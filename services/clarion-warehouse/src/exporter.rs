@@ -27,7 +27,7 @@ use clarion_runtime::{Clock, Topic, Topics};
 use clarion_store::{Scan, Store, WriteBatch};
 use tokio::sync::watch;
 
-use crate::destination::Destination;
+use crate::destination::{Destination, STAGING};
 use crate::encode;
 use crate::rows::{self, AttemptInfo, Outcome, Row};
 use crate::state::{self, FileEntry, Keys, ManifestEntry, Staged};
@@ -299,22 +299,37 @@ impl Exporter {
     /// A roll interrupted by a crash: staged files are deleted, published
     /// ones finish moving (see the module docs).
     async fn recover(&mut self) -> Result<(), WarehouseError> {
-        let Some(raw) = self.store.get(&self.keys.staged()).await? else {
-            return Ok(());
-        };
-        let staged: Staged = serde_json::from_slice(&raw)?;
-        for f in &staged.files {
-            if staged.state == "publishing" {
-                self.dest.rename(&f.staging, &f.path).await?;
-            } else {
-                self.dest.delete(&f.staging).await?;
+        if let Some(raw) = self.store.get(&self.keys.staged()).await? {
+            let staged: Staged = serde_json::from_slice(&raw)?;
+            for f in &staged.files {
+                if staged.state == "publishing" {
+                    self.dest.rename(&f.staging, &f.path).await?;
+                } else {
+                    self.dest.delete(&f.staging).await?;
+                }
             }
+            tracing::info!(partition = self.partition, state = %staged.state, files = staged.files.len(), "warehouse: finished a roll a previous run left");
+            let mut w = WriteBatch::new();
+            w.delete(self.keys.staged());
+            self.store.write(w).await?;
         }
-        tracing::info!(partition = self.partition, state = %staged.state, files = staged.files.len(), "warehouse: finished a roll a previous run left");
-        let mut w = WriteBatch::new();
-        w.delete(self.keys.staged());
-        self.store.write(w).await?;
+        // Whatever else is staged under this exporter's names was never
+        // committed (or was cut short mid-write): its rows are read again.
+        let swept = self.dest.sweep_staging(&self.file_prefix())?;
+        if swept > 0 {
+            tracing::info!(
+                partition = self.partition,
+                files = swept,
+                "warehouse: deleted uncommitted staged files"
+            );
+        }
         Ok(())
+    }
+
+    /// The start of this exporter's file names (`exporter-p3-`): no other
+    /// exporter's files start with it.
+    fn file_prefix(&self) -> String {
+        format!("{}-p{}-", self.name, self.partition)
     }
 
     fn roll_due(&self) -> bool {
@@ -422,13 +437,13 @@ impl Exporter {
         let mut payloads = Vec::new();
         for (i, (group, rows)) in encode::group(rows).into_iter().enumerate() {
             let bytes = encode::parquet_bytes(group.table, &rows)?;
-            let file = format!("{}-p{}-{:010}-{i}.parquet", self.name, self.partition, seq);
+            let file = format!("{}{seq:010}-{i}.parquet", self.file_prefix());
             files.push(FileEntry {
                 table: group.table.name().into(),
                 tenant: group.tenant.clone(),
                 date: group.date.clone(),
                 path: format!("{}/{file}", group.dir()),
-                staging: format!("_staging/{file}"),
+                staging: format!("{STAGING}/{file}"),
                 rows: rows.len() as u64,
                 bytes: bytes.len() as u64,
             });

@@ -255,13 +255,24 @@ async fn a_crash_mid_roll_is_undone_when_staged_and_finished_when_publishing() {
     let mut w = WriteBatch::new();
     w.put(keys.staged(), serde_json::to_vec(&staged).unwrap());
     f.store.write(w).await.unwrap();
+    // A put cut short leaves the local store's temporary file, which no
+    // note names: swept too. Another exporter's staged file is left alone.
+    let staging = f.root.join("_staging");
+    std::fs::write(staging.join("exporter-p0-0000000000-0.parquet#7"), b"ab").unwrap();
+    std::fs::write(staging.join("backfill-p0-0000000000-0.parquet"), b"ab").unwrap();
     f.append(Topic::Dispatch, "acme", requested("a1", "email"))
         .await;
     f.append(Topic::Deliveries, "acme", sent("a1")).await;
     assert_eq!(f.export().await, 1);
     let files = f.files();
     assert!(!files.iter().any(|p| p.contains("x.parquet")), "{files:?}");
-    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(!files.iter().any(|p| p.contains("#7")), "{files:?}");
+    assert!(
+        files.contains(&"_staging/backfill-p0-0000000000-0.parquet".to_string()),
+        "{files:?}"
+    );
+    assert_eq!(files.len(), 2, "{files:?}");
+    std::fs::remove_file(staging.join("backfill-p0-0000000000-0.parquet")).unwrap();
 
     // Publishing (committed): the restart finishes the rename.
     dest.put("_staging/y.parquet", b"abc".to_vec())

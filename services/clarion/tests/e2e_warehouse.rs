@@ -250,6 +250,17 @@ fn walk(root: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// How many Parquet files are published under `root` (none yet: 0).
+fn published(root: &std::path::Path) -> usize {
+    if !root.exists() {
+        return 0;
+    }
+    walk(root)
+        .iter()
+        .filter(|f| !f.starts_with("_staging/") && f.ends_with(".parquet"))
+        .count()
+}
+
 /// A real `clarion serve` on a fixed data directory and ports, restartable.
 struct Server(std::process::Child);
 
@@ -335,6 +346,7 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
         keys.push((tenant, key));
     }
 
+    let root = dir.path().join("data/warehouse");
     let mut accepted: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut server = Some(first);
     for round in 0..4u64 {
@@ -343,20 +355,28 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
             wait_listening(addr).await;
         }
         let ch = channel(addr).await;
+        let before = published(&root);
         for i in 0..30 {
             let (tenant, key) = &keys[i % 2];
             let id = trigger(&ch, key, "mail-ok", &format!("r{round}-{i}")).await;
             accepted.insert((tenant.to_string(), id), 1);
         }
         // Killed while runs end and the exporter rolls their rows, at a
-        // different point each round.
-        tokio::time::sleep(Duration::from_millis(40 * round)).await;
+        // different point each round: at once (rows only in memory), then
+        // once the exporter has published 1, 2, 3 files of this round.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while published(&root) < before + round as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the exporter published nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         server.take().unwrap().kill9();
     }
 
     let _last = Server::spawn(&config, std::process::Stdio::null());
     wait_listening(addr).await;
-    let root = dir.path().join("data/warehouse");
     let read = wait_read(&root, Duration::from_secs(90), |r| {
         r.notification_ids == accepted
     })
@@ -375,9 +395,7 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
         }
     }
     assert!(
-        !walk(&root)
-            .iter()
-            .any(|f| f.starts_with("_staging/") && f.ends_with(".parquet")),
+        !walk(&root).iter().any(|f| f.starts_with("_staging/")),
         "a staged file was left behind"
     );
 }
