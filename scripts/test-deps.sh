@@ -8,6 +8,8 @@
 #  - openssl (Debian): makes the RSA service-account keys of the FCM tests;
 #  - chromium and chromium-driver (Debian): the console's browser tests drive
 #    real headless Chromium through /usr/bin/chromedriver (console_browser.rs);
+#  - duckdb (PyPI): reads the warehouse's Parquet files in the exporter's
+#    tests (services/clarion/tests/e2e_warehouse.rs), in the same virtualenv;
 #  - tansu (crates.io): the Kafka-protocol broker, installed and started by kafka-up.sh.
 # Idempotent: skips what is already there.
 set -euo pipefail
@@ -42,6 +44,12 @@ if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
     python3 -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$SCHEMATHESIS_VERSION"
+fi
+
+DUCKDB_VERSION='duckdb>=1.1,<2'
+if ! "$venv/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
+  echo "installing duckdb (reads the warehouse's Parquet files in tests) into $venv..."
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$DUCKDB_VERSION"
 fi
 
 scripts/kafka-up.sh

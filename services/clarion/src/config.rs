@@ -63,6 +63,55 @@ pub struct Config {
     /// Anomaly alerts over delivery outcomes (docs/alerts.md).
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
+    /// The warehouse exporter's Parquet files (docs/warehouse.md).
+    #[serde(default)]
+    pub warehouse: WarehouseConfig,
+}
+
+/// `warehouse`: where the exporter writes the Parquet tables, and how often
+/// it rolls a file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WarehouseConfig {
+    /// A directory (a path or `file:///PATH`). Empty: `<data-dir>/warehouse`.
+    pub url: String,
+    /// A row is in a published file within about this long (ms).
+    pub max_file_age_ms: u64,
+    /// A file is rolled once it holds this many rows ...
+    pub max_file_rows: usize,
+    /// ... or this many bytes (estimated before compression).
+    pub max_file_bytes: usize,
+}
+
+impl Default for WarehouseConfig {
+    fn default() -> Self {
+        let d = clarion_warehouse::ExporterConfig::default();
+        WarehouseConfig {
+            url: String::new(),
+            max_file_age_ms: d.max_file_age_ms as u64,
+            max_file_rows: d.max_file_rows,
+            max_file_bytes: d.max_file_bytes,
+        }
+    }
+}
+
+impl WarehouseConfig {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_file_rows == 0 {
+            return Err("warehouse.max-file-rows: must be at least 1".into());
+        }
+        if self.max_file_bytes == 0 {
+            return Err("warehouse.max-file-bytes: must be at least 1".into());
+        }
+        if self.url.contains("://") && !self.url.starts_with("file://") {
+            return Err(format!(
+                "warehouse.url: {:?}: only a directory (a path or file:///PATH) is supported",
+                self.url
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `analytics`: the retention of the analytics projection's rows.
@@ -430,6 +479,7 @@ impl Default for Config {
             telemetry: Default::default(),
             analytics: Default::default(),
             alerts: Default::default(),
+            warehouse: WarehouseConfig::default(),
         }
     }
 }
@@ -513,6 +563,7 @@ impl Config {
         }
         self.validate_push()?;
         self.scheduling.release_spread()?;
+        self.warehouse.validate()?;
         clarion_dispatch::ssrf::Guard::new(&self.outbound.guard())?;
         if !self.dlq.alert_webhook_url.is_empty()
             && self

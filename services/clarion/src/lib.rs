@@ -10,6 +10,7 @@ pub mod config;
 pub mod roles;
 pub mod secrets;
 pub mod telemetry;
+pub mod warehouse_cli;
 
 pub use config::Config;
 pub use roles::{Node, Role};

@@ -45,12 +45,17 @@ enum Command {
     /// credentials once.
     Serve(Overrides),
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
-    /// gateway, router, dispatcher, projector, analytics, alerts.
+    /// gateway, router, dispatcher, projector, analytics, alerts, exporter.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,
         #[command(flatten)]
         overrides: Overrides,
+    },
+    /// The warehouse's Parquet tables (docs/warehouse.md).
+    Warehouse {
+        #[command(subcommand)]
+        cmd: clarion::warehouse_cli::WarehouseCmd,
     },
     /// Manage workflow definitions of a running deployment (over gRPC).
     Workflow {
@@ -209,6 +214,7 @@ fn main() -> anyhow::Result<()> {
             let _traces = node(&cfg)?;
             rt.block_on(run(cfg, roles, false))
         }
+        Command::Warehouse { cmd } => rt.block_on(clarion::warehouse_cli::warehouse(cfg, cmd)),
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),

@@ -1,5 +1,5 @@
-//! Roles: the gateway, router, dispatcher, projector and alerts, each a set
-//! of tasks.
+//! Roles: the gateway, router, dispatcher, projector, analytics, alerts and
+//! exporter, each a set of tasks.
 //! `clarion serve` runs all of them in one process; `clarion run <role>` one.
 
 use std::collections::HashMap;
@@ -44,16 +44,19 @@ pub enum Role {
     Analytics,
     /// Anomaly alerts over delivery outcomes (issue #30, docs/alerts.md).
     Alerts,
+    /// The warehouse exporter (issue #30, docs/warehouse.md).
+    Exporter,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
         Role::Projector,
         Role::Analytics,
         Role::Alerts,
+        Role::Exporter,
     ];
 }
 
@@ -66,6 +69,7 @@ impl fmt::Display for Role {
             Role::Projector => "projector",
             Role::Analytics => "analytics",
             Role::Alerts => "alerts",
+            Role::Exporter => "exporter",
         })
     }
 }
@@ -76,7 +80,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter)"))
     }
 }
 
@@ -340,6 +344,7 @@ impl Node {
             Role::Projector => self.spawn_projector(tasks, shutdown),
             Role::Analytics => self.spawn_analytics(tasks, shutdown),
             Role::Alerts => self.spawn_alerts(tasks, shutdown)?,
+            Role::Exporter => self.spawn_exporter(tasks, shutdown)?,
         }
         Ok(())
     }
@@ -548,6 +553,70 @@ impl Node {
             tasks.spawn(async move {
                 evaluator.run(sd).await;
                 Ok(())
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    /// The warehouse's destination (`warehouse.url`, default
+    /// `<data-dir>/warehouse`).
+    pub fn warehouse_destination(&self) -> anyhow::Result<clarion_warehouse::Destination> {
+        clarion_warehouse::Destination::open(
+            &self.cfg.warehouse.url,
+            &self.cfg.data_dir.join("warehouse"),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// The exporter's settings from the configuration.
+    pub fn exporter_config(&self) -> clarion_warehouse::ExporterConfig {
+        let w = &self.cfg.warehouse;
+        clarion_warehouse::ExporterConfig {
+            max_file_age_ms: w.max_file_age_ms as i64,
+            max_file_rows: w.max_file_rows,
+            max_file_bytes: w.max_file_bytes,
+            max_batch: self.cfg.runtime.max_batch,
+            poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+        }
+    }
+
+    /// The exporter of one partition, under the state `name`.
+    pub fn exporter(
+        &self,
+        name: &str,
+        partition: u32,
+        dest: clarion_warehouse::Destination,
+    ) -> clarion_warehouse::Exporter {
+        clarion_warehouse::Exporter::new(
+            name,
+            self.log.clone(),
+            self.store.clone(),
+            self.topics.clone(),
+            partition,
+            self.clock.clone(),
+            dest,
+            self.exporter_config(),
+        )
+    }
+
+    /// One exporter per recipient partition: it reads every recipient
+    /// stream of its partition (docs/warehouse.md).
+    fn spawn_exporter(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let dest = self.warehouse_destination()?;
+        for p in 0..self.topics.partitions_of(Topic::Deliveries) {
+            let exporter = self.exporter(clarion_warehouse::exporter::LIVE, p, dest.clone());
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                exporter
+                    .run(sd)
+                    .await
+                    .with_context(|| format!("warehouse exporter partition {p}"))
             });
         }
         Ok(())

@@ -130,6 +130,8 @@ async fn serve_starts_with_a_demo_tenant_health_and_metrics() {
     // The embedded log and store share one file.
     assert!(dir.path().join("data/clarion.db").exists());
     assert!(!dir.path().join("data/log.db").exists() && !dir.path().join("data/store.db").exists());
+    // The warehouse exporter is one of the roles, writing under the data dir.
+    assert!(dir.path().join("data/warehouse").is_dir());
 
     assert_eq!(http_get(http, "/healthz").0, 200);
     assert_eq!(http_get(http, "/readyz").0, 200);

@@ -196,11 +196,21 @@ pub fn test_config(data_dir: &Path) -> Config {
 /// Starts the roles. `separate`: each role gets its own `Node` (its own log
 /// client and store handle), as separate processes would.
 pub async fn start(cfg: Config, separate: bool) -> RunningNode {
+    start_roles(
+        cfg,
+        separate,
+        &[Role::Projector, Role::Router, Role::Dispatcher],
+    )
+    .await
+}
+
+/// [`start`] with these processor roles (and the gateway).
+pub async fn start_roles(cfg: Config, separate: bool, roles: &[Role]) -> RunningNode {
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut nodes = Vec::new();
     let shared = Node::open(cfg.clone()).await.expect("opening node");
-    for role in [Role::Projector, Role::Router, Role::Dispatcher] {
+    for role in roles.iter().copied() {
         let node = if separate {
             Node::open(cfg.clone()).await.expect("opening node")
         } else {
@@ -1067,3 +1077,4 @@ pub async fn put_default_template(
         .expect("put template");
 }
 pub mod push;
+pub mod warehouse;

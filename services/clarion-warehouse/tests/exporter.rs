@@ -1,0 +1,299 @@
+//! The exporter over a real embedded log and store (one SQLite file), on a
+//! manual clock: rows of two tenants land once in their partitions, an
+//! outcome read before its request still joins it, and a roll a crash
+//! interrupted is undone (staged) or finished (publishing) on restart.
+
+use std::sync::Arc;
+
+use clarion_domain::event::{Actor, Payload};
+use clarion_domain::{Event, Id, TenantId};
+use clarion_log::{EventLog, Record};
+use clarion_proto::events as pb;
+use clarion_runtime::colocated::Colocated;
+use clarion_runtime::{Clock, ManualClock, Topic, Topics};
+use clarion_store::{Store, WriteBatch};
+use clarion_warehouse::state::{FileEntry, Keys, Staged};
+use clarion_warehouse::{Destination, Exporter, ExporterConfig, INPUTS};
+
+const NOW: i64 = 1_796_600_000_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn Store>,
+    topics: Topics,
+    clock: Arc<ManualClock>,
+    next_id: u8,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Colocated::open(dir.path().join("c.db").to_str().unwrap()).unwrap();
+        let mut topics = Topics::new("t.", 1);
+        topics.ensure(&*c.log()).await.unwrap();
+        Fixture {
+            root: dir.path().join("warehouse"),
+            _dir: dir,
+            log: c.log(),
+            store: c.store(),
+            topics,
+            clock: Arc::new(ManualClock::new(NOW)),
+            next_id: 0,
+        }
+    }
+
+    async fn append(&mut self, topic: Topic, tenant: &str, payload: Payload) {
+        self.next_id += 1;
+        let e = Event {
+            id: Id([self.next_id; 16]),
+            tenant: TenantId::parse(tenant).unwrap(),
+            partition_key: format!("{tenant}/sub"),
+            occurred_at_ms: self.clock.now_ms(),
+            causation_id: None,
+            correlation_id: None,
+            actor: Actor::System("test".into()),
+            payload,
+        };
+        self.log
+            .append(
+                &self.topics.name(topic),
+                vec![Record::new(e.partition_key.clone(), e.encode())],
+            )
+            .await
+            .unwrap();
+    }
+
+    fn exporter(&self) -> Exporter {
+        Exporter::new(
+            "exporter",
+            self.log.clone(),
+            self.store.clone(),
+            self.topics.clone(),
+            0,
+            self.clock.clone(),
+            Destination::open("", &self.root).unwrap(),
+            ExporterConfig {
+                max_file_age_ms: 1000,
+                ..ExporterConfig::default()
+            },
+        )
+    }
+
+    async fn ends(&self) -> [u64; 4] {
+        let mut out = [0; 4];
+        for (i, t) in INPUTS.iter().enumerate() {
+            out[i] = self.log.end_offset(&self.topics.name(*t), 0).await.unwrap();
+        }
+        out
+    }
+
+    /// Runs an exporter to the log's end; the rows it wrote.
+    async fn export(&self) -> u64 {
+        let ends = self.ends().await;
+        self.exporter().run_to(ends, &mut |_| {}).await.unwrap()
+    }
+
+    /// Every published file, relative to the root.
+    fn files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p.strip_prefix(&self.root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn rows_in(&self, file: &str) -> usize {
+        let bytes = std::fs::read(self.root.join(file)).unwrap();
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+            bytes,
+        ))
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum()
+    }
+}
+
+fn requested(attempt: &str, channel: &str) -> Payload {
+    Payload::DispatchRequested(pb::DispatchRequested {
+        notification_id: format!("n-{attempt}"),
+        attempt_id: attempt.into(),
+        channel: channel.into(),
+        provider: "sink".into(),
+        subscriber_id: "sub".into(),
+        step: "s1".into(),
+        workflow_id: "wf".into(),
+        locale: "en".into(),
+        ..Default::default()
+    })
+}
+
+fn sent(attempt: &str) -> Payload {
+    Payload::Sent(pb::NotificationSent {
+        notification_id: format!("n-{attempt}"),
+        attempt_id: attempt.into(),
+        provider: "sink".into(),
+        provider_message_id: "m".into(),
+    })
+}
+
+fn ended(attempt: &str) -> Payload {
+    Payload::Ended(pb::RunEnded {
+        notification_id: format!("n-{attempt}"),
+        outcome: "completed".into(),
+        workflow_id: "wf".into(),
+        workflow_version: 1,
+        subscriber_id: "sub".into(),
+        attempts: vec![pb::AttemptRecord {
+            attempt_id: attempt.into(),
+            channel: "email".into(),
+            sent: true,
+            at_ms: NOW,
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn rows_of_two_tenants_land_once_in_their_partitions() {
+    let mut f = Fixture::new().await;
+    for (tenant, attempt) in [("acme", "a1"), ("globex", "g1")] {
+        f.append(Topic::Dispatch, tenant, requested(attempt, "email"))
+            .await;
+        f.append(Topic::Deliveries, tenant, sent(attempt)).await;
+        f.append(Topic::Notifications, tenant, ended(attempt)).await;
+    }
+    f.append(
+        Topic::Triggers,
+        "acme",
+        Payload::Engaged(pb::EngagementRecorded {
+            notification_id: "n-a1".into(),
+            attempt_id: "a1".into(),
+            kind: "opened".into(),
+            source: "pixel".into(),
+        }),
+    )
+    .await;
+    assert_eq!(f.export().await, 5);
+    let files = f.files();
+    assert_eq!(files.len(), 5, "{files:?}");
+    for tenant in ["acme", "globex"] {
+        for table in ["messages", "notifications"] {
+            let dir = format!("{table}/tenant={tenant}/date=2026-12-06/");
+            let file = files
+                .iter()
+                .find(|p| p.starts_with(&dir))
+                .unwrap_or_else(|| panic!("{dir} in {files:?}"));
+            assert_eq!(f.rows_in(file), 1);
+        }
+    }
+    assert!(files
+        .iter()
+        .any(|p| p.starts_with("engagement/tenant=acme/")));
+
+    // A second run from the stored positions writes nothing again.
+    assert_eq!(f.export().await, 0);
+    assert_eq!(f.files(), files);
+}
+
+#[tokio::test]
+async fn an_outcome_read_before_its_request_waits_for_it_across_restarts() {
+    let mut f = Fixture::new().await;
+    f.append(Topic::Deliveries, "acme", sent("a1")).await;
+    // Up to the outcome only: it waits (stored), no row yet.
+    let mut ends = f.ends().await;
+    ends[2] = 0;
+    assert_eq!(f.exporter().run_to(ends, &mut |_| {}).await.unwrap(), 0);
+    f.append(Topic::Dispatch, "acme", requested("a1", "sms"))
+        .await;
+    // A new exporter (a restart) reads the request: the row is written.
+    assert_eq!(f.export().await, 1);
+    let files = f.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with("messages/tenant=acme/"));
+}
+
+#[tokio::test]
+async fn a_crash_mid_roll_is_undone_when_staged_and_finished_when_publishing() {
+    let mut f = Fixture::new().await;
+    let keys = Keys::new("exporter", 0);
+    let dest = Destination::open("", &f.root).unwrap();
+    let file = |n: &str| FileEntry {
+        table: "messages".into(),
+        tenant: "acme".into(),
+        date: "2026-12-06".into(),
+        path: format!("messages/tenant=acme/date=2026-12-06/{n}.parquet"),
+        staging: format!("_staging/{n}.parquet"),
+        rows: 1,
+        bytes: 3,
+    };
+    // Staged, nothing committed: the staged file goes, nothing is published.
+    dest.put("_staging/x.parquet", b"abc".to_vec())
+        .await
+        .unwrap();
+    let staged = Staged {
+        state: "staged".into(),
+        seq: 0,
+        files: vec![file("x")],
+    };
+    let mut w = WriteBatch::new();
+    w.put(keys.staged(), serde_json::to_vec(&staged).unwrap());
+    f.store.write(w).await.unwrap();
+    // A put cut short leaves the local store's temporary file, which no
+    // note names: swept too. Another exporter's staged file is left alone.
+    let staging = f.root.join("_staging");
+    std::fs::write(staging.join("exporter-p0-0000000000-0.parquet#7"), b"ab").unwrap();
+    std::fs::write(staging.join("backfill-p0-0000000000-0.parquet"), b"ab").unwrap();
+    f.append(Topic::Dispatch, "acme", requested("a1", "email"))
+        .await;
+    f.append(Topic::Deliveries, "acme", sent("a1")).await;
+    assert_eq!(f.export().await, 1);
+    let files = f.files();
+    assert!(!files.iter().any(|p| p.contains("x.parquet")), "{files:?}");
+    assert!(!files.iter().any(|p| p.contains("#7")), "{files:?}");
+    assert!(
+        files.contains(&"_staging/backfill-p0-0000000000-0.parquet".to_string()),
+        "{files:?}"
+    );
+    assert_eq!(files.len(), 2, "{files:?}");
+    std::fs::remove_file(staging.join("backfill-p0-0000000000-0.parquet")).unwrap();
+
+    // Publishing (committed): the restart finishes the rename.
+    dest.put("_staging/y.parquet", b"abc".to_vec())
+        .await
+        .unwrap();
+    let publishing = Staged {
+        state: "publishing".into(),
+        seq: 1,
+        files: vec![file("y")],
+    };
+    let mut w = WriteBatch::new();
+    w.put(keys.staged(), serde_json::to_vec(&publishing).unwrap());
+    f.store.write(w).await.unwrap();
+    assert_eq!(f.export().await, 0);
+    let files = f.files();
+    assert!(
+        files.contains(&"messages/tenant=acme/date=2026-12-06/y.parquet".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|p| p.starts_with("_staging/")),
+        "{files:?}"
+    );
+}
