@@ -176,7 +176,7 @@ spec:
           containerPort: {{ $v.ports.metrics }}
           protocol: TCP
       env:
-        - name: RUST_LOG
+        - name: CLARION_LOG
           value: info
         {{- if $v.adminToken.existingSecret }}
         - name: {{ include "clarion.envName" "auth.admin-token" }}
