@@ -431,3 +431,19 @@ fn values_the_binary_cannot_run_fail_the_render_naming_the_value() {
     let err = load_rendered_config(&docs).expect_err("a misspelt key must not load");
     assert!(err.contains("partitons"), "{err}");
 }
+
+#[test]
+fn every_runbook_link_of_the_dashboards_names_a_runbook() {
+    let mut links = 0;
+    for entry in std::fs::read_dir(repo().join("dashboards/grafana")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (at, _) in text.match_indices("${runbook_base}") {
+            let rest = &text[at + "${runbook_base}".len()..];
+            let file = &rest[..rest.find('"').unwrap()];
+            let path = repo().join("docs/runbooks").join(file);
+            assert!(path.exists(), "dashboard links to a missing runbook {file}");
+            links += 1;
+        }
+    }
+    assert!(links > 0, "the dashboards link to their runbooks");
+}
