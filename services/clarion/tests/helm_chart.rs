@@ -185,7 +185,7 @@ fn every_rendered_manifest_validates_against_the_kubernetes_schemas() {
         std::fs::write(&file, text.join("---\n")).unwrap();
         for version in KUBERNETES_VERSIONS {
             let out = run(Command::new(&validate)
-                .args(["--strict", "--kubernetes-version", version])
+                .args(["--strict", "--kubernetes-version", *version])
                 .arg(&file));
             let passed = out.matches(" passed for resource ").count();
             assert_eq!(passed, core.len(), "{values:?} on {version}:\n{out}");
@@ -234,7 +234,7 @@ fn load_rendered_config(docs: &[Value]) -> Result<Config, String> {
         for var in &secret_vars {
             jail.set_env(var, "dummy-secret-from-kubernetes");
         }
-        loaded = Config::load(Some(&file))
+        loaded = Config::load(Some(file.as_path()))
             .map_err(|e| format!("the rendered clarion.toml does not load: {e}"))
             .and_then(|cfg| {
                 cfg.validate()
@@ -419,6 +419,17 @@ fn values_the_binary_cannot_run_fail_the_render_naming_the_value() {
             Values::KafkaHa,
             &["--set", "roles.dispatcher.replicas=2"],
             "roles.dispatcher.replicas: only the gateway scales out",
+        ),
+        // values.schema.json: misspelt values and malformed brokers.
+        (
+            Values::KafkaHa,
+            &["--set", "roles.dispatchr.enabled=false"],
+            "additional properties 'dispatchr' not allowed",
+        ),
+        (
+            Values::KafkaHa,
+            &["--set", "kafka.brokers={kafka}"],
+            "/kafka/brokers/0",
         ),
     ];
     for (values, extra, want) in cases {
