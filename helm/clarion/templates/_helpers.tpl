@@ -178,7 +178,8 @@ spec:
       env:
         - name: CLARION_LOG
           value: info
-        {{- if $v.adminToken.existingSecret }}
+        {{- /* Only the pods serving the API check the admin token. */}}
+        {{- if and .grpc $v.adminToken.existingSecret }}
         - name: {{ include "clarion.envName" "auth.admin-token" }}
           valueFrom:
             secretKeyRef:
