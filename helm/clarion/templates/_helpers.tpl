@@ -240,7 +240,8 @@ spec:
     - name: keyring
       secret:
         secretName: {{ $v.keyring.existingSecret }}
-        defaultMode: 0440
+        # 0440: the pod's group (fsGroup) reads; decimal, as YAML 1.1 and 1.2 read octal differently.
+        defaultMode: 288
     {{- end }}
     {{- with .extraVolume }}
     - name: {{ .name }}
