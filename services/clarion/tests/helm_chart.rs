@@ -38,7 +38,9 @@ fn chart() -> PathBuf {
 }
 
 fn home_cache(rel: &str) -> PathBuf {
-    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache").join(rel)
+    PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+        .join(".cache")
+        .join(rel)
 }
 
 /// A tool the test-deps script installs, or `None` (skip) outside CI.
@@ -96,7 +98,10 @@ impl Values {
             Values::Defaults => vec![],
             Values::KafkaHa => vec![
                 "-f".into(),
-                chart().join("ci/kafka-ha-values.yaml").display().to_string(),
+                chart()
+                    .join("ci/kafka-ha-values.yaml")
+                    .display()
+                    .to_string(),
             ],
         }
     }
@@ -128,7 +133,9 @@ fn kind(doc: &Value) -> &str {
 }
 
 fn name(doc: &Value) -> &str {
-    doc["metadata"]["name"].as_str().expect("every manifest has a name")
+    doc["metadata"]["name"]
+        .as_str()
+        .expect("every manifest has a name")
 }
 
 fn of_kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
@@ -257,13 +264,21 @@ fn the_rendered_config_loads_into_the_typed_config_and_matches_the_pods() {
         for d in &deployments {
             let c = container(d);
             let args = strings(&c["args"]);
-            let at = args.iter().position(|a| *a == "--config").expect("--config");
+            let at = args
+                .iter()
+                .position(|a| *a == "--config")
+                .expect("--config");
             let mounted = c["volumeMounts"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .any(|m| m["mountPath"] == args[at + 1]);
-            assert!(mounted, "{}: --config {} is not mounted", name(d), args[at + 1]);
+            assert!(
+                mounted,
+                "{}: --config {} is not mounted",
+                name(d),
+                args[at + 1]
+            );
             assert_eq!(port(c, "http"), Some(cfg.http.listen.port()), "{}", name(d));
             assert_eq!(
                 port(c, "metrics"),
@@ -277,10 +292,15 @@ fn the_rendered_config_loads_into_the_typed_config_and_matches_the_pods() {
             // Keyring keys are `file:` paths: each under a mounted Secret.
             for (id, key) in &cfg.secrets.keys {
                 let path = key.strip_prefix("file:").expect("keyring keys are files");
-                let under_mount = c["volumeMounts"].as_array().unwrap().iter().any(|m| {
-                    path.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap()))
-                });
-                assert!(under_mount, "{}: secrets.keys.{id} {path} not mounted", name(d));
+                let under_mount =
+                    c["volumeMounts"].as_array().unwrap().iter().any(|m| {
+                        path.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap()))
+                    });
+                assert!(
+                    under_mount,
+                    "{}: secrets.keys.{id} {path} not mounted",
+                    name(d)
+                );
             }
             for probe in ["livenessProbe", "readinessProbe"] {
                 let path = c[probe]["httpGet"]["path"].as_str().unwrap();
@@ -336,7 +356,10 @@ fn each_deployment_runs_a_real_role_and_every_role_has_one() {
     // Only the stateless gateway autoscales and has a disruption budget.
     let hpa = of_kind(&docs, "HorizontalPodAutoscaler");
     assert_eq!(hpa.len(), 1);
-    assert_eq!(hpa[0]["spec"]["scaleTargetRef"]["name"], "clarion-test-gateway");
+    assert_eq!(
+        hpa[0]["spec"]["scaleTargetRef"]["name"],
+        "clarion-test-gateway"
+    );
     let pdb = of_kind(&docs, "PodDisruptionBudget");
     assert_eq!(pdb.len(), 1);
     assert_eq!(
@@ -362,7 +385,11 @@ fn the_service_monitor_scrapes_the_metrics_service_and_dashboards_ship() {
                 .all(|(k, v)| &s["metadata"]["labels"][k.as_str()] == v)
         })
         .collect();
-    assert_eq!(scraped.len(), 1, "the ServiceMonitor selects the metrics Service");
+    assert_eq!(
+        scraped.len(),
+        1,
+        "the ServiceMonitor selects the metrics Service"
+    );
     let port_names: Vec<&Value> = scraped[0]["spec"]["ports"]
         .as_array()
         .unwrap()
@@ -391,7 +418,11 @@ fn the_service_monitor_scrapes_the_metrics_service_and_dashboards_ship() {
             panic!("{file} is not in the chart: copy it to helm/clarion/dashboards/")
         });
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(shipped.trim_end(), text.trim_end(), "{file}: the chart's copy differs");
+        assert_eq!(
+            shipped.trim_end(),
+            text.trim_end(),
+            "{file}: the chart's copy differs"
+        );
         serde_json::from_str::<Value>(shipped).expect("dashboard JSON");
         files += 1;
     }
@@ -403,7 +434,11 @@ fn the_service_monitor_scrapes_the_metrics_service_and_dashboards_ship() {
 fn values_the_binary_cannot_run_fail_the_render_naming_the_value() {
     let Some(helm) = helm() else { return };
     let cases: &[(Values, &[&str], &str)] = &[
-        (Values::Defaults, &["--set", "mode=distributed"], "kafka.brokers"),
+        (
+            Values::Defaults,
+            &["--set", "mode=distributed"],
+            "kafka.brokers",
+        ),
         (Values::Defaults, &["--set", "mode=cluster"], "mode"),
         (
             Values::KafkaHa,
@@ -438,7 +473,12 @@ fn values_the_binary_cannot_run_fail_the_render_naming_the_value() {
     }
     // And a config key the binary does not know is refused by the test's
     // load (deny_unknown_fields), as the pods would refuse it.
-    let docs = render(&helm, Values::Defaults, &["--set", "config.log.partitons=4"]).unwrap();
+    let docs = render(
+        &helm,
+        Values::Defaults,
+        &["--set", "config.log.partitons=4"],
+    )
+    .unwrap();
     let err = load_rendered_config(&docs).expect_err("a misspelt key must not load");
     assert!(err.contains("partitons"), "{err}");
 }
