@@ -212,6 +212,7 @@ fn every_rendered_manifest_validates_against_the_kubernetes_schemas() {
 /// Loads the rendered `clarion.toml` as the pods will: the file, then every
 /// `CLARION__*` variable the Deployments take from Secrets (dummy values),
 /// then `validate`.
+#[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
 fn load_rendered_config(docs: &[Value]) -> Result<Config, String> {
     let maps = of_kind(docs, "ConfigMap");
     let toml = maps
