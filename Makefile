@@ -8,7 +8,7 @@ CARGO ?= cargo
 run:
 	$(CARGO) run --release -p clarion -- serve
 
-## Install and start what the tests need (aiosmtpd, chromium + chromedriver, tansu on 127.0.0.1:9092), then run every test.
+## Install and start what the tests need (aiosmtpd, chromium + chromedriver, helm + kubernetes-validate, tansu on 127.0.0.1:9092), then run every test.
 test: test-deps
 	$(CARGO) test --workspace --locked --no-fail-fast
 
