@@ -16,16 +16,20 @@
 
 pub mod alert_sinks;
 pub mod apns;
+pub mod breaker;
 pub mod device_token;
 pub mod dispatcher;
+pub mod failover;
 pub mod fcm;
 pub mod provider;
 pub mod push;
 pub mod secrets;
+pub mod sendgrid;
 pub mod smtp;
 pub mod ssrf;
 pub mod tenant_secrets;
 pub mod twilio;
+pub mod vonage;
 pub mod webhook;
 
 pub use dispatcher::{DispatchEffects, Dispatcher, DISPATCHER};
