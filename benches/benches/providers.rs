@@ -51,7 +51,11 @@ impl Provider for Secondary {
         "twilio"
     }
 
-    async fn send(&self, tenant: &str, msg: &pb::DispatchRequested) -> Result<SendOutcome, SendError> {
+    async fn send(
+        &self,
+        tenant: &str,
+        msg: &pb::DispatchRequested,
+    ) -> Result<SendOutcome, SendError> {
         self.0.send(tenant, msg).await
     }
 }
@@ -106,8 +110,8 @@ fn send(c: &mut Criterion) {
     let server = rt.block_on(VonageServer::start());
     let provider = || Arc::new(VonageProvider::new(&config(&server)).unwrap()) as Arc<dyn Provider>;
     let plain = DispatchEffects::new(vec![provider()]);
-    let routed = DispatchEffects::new(vec![provider()])
-        .with_routes(sms_route(), &BreakerConfig::default());
+    let routed =
+        DispatchEffects::new(vec![provider()]).with_routes(sms_route(), &BreakerConfig::default());
     let e = request();
     let mut g = c.benchmark_group("send");
     g.bench_function("plain", |b| b.iter(|| rt.block_on(plain.run(&e, 1))));
@@ -145,7 +149,9 @@ fn failover(c: &mut Criterion) {
         Some(clarion_dispatch::breaker::State::Open)
     );
     let mut g = c.benchmark_group("failover");
-    g.bench_function("first_failure", |b| b.iter(|| rt.block_on(closed.run(&e, 1))));
+    g.bench_function("first_failure", |b| {
+        b.iter(|| rt.block_on(closed.run(&e, 1)))
+    });
     g.bench_function("breaker_open", |b| b.iter(|| rt.block_on(open.run(&e, 1))));
     g.finish();
 }

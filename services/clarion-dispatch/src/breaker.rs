@@ -61,7 +61,9 @@ impl BreakerConfig {
             if r > 0.0 && r <= 1.0 {
                 Ok(())
             } else {
-                Err(format!("providers.breaker.{name}: must be in (0, 1], not {r}"))
+                Err(format!(
+                    "providers.breaker.{name}: must be in (0, 1], not {r}"
+                ))
             }
         };
         rate("failure-rate", self.failure_rate)?;
@@ -191,7 +193,12 @@ impl Breaker {
         if g.state == State::Open && now_ms - g.opened_at >= self.cfg.open_ms as i64 {
             g.probes_admitted = 0;
             g.probes_good = 0;
-            change = Some(self.set(&mut g, State::HalfOpen, "open time over: probing".into(), now_ms));
+            change = Some(self.set(
+                &mut g,
+                State::HalfOpen,
+                "open time over: probing".into(),
+                now_ms,
+            ));
         }
         let admission = match g.state {
             State::Closed => Admission::Send,
@@ -212,7 +219,11 @@ impl Breaker {
         let mut g = self.inner.lock().expect("breaker lock");
         match (g.state, admission) {
             (State::HalfOpen, Admission::Probe) if bad => {
-                let why = if o.failed { "a probe failed" } else { "a probe was slow" };
+                let why = if o.failed {
+                    "a probe failed"
+                } else {
+                    "a probe was slow"
+                };
                 Some(self.open(&mut g, why.into(), now_ms))
             }
             (State::HalfOpen, Admission::Probe) => {
@@ -226,7 +237,8 @@ impl Breaker {
             }
             // A send admitted before the breaker opened, finishing after:
             // the state was decided without it.
-            (State::Open | State::HalfOpen, _) | (State::Closed, Admission::Probe | Admission::Skip) => None,
+            (State::Open | State::HalfOpen, _)
+            | (State::Closed, Admission::Probe | Admission::Skip) => None,
             (State::Closed, Admission::Send) => {
                 let b = self.bucket(&mut g, now_ms);
                 b.total += 1;
@@ -413,7 +425,10 @@ mod tests {
     fn validation_names_the_key() {
         let mut c = cfg();
         c.failure_rate = 0.0;
-        assert!(c.validate().unwrap_err().contains("providers.breaker.failure-rate"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("providers.breaker.failure-rate"));
         let mut c = cfg();
         c.half_open_probes = 0;
         assert!(c.validate().unwrap_err().contains("half-open-probes"));

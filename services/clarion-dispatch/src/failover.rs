@@ -94,7 +94,12 @@ impl Providers {
         let mut out = vec![d.provider.as_str()];
         if let Some(route) = self.routes.get(&d.channel) {
             if route.contains(&d.provider) {
-                out.extend(route.iter().map(String::as_str).filter(|p| *p != d.provider));
+                out.extend(
+                    route
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|p| *p != d.provider),
+                );
             }
         }
         out

@@ -82,8 +82,16 @@ async fn sendgrid_posts_the_v3_body_and_reports_the_x_message_id() {
     let server = SendgridServer::start().await;
     let p = SendgridProvider::new(&sendgrid_config(&server)).unwrap();
     let effects = DispatchEffects::new(vec![Arc::new(p)]);
-    let a = run(&effects, &request("acme", 1, "email", "sendgrid", "ana@acme.test")).await;
-    let g = run(&effects, &request("globex", 2, "email", "sendgrid", "bo@globex.test")).await;
+    let a = run(
+        &effects,
+        &request("acme", 1, "email", "sendgrid", "ana@acme.test"),
+    )
+    .await;
+    let g = run(
+        &effects,
+        &request("globex", 2, "email", "sendgrid", "bo@globex.test"),
+    )
+    .await;
 
     let mails = server.accepted();
     assert_eq!(mails.len(), 2);
@@ -112,7 +120,11 @@ async fn sendgrid_outages_are_retryable_and_bad_keys_or_bodies_are_not() {
     let effects = DispatchEffects::new(vec![Arc::new(good)]);
 
     server.fail_with(503);
-    let out = run(&effects, &request("acme", 1, "email", "sendgrid", "ana@acme.test")).await;
+    let out = run(
+        &effects,
+        &request("acme", 1, "email", "sendgrid", "ana@acme.test"),
+    )
+    .await;
     let f = failed(&out);
     assert!(f.retryable, "{f:?}");
     assert!(f.reason.contains("503"), "{}", f.reason);
@@ -129,7 +141,11 @@ async fn sendgrid_outages_are_retryable_and_bad_keys_or_bodies_are_not() {
     let mut cfg = sendgrid_config(&server);
     cfg.api_key = "SG.wrong".into();
     let effects = DispatchEffects::new(vec![Arc::new(SendgridProvider::new(&cfg).unwrap())]);
-    let out = run(&effects, &request("acme", 3, "email", "sendgrid", "ana@acme.test")).await;
+    let out = run(
+        &effects,
+        &request("acme", 3, "email", "sendgrid", "ana@acme.test"),
+    )
+    .await;
     let f = failed(&out);
     assert!(!f.retryable && f.reason.contains("401"), "{f:?}");
     assert!(server.accepted().is_empty());
@@ -149,8 +165,16 @@ async fn vonage_posts_sms_json_and_reads_messages_status() {
     let server = VonageServer::start().await;
     let p = VonageProvider::new(&vonage_config(&server)).unwrap();
     let effects = DispatchEffects::new(vec![Arc::new(p)]);
-    let a = run(&effects, &request("acme", 1, "sms", "vonage", "+15145550101")).await;
-    let g = run(&effects, &request("globex", 2, "sms", "vonage", "+447700900000")).await;
+    let a = run(
+        &effects,
+        &request("acme", 1, "sms", "vonage", "+15145550101"),
+    )
+    .await;
+    let g = run(
+        &effects,
+        &request("globex", 2, "sms", "vonage", "+447700900000"),
+    )
+    .await;
 
     let sms = server.accepted();
     assert_eq!(sms.len(), 2);
@@ -161,7 +185,10 @@ async fn vonage_posts_sms_json_and_reads_messages_status() {
     assert_eq!(sms[0].from, "Acme");
     assert_eq!(sms[0].client_ref, "a-acme-1", "the attempt id");
     assert_eq!(sms[0].text, "Your technician is on the way (acme)");
-    assert_eq!((sms[1].to.as_str(), sms[1].client_ref.as_str()), ("447700900000", "a-globex-2"));
+    assert_eq!(
+        (sms[1].to.as_str(), sms[1].client_ref.as_str()),
+        ("447700900000", "a-globex-2")
+    );
 }
 
 #[tokio::test]
@@ -173,26 +200,46 @@ async fn vonage_status_codes_decide_between_retry_and_failure() {
 
     // HTTP 200 with status "5": Vonage's internal error, worth retrying.
     server.fail_with(200);
-    let out = run(&effects, &request("acme", 1, "sms", "vonage", "+15145550101")).await;
+    let out = run(
+        &effects,
+        &request("acme", 1, "sms", "vonage", "+15145550101"),
+    )
+    .await;
     let f = failed(&out);
-    assert!(f.retryable && f.reason.contains("status 5: Internal Error"), "{f:?}");
+    assert!(
+        f.retryable && f.reason.contains("status 5: Internal Error"),
+        "{f:?}"
+    );
     // An HTTP error in front of the API: retryable too.
     server.fail_with(502);
-    let f = failed(&run(&effects, &request("acme", 2, "sms", "vonage", "+15145550101")).await)
-        .clone();
+    let f = failed(
+        &run(
+            &effects,
+            &request("acme", 2, "sms", "vonage", "+15145550101"),
+        )
+        .await,
+    )
+    .clone();
     assert!(f.retryable && f.reason.contains("502"), "{f:?}");
     server.recover();
 
     // Status 3 (invalid parameters): this message, for good.
-    let f = failed(&run(&effects, &request("acme", 3, "sms", "vonage", "+1 514 not")).await)
-        .clone();
+    let f =
+        failed(&run(&effects, &request("acme", 3, "sms", "vonage", "+1 514 not")).await).clone();
     assert!(!f.retryable && f.reason.contains("status 3"), "{f:?}");
 
     let mut cfg = vonage_config(&server);
     cfg.api_secret = "wrong".into();
     let effects = DispatchEffects::new(vec![Arc::new(VonageProvider::new(&cfg).unwrap())]);
-    let out = run(&effects, &request("acme", 4, "sms", "vonage", "+15145550101")).await;
+    let out = run(
+        &effects,
+        &request("acme", 4, "sms", "vonage", "+15145550101"),
+    )
+    .await;
     let f = failed(&out);
-    assert!(!f.retryable && f.reason.contains("status 4: Bad Credentials"), "{f:?}");
+    assert!(
+        !f.retryable && f.reason.contains("status 4: Bad Credentials"),
+        "{f:?}"
+    );
     assert!(server.accepted().is_empty());
 }

@@ -694,7 +694,12 @@ fn given_a_failover_then_the_winner_is_recorded_and_late_reports_send_nothing() 
     });
     assert_eq!(s.sends.len(), sends, "no second message");
     assert_eq!(s.run.waiting, waiting, "the run did not move");
-    let a = s.run.attempts.iter().find(|a| a.attempt_id == email).unwrap();
+    let a = s
+        .run
+        .attempts
+        .iter()
+        .find(|a| a.attempt_id == email)
+        .unwrap();
     assert_eq!(a.provider, "smtp", "the winner");
     assert!(a.sent && a.error.is_none(), "{a:?}");
 }

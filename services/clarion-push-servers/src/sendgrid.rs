@@ -141,14 +141,20 @@ fn missing(body: &Value) -> Option<(&'static str, &'static str)> {
         ));
     }
     if text(&body["from"]["email"]).is_empty() {
-        return Some(("from.email", "The from email does not contain a valid address."));
+        return Some((
+            "from.email",
+            "The from email does not contain a valid address.",
+        ));
     }
     if text(&body["subject"]).is_empty() {
         return Some(("subject", "The subject is required."));
     }
     let content = &body["content"][0];
     if text(&content["type"]).is_empty() || text(&content["value"]).is_empty() {
-        return Some(("content.0.value", "The content value must be a string at least one character in length."));
+        return Some((
+            "content.0.value",
+            "The content value must be a string at least one character in length.",
+        ));
     }
     None
 }

@@ -602,7 +602,9 @@ impl Config {
                     ));
                 }
                 if !configured(name) {
-                    return Err(format!("{key}: {name:?} needs a [providers.{name}] section"));
+                    return Err(format!(
+                        "{key}: {name:?} needs a [providers.{name}] section"
+                    ));
                 }
                 if route[..i].contains(name) {
                     return Err(format!("{key}: {name:?} is named twice"));
@@ -663,12 +665,18 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let c = Config::load(Some(&f)).unwrap();
             c.validate().unwrap();
-            assert_eq!(c.providers.sendgrid.as_ref().unwrap().api_key, "SG.from-file");
+            assert_eq!(
+                c.providers.sendgrid.as_ref().unwrap().api_key,
+                "SG.from-file"
+            );
             assert_eq!(c.providers.routes["email"], ["sendgrid", "smtp"]);
             assert_eq!(c.providers.breaker.min_requests, 5);
             assert_eq!(c.providers.breaker.failure_rate, 0.5, "a default");
             let d = c.providers.channel_defaults();
-            assert_eq!((d["email"].as_str(), d["sms"].as_str()), ("sendgrid", "vonage"));
+            assert_eq!(
+                (d["email"].as_str(), d["sms"].as_str()),
+                ("sendgrid", "vonage")
+            );
             Ok(())
         });
         let c = Config::load(Some(&f)).unwrap();
@@ -681,19 +689,25 @@ mod tests {
         };
         bad(
             &|c| {
-                c.providers.routes.insert("sms".into(), vec!["sendgrid".into()]);
+                c.providers
+                    .routes
+                    .insert("sms".into(), vec!["sendgrid".into()]);
             },
             "providers.routes.sms[0]: \"sendgrid\" does not send channel sms",
         );
         bad(
             &|c| {
-                c.providers.routes.insert("sms".into(), vec!["vonage".into(), "twilio".into()]);
+                c.providers
+                    .routes
+                    .insert("sms".into(), vec!["vonage".into(), "twilio".into()]);
             },
             "providers.routes.sms[1]: \"twilio\" needs a [providers.twilio] section",
         );
         bad(
             &|c| {
-                c.providers.routes.insert("email".into(), vec!["smtp".into(), "smtp".into()]);
+                c.providers
+                    .routes
+                    .insert("email".into(), vec!["smtp".into(), "smtp".into()]);
             },
             "providers.routes.email[1]: \"smtp\" is named twice",
         );

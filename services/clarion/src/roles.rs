@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clarion_dispatch::push::PushProvider;
 use clarion_dispatch::secrets::Keyring;
+use clarion_dispatch::sendgrid::SendgridProvider;
 use clarion_dispatch::smtp::{SmtpProvider, Tracking};
 use clarion_dispatch::tenant_secrets::TenantSecrets;
-use clarion_dispatch::sendgrid::SendgridProvider;
 use clarion_dispatch::twilio::TwilioProvider;
 use clarion_dispatch::vonage::VonageProvider;
 use clarion_dispatch::webhook::WebhookProvider;
@@ -418,7 +418,10 @@ impl Node {
         let effects = Arc::new(
             DispatchEffects::new(self.providers().await?)
                 .with_send_timeout(Duration::from_millis(self.cfg.outbound.send_timeout_ms))
-                .with_routes(self.cfg.providers.routes.clone(), &self.cfg.providers.breaker)
+                .with_routes(
+                    self.cfg.providers.routes.clone(),
+                    &self.cfg.providers.breaker,
+                )
                 .with_clock(self.clock.clone()),
         );
         // With the log in the store's file, routers append requests

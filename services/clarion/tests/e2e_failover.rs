@@ -84,7 +84,15 @@ fn vonage_config(server: &VonageServer) -> VonageConfig {
 /// An sms template and a one-step workflow naming no provider: the
 /// route's first is the default.
 async fn sms_workflow(ch: &tonic::transport::Channel, key: &str) {
-    put_default_template(ch, key, "visit-sms", "sms", "", "Visit on {{ payload.day }}").await;
+    put_default_template(
+        ch,
+        key,
+        "visit-sms",
+        "sms",
+        "",
+        "Visit on {{ payload.day }}",
+    )
+    .await;
     apply_workflows(
         ch,
         key,
@@ -212,9 +220,13 @@ async fn a_failing_primary_fails_over_and_its_breaker_opens_then_closes_after_re
     let changes = breaker_changes(&deliveries);
     assert_eq!(changes.len(), 1, "{changes:#?}");
     let (_, open) = &changes[0];
-    assert_eq!((open.provider.as_str(), open.from.as_str(), open.to.as_str()), ("vonage", "closed", "open"));
+    assert_eq!(
+        (open.provider.as_str(), open.from.as_str(), open.to.as_str()),
+        ("vonage", "closed", "open")
+    );
     assert!(
-        open.reason.contains(&format!("of {MIN_REQUESTS} sends failed in 60000 ms")),
+        open.reason
+            .contains(&format!("of {MIN_REQUESTS} sends failed in 60000 ms")),
         "{}",
         open.reason
     );
@@ -250,8 +262,16 @@ async fn a_failing_primary_fails_over_and_its_breaker_opens_then_closes_after_re
     // Each tenant's events name only its own notifications.
     for e in &deliveries {
         if let Payload::ProviderFailedOver(o) = &e.payload {
-            let own = if e.tenant.as_str() == "acme" { "acme/a-" } else { "globex/g-" };
-            assert!(e.partition_key.starts_with(own), "{} {o:?}", e.partition_key);
+            let own = if e.tenant.as_str() == "acme" {
+                "acme/a-"
+            } else {
+                "globex/g-"
+            };
+            assert!(
+                e.partition_key.starts_with(own),
+                "{} {o:?}",
+                e.partition_key
+            );
         }
     }
 
@@ -286,7 +306,11 @@ async fn a_failing_primary_fails_over_and_its_breaker_opens_then_closes_after_re
     trigger(&ch, &keys[0], "after", 5).await;
     trigger(&ch, &keys[1], "after", 5).await;
     vonage.wait_for(13, PATIENCE).await;
-    assert_eq!(twilio.sent().len(), total, "nothing more through the secondary");
+    assert_eq!(
+        twilio.sent().len(),
+        total,
+        "nothing more through the secondary"
+    );
     let changes = breaker_changes(&events(&f.node, Topic::Deliveries).await);
     let path: Vec<(&str, &str)> = changes
         .iter()
@@ -294,7 +318,11 @@ async fn a_failing_primary_fails_over_and_its_breaker_opens_then_closes_after_re
         .collect();
     assert_eq!(
         path,
-        [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        [
+            ("closed", "open"),
+            ("open", "half_open"),
+            ("half_open", "closed")
+        ]
     );
     assert!(changes[2].1.reason.contains("3 probes succeeded"));
 }
