@@ -64,14 +64,14 @@ async fn run(effects: &DispatchEffects, e: &Event) -> Vec<Emit> {
 }
 
 fn sent(out: &[Emit]) -> &pb::NotificationSent {
-    match out.iter().map(|e| &e.event.payload).last() {
+    match out.last().map(|e| &e.event.payload) {
         Some(Payload::Sent(s)) => s,
         other => panic!("not sent: {other:?}"),
     }
 }
 
 fn failed(out: &[Emit]) -> &pb::NotificationFailed {
-    match out.iter().map(|e| &e.event.payload).last() {
+    match out.last().map(|e| &e.event.payload) {
         Some(Payload::Failed(f)) => f,
         other => panic!("not failed: {other:?}"),
     }
@@ -242,4 +242,81 @@ async fn vonage_status_codes_decide_between_retry_and_failure() {
         "{f:?}"
     );
     assert!(server.accepted().is_empty());
+}
+
+/// The breaker judges latency on the dispatcher's clock: the local server
+/// moves the manual clock 6 s per request (a slow SendGrid, no sleeping).
+/// Both tenants' sends count against the one breaker; the third slow send
+/// opens it (its event is in the tenant of that send), and the next send
+/// is refused at once, retryably, without a request to the provider.
+#[tokio::test]
+async fn a_slow_provider_opens_its_breaker_on_the_dispatchers_clock() {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use clarion_dispatch::breaker::{BreakerConfig, State};
+    use clarion_runtime::{Clock, ManualClock};
+
+    let server = SendgridServer::start().await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let moved = clock.clone();
+    server.on_request(Arc::new(move || moved.advance(Duration::from_secs(6))));
+    let breaker = BreakerConfig {
+        window_ms: 60_000,
+        min_requests: 3,
+        slow_call_ms: 5_000,
+        slow_call_rate: 0.5,
+        open_ms: 60_000,
+        ..BreakerConfig::default()
+    };
+    let effects = DispatchEffects::new(vec![Arc::new(
+        SendgridProvider::new(&sendgrid_config(&server)).unwrap(),
+    )])
+    .with_routes(
+        HashMap::from([("email".to_string(), vec!["sendgrid".to_string()])]),
+        &breaker,
+    )
+    .with_clock(Arc::new(clock.clone()));
+
+    let mut last = Vec::new();
+    for (i, tenant) in ["acme", "globex", "acme"].iter().enumerate() {
+        last = effects
+            .run(
+                &request(tenant, i as u8, "email", "sendgrid", "ana@acme.test").encode(),
+                clock.now_ms(),
+            )
+            .await;
+        assert_eq!(sent(&last).provider, "sendgrid", "slow, but sent");
+    }
+    assert_eq!(effects.breaker_state("sendgrid"), Some(State::Open));
+    let changed: Vec<_> = last
+        .iter()
+        .filter_map(|e| match &e.event.payload {
+            Payload::ProviderBreakerChanged(c) => Some((e.event.tenant.as_str(), c)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changed.len(), 1, "{last:?}");
+    let (tenant, c) = changed[0];
+    assert_eq!(tenant, "acme");
+    assert_eq!((c.from.as_str(), c.to.as_str()), ("closed", "open"));
+    assert!(
+        c.reason.contains("3 of 3 sends took over 5000 ms"),
+        "{}",
+        c.reason
+    );
+    assert_eq!(c.attempt_id, "a-acme-2");
+
+    let out = run(
+        &effects,
+        &request("globex", 9, "email", "sendgrid", "bo@globex.test"),
+    )
+    .await;
+    let f = failed(&out);
+    assert!(f.retryable, "{f:?}");
+    assert_eq!(
+        f.reason,
+        "no provider took the send (sendgrid: circuit open)"
+    );
+    assert_eq!(server.requests(), 3, "no request while open");
 }
