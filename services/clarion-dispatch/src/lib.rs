@@ -10,6 +10,12 @@
 //! ([`ssrf`]); secrets Clarion keeps are sealed with the master keyring
 //! ([`secrets`]); webhooks are signed per tenant ([`tenant_secrets`]).
 //!
+//! A channel may have several providers in priority order ([`failover`]):
+//! a send passes over a provider whose circuit breaker ([`breaker`]) is
+//! open or that fails on its side, under the same attempt id. Besides SMTP
+//! and Twilio, email goes through SendGrid's v3 API ([`sendgrid`]) and SMS
+//! through Vonage's ([`vonage`]).
+//!
 //! Push ([`push`]) fans one request out to the subscriber's devices through
 //! APNs ([`apns`]) and FCM ([`fcm`]); its per-device outcomes and dead
 //! tokens are events of their own ([`Report`]).
