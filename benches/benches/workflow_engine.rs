@@ -109,6 +109,7 @@ fn steps(c: &mut Criterion) {
                 flow,
                 Input::Sent {
                     attempt_id: attempt.clone(),
+                    provider: String::new(),
                 },
                 &ctx,
             );

@@ -9,12 +9,15 @@ use bytes::Bytes;
 use clarion_domain::{Actor, Event, Payload};
 use clarion_proto::events as pb;
 use clarion_runtime::{
-    live, telemetry, Batch, Effects, Emit, Input, ProcessError, Processor, Topic,
+    live, telemetry, Batch, Clock, Effects, Emit, Input, ProcessError, Processor, SystemClock,
+    Topic,
 };
 use clarion_store::{RowKey, Store, Table};
 use prost::Message;
 
-use crate::provider::{Provider, Report};
+use crate::breaker::BreakerConfig;
+use crate::failover::Providers;
+use crate::provider::Provider;
 
 pub const DISPATCHER: &str = "dispatcher";
 pub const SINK: &str = "sink";
@@ -185,8 +188,7 @@ fn sent_and_delivered(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested, p
 
 /// Sends through external providers after the dispatcher's commit.
 pub struct DispatchEffects {
-    providers: HashMap<String, Arc<dyn Provider>>,
-    send_timeout: Duration,
+    providers: Providers,
 }
 
 /// The longest any one send may take, whatever the provider's own
@@ -196,19 +198,37 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 impl DispatchEffects {
     pub fn new(providers: Vec<Arc<dyn Provider>>) -> DispatchEffects {
         DispatchEffects {
-            providers: providers
-                .into_iter()
-                .map(|p| (p.name().to_string(), p))
-                .collect(),
-            send_timeout: DEFAULT_SEND_TIMEOUT,
+            providers: Providers::new(providers, Arc::new(SystemClock), DEFAULT_SEND_TIMEOUT),
         }
     }
 
     /// Bounds every send (a blackholed SMTP host, a provider that never
-    /// answers) to `timeout`.
+    /// answers) to `timeout`: one provider's, before the next is tried.
     pub fn with_send_timeout(mut self, timeout: Duration) -> DispatchEffects {
-        self.send_timeout = timeout;
+        self.providers.set_send_timeout(timeout);
         self
+    }
+
+    /// Providers per channel in priority order, each behind a circuit
+    /// breaker (docs/providers.md).
+    pub fn with_routes(
+        mut self,
+        routes: HashMap<String, Vec<String>>,
+        breaker: &BreakerConfig,
+    ) -> DispatchEffects {
+        self.providers = self.providers.with_routes(routes, breaker);
+        self
+    }
+
+    /// The clock the breakers judge time (windows, latency) by.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> DispatchEffects {
+        self.providers.set_clock(clock);
+        self
+    }
+
+    /// The state of a provider's breaker, if it has one.
+    pub fn breaker_state(&self, provider: &str) -> Option<crate::breaker::State> {
+        self.providers.breaker(provider).map(|b| b.state())
     }
 }
 
@@ -226,18 +246,21 @@ impl Effects for DispatchEffects {
         let Payload::DispatchRequested(d) = &e.payload else {
             return Vec::new();
         };
-        let report = if telemetry::enabled() {
+        let routed = if telemetry::enabled() {
             // The provider call as a `tracing` span in the notification's
             // trace: what the provider code logs lands in it.
             use tracing::Instrument;
             let span =
                 tracing::info_span!("provider.send", provider = %d.provider, channel = %d.channel);
             telemetry::join(&span, &e);
-            self.send(e.tenant.as_str(), d).instrument(span).await
+            self.providers
+                .send(e.tenant.as_str(), d)
+                .instrument(span)
+                .await
         } else {
-            self.send(e.tenant.as_str(), d).await
+            self.providers.send(e.tenant.as_str(), d).await
         };
-        let kind = if report.result.is_ok() {
+        let kind = if routed.report.result.is_ok() {
             live::Kind::Sent
         } else {
             live::Kind::Failed
@@ -247,57 +270,75 @@ impl Effects for DispatchEffects {
             topic,
             event: e.caused(index, now_ms, actor(), payload),
         };
-        let mut out = outcome_events(d, report.result)
-            .into_iter()
-            .map(|(index, payload)| emit(Topic::Deliveries, index, payload))
-            .collect::<Vec<_>>();
-        // Indexes 0-2 are the outcome's; a provider's own events follow.
-        for (i, (topic, payload)) in report.extra.into_iter().enumerate() {
+        let mut out = Vec::new();
+        // Why the outcome names another provider than the request: first.
+        if !routed.skipped.is_empty() && routed.report.result.is_ok() {
+            let over = pb::ProviderFailedOver {
+                notification_id: d.notification_id.clone(),
+                attempt_id: d.attempt_id.clone(),
+                provider: routed.provider.clone(),
+                skipped: routed.skipped,
+            };
+            out.push(emit(
+                Topic::Deliveries,
+                FAILED_OVER_INDEX,
+                Payload::ProviderFailedOver(over),
+            ));
+        }
+        let changes = routed.changes.into_iter().take(MAX_CHANGES);
+        for (i, c) in changes.enumerate() {
+            let changed = pb::ProviderBreakerChanged {
+                provider: c.provider,
+                from: c.from.as_str().into(),
+                to: c.to.as_str().into(),
+                reason: c.reason,
+                notification_id: d.notification_id.clone(),
+                attempt_id: d.attempt_id.clone(),
+            };
+            out.push(emit(
+                Topic::Deliveries,
+                FAILED_OVER_INDEX + 1 + i as u32,
+                Payload::ProviderBreakerChanged(changed),
+            ));
+        }
+        out.extend(
+            outcome_events(d, &routed.provider, routed.report.result)
+                .into_iter()
+                .map(|(index, payload)| emit(Topic::Deliveries, index, payload)),
+        );
+        // Indexes 0-2 are the outcome's, 3-15 the route's; a provider's
+        // own events follow.
+        for (i, (topic, payload)) in routed.report.extra.into_iter().enumerate() {
             out.push(emit(topic, EXTRA_INDEX + i as u32, payload));
         }
         out
     }
 }
 
-/// Where the indexes of a provider's own events start (see [`Report`]).
+/// The index of the failover event; breaker changes follow it.
+const FAILED_OVER_INDEX: u32 = 3;
+/// Breaker changes one send reports at most (indexes 4-15).
+const MAX_CHANGES: usize = 12;
+/// Where the indexes of a provider's own events start (see [`crate::Report`]).
 const EXTRA_INDEX: u32 = 16;
 
-impl DispatchEffects {
-    async fn send(&self, tenant: &str, d: &pb::DispatchRequested) -> Report {
-        match self.providers.get(&d.provider) {
-            Some(p) => tokio::time::timeout(self.send_timeout, p.send_reported(tenant, d))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(crate::SendError::retryable(format!(
-                        "send did not finish within {} ms",
-                        self.send_timeout.as_millis()
-                    )))
-                    .into()
-                }),
-            None => Err(crate::SendError::terminal(format!(
-                "provider {:?} is not configured on this dispatcher",
-                d.provider
-            )))
-            .into(),
-        }
-    }
-}
-
-/// The outcome's events (index, payload): sent (and delivered), or failed.
+/// The outcome's events (index, payload): sent (and delivered), or failed,
+/// in the name of `provider`, the one that took (or last refused) the send.
 fn outcome_events(
     d: &pb::DispatchRequested,
+    provider: &str,
     result: Result<crate::SendOutcome, crate::SendError>,
 ) -> Vec<(u32, Payload)> {
     match result {
         Ok(outcome) => {
-            metrics::counter!("clarion_dispatch_sent_total", "provider" => d.provider.clone())
+            metrics::counter!("clarion_dispatch_sent_total", "provider" => provider.to_string())
                 .increment(1);
             let mut out = vec![(
                 0,
                 Payload::Sent(pb::NotificationSent {
                     notification_id: d.notification_id.clone(),
                     attempt_id: d.attempt_id.clone(),
-                    provider: d.provider.clone(),
+                    provider: provider.to_string(),
                     provider_message_id: outcome.provider_message_id,
                 }),
             )];
@@ -307,22 +348,22 @@ fn outcome_events(
                     Payload::Delivered(pb::NotificationDelivered {
                         notification_id: d.notification_id.clone(),
                         attempt_id: d.attempt_id.clone(),
-                        provider: d.provider.clone(),
+                        provider: provider.to_string(),
                     }),
                 ));
             }
             out
         }
         Err(err) => {
-            metrics::counter!("clarion_dispatch_failed_total", "provider" => d.provider.clone())
+            metrics::counter!("clarion_dispatch_failed_total", "provider" => provider.to_string())
                 .increment(1);
-            tracing::warn!(notification = %d.notification_id, provider = %d.provider, error = %err, "send failed");
+            tracing::warn!(notification = %d.notification_id, provider = %provider, error = %err, "send failed");
             vec![(
                 2,
                 Payload::Failed(pb::NotificationFailed {
                     notification_id: d.notification_id.clone(),
                     attempt_id: d.attempt_id.clone(),
-                    provider: d.provider.clone(),
+                    provider: provider.to_string(),
                     reason: err.message,
                     retryable: err.retryable,
                     stage: "dispatch".into(),

@@ -147,6 +147,8 @@ payloads! {
     TenantCalendarSet(TenantCalendarSet) = "clarion.tenant.calendar_set.v1",
     DigestFlushRequested(DigestFlushRequested) = "clarion.digest.flush_requested.v1",
     AnomalyDetected(AnomalyDetected) = "clarion.alerts.anomaly_detected.v1",
+    ProviderFailedOver(ProviderFailedOver) = "clarion.provider.failed_over.v1",
+    ProviderBreakerChanged(ProviderBreakerChanged) = "clarion.provider.breaker_changed.v1",
 }
 
 impl Payload {
@@ -168,6 +170,8 @@ impl Payload {
             Payload::PushRejected(p) => Some(&p.notification_id),
             Payload::PushDeviceOutcome(p) => Some(&p.notification_id),
             Payload::InboxItemWritten(p) => Some(&p.notification_id),
+            Payload::ProviderFailedOver(p) => Some(&p.notification_id),
+            Payload::ProviderBreakerChanged(p) => Some(&p.notification_id),
             _ => None,
         }
     }
@@ -198,6 +202,16 @@ impl Payload {
             Payload::PushRejected(_)
             | Payload::PushDeviceOutcome(_)
             | Payload::InboxItemWritten(_) => self.delivery_detail(),
+            Payload::ProviderFailedOver(p) => json!({
+                "attempt_id": p.attempt_id, "provider": p.provider,
+                "skipped": p.skipped.iter().map(|s| json!({
+                    "provider": s.provider, "reason": s.reason,
+                })).collect::<Vec<_>>(),
+            }),
+            Payload::ProviderBreakerChanged(p) => json!({
+                "provider": p.provider, "from": p.from, "to": p.to, "reason": p.reason,
+                "attempt_id": p.attempt_id,
+            }),
             Payload::ScheduleSet(_)
             | Payload::ScheduleStateChanged(_)
             | Payload::ScheduleDue(_)

@@ -131,7 +131,7 @@ proptest! {
             w.now += 60_000;
             let pick = |v: &Vec<String>, i: usize| v.get(i % v.len().max(1)).cloned();
             let input = match f {
-                Fact::Sent(i) => pick(&w.sends, i).map(|a| Input::Sent { attempt_id: a }),
+                Fact::Sent(i) => pick(&w.sends, i).map(|a| Input::Sent { attempt_id: a, provider: String::new() }),
                 Fact::Failed(i, r) => pick(&w.sends, i).map(|a| Input::Failed { attempt_id: a, retryable: r, reason: "x".into() }),
                 Fact::Engaged(i, k) => pick(&w.sends, i).map(|a| Input::Engaged { attempt_id: a, kind: KINDS[k as usize] }),
                 Fact::FireTimer(i) => w.timers.get(i % w.timers.len().max(1)).map(|(seq, due)| { w.now = w.now.max(*due); Input::Timer { seq: *seq } }),
@@ -166,7 +166,7 @@ proptest! {
             if run.is_terminal() { break; }
             w.now += 3_600_000;
             match run.waiting.clone() {
-                clarion_domain::flow::run::Waiting::Outcome { attempt_id } => apply(&mut run, &flow, &mut w, Input::Sent { attempt_id }),
+                clarion_domain::flow::run::Waiting::Outcome { attempt_id } => apply(&mut run, &flow, &mut w, Input::Sent { attempt_id, provider: String::new() }),
                 clarion_domain::flow::run::Waiting::Timer { seq, .. } => apply(&mut run, &flow, &mut w, Input::Timer { seq }),
                 clarion_domain::flow::run::Waiting::Nothing => prop_assert!(false, "a live run must be waiting on something: {run:?}"),
             }

@@ -91,7 +91,10 @@ impl Sim {
 
     fn sent_last(&mut self) {
         let a = self.last_attempt();
-        self.apply(Input::Sent { attempt_id: a });
+        self.apply(Input::Sent {
+            attempt_id: a,
+            provider: String::new(),
+        });
     }
 
     fn channels(&self) -> Vec<&str> {
@@ -567,6 +570,7 @@ fn given_an_engagement_then_surely_changes_only_when_it_raises_the_status() {
     let email = s.sends[0].1.clone();
     let sent = Input::Sent {
         attempt_id: email.clone(),
+        provider: String::new(),
     };
     assert!(s.run.surely_changes(&sent), "the outcome it waits for");
     s.sent_last();
@@ -662,4 +666,40 @@ steps:
     assert_eq!(s.channels(), ["sms", "email"]);
     s.sent_last();
     assert_eq!(s.ends, [(Terminal::Completed, "all steps done".into())]);
+}
+
+/// Failover (issue #31): the dispatcher tried two providers under one
+/// attempt id. The run takes the attempt's first outcome and records which
+/// provider won; a late report of the provider it failed over from (its
+/// success, its failure) finds the run no longer waiting and sends nothing.
+#[test]
+fn given_a_failover_then_the_winner_is_recorded_and_late_reports_send_nothing() {
+    let mut s = Sim::new(EMAIL_THEN_SMS);
+    s.apply(Input::Start);
+    let email = s.sends[0].1.clone();
+    s.apply(Input::Sent {
+        attempt_id: email.clone(),
+        provider: "smtp".into(),
+    });
+    let sends = s.sends.len();
+    let waiting = s.run.waiting.clone();
+    s.apply(Input::Sent {
+        attempt_id: email.clone(),
+        provider: "sendgrid".into(),
+    });
+    s.apply(Input::Failed {
+        attempt_id: email.clone(),
+        retryable: true,
+        reason: "sendgrid answered 503".into(),
+    });
+    assert_eq!(s.sends.len(), sends, "no second message");
+    assert_eq!(s.run.waiting, waiting, "the run did not move");
+    let a = s
+        .run
+        .attempts
+        .iter()
+        .find(|a| a.attempt_id == email)
+        .unwrap();
+    assert_eq!(a.provider, "smtp", "the winner");
+    assert!(a.sent && a.error.is_none(), "{a:?}");
 }

@@ -252,7 +252,10 @@ fn given_a_deferred_send_then_it_is_tried_again_with_the_same_attempt_id() {
             vec![first.clone(), first.clone()],
             "same attempt id"
         );
-        s.apply(Input::Sent { attempt_id: first });
+        s.apply(Input::Sent {
+            attempt_id: first,
+            provider: String::new(),
+        });
         assert_eq!(s.ends[0].0, Terminal::Completed);
         assert_eq!(s.run.attempts.len(), 1, "one attempt in the history");
     }

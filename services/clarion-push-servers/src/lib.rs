@@ -10,7 +10,18 @@
 //!   only a token it issued); records messages; scripted errors per token or
 //!   in order.
 //!
-//! Not a mock of Clarion: these stand in for Apple's and Google's servers.
+//! * [`sendgrid::SendgridServer`]: SendGrid v3 `mail/send` (bearer key,
+//!   JSON body, `202` with `X-Message-Id`); scripted outages.
+//! * [`vonage::VonageServer`]: Vonage's SMS API `sms/json` (JSON or form,
+//!   `messages[].status`); scripted outages.
+//!
+//! Not a mock of Clarion: these stand in for Apple's, Google's, SendGrid's
+//! and Vonage's servers.
 
 pub mod apns;
 pub mod fcm;
+mod script;
+pub mod sendgrid;
+pub mod vonage;
+
+pub use script::Hook;

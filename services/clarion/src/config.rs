@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use clarion_dispatch::breaker::BreakerConfig;
 use clarion_dispatch::push::PushConfig;
+use clarion_dispatch::sendgrid::SendgridConfig;
 use clarion_dispatch::smtp::SmtpConfig;
 use clarion_dispatch::twilio::TwilioConfig;
+use clarion_dispatch::vonage::VonageConfig;
 use clarion_dispatch::webhook::WebhookConfig;
 use clarion_runtime::RunnerConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -381,10 +384,24 @@ pub struct ProvidersConfig {
     pub smtp: Option<SmtpConfig>,
     pub webhook: Option<WebhookConfig>,
     pub twilio: Option<TwilioConfig>,
+    /// SendGrid's v3 mail API (docs/providers.md).
+    #[serde(default)]
+    pub sendgrid: Option<SendgridConfig>,
+    /// Vonage's SMS API (docs/providers.md).
+    #[serde(default)]
+    pub vonage: Option<VonageConfig>,
     /// APNs and FCM credentials per tenant and app (docs/push.md). With
     /// at least one app, channel push goes to the `push` provider.
     #[serde(default)]
     pub push: Option<PushConfig>,
+    /// Providers per channel in priority order (channel → names): a send
+    /// fails over to the next when one fails on its side or its circuit
+    /// breaker is open; the first is the channel's default (docs/providers.md).
+    #[serde(default)]
+    pub routes: HashMap<String, Vec<String>>,
+    /// The circuit breaker of every provider (docs/providers.md).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 impl ProvidersConfig {
@@ -397,6 +414,13 @@ impl ProvidersConfig {
     /// defaults, and `push` for channel push when push apps are configured.
     pub fn channel_defaults(&self) -> HashMap<String, String> {
         let mut out = self.defaults.clone();
+        // A route's first provider is its channel's default, unless the
+        // defaults name one (which then leads, the route's others following).
+        for (channel, route) in &self.routes {
+            if let Some(first) = route.first() {
+                out.entry(channel.clone()).or_insert_with(|| first.clone());
+            }
+        }
         if self.push_apps().is_some() {
             out.entry(clarion_domain::Channel::Push.to_string())
                 .or_insert_with(|| clarion_dispatch::push::PUSH.to_string());
@@ -451,7 +475,11 @@ impl Default for Config {
                 smtp: None,
                 webhook: None,
                 twilio: None,
+                sendgrid: None,
+                vonage: None,
                 push: None,
+                routes: HashMap::new(),
+                breaker: BreakerConfig::default(),
             },
             runtime: RuntimeConfig {
                 max_batch: RunnerConfig::default().max_batch,
@@ -562,6 +590,7 @@ impl Config {
             }
         }
         self.validate_push()?;
+        self.validate_routes()?;
         self.scheduling.release_spread()?;
         self.warehouse.validate()?;
         clarion_dispatch::ssrf::Guard::new(&self.outbound.guard())?;
@@ -587,6 +616,55 @@ impl Config {
 }
 
 impl Config {
+    /// `providers.routes` and `providers.breaker`: known channels, and
+    /// providers configured here that send on the channel.
+    fn validate_routes(&self) -> Result<(), String> {
+        self.providers.breaker.validate()?;
+        let p = &self.providers;
+        let configured = |name: &str| match name {
+            "smtp" => p.smtp.is_some(),
+            "sendgrid" => p.sendgrid.is_some(),
+            "twilio" => p.twilio.is_some(),
+            "vonage" => p.vonage.is_some(),
+            "webhook" => p.webhook.is_some(),
+            _ => false,
+        };
+        for (channel, route) in &p.routes {
+            let ch: clarion_domain::Channel = channel
+                .parse()
+                .map_err(|e| format!("providers.routes: {e}"))?;
+            let serves: &[&str] = match ch {
+                clarion_domain::Channel::Email => &["smtp", "sendgrid"],
+                clarion_domain::Channel::Sms => &["twilio", "vonage"],
+                clarion_domain::Channel::Webhook => &["webhook"],
+                // Push fans out itself; the inbox is built in; the sink
+                // records in the dispatcher's commit, where nothing fails over.
+                clarion_domain::Channel::Push | clarion_domain::Channel::InApp => &[],
+            };
+            if route.is_empty() {
+                return Err(format!("providers.routes.{channel}: names no provider"));
+            }
+            for (i, name) in route.iter().enumerate() {
+                let key = format!("providers.routes.{channel}[{i}]");
+                if !serves.contains(&name.as_str()) {
+                    return Err(format!(
+                        "{key}: {name:?} does not send channel {channel} (one of: {})",
+                        serves.join(", ")
+                    ));
+                }
+                if !configured(name) {
+                    return Err(format!(
+                        "{key}: {name:?} needs a [providers.{name}] section"
+                    ));
+                }
+                if route[..i].contains(name) {
+                    return Err(format!("{key}: {name:?} is named twice"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `providers.push`: each app's credentials (keys parsed, clients
     /// built), and a `push` default only with apps to send for.
     fn validate_push(&self) -> Result<(), String> {
@@ -614,6 +692,87 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `providers.routes` and `providers.breaker` as an operator writes
+    /// them (credentials from files), and each mistake named by its key.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn routes_and_breaker_load_and_name_their_mistakes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("sendgrid-key");
+        std::fs::write(&key, "SG.from-file\n").unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "[providers.routes]\nemail = [\"sendgrid\", \"smtp\"]\nsms = [\"vonage\"]\n\
+                 [providers.breaker]\nmin-requests = 5\nopen-ms = 1000\n\
+                 [providers.sendgrid]\napi-key-file = {key:?}\nfrom-email = \"no@acme.test\"\n\
+                 [providers.vonage]\napi-key = \"k\"\napi-secret = \"s\"\nfrom = \"Acme\"\n\
+                 [providers.smtp]\nhost = \"127.0.0.1\"\nfrom = \"no@acme.test\"\n"
+            ),
+        )
+        .unwrap();
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&f)).unwrap();
+            c.validate().unwrap();
+            assert_eq!(
+                c.providers.sendgrid.as_ref().unwrap().api_key,
+                "SG.from-file"
+            );
+            assert_eq!(c.providers.routes["email"], ["sendgrid", "smtp"]);
+            assert_eq!(c.providers.breaker.min_requests, 5);
+            assert_eq!(c.providers.breaker.failure_rate, 0.5, "a default");
+            let d = c.providers.channel_defaults();
+            assert_eq!(
+                (d["email"].as_str(), d["sms"].as_str()),
+                ("sendgrid", "vonage")
+            );
+            Ok(())
+        });
+        let c = Config::load(Some(&f)).unwrap();
+        assert!(c.providers.vonage.is_some());
+        let bad = |edit: &dyn Fn(&mut Config), expected: &str| {
+            let mut c = c.clone();
+            edit(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        };
+        bad(
+            &|c| {
+                c.providers
+                    .routes
+                    .insert("sms".into(), vec!["sendgrid".into()]);
+            },
+            "providers.routes.sms[0]: \"sendgrid\" does not send channel sms",
+        );
+        bad(
+            &|c| {
+                c.providers
+                    .routes
+                    .insert("sms".into(), vec!["vonage".into(), "twilio".into()]);
+            },
+            "providers.routes.sms[1]: \"twilio\" needs a [providers.twilio] section",
+        );
+        bad(
+            &|c| {
+                c.providers
+                    .routes
+                    .insert("email".into(), vec!["smtp".into(), "smtp".into()]);
+            },
+            "providers.routes.email[1]: \"smtp\" is named twice",
+        );
+        bad(
+            &|c| {
+                c.providers.routes.insert("fax".into(), vec!["smtp".into()]);
+            },
+            "providers.routes:",
+        );
+        bad(
+            &|c| c.providers.breaker.failure_rate = 1.5,
+            "providers.breaker.failure-rate",
+        );
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type

@@ -11,9 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clarion_dispatch::push::PushProvider;
 use clarion_dispatch::secrets::Keyring;
+use clarion_dispatch::sendgrid::SendgridProvider;
 use clarion_dispatch::smtp::{SmtpProvider, Tracking};
 use clarion_dispatch::tenant_secrets::TenantSecrets;
 use clarion_dispatch::twilio::TwilioProvider;
+use clarion_dispatch::vonage::VonageProvider;
 use clarion_dispatch::webhook::WebhookProvider;
 use clarion_dispatch::{DispatchEffects, Dispatcher, Provider};
 use clarion_domain::trigger::TriggerLimits;
@@ -291,6 +293,16 @@ impl Node {
                 TwilioProvider::new(tw).map_err(anyhow::Error::msg)?,
             ));
         }
+        if let Some(sg) = &self.cfg.providers.sendgrid {
+            out.push(Arc::new(
+                SendgridProvider::new(sg).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        if let Some(v) = &self.cfg.providers.vonage {
+            out.push(Arc::new(
+                VonageProvider::new(v).map_err(anyhow::Error::msg)?,
+            ));
+        }
         if let Some(push) = self.cfg.providers.push_apps() {
             out.push(Arc::new(
                 PushProvider::new(push, self.keyring.clone(), self.clock.clone())
@@ -427,7 +439,12 @@ impl Node {
     ) -> anyhow::Result<()> {
         let effects = Arc::new(
             DispatchEffects::new(self.providers().await?)
-                .with_send_timeout(Duration::from_millis(self.cfg.outbound.send_timeout_ms)),
+                .with_send_timeout(Duration::from_millis(self.cfg.outbound.send_timeout_ms))
+                .with_routes(
+                    self.cfg.providers.routes.clone(),
+                    &self.cfg.providers.breaker,
+                )
+                .with_clock(self.clock.clone()),
         );
         // With the log in the store's file, routers append requests
         // in their commits, exactly once: no dedup rows needed.

@@ -403,6 +403,9 @@ pub enum Input {
     },
     Sent {
         attempt_id: String,
+        /// The provider that took the send: after a failover, not the one
+        /// the attempt was requested of (empty: unknown, keep the request's).
+        provider: String,
     },
     Failed {
         attempt_id: String,
@@ -549,9 +552,15 @@ impl Run {
                     }
                 }
             }
-            Input::Sent { attempt_id } => {
+            Input::Sent {
+                attempt_id,
+                provider,
+            } => {
+                // Only the first outcome of the attempt counts: a late
+                // report (a provider that answered after the send failed
+                // over to the next) finds the run no longer waiting.
                 if self.waiting_on(&attempt_id) {
-                    self.on_sent(flow, &attempt_id, ctx, &mut out);
+                    self.on_sent(flow, &attempt_id, &provider, ctx, &mut out);
                 }
             }
             Input::Failed {
@@ -637,7 +646,7 @@ impl Run {
         self.terminal.is_none()
             && self.pc.is_some()
             && match input {
-                Input::Sent { attempt_id } | Input::Failed { attempt_id, .. } => {
+                Input::Sent { attempt_id, .. } | Input::Failed { attempt_id, .. } => {
                     self.waiting_on(attempt_id)
                 }
                 _ => false,
@@ -935,7 +944,14 @@ impl Run {
         }
     }
 
-    fn on_sent(&mut self, flow: &Flow, attempt_id: &str, ctx: &Ctx<'_>, out: &mut Vec<Output>) {
+    fn on_sent(
+        &mut self,
+        flow: &Flow,
+        attempt_id: &str,
+        provider: &str,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(pc) = self.pc else { return };
         if let Some(a) = self
             .attempts
@@ -943,6 +959,10 @@ impl Run {
             .find(|a| a.attempt_id == attempt_id)
         {
             a.sent = true;
+            // The run records which provider's attempt won.
+            if !provider.is_empty() && a.provider != provider {
+                a.provider = provider.to_string();
+            }
         }
         let step = flow.def.steps[pc].clone();
         self.set_status(&step.id, StepStatus::Sent);

@@ -377,6 +377,7 @@ impl Fact {
                 &s.notification_id,
                 RunInput::Sent {
                     attempt_id: s.attempt_id.clone(),
+                    provider: s.provider.clone(),
                 },
             ),
             Payload::Failed(f) if f.stage == FailureStage::Dispatch.as_str() => input(

@@ -225,6 +225,10 @@ impl Router {
 fn about_a_run(p: &Payload) -> bool {
     !matches!(
         p,
-        Payload::PushRejected(_) | Payload::PushDeviceOutcome(_) | Payload::InboxItemWritten(_)
+        Payload::PushRejected(_)
+            | Payload::PushDeviceOutcome(_)
+            | Payload::InboxItemWritten(_)
+            | Payload::ProviderFailedOver(_)
+            | Payload::ProviderBreakerChanged(_)
     )
 }
