@@ -155,6 +155,21 @@ async fn resolve_flows(
         .collect())
 }
 
+/// The notifications `events` start, as the API answers them.
+fn triggered(events: &[Event]) -> Vec<api::TriggeredNotification> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::Triggered(t) => Some(api::TriggeredNotification {
+                notification_id: t.notification_id.clone(),
+                workflow_id: t.workflow_id.clone(),
+                subscriber_id: t.subscriber_id.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 impl NotificationApi {
     pub(crate) async fn trigger(
         &self,
@@ -163,13 +178,11 @@ impl NotificationApi {
         let s = &self.0;
         let caller = auth::tenant(s, req.metadata()).await?;
         // Tracing (off by default): the notifications' root spans start here.
-        let traced_from = clarion_runtime::telemetry::enabled().then(|| {
-            let traceparent = req.metadata().get("traceparent");
-            (
-                std::time::SystemTime::now(),
-                clarion_runtime::telemetry::caller(traceparent.and_then(|v| v.to_str().ok())),
-            )
-        });
+        let traceparent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        let roots = clarion_runtime::telemetry::Roots::begin(traceparent);
         let req = req.into_inner();
         let event = req.event.clone();
         check_event_name(&req)?;
@@ -196,19 +209,8 @@ impl NotificationApi {
         };
         let at_ms = s.clock.now_ms();
         let mut events = accept(at_ms);
-        let notifications: Vec<api::TriggeredNotification> = events
-            .iter()
-            .filter_map(|e| match &e.payload {
-                Payload::Triggered(t) => Some(api::TriggeredNotification {
-                    notification_id: t.notification_id.clone(),
-                    workflow_id: t.workflow_id.clone(),
-                    subscriber_id: t.subscriber_id.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let mut notifications = triggered(&events);
         let mut replay = false;
-        let mut notifications = notifications;
         if !base.idempotency_key.is_empty() {
             if let Some(original) = claim_idempotency_key(
                 s,
@@ -234,17 +236,8 @@ impl NotificationApi {
         if !events.is_empty() {
             s.append(Topic::Triggers, &events).await?;
         }
-        if let Some((from, caller)) = traced_from {
-            use clarion_runtime::telemetry::{end_all, Parent, Pending};
-            let root = || Parent::Root {
-                caller: caller.clone(),
-            };
-            end_all(
-                events
-                    .iter()
-                    .filter_map(|e| Pending::of("gateway", e, root(), from))
-                    .collect(),
-            );
+        if let Some(roots) = roots {
+            roots.end("gateway", &events);
         }
         if replay {
             metrics::counter!("clarion_trigger_replays_total").increment(1);

@@ -82,6 +82,37 @@ pub fn caller(traceparent: Option<&str>) -> Option<SpanContext> {
     sc.is_valid().then_some(sc)
 }
 
+/// The root spans of an API call that accepts notifications: begun when
+/// the call arrives, reported once its events are in the log.
+pub struct Roots {
+    started: SystemTime,
+    caller: Option<SpanContext>,
+}
+
+impl Roots {
+    /// `None` when tracing is off; `traceparent` is the caller's W3C header.
+    pub fn begin(traceparent: Option<&str>) -> Option<Roots> {
+        enabled().then(|| Roots {
+            started: SystemTime::now(),
+            caller: caller(traceparent),
+        })
+    }
+
+    /// Reports a root span, by `component`, for each notification `events`
+    /// start.
+    pub fn end(self, component: &'static str, events: &[Event]) {
+        let root = || Parent::Root {
+            caller: self.caller.clone(),
+        };
+        end_all(
+            events
+                .iter()
+                .filter_map(|e| Pending::of(component, e, root(), self.started))
+                .collect(),
+        );
+    }
+}
+
 /// Makes `span` (a `tracing` span) a child of the span that produced `e`,
 /// so the `tracing` spans and events inside it join the notification's
 /// trace (through the `tracing-opentelemetry` layer the binary adds when
