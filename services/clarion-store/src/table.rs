@@ -104,10 +104,16 @@ pub enum Table {
     /// and the alert sinks' deduplication and cool-down marks. Owned by the
     /// alerts processor.
     Alerts,
+    /// Personal-data keys (issue #32): each subscriber's data keys (pk
+    /// `s/<subscriber>`, ck big-endian generation) and the tenant's body
+    /// keys (pk `bodies`, ck `<yyyymmdd>/<channel>/<country>`), wrapped by
+    /// the master keyring; an empty value is a destroyed key. See
+    /// `clarion_runtime::personal`.
+    DataKeys,
 }
 
 impl Table {
-    pub const ALL: [Table; 34] = [
+    pub const ALL: [Table; 35] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -142,6 +148,7 @@ impl Table {
         Table::Warehouse,
         Table::Analytics,
         Table::Alerts,
+        Table::DataKeys,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -182,6 +189,7 @@ impl Table {
             Table::Warehouse => "warehouse",
             Table::Analytics => "analytics",
             Table::Alerts => "alerts",
+            Table::DataKeys => "data_keys",
         }
     }
 }

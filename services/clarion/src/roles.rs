@@ -106,6 +106,8 @@ pub struct Node {
     /// Wakes the gateway's live inbox streams when this process's inbox
     /// projector moved a feed (`clarion serve`); a gateway alone polls.
     pub inbox_hub: Arc<InboxHub>,
+    /// Seals and opens personal data (issue #32).
+    pub personal: Arc<clarion_runtime::personal::Personal>,
 }
 
 impl Node {
@@ -156,7 +158,9 @@ impl Node {
             );
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let personal = clarion_runtime::personal::Personal::new(store.clone(), keyring.clone());
         Ok(Node {
+            personal,
             security: security(&cfg, clock.clone()),
             cfg,
             log,
@@ -208,6 +212,7 @@ impl Node {
             keyring: self.keyring.clone(),
             inbox_hub: self.inbox_hub.clone(),
             device_expiry: self.cfg.devices.expiry(),
+            personal: self.personal.clone(),
         }
     }
 
@@ -256,7 +261,8 @@ impl Node {
             )
             .with_inputs(more_inputs)
             .with_restart(make.clone())
-            .with_report(self.partitions.clone());
+            .with_report(self.partitions.clone())
+            .with_personal(self.personal.clone());
             if let Some(c) = &self.colocated {
                 runner = runner.with_colocated(c.clone());
             }
@@ -414,6 +420,7 @@ impl Node {
         let device_expiry = self.cfg.devices.expiry();
         // Validated with the configuration.
         let release_spread = self.cfg.scheduling.release_spread().unwrap_or_default();
+        let personal = self.personal.clone();
         // Outcomes come back to the router on the same partition.
         self.spawn_partitions(
             tasks,
@@ -427,6 +434,7 @@ impl Node {
                     .with_dlq_alerts(alerts.clone())
                     .with_device_expiry(device_expiry)
                     .with_release_spread(release_spread)
+                    .with_personal(personal.clone())
             },
             shutdown,
         );
@@ -444,8 +452,10 @@ impl Node {
                     self.cfg.providers.routes.clone(),
                     &self.cfg.providers.breaker,
                 )
-                .with_clock(self.clock.clone()),
+                .with_clock(self.clock.clone())
+                .with_personal(self.personal.clone()),
         );
+        let personal = self.personal.clone();
         // With the log in the store's file, routers append requests
         // in their commits, exactly once: no dedup rows needed.
         let colocated = self.colocated.is_some();
@@ -460,6 +470,7 @@ impl Node {
                 } else {
                     Dispatcher::new()
                 }
+                .with_personal(personal.clone())
             },
             shutdown,
         );
