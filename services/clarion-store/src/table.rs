@@ -104,10 +104,16 @@ pub enum Table {
     /// and the alert sinks' deduplication and cool-down marks. Owned by the
     /// alerts processor.
     Alerts,
+    /// The audit chain (issue #32): per tenant, pk `<topic>/<partition>`,
+    /// ck the big-endian first offset of a notary batch, value the batch's
+    /// links (offset, hash) and any signed checkpoint; the notary's
+    /// position and heads under the system tenant (pk
+    /// `notary/<topic>/<partition>`). Owned by the notary.
+    Chain,
 }
 
 impl Table {
-    pub const ALL: [Table; 34] = [
+    pub const ALL: [Table; 35] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -142,6 +148,7 @@ impl Table {
         Table::Warehouse,
         Table::Analytics,
         Table::Alerts,
+        Table::Chain,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -182,6 +189,7 @@ impl Table {
             Table::Warehouse => "warehouse",
             Table::Analytics => "analytics",
             Table::Alerts => "alerts",
+            Table::Chain => "audit_chain",
         }
     }
 }
