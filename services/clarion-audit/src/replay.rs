@@ -164,6 +164,9 @@ impl Replay {
         let mut fold = Fold::new(&self.query);
         for part in self.parts() {
             let end = self.log.end_offset(&part.name, part.partition).await?;
+            if end == 0 {
+                continue;
+            }
             let mut walker = Walker::open(&*self.log, &part, 0, end).await?;
             'part: while let Some(batch) = walker.next().await? {
                 progress(batch.len() as u64);

@@ -50,6 +50,11 @@ impl Cursor {
         Ok(self.items.front())
     }
 
+    /// The next item if it is already read.
+    pub fn front(&self) -> Option<&Item> {
+        self.items.front()
+    }
+
     pub fn pop(&mut self) {
         self.items.pop_front();
     }
