@@ -511,6 +511,7 @@ impl Default for Config {
             analytics: Default::default(),
             alerts: Default::default(),
             warehouse: WarehouseConfig::default(),
+            audit: clarion_audit::AuditConfig::default(),
         }
     }
 }

@@ -226,7 +226,22 @@ async fn before_t(ch: &Channel) -> Vec<(String, Vec<String>)> {
 async fn after_t(ch: &Channel, tenant: &str, key: &str) -> String {
     set_pref(ch, key, "s1", "channels.email", "off").await;
     set_pref(ch, key, "s2", "marketing", "on").await;
-    appointment_workflow(ch, key, "visit", "sink").await;
+    // A second version of `visit`: another name, the same step.
+    Tenants::new(ch.clone())
+        .put_workflow(authed(
+            key,
+            api::Workflow {
+                workflow_id: "visit".into(),
+                name: "Appointment reminder, second version".into(),
+                steps: vec![api::WorkflowStep {
+                    channel: "email".into(),
+                    template_id: "visit-tpl".into(),
+                    provider: "sink".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap();
     trigger(ch, key, "s2", &format!("{tenant}-s2-after")).await
 }
 
@@ -247,13 +262,13 @@ async fn replay_at_t_rebuilds_what_the_apis_answered_at_t() {
         tokio::task::yield_now().await;
     }
     let mut later_ids = Vec::new();
-    for (tenant, (key, ids)) in TENANTS.iter().zip(&tenants) {
+    for (i, (tenant, (key, ids))) in TENANTS.iter().zip(&tenants).enumerate() {
         let late = after_t(&ch, tenant, key).await;
         let mut all = ids.clone();
         all.push(late.clone());
         let now = seen_by_api(&ch, key, &all).await;
         assert_eq!(now.workflow_version, 2);
-        assert_ne!(now.preferences, at_t[0].preferences);
+        assert_ne!(now.preferences, at_t[i].preferences);
         later_ids.push(late);
     }
     let reader = node.nodes[0].clone();
