@@ -365,7 +365,7 @@ async fn verify_passes_untouched_and_names_one_changed_byte_as_the_first_break()
     node.stop().await;
 
     flip_byte_in_log_file(&dir.path().join(clarion::config::EMBEDDED_FILE), needle);
-    let reader = Node::open(cfg).await.unwrap();
+    let reader = Node::open(cfg.clone()).await.unwrap();
     let report = clarion::audit_cli::run_verify(&reader, None, None, false)
         .await
         .unwrap();
@@ -381,6 +381,22 @@ async fn verify_passes_untouched_and_names_one_changed_byte_as_the_first_break()
         "{report:?}"
     );
     assert_eq!(report.breaks, 1, "one edit, one break: {report:?}");
+    // The command itself fails (exit status 1), naming the place.
+    let cmd = clarion::audit_cli::AuditCmd::Verify {
+        tenant: None,
+        public_key: None,
+        json: true,
+    };
+    let failed = clarion::audit_cli::audit(cfg.clone(), cmd)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        failed.contains(&format!(
+            "triggers partition {partition} offset {offset} (tenant globex)"
+        )),
+        "{failed}"
+    );
     // acme's chains are untouched; a foreign public key fails the checkpoints.
     let acme = clarion::audit_cli::run_verify(&reader, Some("acme".into()), None, false)
         .await
