@@ -110,10 +110,16 @@ pub enum Table {
     /// the master keyring; an empty value is a destroyed key. See
     /// `clarion_runtime::personal`.
     DataKeys,
+    /// The audit chain (issue #32): per tenant, pk `<topic>/<partition>`,
+    /// ck the big-endian first offset of a notary batch, value the batch's
+    /// links (offset, hash) and any signed checkpoint; the notary's
+    /// position and heads under the system tenant (pk
+    /// `notary/<topic>/<partition>`). Owned by the notary.
+    Chain,
 }
 
 impl Table {
-    pub const ALL: [Table; 35] = [
+    pub const ALL: [Table; 36] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -149,6 +155,7 @@ impl Table {
         Table::Analytics,
         Table::Alerts,
         Table::DataKeys,
+        Table::Chain,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -190,6 +197,7 @@ impl Table {
             Table::Analytics => "analytics",
             Table::Alerts => "alerts",
             Table::DataKeys => "data_keys",
+            Table::Chain => "audit_chain",
         }
     }
 }

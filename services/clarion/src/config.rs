@@ -69,6 +69,9 @@ pub struct Config {
     /// The warehouse exporter's Parquet files (docs/warehouse.md).
     #[serde(default)]
     pub warehouse: WarehouseConfig,
+    /// The notary's signing key and checkpoint cadence (docs/audit.md).
+    #[serde(default)]
+    pub audit: clarion_audit::AuditConfig,
 }
 
 /// `warehouse`: where the exporter writes the Parquet tables, and how often
@@ -508,6 +511,7 @@ impl Default for Config {
             analytics: Default::default(),
             alerts: Default::default(),
             warehouse: WarehouseConfig::default(),
+            audit: clarion_audit::AuditConfig::default(),
         }
     }
 }
@@ -593,6 +597,7 @@ impl Config {
         self.validate_routes()?;
         self.scheduling.release_spread()?;
         self.warehouse.validate()?;
+        self.audit.validate()?;
         clarion_dispatch::ssrf::Guard::new(&self.outbound.guard())?;
         if !self.dlq.alert_webhook_url.is_empty()
             && self

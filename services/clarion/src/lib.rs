@@ -2,6 +2,7 @@
 //! `main.rs` and the end-to-end tests (which run roles in-process as tasks).
 
 pub mod alerts;
+pub mod audit_cli;
 pub mod bootstrap;
 pub mod client;
 pub mod client_devices;

@@ -48,10 +48,12 @@ pub enum Role {
     Alerts,
     /// The warehouse exporter (issue #30, docs/warehouse.md).
     Exporter,
+    /// The audit chain's notary (issue #32, docs/audit.md).
+    Notary,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
@@ -59,6 +61,7 @@ impl Role {
         Role::Analytics,
         Role::Alerts,
         Role::Exporter,
+        Role::Notary,
     ];
 }
 
@@ -72,6 +75,7 @@ impl fmt::Display for Role {
             Role::Analytics => "analytics",
             Role::Alerts => "alerts",
             Role::Exporter => "exporter",
+            Role::Notary => "notary",
         })
     }
 }
@@ -82,7 +86,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary)"))
     }
 }
 
@@ -363,6 +367,7 @@ impl Node {
             Role::Analytics => self.spawn_analytics(tasks, shutdown),
             Role::Alerts => self.spawn_alerts(tasks, shutdown)?,
             Role::Exporter => self.spawn_exporter(tasks, shutdown)?,
+            Role::Notary => self.spawn_notary(tasks, shutdown)?,
         }
         Ok(())
     }
@@ -702,5 +707,55 @@ impl Node {
             }
         }
         Ok(routes)
+    }
+}
+
+impl Node {
+    /// The notary's signing key (`audit.signing-key`, or the one generated
+    /// in the data directory).
+    pub fn audit_key(&self) -> anyhow::Result<Arc<clarion_audit::AuditKey>> {
+        Ok(Arc::new(
+            clarion_audit::AuditKey::load(&self.cfg.audit, &self.cfg.data_dir)
+                .context("loading the audit signing key")?,
+        ))
+    }
+
+    /// The notary of one partition (docs/audit.md).
+    pub fn notary(
+        &self,
+        part: clarion_audit::walk::Part,
+        key: Arc<clarion_audit::AuditKey>,
+    ) -> clarion_audit::Notary {
+        let a = &self.cfg.audit;
+        clarion_audit::Notary::new(
+            self.log.clone(),
+            self.store.clone(),
+            part,
+            self.clock.clone(),
+            key,
+            clarion_audit::NotaryConfig {
+                max_batch: self.cfg.runtime.max_batch,
+                poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+                checkpoint_every: a.checkpoint_every,
+                checkpoint_interval_ms: a.checkpoint_interval_ms as i64,
+            },
+        )
+    }
+
+    /// One notary per partition of every topic: the single chainer of its
+    /// partition (docs/audit.md).
+    fn spawn_notary(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let key = self.audit_key()?;
+        for part in clarion_audit::walk::parts(&self.topics) {
+            let what = format!("notary of {} partition {}", part.name, part.partition);
+            let notary = self.notary(part, key.clone());
+            let sd = shutdown.clone();
+            tasks.spawn(async move { notary.run(sd).await.context(what) });
+        }
+        Ok(())
     }
 }
