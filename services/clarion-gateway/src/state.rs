@@ -39,6 +39,8 @@ pub struct GatewayState {
     /// A device neither seen nor given a new token for this long shows
     /// `expired` (the router skips it): `devices.expire-after-days`.
     pub device_expiry: Duration,
+    /// Secure exports (`POST /v1/exports`); `None`: not offered here.
+    pub export: Option<Arc<crate::rest_exports::ExportDoor>>,
 }
 
 impl GatewayState {

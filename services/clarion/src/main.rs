@@ -57,6 +57,10 @@ enum Command {
         #[command(subcommand)]
         cmd: clarion::warehouse_cli::WarehouseCmd,
     },
+    /// Secure export of a tenant's notification history: masked,
+    /// watermarked, signed, optionally age-encrypted (docs/export.md);
+    /// `verify` and `public-key` subcommands.
+    Export(clarion::export_cli::ExportArgs),
     /// Manage workflow definitions of a running deployment (over gRPC).
     Workflow {
         #[command(subcommand)]
@@ -215,6 +219,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(run(cfg, roles, false))
         }
         Command::Warehouse { cmd } => rt.block_on(clarion::warehouse_cli::warehouse(cfg, cmd)),
+        Command::Export(args) => rt.block_on(clarion::export_cli::export(cfg, args)),
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),

@@ -208,6 +208,10 @@ impl Node {
             keyring: self.keyring.clone(),
             inbox_hub: self.inbox_hub.clone(),
             device_expiry: self.cfg.devices.expiry(),
+            export: Some(Arc::new(clarion_gateway::rest_exports::ExportDoor {
+                dir: self.cfg.compliance.export_dir(&self.cfg.data_dir),
+                opener: crate::export_cli::opener(self),
+            })),
         }
     }
 

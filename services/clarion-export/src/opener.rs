@@ -1,0 +1,13 @@
+//! Opening sealed personal fields before masking them. The implementation
+//! is the runtime's `Personal` (per-subscriber data keys): erased subjects
+//! read `[erased]`, redacted bodies `[redacted]`. A trait, so the export
+//! does not care which process holds the keys.
+
+use async_trait::async_trait;
+use clarion_domain::Event;
+
+#[async_trait]
+pub trait OpenPersonal: Send + Sync {
+    /// Opens in place every sealed personal field of the event's payload.
+    async fn open_event(&self, event: &mut Event) -> Result<(), String>;
+}
