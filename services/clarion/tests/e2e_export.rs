@@ -108,6 +108,55 @@ fn tamper_and_verify(dir: &std::path::Path, file: &str, key: &str) {
     verify_dir(dir, Some(key)).unwrap();
 }
 
+/// `clarion export ARGS` (the binary) with a configuration naming `data_dir`:
+/// its exit status, stdout and stderr.
+fn cli(data_dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let config = data_dir.join("cli.toml");
+    std::fs::write(
+        &config,
+        format!("data-dir = {:?}\n", data_dir.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .arg("--config")
+        .arg(&config)
+        .arg("export")
+        .args(args)
+        .env("CLARION_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `clarion export public-key` prints the key; `clarion export verify`
+/// passes, then exits non-zero naming the file after one byte changed.
+fn cli_verify(
+    data_dir: &std::path::Path,
+    dir: &std::path::Path,
+    file: &str,
+    tenant: &str,
+    key: &str,
+) {
+    let (ok, printed, err) = cli(data_dir, &["public-key", "--tenant", tenant]);
+    assert!(ok, "{err}");
+    assert_eq!(printed.trim(), key);
+    let d = dir.to_str().unwrap();
+    let (ok, printed, err) = cli(data_dir, &["verify", d, "--public-key", key]);
+    assert!(ok && printed.contains("check out"), "{printed} {err}");
+    let path = dir.join(file);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 0x01;
+    std::fs::write(&path, &bad).unwrap();
+    let (ok, _, err) = cli(data_dir, &["verify", d, "--public-key", key]);
+    assert!(
+        !ok && err.contains(file),
+        "verify must fail naming {file}: {err}"
+    );
+    std::fs::write(&path, &good).unwrap();
+}
+
 /// The config stream's ExportCreated events: (tenant, actor, export id).
 async fn export_events(node: &clarion::Node) -> Vec<(String, Actor, String)> {
     let topic = node.topics.name(Topic::Config);
@@ -183,6 +232,7 @@ async fn scenario(cfg: Config, separate: bool) {
         .public_key_b64();
     assert_eq!(m.signing.public_key, acme_pk);
     tamper_and_verify(&out, &m.files[0].name, &acme_pk);
+    cli_verify(&cfg.data_dir, &out, &m.files[0].name, "acme", &acme_pk);
 
     // globex over REST, with its admin key.
     let url = format!("http://{http}/v1/exports");
