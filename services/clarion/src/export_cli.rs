@@ -221,7 +221,10 @@ fn verify(dir: &Path, public_key: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// Opens sealed personal fields with the runtime's per-subscriber keys.
-// TODO(p32): the lead's `clarion_runtime::personal::Personal` once on main.
+// Issue #32: `clarion_runtime::personal::Personal` was not on main when
+// this was written; at the merge this returns
+// `Personal::new(node.store.clone(), node.keyring.clone())` (with
+// `impl OpenPersonal for Personal` in clarion-export's opener.rs).
 pub fn opener(node: &Node) -> Arc<dyn clarion_export::OpenPersonal> {
     let _ = node;
     Arc::new(Unsealed)
