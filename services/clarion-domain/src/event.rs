@@ -149,6 +149,7 @@ payloads! {
     AnomalyDetected(AnomalyDetected) = "clarion.alerts.anomaly_detected.v1",
     ProviderFailedOver(ProviderFailedOver) = "clarion.provider.failed_over.v1",
     ProviderBreakerChanged(ProviderBreakerChanged) = "clarion.provider.breaker_changed.v1",
+    ExportCreated(ExportCreated) = "clarion.export.created.v1",
 }
 
 impl Payload {
@@ -265,6 +266,16 @@ impl Payload {
             Payload::DlqRetried(p) => json!({"note": p.note}),
             Payload::DlqDiscarded(p) => json!({"note": p.note}),
             Payload::CancelRequested(p) => json!({"cancel_key": p.cancel_key, "reason": p.reason}),
+            Payload::ExportCreated(p) => json!({
+                "export_id": p.export_id, "requester": p.requester, "purpose": p.purpose,
+                "scope": serde_json::from_str::<Value>(&p.scope_json).unwrap_or(Value::Null),
+                "from_ms": p.from_ms, "until_ms": p.until_ms, "format": p.format,
+                "files": p.files.iter().map(|f| json!({
+                    "name": f.name, "sha256": f.sha256, "rows": f.rows,
+                })).collect::<Vec<_>>(),
+                "manifest_sha256": p.manifest_sha256, "public_key": p.public_key,
+                "encrypted_to": p.encrypted_to,
+            }),
             Payload::AnomalyDetected(p) => json!({
                 "alert_id": p.alert_id, "series": p.series, "provider": p.provider,
                 "signal": p.signal, "minute_start_ms": p.minute_start_ms,

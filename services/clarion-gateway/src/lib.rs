@@ -41,6 +41,7 @@ pub mod rest_apps;
 pub mod rest_dead_letters;
 pub mod rest_devices;
 pub mod rest_digests;
+pub mod rest_exports;
 pub mod rest_inbox;
 pub mod rest_notifications;
 pub mod rest_preferences;

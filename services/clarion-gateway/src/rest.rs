@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use utoipa::OpenApi;
 
+use crate::rest_exports;
 use crate::state::GatewayState;
 use crate::{
     rest_analytics, rest_apps, rest_dead_letters, rest_devices, rest_digests, rest_inbox,
@@ -76,6 +77,11 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_analytics::routes,
         openapi: <rest_analytics::Paths as OpenApi>::openapi,
+    },
+    // Issue #32: secure exports.
+    Module {
+        routes: rest_exports::routes,
+        openapi: <rest_exports::Paths as OpenApi>::openapi,
     },
 ];
 

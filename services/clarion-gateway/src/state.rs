@@ -42,6 +42,8 @@ pub struct GatewayState {
     /// Seals personal fields of what this gateway appends, opens them for
     /// its answers (issue #32, `clarion_runtime::personal`).
     pub personal: Arc<clarion_runtime::personal::Personal>,
+    /// Secure exports (`POST /v1/exports`); `None`: not offered here.
+    pub export: Option<Arc<crate::rest_exports::ExportDoor>>,
 }
 
 impl GatewayState {

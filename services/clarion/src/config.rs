@@ -72,6 +72,28 @@ pub struct Config {
     /// The notary's signing key and checkpoint cadence (docs/audit.md).
     #[serde(default)]
     pub audit: clarion_audit::AuditConfig,
+    /// Compliance: where `POST /v1/exports` writes (docs/export.md).
+    #[serde(default)]
+    pub compliance: ComplianceConfig,
+}
+
+/// `compliance`: secure exports (issue #32).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ComplianceConfig {
+    /// Where exports made over the API go (`<dir>/<tenant>/<export id>`).
+    /// Empty: `<data-dir>/exports`.
+    pub export_dir: String,
+}
+
+impl ComplianceConfig {
+    pub fn export_dir(&self, data_dir: &std::path::Path) -> PathBuf {
+        if self.export_dir.is_empty() {
+            data_dir.join("exports")
+        } else {
+            PathBuf::from(&self.export_dir)
+        }
+    }
 }
 
 /// `warehouse`: where the exporter writes the Parquet tables, and how often
@@ -512,6 +534,7 @@ impl Default for Config {
             alerts: Default::default(),
             warehouse: WarehouseConfig::default(),
             audit: clarion_audit::AuditConfig::default(),
+            compliance: ComplianceConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod client_devices;
 pub mod client_schedules;
 pub mod config;
+pub mod export_cli;
 pub mod roles;
 pub mod secrets;
 pub mod telemetry;

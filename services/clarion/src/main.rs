@@ -64,6 +64,10 @@ enum Command {
         #[command(subcommand)]
         cmd: clarion::warehouse_cli::WarehouseCmd,
     },
+    /// Secure export of a tenant's notification history: masked,
+    /// watermarked, signed, optionally age-encrypted (docs/export.md);
+    /// `verify` and `public-key` subcommands.
+    Export(clarion::export_cli::ExportArgs),
     /// Manage workflow definitions of a running deployment (over gRPC).
     Workflow {
         #[command(subcommand)]
@@ -223,6 +227,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Warehouse { cmd } => rt.block_on(clarion::warehouse_cli::warehouse(cfg, cmd)),
         Command::Audit { cmd } => rt.block_on(clarion::audit_cli::audit(cfg, cmd)),
+        Command::Export(args) => rt.block_on(clarion::export_cli::export(cfg, args)),
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),

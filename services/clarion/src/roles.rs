@@ -217,6 +217,10 @@ impl Node {
             inbox_hub: self.inbox_hub.clone(),
             device_expiry: self.cfg.devices.expiry(),
             personal: self.personal.clone(),
+            export: Some(Arc::new(clarion_gateway::rest_exports::ExportDoor {
+                dir: self.cfg.compliance.export_dir(&self.cfg.data_dir),
+                opener: crate::export_cli::opener(self),
+            })),
         }
     }
 
