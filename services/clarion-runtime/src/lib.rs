@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod processor;
 pub mod projector;
 pub mod quarantine;
+pub mod retention;
 pub mod router;
 pub mod runner;
 pub mod subscriber_index;

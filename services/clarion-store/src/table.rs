@@ -104,10 +104,14 @@ pub enum Table {
     /// and the alert sinks' deduplication and cool-down marks. Owned by the
     /// alerts processor.
     Alerts,
+    /// Compliance (issue #32): each tenant's retention policy, legal holds
+    /// in force and deferred erasures (pk `policy`, `holds`, `deferred`),
+    /// owned by the retention processor; its shredding cursor.
+    Compliance,
 }
 
 impl Table {
-    pub const ALL: [Table; 34] = [
+    pub const ALL: [Table; 35] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -142,6 +146,7 @@ impl Table {
         Table::Warehouse,
         Table::Analytics,
         Table::Alerts,
+        Table::Compliance,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -182,6 +187,7 @@ impl Table {
             Table::Warehouse => "warehouse",
             Table::Analytics => "analytics",
             Table::Alerts => "alerts",
+            Table::Compliance => "compliance",
         }
     }
 }
