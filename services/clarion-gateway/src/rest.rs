@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 
 use crate::state::GatewayState;
 use crate::{
-    rest_analytics, rest_apps, rest_dead_letters, rest_devices, rest_digests, rest_inbox,
+    rest_analytics, rest_apps, rest_compliance, rest_dead_letters, rest_devices, rest_digests, rest_inbox,
     rest_notifications, rest_preferences, rest_schedules, rest_settings, rest_subscribers,
 };
 
@@ -76,6 +76,11 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_analytics::routes,
         openapi: <rest_analytics::Paths as OpenApi>::openapi,
+    },
+    // Issue #32: erasure, legal holds, retention.
+    Module {
+        routes: rest_compliance::routes,
+        openapi: <rest_compliance::Paths as OpenApi>::openapi,
     },
 ];
 

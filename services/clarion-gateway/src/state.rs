@@ -39,6 +39,8 @@ pub struct GatewayState {
     /// A device neither seen nor given a new token for this long shows
     /// `expired` (the router skips it): `devices.expire-after-days`.
     pub device_expiry: Duration,
+    /// Destroys data keys (erasure, issue #32): the crypto layer.
+    pub shredder: Arc<dyn clarion_runtime::retention::Shredder>,
 }
 
 impl GatewayState {

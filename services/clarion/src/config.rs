@@ -69,6 +69,24 @@ pub struct Config {
     /// The warehouse exporter's Parquet files (docs/warehouse.md).
     #[serde(default)]
     pub warehouse: WarehouseConfig,
+    /// The retention role: how often each tenant's policy is applied
+    /// (docs/compliance.md).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `retention`: the retention role's schedule (issue #32).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between two runs of a tenant's retention (at least 1).
+    pub tick_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { tick_seconds: 3600 }
+    }
 }
 
 /// `warehouse`: where the exporter writes the Parquet tables, and how often
@@ -508,6 +526,7 @@ impl Default for Config {
             analytics: Default::default(),
             alerts: Default::default(),
             warehouse: WarehouseConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

@@ -4,11 +4,13 @@
 pub mod alerts;
 pub mod bootstrap;
 pub mod client;
+pub mod client_compliance;
 pub mod client_devices;
 pub mod client_schedules;
 pub mod config;
 pub mod roles;
 pub mod secrets;
+pub mod shredder;
 pub mod telemetry;
 pub mod warehouse_cli;
 

@@ -48,10 +48,13 @@ pub enum Role {
     Alerts,
     /// The warehouse exporter (issue #30, docs/warehouse.md).
     Exporter,
+    /// Retention policies, legal holds, deferred erasures (issue #32,
+    /// docs/compliance.md).
+    Retention,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
@@ -59,6 +62,7 @@ impl Role {
         Role::Analytics,
         Role::Alerts,
         Role::Exporter,
+        Role::Retention,
     ];
 }
 
@@ -72,6 +76,7 @@ impl fmt::Display for Role {
             Role::Analytics => "analytics",
             Role::Alerts => "alerts",
             Role::Exporter => "exporter",
+            Role::Retention => "retention",
         })
     }
 }
@@ -82,7 +87,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, retention)"))
     }
 }
 
@@ -106,6 +111,8 @@ pub struct Node {
     /// Wakes the gateway's live inbox streams when this process's inbox
     /// projector moved a feed (`clarion serve`); a gateway alone polls.
     pub inbox_hub: Arc<InboxHub>,
+    /// Destroys personal data keys (erasure, retention; issue #32).
+    pub shredder: Arc<dyn clarion_runtime::retention::Shredder>,
 }
 
 impl Node {
@@ -167,6 +174,7 @@ impl Node {
             keyring,
             partitions: PartitionReport::default(),
             inbox_hub: Arc::default(),
+            shredder: Arc::new(crate::shredder::KeysUnavailable),
         })
     }
 
@@ -208,6 +216,7 @@ impl Node {
             keyring: self.keyring.clone(),
             inbox_hub: self.inbox_hub.clone(),
             device_expiry: self.cfg.devices.expiry(),
+            shredder: self.shredder.clone(),
         }
     }
 
@@ -357,6 +366,7 @@ impl Node {
             Role::Analytics => self.spawn_analytics(tasks, shutdown),
             Role::Alerts => self.spawn_alerts(tasks, shutdown)?,
             Role::Exporter => self.spawn_exporter(tasks, shutdown)?,
+            Role::Retention => self.spawn_retention(tasks, shutdown),
         }
         Ok(())
     }
@@ -691,5 +701,32 @@ impl Node {
             }
         }
         Ok(routes)
+    }
+}
+
+impl Node {
+    /// The retention role (docs/compliance.md): one runner per config
+    /// partition keeps its tenants' policies, holds and deferred erasures,
+    /// and runs their retention on the runtime clock's ticks.
+    fn spawn_retention(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let job = Arc::new(clarion_runtime::retention::RetentionJob::new(
+            self.store.clone(),
+            self.log.clone(),
+            self.topics.clone(),
+            self.shredder.clone(),
+        ));
+        let tick_ms = 1000 * self.cfg.retention.tick_seconds.max(1) as i64;
+        self.spawn_partitions(
+            tasks,
+            Topic::Config,
+            &[],
+            job,
+            move || clarion_runtime::retention::RetentionProcessor::new(tick_ms),
+            shutdown,
+        );
     }
 }
