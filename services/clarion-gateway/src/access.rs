@@ -70,8 +70,14 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.ComplianceService/ListHolds", Tenant(Read)),
     ("/clarion.v1.ComplianceService/ExtendHold", Tenant(Admin)),
     ("/clarion.v1.ComplianceService/ReleaseHold", Tenant(Admin)),
-    ("/clarion.v1.ComplianceService/SetRetentionPolicy", Tenant(Admin)),
-    ("/clarion.v1.ComplianceService/GetRetentionPolicy", Tenant(Read)),
+    (
+        "/clarion.v1.ComplianceService/SetRetentionPolicy",
+        Tenant(Admin),
+    ),
+    (
+        "/clarion.v1.ComplianceService/GetRetentionPolicy",
+        Tenant(Read),
+    ),
     ("/clarion.v1.TenantService/CreateTenant", Operator),
     ("/clarion.v1.TenantService/CreateApiKey", Tenant(Admin)),
     ("/clarion.v1.TenantService/PutTemplate", Tenant(Admin)),

@@ -79,7 +79,9 @@ pub async fn erase_subscriber(
         .await?
         .is_some();
     if !known {
-        return Err(ApiError::NotFound(format!("no subscriber {id:?} for tenant {t:?}")));
+        return Err(ApiError::NotFound(format!(
+            "no subscriber {id:?} for tenant {t:?}"
+        )));
     }
     let _guard = s.config_lock.lock().await;
     let book = rows::holds(&*s.store, t).await?;
@@ -94,7 +96,16 @@ pub async fn erase_subscriber(
             hold_id: hold_id.clone(),
             reason: reason.to_string(),
         };
-        publish(s, &[config_event(s, tenant, actor, Payload::ErasureDeferred(deferred))]).await?;
+        publish(
+            s,
+            &[config_event(
+                s,
+                tenant,
+                actor,
+                Payload::ErasureDeferred(deferred),
+            )],
+        )
+        .await?;
         return Err(ApiError::FailedPrecondition(format!(
             "legal hold {hold_id} covers subscriber {id:?}: erasure request {request_id} is \
              deferred and will be executed when the hold is released"
@@ -137,7 +148,12 @@ fn hold_to_api(h: &clarion_domain::compliance::Hold, now_ms: i64) -> api::LegalH
         actor: h.actor.clone(),
         placed_at_ms: h.placed_at_ms,
         expires_at_ms: h.expires_at_ms.unwrap_or(0),
-        state: if h.in_force(now_ms) { "in_force" } else { "expired" }.into(),
+        state: if h.in_force(now_ms) {
+            "in_force"
+        } else {
+            "expired"
+        }
+        .into(),
     }
 }
 
@@ -163,7 +179,10 @@ pub async fn place_hold(
 }
 
 /// The tenant's holds not yet released, oldest first.
-pub async fn list_holds(s: &GatewayState, tenant: &TenantId) -> Result<Vec<api::LegalHold>, ApiError> {
+pub async fn list_holds(
+    s: &GatewayState,
+    tenant: &TenantId,
+) -> Result<Vec<api::LegalHold>, ApiError> {
     let book = rows::holds(&*s.store, tenant.as_str()).await?;
     let now = s.clock.now_ms();
     let mut out: Vec<_> = book.holds.values().map(|h| hold_to_api(h, now)).collect();
@@ -184,7 +203,16 @@ pub async fn extend_hold(
     let e = book
         .extend(&req.hold_id, &req.reason, req.expires_at_ms, now)
         .map_err(hold_error)?;
-    publish(s, &[config_event(s, tenant, actor, Payload::LegalHoldExtended(e.clone()))]).await?;
+    publish(
+        s,
+        &[config_event(
+            s,
+            tenant,
+            actor,
+            Payload::LegalHoldExtended(e.clone()),
+        )],
+    )
+    .await?;
     book.extended(&e);
     Ok(hold_to_api(&book.holds[&req.hold_id], now))
 }
@@ -199,8 +227,19 @@ pub async fn release_hold(
     let _guard = s.config_lock.lock().await;
     let book = rows::holds(&*s.store, tenant.as_str()).await?;
     let now = s.clock.now_ms();
-    let e = book.release(&req.hold_id, &req.reason).map_err(hold_error)?;
-    publish(s, &[config_event(s, tenant, actor, Payload::LegalHoldReleased(e))]).await?;
+    let e = book
+        .release(&req.hold_id, &req.reason)
+        .map_err(hold_error)?;
+    publish(
+        s,
+        &[config_event(
+            s,
+            tenant,
+            actor,
+            Payload::LegalHoldReleased(e),
+        )],
+    )
+    .await?;
     let mut out = hold_to_api(&book.holds[&req.hold_id], now);
     out.state = "released".into();
     Ok(out)
@@ -224,7 +263,9 @@ fn policy_to_api(p: &Policy) -> api::RetentionPolicy {
 
 /// The tenant's retention policy (version 0, no rules: never set).
 pub async fn policy(s: &GatewayState, tenant: &TenantId) -> Result<api::RetentionPolicy, ApiError> {
-    Ok(policy_to_api(&rows::policy(&*s.store, tenant.as_str()).await?))
+    Ok(policy_to_api(
+        &rows::policy(&*s.store, tenant.as_str()).await?,
+    ))
 }
 
 /// Replaces the tenant's retention policy.
@@ -247,6 +288,15 @@ pub async fn set_policy(
     let _guard = s.config_lock.lock().await;
     let prev = rows::policy(&*s.store, tenant.as_str()).await?;
     let p = Policy::check(&rules, prev.version + 1)?;
-    publish(s, &[config_event(s, tenant, actor, Payload::RetentionPolicySet(p.to_event()))]).await?;
+    publish(
+        s,
+        &[config_event(
+            s,
+            tenant,
+            actor,
+            Payload::RetentionPolicySet(p.to_event()),
+        )],
+    )
+    .await?;
     Ok(policy_to_api(&p))
 }

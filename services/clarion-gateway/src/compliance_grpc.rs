@@ -74,6 +74,7 @@ pub async fn erase(
 ) -> Result<api::ErasureReceipt, crate::error::ApiError> {
     let c = auth::tenant(s, req.metadata()).await?;
     let r = req.into_inner();
-    let receipt = ops::erase_subscriber(s, &c.tenant, &c.actor, &r.subscriber_id, &r.reason).await?;
+    let receipt =
+        ops::erase_subscriber(s, &c.tenant, &c.actor, &r.subscriber_id, &r.reason).await?;
     Ok(ops::receipt_to_api(receipt))
 }

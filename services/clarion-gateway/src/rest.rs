@@ -17,8 +17,9 @@ use utoipa::OpenApi;
 
 use crate::state::GatewayState;
 use crate::{
-    rest_analytics, rest_apps, rest_compliance, rest_dead_letters, rest_devices, rest_digests, rest_inbox,
-    rest_notifications, rest_preferences, rest_schedules, rest_settings, rest_subscribers,
+    rest_analytics, rest_apps, rest_compliance, rest_dead_letters, rest_devices, rest_digests,
+    rest_inbox, rest_notifications, rest_preferences, rest_schedules, rest_settings,
+    rest_subscribers,
 };
 
 /// One REST module: its routes, and the OpenAPI document of their paths.

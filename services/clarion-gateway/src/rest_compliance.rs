@@ -285,7 +285,9 @@ pub async fn extend_hold(
         reason: b.reason,
         expires_at_ms: b.expires_at_ms,
     };
-    Ok(Json(hold_view(ops::extend_hold(&s, &c.tenant, &c.actor, req).await?)))
+    Ok(Json(hold_view(
+        ops::extend_hold(&s, &c.tenant, &c.actor, req).await?,
+    )))
 }
 
 /// Release a legal hold: retention proceeds, deferred erasures run.
@@ -307,7 +309,9 @@ pub async fn release_hold(
         hold_id: id,
         reason: b.reason,
     };
-    Ok(Json(hold_view(ops::release_hold(&s, &c.tenant, &c.actor, req).await?)))
+    Ok(Json(hold_view(
+        ops::release_hold(&s, &c.tenant, &c.actor, req).await?,
+    )))
 }
 
 /// The tenant's retention policy (version 0: never set, everything kept).
@@ -345,15 +349,34 @@ pub async fn put_policy(
             .collect(),
         version: 0,
     };
-    Ok(Json(policy_view(ops::set_policy(&s, &c.tenant, &c.actor, input).await?)))
+    Ok(Json(policy_view(
+        ops::set_policy(&s, &c.tenant, &c.actor, input).await?,
+    )))
 }
 
 /// The paths of this module in the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(erase_subscriber, place_hold, list_holds, extend_hold, release_hold, get_policy, put_policy),
-    components(schemas(ErasureReceipt, ScopeBody, PlaceHoldBody, ExtendHoldBody, ReleaseHoldBody,
-        HoldView, HoldList, RuleBody, PolicyBody))
+    paths(
+        erase_subscriber,
+        place_hold,
+        list_holds,
+        extend_hold,
+        release_hold,
+        get_policy,
+        put_policy
+    ),
+    components(schemas(
+        ErasureReceipt,
+        ScopeBody,
+        PlaceHoldBody,
+        ExtendHoldBody,
+        ReleaseHoldBody,
+        HoldView,
+        HoldList,
+        RuleBody,
+        PolicyBody
+    ))
 )]
 pub struct Paths;
 
@@ -378,7 +401,9 @@ mod tests {
             Err(p) => assert_eq!(p.errors[0].field, "scope.from_ms"),
             Ok(_) => panic!("accepted"),
         }
-        match parse_json::<PolicyBody>(br#"{"rules":[{"channel":"email","country":"*","redact_bodies_after_days":-1}]}"#) {
+        match parse_json::<PolicyBody>(
+            br#"{"rules":[{"channel":"email","country":"*","redact_bodies_after_days":-1}]}"#,
+        ) {
             Err(p) => assert_eq!(p.errors[0].field, "rules[0].redact_bodies_after_days"),
             Ok(_) => panic!("accepted"),
         }

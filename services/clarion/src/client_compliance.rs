@@ -135,7 +135,10 @@ pub async fn holds(c: ClientArgs, cmd: HoldsCmd) -> anyhow::Result<()> {
             client.extend_hold(from_cli(key, req)?).await
         }
         HoldsCmd::Release { id, reason } => {
-            let req = api::ReleaseHoldRequest { hold_id: id, reason };
+            let req = api::ReleaseHoldRequest {
+                hold_id: id,
+                reason,
+            };
             client.release_hold(from_cli(key, req)?).await
         }
     };
@@ -179,7 +182,10 @@ pub async fn retention(c: ClientArgs, cmd: RetentionCmd) -> anyhow::Result<()> {
     let key = c.key()?;
     let p = match cmd {
         RetentionCmd::Set { rules } => {
-            let rules = rules.iter().map(|r| rule_of(r)).collect::<anyhow::Result<_>>()?;
+            let rules = rules
+                .iter()
+                .map(|r| rule_of(r))
+                .collect::<anyhow::Result<_>>()?;
             let req = api::RetentionPolicy { rules, version: 0 };
             client.set_retention_policy(from_cli(key, req)?).await
         }
@@ -206,8 +212,18 @@ mod tests {
     #[test]
     fn rules_read_from_the_command_line() {
         let r = rule_of("sms:DE:7").unwrap();
-        assert_eq!((r.channel.as_str(), r.country.as_str(), r.redact_bodies_after_days), ("sms", "DE", 7));
-        assert_eq!(rule_of("*:*:0:365").unwrap().shred_subscriber_after_days, 365);
+        assert_eq!(
+            (
+                r.channel.as_str(),
+                r.country.as_str(),
+                r.redact_bodies_after_days
+            ),
+            ("sms", "DE", 7)
+        );
+        assert_eq!(
+            rule_of("*:*:0:365").unwrap().shred_subscriber_after_days,
+            365
+        );
         assert!(rule_of("sms:DE").is_err());
         assert!(rule_of("sms:DE:x").is_err());
         assert!(ms_of("--from", "yesterday").is_err());

@@ -250,7 +250,9 @@ fn main() -> anyhow::Result<()> {
         Command::Subscribers { cmd, client } => {
             rt.block_on(clarion::client::subscribers(client, cmd))
         }
-        Command::Holds { cmd, client } => rt.block_on(clarion::client_compliance::holds(client, cmd)),
+        Command::Holds { cmd, client } => {
+            rt.block_on(clarion::client_compliance::holds(client, cmd))
+        }
         Command::Retention { cmd, client } => {
             rt.block_on(clarion::client_compliance::retention(client, cmd))
         }

@@ -68,7 +68,12 @@ impl Running {
             .with_clock(Arc::new(clock.clone()));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for role in [Role::Projector, Role::Router, Role::Dispatcher, Role::Retention] {
+        for role in [
+            Role::Projector,
+            Role::Router,
+            Role::Dispatcher,
+            Role::Retention,
+        ] {
             node.spawn_role(role, &mut tasks, None, &rx).await.unwrap();
         }
         let admin = Some(clarion_domain::tenant::sha256_hex(ADMIN_TOKEN.as_bytes()));
@@ -131,7 +136,15 @@ impl Running {
 
     /// Sends ann of `key`'s tenant an appointment email; waits until sent.
     async fn send(&self, key: &str, day: &str) -> String {
-        let id = trigger_one(&self.ch, key, "appointment", "ann", "", &json!({"day": day}).to_string()).await;
+        let id = trigger_one(
+            &self.ch,
+            key,
+            "appointment",
+            "ann",
+            "",
+            &json!({"day": day}).to_string(),
+        )
+        .await;
         let n = wait_until(&self.ch, key, &id, PATIENCE, ended).await;
         assert!(ended(&n), "not ended: {n:?}");
         id
@@ -163,16 +176,25 @@ impl Running {
 
     /// Waits until `tenant`'s config stream has a `RetentionApplied` that
     /// `pred` accepts.
-    async fn applied(&self, tenant: &str, pred: impl Fn(&clarion_proto::events::RetentionApplied) -> bool) {
+    async fn applied(
+        &self,
+        tenant: &str,
+        pred: impl Fn(&clarion_proto::events::RetentionApplied) -> bool,
+    ) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let found = self.events(Topic::Config, tenant).await.into_iter().any(|e| {
-                matches!(&e.payload, Payload::RetentionApplied(a) if pred(a))
-            });
+            let found = self
+                .events(Topic::Config, tenant)
+                .await
+                .into_iter()
+                .any(|e| matches!(&e.payload, Payload::RetentionApplied(a) if pred(a)));
             if found {
                 return;
             }
-            assert!(Instant::now() < deadline, "no such RetentionApplied for {tenant}");
+            assert!(
+                Instant::now() < deadline,
+                "no such RetentionApplied for {tenant}"
+            );
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     }
@@ -181,7 +203,9 @@ impl Running {
     async fn wait_email(&self, key: &str, want: &str) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let (_, s) = self.call("GET", "/v1/subscribers/ann", key, Value::Null).await;
+            let (_, s) = self
+                .call("GET", "/v1/subscribers/ann", key, Value::Null)
+                .await;
             if s["email"] == want {
                 return;
             }
@@ -237,25 +261,54 @@ async fn an_erased_subscriber_reads_erased_everywhere_and_the_facts_remain() {
 
     // When tenant gov1 erases ann
     let (status, receipt) = run
-        .call("DELETE", "/v1/subscribers/ann?reason=art.17%20request", &k1, Value::Null)
+        .call(
+            "DELETE",
+            "/v1/subscribers/ann?reason=art.17%20request",
+            &k1,
+            Value::Null,
+        )
         .await;
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(receipt["subscriber_id"], "ann");
     assert_eq!(receipt["notifications"], 2, "{receipt}");
     assert_eq!(receipt["reason"], "art.17 request");
-    assert!(!receipt["key_generations_destroyed"].as_array().unwrap().is_empty(), "{receipt}");
+    assert!(
+        !receipt["key_generations_destroyed"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{receipt}"
+    );
     let touched = receipt["projections_touched"].to_string();
-    assert!(touched.contains("subscriber_notifications") && touched.contains("subscribers"), "{receipt}");
+    assert!(
+        touched.contains("subscriber_notifications") && touched.contains("subscribers"),
+        "{receipt}"
+    );
 
     // Then the facts remain, the personal fields read [erased]
-    let (_, sub) = run.call("GET", "/v1/subscribers/ann", &k1, Value::Null).await;
-    assert_eq!((sub["email"].as_str(), sub["phone"].as_str()), (Some("[erased]"), Some("[erased]")), "{sub}");
-    let (_, list) = run.call("GET", "/v1/subscribers/ann/notifications", &k1, Value::Null).await;
+    let (_, sub) = run
+        .call("GET", "/v1/subscribers/ann", &k1, Value::Null)
+        .await;
+    assert_eq!(
+        (sub["email"].as_str(), sub["phone"].as_str()),
+        (Some("[erased]"), Some("[erased]")),
+        "{sub}"
+    );
+    let (_, list) = run
+        .call("GET", "/v1/subscribers/ann/notifications", &k1, Value::Null)
+        .await;
     let list = list["notifications"].as_array().unwrap().clone();
     assert_eq!(list.len(), 2);
-    assert!(list.iter().all(|n| n["status"] != "" && n["workflow_id"] == "appointment"), "{list:?}");
+    assert!(
+        list.iter()
+            .all(|n| n["status"] != "" && n["workflow_id"] == "appointment"),
+        "{list:?}"
+    );
     let body = run.body_of(&k1, &ids[0]).await;
-    assert!(!body.contains("Monday-7f3a") && body.starts_with('['), "body still readable: {body}");
+    assert!(
+        !body.contains("Monday-7f3a") && body.starts_with('['),
+        "body still readable: {body}"
+    );
     let erased = run.events(Topic::Triggers, "gov1").await;
     let e = erased
         .iter()
@@ -267,27 +320,42 @@ async fn an_erased_subscriber_reads_erased_everywhere_and_the_facts_remain() {
     assert_eq!(e.subscriber_id, "ann");
     assert_eq!(e.request_id, receipt["request_id"].as_str().unwrap());
     // ... and the other tenant's ann is intact.
-    let (_, other) = run.call("GET", "/v1/subscribers/ann", &k2, Value::Null).await;
+    let (_, other) = run
+        .call("GET", "/v1/subscribers/ann", &k2, Value::Null)
+        .await;
     assert_eq!(other["email"], email("gov2"), "{other}");
 
     // Erasing again is harmless: nothing left to destroy.
-    let (status, again) = run.call("DELETE", "/v1/subscribers/ann", &k1, Value::Null).await;
+    let (status, again) = run
+        .call("DELETE", "/v1/subscribers/ann", &k1, Value::Null)
+        .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["key_generations_destroyed"], json!([]));
-    let (status, p) = run.call("DELETE", "/v1/subscribers/nobody", &k1, Value::Null).await;
+    let (status, p) = run
+        .call("DELETE", "/v1/subscribers/nobody", &k1, Value::Null)
+        .await;
     assert_eq!(status, 404, "{p}");
     run.stop().await;
 
     // No byte of the file holds what was erased.
     let bytes = file_bytes(dir.path());
-    for secret in [email("gov1"), phone("gov1"), rendered("Monday-7f3a"), rendered("Friday-9c1d")] {
-        assert!(!contains(&bytes, &secret), "{secret:?} is in the SQLite file");
+    for secret in [
+        email("gov1"),
+        phone("gov1"),
+        rendered("Monday-7f3a"),
+        rendered("Friday-9c1d"),
+    ] {
+        assert!(
+            !contains(&bytes, &secret),
+            "{secret:?} is in the SQLite file"
+        );
     }
 }
 
 /// A policy redacting email bodies after 1 day, for gov1 only.
 async fn email_policy(run: &Running, key: &str) {
-    let policy = json!({"rules": [{"channel": "email", "country": "*", "redact_bodies_after_days": 1}]});
+    let policy =
+        json!({"rules": [{"channel": "email", "country": "*", "redact_bodies_after_days": 1}]});
     let (status, p) = run.call("PUT", "/v1/retention-policy", key, policy).await;
     assert_eq!(status, 200, "{p}");
     assert_eq!(p["version"], 1);
@@ -295,7 +363,12 @@ async fn email_policy(run: &Running, key: &str) {
 
 async fn place_hold(run: &Running, key: &str, scope: Value) -> String {
     let (status, h) = run
-        .call("POST", "/v1/legal-holds", key, json!({"scope": scope, "reason": "case 2026-17"}))
+        .call(
+            "POST",
+            "/v1/legal-holds",
+            key,
+            json!({"scope": scope, "reason": "case 2026-17"}),
+        )
         .await;
     assert_eq!(status, 201, "{h}");
     assert_eq!(h["state"], "in_force");
@@ -304,7 +377,12 @@ async fn place_hold(run: &Running, key: &str, scope: Value) -> String {
 
 async fn release(run: &Running, key: &str, hold: &str) {
     let (status, h) = run
-        .call("POST", &format!("/v1/legal-holds/{hold}/release"), key, json!({"reason": "case closed"}))
+        .call(
+            "POST",
+            &format!("/v1/legal-holds/{hold}/release"),
+            key,
+            json!({"reason": "case closed"}),
+        )
         .await;
     assert_eq!(status, 200, "{h}");
     assert_eq!(h["state"], "released");
@@ -325,13 +403,16 @@ async fn retention_scenario(run: &Running) {
     assert_eq!(none["holds"], json!([]), "holds are per tenant");
 
     // Day N+1, past the first tick: the hold keeps the day.
-    run.clock.advance(Duration::from_millis((DAY_MS + 2 * 3_600_000) as u64));
-    run.applied("ret1", |a| a.day.is_empty() && a.held_back >= 1).await;
+    run.clock
+        .advance(Duration::from_millis((DAY_MS + 2 * 3_600_000) as u64));
+    run.applied("ret1", |a| a.day.is_empty() && a.held_back >= 1)
+        .await;
     assert_eq!(run.body_of(&k1, &id1).await, rendered("Tuesday-51ab"));
 
     // The release lets it proceed.
     release(run, &k1, &hold).await;
-    run.applied("ret1", |a| a.channel == "email" && a.bodies_redacted >= 1).await;
+    run.applied("ret1", |a| a.channel == "email" && a.bodies_redacted >= 1)
+        .await;
     let body = run.body_of(&k1, &id1).await;
     assert_eq!(body, "[redacted]");
     assert_eq!(run.body_of(&k2, &id2).await, rendered("Tuesday-51ab"));
@@ -347,20 +428,35 @@ async fn deferred_erasure_scenario(run: &Running) {
     let k2 = run.tenant("def2").await;
     run.send(&k1, "Thursday-0e77").await;
     let hold = place_hold(run, &k1, json!({"subscriber_id": "ann"})).await;
-    let (status, p) = run.call("DELETE", "/v1/subscribers/ann?reason=gdpr", &k1, Value::Null).await;
+    let (status, p) = run
+        .call(
+            "DELETE",
+            "/v1/subscribers/ann?reason=gdpr",
+            &k1,
+            Value::Null,
+        )
+        .await;
     assert_eq!(status, 409, "{p}");
-    assert!(p["detail"].as_str().unwrap().contains(&hold), "the hold is named: {p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains(&hold),
+        "the hold is named: {p}"
+    );
     run.wait_email(&k1, &email("def1")).await;
-    let (status, _) = run.call("DELETE", "/v1/subscribers/ann", &k2, Value::Null).await;
+    let (status, _) = run
+        .call("DELETE", "/v1/subscribers/ann", &k2, Value::Null)
+        .await;
     assert_eq!(status, 200);
     run.wait_email(&k2, "[erased]").await;
 
     // gRPC says the same, FAILED_PRECONDITION with the hold.
     let refused = Subscribers::new(run.ch.clone())
-        .erase(authed(&k1, api::EraseSubscriberRequest {
-            subscriber_id: "ann".into(),
-            reason: "gdpr".into(),
-        }))
+        .erase(authed(
+            &k1,
+            api::EraseSubscriberRequest {
+                subscriber_id: "ann".into(),
+                reason: "gdpr".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
@@ -368,7 +464,8 @@ async fn deferred_erasure_scenario(run: &Running) {
 
     release(run, &k1, &hold).await;
     run.wait_email(&k1, "[erased]").await;
-    run.applied("def1", |a| a.deferred_erasures_executed >= 1).await;
+    run.applied("def1", |a| a.deferred_erasures_executed >= 1)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -394,17 +491,42 @@ async fn bad_compliance_input_names_the_field() {
     let key = run.tenant("bad1").await;
     for (method, path, body, field) in [
         ("POST", "/v1/legal-holds", json!({"reason": ""}), "reason"),
-        ("POST", "/v1/legal-holds", json!({"reason": "r", "scope": {"from_ms": 10, "until_ms": 5}}), "scope.until_ms"),
-        ("POST", "/v1/legal-holds", json!({"reason": "r", "expires_at_ms": 5}), "expires_at_ms"),
-        ("PUT", "/v1/retention-policy", json!({"rules": [{"channel": "fax", "country": "*"}]}), "rules[0].channel"),
-        ("PUT", "/v1/retention-policy", json!({"rules": [{"channel": "sms", "country": "*", "shred_subscriber_after_days": 3}]}), "rules[0].shred_subscriber_after_days"),
+        (
+            "POST",
+            "/v1/legal-holds",
+            json!({"reason": "r", "scope": {"from_ms": 10, "until_ms": 5}}),
+            "scope.until_ms",
+        ),
+        (
+            "POST",
+            "/v1/legal-holds",
+            json!({"reason": "r", "expires_at_ms": 5}),
+            "expires_at_ms",
+        ),
+        (
+            "PUT",
+            "/v1/retention-policy",
+            json!({"rules": [{"channel": "fax", "country": "*"}]}),
+            "rules[0].channel",
+        ),
+        (
+            "PUT",
+            "/v1/retention-policy",
+            json!({"rules": [{"channel": "sms", "country": "*", "shred_subscriber_after_days": 3}]}),
+            "rules[0].shred_subscriber_after_days",
+        ),
     ] {
         let (status, p) = run.call(method, path, &key, body).await;
         assert_eq!(status, 400, "{p}");
         assert_eq!(p["errors"][0]["field"], field, "{p}");
     }
     let (status, p) = run
-        .call("POST", "/v1/legal-holds/hold-nope/release", &key, json!({"reason": "r"}))
+        .call(
+            "POST",
+            "/v1/legal-holds/hold-nope/release",
+            &key,
+            json!({"reason": "r"}),
+        )
         .await;
     assert_eq!(status, 404, "{p}");
     run.stop().await;

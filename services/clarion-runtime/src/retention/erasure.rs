@@ -66,7 +66,11 @@ pub async fn subject_of(
     subscriber: &str,
 ) -> Result<(Vec<(String, i64)>, bool), StoreError> {
     let rows = store
-        .scan(&subscriber_index::newest_first(tenant, subscriber, SUBJECT_SCAN + 1))
+        .scan(&subscriber_index::newest_first(
+            tenant,
+            subscriber,
+            SUBJECT_SCAN + 1,
+        ))
         .await?;
     let truncated = rows.len() > SUBJECT_SCAN;
     let list = rows
@@ -75,7 +79,10 @@ pub async fn subject_of(
         .map(|(ck, v)| {
             let id = String::from_utf8_lossy(&ck).into_owned();
             let at = Id::parse_hex(&id).map_or(0, |i| i.time_ms());
-            (Entry::decode(&v).map(|e| e.workflow_id).unwrap_or_default(), at)
+            (
+                Entry::decode(&v).map(|e| e.workflow_id).unwrap_or_default(),
+                at,
+            )
         })
         .collect();
     Ok((list, truncated))
@@ -96,7 +103,12 @@ async fn count(store: &dyn Store, table: Table, tenant: &str, pk: &str) -> Resul
 }
 
 /// Fills the receipt's counts: the rows stay, unreadable.
-async fn counts(store: &dyn Store, tenant: &str, sub: &str, r: &mut Receipt) -> Result<(), StoreError> {
+async fn counts(
+    store: &dyn Store,
+    tenant: &str,
+    sub: &str,
+    r: &mut Receipt,
+) -> Result<(), StoreError> {
     let kinds = [
         (Table::SubscriberNotifications, &mut r.notifications),
         (Table::InboxItems, &mut r.inbox_items),
@@ -110,11 +122,17 @@ async fn counts(store: &dyn Store, tenant: &str, sub: &str, r: &mut Receipt) -> 
         }
     }
     if store
-        .get(&clarion_store::RowKey::new(Table::Subscribers, tenant, sub, Vec::new()))
+        .get(&clarion_store::RowKey::new(
+            Table::Subscribers,
+            tenant,
+            sub,
+            Vec::new(),
+        ))
         .await?
         .is_some()
     {
-        r.projections_touched.push(Table::Subscribers.name().to_string());
+        r.projections_touched
+            .push(Table::Subscribers.name().to_string());
     }
     Ok(())
 }

@@ -66,11 +66,19 @@ impl RetentionJob {
         let book = rows::holds(&*self.store, t).await?;
         let mut emits = Vec::new();
         let mut counts = Counts::default();
-        self.redact(tenant, &policy, &book, now_ms, &mut emits, &mut counts)
-            .await?;
-        self.run_deferred(tenant, &book, now_ms, &mut counts).await?;
-        self.shred_inactive(tenant, &policy, &book, now_ms, &mut counts)
-            .await?;
+        // Each part on its own: a failure of one (reported, retried on the
+        // next tick) does not hold the others back.
+        let parts = [
+            self.redact(tenant, &policy, &book, now_ms, &mut emits, &mut counts)
+                .await,
+            self.run_deferred(tenant, &book, now_ms, &mut counts).await,
+            self.shred_inactive(tenant, &policy, &book, now_ms, &mut counts)
+                .await,
+        ];
+        for e in parts.into_iter().filter_map(Result::err) {
+            metrics::counter!("clarion_retention_errors_total").increment(1);
+            tracing::warn!(tenant = t, error = %e, "retention: part of a run failed; retried on the next tick");
+        }
         if counts.held_back + counts.shredded + counts.executed > 0 {
             let id = Id::derive(&[b"retention-run", t.as_bytes(), &now_ms.to_be_bytes()]);
             let summary = pb::RetentionApplied {
@@ -173,7 +181,12 @@ impl RetentionJob {
     /// The subscribers with a notification on the days since the cursor and
     /// before the cutoff (the router's day index of notifications: no write
     /// of its own on the hot path).
-    async fn candidates(&self, t: &str, from: i64, to: i64) -> Result<BTreeSet<String>, ErasureError> {
+    async fn candidates(
+        &self,
+        t: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeSet<String>, ErasureError> {
         let mut out = BTreeSet::new();
         for day in from..to {
             let scan = Scan::partition(Table::NotificationIndex, t, &day_pk(day), DAY_SCAN);
@@ -210,7 +223,8 @@ impl RetentionJob {
         let actor = Actor::System(RETENTION.into());
         let reason = format!(
             "retention: no notification since {}",
-            chrono::DateTime::from_timestamp_millis(cutoff).map_or(String::new(), |d| d.to_rfc3339())
+            chrono::DateTime::from_timestamp_millis(cutoff)
+                .map_or(String::new(), |d| d.to_rfc3339())
         );
         let mut w = WriteBatch::new();
         for sub in self.candidates(t, from, to).await? {

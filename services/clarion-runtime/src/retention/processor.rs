@@ -63,7 +63,9 @@ impl RetentionProcessor {
             actor: Actor::System(RETENTION.into()),
             payload: Payload::RetentionTick(pb::RetentionTick { due_ms: due }),
         };
-        batch.writes.put(rows::tick_key(tenant), due.to_be_bytes().to_vec());
+        batch
+            .writes
+            .put(rows::tick_key(tenant), due.to_be_bytes().to_vec());
         batch.timers.push((
             due,
             Emit {
@@ -129,9 +131,10 @@ async fn on_hold(store: &dyn Store, batch: &mut Batch, e: &Event) -> Result<(), 
             let mut book = HoldBook::default();
             book.placed(p, &actor_label(&e.actor), e.occurred_at_ms);
             let hold: &Hold = &book.holds[&p.hold_id];
-            batch
-                .writes
-                .put(rows::hold_key(tenant, &p.hold_id), HoldRow::of(hold).encode());
+            batch.writes.put(
+                rows::hold_key(tenant, &p.hold_id),
+                HoldRow::of(hold).encode(),
+            );
         }
         Payload::LegalHoldExtended(x) => {
             let key = rows::hold_key(tenant, &x.hold_id);

@@ -128,7 +128,12 @@ impl HoldRow {
 /// The tenant's holds not yet released.
 pub async fn holds(store: &dyn Store, tenant: &str) -> Result<HoldBook, StoreError> {
     let rows = store
-        .scan(&Scan::partition(Table::Compliance, tenant, HOLDS_PK, MAX_HOLDS + 1))
+        .scan(&Scan::partition(
+            Table::Compliance,
+            tenant,
+            HOLDS_PK,
+            MAX_HOLDS + 1,
+        ))
         .await?;
     let mut book = HoldBook::default();
     for (_, v) in rows {
@@ -159,7 +164,12 @@ impl Deferred {
 /// The tenant's deferred erasures, by subscriber.
 pub async fn deferred(store: &dyn Store, tenant: &str) -> Result<Vec<Deferred>, StoreError> {
     let rows = store
-        .scan(&Scan::partition(Table::Compliance, tenant, DEFERRED_PK, DEFERRED_SCAN))
+        .scan(&Scan::partition(
+            Table::Compliance,
+            tenant,
+            DEFERRED_PK,
+            DEFERRED_SCAN,
+        ))
         .await?;
     Ok(rows
         .into_iter()
