@@ -16,6 +16,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{self, Caller};
 use crate::compliance as ops;
+use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::problem::Problem;
 use crate::state::GatewayState;
@@ -221,7 +222,18 @@ pub async fn erase_subscriber(
     QueryParams(q): QueryParams<EraseParams>,
 ) -> Result<Json<ErasureReceipt>, Problem> {
     let c = caller(&s, headers).await?;
-    let r = ops::erase_subscriber(&s, &c.tenant, &c.actor, &id, &q.reason).await?;
+    let r = ops::erase_subscriber(&s, &c.tenant, &c.actor, &id, &q.reason)
+        .await
+        .map_err(|e| match e {
+            // The id is the path's here.
+            ApiError::Invalid(mut v) => {
+                for f in v.0.iter_mut().filter(|f| f.field == "subscriber_id") {
+                    f.field = "id".into();
+                }
+                ApiError::Invalid(v)
+            }
+            other => other,
+        })?;
     Ok(Json(receipt_view(ops::receipt_to_api(r))))
 }
 
