@@ -753,6 +753,9 @@ mod tests {
                 // AnalyticsService (issue #30)
                 "GetReport",
                 "GetProviderHealth",
+                // ComplianceService (issue #32)
+                "ListHolds",
+                "GetRetentionPolicy",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.
