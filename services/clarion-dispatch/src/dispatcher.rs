@@ -15,6 +15,8 @@ use clarion_runtime::{
 use clarion_store::{RowKey, Store, Table};
 use prost::Message;
 
+use clarion_runtime::personal::Personal;
+
 use crate::breaker::BreakerConfig;
 use crate::failover::Providers;
 use crate::provider::Provider;
@@ -29,6 +31,8 @@ pub const INBOX: &str = "inbox";
 /// and an external provider (an effect after the commit).
 pub struct Dispatcher {
     dedup: bool,
+    /// Opens what the sink records (it stands for the recipient's mailbox).
+    personal: Option<Arc<Personal>>,
 }
 
 impl Dispatcher {
@@ -37,7 +41,10 @@ impl Dispatcher {
     /// its commit, and a crash in between publishes them again, so the
     /// runner drops repeats through the dedup table.
     pub fn new() -> Dispatcher {
-        Dispatcher { dedup: true }
+        Dispatcher {
+            dedup: true,
+            personal: None,
+        }
     }
 
     /// A dispatcher for a log that shares the store's file (the embedded
@@ -45,7 +52,18 @@ impl Dispatcher {
     /// them, so `dispatch` holds each request exactly once, and the dedup
     /// rows (two B-tree rows per request, kept for days) would be pure cost.
     pub fn colocated() -> Dispatcher {
-        Dispatcher { dedup: false }
+        Dispatcher {
+            dedup: false,
+            personal: None,
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Opens sealed personal fields where a send needs them (issue #32).
+    pub fn with_personal(mut self, personal: Arc<Personal>) -> Dispatcher {
+        self.personal = Some(personal);
+        self
     }
 }
 
@@ -95,6 +113,20 @@ impl Processor for Dispatcher {
             } else if d.provider == SINK {
                 // The sink's "send" is this row, committed with the offset and
                 // the dedup id: it exists exactly once per dispatch request.
+                // It is the recipient's mailbox: what arrives there is open.
+                let opened;
+                let open = match &self.personal {
+                    Some(p) if personal_sealed(d) => {
+                        let mut o = e.clone();
+                        p.open_event(&mut o).await?;
+                        opened = o;
+                        match &opened.payload {
+                            Payload::DispatchRequested(d) => d,
+                            _ => unreachable!("opening keeps the payload's type"),
+                        }
+                    }
+                    _ => d,
+                };
                 let mut ck = batch.partition.to_be_bytes().to_vec();
                 ck.extend_from_slice(&input.offset.to_be_bytes());
                 batch.writes.put(
@@ -104,7 +136,7 @@ impl Processor for Dispatcher {
                         &d.notification_id,
                         ck,
                     ),
-                    Bytes::from(d.encode_to_vec()),
+                    Bytes::from(open.encode_to_vec()),
                 );
                 sent_and_delivered(batch, e, d, SINK);
                 *live
@@ -186,9 +218,18 @@ fn sent_and_delivered(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested, p
     batch.emit(Topic::Deliveries, delivered);
 }
 
+/// Whether a dispatch holds a sealed field.
+fn personal_sealed(d: &pb::DispatchRequested) -> bool {
+    [&d.to, &d.subject, &d.body, &d.data_json]
+        .iter()
+        .any(|f| clarion_runtime::personal::is_sealed(f))
+}
+
 /// Sends through external providers after the dispatcher's commit.
 pub struct DispatchEffects {
     providers: Providers,
+    /// Opens the address and body for the provider (issue #32).
+    personal: Option<Arc<Personal>>,
 }
 
 /// The longest any one send may take, whatever the provider's own
@@ -199,7 +240,14 @@ impl DispatchEffects {
     pub fn new(providers: Vec<Arc<dyn Provider>>) -> DispatchEffects {
         DispatchEffects {
             providers: Providers::new(providers, Arc::new(SystemClock), DEFAULT_SEND_TIMEOUT),
+            personal: None,
         }
+    }
+
+    /// Opens sealed personal fields before a send (issue #32).
+    pub fn with_personal(mut self, personal: Arc<Personal>) -> DispatchEffects {
+        self.personal = Some(personal);
+        self
     }
 
     /// Bounds every send (a blackholed SMTP host, a provider that never
@@ -235,7 +283,7 @@ impl DispatchEffects {
 #[async_trait]
 impl Effects for DispatchEffects {
     async fn run(&self, effect: &[u8], now_ms: i64) -> Vec<Emit> {
-        let e = match Event::decode(effect) {
+        let mut e = match Event::decode(effect) {
             Ok(e) => e,
             Err(err) => {
                 // Written by this dispatcher moments ago; unreadable means a bug.
@@ -243,9 +291,30 @@ impl Effects for DispatchEffects {
                 return Vec::new();
             }
         };
+        if let Some(p) = &self.personal {
+            if let Err(err) = p.open_event(&mut e).await {
+                // The key store is unreachable: the send fails retryably
+                // rather than go out with sealed text.
+                return vec![open_failed(
+                    &e,
+                    now_ms,
+                    format!("opening the message: {err}"),
+                    true,
+                )];
+            }
+        }
         let Payload::DispatchRequested(d) = &e.payload else {
             return Vec::new();
         };
+        if d.to == clarion_runtime::personal::ERASED {
+            // Erased between the request and the send: nothing to send to.
+            return vec![open_failed(
+                &e,
+                now_ms,
+                "the recipient's data was erased".into(),
+                false,
+            )];
+        }
         let routed = if telemetry::enabled() {
             // The provider call as a `tracing` span in the notification's
             // trace: what the provider code logs lands in it.
@@ -312,6 +381,25 @@ impl Effects for DispatchEffects {
             out.push(emit(topic, EXTRA_INDEX + i as u32, payload));
         }
         out
+    }
+}
+
+/// The send's failure when its personal fields cannot be opened.
+fn open_failed(e: &Event, now_ms: i64, reason: String, retryable: bool) -> Emit {
+    let Payload::DispatchRequested(d) = &e.payload else {
+        unreachable!("only dispatch requests are opened")
+    };
+    let failed = pb::NotificationFailed {
+        notification_id: d.notification_id.clone(),
+        attempt_id: d.attempt_id.clone(),
+        provider: d.provider.clone(),
+        reason,
+        retryable,
+        stage: "dispatch".into(),
+    };
+    Emit {
+        topic: Topic::Deliveries,
+        event: e.caused(2, now_ms, actor(), Payload::Failed(failed)),
     }
 }
 

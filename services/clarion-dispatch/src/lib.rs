@@ -29,7 +29,7 @@ pub mod failover;
 pub mod fcm;
 pub mod provider;
 pub mod push;
-pub mod secrets;
+pub use clarion_runtime::secrets;
 pub mod sendgrid;
 pub mod smtp;
 pub mod ssrf;

@@ -15,6 +15,7 @@ pub mod flow;
 pub mod ids;
 pub mod limits;
 pub mod payload;
+pub mod personal;
 pub mod preferences;
 pub mod push;
 pub mod quiet;

@@ -221,6 +221,7 @@ pub fn render_send(
             category: extras.category,
             data_json: extras.data_json,
             template_id: template.template.template_id.clone(),
+            country: input.subscriber.country.clone(),
         },
     ))
 }
@@ -342,6 +343,7 @@ mod tests {
                 .cloned()
                 .unwrap(),
             webhook_url: String::new(),
+            country: String::new(),
         };
         let payload = SharedPayload::new(json!({"time": "9:30", "n": 2, "at": {"room": "B"}}));
         let vars = TemplateVars {

@@ -20,6 +20,8 @@ pub struct Subscriber {
     pub timezone: String,
     pub attributes: Map<String, Value>,
     pub webhook_url: String,
+    /// ISO 3166-1 alpha-2; empty when not given (retention is per country).
+    pub country: String,
 }
 
 impl Subscriber {
@@ -32,6 +34,7 @@ impl Subscriber {
             timezone: e.timezone.clone(),
             attributes: serde_json::from_str(&e.attributes_json).unwrap_or_default(),
             webhook_url: e.webhook_url.clone(),
+            country: e.country.clone(),
         }
     }
 
@@ -44,6 +47,7 @@ impl Subscriber {
             timezone: self.timezone.clone(),
             attributes_json: Value::Object(self.attributes.clone()).to_string(),
             webhook_url: self.webhook_url.clone(),
+            country: self.country.clone(),
         }
     }
 

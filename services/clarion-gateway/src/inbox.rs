@@ -168,8 +168,12 @@ pub async fn list(
         .more
         .then(|| got.items.last().map(|(ck, _)| list.cursor(ck)))
         .flatten();
+    let mut items: Vec<pb::InboxItemRecord> = got.items.into_iter().map(|(_, r)| r).collect();
+    for item in &mut items {
+        s.open_inbox_item(&who.tenant, id, item).await?;
+    }
     Ok(ListPage {
-        items: got.items.into_iter().map(|(_, r)| r).collect(),
+        items,
         next_cursor,
         counts,
     })
@@ -436,7 +440,8 @@ async fn follow(
                     rows::written_after(&*s.store, t, id, last, counts.version, MAX_RESUME_ITEMS)
                         .await
                         .map_err(store_error)?;
-                for item in items {
+                for mut item in items {
+                    s.open_inbox_item(tenant, id, &mut item).await?;
                     if tx.send(Update::Item(Box::new(item))).await.is_err() {
                         return Ok(());
                     }

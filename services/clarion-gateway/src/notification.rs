@@ -349,9 +349,10 @@ impl NotificationApi {
 /// (`NOT_FOUND` when the tenant has no such notification). gRPC, REST and
 /// the console's detail page read it here.
 pub async fn history_in(s: &GatewayState, tenant: &str, id: &str) -> Result<Vec<Event>, ApiError> {
-    let events = history(&*s.store, &*s.log, &s.topics, tenant, id)
+    let mut events = history(&*s.store, &*s.log, &s.topics, tenant, id)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    s.open_events(&mut events).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no notification {id:?} for tenant {tenant:?}"

@@ -118,8 +118,9 @@ pub(crate) async fn profile(s: &GatewayState, who: &Who, id: &str) -> Result<Sub
         .get(&key)
         .await?
         .ok_or_else(|| not_found(&who.tenant, id))?;
-    let e = pb::SubscriberUpserted::decode(&row[..])
+    let mut e = pb::SubscriberUpserted::decode(&row[..])
         .map_err(|e| ApiError::Internal(format!("stored subscriber: {e}")))?;
+    s.open_profile(&who.tenant, &mut e).await?;
     Ok(Subscriber::from_event(&e))
 }
 
@@ -284,8 +285,9 @@ pub async fn history(
     let mut entries = Vec::with_capacity(limit);
     let mut last = None;
     for (ck, value) in rows.into_iter().take(limit) {
-        let e = Event::decode(&value)
+        let mut e = Event::decode(&value)
             .map_err(|e| ApiError::Internal(format!("stored preference history: {e}")))?;
+        s.open_event(&mut e).await?;
         // The row is the tenant's; the event must agree (defence in depth).
         if e.tenant.as_str() != who.tenant.as_str() {
             continue;

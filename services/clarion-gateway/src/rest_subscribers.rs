@@ -59,6 +59,8 @@ pub struct Subscriber {
     #[schema(value_type = Object)]
     pub attributes: Value,
     pub webhook_url: String,
+    /// ISO 3166-1 alpha-2, e.g. `FR` (retention is per country).
+    pub country: String,
 }
 
 /// Body of `PUT /v1/subscribers/{id}`: the whole record (fields left out
@@ -84,6 +86,9 @@ pub struct SubscriberBody {
     pub attributes: Option<Map<String, Value>>,
     #[serde(default)]
     pub webhook_url: String,
+    /// ISO 3166-1 alpha-2, e.g. `FR`.
+    #[serde(default)]
+    pub country: String,
 }
 
 /// One notification of a subscriber.
@@ -134,6 +139,7 @@ fn to_rest(s: api::Subscriber) -> Subscriber {
         locale: s.locale,
         timezone: s.timezone,
         webhook_url: s.webhook_url,
+        country: s.country,
     }
 }
 
@@ -171,6 +177,7 @@ async fn upsert_subscriber(
         timezone: b.timezone,
         attributes_json,
         webhook_url: b.webhook_url,
+        country: b.country,
     };
     let stored = SubscriberApi(s)
         .upsert(request(headers, sub))
@@ -273,9 +280,10 @@ async fn item(
     value: bytes::Bytes,
 ) -> Result<SubscriberNotification, ApiError> {
     let notification_id = String::from_utf8_lossy(&ck).into_owned();
-    let events = history(&*s.store, &*s.log, &s.topics, tenant, &notification_id)
+    let mut events = history(&*s.store, &*s.log, &s.topics, tenant, &notification_id)
         .await
         .map_err(|e| ApiError::Unavailable(format!("notification history: {e}")))?;
+    s.open_events(&mut events).await?;
     Ok(SubscriberNotification {
         workflow_id: Entry::decode(&value)
             .map(|e| e.workflow_id)

@@ -39,6 +39,9 @@ pub struct GatewayState {
     /// A device neither seen nor given a new token for this long shows
     /// `expired` (the router skips it): `devices.expire-after-days`.
     pub device_expiry: Duration,
+    /// Seals personal fields of what this gateway appends, opens them for
+    /// its answers (issue #32, `clarion_runtime::personal`).
+    pub personal: Arc<clarion_runtime::personal::Personal>,
     /// Destroys data keys (erasure, issue #32): the crypto layer.
     pub shredder: Arc<dyn clarion_runtime::retention::Shredder>,
 }
@@ -46,14 +49,25 @@ pub struct GatewayState {
 impl GatewayState {
     /// Appends events to a topic; `Ok` means durable.
     pub async fn append(&self, topic: Topic, events: &[Event]) -> Result<Vec<Appended>, ApiError> {
-        let recs = events
-            .iter()
-            .map(|e| Record {
+        let mut recs = Vec::with_capacity(events.len());
+        for e in events {
+            // Personal fields enter the log sealed (`clarion_runtime::personal`).
+            let value = if clarion_domain::personal::has_fields(&e.payload) {
+                let mut sealed = e.clone();
+                self.personal
+                    .seal_event(&mut sealed)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(format!("personal-data keys: {e}")))?;
+                sealed.encode()
+            } else {
+                e.encode()
+            };
+            recs.push(Record {
                 key: e.partition_key.clone(),
-                value: e.encode().into(),
+                value: value.into(),
                 index: clarion_runtime::projector::event_history_index(e),
-            })
-            .collect();
+            });
+        }
         let started = std::time::Instant::now();
         let appended = self
             .log
@@ -63,6 +77,71 @@ impl GatewayState {
         metrics::histogram!("clarion_gateway_append_seconds")
             .record(started.elapsed().as_secs_f64());
         appended
+    }
+
+    /// Opens the personal fields of events read back for an answer
+    /// (erased ones read `[erased]`, redacted bodies `[redacted]`).
+    pub async fn open_events(&self, events: &mut [Event]) -> Result<(), ApiError> {
+        for e in events {
+            self.open_event(e).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::open_events`] for one event.
+    pub async fn open_event(&self, e: &mut Event) -> Result<(), ApiError> {
+        self.personal
+            .open_event(e)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("personal-data keys: {e}")))
+    }
+
+    /// Opens one personal value of `subscriber` (plain values unchanged).
+    pub async fn open_value(
+        &self,
+        tenant: &clarion_domain::TenantId,
+        subscriber: &str,
+        value: &mut String,
+    ) -> Result<(), ApiError> {
+        if clarion_runtime::personal::is_sealed(value) {
+            *value = self
+                .personal
+                .open(tenant, subscriber, value)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("personal-data keys: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Opens a stored profile's personal fields.
+    pub async fn open_profile(
+        &self,
+        tenant: &clarion_domain::TenantId,
+        p: &mut clarion_proto::events::SubscriberUpserted,
+    ) -> Result<(), ApiError> {
+        let id = p.subscriber_id.clone();
+        for f in [
+            &mut p.email,
+            &mut p.phone,
+            &mut p.attributes_json,
+            &mut p.webhook_url,
+        ] {
+            self.open_value(tenant, &id, f).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens an inbox item's title, body and data.
+    pub async fn open_inbox_item(
+        &self,
+        tenant: &clarion_domain::TenantId,
+        subscriber: &str,
+        item: &mut clarion_proto::events::InboxItemRecord,
+    ) -> Result<(), ApiError> {
+        for f in [&mut item.title, &mut item.body, &mut item.data_json] {
+            self.open_value(tenant, subscriber, f).await?;
+        }
+        Ok(())
     }
 
     /// Waits until `processor` has applied the record at `at` (bounded by

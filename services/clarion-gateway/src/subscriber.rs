@@ -31,6 +31,7 @@ fn to_api(s: pb::SubscriberUpserted) -> api::Subscriber {
         timezone: s.timezone,
         attributes_json: s.attributes_json,
         webhook_url: s.webhook_url,
+        country: s.country,
     }
 }
 
@@ -52,6 +53,14 @@ impl SubscriberApi {
             webhook_url: &r.webhook_url,
         };
         validate_contact(&mut v, "", contact);
+        if !r.country.is_empty()
+            && (r.country.len() != 2 || !r.country.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            v.push(
+                "country",
+                "must be an ISO 3166-1 alpha-2 code in capitals, e.g. FR",
+            );
+        }
         let max_attributes = s.limits.max_payload_bytes.min(limits::MAX_ATTRIBUTES_BYTES);
         let attributes_json = if r.attributes_json.len() > max_attributes {
             limits::check_len(
@@ -85,6 +94,7 @@ impl SubscriberApi {
             timezone: r.timezone,
             attributes_json,
             webhook_url: r.webhook_url,
+            country: r.country,
         };
         let seed: [u8; 16] = rand::random();
         let event = Event {
@@ -123,8 +133,9 @@ pub async fn get(s: &GatewayState, caller: &Caller, id: &str) -> Result<api::Sub
         .get(&RowKey::new(Table::Subscribers, t, id, Vec::new()))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscriber {id:?} for tenant {t:?}")))?;
-    let sub = pb::SubscriberUpserted::decode(&row[..])
+    let mut sub = pb::SubscriberUpserted::decode(&row[..])
         .map_err(|e| ApiError::Internal(format!("stored subscriber: {e}")))?;
+    s.open_profile(&caller.tenant, &mut sub).await?;
     Ok(to_api(sub))
 }
 

@@ -58,6 +58,17 @@ pub enum ProcessError {
     Poison { offset: u64, reason: String },
 }
 
+impl From<crate::personal::PersonalError> for ProcessError {
+    fn from(e: crate::personal::PersonalError) -> Self {
+        match e {
+            crate::personal::PersonalError::Store(e) => ProcessError::Store(e),
+            // The master keyring does not open a stored key: a configuration
+            // error the operator must fix, reported like a failing store.
+            other => ProcessError::Store(clarion_store::StoreError::Storage(other.to_string())),
+        }
+    }
+}
+
 /// Pure-ish decision logic over a batch of inputs: reads state through the
 /// store, records every change in `batch`. Must not perform side effects.
 #[async_trait]

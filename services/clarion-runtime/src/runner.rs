@@ -122,6 +122,8 @@ pub struct PartitionRunner<P: Processor> {
     narrow_until: Option<u64>,
     /// A batch committed since the last error (retries count afresh).
     progressed: bool,
+    /// Seals the personal fields of what the processor emits (issue #32).
+    personal: Option<Arc<crate::personal::Personal>>,
 }
 
 /// Makes the processor afresh after an error (its in-memory state may hold
@@ -239,7 +241,15 @@ impl<P: Processor> PartitionRunner<P> {
             paused: false,
             narrow_until: None,
             progressed: false,
+            personal: None,
         }
+    }
+
+    /// Seals personal fields of every emitted event before it is committed
+    /// or published (`crate::personal`): the log never holds them in clear.
+    pub fn with_personal(mut self, personal: Arc<crate::personal::Personal>) -> Self {
+        self.personal = Some(personal);
+        self
     }
 
     /// `run` survives errors: a record it cannot process stops this
@@ -909,6 +919,11 @@ impl<P: Processor> PartitionRunner<P> {
                     self.refused = Some((topic, *offset, reason.clone()));
                 }
                 return Err(e);
+            }
+        }
+        if let Some(p) = &self.personal {
+            for emit in &mut batch.emits {
+                p.seal_event(&mut emit.event).await?;
             }
         }
         writes.ops.append(&mut batch.writes.ops);

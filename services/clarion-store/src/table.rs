@@ -104,6 +104,18 @@ pub enum Table {
     /// and the alert sinks' deduplication and cool-down marks. Owned by the
     /// alerts processor.
     Alerts,
+    /// Personal-data keys (issue #32): each subscriber's data keys (pk
+    /// `s/<subscriber>`, ck big-endian generation) and the tenant's body
+    /// keys (pk `bodies`, ck `<yyyymmdd>/<channel>/<country>`), wrapped by
+    /// the master keyring; an empty value is a destroyed key. See
+    /// `clarion_runtime::personal`.
+    DataKeys,
+    /// The audit chain (issue #32): per tenant, pk `<topic>/<partition>`,
+    /// ck the big-endian first offset of a notary batch, value the batch's
+    /// links (offset, hash) and any signed checkpoint; the notary's
+    /// position and heads under the system tenant (pk
+    /// `notary/<topic>/<partition>`). Owned by the notary.
+    Chain,
     /// Compliance (issue #32): each tenant's retention policy, legal holds
     /// in force and deferred erasures (pk `policy`, `holds`, `deferred`),
     /// owned by the retention processor; its shredding cursor.
@@ -111,7 +123,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 35] = [
+    pub const ALL: [Table; 37] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -146,6 +158,8 @@ impl Table {
         Table::Warehouse,
         Table::Analytics,
         Table::Alerts,
+        Table::DataKeys,
+        Table::Chain,
         Table::Compliance,
     ];
 
@@ -187,6 +201,8 @@ impl Table {
             Table::Warehouse => "warehouse",
             Table::Analytics => "analytics",
             Table::Alerts => "alerts",
+            Table::DataKeys => "data_keys",
+            Table::Chain => "audit_chain",
             Table::Compliance => "compliance",
         }
     }

@@ -69,6 +69,9 @@ pub struct Config {
     /// The warehouse exporter's Parquet files (docs/warehouse.md).
     #[serde(default)]
     pub warehouse: WarehouseConfig,
+    /// The notary's signing key and checkpoint cadence (docs/audit.md).
+    #[serde(default)]
+    pub audit: clarion_audit::AuditConfig,
     /// The retention role: how often each tenant's policy is applied
     /// (docs/compliance.md).
     #[serde(default)]
@@ -526,6 +529,7 @@ impl Default for Config {
             analytics: Default::default(),
             alerts: Default::default(),
             warehouse: WarehouseConfig::default(),
+            audit: clarion_audit::AuditConfig::default(),
             retention: RetentionConfig::default(),
         }
     }
@@ -612,6 +616,7 @@ impl Config {
         self.validate_routes()?;
         self.scheduling.release_spread()?;
         self.warehouse.validate()?;
+        self.audit.validate()?;
         clarion_dispatch::ssrf::Guard::new(&self.outbound.guard())?;
         if !self.dlq.alert_webhook_url.is_empty()
             && self

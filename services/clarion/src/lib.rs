@@ -2,6 +2,7 @@
 //! `main.rs` and the end-to-end tests (which run roles in-process as tasks).
 
 pub mod alerts;
+pub mod audit_cli;
 pub mod bootstrap;
 pub mod client;
 pub mod client_compliance;
@@ -10,7 +11,6 @@ pub mod client_schedules;
 pub mod config;
 pub mod roles;
 pub mod secrets;
-pub mod shredder;
 pub mod telemetry;
 pub mod warehouse_cli;
 

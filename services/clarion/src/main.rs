@@ -45,12 +45,20 @@ enum Command {
     /// credentials once.
     Serve(Overrides),
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
+    /// gateway, router, dispatcher, projector, analytics, alerts, exporter, notary.
     /// gateway, router, dispatcher, projector, analytics, alerts, exporter, retention.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,
         #[command(flatten)]
         overrides: Overrides,
+    },
+    /// Tamper evidence and auditor replay: verify the log's hash chain,
+    /// replay what was known at a time, print the notary's public key
+    /// (docs/audit.md).
+    Audit {
+        #[command(subcommand)]
+        cmd: clarion::audit_cli::AuditCmd,
     },
     /// The warehouse's Parquet tables (docs/warehouse.md).
     Warehouse {
@@ -231,6 +239,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(run(cfg, roles, false))
         }
         Command::Warehouse { cmd } => rt.block_on(clarion::warehouse_cli::warehouse(cfg, cmd)),
+        Command::Audit { cmd } => rt.block_on(clarion::audit_cli::audit(cfg, cmd)),
         Command::Workflow { cmd, client } => rt.block_on(clarion::client::workflow(client, cmd)),
         Command::Dlq { cmd, client } => rt.block_on(clarion::client::dlq(client, cmd)),
         Command::Limits { cmd, client } => rt.block_on(clarion::client::limits(client, cmd)),

@@ -48,6 +48,8 @@ pub enum Role {
     Alerts,
     /// The warehouse exporter (issue #30, docs/warehouse.md).
     Exporter,
+    /// The audit chain's notary (issue #32, docs/audit.md).
+    Notary,
     /// Retention policies, legal holds, deferred erasures (issue #32,
     /// docs/compliance.md).
     Retention,
@@ -62,6 +64,7 @@ impl Role {
         Role::Analytics,
         Role::Alerts,
         Role::Exporter,
+        Role::Notary,
         Role::Retention,
     ];
 }
@@ -76,6 +79,7 @@ impl fmt::Display for Role {
             Role::Analytics => "analytics",
             Role::Alerts => "alerts",
             Role::Exporter => "exporter",
+            Role::Notary => "notary",
             Role::Retention => "retention",
         })
     }
@@ -87,6 +91,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary)"))
             .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, retention)"))
     }
 }
@@ -111,6 +116,8 @@ pub struct Node {
     /// Wakes the gateway's live inbox streams when this process's inbox
     /// projector moved a feed (`clarion serve`); a gateway alone polls.
     pub inbox_hub: Arc<InboxHub>,
+    /// Seals and opens personal data (issue #32).
+    pub personal: Arc<clarion_runtime::personal::Personal>,
     /// Destroys personal data keys (erasure, retention; issue #32).
     pub shredder: Arc<dyn clarion_runtime::retention::Shredder>,
 }
@@ -163,7 +170,10 @@ impl Node {
             );
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let personal = clarion_runtime::personal::Personal::new(store.clone(), keyring.clone());
         Ok(Node {
+            shredder: personal.clone(),
+            personal,
             security: security(&cfg, clock.clone()),
             cfg,
             log,
@@ -174,7 +184,6 @@ impl Node {
             keyring,
             partitions: PartitionReport::default(),
             inbox_hub: Arc::default(),
-            shredder: Arc::new(crate::shredder::KeysUnavailable),
         })
     }
 
@@ -216,6 +225,7 @@ impl Node {
             keyring: self.keyring.clone(),
             inbox_hub: self.inbox_hub.clone(),
             device_expiry: self.cfg.devices.expiry(),
+            personal: self.personal.clone(),
             shredder: self.shredder.clone(),
         }
     }
@@ -265,7 +275,8 @@ impl Node {
             )
             .with_inputs(more_inputs)
             .with_restart(make.clone())
-            .with_report(self.partitions.clone());
+            .with_report(self.partitions.clone())
+            .with_personal(self.personal.clone());
             if let Some(c) = &self.colocated {
                 runner = runner.with_colocated(c.clone());
             }
@@ -366,6 +377,7 @@ impl Node {
             Role::Analytics => self.spawn_analytics(tasks, shutdown),
             Role::Alerts => self.spawn_alerts(tasks, shutdown)?,
             Role::Exporter => self.spawn_exporter(tasks, shutdown)?,
+            Role::Notary => self.spawn_notary(tasks, shutdown)?,
             Role::Retention => self.spawn_retention(tasks, shutdown),
         }
         Ok(())
@@ -424,6 +436,7 @@ impl Node {
         let device_expiry = self.cfg.devices.expiry();
         // Validated with the configuration.
         let release_spread = self.cfg.scheduling.release_spread().unwrap_or_default();
+        let personal = self.personal.clone();
         // Outcomes come back to the router on the same partition.
         self.spawn_partitions(
             tasks,
@@ -437,6 +450,7 @@ impl Node {
                     .with_dlq_alerts(alerts.clone())
                     .with_device_expiry(device_expiry)
                     .with_release_spread(release_spread)
+                    .with_personal(personal.clone())
             },
             shutdown,
         );
@@ -454,8 +468,10 @@ impl Node {
                     self.cfg.providers.routes.clone(),
                     &self.cfg.providers.breaker,
                 )
-                .with_clock(self.clock.clone()),
+                .with_clock(self.clock.clone())
+                .with_personal(self.personal.clone()),
         );
+        let personal = self.personal.clone();
         // With the log in the store's file, routers append requests
         // in their commits, exactly once: no dedup rows needed.
         let colocated = self.colocated.is_some();
@@ -470,6 +486,7 @@ impl Node {
                 } else {
                     Dispatcher::new()
                 }
+                .with_personal(personal.clone())
             },
             shutdown,
         );
@@ -705,6 +722,52 @@ impl Node {
 }
 
 impl Node {
+    /// The notary's signing key (`audit.signing-key`, or the one generated
+    /// in the data directory).
+    pub fn audit_key(&self) -> anyhow::Result<Arc<clarion_audit::AuditKey>> {
+        Ok(Arc::new(
+            clarion_audit::AuditKey::load(&self.cfg.audit, &self.cfg.data_dir)
+                .context("loading the audit signing key")?,
+        ))
+    }
+
+    /// The notary of one partition (docs/audit.md).
+    pub fn notary(
+        &self,
+        part: clarion_audit::walk::Part,
+        key: Arc<clarion_audit::AuditKey>,
+    ) -> clarion_audit::Notary {
+        let a = &self.cfg.audit;
+        clarion_audit::Notary::new(
+            self.log.clone(),
+            self.store.clone(),
+            part,
+            self.clock.clone(),
+            key,
+            clarion_audit::NotaryConfig {
+                max_batch: self.cfg.runtime.max_batch,
+                poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+                checkpoint_every: a.checkpoint_every,
+                checkpoint_interval_ms: a.checkpoint_interval_ms as i64,
+            },
+        )
+    }
+
+    /// One notary per partition of every topic: the single chainer of its
+    /// partition (docs/audit.md).
+    fn spawn_notary(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let key = self.audit_key()?;
+        for part in clarion_audit::walk::parts(&self.topics) {
+            let what = format!("notary of {} partition {}", part.name, part.partition);
+            let notary = self.notary(part, key.clone());
+            let sd = shutdown.clone();
+            tasks.spawn(async move { notary.run(sd).await.context(what) });
+        }
+        Ok(())
     /// The retention role (docs/compliance.md): one runner per config
     /// partition keeps its tenants' policies, holds and deferred erasures,
     /// and runs their retention on the runtime clock's ticks.

@@ -249,6 +249,7 @@ async fn tenants_keys_and_subscribers() {
         timezone: "America/Montreal".into(),
         attributes_json: r#"{"tier":"gold"}"#.into(),
         webhook_url: String::new(),
+        country: "CA".into(),
     };
     subs.upsert(authed(&second.api_key, s.clone()))
         .await

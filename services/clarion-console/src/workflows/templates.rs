@@ -289,6 +289,7 @@ fn subscriber_of(s: clarion_proto::api::Subscriber) -> Subscriber {
         locale: s.locale,
         timezone: s.timezone,
         webhook_url: s.webhook_url,
+        country: s.country,
     }
 }
 

@@ -36,3 +36,42 @@ pub trait Shredder: Send + Sync + 'static {
         tenant: &TenantId,
     ) -> Result<Vec<(NaiveDate, String, String)>, ShredderError>;
 }
+
+fn keys_error(e: crate::personal::PersonalError) -> ShredderError {
+    ShredderError(e.to_string())
+}
+
+#[async_trait]
+impl Shredder for crate::personal::Personal {
+    async fn erase_subscriber(
+        &self,
+        tenant: &TenantId,
+        subscriber: &str,
+    ) -> Result<Vec<u32>, ShredderError> {
+        crate::personal::Personal::erase_subscriber(self, tenant, subscriber)
+            .await
+            .map(|k| k.generations)
+            .map_err(keys_error)
+    }
+
+    async fn redact_bodies(
+        &self,
+        tenant: &TenantId,
+        day: NaiveDate,
+        channel: &str,
+        country: &str,
+    ) -> Result<u64, ShredderError> {
+        crate::personal::Personal::redact_bodies(self, tenant, day, channel, country)
+            .await
+            .map_err(keys_error)
+    }
+
+    async fn body_key_days(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(NaiveDate, String, String)>, ShredderError> {
+        crate::personal::Personal::body_key_days(self, tenant)
+            .await
+            .map_err(keys_error)
+    }
+}

@@ -104,10 +104,13 @@ impl Router {
         if let Some(s) = self.recipients.profiles.get(tenant, id) {
             return Ok(s.clone());
         }
-        let s = store
+        let s = match store
             .get(&RowKey::new(Table::Subscribers, tenant, id, Vec::new()))
             .await?
-            .and_then(|b| clarion_domain::event::decode_subscriber(&b));
+        {
+            Some(b) => self.open_profile(tenant, &b).await?,
+            None => None,
+        };
         self.recipients.profiles.load(tenant, id, s.clone());
         Ok(s)
     }

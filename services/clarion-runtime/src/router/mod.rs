@@ -42,6 +42,7 @@ mod digest;
 mod dlq;
 mod drive;
 mod marks;
+mod personal;
 mod preference_check;
 mod preferences;
 mod record;
@@ -140,6 +141,8 @@ pub struct Router {
     runs_ended: Vec<(&'static str, u64)>,
     /// The batch's last trigger payload: a request's recipients share it.
     payloads: PayloadCache,
+    /// Opens sealed personal fields (`crate::personal`); `None`: none sealed.
+    personal: Option<Arc<crate::personal::Personal>>,
     /// Tenant limits by tenant, with when they were read.
     tenant_limits: HashMap<String, (Instant, Option<Arc<TenantLimits>>)>,
     /// Topics by tenant, with when they were read.
@@ -193,6 +196,7 @@ impl Router {
             cached_runs_delta: 0,
             runs_ended: Vec::new(),
             payloads: PayloadCache::default(),
+            personal: None,
             tenant_limits: HashMap::new(),
             topics: FastMap::default(),
             apps: FastMap::default(),
@@ -238,6 +242,12 @@ impl Router {
 
     /// How long a device may go unseen before pushes skip it (default
     /// `push::DEFAULT_DEVICE_EXPIRY_DAYS`).
+    /// Opens sealed personal fields of inputs to decide (issue #32).
+    pub fn with_personal(mut self, personal: Arc<crate::personal::Personal>) -> Router {
+        self.personal = Some(personal);
+        self
+    }
+
     pub fn with_device_expiry(mut self, expiry: Duration) -> Router {
         self.device_expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
         self
@@ -266,15 +276,29 @@ impl Router {
     ) -> Result<(), ProcessError> {
         let mut idx = 0u32;
         match &e.payload {
-            Payload::SubscriberUpserted(s) => self.on_subscriber(store, batch, e, s).await?,
-            Payload::Triggered(t) => self.on_triggered(store, batch, e, t).await?,
+            Payload::SubscriberUpserted(s) => {
+                let open = self.opened(e).await?;
+                let Payload::SubscriberUpserted(opened) = &open.payload else {
+                    unreachable!("opening keeps the payload's type")
+                };
+                let profile = clarion_domain::subscriber::Subscriber::from_event(opened);
+                self.on_subscriber(store, batch, e, s, profile).await?
+            }
+            Payload::Triggered(_) => {
+                let open = self.opened(e).await?;
+                let Payload::Triggered(t) = &open.payload else {
+                    unreachable!("opening keeps the payload's type")
+                };
+                self.on_triggered(store, batch, e, t).await?
+            }
             Payload::CancelRequested(c) => self.on_cancel(store, batch, e, c).await?,
             Payload::DlqDiscarded(d) => self.on_discarded(store, batch, e, d).await?,
             Payload::PreferencesChanged(_)
             | Payload::ContactChanged(_)
             | Payload::ContactVerified(_)
             | Payload::ContactVerificationFailed(_) => {
-                self.on_preference_event(store, batch, e).await?
+                let open = self.opened(e).await?;
+                self.on_preference_event(store, batch, e, &open).await?
             }
             Payload::QuietHoursSet(q) if !q.subscriber_id.is_empty() => {
                 self.on_quiet_hours(batch, e, q)
@@ -312,9 +336,9 @@ impl Router {
         batch: &mut Batch,
         e: &Event,
         s: &pb::SubscriberUpserted,
+        profile: clarion_domain::subscriber::Subscriber,
     ) -> Result<(), ProcessError> {
         let tenant = e.tenant.as_str();
-        let profile = clarion_domain::subscriber::Subscriber::from_event(s);
         self.profile_replaced(store, batch, tenant, &profile)
             .await?;
         self.store_profile(batch, tenant, s, profile);

@@ -37,14 +37,17 @@ pub fn history_key(tenant: &str, subscriber: &str, e: &Event) -> RowKey {
 }
 
 impl Router {
-    /// One preference or contact event (any other payload is ignored).
+    /// One preference or contact event (any other payload is ignored):
+    /// `e` as logged (the history row keeps it sealed), `open` the same
+    /// with its personal fields opened, to decide on.
     pub(super) async fn on_preference_event(
         &mut self,
         store: &dyn Store,
         batch: &mut Batch,
         e: &Event,
+        open: &Event,
     ) -> Result<(), ProcessError> {
-        let subscriber = match &e.payload {
+        let subscriber = match &open.payload {
             Payload::PreferencesChanged(p) => &p.subscriber_id,
             Payload::ContactChanged(c) => &c.subscriber_id,
             Payload::ContactVerified(v) => &v.subscriber_id,
@@ -59,11 +62,11 @@ impl Router {
             return Ok(());
         }
         let mut prefs = self.preferences_for(store, tenant, subscriber).await?;
-        match &e.payload {
+        match &open.payload {
             Payload::PreferencesChanged(p) => prefs.apply(p),
             Payload::ContactChanged(c) => {
                 prefs.contact_changed(tenant, c);
-                self.change_contact(store, batch, e, c).await?;
+                self.change_contact(store, batch, open, c).await?;
             }
             Payload::ContactVerified(v) => prefs.contact_verified(v),
             Payload::ContactVerificationFailed(f) => prefs.verification_failed(f),

@@ -1,0 +1,174 @@
+//! Personal data at rest (issue #32): a subscriber's address and the
+//! messages sent to them reach the recipient and the read APIs in clear,
+//! but the SQLite file holds them only sealed; destroying the subscriber's
+//! data key turns every copy into `[erased]` while the facts remain.
+
+mod support;
+
+use std::time::Duration;
+
+use clarion_dispatch::smtp::SmtpConfig;
+use clarion_domain::TenantId;
+use clarion_proto::api;
+use support::*;
+
+fn smtp_config(smtp: &SmtpServer) -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: smtp.port,
+        from: "Clarion <noreply@clarion.test>".into(),
+        message_id_domain: "clarion.test".into(),
+        starttls: false,
+        pool_size: 4,
+    }
+}
+
+/// Every byte of the embedded file and its WAL.
+fn file_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("clarion.db") {
+            all.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn upsert(ch: &tonic::transport::Channel, key: &str, email: &str) {
+    Subscribers::new(ch.clone())
+        .upsert(authed(
+            key,
+            api::Subscriber {
+                subscriber_id: "tech-42".into(),
+                email: email.into(),
+                phone: "+33612345678".into(),
+                locale: "fr-CA".into(),
+                country: "FR".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("upsert subscriber");
+}
+
+async fn trigger(ch: &tonic::transport::Channel, key: &str) -> String {
+    Notifications::new(ch.clone())
+        .trigger(authed(
+            key,
+            api::TriggerRequest {
+                workflow_id: "appointment".into(),
+                recipients: vec![api::Recipient {
+                    subscriber_id: "tech-42".into(),
+                    ..Default::default()
+                }],
+                payload_json: r#"{"day":"2026-12-01"}"#.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .notification_ids
+        .remove(0)
+}
+
+fn dispatch_detail(n: &api::Notification) -> serde_json::Value {
+    event_detail(n, "clarion.notification.dispatch_requested.v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_is_sealed_at_rest_and_erasure_shreds_every_copy() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.providers.smtp = Some(smtp_config(&smtp));
+    let node = start(cfg, false).await;
+    let ch = channel(node.grpc).await;
+    let acme = create_tenant(&ch, "acme").await;
+    let globex = create_tenant(&ch, "globex").await;
+    for key in [&acme, &globex] {
+        appointment_workflow(&ch, key, "appointment", "smtp").await;
+    }
+    upsert(&ch, &acme, "ada.acme@example.test").await;
+    upsert(&ch, &globex, "bob.globex@example.test").await;
+    let a = trigger(&ch, &acme).await;
+    let g = trigger(&ch, &globex).await;
+
+    // The recipients get their messages in clear.
+    let mails = smtp.wait_for(2, Duration::from_secs(30)).await;
+    let mut to: Vec<&str> = mails.iter().map(|m| m.to.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["ada.acme@example.test", "bob.globex@example.test"]);
+    let body = "Allô tech-42, le technicien passe le 2026-12-01.";
+    assert!(mails.iter().all(|m| m.body == body), "{mails:?}");
+
+    // The read APIs open what they show.
+    let n = wait_status(&ch, &acme, &a, "sent", Duration::from_secs(20)).await;
+    let d = dispatch_detail(&n);
+    assert_eq!(d["to"], "ada.acme@example.test");
+    assert_eq!(d["body"], body);
+    let profile = Subscribers::new(ch.clone())
+        .get(authed(
+            &acme,
+            api::GetSubscriberRequest {
+                subscriber_id: "tech-42".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(profile.email, "ada.acme@example.test");
+    assert_eq!(profile.country, "FR");
+    wait_status(&ch, &globex, &g, "sent", Duration::from_secs(20)).await;
+
+    // The file holds none of it in clear: not the addresses, the phone, nor
+    // the rendered message (log, projections, run state alike).
+    let bytes = file_bytes(dir.path());
+    for secret in [
+        "ada.acme@example.test",
+        "bob.globex@example.test",
+        "+33612345678",
+        body,
+        "Votre visite du 2026-12-01",
+    ] {
+        assert!(
+            !contains(&bytes, secret),
+            "{secret:?} is in the file in clear"
+        );
+    }
+
+    // Erasing acme's subscriber destroys its keys: every copy reads
+    // [erased]; the facts (status, events) stay; globex's is untouched.
+    let personal = node.nodes[0].personal.clone();
+    let gone = personal
+        .erase_subscriber(&TenantId::parse("acme").unwrap(), "tech-42")
+        .await
+        .unwrap();
+    assert_eq!(gone.generations, [1]);
+    let n = wait_status(&ch, &acme, &a, "sent", Duration::from_secs(5)).await;
+    let d = dispatch_detail(&n);
+    assert_eq!(d["to"], "[erased]");
+    assert_eq!(d["body"], "[erased]");
+    assert_eq!(n.events.len(), 5, "the facts remain: {n:?}");
+    let profile = Subscribers::new(ch.clone())
+        .get(authed(
+            &acme,
+            api::GetSubscriberRequest {
+                subscriber_id: "tech-42".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(profile.email, "[erased]");
+    assert_eq!(profile.phone, "[erased]");
+    let n = wait_status(&ch, &globex, &g, "sent", Duration::from_secs(5)).await;
+    assert_eq!(dispatch_detail(&n)["to"], "bob.globex@example.test");
+    node.stop().await;
+}
