@@ -45,8 +45,8 @@ enum Command {
     /// credentials once.
     Serve(Overrides),
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
-    /// gateway, router, dispatcher, projector, analytics, alerts, exporter, notary.
-    /// gateway, router, dispatcher, projector, analytics, alerts, exporter, retention.
+    /// gateway, router, dispatcher, projector, analytics, alerts, exporter, notary,
+    /// retention.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,

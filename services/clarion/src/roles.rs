@@ -56,7 +56,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
@@ -91,8 +91,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary)"))
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, retention)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary, retention)"))
     }
 }
 
@@ -768,6 +767,8 @@ impl Node {
             tasks.spawn(async move { notary.run(sd).await.context(what) });
         }
         Ok(())
+    }
+
     /// The retention role (docs/compliance.md): one runner per config
     /// partition keeps its tenants' policies, holds and deferred erasures,
     /// and runs their retention on the runtime clock's ticks.
