@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "schemas/events/v1/inbox.proto",
         "schemas/events/v1/scheduling.proto",
         "schemas/events/v1/export.proto",
+        "schemas/events/v1/compliance.proto",
     ]
     .map(|p| root.join(p));
     // (Processors read the envelope field by field, `Event::decode`; the

@@ -220,6 +220,7 @@ impl From<ApiError> for PageError {
             ApiError::PermissionDenied(m) => PageError::Forbidden(m),
             ApiError::NotFound(m) => PageError::NotFound(m),
             ApiError::AlreadyExists(m) => PageError::bad_request("id", m),
+            ApiError::FailedPrecondition(m) => PageError::bad_request("", m),
             ApiError::Unavailable(m) => PageError::Unavailable(m),
             ApiError::Internal(m) => PageError::Internal(m),
         }

@@ -150,6 +150,14 @@ payloads! {
     ProviderFailedOver(ProviderFailedOver) = "clarion.provider.failed_over.v1",
     ProviderBreakerChanged(ProviderBreakerChanged) = "clarion.provider.breaker_changed.v1",
     ExportCreated(ExportCreated) = "clarion.export.created.v1",
+    SubscriberErased(SubscriberErased) = "clarion.subscriber.erased.v1",
+    ErasureDeferred(ErasureDeferred) = "clarion.erasure.deferred.v1",
+    LegalHoldPlaced(LegalHoldPlaced) = "clarion.legal_hold.placed.v1",
+    LegalHoldExtended(LegalHoldExtended) = "clarion.legal_hold.extended.v1",
+    LegalHoldReleased(LegalHoldReleased) = "clarion.legal_hold.released.v1",
+    RetentionPolicySet(RetentionPolicySet) = "clarion.retention.policy_set.v1",
+    RetentionApplied(RetentionApplied) = "clarion.retention.applied.v1",
+    RetentionTick(RetentionTick) = "clarion.retention.tick.v1",
 }
 
 impl Payload {
@@ -276,6 +284,14 @@ impl Payload {
                 "manifest_sha256": p.manifest_sha256, "public_key": p.public_key,
                 "encrypted_to": p.encrypted_to,
             }),
+            Payload::SubscriberErased(_)
+            | Payload::ErasureDeferred(_)
+            | Payload::LegalHoldPlaced(_)
+            | Payload::LegalHoldExtended(_)
+            | Payload::LegalHoldReleased(_)
+            | Payload::RetentionPolicySet(_)
+            | Payload::RetentionApplied(_)
+            | Payload::RetentionTick(_) => self.compliance_detail(),
             Payload::AnomalyDetected(p) => json!({
                 "alert_id": p.alert_id, "series": p.series, "provider": p.provider,
                 "signal": p.signal, "minute_start_ms": p.minute_start_ms,
@@ -283,6 +299,49 @@ impl Payload {
                 "z_score": p.z_score, "attempts": p.attempts, "alerted": p.alerted,
                 "runbook": p.runbook, "grouped_into": p.grouped_into,
             }),
+        }
+    }
+
+    /// Erasure, legal holds and retention (no personal data in any of them).
+    fn compliance_detail(&self) -> Value {
+        let scope = |s: Option<&pb::HoldScope>| {
+            let s = s.cloned().unwrap_or_default();
+            json!({"subscriber_id": s.subscriber_id, "workflow_id": s.workflow_id,
+                "from_ms": s.from_ms, "until_ms": s.until_ms})
+        };
+        match self {
+            Payload::SubscriberErased(p) => json!({
+                "subscriber_id": p.subscriber_id, "request_id": p.request_id,
+                "generations": p.generations, "reason": p.reason,
+                "receipt": serde_json::from_str::<Value>(&p.receipt_json).unwrap_or(Value::Null),
+            }),
+            Payload::ErasureDeferred(p) => json!({
+                "subscriber_id": p.subscriber_id, "request_id": p.request_id,
+                "hold_id": p.hold_id, "reason": p.reason,
+            }),
+            Payload::LegalHoldPlaced(p) => json!({
+                "hold_id": p.hold_id, "scope": scope(p.scope.as_ref()), "reason": p.reason,
+                "expires_at_ms": p.expires_at_ms,
+            }),
+            Payload::LegalHoldExtended(p) => json!({
+                "hold_id": p.hold_id, "reason": p.reason, "expires_at_ms": p.expires_at_ms,
+            }),
+            Payload::LegalHoldReleased(p) => json!({"hold_id": p.hold_id, "reason": p.reason}),
+            Payload::RetentionPolicySet(p) => json!({
+                "version": p.version,
+                "rules": p.rules.iter().map(|r| json!({
+                    "channel": r.channel, "country": r.country,
+                    "redact_bodies_after_days": r.redact_bodies_after_days,
+                    "shred_subscriber_after_days": r.shred_subscriber_after_days,
+                })).collect::<Vec<_>>(),
+            }),
+            Payload::RetentionApplied(p) => json!({
+                "day": p.day, "channel": p.channel, "country": p.country,
+                "bodies_redacted": p.bodies_redacted, "subscribers_shredded": p.subscribers_shredded,
+                "held_back": p.held_back, "deferred_erasures_executed": p.deferred_erasures_executed,
+            }),
+            Payload::RetentionTick(p) => json!({"due_ms": p.due_ms}),
+            _ => unreachable!("detail_json routes only these here"),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod anomaly;
 pub mod channel;
+pub mod compliance;
 pub mod digest;
 pub mod error;
 pub mod event;

@@ -63,6 +63,21 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ("/clarion.v1.DeadLetterService/Discard", Tenant(Admin)),
     ("/clarion.v1.SubscriberService/Upsert", Tenant(Preferences)),
     ("/clarion.v1.SubscriberService/Get", Tenant(Read)),
+    // Issue #32: erasure, holds and retention are the tenant's compliance
+    // officer's: admin.
+    ("/clarion.v1.SubscriberService/Erase", Tenant(Admin)),
+    ("/clarion.v1.ComplianceService/PlaceHold", Tenant(Admin)),
+    ("/clarion.v1.ComplianceService/ListHolds", Tenant(Read)),
+    ("/clarion.v1.ComplianceService/ExtendHold", Tenant(Admin)),
+    ("/clarion.v1.ComplianceService/ReleaseHold", Tenant(Admin)),
+    (
+        "/clarion.v1.ComplianceService/SetRetentionPolicy",
+        Tenant(Admin),
+    ),
+    (
+        "/clarion.v1.ComplianceService/GetRetentionPolicy",
+        Tenant(Read),
+    ),
     ("/clarion.v1.TenantService/CreateTenant", Operator),
     ("/clarion.v1.TenantService/CreateApiKey", Tenant(Admin)),
     ("/clarion.v1.TenantService/PutTemplate", Tenant(Admin)),
@@ -256,6 +271,14 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     // Delivery analytics (issue #30).
     ("GET", "/v1/analytics/report", Read),
     ("GET", "/v1/analytics/providers", Read),
+    // Compliance (issue #32).
+    ("DELETE", "/v1/subscribers/:id", Admin),
+    ("POST", "/v1/legal-holds", Admin),
+    ("GET", "/v1/legal-holds", Read),
+    ("POST", "/v1/legal-holds/:id/extend", Admin),
+    ("POST", "/v1/legal-holds/:id/release", Admin),
+    ("GET", "/v1/retention-policy", Read),
+    ("PUT", "/v1/retention-policy", Admin),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
@@ -732,6 +755,9 @@ mod tests {
                 // AnalyticsService (issue #30)
                 "GetReport",
                 "GetProviderHealth",
+                // ComplianceService (issue #32)
+                "ListHolds",
+                "GetRetentionPolicy",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.

@@ -26,6 +26,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request cannot be done in the current state (e.g. a legal hold
+    /// covers it): gRPC FAILED_PRECONDITION, HTTP 409.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -99,6 +103,7 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(m) => Status::permission_denied(cut(m)),
             ApiError::NotFound(m) => Status::not_found(cut(m)),
             ApiError::AlreadyExists(m) => Status::already_exists(cut(m)),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(cut(m)),
             ApiError::Unavailable(m) => Status::unavailable(cut(m)),
             ApiError::Internal(m) => Status::internal(cut(m)),
         }

@@ -10,6 +10,8 @@ pub mod access;
 pub mod analytics;
 pub mod apps;
 pub mod auth;
+pub mod compliance;
+pub mod compliance_grpc;
 pub mod config_cache;
 pub mod config_read;
 pub mod dead_letter;
@@ -38,6 +40,7 @@ pub mod ratelimit;
 pub mod rest;
 pub mod rest_analytics;
 pub mod rest_apps;
+pub mod rest_compliance;
 pub mod rest_dead_letters;
 pub mod rest_devices;
 pub mod rest_digests;
@@ -202,6 +205,12 @@ pub async fn serve_grpc(
         .add_service(api::analytics_service_server::AnalyticsServiceServer::new(
             analytics::AnalyticsApi(state.clone()),
         ))
+        // Issue #32: legal holds and retention.
+        .add_service(
+            api::compliance_service_server::ComplianceServiceServer::new(
+                compliance_grpc::ComplianceApi(state.clone()),
+            ),
+        )
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(
                 quarantine::QuarantineApi(state),

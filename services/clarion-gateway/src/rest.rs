@@ -18,8 +18,9 @@ use utoipa::OpenApi;
 use crate::rest_exports;
 use crate::state::GatewayState;
 use crate::{
-    rest_analytics, rest_apps, rest_dead_letters, rest_devices, rest_digests, rest_inbox,
-    rest_notifications, rest_preferences, rest_schedules, rest_settings, rest_subscribers,
+    rest_analytics, rest_apps, rest_compliance, rest_dead_letters, rest_devices, rest_digests,
+    rest_inbox, rest_notifications, rest_preferences, rest_schedules, rest_settings,
+    rest_subscribers,
 };
 
 /// One REST module: its routes, and the OpenAPI document of their paths.
@@ -82,6 +83,11 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_exports::routes,
         openapi: <rest_exports::Paths as OpenApi>::openapi,
+    },
+    // Issue #32: erasure, legal holds, retention.
+    Module {
+        routes: rest_compliance::routes,
+        openapi: <rest_compliance::Paths as OpenApi>::openapi,
     },
 ];
 

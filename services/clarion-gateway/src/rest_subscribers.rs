@@ -36,7 +36,10 @@ pub fn routes() -> Router<GatewayState> {
     Router::new()
         .route(
             "/v1/subscribers/:id",
-            get(get_subscriber).put(upsert_subscriber),
+            get(get_subscriber)
+                .put(upsert_subscriber)
+                // GDPR erasure (issue #32): `rest_compliance`.
+                .delete(crate::rest_compliance::erase_subscriber),
         )
         .route("/v1/subscribers/:id/notifications", get(list_notifications))
 }

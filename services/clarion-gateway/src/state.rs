@@ -44,6 +44,8 @@ pub struct GatewayState {
     pub personal: Arc<clarion_runtime::personal::Personal>,
     /// Secure exports (`POST /v1/exports`); `None`: not offered here.
     pub export: Option<Arc<crate::rest_exports::ExportDoor>>,
+    /// Destroys data keys (erasure, issue #32): the crypto layer.
+    pub shredder: Arc<dyn clarion_runtime::retention::Shredder>,
 }
 
 impl GatewayState {

@@ -154,4 +154,13 @@ impl api::subscriber_service_server::SubscriberService for SubscriberApi {
     ) -> Result<Response<api::Subscriber>, Status> {
         Ok(Response::new(SubscriberApi::get(self, request).await?))
     }
+
+    async fn erase(
+        &self,
+        request: Request<api::EraseSubscriberRequest>,
+    ) -> Result<Response<api::ErasureReceipt>, Status> {
+        Ok(Response::new(
+            crate::compliance_grpc::erase(&self.0, request).await?,
+        ))
+    }
 }

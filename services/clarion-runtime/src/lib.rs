@@ -23,6 +23,7 @@ pub mod personal;
 pub mod processor;
 pub mod projector;
 pub mod quarantine;
+pub mod retention;
 pub mod router;
 pub mod runner;
 pub mod secrets;

@@ -116,10 +116,14 @@ pub enum Table {
     /// position and heads under the system tenant (pk
     /// `notary/<topic>/<partition>`). Owned by the notary.
     Chain,
+    /// Compliance (issue #32): each tenant's retention policy, legal holds
+    /// in force and deferred erasures (pk `policy`, `holds`, `deferred`),
+    /// owned by the retention processor; its shredding cursor.
+    Compliance,
 }
 
 impl Table {
-    pub const ALL: [Table; 36] = [
+    pub const ALL: [Table; 37] = [
         Table::ProcessorOffsets,
         Table::Dedup,
         Table::Outbox,
@@ -156,6 +160,7 @@ impl Table {
         Table::Alerts,
         Table::DataKeys,
         Table::Chain,
+        Table::Compliance,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -198,6 +203,7 @@ impl Table {
             Table::Alerts => "alerts",
             Table::DataKeys => "data_keys",
             Table::Chain => "audit_chain",
+            Table::Compliance => "compliance",
         }
     }
 }

@@ -735,6 +735,14 @@ pub enum SubscribersCmd {
         #[arg(long, value_name = "DURATION")]
         ttl: Option<String>,
     },
+    /// GDPR erasure: destroys the subscriber's data key; prints the receipt
+    /// (refused, and deferred, under a legal hold; docs/compliance.md).
+    Erase {
+        subscriber: String,
+        /// Why (kept with the erasure's event).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 /// An authenticated request recorded as made through the CLI.
@@ -954,6 +962,9 @@ pub async fn topics(c: ClientArgs, cmd: TopicsCmd) -> anyhow::Result<()> {
 }
 
 pub async fn subscribers(c: ClientArgs, cmd: SubscribersCmd) -> anyhow::Result<()> {
+    if let SubscribersCmd::Erase { subscriber, reason } = cmd {
+        return crate::client_compliance::erase(&c, subscriber, reason).await;
+    }
     let mut client =
         api::preference_service_client::PreferenceServiceClient::new(connect(&c).await?);
     match cmd {
@@ -980,6 +991,7 @@ pub async fn subscribers(c: ClientArgs, cmd: SubscribersCmd) -> anyhow::Result<(
             println!("{}", r.token);
             eprintln!("expires {}", ms_text(r.expires_at_ms));
         }
+        SubscribersCmd::Erase { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -75,6 +75,10 @@ pub struct Config {
     /// Compliance: where `POST /v1/exports` writes (docs/export.md).
     #[serde(default)]
     pub compliance: ComplianceConfig,
+    /// The retention role: how often each tenant's policy is applied
+    /// (docs/compliance.md).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 /// `compliance`: secure exports (issue #32).
@@ -93,6 +97,20 @@ impl ComplianceConfig {
         } else {
             PathBuf::from(&self.export_dir)
         }
+    }
+}
+
+/// `retention`: the retention role's schedule (issue #32).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between two runs of a tenant's retention (at least 1).
+    pub tick_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { tick_seconds: 3600 }
     }
 }
 
@@ -535,6 +553,7 @@ impl Default for Config {
             warehouse: WarehouseConfig::default(),
             audit: clarion_audit::AuditConfig::default(),
             compliance: ComplianceConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod audit_cli;
 pub mod bootstrap;
 pub mod client;
+pub mod client_compliance;
 pub mod client_devices;
 pub mod client_schedules;
 pub mod config;

@@ -45,7 +45,8 @@ enum Command {
     /// credentials once.
     Serve(Overrides),
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
-    /// gateway, router, dispatcher, projector, analytics, alerts, exporter, notary.
+    /// gateway, router, dispatcher, projector, analytics, alerts, exporter, notary,
+    /// retention.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,
@@ -142,10 +143,26 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
-    /// Subscriber tokens for end users' apps (over gRPC; admin scope).
+    /// Subscriber tokens for end users' apps, and GDPR erasure (over gRPC;
+    /// admin scope). Also `clarion subscriber`.
+    #[command(alias = "subscriber")]
     Subscribers {
         #[command(subcommand)]
         cmd: clarion::client::SubscribersCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
+    /// Legal holds: place, list, extend, release (over gRPC; docs/compliance.md).
+    Holds {
+        #[command(subcommand)]
+        cmd: clarion::client_compliance::HoldsCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
+    /// The tenant's retention policy: set, show (over gRPC; docs/compliance.md).
+    Retention {
+        #[command(subcommand)]
+        cmd: clarion::client_compliance::RetentionCmd,
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
@@ -246,6 +263,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Subscribers { cmd, client } => {
             rt.block_on(clarion::client::subscribers(client, cmd))
+        }
+        Command::Holds { cmd, client } => {
+            rt.block_on(clarion::client_compliance::holds(client, cmd))
+        }
+        Command::Retention { cmd, client } => {
+            rt.block_on(clarion::client_compliance::retention(client, cmd))
         }
         Command::Quarantine { cmd, admin } => rt.block_on(clarion::client::quarantine(admin, cmd)),
     }

@@ -50,10 +50,13 @@ pub enum Role {
     Exporter,
     /// The audit chain's notary (issue #32, docs/audit.md).
     Notary,
+    /// Retention policies, legal holds, deferred erasures (issue #32,
+    /// docs/compliance.md).
+    Retention,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
@@ -62,6 +65,7 @@ impl Role {
         Role::Alerts,
         Role::Exporter,
         Role::Notary,
+        Role::Retention,
     ];
 }
 
@@ -76,6 +80,7 @@ impl fmt::Display for Role {
             Role::Alerts => "alerts",
             Role::Exporter => "exporter",
             Role::Notary => "notary",
+            Role::Retention => "retention",
         })
     }
 }
@@ -86,7 +91,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary, retention)"))
     }
 }
 
@@ -112,6 +117,8 @@ pub struct Node {
     pub inbox_hub: Arc<InboxHub>,
     /// Seals and opens personal data (issue #32).
     pub personal: Arc<clarion_runtime::personal::Personal>,
+    /// Destroys personal data keys (erasure, retention; issue #32).
+    pub shredder: Arc<dyn clarion_runtime::retention::Shredder>,
 }
 
 impl Node {
@@ -164,6 +171,7 @@ impl Node {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let personal = clarion_runtime::personal::Personal::new(store.clone(), keyring.clone());
         Ok(Node {
+            shredder: personal.clone(),
             personal,
             security: security(&cfg, clock.clone()),
             cfg,
@@ -221,6 +229,7 @@ impl Node {
                 dir: self.cfg.compliance.export_dir(&self.cfg.data_dir),
                 opener: crate::export_cli::opener(self),
             })),
+            shredder: self.shredder.clone(),
         }
     }
 
@@ -372,6 +381,7 @@ impl Node {
             Role::Alerts => self.spawn_alerts(tasks, shutdown)?,
             Role::Exporter => self.spawn_exporter(tasks, shutdown)?,
             Role::Notary => self.spawn_notary(tasks, shutdown)?,
+            Role::Retention => self.spawn_retention(tasks, shutdown),
         }
         Ok(())
     }
@@ -761,5 +771,30 @@ impl Node {
             tasks.spawn(async move { notary.run(sd).await.context(what) });
         }
         Ok(())
+    }
+
+    /// The retention role (docs/compliance.md): one runner per config
+    /// partition keeps its tenants' policies, holds and deferred erasures,
+    /// and runs their retention on the runtime clock's ticks.
+    fn spawn_retention(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let job = Arc::new(clarion_runtime::retention::RetentionJob::new(
+            self.store.clone(),
+            self.log.clone(),
+            self.topics.clone(),
+            self.shredder.clone(),
+        ));
+        let tick_ms = 1000 * self.cfg.retention.tick_seconds.max(1) as i64;
+        self.spawn_partitions(
+            tasks,
+            Topic::Config,
+            &[],
+            job,
+            move || clarion_runtime::retention::RetentionProcessor::new(tick_ms),
+            shutdown,
+        );
     }
 }

@@ -36,6 +36,12 @@ impl Profiles {
         self.map.insert(key, Some(e.subscriber));
     }
 
+    /// Forgets one subscriber (erased: the next read opens the stored,
+    /// now unreadable, profile).
+    pub fn forget(&mut self, tenant: &str, id: &str) {
+        self.map.remove(&Pair(tenant, id));
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -36,6 +36,7 @@ pub fn code(e: &ApiError) -> &'static str {
         ApiError::PermissionDenied(_) => CODE_PERMISSION_DENIED,
         ApiError::NotFound(_) => CODE_NOT_FOUND,
         ApiError::AlreadyExists(_) => "ALREADY_EXISTS",
+        ApiError::FailedPrecondition(_) => "FAILED_PRECONDITION",
         ApiError::Unavailable(_) => CODE_UNAVAILABLE,
         ApiError::Internal(_) => "INTERNAL",
     }
@@ -179,7 +180,7 @@ pub fn refused(e: ApiError) -> Response {
         ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
         ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-        ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+        ApiError::AlreadyExists(_) | ApiError::FailedPrecondition(_) => StatusCode::CONFLICT,
         ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -292,6 +292,7 @@ impl Router {
                 self.on_triggered(store, batch, e, t).await?
             }
             Payload::CancelRequested(c) => self.on_cancel(store, batch, e, c).await?,
+            Payload::SubscriberErased(x) => self.on_erased(e.tenant.as_str(), &x.subscriber_id),
             Payload::DlqDiscarded(d) => self.on_discarded(store, batch, e, d).await?,
             Payload::PreferencesChanged(_)
             | Payload::ContactChanged(_)

@@ -29,6 +29,15 @@ impl Router {
         Ok(Cow::Owned(open))
     }
 
+    /// A subscriber was erased (their keys destroyed): what this router
+    /// holds of them in clear, in memory, goes too.
+    pub(super) fn on_erased(&mut self, tenant: &str, subscriber: &str) {
+        self.recipients.profiles.forget(tenant, subscriber);
+        if let Some(p) = &self.personal {
+            p.forget(tenant, subscriber);
+        }
+    }
+
     /// A stored profile row, opened.
     pub(super) async fn open_profile(
         &self,
