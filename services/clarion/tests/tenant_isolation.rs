@@ -401,6 +401,8 @@ fn ok<T: std::fmt::Debug>(
 
 /// Every gRPC method with B's key on A's ids. Reads come before B's
 /// writes (B's upsert of A's subscriber id makes B its own subscriber).
+type Compliance = api::compliance_service_client::ComplianceServiceClient<Channel>;
+
 fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, Call)> {
     let (ch, b, nid, kid) = (
         ch.clone(),
@@ -508,6 +510,93 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
                 api::DeadLetterAction {
                     notification_id: nid2,
                     note: "b".into()
+                }
+            ))
+            .await)
+    );
+    // Compliance (issue #32): B acts on its own tenant; A's ids are unknown to it.
+    row!(
+        "/clarion.v1.SubscriberService/Erase",
+        Expect::Denied,
+        |c, k| ok(Subscribers::new(c)
+            .erase(authed(
+                &k,
+                api::EraseSubscriberRequest {
+                    subscriber_id: A_ONLY_SUB.into(),
+                    reason: "isolation".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ComplianceService/ListHolds",
+        Expect::OwnOnly,
+        |c, k| ok(Compliance::new(c)
+            .list_holds(authed(&k, api::ListHoldsRequest::default()))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ComplianceService/ExtendHold",
+        Expect::Denied,
+        |c, k| ok(Compliance::new(c)
+            .extend_hold(authed(
+                &k,
+                api::ExtendHoldRequest {
+                    hold_id: "hold-of-acme".into(),
+                    reason: "isolation".into(),
+                    expires_at_ms: 0
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ComplianceService/ReleaseHold",
+        Expect::Denied,
+        |c, k| ok(Compliance::new(c)
+            .release_hold(authed(
+                &k,
+                api::ReleaseHoldRequest {
+                    hold_id: "hold-of-acme".into(),
+                    reason: "isolation".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ComplianceService/GetRetentionPolicy",
+        Expect::OwnOnly,
+        |c, k| ok(Compliance::new(c)
+            .get_retention_policy(authed(&k, api::GetRetentionPolicyRequest::default()))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ComplianceService/PlaceHold",
+        Expect::OwnOnly,
+        |c, k| ok(Compliance::new(c)
+            .place_hold(authed(
+                &k,
+                api::PlaceHoldRequest {
+                    scope: None,
+                    reason: "isolation".into(),
+                    expires_at_ms: 0
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ComplianceService/SetRetentionPolicy",
+        Expect::OwnOnly,
+        |c, k| ok(Compliance::new(c)
+            .set_retention_policy(authed(
+                &k,
+                api::RetentionPolicy {
+                    rules: vec![api::RetentionRule {
+                        channel: "*".into(),
+                        country: "*".into(),
+                        redact_bodies_after_days: 30,
+                        shred_subscriber_after_days: 0
+                    }],
+                    ..Default::default()
                 }
             ))
             .await)
@@ -1569,6 +1658,63 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             format!("{base}/v1/subscribers/{A_ONLY_SUB}/digests/flush"),
             r#"{"workflow_id":"visit"}"#,
             404,
+        ),
+        // Compliance and exports (issue #32): B's own tenant only.
+        (
+            "DELETE",
+            "/v1/subscribers/:id",
+            format!("{base}/v1/subscribers/{A_ONLY_SUB}"),
+            "",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/legal-holds",
+            format!("{base}/v1/legal-holds"),
+            r#"{"reason":"isolation"}"#,
+            201,
+        ),
+        (
+            "GET",
+            "/v1/legal-holds",
+            format!("{base}/v1/legal-holds"),
+            "",
+            200,
+        ),
+        (
+            "POST",
+            "/v1/legal-holds/:id/extend",
+            format!("{base}/v1/legal-holds/hold-of-acme/extend"),
+            r#"{"reason":"isolation"}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/v1/legal-holds/:id/release",
+            format!("{base}/v1/legal-holds/hold-of-acme/release"),
+            r#"{"reason":"isolation"}"#,
+            404,
+        ),
+        (
+            "GET",
+            "/v1/retention-policy",
+            format!("{base}/v1/retention-policy"),
+            "",
+            200,
+        ),
+        (
+            "PUT",
+            "/v1/retention-policy",
+            format!("{base}/v1/retention-policy"),
+            r#"{"rules":[{"channel":"*","country":"*","redact_bodies_after_days":30}]}"#,
+            200,
+        ),
+        (
+            "POST",
+            "/v1/exports",
+            format!("{base}/v1/exports"),
+            r#"{"from":"2026-01-01","until":"2026-12-31","purpose":"isolation"}"#,
+            201,
         ),
         // Analytics (issue #30): B's own figures only.
         (
