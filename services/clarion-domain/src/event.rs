@@ -228,6 +228,42 @@ impl Payload {
             | Payload::QuietHoursSet(_)
             | Payload::TenantCalendarSet(_)
             | Payload::DigestFlushRequested(_) => self.scheduling_detail(),
+            Payload::Triggered(_)
+            | Payload::Routed(_)
+            | Payload::DispatchRequested(_)
+            | Payload::Sent(_)
+            | Payload::Delivered(_)
+            | Payload::Failed(_)
+            | Payload::TimerFired(_)
+            | Payload::Engaged(_)
+            | Payload::Ended(_)
+            | Payload::Noted(_)
+            | Payload::DlqRetried(_)
+            | Payload::DlqDiscarded(_)
+            | Payload::CancelRequested(_) => self.lifecycle_detail(),
+            Payload::SubscriberErased(_)
+            | Payload::ErasureDeferred(_)
+            | Payload::LegalHoldPlaced(_)
+            | Payload::LegalHoldExtended(_)
+            | Payload::LegalHoldReleased(_)
+            | Payload::RetentionPolicySet(_)
+            | Payload::RetentionApplied(_)
+            | Payload::RetentionTick(_)
+            | Payload::ExportCreated(_) => self.compliance_detail(),
+            Payload::AnomalyDetected(p) => json!({
+                "alert_id": p.alert_id, "series": p.series, "provider": p.provider,
+                "signal": p.signal, "minute_start_ms": p.minute_start_ms,
+                "observed": p.observed, "baseline": p.baseline, "deviation": p.deviation,
+                "z_score": p.z_score, "attempts": p.attempts, "alerted": p.alerted,
+                "runbook": p.runbook, "grouped_into": p.grouped_into,
+            }),
+        }
+    }
+
+    /// A notification's lifecycle: trigger, routing, sends and their
+    /// outcomes, timers, engagement, the run's end and the DLQ.
+    fn lifecycle_detail(&self) -> Value {
+        match self {
             Payload::Triggered(p) => json!({
                 "workflow_id": p.workflow_id, "workflow_version": p.workflow_version,
                 "subscriber_id": p.subscriber_id, "idempotency_key": p.idempotency_key,
@@ -274,35 +310,11 @@ impl Payload {
             Payload::DlqRetried(p) => json!({"note": p.note}),
             Payload::DlqDiscarded(p) => json!({"note": p.note}),
             Payload::CancelRequested(p) => json!({"cancel_key": p.cancel_key, "reason": p.reason}),
-            Payload::ExportCreated(p) => json!({
-                "export_id": p.export_id, "requester": p.requester, "purpose": p.purpose,
-                "scope": serde_json::from_str::<Value>(&p.scope_json).unwrap_or(Value::Null),
-                "from_ms": p.from_ms, "until_ms": p.until_ms, "format": p.format,
-                "files": p.files.iter().map(|f| json!({
-                    "name": f.name, "sha256": f.sha256, "rows": f.rows,
-                })).collect::<Vec<_>>(),
-                "manifest_sha256": p.manifest_sha256, "public_key": p.public_key,
-                "encrypted_to": p.encrypted_to,
-            }),
-            Payload::SubscriberErased(_)
-            | Payload::ErasureDeferred(_)
-            | Payload::LegalHoldPlaced(_)
-            | Payload::LegalHoldExtended(_)
-            | Payload::LegalHoldReleased(_)
-            | Payload::RetentionPolicySet(_)
-            | Payload::RetentionApplied(_)
-            | Payload::RetentionTick(_) => self.compliance_detail(),
-            Payload::AnomalyDetected(p) => json!({
-                "alert_id": p.alert_id, "series": p.series, "provider": p.provider,
-                "signal": p.signal, "minute_start_ms": p.minute_start_ms,
-                "observed": p.observed, "baseline": p.baseline, "deviation": p.deviation,
-                "z_score": p.z_score, "attempts": p.attempts, "alerted": p.alerted,
-                "runbook": p.runbook, "grouped_into": p.grouped_into,
-            }),
+            _ => unreachable!("detail_json routes only these here"),
         }
     }
 
-    /// Erasure, legal holds and retention (no personal data in any of them).
+    /// Erasure, legal holds, retention and exports (no personal data in any of them).
     fn compliance_detail(&self) -> Value {
         let scope = |s: Option<&pb::HoldScope>| {
             let s = s.cloned().unwrap_or_default();
@@ -341,6 +353,16 @@ impl Payload {
                 "held_back": p.held_back, "deferred_erasures_executed": p.deferred_erasures_executed,
             }),
             Payload::RetentionTick(p) => json!({"due_ms": p.due_ms}),
+            Payload::ExportCreated(p) => json!({
+                "export_id": p.export_id, "requester": p.requester, "purpose": p.purpose,
+                "scope": serde_json::from_str::<Value>(&p.scope_json).unwrap_or(Value::Null),
+                "from_ms": p.from_ms, "until_ms": p.until_ms, "format": p.format,
+                "files": p.files.iter().map(|f| json!({
+                    "name": f.name, "sha256": f.sha256, "rows": f.rows,
+                })).collect::<Vec<_>>(),
+                "manifest_sha256": p.manifest_sha256, "public_key": p.public_key,
+                "encrypted_to": p.encrypted_to,
+            }),
             _ => unreachable!("detail_json routes only these here"),
         }
     }

@@ -121,16 +121,10 @@ impl GatewayState {
         tenant: &clarion_domain::TenantId,
         p: &mut clarion_proto::events::SubscriberUpserted,
     ) -> Result<(), ApiError> {
-        let id = p.subscriber_id.clone();
-        for f in [
-            &mut p.email,
-            &mut p.phone,
-            &mut p.attributes_json,
-            &mut p.webhook_url,
-        ] {
-            self.open_value(tenant, &id, f).await?;
-        }
-        Ok(())
+        self.personal
+            .open_profile(tenant, p)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("personal-data keys: {e}")))
     }
 
     /// Opens an inbox item's title, body and data.

@@ -168,6 +168,27 @@ impl Personal {
         })
     }
 
+    /// Opens a stored profile's personal fields in place (the profile rows
+    /// hold the `SubscriberUpserted` as logged).
+    pub async fn open_profile(
+        &self,
+        tenant: &TenantId,
+        p: &mut clarion_proto::events::SubscriberUpserted,
+    ) -> Result<(), PersonalError> {
+        let id = p.subscriber_id.clone();
+        for f in [
+            &mut p.email,
+            &mut p.phone,
+            &mut p.attributes_json,
+            &mut p.webhook_url,
+        ] {
+            if is_sealed(f) {
+                *f = self.open(tenant, &id, f).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Opens the sealed string values inside a JSON text.
     async fn open_json(
         &self,

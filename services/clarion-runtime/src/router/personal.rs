@@ -50,16 +50,7 @@ impl Router {
         if let Some(p) = &self.personal {
             let tenant = clarion_domain::TenantId::parse(tenant)
                 .map_err(|e| clarion_store::StoreError::Storage(e.to_string()))?;
-            for f in [
-                &mut s.email,
-                &mut s.phone,
-                &mut s.attributes_json,
-                &mut s.webhook_url,
-            ] {
-                if is_sealed(f) {
-                    *f = p.open(&tenant, &s.subscriber_id, f).await?;
-                }
-            }
+            p.open_profile(&tenant, &mut s).await?;
         }
         Ok(Some(Subscriber::from_event(&s)))
     }
