@@ -32,6 +32,9 @@ pub struct RunnerConfig {
     pub max_batch: usize,
     /// How long one poll of the log waits for records.
     pub poll_wait: Duration,
+    /// How long a follower's reader waits after a batch that did not fill
+    /// `max_batch` (see `Processor::follows`); on-path processors ignore it.
+    pub linger: Duration,
     /// How long applied event ids are remembered. Duplicates come from
     /// republished outboxes and producer retries, i.e. within minutes.
     pub dedup_ttl: Duration,
@@ -60,6 +63,7 @@ impl Default for RunnerConfig {
             // The binary's `runtime.max-batch` default too; why 4,096: its docs.
             max_batch: 4096,
             poll_wait: Duration::from_millis(100),
+            linger: Duration::ZERO,
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
             effect_concurrency: 64,
             max_outstanding_batches: 64,
@@ -541,13 +545,22 @@ impl<P: Processor> PartitionRunner<P> {
             // Narrowed: one record a batch (see `narrow_until`).
             let max = if narrow { 1 } else { self.cfg.max_batch };
             let (tx, max, wait) = (tx.clone(), max, self.cfg.poll_wait);
+            let linger = if self.processor.follows() && !narrow {
+                self.cfg.linger
+            } else {
+                Duration::ZERO
+            };
             readers.spawn(async move {
                 loop {
                     match sub.next_batch(max, wait).await {
                         Ok(recs) if recs.is_empty() => {}
                         Ok(recs) => {
+                            let full = recs.len() >= max;
                             if tx.send((t, Ok(recs))).await.is_err() {
                                 return; // the runner stopped
+                            }
+                            if !full && !linger.is_zero() {
+                                tokio::time::sleep(linger).await;
                             }
                         }
                         Err(e) => {

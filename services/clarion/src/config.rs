@@ -487,6 +487,13 @@ pub struct RuntimeConfig {
     pub poll_wait_ms: u64,
     /// Concurrent provider sends per dispatcher partition.
     pub effect_concurrency: usize,
+    /// How long the roles that follow the spine (analytics, alerts, the
+    /// warehouse exporter, the notary, retention) let records gather after
+    /// a batch that did not fill `max-batch`. Under load they would
+    /// otherwise commit a small batch per spine commit, each one a turn of
+    /// the SQLite writer the spine needs (docs/benchmarks.md); none of them
+    /// is on a notification's path. 0 reads at once.
+    pub follower_linger_ms: u64,
 }
 
 impl Default for Config {
@@ -528,6 +535,7 @@ impl Default for Config {
                 max_batch: RunnerConfig::default().max_batch,
                 poll_wait_ms: 100,
                 effect_concurrency: 64,
+                follower_linger_ms: 250,
             },
             tracking: TrackingConfig {
                 enabled: true,

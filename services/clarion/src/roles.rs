@@ -197,9 +197,15 @@ impl Node {
         RunnerConfig {
             max_batch: self.cfg.runtime.max_batch,
             poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+            linger: self.follower_linger(),
             effect_concurrency: self.cfg.runtime.effect_concurrency,
             ..RunnerConfig::default()
         }
+    }
+
+    /// `runtime.follower-linger-ms`: for the roles that follow the spine.
+    fn follower_linger(&self) -> Duration {
+        Duration::from_millis(self.cfg.runtime.follower_linger_ms)
     }
 
     pub fn gateway_state(&self, admin_token_sha256: Option<String>) -> GatewayState {
@@ -626,6 +632,7 @@ impl Node {
             max_file_bytes: w.max_file_bytes,
             max_batch: self.cfg.runtime.max_batch,
             poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+            linger: self.follower_linger(),
         }
     }
 
@@ -750,6 +757,7 @@ impl Node {
             clarion_audit::NotaryConfig {
                 max_batch: self.cfg.runtime.max_batch,
                 poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+                linger: self.follower_linger(),
                 checkpoint_every: a.checkpoint_every,
                 checkpoint_interval_ms: a.checkpoint_interval_ms as i64,
             },
