@@ -9,6 +9,7 @@
 //! an input is applied exactly once; outputs are published at least once with
 //! stable ids, so consumers deduplicate them; effects carry stable attempt ids.
 
+pub mod assignment;
 pub mod alerts;
 pub mod clock;
 pub mod colocated;

@@ -487,6 +487,55 @@ pub struct RuntimeConfig {
     pub poll_wait_ms: u64,
     /// Concurrent provider sends per dispatcher partition.
     pub effect_concurrency: usize,
+    /// Which partitions a processor process runs: `all` of them (one
+    /// process per role; the default) or those its role's Kafka consumer
+    /// group gives it (`group`: several processes of a role share the
+    /// partitions; docs/operations.md, "Scaling processor roles").
+    #[serde(default)]
+    pub partition_assignment: PartitionAssignment,
+    /// With `group`: how long a silent process keeps its partitions before
+    /// the others take them over (the failover time after a crash).
+    #[serde(default = "default_group_session_timeout_ms")]
+    pub group_session_timeout_ms: u64,
+}
+
+/// `runtime.partition-assignment`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionAssignment {
+    /// Every process of a role runs every partition: one process per role.
+    #[default]
+    All,
+    /// A Kafka consumer group per role shares the partitions out among the
+    /// role's processes, and moves them when one comes or goes.
+    Group,
+}
+
+fn default_group_session_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Config {
+    /// `runtime.partition-assignment` and its session timeout.
+    fn validate_assignment(&self) -> Result<(), String> {
+        let r = &self.runtime;
+        if r.partition_assignment == PartitionAssignment::Group
+            && !self.log_url().starts_with("kafka://")
+        {
+            return Err(format!(
+                "runtime.partition-assignment: \"group\" needs the Kafka log (log.url = \
+                 \"kafka://HOST:PORT\"), not {:?}",
+                self.log_url()
+            ));
+        }
+        if !(1_000..=300_000).contains(&r.group_session_timeout_ms) {
+            return Err(format!(
+                "runtime.group-session-timeout-ms: {} is out of range (1000 to 300000)",
+                r.group_session_timeout_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -528,6 +577,8 @@ impl Default for Config {
                 max_batch: RunnerConfig::default().max_batch,
                 poll_wait_ms: 100,
                 effect_concurrency: 64,
+                partition_assignment: PartitionAssignment::All,
+                group_session_timeout_ms: default_group_session_timeout_ms(),
             },
             tracking: TrackingConfig {
                 enabled: true,
@@ -657,6 +708,7 @@ impl Config {
         if self.log.partitions == 0 {
             return Err("log.partitions must be at least 1".into());
         }
+        self.validate_assignment()?;
         self.alerts.validate(self.providers.smtp.is_some())?;
         Ok(())
     }
