@@ -46,7 +46,12 @@ pub struct GroupSettings {
 
 /// Membership in a group, until [`Membership::leave`].
 #[async_trait]
-pub trait Membership: Send {
+pub trait Membership: Send + Sync {
+    /// Leaves the group (giving every partition back) and joins it again
+    /// as a new member: the way out when the group's assignment is stale
+    /// (see `clarion_runtime::assignment`, "stale leader").
+    fn rejoin(&self);
+
     /// Gives every owned partition back ([`Ownership::revoked`] runs) and
     /// leaves the group, so the others take them at once.
     async fn leave(self: Box<Self>);

@@ -77,6 +77,7 @@ impl ConsumerContext for GroupContext {
 /// A process's membership: the consumer's thread, stopped by `leave`.
 pub struct KafkaMembership {
     stop: Arc<AtomicBool>,
+    rejoin: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -105,7 +106,10 @@ pub fn join(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("session.timeout.ms", session_ms.to_string())
-        .set("heartbeat.interval.ms", (session_ms / 3).max(100).to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_ms / 3).max(100).to_string(),
+        )
         // Eager: every member gives everything back before anyone is
         // assigned (a cooperative protocol would need incremental callbacks).
         .set("partition.assignment.strategy", "range")
@@ -115,36 +119,59 @@ pub fn join(
         .set("enable.partition.eof", "false")
         .create_with_context(context)
         .map_err(|e| LogError::Unavailable(e.to_string()))?;
-    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&topics)
+        .subscribe(&topic_refs(&settings))
         .map_err(|e| LogError::Unavailable(e.to_string()))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let rejoin = Arc::new(AtomicBool::new(false));
     let thread = std::thread::Builder::new()
         .name(format!("group-{}", settings.group))
         .spawn({
-            let stop = stop.clone();
-            move || serve(consumer, &stop)
+            let (stop, rejoin) = (stop.clone(), rejoin.clone());
+            move || serve(consumer, &settings, &stop, &rejoin)
         })
         .map_err(|e| LogError::Unavailable(e.to_string()))?;
     Ok(Box::new(KafkaMembership {
         stop,
+        rejoin,
         thread: Some(thread),
     }))
 }
 
 /// The member's loop: serves rebalances until told to stop, then gives
 /// everything back and leaves.
-fn serve(consumer: BaseConsumer<GroupContext>, stop: &AtomicBool) {
+fn serve(
+    consumer: BaseConsumer<GroupContext>,
+    settings: &GroupSettings,
+    stop: &AtomicBool,
+    rejoin: &AtomicBool,
+) {
     while !stop.load(Ordering::SeqCst) {
         if let Some(Err(e)) = consumer.poll(POLL) {
             tracing::debug!(error = %e, "group consumer");
         }
         pause_assigned(&consumer);
+        if rejoin.swap(false, Ordering::SeqCst) {
+            tracing::warn!(group = %settings.group, "leaving and rejoining the group");
+            give_back(&consumer);
+            if let Err(e) = consumer.subscribe(&topic_refs(settings)) {
+                tracing::warn!(group = %settings.group, error = %e, "rejoining the group");
+            }
+        }
     }
-    // Unsubscribing revokes (the callback stops the owner's work); closing
-    // then leaves the group, so the others rebalance at once rather than
-    // after the session timeout.
+    // Unsubscribing revokes (the callback stops the owner's work) and leaves
+    // the group, so the others rebalance at once rather than after the
+    // session timeout.
+    give_back(&consumer);
+    drop(consumer);
+}
+
+fn topic_refs(settings: &GroupSettings) -> Vec<&str> {
+    settings.topics.iter().map(String::as_str).collect()
+}
+
+/// Unsubscribes and serves the revoke until nothing is assigned (bounded).
+fn give_back(consumer: &BaseConsumer<GroupContext>) {
     consumer.unsubscribe();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline
@@ -155,7 +182,6 @@ fn serve(consumer: BaseConsumer<GroupContext>, stop: &AtomicBool) {
     {
         let _ = consumer.poll(POLL);
     }
-    drop(consumer);
 }
 
 /// Pauses fetching of newly assigned partitions: the group is for
@@ -176,6 +202,10 @@ fn pause_assigned(consumer: &BaseConsumer<GroupContext>) {
 
 #[async_trait]
 impl Membership for KafkaMembership {
+    fn rejoin(&self) {
+        self.rejoin.store(true, Ordering::SeqCst);
+    }
+
     async fn leave(mut self: Box<Self>) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {

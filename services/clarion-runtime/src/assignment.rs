@@ -15,15 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use clarion_log::group::{GroupSettings, Ownership, TopicPartition};
 use clarion_log::EventLog;
+use clarion_store::{RowKey, Scan, Store, Table, WriteBatch, SYSTEM_TENANT};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Starts the runner of one partition; it runs until its receiver turns
 /// true.
-pub type StartRunner =
-    Arc<dyn Fn(u32, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub type StartRunner = Arc<
+    dyn Fn(u32, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 /// A runner this process owns.
 struct Running {
@@ -37,6 +40,8 @@ pub struct GroupOwner {
     role: String,
     /// Per primary topic name: the runners each of its partitions gets.
     starters: Mutex<HashMap<String, Vec<StartRunner>>>,
+    /// Per primary topic name: its partition count.
+    partitions: Mutex<HashMap<String, u32>>,
     running: tokio::sync::Mutex<HashMap<TopicPartition, Vec<Running>>>,
 }
 
@@ -45,12 +50,18 @@ impl GroupOwner {
         Arc::new(GroupOwner {
             role: role.into(),
             starters: Mutex::default(),
+            partitions: Mutex::default(),
             running: tokio::sync::Mutex::default(),
         })
     }
 
-    /// Each owned partition of `topic` gets a runner from `start`.
-    pub fn add(&self, topic: String, start: StartRunner) {
+    /// Each owned partition of `topic` (of `partitions`) gets a runner from
+    /// `start`.
+    pub fn add(&self, topic: String, partitions: u32, start: StartRunner) {
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .insert(topic.clone(), partitions);
         self.starters
             .lock()
             .expect("starters lock")
@@ -70,6 +81,16 @@ impl GroupOwner {
             .collect();
         t.sort();
         t
+    }
+
+    /// Partitions of every topic the group shares out.
+    pub fn total(&self) -> usize {
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .values()
+            .map(|n| *n as usize)
+            .sum()
     }
 
     /// The partitions this process runs now.
@@ -159,22 +180,135 @@ pub fn group_id(topic_prefix: &str, role: &str) -> String {
 
 /// Keeps this process in the group of `owner` until `shutdown`, then gives
 /// its partitions back and leaves.
+///
+/// Meanwhile it keeps a row of its own in the store's member registry of
+/// the group (expiring after the session timeout) and compares what it owns
+/// with an even split among the live members: see [`StaleLeader`].
 pub async fn run_member(
     log: Arc<dyn EventLog>,
+    store: Arc<dyn Store>,
     group: String,
     owner: Arc<GroupOwner>,
     session_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), clarion_log::LogError> {
     let settings = GroupSettings {
-        group,
+        group: group.clone(),
         topics: owner.topics(),
         session_timeout,
     };
     tracing::info!(group = %settings.group, topics = ?settings.topics, "joining the role's group");
     let membership = log.join_group(settings, owner.clone()).await?;
-    let _ = shutdown.wait_for(|s| *s).await;
+    let mut check = StaleLeader::new(store, group, session_timeout);
+    let mut tick = tokio::time::interval(check.every());
+    while !*shutdown.borrow() {
+        tokio::select! {
+            _ = tick.tick() => {
+                if check.short(owner.owned().await.len(), owner.total()).await {
+                    tracing::warn!(group = %check.group, "this process owns less than an even share of the partitions among the live members: rejoining the group");
+                    membership.rejoin();
+                }
+            }
+            changed = shutdown.changed() => if changed.is_err() { break },
+        }
+    }
+    check.forget().await;
     membership.leave().await;
     owner.stop_all().await;
     Ok(())
+}
+
+/// Finds a process shortchanged by a stale group leader.
+///
+/// tansu 0.6 (the test broker) drops a member that stopped heartbeating but
+/// keeps it as the group's leader: the survivors rejoin as followers, get
+/// their previous assignment back, and the crashed member's partitions have
+/// no owner (Kafka elects a new leader). A member leaving makes tansu drop
+/// the stale leader. So each process registers itself in the store
+/// (a row that expires after the session timeout unless renewed), and one
+/// that owns fewer partitions than an even split among the registered
+/// members, three checks in a row, leaves and rejoins the group. A healthy
+/// group never trips it (the range assignor gives each member at least the
+/// even share rounded down); if it did, the cost is one more rebalance.
+struct StaleLeader {
+    store: Arc<dyn Store>,
+    group: String,
+    me: String,
+    ttl: Duration,
+    short: u32,
+}
+
+/// Checks in a row below the even share before rejoining.
+const SHORT_CHECKS: u32 = 3;
+
+impl StaleLeader {
+    fn new(store: Arc<dyn Store>, group: String, ttl: Duration) -> StaleLeader {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        StaleLeader {
+            store,
+            group,
+            me: format!("{}-{nanos:x}", std::process::id()),
+            ttl,
+            short: 0,
+        }
+    }
+
+    fn every(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_millis(100))
+    }
+
+    fn key(&self) -> RowKey {
+        RowKey::new(
+            Table::ProcessorOffsets,
+            SYSTEM_TENANT,
+            &format!("members/{}", self.group),
+            self.me.as_bytes().to_vec(),
+        )
+    }
+
+    /// Renews this member's row and tells whether it has owned less than
+    /// its share long enough to rejoin. Store errors only skip a check.
+    async fn short(&mut self, mine: usize, total: usize) -> bool {
+        let mut renew = WriteBatch::new();
+        renew.put_ttl(self.key(), Bytes::new(), self.ttl);
+        let members = match self.store.write(renew).await {
+            Ok(()) => self
+                .store
+                .scan(&Scan::partition(
+                    Table::ProcessorOffsets,
+                    SYSTEM_TENANT,
+                    &format!("members/{}", self.group),
+                    10_000,
+                ))
+                .await
+                .map(|rows| rows.len()),
+            Err(e) => Err(e),
+        };
+        let short = match members {
+            Ok(n) if n > 0 => mine < total / n,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(group = %self.group, error = %e, "member registry unavailable");
+                false
+            }
+        };
+        self.short = if short { self.short + 1 } else { 0 };
+        if self.short >= SHORT_CHECKS {
+            self.short = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Removes this member's row (a clean leave).
+    async fn forget(&self) {
+        let mut del = WriteBatch::new();
+        del.delete(self.key());
+        if let Err(e) = self.store.write(del).await {
+            tracing::debug!(group = %self.group, error = %e, "could not remove the member row");
+        }
+    }
 }

@@ -9,8 +9,8 @@
 //! an input is applied exactly once; outputs are published at least once with
 //! stable ids, so consumers deduplicate them; effects carry stable attempt ids.
 
-pub mod assignment;
 pub mod alerts;
+pub mod assignment;
 pub mod clock;
 pub mod colocated;
 mod horizon;

@@ -411,11 +411,11 @@ impl<P: Processor> PartitionRunner<P> {
                     continue;
                 }
                 Err(ProcessError::Store(clarion_store::StoreError::Fenced(reason))) => {
-                // Another process owns the partition now: nothing to retry.
-                tracing::error!(runner = %self.key, %reason, "partition taken over by another process: this runner stops");
-                self.settle().await?;
-                return Ok(());
-            }
+                    // Another process owns the partition now: nothing to retry.
+                    tracing::error!(runner = %self.key, %reason, "partition taken over by another process: this runner stops");
+                    self.settle().await?;
+                    return Ok(());
+                }
                 Err(e) => e,
             };
             let Some(make) = self.restart.clone() else {

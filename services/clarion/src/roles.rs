@@ -310,6 +310,7 @@ impl Node {
                 let start = Arc::new(start);
                 owner.add(
                     self.topics.name(topic),
+                    self.topics.partitions_of(topic),
                     Arc::new(move |p, sd| {
                         let run = start(p, sd);
                         Box::pin(async move {
@@ -410,17 +411,27 @@ impl Node {
         let owner = (self.cfg.runtime.partition_assignment == PartitionAssignment::Group)
             .then(|| GroupOwner::new(role.to_string()));
         *self.assigning.lock().expect("assigning lock") = owner.clone();
-        let spawned = self.spawn_role_tasks(role, tasks, admin_token_sha256, shutdown).await;
+        let spawned = self
+            .spawn_role_tasks(role, tasks, admin_token_sha256, shutdown)
+            .await;
         *self.assigning.lock().expect("assigning lock") = None;
         spawned?;
         if let Some(owner) = owner.filter(|o| !o.topics().is_empty()) {
-            let (log, sd) = (self.log.clone(), shutdown.clone());
-            let group = clarion_runtime::assignment::group_id(&self.topics.prefix, &role.to_string());
+            let (log, store, sd) = (self.log.clone(), self.store.clone(), shutdown.clone());
+            let group =
+                clarion_runtime::assignment::group_id(&self.topics.prefix, &role.to_string());
             let timeout = Duration::from_millis(self.cfg.runtime.group_session_timeout_ms);
             tasks.spawn(async move {
-                clarion_runtime::assignment::run_member(log, group.clone(), owner, timeout, sd)
-                    .await
-                    .with_context(|| format!("partition group {group}"))
+                clarion_runtime::assignment::run_member(
+                    log,
+                    store,
+                    group.clone(),
+                    owner,
+                    timeout,
+                    sd,
+                )
+                .await
+                .with_context(|| format!("partition group {group}"))
             });
         }
         Ok(())

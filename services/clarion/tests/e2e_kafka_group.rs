@@ -43,7 +43,7 @@ fn spawn_router(config: &Path, http: u16) -> RouterProcess {
         .arg(format!("127.0.0.1:{http}"))
         .env(
             "CLARION_LOG",
-            "warn,clarion_runtime::assignment=info,clarion_log::kafka_group=info",
+            "warn,clarion_runtime::assignment=info,clarion_log::kafka_group=debug",
         )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -212,6 +212,7 @@ async fn two_routers_share_partitions_and_a_killed_ones_move_with_nothing_lost_o
     let mut accepted = HashMap::new();
     let seq = stream(&ch, &keys, 0, Duration::from_secs(3), &mut accepted).await;
     let before_kill = accepted.len();
+    eprintln!("kill -9 of router a (owning {:?})", owned[0]);
     a.kill9();
     let seq = stream(&ch, &keys, seq, Duration::from_secs(3), &mut accepted).await;
     // b takes every partition once the group dropped a (session timeout).
