@@ -9,7 +9,8 @@
 //! callback blocks until [`Ownership::revoked`] returned, so a partition
 //! never has two owners that both know it. A member that stops
 //! heartbeating (a crash) is dropped after the session timeout and its
-//! partitions move then.
+//! partitions move then. [`Membership::rejoin`] leaves and joins again as a
+//! new member (the runtime's way out of a broker that kept a crashed leader).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

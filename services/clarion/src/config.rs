@@ -792,6 +792,49 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// `runtime.partition-assignment`: "all" by default, "group" from the
+    /// file on a Kafka log; on the embedded log, or with a session timeout
+    /// out of range, the error names the key.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn partition_assignment_loads_and_names_its_mistakes() {
+        assert_eq!(
+            Config::default().runtime.partition_assignment,
+            PartitionAssignment::All
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[log]\nurl = \"kafka://127.0.0.1:9092\"\n\
+             [runtime]\npartition-assignment = \"group\"\ngroup-session-timeout-ms = 6000\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&f)).unwrap();
+            c.validate().unwrap();
+            assert_eq!(c.runtime.partition_assignment, PartitionAssignment::Group);
+            assert_eq!(c.runtime.group_session_timeout_ms, 6000);
+
+            let mut embedded = c.clone();
+            embedded.log.url = String::new();
+            let e = embedded.validate().unwrap_err();
+            assert!(e.starts_with("runtime.partition-assignment"), "{e}");
+
+            let mut short = c.clone();
+            short.runtime.group_session_timeout_ms = 10;
+            let e = short.validate().unwrap_err();
+            assert!(e.starts_with("runtime.group-session-timeout-ms"), "{e}");
+            Ok(())
+        });
+        std::fs::write(&f, "[runtime]\npartition-assignment = \"some\"\n").unwrap();
+        figment::Jail::expect_with(|_| {
+            let e = Config::load(Some(&f)).unwrap_err().to_string();
+            assert!(e.contains("partition-assignment"), "{e}");
+            Ok(())
+        });
+    }
+
     /// `providers.routes` and `providers.breaker` as an operator writes
     /// them (credentials from files), and each mistake named by its key.
     #[test]

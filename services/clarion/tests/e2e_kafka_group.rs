@@ -43,7 +43,7 @@ fn spawn_router(config: &Path, http: u16) -> RouterProcess {
         .arg(format!("127.0.0.1:{http}"))
         .env(
             "CLARION_LOG",
-            "warn,clarion_runtime::assignment=info,clarion_log::kafka_group=debug",
+            "warn,clarion_runtime::assignment=info,clarion_log::kafka_group=info",
         )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
