@@ -128,7 +128,14 @@ pub struct PartitionRunner<P: Processor> {
     progressed: bool,
     /// Seals the personal fields of what the processor emits (issue #32).
     personal: Option<Arc<crate::personal::Personal>>,
+    /// Claims a fencing epoch when it starts (see [`PartitionRunner::with_fencing`]).
+    fencing: bool,
+    /// The epoch claimed: every commit is guarded by it.
+    fence: Option<Bytes>,
 }
+
+/// Clustering key of a partition's owner epoch, beside its position.
+const FENCE_CK: &[u8] = b"owner";
 
 /// Makes the processor afresh after an error (its in-memory state may hold
 /// a batch that did not commit).
@@ -246,6 +253,72 @@ impl<P: Processor> PartitionRunner<P> {
             narrow_until: None,
             progressed: false,
             personal: None,
+            fencing: false,
+            fence: None,
+        }
+    }
+
+    /// Several processes may run this processor (partitions assigned by a
+    /// consumer group): the runner claims a new epoch for its partition when
+    /// it starts, and each commit applies only while the partition's epoch
+    /// is still its own. A process that lost the partition without noticing
+    /// (paused past its session, cut off from the group) then fails its next
+    /// commit instead of writing after the new owner started, and its
+    /// runner stops.
+    pub fn with_fencing(mut self) -> Self {
+        self.fencing = true;
+        self
+    }
+
+    /// The row holding the partition's current owner epoch.
+    fn fence_key(&self) -> RowKey {
+        RowKey::new(
+            Table::ProcessorOffsets,
+            SYSTEM_TENANT,
+            &self.key,
+            FENCE_CK.to_vec(),
+        )
+    }
+
+    /// Claims the next epoch of the partition, retrying a store that is
+    /// unavailable until `shutdown` (`false`). Once per ownership, not per
+    /// restart: a restarted runner of a process that lost the partition
+    /// must not fence the new owner out.
+    async fn claim(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let key = self.fence_key();
+        loop {
+            let claimed = async {
+                let current = self
+                    .store
+                    .get(&key)
+                    .await?
+                    .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                let next = Bytes::copy_from_slice(&(current + 1).to_be_bytes());
+                let mut w = WriteBatch::new();
+                w.put(key.clone(), next.clone());
+                self.store.write(w).await?;
+                Ok::<_, clarion_store::StoreError>((current + 1, next))
+            }
+            .await;
+            match claimed {
+                Ok((epoch, bytes)) => {
+                    tracing::info!(runner = %self.key, epoch, "partition epoch claimed");
+                    self.fence = Some(bytes);
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(runner = %self.key, error = %e, "could not claim the partition's epoch; retrying")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
         }
     }
 
@@ -323,6 +396,9 @@ impl<P: Processor> PartitionRunner<P> {
     /// [`PartitionRunner::recover`].
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
         let mut failures = 0u32;
+        if self.fencing && !self.claim(&mut shutdown).await {
+            return Ok(());
+        }
         loop {
             let mut in_flight = None;
             let outcome = self.run_once(&mut shutdown, &mut in_flight).await;
@@ -337,6 +413,12 @@ impl<P: Processor> PartitionRunner<P> {
                 Ok(false) => {
                     self.reset();
                     continue;
+                }
+                Err(ProcessError::Store(clarion_store::StoreError::Fenced(reason))) => {
+                    // Another process owns the partition now: nothing to retry.
+                    tracing::error!(runner = %self.key, %reason, "partition taken over by another process: this runner stops");
+                    self.settle().await?;
+                    return Ok(());
                 }
                 Err(e) => e,
             };
@@ -990,6 +1072,9 @@ impl<P: Processor> PartitionRunner<P> {
             ),
             Bytes::copy_from_slice(&(last + 1).to_be_bytes()),
         );
+        if let Some(epoch) = &self.fence {
+            writes.guard(self.fence_key(), epoch.clone());
+        }
         // The next batch of this input starts after this one, whether or not
         // this one has committed yet (a failed commit stops the runner).
         self.positions.insert(topic, last + 1);
