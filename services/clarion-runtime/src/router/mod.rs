@@ -47,6 +47,7 @@ mod preference_check;
 mod preferences;
 mod record;
 mod runs;
+mod sealed_runs;
 mod schedules;
 mod throttle;
 mod timing;
@@ -56,7 +57,10 @@ pub use devices::{device_key, device_token_key};
 pub use dlq::dlq_size;
 pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
-pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
+pub use record::{
+    dead_letter_key, decode_run, encode_run, encode_run_with, load_run, settled, ContactOverride,
+    RunRecord,
+};
 pub use schedules::{schedule_key, SCHEDULES_PK};
 pub use timing::{quiet_hours_key, DEFAULT_RELEASE_SPREAD_MS};
 
@@ -499,7 +503,7 @@ impl Processor for Router {
         for input in inputs {
             self.route(store, batch, &input.event).await?;
         }
-        self.write_changed_runs(batch);
+        self.write_changed_runs(batch).await?;
         self.horizon.write(batch);
         self.report_metrics();
         Ok(())
