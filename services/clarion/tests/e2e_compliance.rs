@@ -13,6 +13,9 @@
 //! * shredding for inactivity: a policy shreds subscribers without a
 //!   notification for 30 days; the clock passes it; the inactive one reads
 //!   `[erased]`, an active one and the other tenant's are untouched;
+//! * a run waiting on its delay keeps the payload fields the workflow marks
+//!   personal and the inline address sealed in its `runs` row; after a
+//!   restart it loads, opens and sends them in clear;
 //! * the same retention and deferred erasure on the Kafka log (tansu).
 
 mod support;
@@ -565,6 +568,71 @@ async fn inactive_subscribers_are_shredded_past_the_policy_period() {
     assert_eq!(erased.len(), 1, "{erased:?}");
     assert_eq!(erased[0].subscriber_id, "ann");
     assert!(run.events(Topic::Triggers, "ina2").await.iter().all(|e| !matches!(e.payload, Payload::SubscriberErased(_))));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_run_keeps_payload_and_address_sealed_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(dir.path(), None).await;
+    let mut keys = Vec::new();
+    for tenant in ["wait1", "wait2"] {
+        let key = run.tenant(tenant).await;
+        apply_workflows(
+            &run.ch,
+            &key,
+            &["id: appointment\npersonal: [day]\nsteps:\n  - {id: mail, type: send, channel: email, template: appointment-tpl, provider: smtp}\n"],
+        )
+        .await;
+        let id = Notifications::new(run.ch.clone())
+            .trigger(authed(
+                &key,
+                api::TriggerRequest {
+                    workflow_id: "appointment".into(),
+                    recipients: vec![api::Recipient {
+                        subscriber_id: "ann".into(),
+                        email: format!("late.{tenant}@example.com"),
+                        ..Default::default()
+                    }],
+                    payload_json: json!({"day": format!("Sunday-{tenant}-77")}).to_string(),
+                    delay: "2h".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("trigger")
+            .into_inner()
+            .notification_ids
+            .remove(0);
+        wait_status(&run.ch, &key, &id, "scheduled", PATIENCE).await;
+        keys.push((tenant, key, id));
+    }
+    // Waiting: the runs rows (and the log) hold neither value in clear.
+    let bytes = file_bytes(dir.path());
+    for (tenant, _, _) in &keys {
+        for secret in [format!("late.{tenant}@example.com"), format!("Sunday-{tenant}-77")] {
+            assert!(!contains(&bytes, &secret), "{secret:?} is in the SQLite file");
+        }
+    }
+    // A restart loads the waiting runs from their rows; at the due time
+    // they render and send the opened values.
+    run.stop().await;
+    let run = Running::start(dir.path(), None).await;
+    run.clock.advance(Duration::from_millis(3 * 3_600_000));
+    for (_, key, id) in &keys {
+        let n = wait_until(&run.ch, key, id, PATIENCE, ended).await;
+        assert!(ended(&n), "not ended: {n:?}");
+    }
+    let mails = run._smtp.wait_for(2, PATIENCE).await;
+    let mut got: Vec<(String, String)> = mails.iter().map(|m| (m.to.clone(), m.body.clone())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("late.wait1@example.com".to_string(), rendered("Sunday-wait1-77")),
+            ("late.wait2@example.com".to_string(), rendered("Sunday-wait2-77")),
+        ]
+    );
     run.stop().await;
 }
 

@@ -47,6 +47,7 @@ mod preference_check;
 mod preferences;
 mod record;
 mod runs;
+mod sealed_contacts;
 mod sealed_runs;
 mod schedules;
 mod throttle;
@@ -504,6 +505,7 @@ impl Processor for Router {
             self.route(store, batch, &input.event).await?;
         }
         self.write_changed_runs(batch).await?;
+        self.seal_preference_rows(batch).await?;
         self.horizon.write(batch);
         self.report_metrics();
         Ok(())
