@@ -614,7 +614,9 @@ async fn tokens_under_the_subscribers_key_open_for_the_send_until_erasure() {
     let f = fixture_with(Some(p.clone())).await;
     let ios = personal_target(&f, &p, "acme", "dev-ios", "ios", IOS_TOKEN).await;
     let legacy = f.target("acme", "dev-android", "android", ANDROID_TOKEN);
-    let emits = f.push("acme", vec![ios.clone(), legacy.clone()], options()).await;
+    let emits = f
+        .push("acme", vec![ios.clone(), legacy.clone()], options())
+        .await;
     assert_eq!(f.apns.received()[0].token, IOS_TOKEN);
     assert_eq!(f.fcm.received()[0].body["message"]["token"], ANDROID_TOKEN);
     let outcomes = device_outcomes(&emits);

@@ -523,7 +523,8 @@ async fn inactive_subscribers_are_shredded_past_the_policy_period() {
         )
         .await;
     assert_eq!(status, 200, "{bea}");
-    let policy = json!({"rules": [{"channel": "*", "country": "*", "shred_subscriber_after_days": 30}]});
+    let policy =
+        json!({"rules": [{"channel": "*", "country": "*", "shred_subscriber_after_days": 30}]});
     let (status, p) = run.call("PUT", "/v1/retention-policy", &k1, policy).await;
     assert_eq!(status, 200, "{p}");
     // Day N: everybody gets a message.
@@ -532,7 +533,8 @@ async fn inactive_subscribers_are_shredded_past_the_policy_period() {
     send_to(&run, &k1, "bea", "Monday-aa01").await;
 
     // Day N+20: only bea hears from ina1 again.
-    run.clock.advance(Duration::from_millis((20 * DAY_MS) as u64));
+    run.clock
+        .advance(Duration::from_millis((20 * DAY_MS) as u64));
     send_to(&run, &k1, "bea", "Saturday-bb02").await;
 
     // Day N+31, past a tick: ann of ina1 went 31 days without one.
@@ -567,7 +569,11 @@ async fn inactive_subscribers_are_shredded_past_the_policy_period() {
         .collect();
     assert_eq!(erased.len(), 1, "{erased:?}");
     assert_eq!(erased[0].subscriber_id, "ann");
-    assert!(run.events(Topic::Triggers, "ina2").await.iter().all(|e| !matches!(e.payload, Payload::SubscriberErased(_))));
+    assert!(run
+        .events(Topic::Triggers, "ina2")
+        .await
+        .iter()
+        .all(|e| !matches!(e.payload, Payload::SubscriberErased(_))));
     run.stop().await;
 }
 
@@ -604,14 +610,26 @@ async fn a_waiting_run_keeps_payload_and_address_sealed_at_rest() {
             .into_inner()
             .notification_ids
             .remove(0);
-        wait_status(&run.ch, &key, &id, "scheduled", PATIENCE).await;
+        // The router wrote the waiting run's row.
+        let row = clarion_store::RowKey::new(clarion_store::Table::Runs, tenant, &id, Vec::new());
+        let deadline = Instant::now() + PATIENCE;
+        while run.node.store.get(&row).await.unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no run row for {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         keys.push((tenant, key, id));
     }
     // Waiting: the runs rows (and the log) hold neither value in clear.
     let bytes = file_bytes(dir.path());
     for (tenant, _, _) in &keys {
-        for secret in [format!("late.{tenant}@example.com"), format!("Sunday-{tenant}-77")] {
-            assert!(!contains(&bytes, &secret), "{secret:?} is in the SQLite file");
+        for secret in [
+            format!("late.{tenant}@example.com"),
+            format!("Sunday-{tenant}-77"),
+        ] {
+            assert!(
+                !contains(&bytes, &secret),
+                "{secret:?} is in the SQLite file"
+            );
         }
     }
     // A restart loads the waiting runs from their rows; at the due time
@@ -624,13 +642,22 @@ async fn a_waiting_run_keeps_payload_and_address_sealed_at_rest() {
         assert!(ended(&n), "not ended: {n:?}");
     }
     let mails = run._smtp.wait_for(2, PATIENCE).await;
-    let mut got: Vec<(String, String)> = mails.iter().map(|m| (m.to.clone(), m.body.clone())).collect();
+    let mut got: Vec<(String, String)> = mails
+        .iter()
+        .map(|m| (m.to.clone(), m.body.clone()))
+        .collect();
     got.sort();
     assert_eq!(
         got,
         [
-            ("late.wait1@example.com".to_string(), rendered("Sunday-wait1-77")),
-            ("late.wait2@example.com".to_string(), rendered("Sunday-wait2-77")),
+            (
+                "late.wait1@example.com".to_string(),
+                rendered("Sunday-wait1-77")
+            ),
+            (
+                "late.wait2@example.com".to_string(),
+                rendered("Sunday-wait2-77")
+            ),
         ]
     );
     run.stop().await;

@@ -320,12 +320,17 @@ async fn scenario(cfg: Config, separate: bool) {
     assert_eq!(g.tenant, "acme");
     assert!(g.requester.starts_with("api-key:"), "{g:?}");
     let gdir = std::path::PathBuf::from(&g.directory);
-    assert!(gdir.starts_with(cfg.data_dir.join("exports").join("acme")), "{gdir:?}");
+    assert!(
+        gdir.starts_with(cfg.data_dir.join("exports").join("acme")),
+        "{gdir:?}"
+    );
     let (_, rows) = jsonl(&gdir.join(&g.files[0].name));
     check_rows(&rows, &acme, &["dpo request 12", &g.export_id]);
     assert_eq!(g.public_key, acme_pk);
     tamper_and_verify(&gdir, &g.files[0].name, &acme_pk);
-    let bad = grpc_export(&ch, &acme_key, from, until, "").await.unwrap_err();
+    let bad = grpc_export(&ch, &acme_key, from, until, "")
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
     assert!(bad.message().contains("purpose"), "{bad:?}");
 

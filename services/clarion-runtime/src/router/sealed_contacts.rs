@@ -1,9 +1,9 @@
 //! Pending contact verifications at rest (issue #32). A contact changed
 //! through the preference APIs waits in the subscriber's preferences row
-//! until its code is confirmed; its new address is sealed there under the
-//! subscriber's data key (verified ones are the profile's, sealed in the
-//! profile row). The router keeps it open in memory; the rows it writes in
-//! a batch are sealed at the batch's end, in one place for every writer.
+//! until its code is confirmed (and stays there, verified, afterwards); the
+//! address is sealed there under the subscriber's data key. The router
+//! keeps it open in memory; the rows it writes in a batch are sealed at the
+//! batch's end, in one place for every writer.
 
 use bytes::Bytes;
 use clarion_domain::personal::is_sealed;
@@ -18,15 +18,15 @@ fn tenant_id(tenant: &str) -> Result<TenantId, ProcessError> {
     TenantId::parse(tenant).map_err(|e| clarion_store::StoreError::Storage(e.to_string()).into())
 }
 
-/// Whether a row holds a pending address still in clear.
-fn has_clear_pending(p: &Preferences) -> bool {
+/// Whether a row holds a contact address still in clear.
+fn has_clear_contact(p: &Preferences) -> bool {
     p.contacts
         .values()
-        .any(|c| !c.verified && !c.value.is_empty() && !is_sealed(&c.value))
+        .any(|c| !c.value.is_empty() && !is_sealed(&c.value))
 }
 
 impl Router {
-    /// Seals the pending addresses of the preferences rows `batch` writes.
+    /// Seals the contact addresses of the preferences rows `batch` writes.
     pub(super) async fn seal_preference_rows(&self, batch: &mut Batch) -> Result<(), ProcessError> {
         let Some(p) = &self.personal else {
             return Ok(());
@@ -41,21 +41,19 @@ impl Router {
             let Ok(mut prefs) = Preferences::decode(value) else {
                 continue;
             };
-            if !has_clear_pending(&prefs) {
+            if !has_clear_contact(&prefs) {
                 continue;
             }
             let t = tenant_id(&key.tenant)?;
             for c in prefs.contacts.values_mut() {
-                if !c.verified && !c.value.is_empty() {
-                    c.value = p.seal_value(&t, &key.pk, &c.value).await?;
-                }
+                c.value = p.seal_value(&t, &key.pk, &c.value).await?;
             }
             *value = Bytes::from(prefs.encode());
         }
         Ok(())
     }
 
-    /// Opens the pending addresses of a stored row, in place.
+    /// Opens the contact addresses of a stored row, in place.
     pub(super) async fn open_pending_contacts(
         &self,
         tenant: &str,
