@@ -139,7 +139,11 @@ async fn recent_exports(gw: &GatewayState, tenant: &TenantId) -> Result<Vec<Expo
     let mut at = end.saturating_sub(EXPORT_SCAN);
     let mut out = Vec::new();
     while at < end {
-        let recs = gw.log.read(&topic, p, at, 1_000).await.map_err(unavailable)?;
+        let recs = gw
+            .log
+            .read(&topic, p, at, 1_000)
+            .await
+            .map_err(unavailable)?;
         let Some(last) = recs.last() else { break };
         at = last.offset + 1;
         for r in recs {
@@ -257,7 +261,10 @@ fn subscriber_id(id: &str) -> Result<String, PageError> {
     let mut v = clarion_domain::Violations::default();
     clarion_domain::subscriber::validate_subscriber_id(&mut v, "subscriber_id", id);
     if let Some(f) = v.0.first() {
-        return Err(PageError::bad_request("subscriber_id", f.description.clone()));
+        return Err(PageError::bad_request(
+            "subscriber_id",
+            f.description.clone(),
+        ));
     }
     Ok(id.to_string())
 }

@@ -59,7 +59,11 @@ pub enum TokenError {
 /// The token in clear for the provider call. A token in the personal-data
 /// form was opened with the dispatch (`Personal::open_event`); one sealed
 /// before #32 by the master keyring is opened here (migration on read).
-pub fn clear(keyring: &Keyring, tenant: &str, token: &pb::SealedToken) -> Result<String, TokenError> {
+pub fn clear(
+    keyring: &Keyring,
+    tenant: &str,
+    token: &pb::SealedToken,
+) -> Result<String, TokenError> {
     if token.personal.is_empty() {
         return Ok(open(keyring, tenant, token)?);
     }

@@ -120,10 +120,9 @@ impl ConfigCache {
         if inner.workflows.len() >= MAX_ENTRIES {
             inner.workflows.clear();
         }
-        inner.workflows.insert(
-            (tenant.to_string(), id.to_string()),
-            (now_ms, head.clone()),
-        );
+        inner
+            .workflows
+            .insert((tenant.to_string(), id.to_string()), (now_ms, head.clone()));
     }
 
     /// Forgets everything: configuration changed.
@@ -202,9 +201,6 @@ mod tests {
         assert_eq!(c.workflow_version("acme", "welcome", T0), None);
         // A read started after the publish is remembered.
         c.remember_workflow_version(c.generation(), "acme", "welcome", &head(2, ""), T0);
-        assert_eq!(
-            c.workflow_version("acme", "welcome", T0),
-            Some(head(2, ""))
-        );
+        assert_eq!(c.workflow_version("acme", "welcome", T0), Some(head(2, "")));
     }
 }

@@ -153,11 +153,7 @@ async fn roles_tenants_and_bad_input_on_the_compliance_page() {
     let mut r = node.signed_in(&read).await;
     let home = r.get("/console").await;
     assert_eq!(home.status, 200);
-    assert!(
-        !home.body.contains(">Compliance</a>"),
-        "{}",
-        home.body
-    );
+    assert!(!home.body.contains(">Compliance</a>"), "{}", home.body);
     assert_eq!(r.get("/console/compliance").await.status, 403);
     let denied = r
         .post("/console/compliance/holds", &[("reason", "sneaky")])

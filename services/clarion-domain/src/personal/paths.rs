@@ -92,10 +92,9 @@ fn at_path(
 ) -> usize {
     match (keys.split_first(), v) {
         (None, v) => every_leaf(v, skip, seal),
-        (Some(_), Value::Array(items)) => items
-            .iter_mut()
-            .map(|i| at_path(i, keys, skip, seal))
-            .sum(),
+        (Some(_), Value::Array(items)) => {
+            items.iter_mut().map(|i| at_path(i, keys, skip, seal)).sum()
+        }
         (Some((k, rest)), Value::Object(map)) => match map.get_mut(*k) {
             Some(child) => at_path(child, rest, skip, seal),
             None => 0,
@@ -144,7 +143,14 @@ mod tests {
         });
         let n = seal(
             &mut p,
-            &["$.patient.name", "patient.age", "patient.ward", "items.sku", "order.address", "missing.x"],
+            &[
+                "$.patient.name",
+                "patient.age",
+                "patient.ward",
+                "items.sku",
+                "order.address",
+                "missing.x",
+            ],
         );
         assert_eq!(n, 6);
         assert_eq!(
@@ -173,7 +179,11 @@ mod tests {
             fields,
             ["personal[1]", "personal[2]", "personal[3]", "personal[4]"]
         );
-        assert!(v.0[2].description.contains("levels"), "{}", v.0[2].description);
+        assert!(
+            v.0[2].description.contains("levels"),
+            "{}",
+            v.0[2].description
+        );
         let mut v = Violations::default();
         validate(&mut v, "personal", &vec!["a".to_string(); MAX_PATHS + 1]);
         assert_eq!(v.0[0].field, "personal");

@@ -95,7 +95,12 @@ impl Personal {
         if let clarion_domain::Payload::Triggered(t) = &mut event.payload {
             if !t.personal_paths.is_empty() && !t.subscriber_id.is_empty() {
                 t.payload_json = self
-                    .seal_paths(&tenant, &t.subscriber_id, &t.payload_json, &t.personal_paths)
+                    .seal_paths(
+                        &tenant,
+                        &t.subscriber_id,
+                        &t.payload_json,
+                        &t.personal_paths,
+                    )
                     .await?;
             }
         }
@@ -313,7 +318,11 @@ impl Personal {
         let n = personal::paths::seal_in_place(&mut v, paths, &is_sealed, &mut |text| {
             Sealed::field(generation, &encrypt(&key.cipher, b"pd1", text))
         });
-        Ok(if n == 0 { json.to_string() } else { v.to_string() })
+        Ok(if n == 0 {
+            json.to_string()
+        } else {
+            v.to_string()
+        })
     }
 
     async fn seal_field(

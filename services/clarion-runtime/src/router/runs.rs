@@ -140,7 +140,10 @@ impl Router {
     /// They are all in memory: a changed run is remembered, and runs leave
     /// memory only when the next batch starts. Payload and contact data of
     /// a run still going are stored sealed (`super::sealed_runs`).
-    pub(super) async fn write_changed_runs(&mut self, batch: &mut Batch) -> Result<(), ProcessError> {
+    pub(super) async fn write_changed_runs(
+        &mut self,
+        batch: &mut Batch,
+    ) -> Result<(), ProcessError> {
         let mut changed = std::mem::take(&mut self.changed);
         changed.sort_unstable();
         changed.dedup();

@@ -64,7 +64,11 @@ impl Router {
         };
         let sealed_payload = matches!(rec.payload.json(), Value::String(s) if is_sealed(s));
         let c = &rec.contact;
-        if !sealed_payload && ![&c.email, &c.phone, &c.webhook_url].iter().any(|f| is_sealed(f)) {
+        if !sealed_payload
+            && ![&c.email, &c.phone, &c.webhook_url]
+                .iter()
+                .any(|f| is_sealed(f))
+        {
             return Ok(());
         }
         let t = tenant_id(tenant)?;
