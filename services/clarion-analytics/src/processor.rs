@@ -93,6 +93,11 @@ impl Processor for AnalyticsProcessor {
         true
     }
 
+    /// Of the triggers stream only engagement: not every trigger's payload.
+    fn accepts(&self, event_type: &str) -> bool {
+        clarion_domain::event::SEND_FACTS.contains(&event_type)
+    }
+
     async fn process(
         &mut self,
         store: &dyn Store,

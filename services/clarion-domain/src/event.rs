@@ -750,6 +750,29 @@ impl Event {
         })
     }
 
+    /// The event type of an encoded envelope without decoding the rest:
+    /// roles that use a few types of a stream skip the others' payloads
+    /// (a trigger's is the largest record of the log). `None` when the
+    /// envelope does not read; the caller then decodes it to report why.
+    pub fn peek_type(bytes: &[u8]) -> Option<&str> {
+        use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+        // The last occurrence wins, as in `decode`; the fields after the
+        // type (time, ids, actor, payload) are skipped, not read.
+        let (mut buf, mut found) = (bytes, None);
+        while !buf.is_empty() {
+            let (tag, wire) = decode_key(&mut buf).ok()?;
+            if (tag, wire) == (5, WireType::LengthDelimited) {
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                let (text, rest) = (buf.get(..len)?, &buf[len..]);
+                found = Some(std::str::from_utf8(text).ok()?);
+                buf = rest;
+            } else {
+                skip_field(wire, tag, &mut buf, DecodeContext::default()).ok()?;
+            }
+        }
+        found
+    }
+
     /// Like [`Event::decode`], for a record held as `Bytes`.
     pub fn decode_bytes(bytes: bytes::Bytes) -> Result<Event, EventDecodeError> {
         Self::decode(&bytes)
@@ -826,6 +849,18 @@ pub fn decode_subscriber(bytes: &[u8]) -> Option<crate::subscriber::Subscriber> 
         .map(|s| crate::subscriber::Subscriber::from_event(&s))
 }
 
+/// The types of the events that say what became of a send: its request,
+/// its sending, delivery or failure, and engagement with it. The roles that
+/// follow deliveries (analytics, alert counts) read only these
+/// (`Processor::accepts`, with [`Event::peek_type`]).
+pub const SEND_FACTS: [&str; 5] = [
+    "clarion.notification.dispatch_requested.v1",
+    "clarion.notification.sent.v1",
+    "clarion.notification.delivered.v1",
+    "clarion.notification.failed.v1",
+    "clarion.notification.engaged.v1",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -848,6 +883,19 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn send_facts_name_the_send_events() {
+        let kinds = [
+            Payload::DispatchRequested(Default::default()),
+            Payload::Sent(Default::default()),
+            Payload::Delivered(Default::default()),
+            Payload::Failed(Default::default()),
+            Payload::Engaged(Default::default()),
+        ];
+        let names: Vec<&str> = kinds.iter().map(|p| p.event_type()).collect();
+        assert_eq!(names, SEND_FACTS);
     }
 
     #[test]
@@ -898,7 +946,25 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Event::decode(&bytes);
-            let _ = Event::decode_bytes(bytes.into());
+            let _ = Event::decode_bytes(bytes.clone().into());
+            let _ = Event::peek_type(&bytes);
+        }
+
+        /// A peeked type is the decoded event's: skipping by it never skips
+        /// an event of a wanted type.
+        #[test]
+        fn peek_type_agrees_with_decode(
+            payload in ".{0,60}",
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let good = sample(payload, "ana".into()).encode();
+            prop_assert_eq!(Event::peek_type(&good), Some("clarion.notification.triggered.v1"));
+            let mut changed = good.clone();
+            changed[at.index(good.len())] = byte;
+            if let Ok(e) = Event::decode(&changed) {
+                prop_assert_eq!(Event::peek_type(&changed), Some(e.event_type()));
+            }
         }
 
         /// The field-by-field reader reads what prost reads, damaged records

@@ -91,6 +91,16 @@ pub trait Processor: Send + Sync + 'static {
         false
     }
 
+    /// Whether the processor uses events of this type. The runner decodes
+    /// only those (peeking at the envelope's type) and passes only those;
+    /// the others still move the position. Followers that read a few types
+    /// of a stream say so: decoding every trigger's payload cost more than
+    /// their work. A record whose type cannot even be peeked is decoded,
+    /// so a damaged record still stops the partition.
+    fn accepts(&self, _event_type: &str) -> bool {
+        true
+    }
+
     /// Whether this processor schedules timers (the runner then fires them).
     fn uses_timers(&self) -> bool {
         false

@@ -906,7 +906,7 @@ impl<P: Processor> PartitionRunner<P> {
         let next_offset = self.positions.get(&topic).copied().unwrap_or(0);
         let mut inputs = Vec::with_capacity(recs.len());
         let parked = self.parked.get(&topic).filter(|p| !p.is_empty());
-        let mut skipped = 0;
+        let (mut skipped, mut ignored) = (0, 0u64);
         // The records move into the inputs: each clone or drop of a record's
         // view of its batch is an atomic operation on the batch's counter.
         for r in recs {
@@ -936,6 +936,10 @@ impl<P: Processor> PartitionRunner<P> {
             // precedes it): skipping it would silently lose a fact; the
             // operator fixes the build, or parks the record
             // (`crate::quarantine`).
+            if Event::peek_type(&r.value).is_some_and(|t| !self.processor.accepts(t)) {
+                ignored += 1;
+                continue;
+            }
             let event = match Event::decode(&r.value) {
                 Ok(event) => event,
                 Err(e) => {
@@ -961,7 +965,7 @@ impl<P: Processor> PartitionRunner<P> {
             metrics::counter!("clarion_quarantine_skipped_total", "processor" => self.processor.name())
                 .increment(skipped);
         }
-        if inputs.is_empty() && skipped == 0 {
+        if inputs.is_empty() && skipped == 0 && ignored == 0 {
             return Ok(None);
         }
 

@@ -234,6 +234,13 @@ impl Exporter {
                     if r.offset >= end {
                         break;
                     }
+                    // Most records make no row (triggers, routing, config):
+                    // their payloads are not decoded.
+                    if Event::peek_type(&r.value).is_some_and(|t| !makes_rows(t)) {
+                        self.positions[i] = r.offset + 1;
+                        progress(1);
+                        continue;
+                    }
                     let e = Event::decode_bytes(r.value).map_err(|e| {
                         WarehouseError::Poison(format!(
                             "{} partition {} offset {}: {e}",
@@ -579,4 +586,10 @@ impl Exporter {
             metrics::counter!("clarion_warehouse_bytes_total", "table" => table).increment(f.bytes);
         }
     }
+}
+
+/// Whether events of this type can make a row (see `Exporter::apply`).
+fn makes_rows(event_type: &str) -> bool {
+    event_type == "clarion.notification.ended.v1"
+        || clarion_domain::event::SEND_FACTS.contains(&event_type)
 }

@@ -124,6 +124,10 @@ impl Processor for AlertCounter {
         true
     }
 
+    fn accepts(&self, event_type: &str) -> bool {
+        clarion_domain::event::SEND_FACTS.contains(&event_type)
+    }
+
     async fn process(
         &mut self,
         store: &dyn Store,
