@@ -272,3 +272,79 @@ fn skip(provider: &str, reason: &str) -> pb::ProviderSkipped {
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::SendOutcome;
+    use crate::tenant_providers::TenantView;
+
+    /// A provider answering with its name and whose account it is.
+    struct Fake(&'static str, &'static str);
+
+    #[async_trait::async_trait]
+    impl Provider for Fake {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        async fn send(&self, _: &str, _: &pb::DispatchRequested) -> Result<SendOutcome, SendError> {
+            Ok(SendOutcome {
+                provider_message_id: format!("{}@{}", self.0, self.1),
+                delivered: false,
+            })
+        }
+    }
+
+    fn providers() -> Providers {
+        Providers::new(
+            vec![Arc::new(Fake("vonage", "operator")), Arc::new(Fake("twilio", "operator"))],
+            Arc::new(clarion_runtime::ManualClock::new(0)),
+            Duration::from_secs(1),
+        )
+        .with_routes(
+            HashMap::from([("sms".into(), vec!["vonage".into(), "twilio".into()])]),
+            &BreakerConfig::default(),
+        )
+    }
+
+    fn sms(provider: &str) -> pb::DispatchRequested {
+        pb::DispatchRequested {
+            channel: "sms".into(),
+            provider: provider.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_tenant_route_and_demotions_order_the_candidates() {
+        let p = providers();
+        let d = sms("vonage");
+        assert_eq!(p.candidates(&d, None), ["vonage", "twilio"]);
+        let mut v = TenantView::default();
+        v.demoted.push(("sms".into(), "vonage".into()));
+        assert_eq!(p.candidates(&d, Some(&v)), ["twilio", "vonage"], "demoted last");
+        v.demoted.push(("email".into(), "twilio".into()));
+        assert_eq!(p.candidates(&d, Some(&v)), ["twilio", "vonage"], "per channel");
+        let mut v = TenantView::default();
+        v.routes
+            .insert("sms".into(), vec!["twilio".into(), "vonage".into()]);
+        assert_eq!(p.candidates(&d, Some(&v)), ["twilio", "vonage"], "the tenant's order");
+        // A step naming a provider outside both routes sends through it alone.
+        assert_eq!(p.candidates(&sms("webhook"), Some(&v)), ["webhook"]);
+        // Nobody configured smtp here: left out of the tenant's route.
+        v.routes.insert("sms".into(), vec!["smtp".into(), "twilio".into()]);
+        assert_eq!(p.candidates(&d, Some(&v)), ["twilio"]);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_account_sends_instead_of_the_operators() {
+        let p = providers();
+        let mut v = TenantView::default();
+        v.providers
+            .insert("vonage".into(), Arc::new(Fake("vonage", "acme")));
+        let own = p.send_with("acme", &sms("vonage"), Some(&v)).await;
+        assert_eq!(own.report.result.unwrap().provider_message_id, "vonage@acme");
+        let op = p.send_with("globex", &sms("vonage"), None).await;
+        assert_eq!(op.report.result.unwrap().provider_message_id, "vonage@operator");
+    }
+}

@@ -112,7 +112,15 @@ async fn start(cfg: Config) -> Fixture {
 }
 
 async fn sms_workflow(ch: &tonic::transport::Channel, key: &str) {
-    put_default_template(ch, key, "visit-sms", "sms", "", "Visit on {{ payload.day }}").await;
+    put_default_template(
+        ch,
+        key,
+        "visit-sms",
+        "sms",
+        "",
+        "Visit on {{ payload.day }}",
+    )
+    .await;
     apply_workflows(
         ch,
         key,
@@ -166,7 +174,10 @@ async fn sla_events(node: &Node) -> Vec<(String, Payload)> {
     for p in 0..node.topics.partitions_of(Topic::Config) {
         for r in node.log.read(&name, p, 0, 100_000).await.unwrap() {
             let e = Event::decode(&r.value).unwrap();
-            if matches!(e.payload, Payload::SlaBreached(_) | Payload::SlaRecovered(_)) {
+            if matches!(
+                e.payload,
+                Payload::SlaBreached(_) | Payload::SlaRecovered(_)
+            ) {
                 out.push((e.tenant.to_string(), e.payload));
             }
         }
@@ -247,7 +258,13 @@ async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_aler
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("target_ratio"), "{err:?}");
     let url = format!("http://{}/v1/slas/x", f.http);
-    let (code, _, body) = http_call("PUT", &url, &acme, r#"{"channel":"fax","target_ratio":0.9,"threshold_ms":1000,"window_ms":60000}"#).await;
+    let (code, _, body) = http_call(
+        "PUT",
+        &url,
+        &acme,
+        r#"{"channel":"fax","target_ratio":0.9,"threshold_ms":1000,"window_ms":60000}"#,
+    )
+    .await;
     assert_eq!(code, 400, "{body}");
     assert_eq!(json_of(&body)["errors"][0]["field"], "channel");
 
@@ -272,10 +289,13 @@ async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_aler
     }
     trigger(&ch, &acme, "a", "514", 5).await;
     let breach = wait_for("acme's breach", async || {
-        sla_events(&f.node).await.into_iter().find_map(|(t, p)| match p {
-            Payload::SlaBreached(b) => Some((t, b)),
-            _ => None,
-        })
+        sla_events(&f.node)
+            .await
+            .into_iter()
+            .find_map(|(t, p)| match p {
+                Payload::SlaBreached(b) => Some((t, b)),
+                _ => None,
+            })
     })
     .await;
     let (tenant, b): (String, pb::SlaBreached) = breach;
@@ -312,11 +332,19 @@ async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_aler
     // gone either way: count from when they are all out.
     let on_vonage = |area: &str| {
         let p = format!("1{area}555");
-        vonage.accepted().iter().filter(|m| m.to.starts_with(&p)).count()
+        vonage
+            .accepted()
+            .iter()
+            .filter(|m| m.to.starts_with(&p))
+            .count()
     };
     let on_twilio = |area: &str| {
         let p = format!("+1{area}555");
-        twilio.sent().iter().filter(|m| m.to.starts_with(&p)).count()
+        twilio
+            .sent()
+            .iter()
+            .filter(|m| m.to.starts_with(&p))
+            .count()
     };
     wait_for("acme's first batch out", async || {
         (on_vonage("514") + on_twilio("514") >= 5).then_some(())
@@ -340,7 +368,10 @@ async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_aler
     })
     .await;
     let g = status(&f, &globex).await;
-    assert_eq!((g["breached"].clone(), g["met"].clone()), (false.into(), 7.into()));
+    assert_eq!(
+        (g["breached"].clone(), g["met"].clone()),
+        (false.into(), 7.into())
+    );
     assert_eq!(g["demoted_provider"], "");
     let events = sla_events(&f.node).await;
     assert_eq!(events.len(), 1, "one breach, globex none: {events:?}");
@@ -349,10 +380,13 @@ async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_aler
     // An hour later the slow sends left the window: recovered.
     f.clock.advance(Duration::from_secs(3_700));
     wait_for("the recovery", async || {
-        sla_events(&f.node).await.into_iter().find_map(|(t, p)| match p {
-            Payload::SlaRecovered(r) if t == "acme" => Some(r),
-            _ => None,
-        })
+        sla_events(&f.node)
+            .await
+            .into_iter()
+            .find_map(|(t, p)| match p {
+                Payload::SlaRecovered(r) if t == "acme" => Some(r),
+                _ => None,
+            })
     })
     .await;
     wait_for("the demotion lifted", async || {

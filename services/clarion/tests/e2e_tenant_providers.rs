@@ -21,10 +21,19 @@ use support::*;
 const TENANT_KEY: &str = "SG.acme-own-key.0123456789";
 const PATIENCE: Duration = Duration::from_secs(60);
 
-type ProviderClient = api::provider_service_client::ProviderServiceClient<tonic::transport::Channel>;
+type ProviderClient =
+    api::provider_service_client::ProviderServiceClient<tonic::transport::Channel>;
 
 async fn mail_workflow(ch: &tonic::transport::Channel, key: &str) {
-    put_default_template(ch, key, "hello-mail", "email", "Hello", "Hi {{ payload.name }}").await;
+    put_default_template(
+        ch,
+        key,
+        "hello-mail",
+        "email",
+        "Hello",
+        "Hi {{ payload.name }}",
+    )
+    .await;
     apply_workflows(
         ch,
         key,
@@ -97,7 +106,10 @@ async fn a_tenant_sends_with_its_own_sendgrid_key_and_another_keeps_the_operator
     assert_eq!((status, fields(&body)), (400, vec!["provider".to_string()]));
     let (status, _, body) =
         http_call("PUT", &creds, &acme, r#"{"credentials":{"api_key":7}}"#).await;
-    assert_eq!((status, fields(&body)), (400, vec!["credentials.api_key".to_string()]));
+    assert_eq!(
+        (status, fields(&body)),
+        (400, vec!["credentials.api_key".to_string()])
+    );
     let (status, _, body) = http_call(
         "PUT",
         &format!("{base}/v1/provider-routes/email"),
@@ -105,7 +117,10 @@ async fn a_tenant_sends_with_its_own_sendgrid_key_and_another_keeps_the_operator
         r#"{"providers":["twilio"]}"#,
     )
     .await;
-    assert_eq!((status, fields(&body)), (400, vec!["providers[0]".to_string()]));
+    assert_eq!(
+        (status, fields(&body)),
+        (400, vec!["providers[0]".to_string()])
+    );
     let err = ProviderClient::new(ch.clone())
         .set_credentials(authed(
             &acme,
@@ -122,16 +137,21 @@ async fn a_tenant_sends_with_its_own_sendgrid_key_and_another_keeps_the_operator
     assert_eq!(status, 404, "nothing was stored");
 
     // acme's own key: write-only.
-    let body = format!(
-        r#"{{"credentials":{{"api_key":"{TENANT_KEY}","from_email":"news@acme.test"}}}}"#
-    );
+    let body =
+        format!(r#"{{"credentials":{{"api_key":"{TENANT_KEY}","from_email":"news@acme.test"}}}}"#);
     let (status, _, answer) = http_call("PUT", &creds, &acme, &body).await;
     assert_eq!(status, 200, "{answer}");
     assert!(!answer.contains(TENANT_KEY), "{answer}");
-    assert_eq!(json_of(&answer)["fields_set"], serde_json::json!(["api_key", "from_email"]));
+    assert_eq!(
+        json_of(&answer)["fields_set"],
+        serde_json::json!(["api_key", "from_email"])
+    );
     let (status, _, answer) = http_call("GET", &creds, &acme, "").await;
     assert_eq!(status, 200);
-    assert!(!answer.contains(TENANT_KEY) && !answer.contains("news@acme.test"), "{answer}");
+    assert!(
+        !answer.contains(TENANT_KEY) && !answer.contains("news@acme.test"),
+        "{answer}"
+    );
     assert_eq!(json_of(&answer)["version"], 1);
     let got = ProviderClient::new(ch.clone())
         .get_credentials(authed(
@@ -151,12 +171,31 @@ async fn a_tenant_sends_with_its_own_sendgrid_key_and_another_keeps_the_operator
     assert_eq!(json_of(&list)["credentials"], serde_json::json!([]));
 
     // Each tenant's mail through its own account.
-    trigger_one(&ch, &acme, "hello", "ana", "ana@acme.test", r#"{"name":"Ana"}"#).await;
-    trigger_one(&ch, &globex, "hello", "bo", "bo@globex.test", r#"{"name":"Bo"}"#).await;
+    trigger_one(
+        &ch,
+        &acme,
+        "hello",
+        "ana",
+        "ana@acme.test",
+        r#"{"name":"Ana"}"#,
+    )
+    .await;
+    trigger_one(
+        &ch,
+        &globex,
+        "hello",
+        "bo",
+        "bo@globex.test",
+        r#"{"name":"Bo"}"#,
+    )
+    .await;
     let mails = sg.wait_for(2, PATIENCE).await;
     let by_to: HashMap<&str, &sendgrid::Mail> = mails.iter().map(|m| (m.to.as_str(), m)).collect();
     let a = by_to["ana@acme.test"];
-    assert_eq!((a.api_key.as_str(), a.from.as_str()), (TENANT_KEY, "news@acme.test"));
+    assert_eq!(
+        (a.api_key.as_str(), a.from.as_str()),
+        (TENANT_KEY, "news@acme.test")
+    );
     assert_eq!(a.custom_args["tenant"], "acme");
     let b = by_to["bo@globex.test"];
     assert_eq!(
@@ -179,7 +218,15 @@ async fn a_tenant_sends_with_its_own_sendgrid_key_and_another_keeps_the_operator
     assert_eq!(status, 200);
     let (status, _, _) = http_call("GET", &creds, &acme, "").await;
     assert_eq!(status, 404);
-    trigger_one(&ch, &acme, "hello", "ana2", "ana2@acme.test", r#"{"name":"Ana"}"#).await;
+    trigger_one(
+        &ch,
+        &acme,
+        "hello",
+        "ana2",
+        "ana2@acme.test",
+        r#"{"name":"Ana"}"#,
+    )
+    .await;
     let mails = sg.wait_for(3, PATIENCE).await;
     let last = mails.iter().find(|m| m.to == "ana2@acme.test").unwrap();
     assert_eq!(last.api_key, sendgrid::API_KEY);
