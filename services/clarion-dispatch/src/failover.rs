@@ -297,7 +297,10 @@ mod tests {
 
     fn providers() -> Providers {
         Providers::new(
-            vec![Arc::new(Fake("vonage", "operator")), Arc::new(Fake("twilio", "operator"))],
+            vec![
+                Arc::new(Fake("vonage", "operator")),
+                Arc::new(Fake("twilio", "operator")),
+            ],
             Arc::new(clarion_runtime::ManualClock::new(0)),
             Duration::from_secs(1),
         )
@@ -322,17 +325,30 @@ mod tests {
         assert_eq!(p.candidates(&d, None), ["vonage", "twilio"]);
         let mut v = TenantView::default();
         v.demoted.push(("sms".into(), "vonage".into()));
-        assert_eq!(p.candidates(&d, Some(&v)), ["twilio", "vonage"], "demoted last");
+        assert_eq!(
+            p.candidates(&d, Some(&v)),
+            ["twilio", "vonage"],
+            "demoted last"
+        );
         v.demoted.push(("email".into(), "twilio".into()));
-        assert_eq!(p.candidates(&d, Some(&v)), ["twilio", "vonage"], "per channel");
+        assert_eq!(
+            p.candidates(&d, Some(&v)),
+            ["twilio", "vonage"],
+            "per channel"
+        );
         let mut v = TenantView::default();
         v.routes
             .insert("sms".into(), vec!["twilio".into(), "vonage".into()]);
-        assert_eq!(p.candidates(&d, Some(&v)), ["twilio", "vonage"], "the tenant's order");
+        assert_eq!(
+            p.candidates(&d, Some(&v)),
+            ["twilio", "vonage"],
+            "the tenant's order"
+        );
         // A step naming a provider outside both routes sends through it alone.
         assert_eq!(p.candidates(&sms("webhook"), Some(&v)), ["webhook"]);
         // Nobody configured smtp here: left out of the tenant's route.
-        v.routes.insert("sms".into(), vec!["smtp".into(), "twilio".into()]);
+        v.routes
+            .insert("sms".into(), vec!["smtp".into(), "twilio".into()]);
         assert_eq!(p.candidates(&d, Some(&v)), ["twilio"]);
     }
 
@@ -343,8 +359,14 @@ mod tests {
         v.providers
             .insert("vonage".into(), Arc::new(Fake("vonage", "acme")));
         let own = p.send_with("acme", &sms("vonage"), Some(&v)).await;
-        assert_eq!(own.report.result.unwrap().provider_message_id, "vonage@acme");
+        assert_eq!(
+            own.report.result.unwrap().provider_message_id,
+            "vonage@acme"
+        );
         let op = p.send_with("globex", &sms("vonage"), None).await;
-        assert_eq!(op.report.result.unwrap().provider_message_id, "vonage@operator");
+        assert_eq!(
+            op.report.result.unwrap().provider_message_id,
+            "vonage@operator"
+        );
     }
 }

@@ -205,6 +205,25 @@ async fn status(f: &Fixture, key: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_alerts_once() {
+    slow_provider_scenario(None).await;
+}
+
+/// The same on the Kafka backend (tansu, `scripts/kafka-up.sh`; address in
+/// CLARION_KAFKA_BROKERS): the SLA counters read the dispatch and
+/// deliveries partitions from the broker, the breach goes through it.
+/// Fails (does not skip) without a broker unless CLARION_SKIP_KAFKA=1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sla_switch_works_over_kafka() {
+    if std::env::var("CLARION_SKIP_KAFKA").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: CLARION_SKIP_KAFKA=1, Kafka end-to-end not run");
+        return;
+    }
+    let brokers =
+        std::env::var("CLARION_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    slow_provider_scenario(Some(brokers)).await;
+}
+
+async fn slow_provider_scenario(kafka: Option<String>) {
     let vonage = VonageServer::start().await;
     let twilio = TwilioDouble::start().await;
     let sink = Sink::default();
@@ -232,6 +251,11 @@ async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_aler
     cfg.alerts.signing_secret = ALERT_SECRET.into();
     cfg.alerts.runbook_base_url = "https://runbooks.test/".into();
     cfg.outbound.allow = vec!["127.0.0.1/32".into()];
+    if let Some(brokers) = kafka {
+        cfg.log.url = format!("kafka://{brokers}");
+        cfg.log.topic_prefix = format!("e2e-sla-{}.", uuid::Uuid::new_v4().simple());
+        cfg.log.partitions = 3;
+    }
     cfg.validate().unwrap();
     let f = start(cfg).await;
     let ch = channel(f.cfg.grpc.listen).await;
@@ -368,10 +392,8 @@ async fn a_slow_provider_breaks_the_sla_switches_the_tenant_to_the_next_and_aler
     })
     .await;
     let g = status(&f, &globex).await;
-    assert_eq!(
-        (g["breached"].clone(), g["met"].clone()),
-        (false.into(), 7.into())
-    );
+    assert_eq!(g["breached"], false, "{g}");
+    assert_eq!(g["met"], 7, "{g}");
     assert_eq!(g["demoted_provider"], "");
     let events = sla_events(&f.node).await;
     assert_eq!(events.len(), 1, "one breach, globex none: {events:?}");
