@@ -212,3 +212,147 @@ impl Processor for SlaCounter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clarion_domain::event::Actor;
+    use clarion_domain::ids::{Id, TenantId};
+    use clarion_store::{Scan, Table, WriteBatch};
+
+    use super::*;
+    use crate::sla::{pending, status};
+
+    /// A whole minute: counts are per minute.
+    const T: i64 = 1_700_000_040_000;
+
+    fn event(tenant: &str, n: u8, at: i64, payload: Payload) -> Input {
+        let e = Event {
+            id: Id([n; 16]),
+            tenant: TenantId::parse(tenant).unwrap(),
+            partition_key: format!("{tenant}/s"),
+            occurred_at_ms: T + at,
+            causation_id: None,
+            correlation_id: None,
+            actor: Actor::System("test".into()),
+            payload,
+        };
+        Input {
+            offset: u64::from(n),
+            raw: Bytes::from(e.encode()),
+            event: e,
+        }
+    }
+
+    fn requested(tenant: &str, n: u8, attempt: &str, channel: &str) -> Input {
+        let d = pb::DispatchRequested {
+            attempt_id: attempt.into(),
+            channel: channel.into(),
+            provider: "vonage".into(),
+            ..Default::default()
+        };
+        event(tenant, n, 1_000, Payload::DispatchRequested(d))
+    }
+
+    fn sent(tenant: &str, n: u8, attempt: &str, at: i64) -> Input {
+        let s = pb::NotificationSent {
+            attempt_id: attempt.into(),
+            provider: "vonage".into(),
+            ..Default::default()
+        };
+        event(tenant, n, at, Payload::Sent(s))
+    }
+
+    fn sla() -> pb::SlaSet {
+        pb::SlaSet {
+            sla_id: "fast".into(),
+            channel: "sms".into(),
+            target_ratio: 0.9,
+            threshold_ms: 60_000,
+            window_ms: 3_600_000,
+            milestone: "sent".into(),
+            min_samples: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Runs `inputs` through a counter of partition 2 and commits.
+    async fn run(store: &dyn Store, inputs: &[Input]) {
+        let mut batch = Batch {
+            partition: 2,
+            ..Batch::default()
+        };
+        SlaCounter::new()
+            .process(store, &mut batch, inputs)
+            .await
+            .unwrap();
+        store
+            .write(std::mem::take(&mut batch.writes))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn sends_count_met_missed_or_pending_for_their_tenants_sla_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store: Arc<dyn Store> =
+            Arc::new(clarion_store::embedded::SqliteStore::open(path.to_str().unwrap()).unwrap());
+        // acme has the SLA; globex has none.
+        let def = event("acme", 0, 0, Payload::SlaSet(sla()));
+        let mut w = WriteBatch::new();
+        assert!(provider_rows::project(&mut w, &def.event, &def.raw));
+        store.write(w).await.unwrap();
+
+        run(
+            &*store,
+            &[
+                requested("acme", 1, "a1", "sms"),
+                requested("acme", 2, "a2", "sms"),
+                requested("acme", 3, "a3", "sms"),
+                requested("acme", 4, "e1", "email"),
+                requested("globex", 5, "g1", "sms"),
+                sent("acme", 6, "a1", 31_000),
+            ],
+        )
+        .await;
+        // In a later batch: a2 late, a3 still in flight.
+        run(
+            &*store,
+            &[
+                sent("acme", 7, "a2", 91_000),
+                sent("globex", 8, "g1", 2_000),
+            ],
+        )
+        .await;
+
+        let s = sla();
+        let p = pending(&*store, "acme").await.unwrap();
+        assert_eq!(p.len(), 1, "a3 only: {p:?}");
+        let st = status(&*store, "acme", &s, &p, None, T + 50_000)
+            .await
+            .unwrap();
+        assert_eq!((st.window.met, st.window.missed), (1, 1));
+        assert_eq!((st.window.overdue, st.window.pending), (0, 1));
+        // Later, a3 is late already: overdue, and counted against vonage.
+        let st = status(&*store, "acme", &s, &p, None, T + 120_000)
+            .await
+            .unwrap();
+        assert_eq!((st.window.overdue, st.window.pending), (1, 0));
+        assert_eq!(st.missed_by_provider, [("vonage".to_string(), 2)]);
+        assert!(st.judgement.breached);
+        // The rows are acme's, of partition 2; globex has none.
+        let rows = store
+            .scan(&Scan::partition(Table::Alerts, "acme", "sla-c/fast", 10))
+            .await
+            .unwrap();
+        assert!(rows.iter().all(|(ck, _)| ck[8..12] == 2u32.to_be_bytes()));
+        assert!(pending(&*store, "globex").await.unwrap().is_empty());
+        let none = store
+            .scan(&Scan::partition(Table::Alerts, "globex", "sla-c/fast", 10))
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
+}

@@ -72,7 +72,8 @@ pub async fn status(
         SCAN_LIMIT,
     )
     .range(
-        Bound::Included(rows::minute_of(start).to_be_bytes().to_vec()),
+        // Clustering keys are big-endian: a negative time would sort last.
+        Bound::Included(rows::minute_of(start.max(0)).to_be_bytes().to_vec()),
         Bound::Unbounded,
     );
     let mut w = Window::default();
