@@ -78,6 +78,8 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
         "/clarion.v1.ComplianceService/GetRetentionPolicy",
         Tenant(Read),
     ),
+    // Exports carry personal data out: admin, like `POST /v1/exports`.
+    ("/clarion.v1.ComplianceService/CreateExport", Tenant(Admin)),
     // Issue #31: credentials and routes are the tenant admin's; reads name
     // fields only, never values.
     ("/clarion.v1.ProviderService/SetCredentials", Tenant(Admin)),
