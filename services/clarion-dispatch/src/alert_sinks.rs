@@ -48,9 +48,23 @@ fn value(signal: &str, v: f64) -> String {
     }
 }
 
+/// The signal of an SLA breach (issue #31, docs/slas.md): observed is the
+/// window's compliance, baseline the target.
+pub const SLA_BREACH: &str = "sla_breach";
+
 /// One line saying what happened, for chat and mail subjects.
 pub fn headline(a: &Alert) -> String {
     let x = &a.anomaly;
+    if x.signal == SLA_BREACH {
+        return format!(
+            "tenant {}: SLA {} breached ({:.2} % against a target of {:.2} %); moved past provider {}",
+            a.tenant,
+            x.series.trim_start_matches("sla:"),
+            x.observed * 100.0,
+            x.baseline * 100.0,
+            if x.provider.is_empty() { "(none)" } else { &x.provider },
+        );
+    }
     let what = match x.signal.as_str() {
         "delivery_rate" => "delivery rate dropped",
         "failure_rate" => "failure rate spiked",
@@ -68,6 +82,16 @@ pub fn headline(a: &Alert) -> String {
 /// The details: observed against the baseline, when, and the runbook.
 pub fn details(a: &Alert) -> String {
     let x = &a.anomaly;
+    if x.signal == SLA_BREACH {
+        return format!(
+            "{} sends judged in the window, {:.2} % in time (target {:.2} %). Later sends of the \
+             channel go to the next provider of the route until the SLA recovers. Runbook: {}",
+            x.attempts,
+            x.observed * 100.0,
+            x.baseline * 100.0,
+            a.runbook_url
+        );
+    }
     let at = chrono::DateTime::from_timestamp_millis(x.minute_start_ms)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default();
@@ -98,8 +122,13 @@ pub fn details(a: &Alert) -> String {
 /// The webhook's JSON body.
 pub fn webhook_body(a: &Alert) -> Value {
     let x: &pb::AnomalyDetected = &a.anomaly;
+    let kind = if x.signal == SLA_BREACH {
+        "clarion.alert.sla_breach.v1"
+    } else {
+        "clarion.alert.anomaly.v1"
+    };
     json!({
-        "type": "clarion.alert.anomaly.v1",
+        "type": kind,
         "alert_id": x.alert_id,
         "tenant": a.tenant,
         "series": x.series,

@@ -233,6 +233,8 @@ fn personal_sealed(d: &pb::DispatchRequested) -> bool {
 /// Sends through external providers after the dispatcher's commit.
 pub struct DispatchEffects {
     providers: Providers,
+    /// Tenants' own providers, routes and SLA demotions (issue #31).
+    tenants: Option<Arc<crate::tenant_providers::TenantProviders>>,
     /// Opens the address and body for the provider (issue #32).
     personal: Option<Arc<Personal>>,
 }
@@ -245,8 +247,19 @@ impl DispatchEffects {
     pub fn new(providers: Vec<Arc<dyn Provider>>) -> DispatchEffects {
         DispatchEffects {
             providers: Providers::new(providers, Arc::new(SystemClock), DEFAULT_SEND_TIMEOUT),
+            tenants: None,
             personal: None,
         }
+    }
+
+    /// Sends through each tenant's own providers and routes where it set
+    /// them, honouring its SLAs' demotions (docs/providers.md).
+    pub fn with_tenant_providers(
+        mut self,
+        tenants: Arc<crate::tenant_providers::TenantProviders>,
+    ) -> DispatchEffects {
+        self.tenants = Some(tenants);
+        self
     }
 
     /// Opens sealed personal fields before a send (issue #32).
@@ -320,6 +333,16 @@ impl Effects for DispatchEffects {
                 false,
             )];
         }
+        let view = match &self.tenants {
+            Some(t) => match t.get(e.tenant.as_str()).await {
+                Ok(v) => Some(v),
+                // The operator's trouble (store, keyring): retried later
+                // rather than sent through providers the tenant replaced.
+                Err(err) => return vec![open_failed(&e, now_ms, err, true)],
+            },
+            None => None,
+        };
+        let view = view.as_deref();
         let routed = if telemetry::enabled() {
             // The provider call as a `tracing` span in the notification's
             // trace: what the provider code logs lands in it.
@@ -328,12 +351,16 @@ impl Effects for DispatchEffects {
                 tracing::info_span!("provider.send", provider = %d.provider, channel = %d.channel);
             telemetry::join(&span, &e);
             self.providers
-                .send(e.tenant.as_str(), d)
+                .send_with(e.tenant.as_str(), d, view)
                 .instrument(span)
                 .await
         } else {
-            self.providers.send(e.tenant.as_str(), d).await
+            self.providers.send_with(e.tenant.as_str(), d, view).await
         };
+        // The outcome happened when the provider answered: its events carry
+        // that time (what SLAs and latency figures measure), not the time
+        // the send began.
+        let now_ms = now_ms.max(self.providers.clock().now_ms());
         let kind = if routed.report.result.is_ok() {
             live::Kind::Sent
         } else {

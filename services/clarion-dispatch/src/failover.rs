@@ -11,7 +11,7 @@
 //! `NotificationSent`, names the provider that won.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clarion_proto::events as pb;
@@ -19,12 +19,19 @@ use clarion_runtime::Clock;
 
 use crate::breaker::{Admission, Breaker, BreakerConfig, Change, Outcome};
 use crate::provider::{Provider, Report, SendError};
+use crate::tenant_providers::TenantView;
 
 /// The providers of a dispatcher, the routes over them and their breakers.
 pub struct Providers {
     providers: HashMap<String, Arc<dyn Provider>>,
     routes: HashMap<String, Vec<String>>,
-    breakers: HashMap<String, Breaker>,
+    breakers: HashMap<String, Arc<Breaker>>,
+    /// The breakers' thresholds; `None` when breakers are off.
+    breaker_cfg: Option<BreakerConfig>,
+    /// Breakers of tenants' own provider accounts, by tenant and provider,
+    /// made at their first send: one tenant's account failing says
+    /// nothing about the operator's or another tenant's.
+    tenant_breakers: Mutex<HashMap<(String, String), Arc<Breaker>>>,
     clock: Arc<dyn Clock>,
     send_timeout: Duration,
 }
@@ -52,6 +59,8 @@ impl Providers {
                 .collect(),
             routes: HashMap::new(),
             breakers: HashMap::new(),
+            breaker_cfg: None,
+            tenant_breakers: Mutex::default(),
             clock,
             send_timeout,
         }
@@ -68,12 +77,18 @@ impl Providers {
         self.breakers = if breaker.enabled {
             self.providers
                 .keys()
-                .map(|name| (name.clone(), Breaker::new(name, breaker)))
+                .map(|name| (name.clone(), Arc::new(Breaker::new(name, breaker))))
                 .collect()
         } else {
             HashMap::new()
         };
+        self.breaker_cfg = breaker.enabled.then(|| breaker.clone());
         self
+    }
+
+    /// The clock sends are timed by (outcomes are stamped with it).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn set_send_timeout(&mut self, timeout: Duration) {
@@ -86,33 +101,94 @@ impl Providers {
 
     /// A provider's breaker, if it has one.
     pub fn breaker(&self, provider: &str) -> Option<&Breaker> {
-        self.breakers.get(provider)
+        self.breakers.get(provider).map(|b| &**b)
     }
 
-    /// The providers to try for `d`, in order.
-    fn candidates<'a>(&'a self, d: &'a pb::DispatchRequested) -> Vec<&'a str> {
-        let mut out = vec![d.provider.as_str()];
-        if let Some(route) = self.routes.get(&d.channel) {
-            if route.contains(&d.provider) {
-                out.extend(
-                    route
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|p| *p != d.provider),
-                );
+    /// The breaker a send through `name` answers to: the tenant account's
+    /// own when the tenant brought credentials, else the operator's.
+    fn breaker_for(&self, tenant: &str, name: &str, own: bool) -> Option<Arc<Breaker>> {
+        if !own {
+            return self.breakers.get(name).cloned();
+        }
+        let cfg = self.breaker_cfg.as_ref()?;
+        let mut all = self.tenant_breakers.lock().expect("not poisoned");
+        let b = all
+            .entry((tenant.to_string(), name.to_string()))
+            // Named apart from the operator's in metrics, without the
+            // tenant id (metric labels may not carry it).
+            .or_insert_with(|| Arc::new(Breaker::new(&format!("{name} (tenant account)"), cfg)));
+        Some(b.clone())
+    }
+
+    /// Whether `name` can send for a tenant with `view`.
+    fn available(&self, name: &str, view: Option<&TenantView>) -> bool {
+        self.providers.contains_key(name) || view.is_some_and(|v| v.providers.contains_key(name))
+    }
+
+    /// The providers to try for `d`, in order. A tenant's own route for
+    /// the channel wins over the operator's when the request's provider is
+    /// in either (a step naming a provider outside both sends through it
+    /// alone); providers neither the tenant nor the operator configured are
+    /// left out of a tenant route; providers demoted by a breached SLA go
+    /// last.
+    fn candidates<'a>(
+        &'a self,
+        d: &'a pb::DispatchRequested,
+        view: Option<&'a TenantView>,
+    ) -> Vec<&'a str> {
+        let operator = self.routes.get(&d.channel);
+        let own = view.and_then(|v| v.routes.get(&d.channel));
+        let routed = |r: Option<&Vec<String>>| r.is_some_and(|r| r.contains(&d.provider));
+        let mut out: Vec<&str> = match own {
+            Some(route) if routed(own) || routed(operator) => route
+                .iter()
+                .map(String::as_str)
+                .filter(|p| self.available(p, view))
+                .collect(),
+            _ => {
+                let mut out = vec![d.provider.as_str()];
+                if let Some(route) = operator.filter(|r| r.contains(&d.provider)) {
+                    out.extend(
+                        route
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|p| *p != d.provider),
+                    );
+                }
+                out
             }
+        };
+        if out.is_empty() {
+            out.push(d.provider.as_str());
+        }
+        if let Some(v) = view.filter(|v| !v.demoted.is_empty()) {
+            // Stable: the others keep their order, the demoted follow.
+            out.sort_by_key(|p| v.is_demoted(&d.channel, p));
         }
         out
     }
 
     /// Sends `d` through the first provider of its route that takes it.
     pub async fn send(&self, tenant: &str, d: &pb::DispatchRequested) -> Routed {
-        let candidates = self.candidates(d);
+        self.send_with(tenant, d, None).await
+    }
+
+    /// [`Providers::send`] with the tenant's own providers, route and
+    /// demotions.
+    pub async fn send_with(
+        &self,
+        tenant: &str,
+        d: &pb::DispatchRequested,
+        view: Option<&TenantView>,
+    ) -> Routed {
+        let candidates = self.candidates(d, view);
         let mut skipped = Vec::new();
         let mut changes = Vec::new();
         for (i, name) in candidates.iter().enumerate() {
             let more = i + 1 < candidates.len();
-            let breaker = self.breakers.get(*name);
+            let own = view.and_then(|v| v.providers.get(*name));
+            let breaker = self.breaker_for(tenant, name, own.is_some());
+            let breaker = breaker.as_deref();
             let admission = match breaker {
                 Some(b) => {
                     let (a, change) = b.admit(self.clock.now_ms());
@@ -126,7 +202,7 @@ impl Providers {
                 continue;
             }
             let started = self.clock.now_ms();
-            let report = self.send_one(name, tenant, d).await;
+            let report = self.send_one(name, own, tenant, d).await;
             let failed = matches!(&report.result, Err(e) if e.retryable);
             if let Some(b) = breaker {
                 let now = self.clock.now_ms();
@@ -165,8 +241,14 @@ impl Providers {
     }
 
     /// One provider's send, bounded by the send timeout.
-    async fn send_one(&self, name: &str, tenant: &str, d: &pb::DispatchRequested) -> Report {
-        let Some(p) = self.providers.get(name) else {
+    async fn send_one(
+        &self,
+        name: &str,
+        own: Option<&Arc<dyn Provider>>,
+        tenant: &str,
+        d: &pb::DispatchRequested,
+    ) -> Report {
+        let Some(p) = own.or_else(|| self.providers.get(name)) else {
             return Err(SendError::terminal(format!(
                 "provider {name:?} is not configured on this dispatcher"
             )))
@@ -188,5 +270,103 @@ fn skip(provider: &str, reason: &str) -> pb::ProviderSkipped {
     pb::ProviderSkipped {
         provider: provider.to_string(),
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::SendOutcome;
+    use crate::tenant_providers::TenantView;
+
+    /// A provider answering with its name and whose account it is.
+    struct Fake(&'static str, &'static str);
+
+    #[async_trait::async_trait]
+    impl Provider for Fake {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        async fn send(&self, _: &str, _: &pb::DispatchRequested) -> Result<SendOutcome, SendError> {
+            Ok(SendOutcome {
+                provider_message_id: format!("{}@{}", self.0, self.1),
+                delivered: false,
+            })
+        }
+    }
+
+    fn providers() -> Providers {
+        Providers::new(
+            vec![
+                Arc::new(Fake("vonage", "operator")),
+                Arc::new(Fake("twilio", "operator")),
+            ],
+            Arc::new(clarion_runtime::ManualClock::new(0)),
+            Duration::from_secs(1),
+        )
+        .with_routes(
+            HashMap::from([("sms".into(), vec!["vonage".into(), "twilio".into()])]),
+            &BreakerConfig::default(),
+        )
+    }
+
+    fn sms(provider: &str) -> pb::DispatchRequested {
+        pb::DispatchRequested {
+            channel: "sms".into(),
+            provider: provider.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_tenant_route_and_demotions_order_the_candidates() {
+        let p = providers();
+        let d = sms("vonage");
+        assert_eq!(p.candidates(&d, None), ["vonage", "twilio"]);
+        let mut v = TenantView::default();
+        v.demoted.push(("sms".into(), "vonage".into()));
+        assert_eq!(
+            p.candidates(&d, Some(&v)),
+            ["twilio", "vonage"],
+            "demoted last"
+        );
+        v.demoted.push(("email".into(), "twilio".into()));
+        assert_eq!(
+            p.candidates(&d, Some(&v)),
+            ["twilio", "vonage"],
+            "per channel"
+        );
+        let mut v = TenantView::default();
+        v.routes
+            .insert("sms".into(), vec!["twilio".into(), "vonage".into()]);
+        assert_eq!(
+            p.candidates(&d, Some(&v)),
+            ["twilio", "vonage"],
+            "the tenant's order"
+        );
+        // A step naming a provider outside both routes sends through it alone.
+        assert_eq!(p.candidates(&sms("webhook"), Some(&v)), ["webhook"]);
+        // Nobody configured smtp here: left out of the tenant's route.
+        v.routes
+            .insert("sms".into(), vec!["smtp".into(), "twilio".into()]);
+        assert_eq!(p.candidates(&d, Some(&v)), ["twilio"]);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_account_sends_instead_of_the_operators() {
+        let p = providers();
+        let mut v = TenantView::default();
+        v.providers
+            .insert("vonage".into(), Arc::new(Fake("vonage", "acme")));
+        let own = p.send_with("acme", &sms("vonage"), Some(&v)).await;
+        assert_eq!(
+            own.report.result.unwrap().provider_message_id,
+            "vonage@acme"
+        );
+        let op = p.send_with("globex", &sms("vonage"), None).await;
+        assert_eq!(
+            op.report.result.unwrap().provider_message_id,
+            "vonage@operator"
+        );
     }
 }

@@ -33,6 +33,7 @@ pub use clarion_runtime::secrets;
 pub mod sendgrid;
 pub mod smtp;
 pub mod ssrf;
+pub mod tenant_providers;
 pub mod tenant_secrets;
 pub mod twilio;
 pub mod vonage;

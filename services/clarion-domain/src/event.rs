@@ -158,6 +158,11 @@ payloads! {
     RetentionPolicySet(RetentionPolicySet) = "clarion.retention.policy_set.v1",
     RetentionApplied(RetentionApplied) = "clarion.retention.applied.v1",
     RetentionTick(RetentionTick) = "clarion.retention.tick.v1",
+    ProviderCredentialsSet(ProviderCredentialsSet) = "clarion.provider.credentials_set.v1",
+    ProviderRouteSet(ProviderRouteSet) = "clarion.provider.route_set.v1",
+    SlaSet(SlaSet) = "clarion.sla.set.v1",
+    SlaBreached(SlaBreached) = "clarion.sla.breached.v1",
+    SlaRecovered(SlaRecovered) = "clarion.sla.recovered.v1",
 }
 
 impl Payload {
@@ -250,6 +255,11 @@ impl Payload {
             | Payload::RetentionApplied(_)
             | Payload::RetentionTick(_)
             | Payload::ExportCreated(_) => self.compliance_detail(),
+            Payload::ProviderCredentialsSet(_)
+            | Payload::ProviderRouteSet(_)
+            | Payload::SlaSet(_)
+            | Payload::SlaBreached(_)
+            | Payload::SlaRecovered(_) => self.provider_detail(),
             Payload::AnomalyDetected(p) => json!({
                 "alert_id": p.alert_id, "series": p.series, "provider": p.provider,
                 "signal": p.signal, "minute_start_ms": p.minute_start_ms,
@@ -368,6 +378,38 @@ impl Payload {
     }
 
     /// Tenant configuration: tenants, keys, templates, workflows, limits, topics, apps.
+    /// Issue #31: tenant providers and SLAs. Sealed credentials are left
+    /// out: only which fields are set.
+    fn provider_detail(&self) -> Value {
+        match self {
+            Payload::ProviderCredentialsSet(p) => json!({
+                "provider": p.provider, "fields": p.fields, "removed": p.removed,
+                "version": p.version, "master_key_id": p.master_key_id,
+            }),
+            Payload::ProviderRouteSet(p) => json!({
+                "channel": p.channel, "providers": p.providers,
+            }),
+            Payload::SlaSet(p) => json!({
+                "sla_id": p.sla_id, "name": p.name, "channel": p.channel,
+                "workflow_id": p.workflow_id, "topic": p.topic,
+                "target_ratio": p.target_ratio, "threshold_ms": p.threshold_ms,
+                "window_ms": p.window_ms, "milestone": p.milestone,
+                "min_samples": p.min_samples, "removed": p.removed,
+            }),
+            Payload::SlaBreached(p) => json!({
+                "sla_id": p.sla_id, "channel": p.channel, "demoted_provider": p.demoted_provider,
+                "compliance": p.compliance, "target_ratio": p.target_ratio, "met": p.met,
+                "judged": p.judged, "pending": p.pending, "predicted": p.predicted,
+                "window_start_ms": p.window_start_ms, "runbook": p.runbook, "alert_id": p.alert_id,
+            }),
+            Payload::SlaRecovered(p) => json!({
+                "sla_id": p.sla_id, "channel": p.channel,
+                "restored_provider": p.restored_provider, "compliance": p.compliance,
+            }),
+            _ => unreachable!("detail_json routes only these here"),
+        }
+    }
+
     fn config_detail(&self) -> Value {
         match self {
             Payload::TenantCreated(p) => json!({"tenant_id": p.tenant_id, "name": p.name}),

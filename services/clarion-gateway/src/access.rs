@@ -80,6 +80,23 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
     ),
     // Exports carry personal data out: admin, like `POST /v1/exports`.
     ("/clarion.v1.ComplianceService/CreateExport", Tenant(Admin)),
+    // Issue #31: credentials and routes are the tenant admin's; reads name
+    // fields only, never values.
+    ("/clarion.v1.ProviderService/SetCredentials", Tenant(Admin)),
+    ("/clarion.v1.ProviderService/GetCredentials", Tenant(Read)),
+    ("/clarion.v1.ProviderService/ListCredentials", Tenant(Read)),
+    (
+        "/clarion.v1.ProviderService/DeleteCredentials",
+        Tenant(Admin),
+    ),
+    ("/clarion.v1.ProviderService/SetRoute", Tenant(Admin)),
+    ("/clarion.v1.ProviderService/GetRoute", Tenant(Read)),
+    ("/clarion.v1.ProviderService/DeleteRoute", Tenant(Admin)),
+    ("/clarion.v1.SlaService/SetSla", Tenant(Admin)),
+    ("/clarion.v1.SlaService/GetSla", Tenant(Read)),
+    ("/clarion.v1.SlaService/ListSlas", Tenant(Read)),
+    ("/clarion.v1.SlaService/DeleteSla", Tenant(Admin)),
+    ("/clarion.v1.SlaService/GetSlaStatus", Tenant(Read)),
     ("/clarion.v1.TenantService/CreateTenant", Operator),
     ("/clarion.v1.TenantService/CreateApiKey", Tenant(Admin)),
     ("/clarion.v1.TenantService/PutTemplate", Tenant(Admin)),
@@ -281,6 +298,19 @@ pub const REST_ROUTES: &[(&str, &str, Scope)] = &[
     ("POST", "/v1/legal-holds/:id/release", Admin),
     ("GET", "/v1/retention-policy", Read),
     ("PUT", "/v1/retention-policy", Admin),
+    // Tenant providers and SLAs (issue #31).
+    ("GET", "/v1/providers", Read),
+    ("PUT", "/v1/providers/:provider/credentials", Admin),
+    ("GET", "/v1/providers/:provider/credentials", Read),
+    ("DELETE", "/v1/providers/:provider/credentials", Admin),
+    ("PUT", "/v1/provider-routes/:channel", Admin),
+    ("GET", "/v1/provider-routes/:channel", Read),
+    ("DELETE", "/v1/provider-routes/:channel", Admin),
+    ("GET", "/v1/slas", Read),
+    ("PUT", "/v1/slas/:id", Admin),
+    ("GET", "/v1/slas/:id", Read),
+    ("DELETE", "/v1/slas/:id", Admin),
+    ("GET", "/v1/slas/:id/status", Read),
 ];
 
 /// The REST routes a subscriber token may use (as [`SUBSCRIBER_GRPC`]).
@@ -760,6 +790,13 @@ mod tests {
                 // ComplianceService (issue #32)
                 "ListHolds",
                 "GetRetentionPolicy",
+                // ProviderService, SlaService (issue #31)
+                "GetCredentials",
+                "ListCredentials",
+                "GetRoute",
+                "GetSla",
+                "ListSlas",
+                "GetSlaStatus",
             ]
             .contains(&name);
             // Key listings and the quarantine are admin and operator surfaces.

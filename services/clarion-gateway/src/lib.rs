@@ -35,6 +35,7 @@ pub mod preference_grpc;
 pub mod preference_input;
 pub mod preferences;
 pub mod problem;
+pub mod providers;
 pub mod quarantine;
 pub mod ratelimit;
 pub mod rest;
@@ -48,13 +49,16 @@ pub mod rest_exports;
 pub mod rest_inbox;
 pub mod rest_notifications;
 pub mod rest_preferences;
+pub mod rest_providers;
 pub mod rest_schedules;
 pub mod rest_settings;
+pub mod rest_slas;
 pub mod rest_subscribers;
 pub mod schedule_grpc;
 pub mod schedules;
 pub mod settings;
 pub mod settings_grpc;
+pub mod slas;
 pub mod state;
 pub mod subscriber;
 pub mod subscriber_token;
@@ -211,6 +215,13 @@ pub async fn serve_grpc(
                 compliance_grpc::ComplianceApi(state.clone()),
             ),
         )
+        // Issue #31: tenant providers and SLAs.
+        .add_service(api::provider_service_server::ProviderServiceServer::new(
+            providers::ProviderApi(state.clone()),
+        ))
+        .add_service(api::sla_service_server::SlaServiceServer::new(
+            slas::SlaApi(state.clone()),
+        ))
         .add_service(
             api::quarantine_service_server::QuarantineServiceServer::new(
                 quarantine::QuarantineApi(state),

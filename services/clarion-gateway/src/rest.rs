@@ -19,8 +19,8 @@ use crate::rest_exports;
 use crate::state::GatewayState;
 use crate::{
     rest_analytics, rest_apps, rest_compliance, rest_dead_letters, rest_devices, rest_digests,
-    rest_inbox, rest_notifications, rest_preferences, rest_schedules, rest_settings,
-    rest_subscribers,
+    rest_inbox, rest_notifications, rest_preferences, rest_providers, rest_schedules,
+    rest_settings, rest_slas, rest_subscribers,
 };
 
 /// One REST module: its routes, and the OpenAPI document of their paths.
@@ -88,6 +88,15 @@ pub const MODULES: &[Module] = &[
     Module {
         routes: rest_compliance::routes,
         openapi: <rest_compliance::Paths as OpenApi>::openapi,
+    },
+    // Issue #31: tenant providers and SLAs.
+    Module {
+        routes: rest_providers::routes,
+        openapi: <rest_providers::Paths as OpenApi>::openapi,
+    },
+    Module {
+        routes: rest_slas::routes,
+        openapi: <rest_slas::Paths as OpenApi>::openapi,
     },
 ];
 

@@ -35,6 +35,8 @@ pub struct Mail {
     pub custom_args: Value,
     /// The `Idempotency-Key` header (not SendGrid's; what Clarion adds).
     pub idempotency_key: String,
+    /// The bearer API key it came with (which account sent it).
+    pub api_key: String,
 }
 
 #[derive(Default)]
@@ -42,6 +44,8 @@ struct Inner {
     accepted: Mutex<Vec<Mail>>,
     requests: AtomicUsize,
     script: Script,
+    /// Keys accepted besides [`API_KEY`] (other accounts).
+    keys: Mutex<Vec<String>>,
 }
 
 pub struct SendgridServer {
@@ -92,6 +96,11 @@ impl SendgridServer {
     /// manual clock: a slow provider without sleeping).
     pub fn on_request(&self, hook: Hook) {
         self.inner.script.on_request(hook);
+    }
+
+    /// Accepts `key` too, as another account's (a tenant's own key).
+    pub fn accept_key(&self, key: &str) {
+        self.inner.keys.lock().unwrap().push(key.to_string());
     }
 
     pub fn accepted(&self) -> Vec<Mail> {
@@ -166,7 +175,9 @@ async fn send(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Json<Value>
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer != Some(API_KEY) {
+    let known = bearer == Some(API_KEY)
+        || bearer.is_some_and(|b| s.keys.lock().unwrap().iter().any(|k| k == b));
+    if !known {
         return errors(
             StatusCode::UNAUTHORIZED,
             "The provided authorization grant is invalid, expired, or revoked",
@@ -194,6 +205,7 @@ async fn send(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Json<Value>
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
+        api_key: bearer.unwrap_or_default().to_string(),
     });
     let mut resp = StatusCode::ACCEPTED.into_response();
     resp.headers_mut()

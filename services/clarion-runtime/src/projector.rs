@@ -185,6 +185,9 @@ impl Processor for Projector {
                 Payload::TenantCalendarSet(_) | Payload::QuietHoursSet(_) => {
                     crate::tenant_settings::project(batch, &input.event, &input.raw)
                 }
+                // Issue #31: tenant providers and SLAs.
+                _ if crate::provider_rows::project(&mut batch.writes, &input.event, &input.raw) => {
+                }
                 _ => project(batch, &input.event, &input.raw),
             }
         }

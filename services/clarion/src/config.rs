@@ -66,6 +66,9 @@ pub struct Config {
     /// Anomaly alerts over delivery outcomes (docs/alerts.md).
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
+    /// SLA tracking (issue #31, docs/slas.md).
+    #[serde(default)]
+    pub sla: crate::sla::SlaConfig,
     /// The warehouse exporter's Parquet files (docs/warehouse.md).
     #[serde(default)]
     pub warehouse: WarehouseConfig,
@@ -445,6 +448,15 @@ pub struct ProvidersConfig {
     /// The circuit breaker of every provider (docs/providers.md).
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// How long a dispatcher trusts what it read of a tenant's own
+    /// providers, routes and SLA demotions (issue #31): a change reaches
+    /// sends within this after the projector applied it.
+    #[serde(default = "default_tenant_cache_ms")]
+    pub tenant_cache_ms: u64,
+}
+
+fn default_tenant_cache_ms() -> u64 {
+    1_000
 }
 
 impl ProvidersConfig {
@@ -579,6 +591,7 @@ impl Default for Config {
                 push: None,
                 routes: HashMap::new(),
                 breaker: BreakerConfig::default(),
+                tenant_cache_ms: default_tenant_cache_ms(),
             },
             runtime: RuntimeConfig {
                 max_batch: RunnerConfig::default().max_batch,
@@ -609,6 +622,7 @@ impl Default for Config {
             telemetry: Default::default(),
             analytics: Default::default(),
             alerts: Default::default(),
+            sla: Default::default(),
             warehouse: WarehouseConfig::default(),
             audit: clarion_audit::AuditConfig::default(),
             compliance: ComplianceConfig::default(),
@@ -718,6 +732,7 @@ impl Config {
         }
         self.validate_assignment()?;
         self.alerts.validate(self.providers.smtp.is_some())?;
+        self.sla.validate()?;
         Ok(())
     }
 }

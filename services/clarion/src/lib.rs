@@ -7,11 +7,13 @@ pub mod bootstrap;
 pub mod client;
 pub mod client_compliance;
 pub mod client_devices;
+pub mod client_providers;
 pub mod client_schedules;
 pub mod config;
 pub mod export_cli;
 pub mod roles;
 pub mod secrets;
+pub mod sla;
 pub mod telemetry;
 pub mod warehouse_cli;
 

@@ -54,7 +54,7 @@ enum Command {
     },
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
     /// gateway, router, dispatcher, projector, analytics, alerts, exporter, notary,
-    /// retention.
+    /// retention, sla.
     Run {
         #[arg(required = true, value_name = "ROLE")]
         roles: Vec<Role>,
@@ -174,6 +174,21 @@ enum Command {
         #[command(flatten)]
         client: clarion::client::ClientArgs,
     },
+    /// The tenant's own provider credentials (write-only) and routes (over
+    /// gRPC; docs/providers.md).
+    Providers {
+        #[command(subcommand)]
+        cmd: clarion::client_providers::ProvidersCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
+    /// The tenant's SLAs and their compliance (over gRPC; docs/slas.md).
+    Slas {
+        #[command(subcommand)]
+        cmd: clarion::client_providers::SlasCmd,
+        #[command(flatten)]
+        client: clarion::client::ClientArgs,
+    },
     /// Records that stopped a processor partition: list them, inspect one,
     /// park one so its partition goes on (over gRPC, with the admin token).
     Quarantine {
@@ -279,6 +294,10 @@ fn main() -> anyhow::Result<()> {
         Command::Retention { cmd, client } => {
             rt.block_on(clarion::client_compliance::retention(client, cmd))
         }
+        Command::Providers { cmd, client } => {
+            rt.block_on(clarion::client_providers::providers(client, cmd))
+        }
+        Command::Slas { cmd, client } => rt.block_on(clarion::client_providers::slas(client, cmd)),
         Command::Quarantine { cmd, admin } => rt.block_on(clarion::client::quarantine(admin, cmd)),
     }
 }

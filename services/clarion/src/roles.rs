@@ -54,10 +54,12 @@ pub enum Role {
     /// Retention policies, legal holds, deferred erasures (issue #32,
     /// docs/compliance.md).
     Retention,
+    /// SLA tracking, breaches and provider switches (issue #31, docs/slas.md).
+    Sla,
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Gateway,
         Role::Router,
         Role::Dispatcher,
@@ -67,6 +69,7 @@ impl Role {
         Role::Exporter,
         Role::Notary,
         Role::Retention,
+        Role::Sla,
     ];
 }
 
@@ -82,6 +85,7 @@ impl fmt::Display for Role {
             Role::Exporter => "exporter",
             Role::Notary => "notary",
             Role::Retention => "retention",
+            Role::Sla => "sla",
         })
     }
 }
@@ -92,7 +96,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.to_string() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary, retention)"))
+            .ok_or_else(|| format!("unknown role {s:?} (gateway, router, dispatcher, projector, analytics, alerts, exporter, notary, retention, sla)"))
     }
 }
 
@@ -246,6 +250,19 @@ impl Node {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// [`Node::spawn_partitions`] for the roles of other modules.
+    pub(crate) fn spawn_partitions_pub<P: Processor>(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        topic: Topic,
+        more_inputs: &[Topic],
+        effects: Arc<dyn Effects>,
+        make: impl Fn() -> P + Send + Sync + 'static,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        self.spawn_partitions(tasks, topic, more_inputs, effects, make, shutdown)
+    }
+
     fn spawn_partitions<P: Processor>(
         &self,
         tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -333,6 +350,22 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Tenants' own providers, routes and SLA demotions over the
+    /// operator's provider sections (issue #31, docs/providers.md).
+    fn tenant_providers(&self) -> Arc<clarion_dispatch::tenant_providers::TenantProviders> {
+        let p = &self.cfg.providers;
+        Arc::new(clarion_dispatch::tenant_providers::TenantProviders::new(
+            self.store.clone(),
+            self.keyring.clone(),
+            clarion_dispatch::tenant_providers::OperatorProviders {
+                sendgrid: p.sendgrid.clone(),
+                vonage: p.vonage.clone(),
+                twilio: p.twilio.clone(),
+            },
+            Duration::from_millis(p.tenant_cache_ms),
+        ))
     }
 
     async fn providers(&self) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
@@ -460,6 +493,7 @@ impl Node {
             Role::Exporter => self.spawn_exporter(tasks, shutdown)?,
             Role::Notary => self.spawn_notary(tasks, shutdown)?,
             Role::Retention => self.spawn_retention(tasks, shutdown),
+            Role::Sla => self.spawn_sla(tasks, shutdown)?,
         }
         Ok(())
     }
@@ -550,7 +584,8 @@ impl Node {
                     &self.cfg.providers.breaker,
                 )
                 .with_clock(self.clock.clone())
-                .with_personal(self.personal.clone()),
+                .with_personal(self.personal.clone())
+                .with_tenant_providers(self.tenant_providers()),
         );
         let personal = self.personal.clone();
         // With the log in the store's file, routers append requests

@@ -140,6 +140,53 @@ const A_APP_NAME: &str = "ACME-ONLY-APP-NAME";
 const A_ONLY_SCHEDULE: &str = "acme-only-schedule";
 const A_SCHEDULE_TEXT: &str = "ACME-ONLY-SCHEDULE-PAYLOAD";
 const A_ZONE: &str = "Pacific/Chatham";
+/// Issue #31: A's own SendGrid key (never in any answer, to anyone) and
+/// an SLA only A has.
+const A_SG_KEY: &str = "SG.ACME-ONLY-SENDGRID-KEY";
+const A_ONLY_SLA: &str = "acme-only-sla";
+
+type ProviderApi = api::provider_service_client::ProviderServiceClient<Channel>;
+type SlaApi = api::sla_service_client::SlaServiceClient<Channel>;
+
+/// A's credentials, sms route and SLA (issue #31).
+async fn provider_data(ch: &Channel, a_key: &str) {
+    ProviderApi::new(ch.clone())
+        .set_credentials(authed(
+            a_key,
+            api::SetProviderCredentialsRequest {
+                provider: "sendgrid".into(),
+                credentials: [("api_key".to_string(), A_SG_KEY.to_string())].into(),
+            },
+        ))
+        .await
+        .unwrap();
+    ProviderApi::new(ch.clone())
+        .set_route(authed(
+            a_key,
+            api::ProviderRoute {
+                channel: "sms".into(),
+                providers: vec!["twilio".into(), "vonage".into()],
+                demoted: vec![],
+            },
+        ))
+        .await
+        .unwrap();
+    SlaApi::new(ch.clone())
+        .set_sla(authed(a_key, sla_of(A_ONLY_SLA)))
+        .await
+        .unwrap();
+}
+
+fn sla_of(id: &str) -> api::Sla {
+    api::Sla {
+        sla_id: id.into(),
+        channel: "sms".into(),
+        target_ratio: 0.99,
+        threshold_ms: 60_000,
+        window_ms: 3_600_000,
+        ..Default::default()
+    }
+}
 
 /// A's schedule, tenant quiet hours, subscriber quiet hours and calendar.
 async fn scheduling_data(ch: &Channel, a_key: &str) {
@@ -352,6 +399,7 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
     let key_id = a_keys[0].key_id.clone();
     let device_id = device_data(ch, &a_key).await;
     scheduling_data(ch, &a_key).await;
+    provider_data(ch, &a_key).await;
     // Content first, then ids (see `check`).
     let markers = vec![
         A_EMAIL.to_string(),
@@ -366,6 +414,7 @@ async fn setup_two_tenants(ch: &Channel) -> (TenantA, String) {
         A_SCHEDULE_TEXT.to_string(),
         A_ZONE.to_string(),
         "2031-07-14".to_string(),
+        A_SG_KEY.to_string(),
     ];
     (
         TenantA {
@@ -617,6 +666,140 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             ))
             .await)
     );
+    // Tenant providers and SLAs (issue #31): A's are unknown to B; B's
+    // writes land in its own namespace (after its reads).
+    row!(
+        "/clarion.v1.ProviderService/GetCredentials",
+        Expect::Denied,
+        |c, k| ok(ProviderApi::new(c)
+            .get_credentials(authed(
+                &k,
+                api::GetProviderCredentialsRequest {
+                    provider: "sendgrid".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ProviderService/ListCredentials",
+        Expect::OwnOnly,
+        |c, k| ok(ProviderApi::new(c)
+            .list_credentials(authed(&k, api::ListProviderCredentialsRequest {}))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ProviderService/DeleteCredentials",
+        Expect::Denied,
+        |c, k| ok(ProviderApi::new(c)
+            .delete_credentials(authed(
+                &k,
+                api::DeleteProviderCredentialsRequest {
+                    provider: "sendgrid".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ProviderService/GetRoute",
+        Expect::Denied,
+        |c, k| ok(ProviderApi::new(c)
+            .get_route(authed(
+                &k,
+                api::GetProviderRouteRequest {
+                    channel: "sms".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ProviderService/DeleteRoute",
+        Expect::Denied,
+        |c, k| ok(ProviderApi::new(c)
+            .delete_route(authed(
+                &k,
+                api::DeleteProviderRouteRequest {
+                    channel: "sms".into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ProviderService/SetCredentials",
+        Expect::OwnOnly,
+        |c, k| ok(ProviderApi::new(c)
+            .set_credentials(authed(
+                &k,
+                api::SetProviderCredentialsRequest {
+                    provider: "vonage".into(),
+                    credentials: [
+                        ("api_key".to_string(), "globex-key".to_string()),
+                        ("api_secret".to_string(), "globex-secret".to_string())
+                    ]
+                    .into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.ProviderService/SetRoute",
+        Expect::OwnOnly,
+        |c, k| ok(ProviderApi::new(c)
+            .set_route(authed(
+                &k,
+                api::ProviderRoute {
+                    channel: "email".into(),
+                    providers: vec!["smtp".into()],
+                    demoted: vec![]
+                }
+            ))
+            .await)
+    );
+    row!("/clarion.v1.SlaService/GetSla", Expect::Denied, |c, k| ok(
+        SlaApi::new(c)
+            .get_sla(authed(
+                &k,
+                api::GetSlaRequest {
+                    sla_id: A_ONLY_SLA.into()
+                }
+            ))
+            .await
+    ));
+    row!(
+        "/clarion.v1.SlaService/GetSlaStatus",
+        Expect::Denied,
+        |c, k| ok(SlaApi::new(c)
+            .get_sla_status(authed(
+                &k,
+                api::GetSlaRequest {
+                    sla_id: A_ONLY_SLA.into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.SlaService/DeleteSla",
+        Expect::Denied,
+        |c, k| ok(SlaApi::new(c)
+            .delete_sla(authed(
+                &k,
+                api::DeleteSlaRequest {
+                    sla_id: A_ONLY_SLA.into()
+                }
+            ))
+            .await)
+    );
+    row!(
+        "/clarion.v1.SlaService/ListSlas",
+        Expect::OwnOnly,
+        |c, k| ok(SlaApi::new(c)
+            .list_slas(authed(&k, api::ListSlasRequest {}))
+            .await)
+    );
+    row!("/clarion.v1.SlaService/SetSla", Expect::OwnOnly, |c, k| ok(
+        SlaApi::new(c)
+            .set_sla(authed(&k, sla_of("globex-sla")))
+            .await
+    ));
     row!(
         "/clarion.v1.SubscriberService/Get",
         Expect::OwnOnly,
@@ -1732,6 +1915,85 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
             r#"{"from":"2026-01-01","until":"2026-12-31","purpose":"isolation"}"#,
             201,
         ),
+        // Tenant providers and SLAs (issue #31).
+        (
+            "GET",
+            "/v1/providers",
+            format!("{base}/v1/providers"),
+            "",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/providers/:provider/credentials",
+            format!("{base}/v1/providers/sendgrid/credentials"),
+            "",
+            404,
+        ),
+        (
+            "DELETE",
+            "/v1/providers/:provider/credentials",
+            format!("{base}/v1/providers/sendgrid/credentials"),
+            "",
+            404,
+        ),
+        (
+            "PUT",
+            "/v1/providers/:provider/credentials",
+            format!("{base}/v1/providers/twilio/credentials"),
+            r#"{"credentials":{"account_sid":"ACglobex","auth_token":"t"}}"#,
+            200,
+        ),
+        (
+            "GET",
+            "/v1/provider-routes/:channel",
+            format!("{base}/v1/provider-routes/sms"),
+            "",
+            404,
+        ),
+        (
+            "DELETE",
+            "/v1/provider-routes/:channel",
+            format!("{base}/v1/provider-routes/sms"),
+            "",
+            404,
+        ),
+        (
+            "PUT",
+            "/v1/provider-routes/:channel",
+            format!("{base}/v1/provider-routes/email"),
+            r#"{"providers":["sendgrid","smtp"]}"#,
+            200,
+        ),
+        ("GET", "/v1/slas", format!("{base}/v1/slas"), "", 200),
+        (
+            "GET",
+            "/v1/slas/:id",
+            format!("{base}/v1/slas/{A_ONLY_SLA}"),
+            "",
+            404,
+        ),
+        (
+            "GET",
+            "/v1/slas/:id/status",
+            format!("{base}/v1/slas/{A_ONLY_SLA}/status"),
+            "",
+            404,
+        ),
+        (
+            "DELETE",
+            "/v1/slas/:id",
+            format!("{base}/v1/slas/{A_ONLY_SLA}"),
+            "",
+            404,
+        ),
+        (
+            "PUT",
+            "/v1/slas/:id",
+            format!("{base}/v1/slas/globex-sla-2"),
+            r#"{"channel":"email","target_ratio":0.9,"threshold_ms":1000,"window_ms":60000}"#,
+            200,
+        ),
         // Analytics (issue #30): B's own figures only.
         (
             "GET",
@@ -1839,6 +2101,37 @@ async fn tenant_b_on_tenant_a_ids_never_gets_a_data_by_any_method_or_route() {
         .keys;
     assert_eq!(keys.len(), 1, "B's minted key must not be A's: {keys:?}");
     assert_eq!(keys[0].revoked_at_ms, 0);
+    // A's providers and SLA (issue #31) are as A set them.
+    let creds = ProviderApi::new(ch.clone())
+        .list_credentials(authed(&a.key, api::ListProviderCredentialsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .providers;
+    assert_eq!(creds.len(), 1, "{creds:?}");
+    assert_eq!(
+        (creds[0].provider.as_str(), creds[0].version),
+        ("sendgrid", 1)
+    );
+    let route = ProviderApi::new(ch.clone())
+        .get_route(authed(
+            &a.key,
+            api::GetProviderRouteRequest {
+                channel: "sms".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(route.providers, ["twilio", "vonage"]);
+    let slas = SlaApi::new(ch.clone())
+        .list_slas(authed(&a.key, api::ListSlasRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .slas;
+    let ids: Vec<&str> = slas.iter().map(|s| s.sla_id.as_str()).collect();
+    assert_eq!(ids, [A_ONLY_SLA]);
     // A's subscriber kept its settings: B's change never reached it.
     let prefs = Prefs::new(ch.clone())
         .get_preferences(authed(
