@@ -297,3 +297,164 @@ async fn a_crash_mid_roll_is_undone_when_staged_and_finished_when_publishing() {
         "{files:?}"
     );
 }
+
+/// Every string cell of every file under `root`, by column name.
+fn string_cells(f: &Fixture) -> Vec<(String, String)> {
+    use arrow_array::cast::AsArray;
+    let mut out = Vec::new();
+    for file in f.files() {
+        let bytes = std::fs::read(f.root.join(&file)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(bytes),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for (i, field) in batch.schema().fields().iter().enumerate() {
+                if let Some(col) = batch.column(i).as_string_opt::<i32>() {
+                    for v in col.iter().flatten() {
+                        out.push((field.name().clone(), v.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sealed_addresses_of_two_tenants_become_keyed_hashes_and_errors_are_scrubbed() {
+    use clarion_runtime::personal::Personal;
+    use clarion_runtime::secrets::Keyring;
+    use clarion_warehouse::pii::Recipients;
+
+    let mut f = Fixture::new().await;
+    let ring = Arc::new(Keyring::new("k1", &[("k1", [9; 32])]).unwrap());
+    let personal = Personal::new(f.store.clone(), ring.clone());
+    let addr = "alice@example.com";
+    for (tenant, attempt) in [("acme", "a1"), ("globex", "g1")] {
+        let mut e = Event {
+            id: Id([0; 16]),
+            tenant: TenantId::parse(tenant).unwrap(),
+            partition_key: format!("{tenant}/sub"),
+            occurred_at_ms: NOW,
+            causation_id: None,
+            correlation_id: None,
+            actor: Actor::System("test".into()),
+            payload: requested(attempt, "email"),
+        };
+        if let Payload::DispatchRequested(d) = &mut e.payload {
+            d.to = addr.into();
+            d.template_id = "welcome".into();
+            d.template_version = 3;
+        }
+        personal.seal_event(&mut e).await.unwrap();
+        let Payload::DispatchRequested(d) = &e.payload else {
+            unreachable!()
+        };
+        assert!(Personal::is_sealed(&d.to), "the log holds it sealed");
+        f.append(Topic::Dispatch, tenant, e.payload.clone()).await;
+        f.append(
+            Topic::Deliveries,
+            tenant,
+            Payload::Failed(pb::NotificationFailed {
+                notification_id: format!("n-{attempt}"),
+                attempt_id: attempt.into(),
+                provider: "smtp".into(),
+                stage: "dispatch".into(),
+                reason: format!("550 <{addr}> unknown; call +1 555 010 0123"),
+                ..Default::default()
+            }),
+        )
+        .await;
+    }
+    let ends = f.ends().await;
+    let rows = f
+        .exporter()
+        .with_recipients(Recipients::new(personal.clone(), ring.clone()))
+        .run_to(ends, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+
+    let cells = string_cells(&f);
+    for (col, v) in &cells {
+        assert!(
+            !v.contains("example.com") && !v.contains("0100123") && !v.contains("555 010"),
+            "a clear address in {col}: {v}"
+        );
+    }
+    let recipients: Vec<&String> = cells
+        .iter()
+        .filter(|(c, _)| c == "recipient")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(recipients.len(), 2);
+    for r in &recipients {
+        assert!(
+            r.starts_with("hmac-sha256:") && r.len() == 12 + 64,
+            "the documented form: {r}"
+        );
+    }
+    assert_ne!(recipients[0], recipients[1], "per-tenant keys");
+    // The same value `clarion export --mask to=hash` gives for acme.
+    let keys =
+        clarion_export::signing::TenantKeys::derive(&ring, &TenantId::parse("acme").unwrap())
+            .unwrap();
+    let m = clarion_export::mask::Masker::new(
+        clarion_export::MaskRules::parse(&["to=hash"]).unwrap(),
+        keys.hash_key,
+    );
+    let acme = m.apply(clarion_export::mask::Target::Email, addr);
+    assert!(recipients.contains(&&acme), "{recipients:?} lacks {acme}");
+    let errors: Vec<&String> = cells
+        .iter()
+        .filter(|(c, _)| c == "error")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(errors, ["550 <[email]> unknown; call [phone]"; 2]);
+    let templates: Vec<&String> = cells
+        .iter()
+        .filter(|(c, _)| c == "template_id")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(templates, ["welcome"; 2]);
+
+    // Erased before the export: the recipient reads `[erased]`.
+    let mut g = Fixture::new().await;
+    let personal = Personal::new(g.store.clone(), ring.clone());
+    let mut e = Event {
+        id: Id([0; 16]),
+        tenant: TenantId::parse("acme").unwrap(),
+        partition_key: "acme/sub".into(),
+        occurred_at_ms: NOW,
+        causation_id: None,
+        correlation_id: None,
+        actor: Actor::System("test".into()),
+        payload: requested("a1", "email"),
+    };
+    if let Payload::DispatchRequested(d) = &mut e.payload {
+        d.to = addr.into();
+    }
+    personal.seal_event(&mut e).await.unwrap();
+    g.append(Topic::Dispatch, "acme", e.payload.clone()).await;
+    g.append(Topic::Deliveries, "acme", sent("a1")).await;
+    personal
+        .erase_subscriber(&TenantId::parse("acme").unwrap(), "sub")
+        .await
+        .unwrap();
+    let ends = g.ends().await;
+    g.exporter()
+        .with_recipients(Recipients::new(personal, ring))
+        .run_to(ends, &mut |_| {})
+        .await
+        .unwrap();
+    let recipient: Vec<String> = string_cells(&g)
+        .into_iter()
+        .filter(|(c, _)| c == "recipient")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(recipient, ["[erased]"]);
+}

@@ -119,8 +119,11 @@ impl Default for RetentionConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct WarehouseConfig {
-    /// A directory (a path or `file:///PATH`). Empty: `<data-dir>/warehouse`.
+    /// A directory (a path or `file:///PATH`), or `s3://BUCKET/PREFIX`.
+    /// Empty: `<data-dir>/warehouse`.
     pub url: String,
+    /// How to reach an `s3://` destination (docs/warehouse.md).
+    pub s3: WarehouseS3Config,
     /// A row is in a published file within about this long (ms).
     pub max_file_age_ms: u64,
     /// A file is rolled once it holds this many rows ...
@@ -134,6 +137,7 @@ impl Default for WarehouseConfig {
         let d = clarion_warehouse::ExporterConfig::default();
         WarehouseConfig {
             url: String::new(),
+            s3: WarehouseS3Config::default(),
             max_file_age_ms: d.max_file_age_ms as u64,
             max_file_rows: d.max_file_rows,
             max_file_bytes: d.max_file_bytes,
@@ -150,14 +154,75 @@ impl WarehouseConfig {
         if self.max_file_bytes == 0 {
             return Err("warehouse.max-file-bytes: must be at least 1".into());
         }
-        if self.url.contains("://") && !self.url.starts_with("file://") {
+        let scheme_ok = ["file://", "s3://"].iter().any(|s| self.url.starts_with(s));
+        if self.url.contains("://") && !scheme_ok {
             return Err(format!(
-                "warehouse.url: {:?}: only a directory (a path or file:///PATH) is supported",
+                "warehouse.url: {:?}: a directory (a path or file:///PATH) or s3://BUCKET/PREFIX \
+                 is supported",
                 self.url
+            ));
+        }
+        if self.url.starts_with("s3://") && self.url["s3://".len()..].split('/').next() == Some("") {
+            return Err(format!("warehouse.url: {:?}: no bucket (s3://BUCKET/PREFIX)", self.url));
+        }
+        let e = &self.s3.endpoint;
+        if !e.is_empty() && !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(format!("warehouse.s3.endpoint: {e:?}: must be an http(s):// URL"));
+        }
+        if e.starts_with("http://") && !self.s3.allow_http {
+            return Err(format!(
+                "warehouse.s3.endpoint: {e:?}: plain http needs warehouse.s3.allow-http = true"
             ));
         }
         Ok(())
     }
+}
+
+/// `warehouse.s3`: an S3-compatible destination. Empty values fall back to
+/// the `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_ALLOW_HTTP`), then to the instance's role.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WarehouseS3Config {
+    /// `https://host[:port]` of a store that is not AWS (MinIO, Ceph, R2).
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    /// Prefer `AWS_SECRET_ACCESS_KEY` (or a mounted secret) to the file.
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Allows an `http://` endpoint (a local store in development or tests).
+    pub allow_http: bool,
+}
+
+/// Never prints the secret (configs are logged at start in debug).
+impl std::fmt::Debug for WarehouseS3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &str| if v.is_empty() { "" } else { "***" };
+        f.debug_struct("WarehouseS3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl WarehouseS3Config {
+    pub fn options(&self) -> clarion_warehouse::destination::S3Options {
+        clarion_warehouse::destination::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            allow_http: self.allow_http,
+        }
+    }
+}
 }
 
 /// `analytics`: the retention of the analytics projection's rows.
