@@ -31,7 +31,7 @@ fn io_error(path: &std::path::Path, e: std::io::Error) -> WarehouseError {
 /// `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_REGION`,
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
 /// `AWS_ALLOW_HTTP`) and then to the instance's credentials.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct S3Options {
     /// `http(s)://host:port` of a non-AWS store (MinIO, Ceph, moto, R2).
     pub endpoint: String,
@@ -41,6 +41,21 @@ pub struct S3Options {
     pub session_token: String,
     /// Allows `http://` endpoints (a local store); off, only `https://`.
     pub allow_http: bool,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &str| if v.is_empty() { "" } else { "***" };
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 /// What the destination is, for what the object store API does not show.

@@ -162,12 +162,18 @@ impl WarehouseConfig {
                 self.url
             ));
         }
-        if self.url.starts_with("s3://") && self.url["s3://".len()..].split('/').next() == Some("") {
-            return Err(format!("warehouse.url: {:?}: no bucket (s3://BUCKET/PREFIX)", self.url));
+        if self.url.starts_with("s3://") && self.url["s3://".len()..].split('/').next() == Some("")
+        {
+            return Err(format!(
+                "warehouse.url: {:?}: no bucket (s3://BUCKET/PREFIX)",
+                self.url
+            ));
         }
         let e = &self.s3.endpoint;
         if !e.is_empty() && !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(format!("warehouse.s3.endpoint: {e:?}: must be an http(s):// URL"));
+            return Err(format!(
+                "warehouse.s3.endpoint: {e:?}: must be an http(s):// URL"
+            ));
         }
         if e.starts_with("http://") && !self.s3.allow_http {
             return Err(format!(
@@ -222,7 +228,6 @@ impl WarehouseS3Config {
             allow_http: self.allow_http,
         }
     }
-}
 }
 
 /// `analytics`: the retention of the analytics projection's rows.

@@ -113,13 +113,15 @@ async fn download(dest: &Destination, into: &Path) -> Vec<String> {
 
 /// What DuckDB finds in the files about personal data and templates.
 const PII_SCRIPT: &str = r#"
-import duckdb, json, sys
+import duckdb, glob, json, sys
 root, needles = sys.argv[1], json.loads(sys.argv[2])
 con = duckdb.connect()
 def rel(t):
     return f"read_parquet('{root}/{t}/**/*.parquet', hive_partitioning = true, hive_types = {{'tenant': VARCHAR, 'date': VARCHAR}})"
 leaks = []
 for t in ["notifications", "messages", "engagement"]:
+    if not glob.glob(f"{root}/{t}/**/*.parquet", recursive=True):
+        continue  # no row of that table (no engagement here)
     cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel(t)}").fetchall()
             if r[1] == "VARCHAR"]
     for c in cols:
