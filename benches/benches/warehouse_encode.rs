@@ -34,7 +34,7 @@ fn message(tenant: &str, i: usize, outcome: &str, at: i64) -> Row {
             step: "s1".into(),
             subscriber_id: format!("sub-{i}"),
             recipient: Some(format!("hmac-sha256:{:064x}", i * 31)),
-            channel: if i % 2 == 0 { "email" } else { "sms" }.into(),
+            channel: if i.is_multiple_of(2) { "email" } else { "sms" }.into(),
             provider: "sink".into(),
             template_id: format!("tpl-{}", i % 5),
             template_version: 3,
@@ -52,7 +52,7 @@ fn message(tenant: &str, i: usize, outcome: &str, at: i64) -> Row {
 fn rows() -> Vec<Row> {
     let mut out = Vec::with_capacity(NOTIFICATIONS * 4);
     for i in 0..NOTIFICATIONS {
-        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        let tenant = if i.is_multiple_of(2) { "acme" } else { "globex" };
         let at = T0 + i as i64;
         out.push(message(tenant, i, "sent", at));
         out.push(message(tenant, i, "delivered", at + 900));
@@ -76,7 +76,7 @@ fn rows() -> Vec<Row> {
                 ended_at: at + 1000,
             }),
         });
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             out.push(Row {
                 tenant: tenant.into(),
                 at_ms: at + 5000,

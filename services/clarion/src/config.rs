@@ -170,7 +170,8 @@ impl WarehouseConfig {
             ));
         }
         let e = &self.s3.endpoint;
-        if !e.is_empty() && !(e.starts_with("http://") || e.starts_with("https://")) {
+        let is_url = e.starts_with("http://") || e.starts_with("https://");
+        if !e.is_empty() && !is_url {
             return Err(format!(
                 "warehouse.s3.endpoint: {e:?}: must be an http(s):// URL"
             ));
@@ -809,6 +810,51 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[warehouse.s3]` as an operator writes it, the secret kept out of
+    /// the debug form, and each mistake named by its key.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn warehouse_s3_loads_hides_its_secret_and_names_its_mistakes() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[warehouse]\nurl = \"s3://analytics/clarion\"\n[warehouse.s3]\n\
+                 endpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\n\
+                 access-key-id = \"AKID\"\nsecret-access-key = \"s3cr3t\"\nallow-http = true\n",
+            )?;
+            let c = Config::load(Some(Path::new("c.toml"))).unwrap();
+            c.validate().unwrap();
+            let o = c.warehouse.s3.options();
+            assert_eq!((o.region.as_str(), o.allow_http), ("eu-west-1", true));
+            assert_eq!(o.secret_access_key, "s3cr3t");
+            let shown = format!("{:?} {o:?}", c.warehouse);
+            assert!(!shown.contains("s3cr3t") && shown.contains("AKID"), "{shown}");
+            Ok(())
+        });
+        let bad = |edit: &dyn Fn(&mut WarehouseConfig), expected: &str| {
+            let mut w = WarehouseConfig::default();
+            edit(&mut w);
+            let err = w.validate().unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        };
+        bad(&|w| w.url = "gs://b/p".into(), "warehouse.url");
+        bad(&|w| w.url = "s3:///p".into(), "no bucket");
+        bad(
+            &|w| {
+                w.url = "s3://b".into();
+                w.s3.endpoint = "minio:9000".into();
+            },
+            "warehouse.s3.endpoint",
+        );
+        bad(
+            &|w| {
+                w.url = "s3://b".into();
+                w.s3.endpoint = "http://minio:9000".into();
+            },
+            "allow-http",
+        );
+    }
 
     /// `providers.routes` and `providers.breaker` as an operator writes
     /// them (credentials from files), and each mistake named by its key.
