@@ -52,7 +52,11 @@ fn message(tenant: &str, i: usize, outcome: &str, at: i64) -> Row {
 fn rows() -> Vec<Row> {
     let mut out = Vec::with_capacity(NOTIFICATIONS * 4);
     for i in 0..NOTIFICATIONS {
-        let tenant = if i.is_multiple_of(2) { "acme" } else { "globex" };
+        let tenant = if i.is_multiple_of(2) {
+            "acme"
+        } else {
+            "globex"
+        };
         let at = T0 + i as i64;
         out.push(message(tenant, i, "sent", at));
         out.push(message(tenant, i, "delivered", at + 900));

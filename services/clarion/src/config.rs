@@ -829,7 +829,10 @@ mod tests {
             assert_eq!((o.region.as_str(), o.allow_http), ("eu-west-1", true));
             assert_eq!(o.secret_access_key, "s3cr3t");
             let shown = format!("{:?} {o:?}", c.warehouse);
-            assert!(!shown.contains("s3cr3t") && shown.contains("AKID"), "{shown}");
+            assert!(
+                !shown.contains("s3cr3t") && shown.contains("AKID"),
+                "{shown}"
+            );
             Ok(())
         });
         let bad = |edit: &dyn Fn(&mut WarehouseConfig), expected: &str| {
