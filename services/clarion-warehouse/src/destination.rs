@@ -62,6 +62,7 @@ impl std::fmt::Debug for S3Options {
 #[derive(Clone, Debug)]
 enum Root {
     Dir(std::path::PathBuf),
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     ObjectStore,
 }
 
