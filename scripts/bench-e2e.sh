@@ -8,6 +8,9 @@
 #   scripts/bench-e2e.sh --concurrency 16 --rate 1000
 #   LOG_URL=kafka://127.0.0.1:9092 scripts/bench-e2e.sh --concurrency 64
 #
+# WITHOUT="exporter notary" leaves those roles out of `serve` (to measure what
+# a role costs on the spine).
+#
 # The server's stderr of the last run is kept in /tmp/last-server.err. The data
 # directory is made under $TMPDIR (default /tmp; TMPDIR=/dev/shm keeps it off the disk).
 #
@@ -20,6 +23,7 @@ RUN=$(mktemp -d "${TMPDIR:-/tmp}/clarion-bench.XXXXXX")
 GRPC=${GRPC_PORT:-50061}
 HTTP=${HTTP_PORT:-18081}
 args=(serve --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" --data-dir "$RUN/data")
+for role in ${WITHOUT:-}; do args+=(--without "$role"); done
 if [[ -n "${LOG_URL:-}" ]]; then
   args+=(--log-url "$LOG_URL")
   export CLARION__LOG__TOPIC_PREFIX="bench-$RANDOM$RANDOM."

@@ -72,6 +72,15 @@ become integers first (float keys accept integers).
 {{- end -}}
 {{- $_ := set $cfg.log "url" $url -}}
 {{- $_ := set $cfg "store" (dict "url" .Values.store.url) -}}
+{{- if eq .Values.kafka.partitionAssignment "group" -}}
+{{- $runtime := dict "partition-assignment" "group" -}}
+{{- if .Values.kafka.groupSessionTimeoutMs -}}
+{{- $_ := set $runtime "group-session-timeout-ms" .Values.kafka.groupSessionTimeoutMs -}}
+{{- end -}}
+{{- $_ := set $cfg "runtime" $runtime -}}
+{{- end -}}
+{{- else if eq .Values.kafka.partitionAssignment "group" -}}
+{{- fail "kafka.partitionAssignment: group needs mode: distributed (Kafka); the embedded pod runs every partition" -}}
 {{- end -}}
 {{- if .Values.keyring.existingSecret -}}
 {{- if not .Values.keyring.keyIds -}}

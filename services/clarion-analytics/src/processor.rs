@@ -87,6 +87,12 @@ impl Processor for AnalyticsProcessor {
         false
     }
 
+    /// Counts are read minutes later: larger batches fold an attempt's
+    /// dispatch, send and delivery into one row write.
+    fn follows(&self) -> bool {
+        true
+    }
+
     async fn process(
         &mut self,
         store: &dyn Store,
@@ -94,13 +100,18 @@ impl Processor for AnalyticsProcessor {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         let mut work = Work::default();
+        let mut facts = Vec::with_capacity(inputs.len());
         for input in inputs {
             let e = &input.event;
-            let Some((attempt_id, fact)) = work.fact_of(store, e).await? else {
-                continue;
-            };
-            work.apply(store, e.tenant.as_str(), &attempt_id, fact)
-                .await?;
+            if let Some((attempt_id, fact)) = work.fact_of(store, e).await? {
+                facts.push((e.tenant.as_str(), attempt_id, fact));
+            }
+        }
+        // One read of every attempt the batch touches, not one per event.
+        work.load_attempts(store, facts.iter().map(|(t, a, _)| (*t, a.as_str())))
+            .await?;
+        for (tenant, attempt_id, fact) in facts {
+            work.apply(store, tenant, &attempt_id, fact).await?;
         }
         work.finish(store, batch, &self.retention, self.shard).await
     }
@@ -195,6 +206,33 @@ impl Work {
         Ok(stored
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .map(|a| (a, fact)))
+    }
+
+    /// Reads the stored state of the attempts not yet in the batch's work.
+    async fn load_attempts<'a>(
+        &mut self,
+        store: &dyn Store,
+        ids: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), ProcessError> {
+        let mut wanted: Vec<(String, String)> = ids
+            .filter(|(t, a)| !self.attempts.contains_key(&(t.to_string(), a.to_string())))
+            .map(|(t, a)| (t.to_string(), a.to_string()))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let keys: Vec<RowKey> = wanted
+            .iter()
+            .map(|(t, a)| rows::attempt_key(t, a))
+            .collect();
+        let stored = store.get_many(&keys).await?;
+        for (id, found) in wanted.into_iter().zip(stored) {
+            let a = match found {
+                Some(b) => Attempt::decode(&b).map_err(|e| poison("attempt", e))?,
+                None => Attempt::default(),
+            };
+            self.attempts.insert(id, (a, false));
+        }
+        Ok(())
     }
 
     async fn attempt(

@@ -38,6 +38,10 @@ pub struct NotaryConfig {
     pub max_batch: usize,
     /// How long an idle read waits.
     pub poll_wait: Duration,
+    /// How long the notary lets records gather after a batch that did not
+    /// fill `max_batch` (`runtime.follower-linger-ms`): one store write per
+    /// larger batch instead of one per spine commit.
+    pub linger: Duration,
     pub checkpoint_every: u64,
     pub checkpoint_interval_ms: i64,
 }
@@ -47,6 +51,7 @@ impl Default for NotaryConfig {
         NotaryConfig {
             max_batch: 4096,
             poll_wait: Duration::from_millis(100),
+            linger: Duration::ZERO,
             checkpoint_every: 10_000,
             checkpoint_interval_ms: 60_000,
         }
@@ -127,6 +132,10 @@ impl Notary {
             };
             if !w.is_empty() {
                 self.store.write(w).await?;
+            }
+            let partial = !records.is_empty() && records.len() < self.cfg.max_batch;
+            if partial && !self.cfg.linger.is_zero() {
+                tokio::time::sleep(self.cfg.linger).await;
             }
         }
         Ok(())

@@ -15,6 +15,7 @@
 
 pub mod assets;
 pub mod chart;
+pub mod compliance;
 pub mod dashboards;
 pub mod dead_letters;
 pub mod live;
@@ -102,6 +103,7 @@ pub fn routes(console: Console) -> Router {
         .merge(subscribers::routes())
         .merge(live::routes())
         .merge(dashboards::routes())
+        .merge(compliance::routes())
         .fallback(page::not_found)
         .layer(axum::middleware::from_fn(page::security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(page::MAX_FORM_BYTES))

@@ -39,6 +39,7 @@ const TEMPLATE_SETS: &[&[(&str, &str)]] = &[
     crate::subscribers::TEMPLATES,
     crate::live::TEMPLATES,
     crate::dashboards::TEMPLATES,
+    crate::compliance::TEMPLATES,
 ];
 
 /// The main navigation: (path under the console, label, what it is for).
@@ -47,6 +48,8 @@ struct NavItem {
     href: &'static str,
     label: &'static str,
     about: &'static str,
+    /// Shown only to sessions with the `admin` scope.
+    admin: bool,
 }
 
 const NAV: &[NavItem] = &[
@@ -54,36 +57,49 @@ const NAV: &[NavItem] = &[
         href: "",
         label: "Home",
         about: "",
+        admin: false,
     },
     NavItem {
         href: "/notifications",
         label: "Notifications",
         about: "search notifications; each one's timeline, message and attempts",
+        admin: false,
     },
     NavItem {
         href: "/dead-letters",
         label: "Dead letters",
         about: "notifications that stopped for good: retry or discard them",
+        admin: false,
     },
     NavItem {
         href: "/workflows",
         label: "Workflows",
         about: "versions, YAML, diffs, applying a new version; templates and previews",
+        admin: false,
     },
     NavItem {
         href: "/subscribers",
         label: "Subscribers",
         about: "profiles, contacts, preferences, devices, inbox, notifications received",
+        admin: false,
     },
     NavItem {
         href: "/live",
         label: "Live",
         about: "triggers and sends per second, failures, dead letters, processor lag",
+        admin: false,
     },
     NavItem {
         href: "/dashboards",
         label: "Dashboards",
         about: "delivery, open and click rates over time, latencies, provider health",
+        admin: false,
+    },
+    NavItem {
+        href: "/compliance",
+        label: "Compliance",
+        about: "legal holds, the retention policy, erasing a subscriber, recent exports",
+        admin: true,
     },
 ];
 
@@ -126,6 +142,7 @@ pub fn session_context(console: &Console, s: &Session) -> Value {
         csrf_field => CSRF_FIELD,
         path => s.path,
         expires_at_ms => s.claims.expires_at_ms,
+        admin => s.caller_with(clarion_domain::tenant::Scope::Admin).is_ok(),
     }
 }
 

@@ -24,10 +24,59 @@ pub fn seal(keyring: &Keyring, tenant: &str, token: &str) -> pb::SealedToken {
         sealed: keyring.seal(&purpose, token.as_bytes()),
         hash: hash.to_vec(),
         hash_key_id: key_id,
+        personal: String::new(),
     }
 }
 
-/// Opens a sealed token for the provider call.
+/// The keyed hash of a token, without the token: the caller seals the
+/// token itself under the subscriber's data key (`personal`), so erasing the
+/// subscriber shreds it (issue #32). The hash stays for lookups; it reveals
+/// nothing without the master key and the token.
+pub fn hashed(keyring: &Keyring, tenant: &str, token: &str) -> pb::SealedToken {
+    let key_id = keyring.active_key_id().to_string();
+    let hash = keyring
+        .lookup_hash(&key_id, &purpose(tenant), token.as_bytes())
+        .expect("the active key is in the ring");
+    pb::SealedToken {
+        sealed: Vec::new(),
+        hash: hash.to_vec(),
+        hash_key_id: key_id,
+        personal: String::new(),
+    }
+}
+
+/// Why a token cannot be given to a provider.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the device token was erased with the subscriber's data")]
+    Erased,
+    #[error("the device token was not opened (no personal-data keys here)")]
+    Sealed,
+    #[error("the token does not open: {0}")]
+    Keyring(#[from] KeyringError),
+}
+
+/// The token in clear for the provider call. A token in the personal-data
+/// form was opened with the dispatch (`Personal::open_event`); one sealed
+/// before #32 by the master keyring is opened here (migration on read).
+pub fn clear(
+    keyring: &Keyring,
+    tenant: &str,
+    token: &pb::SealedToken,
+) -> Result<String, TokenError> {
+    if token.personal.is_empty() {
+        return Ok(open(keyring, tenant, token)?);
+    }
+    if token.personal == clarion_domain::personal::ERASED {
+        return Err(TokenError::Erased);
+    }
+    if clarion_domain::personal::is_sealed(&token.personal) {
+        return Err(TokenError::Sealed);
+    }
+    Ok(token.personal.clone())
+}
+
+/// Opens a token sealed by the master keyring (before #32).
 pub fn open(
     keyring: &Keyring,
     tenant: &str,

@@ -223,6 +223,11 @@ fn personal_sealed(d: &pb::DispatchRequested) -> bool {
     [&d.to, &d.subject, &d.body, &d.data_json]
         .iter()
         .any(|f| clarion_runtime::personal::is_sealed(f))
+        || d.push_targets.iter().any(|t| {
+            t.token
+                .as_ref()
+                .is_some_and(|t| clarion_runtime::personal::is_sealed(&t.personal))
+        })
 }
 
 /// Sends through external providers after the dispatcher's commit.
@@ -306,7 +311,7 @@ impl Effects for DispatchEffects {
         let Payload::DispatchRequested(d) = &e.payload else {
             return Vec::new();
         };
-        if d.to == clarion_runtime::personal::ERASED {
+        if erased(d) {
             // Erased between the request and the send: nothing to send to.
             return vec![open_failed(
                 &e,
@@ -382,6 +387,17 @@ impl Effects for DispatchEffects {
         }
         out
     }
+}
+
+/// Whether the recipient's data was erased between the request and the
+/// send: the address, or every push target's token, reads `[erased]`.
+fn erased(d: &pb::DispatchRequested) -> bool {
+    use clarion_runtime::personal::ERASED;
+    d.to == ERASED
+        || (!d.push_targets.is_empty()
+            && d.push_targets
+                .iter()
+                .all(|t| t.token.as_ref().is_some_and(|t| t.personal == ERASED)))
 }
 
 /// The send's failure when its personal fields cannot be opened.

@@ -20,7 +20,9 @@ use clarion_domain::{Actor, Event, Id, Payload, TenantId};
 use clarion_proto::events as pb;
 use clarion_push_servers::apns::{ApnsServer, ProviderKey, KEY_ID, TEAM_ID};
 use clarion_push_servers::fcm::{self as google, FcmServer};
+use clarion_runtime::personal::Personal;
 use clarion_runtime::{Clock, Effects, Emit, ManualClock, SystemClock, Topic};
+use clarion_store::embedded::SqliteStore;
 use serde_json::json;
 
 const IOS_TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -60,6 +62,11 @@ fn fcm_config(server: &FcmServer) -> FcmAppConfig {
 
 /// acme's app has both credentials; globex's app of the same name only FCM.
 async fn fixture() -> Fixture {
+    fixture_with(None).await
+}
+
+/// [`fixture`] whose dispatcher opens personal data (issue #32).
+async fn fixture_with(personal: Option<Arc<Personal>>) -> Fixture {
     let key = ProviderKey::generate();
     let apns = ApnsServer::start(key.public.clone()).await;
     let fcm = FcmServer::start(3600).await;
@@ -87,7 +94,10 @@ async fn fixture() -> Fixture {
         apns,
         fcm,
         keyring,
-        effects: DispatchEffects::new(vec![Arc::new(provider)]),
+        effects: match personal {
+            Some(p) => DispatchEffects::new(vec![Arc::new(provider)]).with_personal(p),
+            None => DispatchEffects::new(vec![Arc::new(provider)]),
+        },
         clock,
     }
 }
@@ -564,4 +574,83 @@ async fn credentials_and_tokens_belong_to_their_tenant() {
         "{fail:?}"
     );
     assert!(f.apns.received().is_empty() && f.fcm.received().is_empty());
+}
+
+/// A target whose token is sealed under `sub-1`'s data key, as the gateway
+/// registers it since #32.
+async fn personal_target(
+    f: &Fixture,
+    p: &Personal,
+    tenant: &str,
+    device: &str,
+    platform: &str,
+    token: &str,
+) -> pb::PushTarget {
+    let mut sealed = device_token::hashed(&f.keyring, tenant, token);
+    sealed.personal = p
+        .seal_value(&TenantId::parse(tenant).unwrap(), "sub-1", token)
+        .await
+        .unwrap();
+    assert!(!sealed.personal.contains(token));
+    pb::PushTarget {
+        device_id: device.into(),
+        platform: platform.into(),
+        provider: String::new(),
+        token: Some(sealed),
+        token_registered_at_ms: 1_000,
+    }
+}
+
+/// Device tokens under the subscriber's data key (issue #32): the
+/// dispatcher opens them for the provider call, a master-sealed token of
+/// before still opens (migration on read); once the subscriber is erased
+/// a pending push fails with the reason; the other tenant's still goes.
+#[tokio::test]
+async fn tokens_under_the_subscribers_key_open_for_the_send_until_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("keys.db").to_str().unwrap()).unwrap();
+    let ring = Arc::new(Keyring::new("k1", &[("k1", [7; 32])]).unwrap());
+    let p = Personal::new(Arc::new(store), ring);
+    let f = fixture_with(Some(p.clone())).await;
+    let ios = personal_target(&f, &p, "acme", "dev-ios", "ios", IOS_TOKEN).await;
+    let legacy = f.target("acme", "dev-android", "android", ANDROID_TOKEN);
+    let emits = f
+        .push("acme", vec![ios.clone(), legacy.clone()], options())
+        .await;
+    assert_eq!(f.apns.received()[0].token, IOS_TOKEN);
+    assert_eq!(f.fcm.received()[0].body["message"]["token"], ANDROID_TOKEN);
+    let outcomes = device_outcomes(&emits);
+    assert_eq!(outcomes["dev-ios"].outcome, "accepted");
+    assert_eq!(outcomes["dev-android"].outcome, "accepted");
+    let globex = personal_target(&f, &p, "globex", "dev-g", "android", "globex-fcm-token").await;
+
+    // acme's sub-1 is erased: a push still pending for them fails, named.
+    p.erase_subscriber(&TenantId::parse("acme").unwrap(), "sub-1")
+        .await
+        .unwrap();
+    let emits = f.push("acme", vec![ios.clone()], options()).await;
+    let failed = failed(&emits);
+    assert_eq!(failed.reason, "the recipient's data was erased");
+    assert!(!failed.retryable);
+    assert_eq!(f.apns.received().len(), 1, "nothing went to APNs");
+    // A device of before the erasure with a master-sealed token is not the
+    // data key's: it still opens (re-registration moves it under the key).
+    let emits = f.push("acme", vec![ios, legacy], options()).await;
+    let outcomes = device_outcomes(&emits);
+    assert_eq!(outcomes["dev-android"].outcome, "accepted");
+    assert_ne!(outcomes["dev-ios"].outcome, "accepted");
+    assert!(
+        outcomes["dev-ios"].detail.contains("erased"),
+        "{:?}",
+        outcomes["dev-ios"]
+    );
+    assert_eq!(f.apns.received().len(), 1);
+
+    // globex's subscriber of the same id keeps theirs.
+    let emits = f.push("globex", vec![globex], options()).await;
+    assert_eq!(device_outcomes(&emits)["dev-g"].outcome, "accepted");
+    assert_eq!(
+        f.fcm.received().last().unwrap().body["message"]["token"],
+        "globex-fcm-token"
+    );
 }

@@ -23,6 +23,8 @@
 
 use crate::event::Payload;
 
+pub mod paths;
+
 /// What a field whose key was destroyed by an erasure reads as.
 pub const ERASED: &str = "[erased]";
 /// What a body whose day key was destroyed by retention reads as.
@@ -149,15 +151,23 @@ pub fn fields_mut(payload: &mut Payload) -> Option<(Owner, Vec<(Kind, &mut Strin
             }
             Some((o, v))
         }
-        Payload::DispatchRequested(d) => Some((
-            owner(&d.subscriber_id, &d.channel, &d.country),
-            vec![
+        Payload::DispatchRequested(d) => {
+            let mut v = vec![
                 (Field, &mut d.to),
                 (Body, &mut d.subject),
                 (Body, &mut d.body),
                 (Body, &mut d.data_json),
-            ],
-        )),
+            ];
+            // Device tokens come sealed from the registration (a token
+            // registered before #32 is master-sealed, `personal` empty).
+            v.extend(
+                d.push_targets
+                    .iter_mut()
+                    .filter_map(|t| t.token.as_mut())
+                    .map(|t| (Field, &mut t.personal)),
+            );
+            Some((owner(&d.subscriber_id, &d.channel, &d.country), v))
+        }
         Payload::InboxItemWritten(i) => Some((
             owner(&i.subscriber_id, "in_app", ""),
             vec![
@@ -180,7 +190,7 @@ pub fn fields_mut(payload: &mut Payload) -> Option<(Owner, Vec<(Kind, &mut Strin
 /// Whether a payload may carry personal fields to seal (cheap: no walk).
 pub fn has_fields(payload: &Payload) -> bool {
     match payload {
-        Payload::Triggered(t) => t.recipient.is_some(),
+        Payload::Triggered(t) => t.recipient.is_some() || !t.personal_paths.is_empty(),
         Payload::SubscriberUpserted(_)
         | Payload::DispatchRequested(_)
         | Payload::InboxItemWritten(_)

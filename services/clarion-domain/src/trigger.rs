@@ -67,6 +67,9 @@ pub struct TriggerCommand {
     pub send_at_ms: i64,
     /// Bypasses quiet hours and digests.
     pub critical: bool,
+    /// The workflow's personal payload paths (sealed where the trigger
+    /// enters the log); set by the gateway from the resolved workflow.
+    pub personal_paths: Vec<String>,
 }
 
 impl TriggerCommand {
@@ -190,6 +193,7 @@ impl TriggerCommand {
                         critical: self.critical,
                         schedule_id: String::new(),
                         occurrence_at_ms: 0,
+                        personal_paths: self.personal_paths.clone(),
                     }),
                 }
             })

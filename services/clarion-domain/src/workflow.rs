@@ -48,6 +48,7 @@ pub fn from_steps(
         topic: None,
         critical: false,
         windows: Vec::new(),
+        personal: Vec::new(),
         steps: steps
             .iter()
             .enumerate()
@@ -90,6 +91,7 @@ pub fn published(flow: &Flow) -> pb::WorkflowPublished {
         steps: Vec::new(),
         definition_json: flow.to_json(),
         trigger_event: flow.def.trigger.event.clone(),
+        personal: flow.def.personal.clone(),
     }
 }
 

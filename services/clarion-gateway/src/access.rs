@@ -78,6 +78,8 @@ pub const GRPC_METHODS: &[(&str, Needs)] = &[
         "/clarion.v1.ComplianceService/GetRetentionPolicy",
         Tenant(Read),
     ),
+    // Exports carry personal data out: admin, like `POST /v1/exports`.
+    ("/clarion.v1.ComplianceService/CreateExport", Tenant(Admin)),
     ("/clarion.v1.TenantService/CreateTenant", Operator),
     ("/clarion.v1.TenantService/CreateApiKey", Tenant(Admin)),
     ("/clarion.v1.TenantService/PutTemplate", Tenant(Admin)),

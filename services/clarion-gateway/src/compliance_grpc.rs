@@ -1,4 +1,4 @@
-//! `ComplianceService` (legal holds, retention policy) and
+//! `ComplianceService` (legal holds, retention policy, exports) and
 //! `SubscriberService.Erase` over gRPC: the operations of
 //! [`crate::compliance`].
 
@@ -64,6 +64,16 @@ impl api::compliance_service_server::ComplianceService for ComplianceApi {
     ) -> Result<Response<api::RetentionPolicy>, Status> {
         let c = auth::tenant(&self.0, req.metadata()).await?;
         Ok(Response::new(ops::policy(&self.0, &c.tenant).await?))
+    }
+
+    async fn create_export(
+        &self,
+        req: Request<api::CreateExportRequest>,
+    ) -> Result<Response<api::ExportManifest>, Status> {
+        let c = auth::tenant(&self.0, req.metadata()).await?;
+        let body = crate::rest_exports::body_of(req.into_inner());
+        let answer = crate::rest_exports::export(&self.0, c.tenant, c.actor, body).await?;
+        Ok(Response::new(crate::rest_exports::manifest_of(answer)))
     }
 }
 

@@ -40,8 +40,17 @@ struct Inner {
     generation: u64,
     /// (tenant, key hash) → when it was read, and what it grants.
     api_keys: HashMap<(String, String), (i64, KeyGrant)>,
-    /// (tenant, workflow id) → when it was read, version, trigger event.
-    workflows: HashMap<(String, String), (i64, u32, String)>,
+    /// (tenant, workflow id) → when it was read, and its head.
+    workflows: HashMap<(String, String), (i64, WorkflowHead)>,
+}
+
+/// What a Trigger needs of a workflow's latest version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkflowHead {
+    pub version: u32,
+    pub trigger_event: String,
+    /// Payload paths it marks personal (sealed at the door).
+    pub personal: Vec<String>,
 }
 
 /// Taken before a store read, handed back with its answer.
@@ -88,12 +97,12 @@ impl ConfigCache {
     }
 
     /// The workflow's latest version and trigger event, if read recently.
-    pub fn workflow_version(&self, tenant: &str, id: &str, now_ms: i64) -> Option<(u32, String)> {
+    pub fn workflow_version(&self, tenant: &str, id: &str, now_ms: i64) -> Option<WorkflowHead> {
         self.lock()
             .workflows
             .get(&(tenant.to_string(), id.to_string()))
-            .filter(|(at, _, _)| now_ms - at < WORKFLOW_TTL_MS)
-            .map(|(_, v, e)| (*v, e.clone()))
+            .filter(|(at, _)| now_ms - at < WORKFLOW_TTL_MS)
+            .map(|(_, h)| h.clone())
     }
 
     pub fn remember_workflow_version(
@@ -101,8 +110,7 @@ impl ConfigCache {
         seen: Generation,
         tenant: &str,
         id: &str,
-        version: u32,
-        trigger_event: &str,
+        head: &WorkflowHead,
         now_ms: i64,
     ) {
         let mut inner = self.lock();
@@ -112,10 +120,9 @@ impl ConfigCache {
         if inner.workflows.len() >= MAX_ENTRIES {
             inner.workflows.clear();
         }
-        inner.workflows.insert(
-            (tenant.to_string(), id.to_string()),
-            (now_ms, version, trigger_event.to_string()),
-        );
+        inner
+            .workflows
+            .insert((tenant.to_string(), id.to_string()), (now_ms, head.clone()));
     }
 
     /// Forgets everything: configuration changed.
@@ -133,6 +140,14 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
 
+    fn head(version: u32, event: &str) -> WorkflowHead {
+        WorkflowHead {
+            version,
+            trigger_event: event.into(),
+            personal: Vec::new(),
+        }
+    }
+
     fn g() -> KeyGrant {
         KeyGrant {
             key_id: "key_ab12".into(),
@@ -145,10 +160,10 @@ mod tests {
     fn a_workflow_version_is_trusted_for_its_ttl_then_read_again() {
         let c = ConfigCache::default();
         assert_eq!(c.workflow_version("acme", "welcome", T0), None);
-        c.remember_workflow_version(c.generation(), "acme", "welcome", 3, "signup", T0);
+        c.remember_workflow_version(c.generation(), "acme", "welcome", &head(3, "signup"), T0);
         assert_eq!(
             c.workflow_version("acme", "welcome", T0 + WORKFLOW_TTL_MS - 1),
-            Some((3, "signup".to_string()))
+            Some(head(3, "signup"))
         );
         assert_eq!(
             c.workflow_version("acme", "welcome", T0 + WORKFLOW_TTL_MS),
@@ -174,7 +189,7 @@ mod tests {
     #[test]
     fn a_configuration_write_forgets_answers_and_refuses_ones_read_before_it() {
         let c = ConfigCache::default();
-        c.remember_workflow_version(c.generation(), "acme", "welcome", 1, "", T0);
+        c.remember_workflow_version(c.generation(), "acme", "welcome", &head(1, ""), T0);
         c.remember_api_key(c.generation(), "acme", "ab12", g(), T0);
         // A Trigger starts its store read, then a publish lands.
         let before_publish = c.generation();
@@ -182,13 +197,10 @@ mod tests {
         assert_eq!(c.workflow_version("acme", "welcome", T0), None);
         assert_eq!(c.api_key("acme", "ab12", T0), None);
         // The racing read's (old) answer is not put back.
-        c.remember_workflow_version(before_publish, "acme", "welcome", 1, "", T0);
+        c.remember_workflow_version(before_publish, "acme", "welcome", &head(1, ""), T0);
         assert_eq!(c.workflow_version("acme", "welcome", T0), None);
         // A read started after the publish is remembered.
-        c.remember_workflow_version(c.generation(), "acme", "welcome", 2, "", T0);
-        assert_eq!(
-            c.workflow_version("acme", "welcome", T0),
-            Some((2, String::new()))
-        );
+        c.remember_workflow_version(c.generation(), "acme", "welcome", &head(2, ""), T0);
+        assert_eq!(c.workflow_version("acme", "welcome", T0), Some(head(2, "")));
     }
 }

@@ -5,6 +5,7 @@ use clarion_domain::template::Template;
 use clarion_domain::{Event, Payload, TenantId};
 use clarion_store::{Scan, Store, Table};
 
+use crate::config_cache::WorkflowHead;
 use crate::error::ApiError;
 
 async fn latest(
@@ -46,7 +47,7 @@ pub async fn cached_workflow_version(
     state: &crate::GatewayState,
     tenant: &TenantId,
     id: &str,
-) -> Result<Option<(u32, String)>, ApiError> {
+) -> Result<Option<WorkflowHead>, ApiError> {
     let now = state.clock.now_ms();
     if let Some(hit) = state
         .config_cache
@@ -56,15 +57,10 @@ pub async fn cached_workflow_version(
     }
     let seen = state.config_cache.generation();
     let found = latest_workflow_version(&*state.store, tenant, id).await?;
-    if let Some((version, event)) = &found {
-        state.config_cache.remember_workflow_version(
-            seen,
-            tenant.as_str(),
-            id,
-            *version,
-            event,
-            now,
-        );
+    if let Some(head) = &found {
+        state
+            .config_cache
+            .remember_workflow_version(seen, tenant.as_str(), id, head, now);
     }
     Ok(found)
 }
@@ -75,12 +71,16 @@ pub async fn latest_workflow_version(
     store: &dyn Store,
     tenant: &TenantId,
     id: &str,
-) -> Result<Option<(u32, String)>, ApiError> {
+) -> Result<Option<WorkflowHead>, ApiError> {
     Ok(match latest(store, Table::Workflows, tenant, id).await? {
         Some(Event {
             payload: Payload::WorkflowPublished(p),
             ..
-        }) => Some((p.version, p.trigger_event)),
+        }) => Some(WorkflowHead {
+            version: p.version,
+            trigger_event: p.trigger_event,
+            personal: p.personal,
+        }),
         _ => None,
     })
 }

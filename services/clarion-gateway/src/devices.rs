@@ -163,6 +163,23 @@ async fn record(
     }
 }
 
+/// A token as stored: its keyed hash (for lookups) and the token sealed
+/// under the subscriber's data key, so an erasure shreds it (issue #32).
+async fn seal_token(
+    s: &GatewayState,
+    tenant: &clarion_domain::TenantId,
+    subscriber: &str,
+    token: &str,
+) -> Result<pb::SealedToken, ApiError> {
+    let mut sealed = device_token::hashed(&s.keyring, tenant.as_str(), token);
+    sealed.personal = s
+        .personal
+        .seal_value(tenant, subscriber, token)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("personal-data keys: {e}")))?;
+    Ok(sealed)
+}
+
 /// The device of the tenant that holds `token` now, if one does (looked up
 /// by its keyed hash under every master key; a stale index row, whose
 /// device has another token since, does not count).
@@ -263,7 +280,7 @@ pub async fn register(
         )
         .into());
     }
-    let sealed = device_token::seal(&s.keyring, who.tenant.as_str(), &r.token);
+    let sealed = seal_token(s, &who.tenant, &r.subscriber_id, &r.token).await?;
     let held = holder(s, who, &r.token).await?;
     let (device_id, registered_at) = match held {
         Some(h) if h.subscriber_id == r.subscriber_id => (h.device_id, h.registered_at_ms),
@@ -400,7 +417,7 @@ pub async fn rotate(
     if let Some(h) = holder(s, who, new_token).await? {
         revoke_moved(s, who, &h).await?;
     }
-    let sealed = device_token::seal(&s.keyring, tenant, new_token);
+    let sealed = seal_token(s, &who.tenant, subscriber_id, new_token).await?;
     let rotated = pb::DeviceTokenRotated {
         subscriber_id: subscriber_id.into(),
         device_id: device_id.into(),
@@ -565,6 +582,7 @@ mod tests {
                 sealed: b"sealed".to_vec(),
                 hash: vec![1, 2, 3, 0xab, 0xcd, 0xef],
                 hash_key_id: "k1".into(),
+                personal: String::new(),
             }),
             ..Default::default()
         };

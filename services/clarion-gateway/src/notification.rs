@@ -10,6 +10,7 @@ use clarion_store::{RowKey, Table};
 use tonic::{Request, Response, Status};
 
 use crate::auth;
+use crate::config_cache::WorkflowHead;
 use crate::config_read::cached_workflow_version;
 use crate::error::ApiError;
 use crate::state::GatewayState;
@@ -95,6 +96,8 @@ fn command(req: api::TriggerRequest) -> TriggerCommand {
         // Resolved per acceptance (`When::send_at_ms`).
         send_at_ms: 0,
         critical: req.critical,
+        // Set per workflow from its latest version.
+        personal_paths: Vec::new(),
     }
 }
 
@@ -120,18 +123,18 @@ fn check_event_name(req: &api::TriggerRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The workflows (id, latest version) a trigger starts: its workflow, or
-/// every workflow whose trigger names `event`; the request's shape is
-/// validated on the way.
+/// The workflows (id, latest version's head) a trigger starts: its
+/// workflow, or every workflow whose trigger names `event`; the request's
+/// shape is validated on the way.
 async fn resolve_flows(
     s: &GatewayState,
     tenant: &clarion_domain::TenantId,
     base: &TriggerCommand,
     event: &str,
-) -> Result<Vec<(String, u32)>, ApiError> {
+) -> Result<Vec<(String, WorkflowHead)>, ApiError> {
     if event.is_empty() {
         base.validate(&s.limits)?;
-        let (version, _) = cached_workflow_version(s, tenant, &base.workflow_id)
+        let head = cached_workflow_version(s, tenant, &base.workflow_id)
             .await?
             .ok_or_else(|| {
                 Violations::single(
@@ -143,7 +146,7 @@ async fn resolve_flows(
                     ),
                 )
             })?;
-        return Ok(vec![(base.workflow_id.clone(), version)]);
+        return Ok(vec![(base.workflow_id.clone(), head)]);
     }
     // Validate the shape once with a placeholder id, then fan out.
     let mut probe = base.clone();
@@ -193,13 +196,15 @@ impl NotificationApi {
         s.limits.check_fanout(flows.len(), base.recipients.len())?;
         let accept = |at_ms: i64| {
             let mut events = Vec::new();
-            for (workflow_id, version) in &flows {
+            for (workflow_id, head) in &flows {
                 let mut cmd = base.clone();
                 cmd.workflow_id = workflow_id.clone();
                 cmd.send_at_ms = when.send_at_ms(at_ms);
+                // Sealed by `GatewayState::append` under each recipient's key.
+                cmd.personal_paths = head.personal.clone();
                 events.extend(cmd.accept(
                     &caller.tenant,
-                    *version,
+                    head.version,
                     rand::random(),
                     at_ms,
                     &caller.actor,
@@ -503,7 +508,7 @@ async fn workflows_for_event(
     s: &GatewayState,
     tenant: &clarion_domain::TenantId,
     event: &str,
-) -> Result<Vec<(String, u32)>, ApiError> {
+) -> Result<Vec<(String, WorkflowHead)>, ApiError> {
     let rows = s
         .store
         .scan(&clarion_store::Scan::partition(
@@ -517,9 +522,9 @@ async fn workflows_for_event(
     for (id, _) in rows {
         let id = String::from_utf8_lossy(&id).into_owned();
         // The index keeps old entries when a later version changed its event.
-        if let Some((version, trigger_event)) = cached_workflow_version(s, tenant, &id).await? {
-            if trigger_event == event {
-                out.push((id, version));
+        if let Some(head) = cached_workflow_version(s, tenant, &id).await? {
+            if head.trigger_event == event {
+                out.push((id, head));
             }
         }
     }

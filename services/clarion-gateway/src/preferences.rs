@@ -127,11 +127,16 @@ pub(crate) async fn profile(s: &GatewayState, who: &Who, id: &str) -> Result<Sub
 /// The subscriber's settings as the router last wrote them.
 async fn stored(s: &GatewayState, tenant: &TenantId, id: &str) -> Result<Preferences, ApiError> {
     let key = RowKey::new(Table::Preferences, tenant.as_str(), id, Vec::new());
-    match s.store.get(&key).await? {
-        Some(row) => Preferences::decode(&row)
-            .map_err(|e| ApiError::Internal(format!("stored preferences: {e}"))),
-        None => Ok(Preferences::default()),
+    let Some(row) = s.store.get(&key).await? else {
+        return Ok(Preferences::default());
+    };
+    let mut p = Preferences::decode(&row)
+        .map_err(|e| ApiError::Internal(format!("stored preferences: {e}")))?;
+    // A pending contact's new address is sealed in the row (issue #32).
+    for c in p.contacts.values_mut() {
+        s.open_value(tenant, id, &mut c.value).await?;
     }
+    Ok(p)
 }
 
 /// A subscriber's settings (the subscriber must exist).

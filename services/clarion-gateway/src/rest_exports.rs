@@ -144,11 +144,23 @@ async fn create(
     JsonBody(b): JsonBody<ExportBody>,
 ) -> Result<(StatusCode, Json<ExportAnswer>), Problem> {
     let caller = auth::tenant(&s, &MetadataMap::from_headers(headers)).await?;
+    let answer = export(&s, caller.tenant, caller.actor, b).await?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// Writes an export for the caller's tenant: the one path of the REST and
+/// gRPC doors (same checks, files, manifest and audit event).
+pub async fn export(
+    s: &GatewayState,
+    tenant: clarion_domain::TenantId,
+    actor: Actor,
+    b: ExportBody,
+) -> Result<ExportAnswer, ApiError> {
     let door = s
         .export
         .clone()
         .ok_or_else(|| ApiError::Unavailable("exports are not enabled on this gateway".into()))?;
-    let req = request(b, caller.tenant.clone(), caller.actor.clone())?;
+    let req = request(b, tenant.clone(), actor)?;
     req.validate().map_err(api_error)?;
     let ctx = ExportContext {
         log: s.log.clone(),
@@ -159,36 +171,76 @@ async fn create(
     // A fresh directory per export, under the tenant's.
     let dir = door
         .dir
-        .join(caller.tenant.as_str())
+        .join(tenant.as_str())
         .join(uuid::Uuid::now_v7().simple().to_string());
     let done = clarion_export::run_export(&ctx, &req, &dir, s.clock.now_ms(), &mut ())
         .await
         .map_err(api_error)?;
     let m = done.manifest;
-    Ok((
-        StatusCode::CREATED,
-        Json(ExportAnswer {
-            export_id: m.export_id,
-            tenant: m.tenant,
-            requester: m.requester,
-            purpose: m.purpose,
-            scope: m.scope,
-            format: m.format,
-            created_at: m.created_at,
-            encrypted_to: m.encrypted_to,
-            files: m
-                .files
-                .into_iter()
-                .map(|f| ExportFile {
-                    name: f.name,
-                    sha256: f.sha256,
-                    bytes: f.bytes,
-                    rows: f.rows,
-                })
-                .collect(),
-            rows: m.rows,
-            public_key: m.signing.public_key,
-            directory: done.dir.display().to_string(),
-        }),
-    ))
+    Ok(ExportAnswer {
+        export_id: m.export_id,
+        tenant: m.tenant,
+        requester: m.requester,
+        purpose: m.purpose,
+        scope: m.scope,
+        format: m.format,
+        created_at: m.created_at,
+        encrypted_to: m.encrypted_to,
+        files: m
+            .files
+            .into_iter()
+            .map(|f| ExportFile {
+                name: f.name,
+                sha256: f.sha256,
+                bytes: f.bytes,
+                rows: f.rows,
+            })
+            .collect(),
+        rows: m.rows,
+        public_key: m.signing.public_key,
+        directory: done.dir.display().to_string(),
+    })
+}
+
+/// `ComplianceService.CreateExport`: the gRPC request as the REST body
+/// (empty strings: not given).
+pub fn body_of(r: clarion_proto::api::CreateExportRequest) -> ExportBody {
+    let given = |s: String| (!s.is_empty()).then_some(s);
+    ExportBody {
+        from: r.from,
+        until: r.until,
+        purpose: r.purpose,
+        subscriber_id: given(r.subscriber_id),
+        workflow_id: given(r.workflow_id),
+        format: given(r.format),
+        masks: r.masks,
+        encrypt_to: given(r.encrypt_to),
+    }
+}
+
+/// The answer as the gRPC manifest.
+pub fn manifest_of(a: ExportAnswer) -> clarion_proto::api::ExportManifest {
+    clarion_proto::api::ExportManifest {
+        export_id: a.export_id,
+        tenant: a.tenant,
+        requester: a.requester,
+        purpose: a.purpose,
+        scope_json: a.scope.to_string(),
+        format: a.format,
+        created_at: a.created_at,
+        encrypted_to: a.encrypted_to.unwrap_or_default(),
+        files: a
+            .files
+            .into_iter()
+            .map(|f| clarion_proto::api::ExportFileEntry {
+                name: f.name,
+                sha256: f.sha256,
+                bytes: f.bytes,
+                rows: f.rows,
+            })
+            .collect(),
+        rows: a.rows,
+        public_key: a.public_key,
+        directory: a.directory,
+    }
 }

@@ -396,6 +396,14 @@ impl EventLog for KafkaLog {
                 _ => None,
             }))
     }
+
+    async fn join_group(
+        &self,
+        settings: crate::group::GroupSettings,
+        owner: std::sync::Arc<dyn crate::group::Ownership>,
+    ) -> Result<Box<dyn crate::group::Membership>> {
+        crate::kafka_group::join(&self.brokers, settings, owner)
+    }
 }
 
 struct KafkaSubscription {

@@ -16,8 +16,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod embedded;
+pub mod group;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod kafka_group;
 pub mod partitioner;
 pub mod testing;
 
@@ -96,6 +99,13 @@ pub enum LogError {
     Storage(String),
     #[error("log backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend does not offer this (e.g. consumer groups on the
+    /// embedded log).
+    #[error("the {backend} log does not support {what}")]
+    Unsupported {
+        backend: &'static str,
+        what: &'static str,
+    },
     /// The disk (or the file's size cap) is full, or refuses writes: clears
     /// when space returns. The message begins "storage full: ".
     #[error("{0}")]
@@ -184,6 +194,21 @@ pub trait EventLog: Send + Sync + 'static {
     /// index of records that carry one).
     fn keeps_index(&self) -> bool {
         false
+    }
+
+    /// Joins the group of [`group::GroupSettings`]: the group shares the
+    /// topics' partitions out among its members and tells `owner` which
+    /// are this process's (see [`group`] for the contract).
+    async fn join_group(
+        &self,
+        settings: group::GroupSettings,
+        owner: std::sync::Arc<dyn group::Ownership>,
+    ) -> Result<Box<dyn group::Membership>> {
+        let _ = (settings, owner);
+        Err(LogError::Unsupported {
+            backend: "embedded",
+            what: "consumer groups (partition-assignment = \"group\")",
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //! stable ids, so consumers deduplicate them; effects carry stable attempt ids.
 
 pub mod alerts;
+pub mod assignment;
 pub mod clock;
 pub mod colocated;
 mod horizon;

@@ -82,6 +82,15 @@ pub trait Processor: Send + Sync + 'static {
         true
     }
 
+    /// Whether this processor follows the spine rather than being on a
+    /// notification's path (analytics, alert counts, retention): its runner
+    /// then lets records gather for `RunnerConfig::linger` after a batch
+    /// that did not fill up, so it commits a few large batches instead of
+    /// one small batch per spine commit.
+    fn follows(&self) -> bool {
+        false
+    }
+
     /// Whether this processor schedules timers (the runner then fires them).
     fn uses_timers(&self) -> bool {
         false

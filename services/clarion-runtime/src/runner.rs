@@ -32,6 +32,9 @@ pub struct RunnerConfig {
     pub max_batch: usize,
     /// How long one poll of the log waits for records.
     pub poll_wait: Duration,
+    /// How long a follower's reader waits after a batch that did not fill
+    /// `max_batch` (see `Processor::follows`); on-path processors ignore it.
+    pub linger: Duration,
     /// How long applied event ids are remembered. Duplicates come from
     /// republished outboxes and producer retries, i.e. within minutes.
     pub dedup_ttl: Duration,
@@ -60,6 +63,7 @@ impl Default for RunnerConfig {
             // The binary's `runtime.max-batch` default too; why 4,096: its docs.
             max_batch: 4096,
             poll_wait: Duration::from_millis(100),
+            linger: Duration::ZERO,
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
             effect_concurrency: 64,
             max_outstanding_batches: 64,
@@ -124,7 +128,14 @@ pub struct PartitionRunner<P: Processor> {
     progressed: bool,
     /// Seals the personal fields of what the processor emits (issue #32).
     personal: Option<Arc<crate::personal::Personal>>,
+    /// Claims a fencing epoch when it starts (see [`PartitionRunner::with_fencing`]).
+    fencing: bool,
+    /// The epoch claimed: every commit is guarded by it.
+    fence: Option<Bytes>,
 }
+
+/// Clustering key of a partition's owner epoch, beside its position.
+const FENCE_CK: &[u8] = b"owner";
 
 /// Makes the processor afresh after an error (its in-memory state may hold
 /// a batch that did not commit).
@@ -242,6 +253,72 @@ impl<P: Processor> PartitionRunner<P> {
             narrow_until: None,
             progressed: false,
             personal: None,
+            fencing: false,
+            fence: None,
+        }
+    }
+
+    /// Several processes may run this processor (partitions assigned by a
+    /// consumer group): the runner claims a new epoch for its partition when
+    /// it starts, and each commit applies only while the partition's epoch
+    /// is still its own. A process that lost the partition without noticing
+    /// (paused past its session, cut off from the group) then fails its next
+    /// commit instead of writing after the new owner started, and its
+    /// runner stops.
+    pub fn with_fencing(mut self) -> Self {
+        self.fencing = true;
+        self
+    }
+
+    /// The row holding the partition's current owner epoch.
+    fn fence_key(&self) -> RowKey {
+        RowKey::new(
+            Table::ProcessorOffsets,
+            SYSTEM_TENANT,
+            &self.key,
+            FENCE_CK.to_vec(),
+        )
+    }
+
+    /// Claims the next epoch of the partition, retrying a store that is
+    /// unavailable until `shutdown` (`false`). Once per ownership, not per
+    /// restart: a restarted runner of a process that lost the partition
+    /// must not fence the new owner out.
+    async fn claim(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let key = self.fence_key();
+        loop {
+            let claimed = async {
+                let current = self
+                    .store
+                    .get(&key)
+                    .await?
+                    .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                let next = Bytes::copy_from_slice(&(current + 1).to_be_bytes());
+                let mut w = WriteBatch::new();
+                w.put(key.clone(), next.clone());
+                self.store.write(w).await?;
+                Ok::<_, clarion_store::StoreError>((current + 1, next))
+            }
+            .await;
+            match claimed {
+                Ok((epoch, bytes)) => {
+                    tracing::info!(runner = %self.key, epoch, "partition epoch claimed");
+                    self.fence = Some(bytes);
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(runner = %self.key, error = %e, "could not claim the partition's epoch; retrying")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
         }
     }
 
@@ -319,6 +396,9 @@ impl<P: Processor> PartitionRunner<P> {
     /// [`PartitionRunner::recover`].
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
         let mut failures = 0u32;
+        if self.fencing && !self.claim(&mut shutdown).await {
+            return Ok(());
+        }
         loop {
             let mut in_flight = None;
             let outcome = self.run_once(&mut shutdown, &mut in_flight).await;
@@ -333,6 +413,12 @@ impl<P: Processor> PartitionRunner<P> {
                 Ok(false) => {
                     self.reset();
                     continue;
+                }
+                Err(ProcessError::Store(clarion_store::StoreError::Fenced(reason))) => {
+                    // Another process owns the partition now: nothing to retry.
+                    tracing::error!(runner = %self.key, %reason, "partition taken over by another process: this runner stops");
+                    self.settle().await?;
+                    return Ok(());
                 }
                 Err(e) => e,
             };
@@ -541,13 +627,22 @@ impl<P: Processor> PartitionRunner<P> {
             // Narrowed: one record a batch (see `narrow_until`).
             let max = if narrow { 1 } else { self.cfg.max_batch };
             let (tx, max, wait) = (tx.clone(), max, self.cfg.poll_wait);
+            let linger = if self.processor.follows() && !narrow {
+                self.cfg.linger
+            } else {
+                Duration::ZERO
+            };
             readers.spawn(async move {
                 loop {
                     match sub.next_batch(max, wait).await {
                         Ok(recs) if recs.is_empty() => {}
                         Ok(recs) => {
+                            let full = recs.len() >= max;
                             if tx.send((t, Ok(recs))).await.is_err() {
                                 return; // the runner stopped
+                            }
+                            if !full && !linger.is_zero() {
+                                tokio::time::sleep(linger).await;
                             }
                         }
                         Err(e) => {
@@ -977,6 +1072,9 @@ impl<P: Processor> PartitionRunner<P> {
             ),
             Bytes::copy_from_slice(&(last + 1).to_be_bytes()),
         );
+        if let Some(epoch) = &self.fence {
+            writes.guard(self.fence_key(), epoch.clone());
+        }
         // The next batch of this input starts after this one, whether or not
         // this one has committed yet (a failed commit stops the runner).
         self.positions.insert(topic, last + 1);

@@ -317,6 +317,7 @@ fn sealed(tok: u8) -> pb::SealedToken {
         sealed: vec![0x5E, tok, tok],
         hash: vec![tok; 32],
         hash_key_id: "k1".into(),
+        personal: String::new(),
     }
 }
 

@@ -1515,6 +1515,65 @@ async fn a_restarted_runner_resumes_at_its_stored_offset() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_fenced_out_by_a_newer_owner_stops_without_committing() {
+    // Given: runner a owns the partition (fencing on, as with group
+    // assignment) and committed inputs 0..3.
+    let env = Env::new().await;
+    let p = u1_partition();
+    let topic = Topic::Notifications;
+    env.append(topic, &(0..3).map(fact).collect::<Vec<_>>())
+        .await;
+    let (proc_a, calls_a) = Recorder::new(Behaviour::default());
+    let a = env
+        .runner(proc_a, Arc::new(NoEffects), topic, p)
+        .with_fencing();
+    let (_stop_a, shutdown_a) = watch::channel(false);
+    let task_a = tokio::spawn(a.run(shutdown_a));
+    wait_until(|| async { env.offset(RECORDER, topic, p).await == 3 }).await;
+    let epoch = RowKey::new(
+        Table::ProcessorOffsets,
+        SYSTEM_TENANT,
+        &runner_key(&env, RECORDER, topic, p),
+        b"owner".to_vec(),
+    );
+    let epoch_of = || async {
+        env.store
+            .get(&epoch)
+            .await
+            .unwrap()
+            .map(|b| u64::from_be_bytes(b[..].try_into().unwrap()))
+    };
+    assert_eq!(epoch_of().await, Some(1));
+
+    // When: runner b takes the partition over while a goes on (a process
+    // that lost its partition without noticing), and inputs 3..6 arrive.
+    let (proc_b, calls_b) = Recorder::new(Behaviour::default());
+    let b = env
+        .runner(proc_b, Arc::new(NoEffects), topic, p)
+        .with_fencing();
+    let (stop_b, shutdown_b) = watch::channel(false);
+    let task_b = tokio::spawn(b.run(shutdown_b));
+    wait_until(|| async { epoch_of().await == Some(2) }).await;
+    env.append(topic, &(3..6).map(fact).collect::<Vec<_>>())
+        .await;
+
+    // Then: a's commit is refused and a stops by itself; b applies 3..6,
+    // and each input is committed once.
+    tokio::time::timeout(Duration::from_secs(30), task_a)
+        .await
+        .expect("the fenced runner stops by itself")
+        .unwrap()
+        .unwrap();
+    wait_until(|| async { env.offset(RECORDER, topic, p).await == 6 }).await;
+    stop_b.send(true).unwrap();
+    task_b.await.unwrap().unwrap();
+    assert_eq!(*calls_b.lock().unwrap(), vec![3, 4, 5]);
+    assert_eq!(&calls_a.lock().unwrap()[..3], &[0, 1, 2]);
+    assert_eq!(committed_rows(&env).await, (0..6).collect::<Vec<u64>>());
+    assert_eq!(epoch_of().await, Some(2));
+}
+
 /// Waits (bounded) for asynchronous progress of a spawned runner. This polls
 /// for completion of work, not for the passage of domain time.
 async fn wait_until<F, Fut>(mut cond: F)

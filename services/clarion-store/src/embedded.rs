@@ -168,6 +168,29 @@ fn by_table(ops: &[Op]) -> Vec<u32> {
     order
 }
 
+/// Fails (`crate::FENCED`) unless every guard row holds its value, in the
+/// batch's transaction: a process that wrote the row later wins.
+fn check_guards(tx: &Transaction<'_>, batch: &WriteBatch) -> std::result::Result<(), String> {
+    for (key, want) in &batch.guards {
+        let got: Option<Vec<u8>> = tx
+            .prepare_cached(&sql(key.table).get)
+            .and_then(|mut s| {
+                s.query_row(params![key.tenant, key.pk, key.ck, now_ms()], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| clarion_sqlite::describe(&e))?;
+        if got.as_deref() != Some(&want[..]) {
+            return Err(format!(
+                "{}{}/{} holds another owner's epoch",
+                crate::FENCED,
+                key.table,
+                key.pk
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A write batch as a job of the file's writer.
 struct BatchJob {
     /// Shared: a runner that decides its next batch while this one commits
@@ -182,6 +205,7 @@ impl WriteJob for BatchJob {
     }
 
     fn apply(&mut self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
+        check_guards(tx, &self.batch)?;
         apply_ops(tx, &self.batch).map_err(|e| clarion_sqlite::describe(&e))
     }
 

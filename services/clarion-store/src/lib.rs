@@ -68,6 +68,12 @@ pub enum Op {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub ops: Vec<Op>,
+    /// Rows that must hold exactly these values for the batch to apply
+    /// (else it fails with [`StoreError::Fenced`] and nothing is written):
+    /// a processor's fencing epoch, so that one that lost its partition
+    /// cannot commit after the new owner started. Atomic with the batch on
+    /// SQLite; on ScyllaDB read just before the batch (see its docs).
+    pub guards: Vec<(RowKey, Bytes)>,
 }
 
 impl WriteBatch {
@@ -95,6 +101,13 @@ impl WriteBatch {
 
     pub fn delete(&mut self, key: RowKey) -> &mut Self {
         self.ops.push(Op::Delete { key });
+        self
+    }
+
+    /// The batch applies only if the row `key` holds `value` (see
+    /// [`WriteBatch::guards`]).
+    pub fn guard(&mut self, key: RowKey, value: impl Into<Bytes>) -> &mut Self {
+        self.guards.push((key, value.into()));
         self
     }
 
@@ -160,13 +173,22 @@ pub enum StoreError {
     /// when space returns. The message begins "storage full: ".
     #[error("{0}")]
     Full(String),
+    /// A guard of the batch did not hold ([`WriteBatch::guard`]): another
+    /// process took over. The message begins [`FENCED`].
+    #[error("{0}")]
+    Fenced(String),
 }
+
+/// How the message of [`StoreError::Fenced`] begins.
+pub const FENCED: &str = "fenced: ";
 
 impl StoreError {
     /// A SQLite writer's error: [`StoreError::Full`] for a full or failing
     /// disk ([`clarion_sqlite::is_storage_full`]), else `Storage`.
     pub fn from_writer(msg: String) -> StoreError {
-        if clarion_sqlite::is_storage_full(&msg) {
+        if msg.starts_with(FENCED) {
+            StoreError::Fenced(msg)
+        } else if clarion_sqlite::is_storage_full(&msg) {
             StoreError::Full(msg)
         } else {
             StoreError::Storage(msg)

@@ -239,6 +239,21 @@ impl Store for ScyllaStore {
         if batch.is_empty() {
             return Ok(());
         }
+        // A conditional CQL batch must stay in one partition, which a
+        // processor's commit does not: the guards are read just before the
+        // batch. That narrows, but does not close, the window in which a
+        // fenced process could still write; the consumer group's revoke
+        // (which waits for the old owner's commit) is the guarantee.
+        for (key, want) in &batch.guards {
+            if self.get(key).await?.as_deref() != Some(&want[..]) {
+                return Err(crate::StoreError::Fenced(format!(
+                    "{}{}/{} holds another owner's epoch",
+                    crate::FENCED,
+                    key.table,
+                    key.pk
+                )));
+            }
+        }
         // All statements of a batch share one write timestamp, and at equal
         // timestamps CQL picks the tombstone, or the larger value, rather than
         // the later statement. Ops apply in order in the store's contract, and

@@ -261,6 +261,41 @@ pub async fn insert_if_absent_has_one_winner(store: Arc<dyn Store>, tenant: &str
     assert_eq!(winners, 1);
 }
 
+/// A guarded batch applies while its guard row holds the value, and fails
+/// as fenced, writing nothing, once another writer changed it.
+pub async fn guarded_batches_are_fenced(store: Arc<dyn Store>, tenant: &str) {
+    let epoch = RowKey::new(Table::ProcessorOffsets, tenant, "p/t/0", b"owner".to_vec());
+    let row = k(tenant, "p", b"state");
+    let mut claim = WriteBatch::new();
+    claim.put(epoch.clone(), Bytes::from_static(b"1"));
+    store.write(claim).await.unwrap();
+    let mut b = WriteBatch::new();
+    b.put(row.clone(), Bytes::from_static(b"by owner 1"))
+        .guard(epoch.clone(), Bytes::from_static(b"1"));
+    store.write(b).await.unwrap();
+    // Owner 2 takes over; owner 1's next commit must not land.
+    let mut claim = WriteBatch::new();
+    claim.put(epoch.clone(), Bytes::from_static(b"2"));
+    store.write(claim).await.unwrap();
+    let mut b = WriteBatch::new();
+    b.put(row.clone(), Bytes::from_static(b"late"))
+        .guard(epoch.clone(), Bytes::from_static(b"1"));
+    match store.write(b).await {
+        Err(crate::StoreError::Fenced(m)) => assert!(m.starts_with(crate::FENCED), "{m}"),
+        other => panic!("a stale epoch committed: {other:?}"),
+    }
+    assert_eq!(store.get(&row).await.unwrap().unwrap(), "by owner 1");
+    // A guard on a row that does not exist does not hold either.
+    let mut b = WriteBatch::new();
+    b.put(row.clone(), Bytes::from_static(b"none"))
+        .guard(k(tenant, "p", b"absent"), Bytes::from_static(b"1"));
+    assert!(matches!(
+        store.write(b).await,
+        Err(crate::StoreError::Fenced(_))
+    ));
+    assert_eq!(store.get(&row).await.unwrap().unwrap(), "by owner 1");
+}
+
 /// Expands to one `#[tokio::test]` per case. `$make`: async expression giving
 /// `Option<Arc<dyn Store>>` (None: backend not configured; the test prints that
 /// it skipped), `$tenant`: fn giving a unique tenant.
@@ -275,6 +310,7 @@ macro_rules! store_conformance_tests {
             batch_ops_apply_in_order,
             ttl_expires_rows,
             insert_if_absent_has_one_winner,
+            guarded_batches_are_fenced,
         );
     };
     (@cases $make:expr, $tenant:expr, $($case:ident,)*) => {

@@ -62,6 +62,10 @@ pub struct ExporterConfig {
     pub max_batch: usize,
     /// How long an idle read waits.
     pub poll_wait: Duration,
+    /// How long a live exporter lets records gather after a pass that
+    /// filled no input's batch (`runtime.follower-linger-ms`): fewer, larger
+    /// reads of the log the spine is writing.
+    pub linger: Duration,
 }
 
 impl Default for ExporterConfig {
@@ -72,6 +76,7 @@ impl Default for ExporterConfig {
             max_file_bytes: 128 << 20,
             max_batch: 4096,
             poll_wait: Duration::from_millis(100),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -221,7 +226,7 @@ impl Exporter {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let mut read = 0;
+            let (mut read, mut filled) = (0, false);
             for (i, sub) in subs.iter_mut().enumerate() {
                 let end = ends.map_or(u64::MAX, |e| e[i]);
                 if self.positions[i] >= end {
@@ -236,6 +241,7 @@ impl Exporter {
                 let max = self.cfg.max_batch.min((end - self.positions[i]) as usize);
                 let recs = sub.next_batch(max, wait).await?;
                 read += recs.len();
+                filled |= recs.len() >= max;
                 for r in recs {
                     if r.offset >= end {
                         break;
@@ -261,6 +267,8 @@ impl Exporter {
             }
             if read == 0 && ends.is_some() {
                 tokio::time::sleep(self.cfg.poll_wait).await;
+            } else if read > 0 && !filled && ends.is_none() && !self.cfg.linger.is_zero() {
+                tokio::time::sleep(self.cfg.linger).await;
             }
         }
     }

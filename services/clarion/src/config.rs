@@ -558,6 +558,62 @@ pub struct RuntimeConfig {
     pub poll_wait_ms: u64,
     /// Concurrent provider sends per dispatcher partition.
     pub effect_concurrency: usize,
+    /// How long the roles that follow the spine (analytics, alerts, the
+    /// warehouse exporter, the notary, retention) let records gather after
+    /// a batch that did not fill `max-batch`. Under load they would
+    /// otherwise commit a small batch per spine commit, each one a turn of
+    /// the SQLite writer the spine needs (docs/benchmarks.md); none of them
+    /// is on a notification's path. 0 reads at once.
+    pub follower_linger_ms: u64,
+    /// Which partitions a processor process runs: `all` of them (one
+    /// process per role; the default) or those its role's Kafka consumer
+    /// group gives it (`group`: several processes of a role share the
+    /// partitions; docs/operations.md, "Scaling processor roles").
+    #[serde(default)]
+    pub partition_assignment: PartitionAssignment,
+    /// With `group`: how long a silent process keeps its partitions before
+    /// the others take them over (the failover time after a crash).
+    #[serde(default = "default_group_session_timeout_ms")]
+    pub group_session_timeout_ms: u64,
+}
+
+/// `runtime.partition-assignment`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionAssignment {
+    /// Every process of a role runs every partition: one process per role.
+    #[default]
+    All,
+    /// A Kafka consumer group per role shares the partitions out among the
+    /// role's processes, and moves them when one comes or goes.
+    Group,
+}
+
+fn default_group_session_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Config {
+    /// `runtime.partition-assignment` and its session timeout.
+    fn validate_assignment(&self) -> Result<(), String> {
+        let r = &self.runtime;
+        if r.partition_assignment == PartitionAssignment::Group
+            && !self.log_url().starts_with("kafka://")
+        {
+            return Err(format!(
+                "runtime.partition-assignment: \"group\" needs the Kafka log (log.url = \
+                 \"kafka://HOST:PORT\"), not {:?}",
+                self.log_url()
+            ));
+        }
+        if !(1_000..=300_000).contains(&r.group_session_timeout_ms) {
+            return Err(format!(
+                "runtime.group-session-timeout-ms: {} is out of range (1000 to 300000)",
+                r.group_session_timeout_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -599,6 +655,9 @@ impl Default for Config {
                 max_batch: RunnerConfig::default().max_batch,
                 poll_wait_ms: 100,
                 effect_concurrency: 64,
+                follower_linger_ms: 250,
+                partition_assignment: PartitionAssignment::All,
+                group_session_timeout_ms: default_group_session_timeout_ms(),
             },
             tracking: TrackingConfig {
                 enabled: true,
@@ -728,6 +787,7 @@ impl Config {
         if self.log.partitions == 0 {
             return Err("log.partitions must be at least 1".into());
         }
+        self.validate_assignment()?;
         self.alerts.validate(self.providers.smtp.is_some())?;
         Ok(())
     }
@@ -857,6 +917,49 @@ mod tests {
             },
             "allow-http",
         );
+    }
+
+    /// `runtime.partition-assignment`: "all" by default, "group" from the
+    /// file on a Kafka log; on the embedded log, or with a session timeout
+    /// out of range, the error names the key.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn partition_assignment_loads_and_names_its_mistakes() {
+        assert_eq!(
+            Config::default().runtime.partition_assignment,
+            PartitionAssignment::All
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[log]\nurl = \"kafka://127.0.0.1:9092\"\n\
+             [runtime]\npartition-assignment = \"group\"\ngroup-session-timeout-ms = 6000\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&f)).unwrap();
+            c.validate().unwrap();
+            assert_eq!(c.runtime.partition_assignment, PartitionAssignment::Group);
+            assert_eq!(c.runtime.group_session_timeout_ms, 6000);
+
+            let mut embedded = c.clone();
+            embedded.log.url = String::new();
+            let e = embedded.validate().unwrap_err();
+            assert!(e.starts_with("runtime.partition-assignment"), "{e}");
+
+            let mut short = c.clone();
+            short.runtime.group_session_timeout_ms = 10;
+            let e = short.validate().unwrap_err();
+            assert!(e.starts_with("runtime.group-session-timeout-ms"), "{e}");
+            Ok(())
+        });
+        std::fs::write(&f, "[runtime]\npartition-assignment = \"some\"\n").unwrap();
+        figment::Jail::expect_with(|_| {
+            let e = Config::load(Some(&f)).unwrap_err().to_string();
+            assert!(e.contains("partition-assignment"), "{e}");
+            Ok(())
+        });
     }
 
     /// `providers.routes` and `providers.breaker` as an operator writes

@@ -43,7 +43,15 @@ enum Command {
     /// log and the store in one file, ./data/clarion.db). On first start creates an admin
     /// token and a "demo" tenant with a `welcome` workflow, and prints both
     /// credentials once.
-    Serve(Overrides),
+    Serve {
+        /// Leave a role out (repeatable), e.g. `--without exporter` on a
+        /// machine where another process exports, or to measure what a
+        /// role costs.
+        #[arg(long, value_name = "ROLE")]
+        without: Vec<Role>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Run the given roles of a distributed deployment (e.g. against Kafka):
     /// gateway, router, dispatcher, projector, analytics, alerts, exporter, notary,
     /// retention.
@@ -228,14 +236,15 @@ fn main() -> anyhow::Result<()> {
         cfg.telemetry.check()?;
         rt.block_on(async { clarion::telemetry::init(&cfg.telemetry) })
     };
-    if !matches!(cli.command, Command::Serve(_) | Command::Run { .. }) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Run { .. }) {
         clarion::telemetry::init_logs();
     }
     match cli.command {
-        Command::Serve(o) => {
-            o.apply(&mut cfg);
+        Command::Serve { without, overrides } => {
+            overrides.apply(&mut cfg);
             let _traces = node(&cfg)?;
-            rt.block_on(run(cfg, Role::ALL.to_vec(), true))
+            let roles = Role::ALL.iter().filter(|r| !without.contains(r)).copied();
+            rt.block_on(run(cfg, roles.collect(), true))
         }
         Command::Run { roles, overrides } => {
             overrides.apply(&mut cfg);

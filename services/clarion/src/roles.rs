@@ -22,6 +22,7 @@ use clarion_domain::trigger::TriggerLimits;
 use clarion_domain::Channel;
 use clarion_gateway::GatewayState;
 use clarion_log::EventLog;
+use clarion_runtime::assignment::GroupOwner;
 use clarion_runtime::colocated::Colocated;
 use clarion_runtime::inbox::{HubEffects, InboxHub, InboxProjector};
 use clarion_runtime::processor::NoEffects;
@@ -35,7 +36,7 @@ use clarion_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, PartitionAssignment};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -119,6 +120,10 @@ pub struct Node {
     pub personal: Arc<clarion_runtime::personal::Personal>,
     /// Destroys personal data keys (erasure, retention; issue #32).
     pub shredder: Arc<dyn clarion_runtime::retention::Shredder>,
+    /// While [`Node::spawn_role`] starts a role with
+    /// `runtime.partition-assignment = "group"`: collects its runners for
+    /// the role's group instead of starting them for every partition.
+    assigning: Arc<std::sync::Mutex<Option<Arc<GroupOwner>>>>,
 }
 
 impl Node {
@@ -183,6 +188,7 @@ impl Node {
             keyring,
             partitions: PartitionReport::default(),
             inbox_hub: Arc::default(),
+            assigning: Arc::default(),
         })
     }
 
@@ -197,9 +203,15 @@ impl Node {
         RunnerConfig {
             max_batch: self.cfg.runtime.max_batch,
             poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+            linger: self.follower_linger(),
             effect_concurrency: self.cfg.runtime.effect_concurrency,
             ..RunnerConfig::default()
         }
+    }
+
+    /// `runtime.follower-linger-ms`: for the roles that follow the spine.
+    fn follower_linger(&self) -> Duration {
+        Duration::from_millis(self.cfg.runtime.follower_linger_ms)
     }
 
     pub fn gateway_state(&self, admin_token_sha256: Option<String>) -> GatewayState {
@@ -262,34 +274,64 @@ impl Node {
         // it cannot process stops that partition only (until an operator
         // parks it), never the process.
         let make = Arc::new(make);
-        for p in 0..self.topics.partitions_of(topic) {
+        let node = self.clone();
+        let more_inputs = more_inputs.to_vec();
+        let start = move |p: u32, sd: watch::Receiver<bool>| {
             let of_p = make.clone();
             let make: clarion_runtime::runner::Restart<P> = Arc::new(move || of_p(p));
             let mut runner = PartitionRunner::new(
                 make(),
                 effects.clone(),
-                self.log.clone(),
-                self.store.clone(),
-                self.topics.clone(),
+                node.log.clone(),
+                node.store.clone(),
+                node.topics.clone(),
                 topic,
                 p,
-                self.clock.clone(),
-                self.runner_config(),
+                node.clock.clone(),
+                node.runner_config(),
             )
-            .with_inputs(more_inputs)
+            .with_inputs(&more_inputs)
             .with_restart(make.clone())
-            .with_report(self.partitions.clone())
-            .with_personal(self.personal.clone());
-            if let Some(c) = &self.colocated {
+            .with_report(node.partitions.clone())
+            .with_personal(node.personal.clone());
+            if let Some(c) = &node.colocated {
                 runner = runner.with_colocated(c.clone());
             }
-            let sd = shutdown.clone();
-            tasks.spawn(async move {
+            // Several processes share the partitions: fence out one that
+            // lost its partition without noticing.
+            if node.cfg.runtime.partition_assignment == PartitionAssignment::Group {
+                runner = runner.with_fencing();
+            }
+            async move {
                 runner
                     .run(sd)
                     .await
                     .with_context(|| format!("{topic} partition {p}"))
-            });
+            }
+        };
+        let group = self.assigning.lock().expect("assigning lock").clone();
+        match group {
+            // The role's group starts and stops them (`spawn_role`).
+            Some(owner) => {
+                let start = Arc::new(start);
+                owner.add(
+                    self.topics.name(topic),
+                    self.topics.partitions_of(topic),
+                    Arc::new(move |p, sd| {
+                        let run = start(p, sd);
+                        Box::pin(async move {
+                            if let Err(e) = run.await {
+                                tracing::error!(error = format!("{e:#}"), "runner failed");
+                            }
+                        })
+                    }),
+                );
+            }
+            None => {
+                for p in 0..self.topics.partitions_of(topic) {
+                    tasks.spawn(start(p, shutdown.clone()));
+                }
+            }
         }
     }
 
@@ -366,6 +408,42 @@ impl Node {
     /// Starts the tasks of `role`. Processor roles run until `shutdown`; the
     /// gateway serves gRPC on the configured address.
     pub async fn spawn_role(
+        &self,
+        role: Role,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        admin_token_sha256: Option<String>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let owner = (self.cfg.runtime.partition_assignment == PartitionAssignment::Group)
+            .then(|| GroupOwner::new(role.to_string()));
+        *self.assigning.lock().expect("assigning lock") = owner.clone();
+        let spawned = self
+            .spawn_role_tasks(role, tasks, admin_token_sha256, shutdown)
+            .await;
+        *self.assigning.lock().expect("assigning lock") = None;
+        spawned?;
+        if let Some(owner) = owner.filter(|o| !o.topics().is_empty()) {
+            let (log, store, sd) = (self.log.clone(), self.store.clone(), shutdown.clone());
+            let group =
+                clarion_runtime::assignment::group_id(&self.topics.prefix, &role.to_string());
+            let timeout = Duration::from_millis(self.cfg.runtime.group_session_timeout_ms);
+            tasks.spawn(async move {
+                clarion_runtime::assignment::run_member(
+                    log,
+                    store,
+                    group.clone(),
+                    owner,
+                    timeout,
+                    sd,
+                )
+                .await
+                .with_context(|| format!("partition group {group}"))
+            });
+        }
+        Ok(())
+    }
+
+    async fn spawn_role_tasks(
         &self,
         role: Role,
         tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -627,6 +705,7 @@ impl Node {
             max_file_bytes: w.max_file_bytes,
             max_batch: self.cfg.runtime.max_batch,
             poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+            linger: self.follower_linger(),
         }
     }
 
@@ -755,6 +834,7 @@ impl Node {
             clarion_audit::NotaryConfig {
                 max_batch: self.cfg.runtime.max_batch,
                 poll_wait: Duration::from_millis(self.cfg.runtime.poll_wait_ms),
+                linger: self.follower_linger(),
                 checkpoint_every: a.checkpoint_every,
                 checkpoint_interval_ms: a.checkpoint_interval_ms as i64,
             },

@@ -10,6 +10,12 @@
 //!   keeps the day; its release lets the redaction proceed;
 //! * erasure under a hold: refused (409 naming the hold), deferred, executed
 //!   at the release;
+//! * shredding for inactivity: a policy shreds subscribers without a
+//!   notification for 30 days; the clock passes it; the inactive one reads
+//!   `[erased]`, an active one and the other tenant's are untouched;
+//! * a run waiting on its delay keeps the payload fields the workflow marks
+//!   personal and the inline address sealed in its `runs` row; after a
+//!   restart it loads, opens and sends them in clear;
 //! * the same retention and deferred erasure on the Kafka log (tansu).
 
 mod support;
@@ -481,6 +487,179 @@ async fn an_erasure_under_a_hold_is_deferred_until_its_release() {
     let dir = tempfile::tempdir().unwrap();
     let run = Running::start(dir.path(), None).await;
     deferred_erasure_scenario(&run).await;
+    run.stop().await;
+}
+
+/// `sub` of the tenant of `key` gets an appointment email (its own email
+/// inline); waits until the run ended.
+async fn send_to(run: &Running, key: &str, sub: &str, day: &str) {
+    let id = trigger_one(
+        &run.ch,
+        key,
+        "appointment",
+        sub,
+        &format!("{sub}@example.com"),
+        &json!({"day": day}).to_string(),
+    )
+    .await;
+    let n = wait_until(&run.ch, key, &id, PATIENCE, ended).await;
+    assert!(ended(&n), "not ended: {n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inactive_subscribers_are_shredded_past_the_policy_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(dir.path(), None).await;
+    // Given tenant ina1 shreds subscribers after 30 days without a
+    // notification; ina2 has no policy. Both have ann; ina1 also has bea.
+    let k1 = run.tenant("ina1").await;
+    let k2 = run.tenant("ina2").await;
+    let (status, bea) = run
+        .call(
+            "PUT",
+            "/v1/subscribers/bea",
+            &k1,
+            json!({"email": "bea.ina1@example.com", "locale": "en"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{bea}");
+    let policy =
+        json!({"rules": [{"channel": "*", "country": "*", "shred_subscriber_after_days": 30}]});
+    let (status, p) = run.call("PUT", "/v1/retention-policy", &k1, policy).await;
+    assert_eq!(status, 200, "{p}");
+    // Day N: everybody gets a message.
+    run.send(&k1, "Monday-aa01").await;
+    run.send(&k2, "Monday-aa01").await;
+    send_to(&run, &k1, "bea", "Monday-aa01").await;
+
+    // Day N+20: only bea hears from ina1 again.
+    run.clock
+        .advance(Duration::from_millis((20 * DAY_MS) as u64));
+    send_to(&run, &k1, "bea", "Saturday-bb02").await;
+
+    // Day N+31, past a tick: ann of ina1 went 31 days without one.
+    run.clock
+        .advance(Duration::from_millis((11 * DAY_MS + 2 * 3_600_000) as u64));
+    run.applied("ina1", |a| a.day.is_empty() && a.subscribers_shredded >= 1)
+        .await;
+    run.wait_email(&k1, "[erased]").await;
+    let (_, ann) = run
+        .call("GET", "/v1/subscribers/ann", &k1, Value::Null)
+        .await;
+    assert_eq!(ann["phone"], "[erased]", "{ann}");
+    // The active subscriber and the other tenant are untouched.
+    let (_, bea) = run
+        .call("GET", "/v1/subscribers/bea", &k1, Value::Null)
+        .await;
+    assert_eq!(bea["email"], "bea.ina1@example.com", "{bea}");
+    let (_, other) = run
+        .call("GET", "/v1/subscribers/ann", &k2, Value::Null)
+        .await;
+    assert_eq!(other["email"], email("ina2"), "{other}");
+    assert_eq!(other["phone"], phone("ina2"), "{other}");
+    // The shredding is an erasure on record, with the retention as actor.
+    let erased: Vec<_> = run
+        .events(Topic::Triggers, "ina1")
+        .await
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            Payload::SubscriberErased(x) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(erased.len(), 1, "{erased:?}");
+    assert_eq!(erased[0].subscriber_id, "ann");
+    assert!(run
+        .events(Topic::Triggers, "ina2")
+        .await
+        .iter()
+        .all(|e| !matches!(e.payload, Payload::SubscriberErased(_))));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_run_keeps_payload_and_address_sealed_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(dir.path(), None).await;
+    let mut keys = Vec::new();
+    for tenant in ["wait1", "wait2"] {
+        let key = run.tenant(tenant).await;
+        apply_workflows(
+            &run.ch,
+            &key,
+            &["id: appointment\npersonal: [day]\nsteps:\n  - {id: mail, type: send, channel: email, template: appointment-tpl, provider: smtp}\n"],
+        )
+        .await;
+        let id = Notifications::new(run.ch.clone())
+            .trigger(authed(
+                &key,
+                api::TriggerRequest {
+                    workflow_id: "appointment".into(),
+                    recipients: vec![api::Recipient {
+                        subscriber_id: "ann".into(),
+                        email: format!("late.{tenant}@example.com"),
+                        ..Default::default()
+                    }],
+                    payload_json: json!({"day": format!("Sunday-{tenant}-77")}).to_string(),
+                    delay: "2h".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("trigger")
+            .into_inner()
+            .notification_ids
+            .remove(0);
+        // The router wrote the waiting run's row.
+        let row = clarion_store::RowKey::new(clarion_store::Table::Runs, tenant, &id, Vec::new());
+        let deadline = Instant::now() + PATIENCE;
+        while run.node.store.get(&row).await.unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no run row for {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        keys.push((tenant, key, id));
+    }
+    // Waiting: the runs rows (and the log) hold neither value in clear.
+    let bytes = file_bytes(dir.path());
+    for (tenant, _, _) in &keys {
+        for secret in [
+            format!("late.{tenant}@example.com"),
+            format!("Sunday-{tenant}-77"),
+        ] {
+            assert!(
+                !contains(&bytes, &secret),
+                "{secret:?} is in the SQLite file"
+            );
+        }
+    }
+    // A restart loads the waiting runs from their rows; at the due time
+    // they render and send the opened values.
+    run.stop().await;
+    let run = Running::start(dir.path(), None).await;
+    run.clock.advance(Duration::from_millis(3 * 3_600_000));
+    for (_, key, id) in &keys {
+        let n = wait_until(&run.ch, key, id, PATIENCE, ended).await;
+        assert!(ended(&n), "not ended: {n:?}");
+    }
+    let mails = run._smtp.wait_for(2, PATIENCE).await;
+    let mut got: Vec<(String, String)> = mails
+        .iter()
+        .map(|m| (m.to.clone(), m.body.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "late.wait1@example.com".to_string(),
+                rendered("Sunday-wait1-77")
+            ),
+            (
+                "late.wait2@example.com".to_string(),
+                rendered("Sunday-wait2-77")
+            ),
+        ]
+    );
     run.stop().await;
 }
 

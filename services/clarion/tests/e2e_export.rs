@@ -6,6 +6,8 @@
 //! byte changes, and the export is a `clarion.export.created.v1` event in
 //! the log. The other tenant exports over REST (`POST /v1/exports`, admin
 //! key): the same checks, and bad input is a 400 problem naming the field.
+//! acme exports again over gRPC (`ComplianceService.CreateExport`): the
+//! same checks and audit event, bad input INVALID_ARGUMENT naming the field.
 
 mod support;
 
@@ -178,6 +180,28 @@ async fn export_events(node: &clarion::Node) -> Vec<(String, Actor, String)> {
     out
 }
 
+/// `ComplianceService.CreateExport` of the caller's tenant over a range.
+async fn grpc_export(
+    ch: &tonic::transport::Channel,
+    key: &str,
+    from: i64,
+    until: i64,
+    purpose: &str,
+) -> Result<clarion_proto::api::ExportManifest, tonic::Status> {
+    clarion_proto::api::compliance_service_client::ComplianceServiceClient::new(ch.clone())
+        .create_export(authed(
+            key,
+            clarion_proto::api::CreateExportRequest {
+                from: clarion_export::watermark::rfc3339(from),
+                until: clarion_export::watermark::rfc3339(until),
+                purpose: purpose.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
 async fn scenario(cfg: Config, separate: bool) {
     let node = start_roles(cfg.clone(), separate, &ROLES).await;
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -289,9 +313,33 @@ async fn scenario(cfg: Config, separate: bool) {
     assert_eq!(status, 400, "{problem}");
     assert!(problem.contains("\"format\""), "{problem}");
 
-    // Both exports are audit events, in their tenants, by their requesters.
+    // acme again over gRPC (`ComplianceService.CreateExport`): the same
+    // export, manifest and audit event as the REST door.
+    let grpc = grpc_export(&ch, &acme_key, from, until, "dpo request 12").await;
+    let g = grpc.as_ref().unwrap();
+    assert_eq!(g.tenant, "acme");
+    assert!(g.requester.starts_with("api-key:"), "{g:?}");
+    let gdir = std::path::PathBuf::from(&g.directory);
+    assert!(
+        gdir.starts_with(cfg.data_dir.join("exports").join("acme")),
+        "{gdir:?}"
+    );
+    let (_, rows) = jsonl(&gdir.join(&g.files[0].name));
+    check_rows(&rows, &acme, &["dpo request 12", &g.export_id]);
+    assert_eq!(g.public_key, acme_pk);
+    tamper_and_verify(&gdir, &g.files[0].name, &acme_pk);
+    let bad = grpc_export(&ch, &acme_key, from, until, "")
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    assert!(bad.message().contains("purpose"), "{bad:?}");
+
+    // The exports are audit events, in their tenants, by their requesters.
     let events = export_events(gw).await;
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[2].0, "acme");
+    assert!(matches!(events[2].1, Actor::ApiKey(_)), "{:?}", events[2].1);
+    assert_eq!(events[2].2, g.export_id);
     assert_eq!(
         events[0],
         (

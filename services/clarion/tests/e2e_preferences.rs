@@ -699,6 +699,22 @@ async fn a_contact_change_sends_one_code_per_idempotency_key_and_a_wrong_code_na
         json!([{"channel": "email", "value": "new@acme.test", "verified": false}]),
         "{text}"
     );
+    // The pending address is sealed in the router's preferences row under
+    // the subscriber's data key (issue #32); the API above opened it.
+    let row = e.node.nodes[0]
+        .store
+        .get(&clarion_store::RowKey::new(
+            clarion_store::Table::Preferences,
+            "acme",
+            "s1",
+            Vec::new(),
+        ))
+        .await
+        .unwrap()
+        .expect("the preferences row");
+    let row = String::from_utf8_lossy(&row);
+    assert!(!row.contains("new@acme.test"), "{row}");
+    assert!(row.contains("pd1:"), "sealed: {row}");
     let (status, _, text) = http_call(
         "POST",
         &url("email/verify"),

@@ -27,6 +27,8 @@ const ANDROID_DEAD: &str = "fcm-ANDROID-dead:APA91bHunQz9x-example-registration-
 const ANDROID_ROTATED: &str = "fcm-ANDROID-rotated:APA91bHunQz9x-example-registration-token";
 /// The other tenant's iOS device (same app id, same subscriber id).
 const OTHER_IOS: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+/// initech's device, whose subscriber is erased.
+const ERASED_IOS: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 const WORKFLOW: &str = r#"
 id: job-assigned
@@ -377,6 +379,44 @@ async fn push_scenario(node: &RunningNode, servers: &PushServers) -> Vec<&'stati
     vec![IOS, ANDROID, ANDROID_DEAD, ANDROID_ROTATED, OTHER_IOS]
 }
 
+/// Device tokens are sealed under the subscriber's data key (issue #32):
+/// initech's tech-1 gets a push on their device, is erased, and the next
+/// push to them fails saying why, with nothing sent to APNs. Returns the
+/// token (searched for in the files afterwards).
+async fn erased_scenario(node: &RunningNode, servers: &PushServers) -> &'static str {
+    let ch = channel(node.grpc).await;
+    let key = setup_tenant(&ch, "initech", "com.initech.field").await;
+    let d = register(&ch, &key, "ios", ERASED_IOS).await;
+    wait_device(&ch, &key, &d.device_id, "active").await;
+    let before = push_job(&ch, &key, "I-1").await;
+    let n = wait_status(&ch, &key, &before, "delivered", Duration::from_secs(15)).await;
+    assert_eq!(n.status, "delivered", "{n:?}");
+    assert_eq!(apns_for(servers, ERASED_IOS).len(), 1);
+    node.nodes[0]
+        .personal
+        .erase_subscriber(
+            &clarion_domain::TenantId::parse("initech").unwrap(),
+            "tech-1",
+        )
+        .await
+        .unwrap();
+    let after = push_job(&ch, &key, "I-2").await;
+    let n = wait_until(&ch, &key, &after, Duration::from_secs(15), ended).await;
+    assert!(ended(&n), "{n:?}");
+    assert_ne!(n.status, "delivered", "{n:?}");
+    let failed = event_detail(&n, "clarion.notification.failed.v1");
+    assert_eq!(
+        failed["reason"], "the recipient's data was erased",
+        "{failed}"
+    );
+    assert_eq!(
+        apns_for(servers, ERASED_IOS).len(),
+        1,
+        "nothing more went to APNs"
+    );
+    ERASED_IOS
+}
+
 /// Whether `haystack` holds `needle` anywhere.
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
@@ -389,9 +429,17 @@ async fn push_reaches_ios_and_android_and_dead_tokens_revoke_on_the_embedded_bac
     let servers = PushServers::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    servers.configure(&mut cfg, &[("acme", "fieldapp"), ("globex", "fieldapp")]);
+    servers.configure(
+        &mut cfg,
+        &[
+            ("acme", "fieldapp"),
+            ("globex", "fieldapp"),
+            ("initech", "fieldapp"),
+        ],
+    );
     let node = start(cfg, false).await;
-    let tokens = push_scenario(&node, &servers).await;
+    let mut tokens = push_scenario(&node, &servers).await;
+    tokens.push(erased_scenario(&node, &servers).await);
     node.stop().await;
 
     // Every byte Clarion wrote (log, store, WAL): no token in clear.

@@ -13,7 +13,7 @@
 //! `$CLARION_VENV` (default ~/.cache/clarion-venv). Without them the tests
 //! fail when `CI` is set and skip loudly otherwise.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -432,6 +432,53 @@ fn the_service_monitor_scrapes_the_metrics_service_and_dashboards_ship() {
 }
 
 #[test]
+fn group_assignment_scales_the_partition_roles_and_configures_the_pods() {
+    let Some(helm) = helm() else { return };
+    let docs = render(
+        &helm,
+        Values::KafkaHa,
+        &[
+            "--set",
+            "kafka.partitionAssignment=group",
+            "--set",
+            "kafka.groupSessionTimeoutMs=15000",
+            "--set",
+            "roles.router.replicas=3",
+            "--set",
+            "roles.dispatcher.replicas=2",
+        ],
+    )
+    .unwrap();
+    let cfg = load_rendered_config(&docs).unwrap();
+    assert_eq!(
+        cfg.runtime.partition_assignment,
+        clarion::config::PartitionAssignment::Group
+    );
+    assert_eq!(cfg.runtime.group_session_timeout_ms, 15_000);
+    let replicas: BTreeMap<String, (Value, Value)> = of_kind(&docs, "Deployment")
+        .into_iter()
+        .map(|d| {
+            let role = strings(&container(d)["args"])[1].to_string();
+            (
+                role,
+                (
+                    d["spec"]["replicas"].clone(),
+                    d["spec"]["strategy"]["type"].clone(),
+                ),
+            )
+        })
+        .collect();
+    let of = |role: &str| replicas[role].clone();
+    assert_eq!(of("router"), (3.into(), "RollingUpdate".into()));
+    assert_eq!(of("dispatcher"), (2.into(), "RollingUpdate".into()));
+    assert_eq!(of("projector"), (1.into(), "RollingUpdate".into()));
+    // Work outside the group runs in every process: one pod, never two.
+    for role in ["alerts", "exporter", "notary"] {
+        assert_eq!(of(role), (1.into(), "Recreate".into()), "{role}");
+    }
+}
+
+#[test]
 fn values_the_binary_cannot_run_fail_the_render_naming_the_value() {
     let Some(helm) = helm() else { return };
     let cases: &[(Values, &[&str], &str)] = &[
@@ -454,7 +501,28 @@ fn values_the_binary_cannot_run_fail_the_render_naming_the_value() {
         (
             Values::KafkaHa,
             &["--set", "roles.dispatcher.replicas=2"],
-            "roles.dispatcher.replicas: only the gateway scales out",
+            "roles.dispatcher.replicas: only the gateway scales out while kafka.partitionAssignment is \"all\"",
+        ),
+        // Group assignment scales the partition roles only, on Kafka only.
+        (
+            Values::KafkaHa,
+            &[
+                "--set",
+                "kafka.partitionAssignment=group",
+                "--set",
+                "roles.exporter.replicas=2",
+            ],
+            "roles.exporter.replicas: the exporter runs work outside the partition group",
+        ),
+        (
+            Values::Defaults,
+            &["--set", "kafka.partitionAssignment=group"],
+            "kafka.partitionAssignment: group needs mode: distributed",
+        ),
+        (
+            Values::KafkaHa,
+            &["--set", "kafka.partitionAssignment=some"],
+            "/kafka/partitionAssignment",
         ),
         // values.schema.json: misspelt values and malformed brokers.
         (

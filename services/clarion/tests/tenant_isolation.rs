@@ -584,6 +584,22 @@ fn grpc_table(ch: &Channel, b: &str, a: &TenantA) -> Vec<(&'static str, Expect, 
             .await)
     );
     row!(
+        "/clarion.v1.ComplianceService/CreateExport",
+        Expect::OwnOnly,
+        |c, k| ok(Compliance::new(c)
+            .create_export(authed(
+                &k,
+                api::CreateExportRequest {
+                    from: "2026-01-01".into(),
+                    until: "2026-12-31".into(),
+                    purpose: "isolation".into(),
+                    subscriber_id: A_ONLY_SUB.into(),
+                    ..Default::default()
+                }
+            ))
+            .await)
+    );
+    row!(
         "/clarion.v1.ComplianceService/SetRetentionPolicy",
         Expect::OwnOnly,
         |c, k| ok(Compliance::new(c)

@@ -178,11 +178,9 @@ impl PushProvider {
         let Some(app) = s.app else { return missing() };
         let token = match target.token.as_ref() {
             None => return DeviceResult::failed(name, "the device has no token"),
-            Some(t) => match crate::device_token::open(&self.keyring, s.tenant, t) {
+            Some(t) => match crate::device_token::clear(&self.keyring, s.tenant, t) {
                 Ok(t) => t,
-                Err(e) => {
-                    return DeviceResult::failed(name, format!("the token does not open: {e}"))
-                }
+                Err(e) => return DeviceResult::failed(name, e.to_string()),
             },
         };
         match via {

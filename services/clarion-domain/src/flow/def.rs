@@ -596,6 +596,11 @@ pub struct FlowDef {
     /// (a step's own `windows` replace them): "Mon-Fri 09:00-17:00".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<String>,
+    /// Payload paths whose values are personal data: sealed under the
+    /// recipient's data key when a trigger enters the log, so an erasure
+    /// reaches them (`crate::personal::paths`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal: Vec<String>,
     pub steps: Vec<StepDef>,
 }
 
@@ -670,6 +675,7 @@ impl Flow {
         if def.steps.is_empty() {
             v.push("steps", "at least one step is required");
         }
+        crate::personal::paths::validate(&mut v, "personal", &def.personal);
         let index = step_index(&mut v, &def.steps);
         let trigger_condition = match &def.trigger.condition {
             Some(c) => match Condition::compile(c) {

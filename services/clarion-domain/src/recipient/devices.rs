@@ -393,6 +393,7 @@ mod tests {
             sealed: vec![0xA0, hash],
             hash: vec![hash; 32],
             hash_key_id: "k1".into(),
+            personal: String::new(),
         })
     }
 

@@ -211,6 +211,7 @@ mod tests {
                 sealed: vec![1],
                 hash: vec![2; 32],
                 hash_key_id: "k".into(),
+                personal: String::new(),
             }),
             token_registered_at_ms: 5,
         }

@@ -119,6 +119,11 @@ impl Processor for AlertCounter {
         self.dedup
     }
 
+    /// The detector reads minute counts: not on a notification's path.
+    fn follows(&self) -> bool {
+        true
+    }
+
     async fn process(
         &mut self,
         store: &dyn Store,

@@ -92,6 +92,18 @@ impl Personal {
     pub async fn seal_event(&self, event: &mut Event) -> Result<(), PersonalError> {
         let tenant = event.tenant.as_str().to_string();
         let day = utc_day(event.occurred_at_ms);
+        if let clarion_domain::Payload::Triggered(t) = &mut event.payload {
+            if !t.personal_paths.is_empty() && !t.subscriber_id.is_empty() {
+                t.payload_json = self
+                    .seal_paths(
+                        &tenant,
+                        &t.subscriber_id,
+                        &t.payload_json,
+                        &t.personal_paths,
+                    )
+                    .await?;
+            }
+        }
         let Some((owner, fields)) = personal::fields_mut(&mut event.payload) else {
             return Ok(());
         };
@@ -128,6 +140,20 @@ impl Personal {
             }
         }
         Ok(())
+    }
+
+    /// Seals one value under the subscriber's data key (a field kept
+    /// outside an event's listed fields, e.g. a device token).
+    pub async fn seal_value(
+        &self,
+        tenant: &TenantId,
+        subscriber: &str,
+        value: &str,
+    ) -> Result<String, PersonalError> {
+        if value.is_empty() || is_sealed(value) {
+            return Ok(value.to_string());
+        }
+        self.seal_field(tenant.as_str(), subscriber, value).await
     }
 
     /// Opens one value: plain values come back unchanged; destroyed keys
@@ -272,6 +298,31 @@ impl Personal {
             .lock()
             .expect("data key cache")
             .remove(&(tenant.to_string(), subscriber.to_string()));
+    }
+
+    /// Seals the values at `paths` inside a JSON payload under the
+    /// subscriber's data key (`personal::paths`). A trigger's payload is
+    /// copied into each recipient's event, so each copy is sealed under its
+    /// own recipient's key: erasing one recipient leaves the others' intact.
+    pub async fn seal_paths(
+        &self,
+        tenant: &str,
+        subscriber: &str,
+        json: &str,
+        paths: &[String],
+    ) -> Result<String, PersonalError> {
+        let Ok(mut v) = serde_json::from_str::<Value>(json) else {
+            return Ok(json.to_string()); // validated at the door; nothing to reach
+        };
+        let (generation, key) = self.current_key(tenant, subscriber).await?;
+        let n = personal::paths::seal_in_place(&mut v, paths, &is_sealed, &mut |text| {
+            Sealed::field(generation, &encrypt(&key.cipher, b"pd1", text))
+        });
+        Ok(if n == 0 {
+            json.to_string()
+        } else {
+            v.to_string()
+        })
     }
 
     async fn seal_field(

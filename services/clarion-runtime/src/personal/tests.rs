@@ -167,3 +167,50 @@ async fn sealed_values_inside_a_payload_open_in_place() {
     assert_eq!(v["n"], 3);
     assert_eq!(p.open(&acme, "sub-1", "plain").await.unwrap(), "plain");
 }
+
+/// A trigger whose workflow marks `patient.name` personal, for `tenant`.
+fn marked_trigger(tenant: &str, subscriber: &str) -> Event {
+    let e = dispatch(tenant, subscriber, "", "", DAY1_MS);
+    Event {
+        payload: Payload::Triggered(pb::NotificationTriggered {
+            subscriber_id: subscriber.into(),
+            payload_json: r#"{"patient":{"name":"Zelda Quist"},"ward":"B"}"#.into(),
+            personal_paths: vec!["patient.name".into()],
+            ..Default::default()
+        }),
+        ..e
+    }
+}
+
+fn payload_of(e: &Event) -> serde_json::Value {
+    let Payload::Triggered(t) = &e.payload else {
+        unreachable!()
+    };
+    serde_json::from_str(&t.payload_json).unwrap()
+}
+
+#[tokio::test]
+async fn marked_payload_paths_are_sealed_under_the_recipients_key_and_shred_with_it() {
+    let (p, _dir) = service();
+    let mut a = marked_trigger("acme", "sub-1");
+    let mut g = marked_trigger("globex", "sub-1");
+    assert!(personal::has_fields(&a.payload));
+    p.seal_event(&mut a).await.unwrap();
+    p.seal_event(&mut g).await.unwrap();
+    let sealed = payload_of(&a);
+    assert!(is_sealed(sealed["patient"]["name"].as_str().unwrap()));
+    assert_eq!(sealed["ward"], "B", "unmarked fields stay as given");
+    assert!(!a.encode().windows(11).any(|w| w == b"Zelda Quist"));
+    // Sealing again changes nothing (already sealed).
+    let before = payload_of(&a);
+    p.seal_event(&mut a).await.unwrap();
+    assert_eq!(payload_of(&a), before);
+
+    p.erase_subscriber(&TenantId::parse("acme").unwrap(), "sub-1")
+        .await
+        .unwrap();
+    p.open_event(&mut a).await.unwrap();
+    p.open_event(&mut g).await.unwrap();
+    assert_eq!(payload_of(&a)["patient"]["name"], ERASED);
+    assert_eq!(payload_of(&g)["patient"]["name"], "Zelda Quist");
+}

@@ -48,6 +48,8 @@ mod preferences;
 mod record;
 mod runs;
 mod schedules;
+mod sealed_contacts;
+mod sealed_runs;
 mod throttle;
 mod timing;
 mod trigger;
@@ -56,7 +58,10 @@ pub use devices::{device_key, device_token_key};
 pub use dlq::dlq_size;
 pub use preference_check::preferences_key;
 pub use preferences::{history_key as preference_history_key, VERIFY_STEP};
-pub use record::{dead_letter_key, decode_run, encode_run, load_run, ContactOverride, RunRecord};
+pub use record::{
+    dead_letter_key, decode_run, encode_run, encode_run_with, load_run, settled, ContactOverride,
+    RunRecord,
+};
 pub use schedules::{schedule_key, SCHEDULES_PK};
 pub use timing::{quiet_hours_key, DEFAULT_RELEASE_SPREAD_MS};
 
@@ -499,7 +504,8 @@ impl Processor for Router {
         for input in inputs {
             self.route(store, batch, &input.event).await?;
         }
-        self.write_changed_runs(batch);
+        self.write_changed_runs(batch).await?;
+        self.seal_preference_rows(batch).await?;
         self.horizon.write(batch);
         self.report_metrics();
         Ok(())

@@ -155,7 +155,12 @@ impl Router {
             return Ok(());
         }
         let stored = match store.get(&preferences_key(tenant, subscriber)).await? {
-            Some(b) => Some(decode_preferences(tenant, subscriber, &b)?),
+            Some(b) => {
+                let mut p = decode_preferences(tenant, subscriber, &b)?;
+                self.open_pending_contacts(tenant, subscriber, &mut p)
+                    .await?;
+                Some(p)
+            }
             None => None,
         };
         self.recipients.preferences.load(tenant, subscriber, stored);
@@ -199,7 +204,12 @@ impl Router {
         let rows = store.get_many(&keys).await?;
         for ((tenant, subscriber), row) in wanted.into_iter().zip(rows) {
             let stored = match row {
-                Some(b) => Some(decode_preferences(&tenant, &subscriber, &b)?),
+                Some(b) => {
+                    let mut p = decode_preferences(&tenant, &subscriber, &b)?;
+                    self.open_pending_contacts(&tenant, &subscriber, &mut p)
+                        .await?;
+                    Some(p)
+                }
                 None => None,
             };
             self.recipients

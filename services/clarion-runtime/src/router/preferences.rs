@@ -92,7 +92,12 @@ impl Router {
         // Not the marks' shortcut: a change is rare, and the row is the truth.
         Ok(
             match store.get(&preferences_key(tenant, subscriber)).await? {
-                Some(b) => decode_preferences(tenant, subscriber, &b)?,
+                Some(b) => {
+                    let mut p = decode_preferences(tenant, subscriber, &b)?;
+                    self.open_pending_contacts(tenant, subscriber, &mut p)
+                        .await?;
+                    p
+                }
                 None => Preferences::default(),
             },
         )

@@ -94,6 +94,20 @@ pub fn dead_letter_key(tenant: &str, notification_id: &str) -> RowKey {
 /// about a third of its size it is cheaper to write, to checkpoint and to
 /// search past (docs/architecture.md, "Ended runs are stored slim").
 pub fn encode_run(rec: &RunRecord) -> Bytes {
+    encode_run_with(rec, rec.payload.json(), &rec.contact)
+}
+
+/// Whether a run ended for good: stored without payload and contact data.
+pub fn settled(rec: &RunRecord) -> bool {
+    rec.run
+        .terminal
+        .is_some_and(|t| t != Terminal::DeadLettered)
+        && !rec.in_dlq
+}
+
+/// [`encode_run`] with the payload and contact data given (the router's
+/// sealed copies, issue #32: `super::sealed_runs`).
+pub fn encode_run_with(rec: &RunRecord, payload: &Value, contact: &ContactOverride) -> Bytes {
     /// [`RunRecord`]'s fields in its order, borrowed: the same MessagePack.
     #[derive(Serialize)]
     struct Stored<'a> {
@@ -106,21 +120,13 @@ pub fn encode_run(rec: &RunRecord) -> Bytes {
         critical: bool,
         digest: Option<&'a clarion_domain::digest::Batch>,
     }
-    let settled = rec
-        .run
-        .terminal
-        .is_some_and(|t| t != Terminal::DeadLettered)
-        && !rec.in_dlq;
+    let settled = settled(rec);
     let no_contact = ContactOverride::default();
     let stored = Stored {
         run: &rec.run,
         subscriber_id: &rec.subscriber_id,
-        payload: if settled {
-            &Value::Null
-        } else {
-            rec.payload.json()
-        },
-        contact: if settled { &no_contact } else { &rec.contact },
+        payload: if settled { &Value::Null } else { payload },
+        contact: if settled { &no_contact } else { contact },
         key: &rec.key,
         in_dlq: rec.in_dlq,
         critical: rec.critical,

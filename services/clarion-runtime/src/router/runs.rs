@@ -6,7 +6,7 @@ use clarion_domain::recipient::Pair;
 use clarion_domain::Payload;
 use clarion_store::{RowKey, Store, Table};
 
-use super::{decode_run, encode_run, load_run, Router, RunRecord};
+use super::{decode_run, load_run, Router, RunRecord};
 use super::{
     MAX_CACHED_CONTENT_HASHES, MAX_CACHED_RUNS, MAX_CACHED_SUBSCRIBERS, MAX_CACHED_THROTTLE_LOGS,
 };
@@ -53,7 +53,13 @@ impl Router {
         if let Some(r) = self.prefetched.remove(&k) {
             return Ok(r);
         }
-        Ok(load_run(store, tenant, nid).await?.map(Box::new))
+        match load_run(store, tenant, nid).await? {
+            Some(mut rec) => {
+                self.open_run(tenant, &mut rec).await?;
+                Ok(Some(Box::new(rec)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Reads the run records of the batch's notifications that are not in
@@ -93,8 +99,11 @@ impl Router {
         }
         let rows = store.get_many(&keys).await?;
         for (k, row) in ids.into_iter().zip(rows) {
-            self.prefetched
-                .insert(k, row.and_then(|b| decode_run(&b)).map(Box::new));
+            let mut rec = row.and_then(|b| decode_run(&b));
+            if let Some(r) = rec.as_mut() {
+                self.open_run(&k.0, r).await?;
+            }
+            self.prefetched.insert(k, rec.map(Box::new));
         }
         Ok(())
     }
@@ -129,8 +138,12 @@ impl Router {
 
     /// Writes each run the batch changed once, as it is at the batch's end.
     /// They are all in memory: a changed run is remembered, and runs leave
-    /// memory only when the next batch starts.
-    pub(super) fn write_changed_runs(&mut self, batch: &mut Batch) {
+    /// memory only when the next batch starts. Payload and contact data of
+    /// a run still going are stored sealed (`super::sealed_runs`).
+    pub(super) async fn write_changed_runs(
+        &mut self,
+        batch: &mut Batch,
+    ) -> Result<(), ProcessError> {
         let mut changed = std::mem::take(&mut self.changed);
         changed.sort_unstable();
         changed.dedup();
@@ -139,11 +152,12 @@ impl Router {
                 .runs
                 .get(&key)
                 .expect("a run changed in this batch is in memory until it ends");
-            batch.writes.put(
-                RowKey::new(Table::Runs, &key.0, &key.1, Vec::new()),
-                encode_run(rec),
-            );
+            let value = self.encode_sealed(&key.0, rec).await?;
+            batch
+                .writes
+                .put(RowKey::new(Table::Runs, &key.0, &key.1, Vec::new()), value);
         }
+        Ok(())
     }
 
     /// Between batches, when everything this router decided is committed:

@@ -138,11 +138,13 @@ async fn on_due(
     );
     batch.emit(Topic::Triggers, ev);
     if let (Some(nid), Some(at)) = (nid, occurrence) {
-        let version = latest_workflow_version(store, tenant, &set.workflow_id).await?;
-        batch.emit(
-            Topic::Triggers,
-            triggered(e, batch.now_ms, &set, nid, at, version),
-        );
+        let (version, personal) = latest_workflow_version(store, tenant, &set.workflow_id).await?;
+        let mut ev = triggered(e, batch.now_ms, &set, nid, at, version);
+        if let Payload::Triggered(t) = &mut ev.payload {
+            // Sealed by the runner on emit, like a trigger at the gateway.
+            t.personal_paths = personal;
+        }
+        batch.emit(Topic::Triggers, ev);
     }
     let mut rec = rec;
     rec.last_notification_id = nid.map(|n| n.to_hex()).unwrap_or(rec.last_notification_id);
@@ -187,19 +189,27 @@ fn triggered(
 }
 
 /// The latest published version of a workflow (0: none; the run then ends
-/// as an unknown version, visibly).
+/// as an unknown version, visibly) and the payload paths it marks personal.
 async fn latest_workflow_version(
     store: &dyn Store,
     tenant: &str,
     workflow_id: &str,
-) -> Result<u32, ProcessError> {
+) -> Result<(u32, Vec<String>), ProcessError> {
     let rows = store
         .scan(&Scan::partition(Table::Workflows, tenant, workflow_id, 1).reversed())
         .await?;
-    Ok(rows
-        .first()
-        .and_then(|(ck, _)| <[u8; 4]>::try_from(&ck[..]).ok())
-        .map_or(0, u32::from_be_bytes))
+    let Some((ck, value)) = rows.first() else {
+        return Ok((0, Vec::new()));
+    };
+    let version = <[u8; 4]>::try_from(&ck[..]).map_or(0, u32::from_be_bytes);
+    let personal = match Event::decode(value) {
+        Ok(Event {
+            payload: Payload::WorkflowPublished(p),
+            ..
+        }) => p.personal,
+        _ => Vec::new(),
+    };
+    Ok((version, personal))
 }
 
 /// Writes the record and, when it waits for an occurrence, sets its timer.

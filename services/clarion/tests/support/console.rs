@@ -52,12 +52,14 @@ impl ConsoleNode {
             .with_clock(Arc::new(clock.clone()));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        // Analytics feeds the Dashboards page.
+        // Analytics feeds the Dashboards page; retention the Compliance
+        // page's holds (the gateway waits for it after a hold's event).
         for role in [
             Role::Projector,
             Role::Router,
             Role::Dispatcher,
             Role::Analytics,
+            Role::Retention,
         ] {
             node.spawn_role(role, &mut tasks, None, &rx).await.unwrap();
         }
