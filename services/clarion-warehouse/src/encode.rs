@@ -182,6 +182,9 @@ fn cells(row: &Row) -> Vec<Cell<'_>> {
             t(m.requested_at),
             t(m.outcome_at),
             t(m.latency_ms),
+            s(&m.template_id),
+            Cell::I32(m.template_version),
+            Cell::Str(m.recipient.as_deref()),
         ],
         Values::Engagement(e) => vec![
             s(&e.notification_id),

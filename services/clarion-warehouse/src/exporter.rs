@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::destination::{Destination, STAGING};
 use crate::encode;
+use crate::pii::Recipients;
 use crate::rows::{self, AttemptInfo, Outcome, Row};
 use crate::state::{self, FileEntry, Keys, ManifestEntry, Staged};
 use crate::WarehouseError;
@@ -109,6 +110,9 @@ pub struct Exporter {
     waiting_changed: Vec<(String, String)>,
     /// Rows in files published by this exporter since it was made.
     rows_written: u64,
+    /// Turns send addresses into the `recipient` column; without it the
+    /// column is null (never a clear address).
+    recipients: Option<Arc<Recipients>>,
 }
 
 impl Exporter {
@@ -145,7 +149,15 @@ impl Exporter {
             waiting: HashMap::new(),
             waiting_changed: Vec::new(),
             rows_written: 0,
+            recipients: None,
         }
+    }
+
+    /// Fills `messages.recipient` with keyed hashes of the send addresses
+    /// (see [`crate::pii`]).
+    pub fn with_recipients(mut self, recipients: Arc<Recipients>) -> Exporter {
+        self.recipients = Some(recipients);
+        self
     }
 
     /// Runs until `shutdown`, starting over from the store after an error
@@ -330,7 +342,7 @@ impl Exporter {
         }
         // Whatever else is staged under this exporter's names was never
         // committed (or was cut short mid-write): its rows are read again.
-        let swept = self.dest.sweep_staging(&self.file_prefix())?;
+        let swept = self.dest.sweep_staging(&self.file_prefix()).await?;
         if swept > 0 {
             tracing::info!(
                 partition = self.partition,
@@ -370,7 +382,11 @@ impl Exporter {
             Payload::Engaged(g) => self.push(rows::engagement_row(e, g)),
             Payload::DispatchRequested(d) => {
                 let key = (e.tenant.as_str().to_string(), d.attempt_id.clone());
-                let info = AttemptInfo::of(d, e.occurred_at_ms);
+                let recipient = match &self.recipients {
+                    Some(r) => r.recipient(&e.tenant, d).await?,
+                    None => None,
+                };
+                let info = AttemptInfo::of(d, e.occurred_at_ms, recipient);
                 if let Some(outcomes) = self.waiting.remove(&key) {
                     for o in outcomes {
                         self.push(o.row(&info));
@@ -426,13 +442,9 @@ impl Exporter {
             let outcomes = self.waiting.remove(&key).unwrap_or_default();
             for o in outcomes {
                 let info = AttemptInfo {
-                    workflow_id: String::new(),
-                    step: String::new(),
-                    subscriber_id: String::new(),
-                    channel: String::new(),
                     provider: o.provider.clone(),
-                    locale: String::new(),
                     requested_at: o.at_ms,
+                    ..AttemptInfo::default()
                 };
                 self.push(o.row(&info));
             }

@@ -7,6 +7,7 @@ pub mod backfill;
 pub mod destination;
 pub mod encode;
 pub mod exporter;
+pub mod pii;
 pub mod rows;
 pub mod schema;
 pub mod state;
@@ -29,6 +30,10 @@ pub enum WarehouseError {
     State(#[from] serde_json::Error),
     #[error("{0}")]
     Config(String),
+    /// Opening or hashing personal data failed (a key not readable): the
+    /// exporter stops rather than write a clear value.
+    #[error("personal data: {0}")]
+    Personal(String),
     /// A record that does not decode: the exporter stops there.
     #[error("undecodable record: {0}")]
     Poison(String),

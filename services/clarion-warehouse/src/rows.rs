@@ -51,8 +51,10 @@ impl Row {
                     + m.attempt_id.len()
                     + m.workflow_id.len()
                     + m.subscriber_id.len()
+                    + m.recipient.as_ref().map_or(0, String::len)
+                    + m.template_id.len()
                     + m.error.as_ref().map_or(0, String::len)
-                    + 40
+                    + 44
             }
             Values::Engagement(e) => e.notification_id.len() + e.attempt_id.len() + 16,
         };
@@ -85,8 +87,12 @@ pub struct MessageRow {
     pub workflow_id: String,
     pub step: String,
     pub subscriber_id: String,
+    /// The send's address as a keyed hash (see [`crate::pii`]), never clear.
+    pub recipient: Option<String>,
     pub channel: String,
     pub provider: String,
+    pub template_id: String,
+    pub template_version: i32,
     pub locale: String,
     pub outcome: String,
     pub error_class: Option<String>,
@@ -107,7 +113,8 @@ pub struct EngagementRow {
 
 /// What a send attempt's `DispatchRequested` says, kept until its outcomes
 /// come (stored per tenant and attempt: delivery receipts may come late).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// It holds the address only as the warehouse shows it (a keyed hash).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttemptInfo {
     pub workflow_id: String,
     pub step: String,
@@ -116,10 +123,18 @@ pub struct AttemptInfo {
     pub provider: String,
     pub locale: String,
     pub requested_at: i64,
+    /// Rows stored before these columns existed read as empty.
+    #[serde(default)]
+    pub recipient: Option<String>,
+    #[serde(default)]
+    pub template_id: String,
+    #[serde(default)]
+    pub template_version: i32,
 }
 
 impl AttemptInfo {
-    pub fn of(d: &pb::DispatchRequested, at_ms: i64) -> AttemptInfo {
+    /// `recipient`: the address as the warehouse shows it ([`crate::pii`]).
+    pub fn of(d: &pb::DispatchRequested, at_ms: i64, recipient: Option<String>) -> AttemptInfo {
         AttemptInfo {
             workflow_id: d.workflow_id.clone(),
             step: d.step.clone(),
@@ -128,6 +143,9 @@ impl AttemptInfo {
             provider: d.provider.clone(),
             locale: d.locale.clone(),
             requested_at: at_ms,
+            recipient,
+            template_id: d.template_id.clone(),
+            template_version: d.template_version as i32,
         }
     }
 }
@@ -173,7 +191,7 @@ impl Outcome {
                 &f.provider,
                 "failed",
                 Some(error_class(f)),
-                Some(f.reason.clone()),
+                Some(crate::pii::scrub(&f.reason)),
             ),
             _ => return None,
         };
@@ -205,8 +223,11 @@ impl Outcome {
                 workflow_id: info.workflow_id.clone(),
                 step: info.step.clone(),
                 subscriber_id: info.subscriber_id.clone(),
+                recipient: info.recipient.clone(),
                 channel: info.channel.clone(),
                 provider,
+                template_id: info.template_id.clone(),
+                template_version: info.template_version,
                 locale: info.locale.clone(),
                 outcome: self.outcome,
                 error_class: self.error_class,
@@ -258,7 +279,7 @@ pub fn notification_row(e: &Event, end: &pb::RunEnded) -> Row {
             subscriber_id: end.subscriber_id.clone(),
             status: status.into(),
             outcome: end.outcome.clone(),
-            reason: end.reason.clone(),
+            reason: crate::pii::scrub(&end.reason),
             last_step: end.step.clone(),
             channel_path: path.join(">"),
             attempts: end.attempts.len() as i32,

@@ -149,6 +149,11 @@ const MESSAGES: &[Column] = &[
     col("requested_at", Kind::TimestampMs),
     col("outcome_at", Kind::TimestampMs),
     col("latency_ms", Kind::Int64),
+    // Added with the S3 and personal-data work (at the end, as the docs
+    // promise readers).
+    col("template_id", Kind::String),
+    col("template_version", Kind::Int32),
+    opt("recipient", Kind::String),
 ];
 
 const ENGAGEMENT: &[Column] = &[

@@ -122,8 +122,11 @@ impl Default for RetentionConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct WarehouseConfig {
-    /// A directory (a path or `file:///PATH`). Empty: `<data-dir>/warehouse`.
+    /// A directory (a path or `file:///PATH`), or `s3://BUCKET/PREFIX`.
+    /// Empty: `<data-dir>/warehouse`.
     pub url: String,
+    /// How to reach an `s3://` destination (docs/warehouse.md).
+    pub s3: WarehouseS3Config,
     /// A row is in a published file within about this long (ms).
     pub max_file_age_ms: u64,
     /// A file is rolled once it holds this many rows ...
@@ -137,6 +140,7 @@ impl Default for WarehouseConfig {
         let d = clarion_warehouse::ExporterConfig::default();
         WarehouseConfig {
             url: String::new(),
+            s3: WarehouseS3Config::default(),
             max_file_age_ms: d.max_file_age_ms as u64,
             max_file_rows: d.max_file_rows,
             max_file_bytes: d.max_file_bytes,
@@ -153,13 +157,80 @@ impl WarehouseConfig {
         if self.max_file_bytes == 0 {
             return Err("warehouse.max-file-bytes: must be at least 1".into());
         }
-        if self.url.contains("://") && !self.url.starts_with("file://") {
+        let scheme_ok = ["file://", "s3://"].iter().any(|s| self.url.starts_with(s));
+        if self.url.contains("://") && !scheme_ok {
             return Err(format!(
-                "warehouse.url: {:?}: only a directory (a path or file:///PATH) is supported",
+                "warehouse.url: {:?}: a directory (a path or file:///PATH) or s3://BUCKET/PREFIX \
+                 is supported",
                 self.url
             ));
         }
+        if self.url.starts_with("s3://") && self.url["s3://".len()..].split('/').next() == Some("")
+        {
+            return Err(format!(
+                "warehouse.url: {:?}: no bucket (s3://BUCKET/PREFIX)",
+                self.url
+            ));
+        }
+        let e = &self.s3.endpoint;
+        let is_url = e.starts_with("http://") || e.starts_with("https://");
+        if !e.is_empty() && !is_url {
+            return Err(format!(
+                "warehouse.s3.endpoint: {e:?}: must be an http(s):// URL"
+            ));
+        }
+        if e.starts_with("http://") && !self.s3.allow_http {
+            return Err(format!(
+                "warehouse.s3.endpoint: {e:?}: plain http needs warehouse.s3.allow-http = true"
+            ));
+        }
         Ok(())
+    }
+}
+
+/// `warehouse.s3`: an S3-compatible destination. Empty values fall back to
+/// the `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_ALLOW_HTTP`), then to the instance's role.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WarehouseS3Config {
+    /// `https://host[:port]` of a store that is not AWS (MinIO, Ceph, R2).
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    /// Prefer `AWS_SECRET_ACCESS_KEY` (or a mounted secret) to the file.
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Allows an `http://` endpoint (a local store in development or tests).
+    pub allow_http: bool,
+}
+
+/// Never prints the secret (configs are logged at start in debug).
+impl std::fmt::Debug for WarehouseS3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &str| if v.is_empty() { "" } else { "***" };
+        f.debug_struct("WarehouseS3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl WarehouseS3Config {
+    pub fn options(&self) -> clarion_warehouse::destination::S3Options {
+        clarion_warehouse::destination::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            allow_http: self.allow_http,
+        }
     }
 }
 
@@ -814,6 +885,54 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[warehouse.s3]` as an operator writes it, the secret kept out of
+    /// the debug form, and each mistake named by its key.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn warehouse_s3_loads_hides_its_secret_and_names_its_mistakes() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[warehouse]\nurl = \"s3://analytics/clarion\"\n[warehouse.s3]\n\
+                 endpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\n\
+                 access-key-id = \"AKID\"\nsecret-access-key = \"s3cr3t\"\nallow-http = true\n",
+            )?;
+            let c = Config::load(Some(Path::new("c.toml"))).unwrap();
+            c.validate().unwrap();
+            let o = c.warehouse.s3.options();
+            assert_eq!((o.region.as_str(), o.allow_http), ("eu-west-1", true));
+            assert_eq!(o.secret_access_key, "s3cr3t");
+            let shown = format!("{:?} {o:?}", c.warehouse);
+            assert!(
+                !shown.contains("s3cr3t") && shown.contains("AKID"),
+                "{shown}"
+            );
+            Ok(())
+        });
+        let bad = |edit: &dyn Fn(&mut WarehouseConfig), expected: &str| {
+            let mut w = WarehouseConfig::default();
+            edit(&mut w);
+            let err = w.validate().unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        };
+        bad(&|w| w.url = "gs://b/p".into(), "warehouse.url");
+        bad(&|w| w.url = "s3:///p".into(), "no bucket");
+        bad(
+            &|w| {
+                w.url = "s3://b".into();
+                w.s3.endpoint = "minio:9000".into();
+            },
+            "warehouse.s3.endpoint",
+        );
+        bad(
+            &|w| {
+                w.url = "s3://b".into();
+                w.s3.endpoint = "http://minio:9000".into();
+            },
+            "allow-http",
+        );
+    }
 
     /// `runtime.partition-assignment`: "all" by default, "group" from the
     /// file on a Kafka log; on the embedded log, or with a session timeout

@@ -723,9 +723,10 @@ impl Node {
     /// The warehouse's destination (`warehouse.url`, default
     /// `<data-dir>/warehouse`).
     pub fn warehouse_destination(&self) -> anyhow::Result<clarion_warehouse::Destination> {
-        clarion_warehouse::Destination::open(
+        clarion_warehouse::Destination::open_with(
             &self.cfg.warehouse.url,
             &self.cfg.data_dir.join("warehouse"),
+            &self.cfg.warehouse.s3.options(),
         )
         .map_err(anyhow::Error::msg)
     }
@@ -760,6 +761,10 @@ impl Node {
             dest,
             self.exporter_config(),
         )
+        .with_recipients(clarion_warehouse::pii::Recipients::new(
+            self.personal.clone(),
+            self.keyring.clone(),
+        ))
     }
 
     /// One exporter per recipient partition: it reads every recipient

@@ -21,9 +21,10 @@ pub enum WarehouseCmd {
         /// records at or after a time (RFC 3339, or a date: midnight UTC).
         #[arg(long, value_name = "OFFSET|TIME")]
         from: StartAt,
-        /// Where the files go (a directory). Default:
-        /// `<data-dir>/warehouse-backfill`. Use a fresh one: rows already
-        /// there are not replaced.
+        /// Where the files go: a directory or `s3://BUCKET/PREFIX` (reached
+        /// with `[warehouse.s3]`). Default: `<data-dir>/warehouse-backfill`.
+        /// Use a fresh one: rows already there are not replaced. Personal
+        /// data follows the exporter's policy (docs/warehouse.md).
         #[arg(long, value_name = "DIR")]
         to: Option<String>,
     },
@@ -54,7 +55,9 @@ pub async fn run_backfill(
     to: &str,
     show_progress: bool,
 ) -> anyhow::Result<(u64, u64, String)> {
-    let dest = Destination::open(to, std::path::Path::new(to)).map_err(anyhow::Error::msg)?;
+    let s3 = node.cfg.warehouse.s3.options();
+    let dest =
+        Destination::open_with(to, std::path::Path::new(to), &s3).map_err(anyhow::Error::msg)?;
     let mut plans = Vec::new();
     let mut total = 0u64;
     for p in 0..node.topics.partitions_of(Topic::Deliveries) {
