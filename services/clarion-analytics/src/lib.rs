@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod processor;
 pub mod query;
 pub mod rows;
+pub mod sends;
 
 pub use counts::Counts;
 pub use dimension::Dimension;

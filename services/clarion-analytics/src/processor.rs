@@ -19,10 +19,11 @@ use clarion_proto::events as pb;
 use clarion_runtime::{Batch, Input, ProcessError, Processor};
 use clarion_store::{RowKey, Store};
 
-use crate::attempt::{Attempt, Fact, Observation, Outcome};
+use crate::attempt::{Attempt, Fact};
 use crate::counts::Counts;
-use crate::dimension::{Dimension, Dims};
+use crate::dimension::Dims;
 use crate::rows::{self, Granularity, ProviderState};
+use crate::sends::Sends;
 
 pub const ANALYTICS: &str = "analytics";
 
@@ -63,17 +64,12 @@ impl AnalyticsProcessor {
     }
 }
 
-type BucketKey = (String, Granularity, Dimension, String, i64);
-
 /// One batch's work: the attempts it touched and what it adds up.
 #[derive(Default)]
 struct Work {
     attempts: HashMap<(String, String), (Attempt, bool)>,
     latest: HashMap<(String, String), String>,
-    buckets: HashMap<BucketKey, Counts>,
-    /// (tenant, dimension, value) → latest time counted.
-    values: HashMap<(String, Dimension, String), i64>,
-    providers: HashMap<(String, String), ProviderState>,
+    sends: Sends,
 }
 
 #[async_trait]
@@ -276,40 +272,9 @@ impl Work {
         let reason = entry.0.reason.clone();
         for obs in &observations {
             crate::metrics::record(tenant, &dims, obs);
-            self.observe(tenant, &dims, obs, &reason);
+            self.sends.observe(tenant, &dims, obs, &reason);
         }
         Ok(())
-    }
-
-    /// Adds one observation to the buckets of each of the send's
-    /// dimension values, and to its provider's health.
-    fn observe(&mut self, tenant: &str, dims: &Dims, obs: &Observation, reason: &str) {
-        let at = match *obs {
-            Observation::Count { at, .. } | Observation::Latency { at, .. } => at,
-        };
-        for (d, value) in dims.pairs() {
-            for g in Granularity::ALL {
-                let key = (tenant.to_string(), g, d, value.to_string(), g.start(at));
-                add(self.buckets.entry(key).or_default(), obs);
-            }
-            let last = self
-                .values
-                .entry((tenant.to_string(), d, value.to_string()))
-                .or_default();
-            *last = (*last).max(at);
-        }
-        if let Observation::Count { outcome, at } = *obs {
-            let p = (tenant.to_string(), dims.pairs()[2].1.to_string());
-            let state = self.providers.entry(p).or_default();
-            match outcome {
-                Outcome::Sent => state.last_success_ms = state.last_success_ms.max(at),
-                Outcome::Failed if at >= state.last_failure_ms => {
-                    state.last_failure_ms = at;
-                    state.last_error = reason.to_string();
-                }
-                _ => {}
-            }
-        }
     }
 
     /// Writes what the batch added up: each touched row read once,
@@ -338,7 +303,8 @@ impl Work {
                 retention.attempts,
             );
         }
-        let (keys, adds): (Vec<RowKey>, Vec<(Granularity, Counts)>) = self
+        let spread = self.sends.spread();
+        let (keys, adds): (Vec<RowKey>, Vec<(Granularity, Counts)>) = spread
             .buckets
             .into_iter()
             .map(|((t, g, d, v, start), c)| (rows::bucket_key(&t, g, d, &v, start, shard), (g, c)))
@@ -356,14 +322,14 @@ impl Work {
             };
             w.put_ttl(key, counts.encode(), ttl);
         }
-        for ((tenant, d, value), at) in self.values {
+        for ((tenant, d, value), at) in spread.values {
             w.put_ttl(
                 rows::value_key(&tenant, d, &value, shard),
                 rows::time_ck(at),
                 retention.hours,
             );
         }
-        providers(store, w, self.providers, shard).await
+        providers(store, w, spread.providers, shard).await
     }
 }
 
@@ -390,28 +356,11 @@ async fn providers(
     Ok(())
 }
 
-fn add(c: &mut Counts, obs: &Observation) {
-    match *obs {
-        Observation::Count { outcome, .. } => {
-            let n = match outcome {
-                Outcome::Attempted => &mut c.attempted,
-                Outcome::Sent => &mut c.sent,
-                Outcome::Delivered => &mut c.delivered,
-                Outcome::Failed => &mut c.failed,
-                Outcome::Bounced => &mut c.bounced,
-                Outcome::Opened => &mut c.opened,
-                Outcome::Clicked => &mut c.clicked,
-            };
-            *n += 1;
-        }
-        Observation::Latency { latency, ms, .. } => c.latency_mut(latency).record(ms),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::query::{self, ReportQuery};
+    use crate::Dimension;
     use clarion_domain::{Actor, TenantId};
     use clarion_store::embedded::SqliteStore;
 
