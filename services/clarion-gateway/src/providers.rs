@@ -57,17 +57,19 @@ pub async fn set_credentials(
     let prev = provider_rows::credential(&*s.store, tenant.as_str(), provider).await?;
     let version = prev.map_or(0, |p| p.version) + 1;
     let ev = tp::sealed(&s.keyring, tenant.as_str(), provider, &fields, version);
+    publish_credentials(s, tenant, actor, ev).await
+}
+
+/// Appends a credentials event; answers with what it sets (never values).
+async fn publish_credentials(
+    s: &GatewayState,
+    tenant: &TenantId,
+    actor: &Actor,
+    ev: pb::ProviderCredentialsSet,
+) -> Result<api::ProviderCredentials, ApiError> {
     let out = view(&ev);
-    publish(
-        s,
-        &[config_event(
-            s,
-            tenant,
-            actor,
-            Payload::ProviderCredentialsSet(ev),
-        )],
-    )
-    .await?;
+    let event = config_event(s, tenant, actor, Payload::ProviderCredentialsSet(ev));
+    publish(s, &[event]).await?;
     Ok(out)
 }
 
@@ -113,18 +115,7 @@ pub async fn delete_credentials(
         version: prev.version + 1,
         ..Default::default()
     };
-    let out = view(&ev);
-    publish(
-        s,
-        &[config_event(
-            s,
-            tenant,
-            actor,
-            Payload::ProviderCredentialsSet(ev),
-        )],
-    )
-    .await?;
-    Ok(out)
+    publish_credentials(s, tenant, actor, ev).await
 }
 
 async fn demoted(
