@@ -18,7 +18,7 @@ use prost::Message;
 use clarion_runtime::personal::Personal;
 
 use crate::breaker::BreakerConfig;
-use crate::failover::Providers;
+use crate::failover::{Providers, Routed};
 use crate::provider::Provider;
 
 pub const DISPATCHER: &str = "dispatcher";
@@ -361,59 +361,65 @@ impl Effects for DispatchEffects {
         // that time (what SLAs and latency figures measure), not the time
         // the send began.
         let now_ms = now_ms.max(self.providers.clock().now_ms());
-        let kind = if routed.report.result.is_ok() {
-            live::Kind::Sent
-        } else {
-            live::Kind::Failed
-        };
-        live::record(e.tenant.as_str(), kind, &d.channel, 1, now_ms);
-        let emit = |topic: Topic, index: u32, payload: Payload| Emit {
-            topic,
-            event: e.caused(index, now_ms, actor(), payload),
-        };
-        let mut out = Vec::new();
-        // Why the outcome names another provider than the request: first.
-        if !routed.skipped.is_empty() && routed.report.result.is_ok() {
-            let over = pb::ProviderFailedOver {
-                notification_id: d.notification_id.clone(),
-                attempt_id: d.attempt_id.clone(),
-                provider: routed.provider.clone(),
-                skipped: routed.skipped,
-            };
-            out.push(emit(
-                Topic::Deliveries,
-                FAILED_OVER_INDEX,
-                Payload::ProviderFailedOver(over),
-            ));
-        }
-        let changes = routed.changes.into_iter().take(MAX_CHANGES);
-        for (i, c) in changes.enumerate() {
-            let changed = pb::ProviderBreakerChanged {
-                provider: c.provider,
-                from: c.from.as_str().into(),
-                to: c.to.as_str().into(),
-                reason: c.reason,
-                notification_id: d.notification_id.clone(),
-                attempt_id: d.attempt_id.clone(),
-            };
-            out.push(emit(
-                Topic::Deliveries,
-                FAILED_OVER_INDEX + 1 + i as u32,
-                Payload::ProviderBreakerChanged(changed),
-            ));
-        }
-        out.extend(
-            outcome_events(d, &routed.provider, routed.report.result)
-                .into_iter()
-                .map(|(index, payload)| emit(Topic::Deliveries, index, payload)),
-        );
-        // Indexes 0-2 are the outcome's, 3-15 the route's; a provider's
-        // own events follow.
-        for (i, (topic, payload)) in routed.report.extra.into_iter().enumerate() {
-            out.push(emit(topic, EXTRA_INDEX + i as u32, payload));
-        }
-        out
+        routed_emits(&e, d, routed, now_ms)
     }
+}
+
+/// The events of a send that went through the provider route: the
+/// failover note, breaker changes, the outcome, the provider's own events.
+fn routed_emits(e: &Event, d: &pb::DispatchRequested, routed: Routed, now_ms: i64) -> Vec<Emit> {
+    let kind = if routed.report.result.is_ok() {
+        live::Kind::Sent
+    } else {
+        live::Kind::Failed
+    };
+    live::record(e.tenant.as_str(), kind, &d.channel, 1, now_ms);
+    let emit = |topic: Topic, index: u32, payload: Payload| Emit {
+        topic,
+        event: e.caused(index, now_ms, actor(), payload),
+    };
+    let mut out = Vec::new();
+    // Why the outcome names another provider than the request: first.
+    if !routed.skipped.is_empty() && routed.report.result.is_ok() {
+        let over = pb::ProviderFailedOver {
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+            provider: routed.provider.clone(),
+            skipped: routed.skipped,
+        };
+        out.push(emit(
+            Topic::Deliveries,
+            FAILED_OVER_INDEX,
+            Payload::ProviderFailedOver(over),
+        ));
+    }
+    let changes = routed.changes.into_iter().take(MAX_CHANGES);
+    for (i, c) in changes.enumerate() {
+        let changed = pb::ProviderBreakerChanged {
+            provider: c.provider,
+            from: c.from.as_str().into(),
+            to: c.to.as_str().into(),
+            reason: c.reason,
+            notification_id: d.notification_id.clone(),
+            attempt_id: d.attempt_id.clone(),
+        };
+        out.push(emit(
+            Topic::Deliveries,
+            FAILED_OVER_INDEX + 1 + i as u32,
+            Payload::ProviderBreakerChanged(changed),
+        ));
+    }
+    out.extend(
+        outcome_events(d, &routed.provider, routed.report.result)
+            .into_iter()
+            .map(|(index, payload)| emit(Topic::Deliveries, index, payload)),
+    );
+    // Indexes 0-2 are the outcome's, 3-15 the route's; a provider's
+    // own events follow.
+    for (i, (topic, payload)) in routed.report.extra.into_iter().enumerate() {
+        out.push(emit(topic, EXTRA_INDEX + i as u32, payload));
+    }
+    out
 }
 
 /// Whether the recipient's data was erased between the request and the
