@@ -143,19 +143,7 @@ pub async fn set_route(
         channel: r.channel.clone(),
         providers: r.providers.clone(),
     };
-    {
-        let _one = s.config_lock.lock().await;
-        publish(
-            s,
-            &[config_event(
-                s,
-                tenant,
-                actor,
-                Payload::ProviderRouteSet(ev),
-            )],
-        )
-        .await?;
-    }
+    publish_route(s, tenant, actor, ev).await?;
     Ok(api::ProviderRoute {
         demoted: demoted(s, tenant, &r.channel).await?,
         ..r
@@ -195,18 +183,20 @@ pub async fn delete_route(
         channel: channel.to_string(),
         providers: Vec::new(),
     };
-    let _one = s.config_lock.lock().await;
-    publish(
-        s,
-        &[config_event(
-            s,
-            tenant,
-            actor,
-            Payload::ProviderRouteSet(ev),
-        )],
-    )
-    .await?;
+    publish_route(s, tenant, actor, ev).await?;
     Ok(prev)
+}
+
+/// Appends a route event under the tenant's config lock.
+async fn publish_route(
+    s: &GatewayState,
+    tenant: &TenantId,
+    actor: &Actor,
+    ev: pb::ProviderRouteSet,
+) -> Result<(), ApiError> {
+    let _one = s.config_lock.lock().await;
+    let event = config_event(s, tenant, actor, Payload::ProviderRouteSet(ev));
+    publish(s, &[event]).await
 }
 
 fn field_required(field: &str, value: &str) -> Result<(), ApiError> {
