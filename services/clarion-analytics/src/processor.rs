@@ -90,8 +90,8 @@ impl Processor for AnalyticsProcessor {
     }
 
     /// Of the triggers stream only engagement: not every trigger's payload.
-    fn accepts(&self, event_type: &str) -> bool {
-        clarion_domain::event::SEND_FACTS.contains(&event_type)
+    fn accepted_types(&self) -> Option<&'static [&'static str]> {
+        Some(&clarion_domain::event::SEND_FACTS)
     }
 
     async fn process(

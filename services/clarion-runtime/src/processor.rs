@@ -91,14 +91,16 @@ pub trait Processor: Send + Sync + 'static {
         false
     }
 
-    /// Whether the processor uses events of this type. The runner decodes
-    /// only those (peeking at the envelope's type) and passes only those;
-    /// the others still move the position. Followers that read a few types
-    /// of a stream say so: decoding every trigger's payload cost more than
-    /// their work. A record whose type cannot even be peeked is decoded,
-    /// so a damaged record still stops the partition.
-    fn accepts(&self, _event_type: &str) -> bool {
-        true
+    /// The event types the processor uses, if not all. The runner then
+    /// decodes and passes only those (peeking at the envelope's type); the
+    /// others still move the position. Followers that read a few types of
+    /// a stream say so: decoding every trigger's payload cost more than
+    /// their work. `None` (the default) skips the peek altogether, so the
+    /// spine's processors pay nothing for it. A record whose type cannot
+    /// even be peeked is decoded, so a damaged record still stops the
+    /// partition.
+    fn accepted_types(&self) -> Option<&'static [&'static str]> {
+        None
     }
 
     /// Whether this processor schedules timers (the runner then fires them).

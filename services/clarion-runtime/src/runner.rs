@@ -936,7 +936,9 @@ impl<P: Processor> PartitionRunner<P> {
             // precedes it): skipping it would silently lose a fact; the
             // operator fixes the build, or parks the record
             // (`crate::quarantine`).
-            if Event::peek_type(&r.value).is_some_and(|t| !self.processor.accepts(t)) {
+            let unwanted =
+                |types: &[&str]| Event::peek_type(&r.value).is_some_and(|t| !types.contains(&t));
+            if self.processor.accepted_types().is_some_and(unwanted) {
                 ignored += 1;
                 continue;
             }
