@@ -6,6 +6,7 @@
 //! provider's answer, and the SMTP call as a `tracing` span), joined
 //! parent to child. Two tenants: each trace holds its own tenant only.
 
+#[path = "e2e/support/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, HashSet};
