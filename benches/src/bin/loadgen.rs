@@ -74,8 +74,10 @@ struct Cli {
         value_name = "KEY"
     )]
     api_key: Option<String>,
-    /// Prometheus endpoint of the same server, for delivery counters. An
-    /// unreachable endpoint skips the delivery measurement.
+    /// Prometheus endpoint of the same server, for delivery counters; with
+    /// every role in its own process, each process's, comma-separated (the
+    /// counters are added up). An unreachable endpoint skips the delivery
+    /// measurement.
     #[arg(
         long,
         default_value = "http://127.0.0.1:8080/metrics",
@@ -503,16 +505,25 @@ async fn http_get(url: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
-async fn scrape(url: &str) -> anyhow::Result<Scrape> {
-    let body = http_get(url).await?;
-    Ok(body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.trim().to_string(), value.trim().parse().ok()?))
-        })
-        .collect())
+/// Scrapes `urls` (comma-separated: one per process when every role runs in
+/// its own) and adds up each series over them.
+async fn scrape(urls: &str) -> anyhow::Result<Scrape> {
+    let mut out = Scrape::new();
+    for url in urls.split(',').filter(|u| !u.is_empty()) {
+        let body = http_get(url).await?;
+        for l in body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let Some((series, value)) = l.rsplit_once(' ') else {
+                continue;
+            };
+            if let Ok(v) = value.trim().parse::<f64>() {
+                *out.entry(series.trim().to_string()).or_default() += v;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn processor_events(s: &Scrape, processor: &str) -> f64 {

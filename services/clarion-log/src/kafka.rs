@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -23,6 +22,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::kafka_reader::{record, SharedReader};
 use crate::{partition_for, Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,20 +46,37 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
 /// (`fetch.wait.max.ms`), unless the URL says otherwise.
 const DEFAULT_FETCH_WAIT_MS: u32 = 10;
 
+/// How long the producer lets records gather before it sends a batch
+/// (`linger.ms`), unless the URL says otherwise.
+const DEFAULT_LINGER_MS: u32 = 5;
+
+/// What a `kafka://` URL says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaUrl {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    /// `fetch_wait_ms`: how long a fetch waits at the broker when there is
+    /// nothing to read. It trades latency for broker load: every process
+    /// polls at least that often when idle.
+    pub fetch_wait_ms: u32,
+    /// `linger_ms`: how long the producer lets records gather into one
+    /// request. It trades an append's latency for CPU, ours and the broker's:
+    /// the producer's thread wakes and a produce request is made per linger
+    /// at most, so a trickle of single-record appends (one per Trigger) costs
+    /// a request each when it is short (docs/benchmarks.md, Kafka at scale).
+    pub linger_ms: u32,
+}
+
 /// The part of a `kafka://` URL after the scheme: `host:port[,host:port]`,
-/// optionally followed by `?fetch_wait_ms=N` (1..=10000). Returns the brokers
-/// and the fetch wait.
-///
-/// The fetch wait trades latency for broker load: every reader polls its
-/// partition at least that often when idle. Against tansu, 10 ms gave a
-/// notification about 50 ms end to end at low load and 2,185 notifications/s
-/// at most; 100 ms gave about 250 ms and 2,772/s (docs/benchmarks.md).
-pub fn parse_url(rest: &str) -> Result<(String, u32)> {
+/// optionally followed by `?fetch_wait_ms=N` (1..=10000) and/or
+/// `linger_ms=N` (0..=1000), joined by `&`.
+pub fn parse_url(rest: &str) -> Result<KafkaUrl> {
     let (brokers, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (rest, None),
     };
     let mut wait = DEFAULT_FETCH_WAIT_MS;
+    let mut linger = DEFAULT_LINGER_MS;
     for kv in query.into_iter().flat_map(|q| q.split('&')) {
         let bad = |problem: &str| LogError::BadUrlParam {
             param: kv.split('=').next().unwrap_or(kv).to_string(),
@@ -73,13 +90,28 @@ pub fn parse_url(rest: &str) -> Result<(String, u32)> {
                     .filter(|w| (1..=10_000).contains(w))
                     .ok_or_else(|| bad("must be a whole number of milliseconds from 1 to 10000"))?;
             }
-            _ => return Err(bad("unknown (the Kafka log takes fetch_wait_ms)")),
+            Some(("linger_ms", v)) => {
+                linger = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| *l <= 1_000)
+                    .ok_or_else(|| bad("must be a whole number of milliseconds from 0 to 1000"))?;
+            }
+            _ => {
+                return Err(bad(
+                    "unknown (the Kafka log takes fetch_wait_ms and linger_ms)",
+                ))
+            }
         }
     }
     if brokers.is_empty() {
         return Err(LogError::BadUrl(format!("kafka://{rest}")));
     }
-    Ok((brokers.to_string(), wait))
+    Ok(KafkaUrl {
+        brokers: brokers.to_string(),
+        fetch_wait_ms: wait,
+        linger_ms: linger,
+    })
 }
 
 /// A Kafka cluster reached through rdkafka.
@@ -91,19 +123,27 @@ pub struct KafkaLog {
     partitions: Mutex<HashMap<String, u32>>,
     /// One committing consumer per group, created on first use.
     groups: Mutex<HashMap<String, std::sync::Arc<BaseConsumer>>>,
+    /// The tailing readers' consumers: one, plus one more for each further
+    /// reader of a partition already read in this process (a process
+    /// running several roles reads some partitions once per role).
+    readers: Mutex<Vec<std::sync::Arc<SharedReader>>>,
 }
 
 impl KafkaLog {
     /// Connects to the brokers of `url` (what follows `kafka://`, see
     /// [`parse_url`]) and checks that the cluster answers a metadata request.
     pub async fn connect(url: &str) -> Result<KafkaLog> {
-        let (brokers, fetch_wait_ms) = parse_url(url)?;
+        let KafkaUrl {
+            brokers,
+            fetch_wait_ms,
+            linger_ms,
+        } = parse_url(url)?;
         let brokers = brokers.as_str();
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", linger_ms.to_string())
             .set("batch.num.messages", MAX_BATCH.to_string())
             .set("message.timeout.ms", "30000")
             .create()
@@ -119,6 +159,7 @@ impl KafkaLog {
             admin,
             partitions: Mutex::default(),
             groups: Mutex::default(),
+            readers: Mutex::default(),
         };
         let producer = log.producer.clone();
         tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, META_TIMEOUT))
@@ -150,6 +191,32 @@ impl KafkaLog {
         let c = std::sync::Arc::new(c);
         groups.insert(group.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// A reader of `topic`/`partition` from `from` with a consumer of its
+    /// own (the caller checked the partition).
+    fn own_subscription(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+    ) -> Result<KafkaSubscription> {
+        // Reading is by explicit assignment; the group id is never used to
+        // commit (positions are kept with processor state), only required.
+        let consumer: StreamConsumer = self
+            .consumer_config("clarion-reader")
+            .create()
+            .map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        let start = from.saturating_sub(MAX_BATCH - 1);
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(start as i64))
+            .map_err(unavailable)?;
+        consumer.assign(&tpl).map_err(unavailable)?;
+        Ok(KafkaSubscription {
+            consumer,
+            partition,
+            position: from,
+        })
     }
 
     async fn checked(&self, topic: &str, partition: u32) -> Result<u32> {
@@ -295,7 +362,7 @@ impl EventLog for KafkaLog {
             return Ok(Vec::new());
         }
         let want = ((end - from) as usize).min(max);
-        let mut sub = self.subscribe(topic, partition, from).await?;
+        let mut sub = self.own_subscription(topic, partition, from)?;
         let mut out = Vec::with_capacity(want);
         let deadline = tokio::time::Instant::now() + META_TIMEOUT;
         while out.len() < want && tokio::time::Instant::now() < deadline {
@@ -321,7 +388,7 @@ impl EventLog for KafkaLog {
             return Ok(0);
         }
         // `high - 1` is at least the base of the last batch: read to its end.
-        let mut sub = self.subscribe(topic, partition, high as u64 - 1).await?;
+        let mut sub = self.own_subscription(topic, partition, high as u64 - 1)?;
         let mut end = high as u64 - 1;
         loop {
             let batch = sub.next_batch(10_000, Duration::from_millis(300)).await?;
@@ -339,22 +406,28 @@ impl EventLog for KafkaLog {
         from: u64,
     ) -> Result<Box<dyn Subscription>> {
         self.checked(topic, partition).await?;
-        // Reading is by explicit assignment; the group id is never used to
-        // commit (positions are kept with processor state), only required.
-        let consumer: StreamConsumer = self
+        let start = from.saturating_sub(MAX_BATCH - 1);
+        let readers = self.readers.lock().expect("readers lock").clone();
+        for reader in readers {
+            if let Some(sub) = reader.subscribe(topic, partition, start, from)? {
+                return Ok(Box::new(sub));
+            }
+        }
+        // Each reader reads that partition already: one more.
+        let c = self
             .consumer_config("clarion-reader")
             .create()
             .map_err(unavailable)?;
-        let mut tpl = TopicPartitionList::new();
-        let start = from.saturating_sub(MAX_BATCH - 1);
-        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(start as i64))
-            .map_err(unavailable)?;
-        consumer.assign(&tpl).map_err(unavailable)?;
-        Ok(Box::new(KafkaSubscription {
-            consumer,
-            partition,
-            position: from,
-        }))
+        let reader = SharedReader::new(c);
+        self.readers
+            .lock()
+            .expect("readers lock")
+            .push(reader.clone());
+        // A new reader reads nothing yet: it takes the partition.
+        let sub = reader
+            .subscribe(topic, partition, start, from)?
+            .ok_or_else(|| LogError::Unavailable(format!("cannot read {topic}/{partition}")))?;
+        Ok(Box::new(sub))
     }
 
     async fn commit_offset(
@@ -406,25 +479,13 @@ impl EventLog for KafkaLog {
     }
 }
 
+/// A reader of one partition with a consumer of its own: for short reads
+/// (`read`, `end_offset`), which start and stop too often to share the
+/// tailing readers' consumer (see `kafka_reader`).
 struct KafkaSubscription {
     consumer: StreamConsumer,
     partition: u32,
     position: u64,
-}
-
-impl KafkaSubscription {
-    fn convert(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> LogRecord {
-        LogRecord {
-            partition: self.partition,
-            offset: m.offset() as u64,
-            key: m
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-            value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-        }
-    }
 }
 
 #[async_trait]
@@ -446,7 +507,7 @@ impl Subscription for KafkaSubscription {
                     if (m.offset() as u64) < self.position {
                         continue;
                     }
-                    let r = self.convert(&m);
+                    let r = record(self.partition, &m);
                     self.position = r.offset + 1;
                     out.push(r);
                 }
@@ -463,19 +524,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_kafka_url_names_brokers_and_optionally_the_fetch_wait() {
+    fn a_kafka_url_names_brokers_and_optionally_the_fetch_wait_and_linger() {
+        let url = |brokers: &str, fetch_wait_ms, linger_ms| KafkaUrl {
+            brokers: brokers.to_string(),
+            fetch_wait_ms,
+            linger_ms,
+        };
         assert_eq!(
             parse_url("127.0.0.1:9092").unwrap(),
-            ("127.0.0.1:9092".to_string(), DEFAULT_FETCH_WAIT_MS)
+            url("127.0.0.1:9092", DEFAULT_FETCH_WAIT_MS, DEFAULT_LINGER_MS)
         );
         assert_eq!(
             parse_url("a:9092,b:9092?fetch_wait_ms=100").unwrap(),
-            ("a:9092,b:9092".to_string(), 100)
+            url("a:9092,b:9092", 100, DEFAULT_LINGER_MS)
+        );
+        assert_eq!(
+            parse_url("a:9092?linger_ms=0&fetch_wait_ms=20").unwrap(),
+            url("a:9092", 20, 0)
         );
         for (url, param) in [
             ("a:9092?fetch_wait_ms=0", "fetch_wait_ms"),
             ("a:9092?fetch_wait_ms=soon", "fetch_wait_ms"),
             ("a:9092?fetch_wait_ms=10001", "fetch_wait_ms"),
+            ("a:9092?linger_ms=1001", "linger_ms"),
+            ("a:9092?linger_ms=-1", "linger_ms"),
             ("a:9092?linger=5", "linger"),
         ] {
             match parse_url(url) {

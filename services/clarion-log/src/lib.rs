@@ -21,6 +21,8 @@ pub mod group;
 pub mod kafka;
 #[cfg(feature = "kafka")]
 pub mod kafka_group;
+#[cfg(feature = "kafka")]
+mod kafka_reader;
 pub mod partitioner;
 pub mod testing;
 

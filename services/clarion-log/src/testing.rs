@@ -142,6 +142,71 @@ pub async fn subscription_tails_new_appends(log: Arc<dyn EventLog>, prefix: &str
     }
 }
 
+/// Readers of partitions are independent, whatever the backend shares
+/// between them (one Kafka consumer per process): two readers of one
+/// partition at different offsets, a reader of another partition, and a
+/// reader started again at an earlier offset after the first one stopped
+/// each see their own records, in order.
+pub async fn subscriptions_are_independent(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}readers");
+    log.create_topic(&topic, 2).await.unwrap();
+    let key = |p: u32| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| crate::partition_for(k, 2) == p)
+            .unwrap()
+    };
+    let (k0, k1) = (key(0), key(1));
+    for i in 0..6 {
+        log.append(
+            &topic,
+            vec![rec(&k0, &format!("p0-{i}")), rec(&k1, &format!("p1-{i}"))],
+        )
+        .await
+        .unwrap();
+    }
+    async fn take(sub: &mut Box<dyn crate::Subscription>, want: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while seen.len() < want && tokio::time::Instant::now() < deadline {
+            let batch = sub.next_batch(want - seen.len(), Duration::from_secs(1));
+            for r in batch.await.unwrap() {
+                seen.push(String::from_utf8_lossy(&r.value).into_owned());
+            }
+        }
+        seen
+    }
+    let values = |p: u32, from: usize| (from..6).map(|i| format!("p{p}-{i}")).collect::<Vec<_>>();
+    let mut a = log.subscribe(&topic, 0, 0).await.unwrap();
+    let mut b = log.subscribe(&topic, 0, 2).await.unwrap();
+    let mut c = log.subscribe(&topic, 1, 3).await.unwrap();
+    assert_eq!(
+        take(&mut b, 4).await,
+        values(0, 2),
+        "second reader of partition 0"
+    );
+    assert_eq!(
+        take(&mut a, 6).await,
+        values(0, 0),
+        "first reader of partition 0"
+    );
+    assert_eq!(take(&mut c, 3).await, values(1, 3), "reader of partition 1");
+    drop(a);
+    let mut again = log.subscribe(&topic, 0, 1).await.unwrap();
+    assert_eq!(
+        take(&mut again, 5).await,
+        values(0, 1),
+        "partition 0 read again from 1"
+    );
+    // Every reader goes on with what comes next.
+    log.append(&topic, vec![rec(&k0, "p0-6"), rec(&k1, "p1-6")])
+        .await
+        .unwrap();
+    assert_eq!(take(&mut again, 1).await, ["p0-6"]);
+    assert_eq!(take(&mut b, 1).await, ["p0-6"]);
+    assert_eq!(take(&mut c, 1).await, ["p1-6"]);
+}
+
 /// Concurrent appenders never get the same offset twice and lose nothing.
 pub async fn concurrent_appends_are_all_kept(log: Arc<dyn EventLog>, prefix: &str) {
     let topic = format!("{prefix}concurrent");
@@ -234,6 +299,7 @@ macro_rules! log_conformance_tests {
             append_assigns_dense_offsets,
             read_returns_appended_records,
             subscription_tails_new_appends,
+            subscriptions_are_independent,
             concurrent_appends_are_all_kept,
             group_offsets_commit_and_read_back,
             topic_metadata_and_errors,

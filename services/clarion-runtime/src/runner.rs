@@ -657,10 +657,10 @@ impl<P: Processor> PartitionRunner<P> {
         tracing::info!(runner = %self.key, from = self.next_offset(), inputs = self.inputs.len(), "processor started");
         // Idle, the runner still wakes every `poll_wait` to fire due timers.
         let tick = self.cfg.poll_wait.max(Duration::from_millis(1));
-        // On the embedded default a batch's commit overlaps deciding the
-        // next (docs/architecture.md, "Pipelined commits"): at most one batch
-        // is in flight, and the next is handed to the writer only after it
-        // committed.
+        // A batch's commit overlaps deciding the next (docs/architecture.md,
+        // "Pipelined commits"; on Kafka too, with the store written by a
+        // task): at most one batch is in flight, and the next is handed to
+        // the writer only after it committed.
         loop {
             if *shutdown.borrow() {
                 break;
@@ -685,39 +685,45 @@ impl<P: Processor> PartitionRunner<P> {
                 got = rx.recv() => match got {
                     Some((topic, recs)) => {
                         let recs = recs?;
-                        if self.colocated.is_none() {
-                            self.step_topic(topic, recs).await?;
-                        } else {
-                            let view = Overlay::new(
-                                self.store.clone(),
-                                in_flight.as_ref().map(|f| f.decided.writes.clone()),
-                            );
-                            let next = self.decide(topic, recs, &view).await?;
-                            drop(view);
-                            // The previous batch's effects run while this one
-                            // commits.
-                            let previous = match in_flight.take() {
-                                Some(f) => {
-                                    f.commit.await?;
-                                    Some((f.decided, f.submitted))
-                                }
-                                None => None,
-                            };
-                            if let Some(d) = next {
-                                *in_flight = Some(self.submit(d).await?);
+                        // Apart from the log (Kafka), a crash leaves each
+                        // input's outbox rows, replayed input by input: a
+                        // batch of another input waits until the one in
+                        // flight completed, so replays keep the batches' order.
+                        if self.colocated.is_none()
+                            && in_flight.as_ref().is_some_and(|f| f.decided.topic != topic)
+                        {
+                            let f = in_flight.take().expect("a batch in flight");
+                            self.land(f).await?;
+                        }
+                        let view = Overlay::new(
+                            self.store.clone(),
+                            in_flight.as_ref().map(|f| f.decided.writes.clone()),
+                        );
+                        let next = self.decide(topic, recs, &view).await?;
+                        drop(view);
+                        // The previous batch's effects run while this one
+                        // commits.
+                        let previous = match in_flight.take() {
+                            Some(f) => {
+                                f.commit.await?;
+                                Some((f.decided, f.submitted))
                             }
-                            if let Some((d, submitted)) = previous {
-                                self.committed(d, submitted).await?;
+                            None => None,
+                        };
+                        if let Some(d) = next {
+                            *in_flight = Some(self.submit(d).await?);
+                        }
+                        if let Some((d, submitted)) = previous {
+                            self.committed(d, submitted).await?;
+                        }
+                        // A record that did not decode after a good
+                        // prefix: the prefix commits, then it stops.
+                        if let Some((topic, e)) = self.poisoned.take() {
+                            if let Some(f) = in_flight.take() {
+                                self.land(f).await?;
                             }
-                            // A record that did not decode after a good
-                            // prefix: the prefix commits, then it stops.
-                            if let Some((topic, e)) = self.poisoned.take() {
-                                if let Some(f) = in_flight.take() {
-                                    self.land(f).await?;
-                                }
-                                self.deciding = Some(topic);
-                                return Err(e);
-                            }
+                            self.deciding = Some(topic);
+                            return Err(e);
                         }
                     }
                     None => break,
@@ -849,9 +855,10 @@ impl<P: Processor> PartitionRunner<P> {
         }
     }
 
-    /// Hands a decided batch to its commit: on the embedded default to the
-    /// file's writer, which starts at once (the answer is awaited later);
-    /// otherwise a store write that runs when awaited.
+    /// Hands a decided batch to its commit, which starts at once (the answer
+    /// is awaited later): on the embedded default to the file's writer;
+    /// otherwise to a task writing the store, while the batch's writes stay
+    /// readable for deciding the next (`Overlay`).
     async fn submit(&self, mut d: Decided) -> Result<InFlight, ProcessError> {
         let submitted = Instant::now();
         let commit: CommitFuture = match &self.colocated {
@@ -868,10 +875,17 @@ impl<P: Processor> PartitionRunner<P> {
                 .committed(),
             ),
             None => {
-                // Nothing reads the batch meanwhile here: it moves, uncopied.
-                let writes = Arc::unwrap_or_clone(std::mem::take(&mut d.writes));
+                let writes = WriteBatch::clone(&d.writes);
                 let store = self.store.clone();
-                Box::pin(async move { Ok(store.write(writes).await?) })
+                let write = tokio::spawn(async move { store.write(writes).await });
+                Box::pin(async move {
+                    match write.await {
+                        Ok(r) => Ok(r?),
+                        Err(e) => Err(ProcessError::Store(clarion_store::StoreError::Storage(
+                            format!("the commit's task ended: {e}"),
+                        ))),
+                    }
+                })
             }
         };
         Ok(InFlight {

@@ -377,8 +377,23 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
 
     let _last = Server::spawn(&config, std::process::Stdio::null());
     wait_listening(addr).await;
+    // The outcomes (one topic) and the runs' ends (another) are rolled into
+    // files of their own: wait for both, then check.
+    let expected = |tenant: &str, outcome: &str| {
+        let n = accepted.keys().filter(|(t, _)| t == tenant).count() as u64;
+        let key = (tenant.to_string(), "email".to_string(), outcome.to_string());
+        (key, n)
+    };
+    let outcomes = |r: &Read| {
+        keys.iter().all(|(tenant, _)| {
+            ["sent", "delivered"].iter().all(|o| {
+                let (key, n) = expected(tenant, o);
+                r.messages.get(&key) == Some(&n)
+            })
+        })
+    };
     let read = wait_read(&root, Duration::from_secs(90), |r| {
-        r.notification_ids == accepted
+        r.notification_ids == accepted && outcomes(r)
     })
     .await;
     assert_eq!(
@@ -387,9 +402,8 @@ async fn kill_dash_nine_during_export_leaves_no_row_twice_and_none_missing() {
     );
     assert_eq!(read.message_dups, 0, "a message outcome twice");
     for (tenant, _) in &keys {
-        let n = accepted.keys().filter(|(t, _)| t == tenant).count() as u64;
         for outcome in ["sent", "delivered"] {
-            let key = (tenant.to_string(), "email".to_string(), outcome.to_string());
+            let (key, n) = expected(tenant, outcome);
             let got = read.messages.get(&key);
             assert_eq!(got, Some(&n), "{tenant}'s {outcome} messages");
         }
