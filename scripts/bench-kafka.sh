@@ -6,6 +6,7 @@
 # reports and the ratio of the pipeline's events/s to the raw produce rate.
 #
 #   scripts/kafka-up.sh                                # tansu on 127.0.0.1:9092
+#   FRESH_BROKER=1 scripts/bench-kafka.sh ...          # the same, tansu restarted first
 #   scripts/bench-kafka.sh --recipients-per-trigger 1 --concurrency 32 --duration-secs 15
 #   scripts/bench-kafka.sh --recipients-per-trigger 10 --concurrency 16 --duration-secs 15
 #
@@ -37,6 +38,14 @@ cleanup() {
   rm -rf "$RUN"
 }
 trap cleanup EXIT
+
+# tansu keeps every record in memory and slows down as it fills: with
+# FRESH_BROKER=1 the local one is started afresh (scripts/kafka-up.sh).
+if [[ -n "${FRESH_BROKER:-}" ]]; then
+  pkill -x tansu || true
+  sleep 1
+  "$ROOT/scripts/kafka-up.sh" >/dev/null
+fi
 
 echo "== raw rdkafka on $BROKERS =="
 raw=$("$BIN/loadgen" --kafka-baseline "$BROKERS" --kafka-records "$RECORDS")

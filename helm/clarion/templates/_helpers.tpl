@@ -67,8 +67,15 @@ become integers first (float keys accept integers).
 {{- fail "keyring.existingSecret: distributed mode needs a master keyring Secret (every pod must open what another sealed)" -}}
 {{- end -}}
 {{- $url := printf "kafka://%s" (join "," .Values.kafka.brokers) -}}
+{{- $query := list -}}
 {{- if .Values.kafka.fetchWaitMs -}}
-{{- $url = printf "%s?fetch_wait_ms=%v" $url .Values.kafka.fetchWaitMs -}}
+{{- $query = append $query (printf "fetch_wait_ms=%v" .Values.kafka.fetchWaitMs) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" .Values.kafka.lingerMs) -}}
+{{- $query = append $query (printf "linger_ms=%v" .Values.kafka.lingerMs) -}}
+{{- end -}}
+{{- if $query -}}
+{{- $url = printf "%s?%s" $url (join "&" $query) -}}
 {{- end -}}
 {{- $_ := set $cfg.log "url" $url -}}
 {{- $_ := set $cfg "store" (dict "url" .Values.store.url) -}}

@@ -434,9 +434,10 @@ pub const EMBEDDED_FILE: &str = "clarion.db";
 pub struct LogConfig {
     /// `sqlite://PATH[?sync=full&compression=lz4]` (fsync every commit;
     /// store record batches LZ4-compressed: a smaller file for more CPU) or
-    /// `kafka://HOST:PORT[,HOST:PORT][?fetch_wait_ms=N]` (how long an idle
-    /// reader's fetch waits at the broker; default 10: lower latency, more
-    /// broker load). Empty: `sqlite://<data-dir>/clarion.db`, the store's
+    /// `kafka://HOST:PORT[,HOST:PORT][?fetch_wait_ms=N&linger_ms=N]` (how
+    /// long an idle fetch waits at the broker, default 10, and how long the
+    /// producer lets records gather, default 5: lower means less latency,
+    /// more CPU and broker load). Empty: `sqlite://<data-dir>/clarion.db`, the store's
     /// file: a log and store in one SQLite file commit a processor's state and
     /// the events it emits in one transaction.
     pub url: String,

@@ -204,7 +204,7 @@ struct Overrides {
     /// Directory of the embedded log and store files [config: data-dir].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Event log URL: sqlite://PATH[?sync=full&compression=lz4] or kafka://HOST:PORT[,HOST:PORT][?fetch_wait_ms=N]
+    /// Event log URL: sqlite://PATH[?sync=full&compression=lz4] or kafka://HOST:PORT[,HOST:PORT][?fetch_wait_ms=N&linger_ms=N]
     /// [config: log.url].
     #[arg(long, value_name = "URL")]
     log_url: Option<String>,

@@ -328,6 +328,29 @@ fn the_rendered_config_loads_into_the_typed_config_and_matches_the_pods() {
 }
 
 #[test]
+#[cfg(feature = "kafka")]
+fn kafka_tuning_values_reach_the_log_url_the_binary_parses() {
+    let Some(helm) = helm() else { return };
+    let tuned = &["--set", "kafka.fetchWaitMs=50", "--set", "kafka.lingerMs=0"];
+    let docs = render(&helm, Values::KafkaHa, tuned).unwrap();
+    let cfg = load_rendered_config(&docs).unwrap();
+    let url = cfg.log_url();
+    let rest = url.strip_prefix("kafka://").expect("a Kafka URL");
+    let parsed = clarion_log::kafka::parse_url(rest).unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!((parsed.fetch_wait_ms, parsed.linger_ms), (50, 0), "{url}");
+    // Unset, Clarion's default applies.
+    let docs = render(&helm, Values::KafkaHa, &[]).unwrap();
+    let url = load_rendered_config(&docs).unwrap().log_url();
+    assert!(
+        url.contains("fetch_wait_ms=100") && !url.contains("linger_ms"),
+        "{url}"
+    );
+    // Out of range is refused by the chart's schema, naming the value.
+    let err = render(&helm, Values::KafkaHa, &["--set", "kafka.lingerMs=5000"]).unwrap_err();
+    assert!(err.contains("lingerMs"), "{err}");
+}
+
+#[test]
 fn each_deployment_runs_a_real_role_and_every_role_has_one() {
     let Some(helm) = helm() else { return };
     let embedded = render(&helm, Values::Defaults, &[]).unwrap();
