@@ -16,13 +16,12 @@ use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka_reader::{record, SharedReader};
+use crate::kafka_reader::{SharedReader, SharedSubscription};
 use crate::{partition_for, Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,11 +64,16 @@ pub struct KafkaUrl {
     /// at most, so a trickle of single-record appends (one per Trigger) costs
     /// a request each when it is short (docs/benchmarks.md, Kafka at scale).
     pub linger_ms: u32,
+    /// `readers=shared`: a process's tailing readers share consumers (see
+    /// `kafka_reader`); `readers=own` (the default): a consumer each. Shared
+    /// is experimental: in 3 of 7 runs of the e2e suite's Kafka SLA
+    /// scenario a reader stalled (docs/architecture.md, "Kafka at scale").
+    pub shared_readers: bool,
 }
 
 /// The part of a `kafka://` URL after the scheme: `host:port[,host:port]`,
-/// optionally followed by `?fetch_wait_ms=N` (1..=10000) and/or
-/// `linger_ms=N` (0..=1000), joined by `&`.
+/// optionally followed by `?fetch_wait_ms=N` (1..=10000), `linger_ms=N`
+/// (0..=1000) and `readers=own|shared`, joined by `&`.
 pub fn parse_url(rest: &str) -> Result<KafkaUrl> {
     let (brokers, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -77,6 +81,7 @@ pub fn parse_url(rest: &str) -> Result<KafkaUrl> {
     };
     let mut wait = DEFAULT_FETCH_WAIT_MS;
     let mut linger = DEFAULT_LINGER_MS;
+    let mut shared_readers = false;
     for kv in query.into_iter().flat_map(|q| q.split('&')) {
         let bad = |problem: &str| LogError::BadUrlParam {
             param: kv.split('=').next().unwrap_or(kv).to_string(),
@@ -97,9 +102,16 @@ pub fn parse_url(rest: &str) -> Result<KafkaUrl> {
                     .filter(|l| *l <= 1_000)
                     .ok_or_else(|| bad("must be a whole number of milliseconds from 0 to 1000"))?;
             }
+            Some(("readers", v)) => {
+                shared_readers = match v {
+                    "own" => false,
+                    "shared" => true,
+                    _ => return Err(bad("must be own or shared")),
+                };
+            }
             _ => {
                 return Err(bad(
-                    "unknown (the Kafka log takes fetch_wait_ms and linger_ms)",
+                    "unknown (the Kafka log takes fetch_wait_ms, linger_ms, readers)",
                 ))
             }
         }
@@ -111,6 +123,7 @@ pub fn parse_url(rest: &str) -> Result<KafkaUrl> {
         brokers: brokers.to_string(),
         fetch_wait_ms: wait,
         linger_ms: linger,
+        shared_readers,
     })
 }
 
@@ -127,6 +140,8 @@ pub struct KafkaLog {
     /// reader of a partition already read in this process (a process
     /// running several roles reads some partitions once per role).
     readers: Mutex<Vec<std::sync::Arc<SharedReader>>>,
+    /// Whether tailing readers share them (`readers=shared`).
+    shared_readers: bool,
 }
 
 impl KafkaLog {
@@ -137,6 +152,7 @@ impl KafkaLog {
             brokers,
             fetch_wait_ms,
             linger_ms,
+            shared_readers,
         } = parse_url(url)?;
         let brokers = brokers.as_str();
         let producer: FutureProducer = ClientConfig::new()
@@ -160,6 +176,7 @@ impl KafkaLog {
             partitions: Mutex::default(),
             groups: Mutex::default(),
             readers: Mutex::default(),
+            shared_readers,
         };
         let producer = log.producer.clone();
         tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, META_TIMEOUT))
@@ -194,29 +211,23 @@ impl KafkaLog {
     }
 
     /// A reader of `topic`/`partition` from `from` with a consumer of its
-    /// own (the caller checked the partition).
+    /// own (the caller checked the partition): for short reads (`read`,
+    /// `end_offset`), which start and stop too often to share the tailing
+    /// readers' consumers. It goes with the subscription.
     fn own_subscription(
         &self,
         topic: &str,
         partition: u32,
         from: u64,
-    ) -> Result<KafkaSubscription> {
-        // Reading is by explicit assignment; the group id is never used to
-        // commit (positions are kept with processor state), only required.
-        let consumer: StreamConsumer = self
+    ) -> Result<SharedSubscription> {
+        let c = self
             .consumer_config("clarion-reader")
             .create()
             .map_err(unavailable)?;
-        let mut tpl = TopicPartitionList::new();
         let start = from.saturating_sub(MAX_BATCH - 1);
-        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(start as i64))
-            .map_err(unavailable)?;
-        consumer.assign(&tpl).map_err(unavailable)?;
-        Ok(KafkaSubscription {
-            consumer,
-            partition,
-            position: from,
-        })
+        SharedReader::new(c)
+            .subscribe(topic, partition, start, from)?
+            .ok_or_else(|| LogError::Unavailable(format!("cannot read {topic}/{partition}")))
     }
 
     async fn checked(&self, topic: &str, partition: u32) -> Result<u32> {
@@ -406,6 +417,9 @@ impl EventLog for KafkaLog {
         from: u64,
     ) -> Result<Box<dyn Subscription>> {
         self.checked(topic, partition).await?;
+        if !self.shared_readers {
+            return Ok(Box::new(self.own_subscription(topic, partition, from)?));
+        }
         let start = from.saturating_sub(MAX_BATCH - 1);
         let readers = self.readers.lock().expect("readers lock").clone();
         for reader in readers {
@@ -479,46 +493,6 @@ impl EventLog for KafkaLog {
     }
 }
 
-/// A reader of one partition with a consumer of its own: for short reads
-/// (`read`, `end_offset`), which start and stop too often to share the
-/// tailing readers' consumer (see `kafka_reader`).
-struct KafkaSubscription {
-    consumer: StreamConsumer,
-    partition: u32,
-    position: u64,
-}
-
-#[async_trait]
-impl Subscription for KafkaSubscription {
-    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
-        while out.len() < max {
-            // Wait for the first wanted record; after that take only what is ready.
-            let left = if out.is_empty() {
-                deadline.saturating_duration_since(tokio::time::Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            match tokio::time::timeout(left, self.consumer.recv()).await {
-                Ok(Ok(m)) => {
-                    // Skips the lead-in before our position (see MAX_BATCH) and
-                    // any record a re-fetch repeats.
-                    if (m.offset() as u64) < self.position {
-                        continue;
-                    }
-                    let r = record(self.partition, &m);
-                    self.position = r.offset + 1;
-                    out.push(r);
-                }
-                Ok(Err(e)) => return Err(unavailable(e)),
-                Err(_) => break,
-            }
-        }
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +503,7 @@ mod tests {
             brokers: brokers.to_string(),
             fetch_wait_ms,
             linger_ms,
+            shared_readers: false,
         };
         assert_eq!(
             parse_url("127.0.0.1:9092").unwrap(),
@@ -542,12 +517,15 @@ mod tests {
             parse_url("a:9092?linger_ms=0&fetch_wait_ms=20").unwrap(),
             url("a:9092", 20, 0)
         );
+        assert!(parse_url("a:9092?readers=shared").unwrap().shared_readers);
+        assert!(!parse_url("a:9092?readers=own").unwrap().shared_readers);
         for (url, param) in [
             ("a:9092?fetch_wait_ms=0", "fetch_wait_ms"),
             ("a:9092?fetch_wait_ms=soon", "fetch_wait_ms"),
             ("a:9092?fetch_wait_ms=10001", "fetch_wait_ms"),
             ("a:9092?linger_ms=1001", "linger_ms"),
             ("a:9092?linger_ms=-1", "linger_ms"),
+            ("a:9092?readers=some", "readers"),
             ("a:9092?linger=5", "linger"),
         ] {
             match parse_url(url) {

@@ -161,7 +161,7 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
 }
 
 /// The record of a fetched message, at `partition`.
-pub(crate) fn record(partition: u32, m: &BorrowedMessage<'_>) -> LogRecord {
+fn record(partition: u32, m: &BorrowedMessage<'_>) -> LogRecord {
     LogRecord {
         partition,
         offset: m.offset() as u64,
