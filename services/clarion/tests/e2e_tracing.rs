@@ -71,12 +71,17 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 
 async fn start_collector() -> (SocketAddr, Collector) {
     let collector = Collector::default();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Bound here, on a port the kernel picks: a port found free and bound
+    // later may be taken in between (a straggler of an earlier test binary).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let incoming =
+        tonic::transport::server::TcpIncoming::from_listener(listener, true, None).unwrap();
     let svc = TraceServiceServer::new(collector.clone());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve(addr)
+            .serve_with_incoming(incoming)
             .await
             .unwrap();
     });
