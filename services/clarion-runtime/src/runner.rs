@@ -174,6 +174,9 @@ struct Decided {
     spans: Vec<telemetry::Pending>,
 }
 
+/// What the input readers send: batches of an input's partition.
+type Batches = tokio::sync::mpsc::Receiver<(Topic, clarion_log::Result<Vec<LogRecord>>)>;
+
 /// A batch handed to the writer whose commit has not been seen yet.
 struct InFlight {
     decided: Decided,
@@ -614,7 +617,81 @@ impl<P: Processor> PartitionRunner<P> {
     ) -> Result<bool, ProcessError> {
         self.start().await?;
         let narrow = self.narrow_until.is_some();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Topic, clarion_log::Result<Vec<LogRecord>>)>(
+        let (_readers, mut rx) = self.spawn_readers(narrow).await?;
+        tracing::info!(runner = %self.key, from = self.next_offset(), inputs = self.inputs.len(), "processor started");
+        // Idle, the runner still wakes every `poll_wait` to fire due timers.
+        let tick = self.cfg.poll_wait.max(Duration::from_millis(1));
+        // A batch's commit overlaps deciding the next (docs/architecture.md,
+        // "Pipelined commits"; on Kafka too, with the store written by a
+        // task): at most one batch is in flight, and the next is handed to
+        // the writer only after it committed.
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if narrow && self.narrow_until.is_none() {
+                if let Some(f) = in_flight.take() {
+                    self.land(f).await?;
+                }
+                return Ok(false);
+            }
+            tokio::select! {
+                done = async {
+                    match in_flight.as_mut() {
+                        Some(f) => (&mut f.commit).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let f = in_flight.take().expect("a batch in flight");
+                    done?;
+                    self.committed(f.decided, f.submitted).await?;
+                }
+                got = rx.recv() => match got {
+                    Some((topic, recs)) => self.on_batch(topic, recs?, in_flight).await?,
+                    None => break,
+                },
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => break,
+            }
+            // Under load batches come every few milliseconds: looking for due
+            // timers after each would be a store scan per batch for nothing.
+            if self.processor.uses_timers()
+                && self
+                    .last_timer_check
+                    .is_none_or(|t| t.elapsed() >= TIMER_CHECK_EVERY)
+            {
+                self.last_timer_check = Some(Instant::now());
+                // Timers fire from committed rows: with a batch in flight,
+                // wait for it only when something is due.
+                if let Some(f) = &in_flight {
+                    let view = Overlay::new(self.store.clone(), Some(f.decided.writes.clone()));
+                    if timers::any_due(&view, &self.key, self.clock.now_ms()).await? {
+                        let f = in_flight.take().expect("a batch in flight");
+                        self.land(f).await?;
+                    }
+                }
+                if in_flight.is_none() {
+                    self.fire_timers().await?;
+                }
+            }
+        }
+        if let Some(f) = in_flight.take() {
+            self.land(f).await?;
+        }
+        // A clean stop lets running effects finish (each is bounded by its
+        // send timeout) rather than leave them to be redone at the next start.
+        self.settle().await?;
+        Ok(true)
+    }
+
+    /// Starts a task per input reading its partition from the position,
+    /// sending batches to the returned channel (one record a batch when
+    /// `narrow`). The tasks end with the returned set.
+    async fn spawn_readers(
+        &self,
+        narrow: bool,
+    ) -> Result<(tokio::task::JoinSet<()>, Batches), ProcessError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<(Topic, clarion_log::Result<Vec<LogRecord>>)>(
             2 * self.inputs.len(),
         );
         let mut readers = tokio::task::JoinSet::new();
@@ -654,112 +731,56 @@ impl<P: Processor> PartitionRunner<P> {
             });
         }
         drop(tx);
-        tracing::info!(runner = %self.key, from = self.next_offset(), inputs = self.inputs.len(), "processor started");
-        // Idle, the runner still wakes every `poll_wait` to fire due timers.
-        let tick = self.cfg.poll_wait.max(Duration::from_millis(1));
-        // A batch's commit overlaps deciding the next (docs/architecture.md,
-        // "Pipelined commits"; on Kafka too, with the store written by a
-        // task): at most one batch is in flight, and the next is handed to
-        // the writer only after it committed.
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            if narrow && self.narrow_until.is_none() {
-                if let Some(f) = in_flight.take() {
-                    self.land(f).await?;
-                }
-                return Ok(false);
-            }
-            tokio::select! {
-                done = async {
-                    match in_flight.as_mut() {
-                        Some(f) => (&mut f.commit).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    let f = in_flight.take().expect("a batch in flight");
-                    done?;
-                    self.committed(f.decided, f.submitted).await?;
-                }
-                got = rx.recv() => match got {
-                    Some((topic, recs)) => {
-                        let recs = recs?;
-                        // Apart from the log (Kafka), a crash leaves each
-                        // input's outbox rows, replayed input by input: a
-                        // batch of another input waits until the one in
-                        // flight completed, so replays keep the batches' order.
-                        if self.colocated.is_none()
-                            && in_flight.as_ref().is_some_and(|f| f.decided.topic != topic)
-                        {
-                            let f = in_flight.take().expect("a batch in flight");
-                            self.land(f).await?;
-                        }
-                        let view = Overlay::new(
-                            self.store.clone(),
-                            in_flight.as_ref().map(|f| f.decided.writes.clone()),
-                        );
-                        let next = self.decide(topic, recs, &view).await?;
-                        drop(view);
-                        // The previous batch's effects run while this one
-                        // commits.
-                        let previous = match in_flight.take() {
-                            Some(f) => {
-                                f.commit.await?;
-                                Some((f.decided, f.submitted))
-                            }
-                            None => None,
-                        };
-                        if let Some(d) = next {
-                            *in_flight = Some(self.submit(d).await?);
-                        }
-                        if let Some((d, submitted)) = previous {
-                            self.committed(d, submitted).await?;
-                        }
-                        // A record that did not decode after a good
-                        // prefix: the prefix commits, then it stops.
-                        if let Some((topic, e)) = self.poisoned.take() {
-                            if let Some(f) = in_flight.take() {
-                                self.land(f).await?;
-                            }
-                            self.deciding = Some(topic);
-                            return Err(e);
-                        }
-                    }
-                    None => break,
-                },
-                _ = tokio::time::sleep(tick) => {}
-                _ = shutdown.changed() => break,
-            }
-            // Under load batches come every few milliseconds: looking for due
-            // timers after each would be a store scan per batch for nothing.
-            if self.processor.uses_timers()
-                && self
-                    .last_timer_check
-                    .is_none_or(|t| t.elapsed() >= TIMER_CHECK_EVERY)
-            {
-                self.last_timer_check = Some(Instant::now());
-                // Timers fire from committed rows: with a batch in flight,
-                // wait for it only when something is due.
-                if let Some(f) = &in_flight {
-                    let view = Overlay::new(self.store.clone(), Some(f.decided.writes.clone()));
-                    if timers::any_due(&view, &self.key, self.clock.now_ms()).await? {
-                        let f = in_flight.take().expect("a batch in flight");
-                        self.land(f).await?;
-                    }
-                }
-                if in_flight.is_none() {
-                    self.fire_timers().await?;
-                }
-            }
-        }
-        if let Some(f) = in_flight.take() {
+        Ok((readers, rx))
+    }
+
+    /// Decides a batch read from `topic` while the previous one (if any)
+    /// commits, then hands it over and acts on the previous one (see
+    /// "Pipelined commits").
+    async fn on_batch(
+        &mut self,
+        topic: Topic,
+        recs: Vec<LogRecord>,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<(), ProcessError> {
+        // Apart from the log (Kafka), a crash leaves each input's outbox
+        // rows, replayed input by input: a batch of another input waits
+        // until the one in flight completed, so replays keep their order.
+        if self.colocated.is_none() && in_flight.as_ref().is_some_and(|f| f.decided.topic != topic)
+        {
+            let f = in_flight.take().expect("a batch in flight");
             self.land(f).await?;
         }
-        // A clean stop lets running effects finish (each is bounded by its
-        // send timeout) rather than leave them to be redone at the next start.
-        self.settle().await?;
-        Ok(true)
+        let view = Overlay::new(
+            self.store.clone(),
+            in_flight.as_ref().map(|f| f.decided.writes.clone()),
+        );
+        let next = self.decide(topic, recs, &view).await?;
+        drop(view);
+        // The previous batch's effects run while this one commits.
+        let previous = match in_flight.take() {
+            Some(f) => {
+                f.commit.await?;
+                Some((f.decided, f.submitted))
+            }
+            None => None,
+        };
+        if let Some(d) = next {
+            *in_flight = Some(self.submit(d).await?);
+        }
+        if let Some((d, submitted)) = previous {
+            self.committed(d, submitted).await?;
+        }
+        // A record that did not decode after a good prefix: the prefix
+        // commits, then it stops.
+        if let Some((topic, e)) = self.poisoned.take() {
+            if let Some(f) = in_flight.take() {
+                self.land(f).await?;
+            }
+            self.deciding = Some(topic);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Finishes what a previous incarnation committed but did not complete,
