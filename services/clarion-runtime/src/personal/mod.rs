@@ -14,11 +14,11 @@
 //! the erasure stops opening the subscriber's data within that time (the
 //! router drops its cache at once on the erasure event it consumes).
 
+mod cache;
 mod keys;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload as AeadPayload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -34,12 +34,11 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 
 use crate::secrets::{Keyring, KeyringError};
+use cache::KeyCache;
 use keys::{Key, SubscriberKeys};
 
 /// How long a process trusts its cached keys.
 pub const KEY_TTL: Duration = Duration::from_secs(30);
-/// Cached entries before the cache starts over (bounded memory).
-const CACHE_MAX: usize = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersonalError {
@@ -62,16 +61,14 @@ pub struct KeysDestroyed {
     pub generations: Vec<u32>,
 }
 
-type Cached<T> = (Instant, T);
-/// Cache entries by (tenant, subscriber) or (tenant, body key ck).
-type Cache<T> = Mutex<HashMap<(String, String), Cached<T>>>;
-
 /// The sealing and opening service of one process.
 pub struct Personal {
     store: Arc<dyn Store>,
     ring: Arc<Keyring>,
-    subscribers: Cache<Arc<SubscriberKeys>>,
-    bodies: Cache<Option<Arc<Key>>>,
+    /// Data keys by tenant and subscriber.
+    subscribers: Mutex<KeyCache<Arc<SubscriberKeys>>>,
+    /// Body keys by tenant and ck (`None`: destroyed).
+    bodies: Mutex<KeyCache<Option<Arc<Key>>>>,
 }
 
 impl Personal {
@@ -89,18 +86,18 @@ impl Personal {
     }
 
     /// Seals in place every personal field of the event still in clear.
+    /// The keys are looked up once per event, not once per field: a
+    /// dispatch's address, subject and body share them.
     pub async fn seal_event(&self, event: &mut Event) -> Result<(), PersonalError> {
-        let tenant = event.tenant.as_str().to_string();
+        if !personal::has_fields(&event.payload) {
+            return Ok(()); // most events: outcomes, timers, configuration
+        }
+        let tenant = event.tenant.as_str();
         let day = utc_day(event.occurred_at_ms);
         if let clarion_domain::Payload::Triggered(t) = &mut event.payload {
             if !t.personal_paths.is_empty() && !t.subscriber_id.is_empty() {
                 t.payload_json = self
-                    .seal_paths(
-                        &tenant,
-                        &t.subscriber_id,
-                        &t.payload_json,
-                        &t.personal_paths,
-                    )
+                    .seal_paths(tenant, &t.subscriber_id, &t.payload_json, &t.personal_paths)
                     .await?;
             }
         }
@@ -110,13 +107,27 @@ impl Personal {
         if owner.subscriber.is_empty() {
             return Ok(()); // a send to a bare address: no subscriber to erase
         }
+        let mut keys = SealKeys::default();
         for (kind, value) in fields {
             if value.is_empty() || is_sealed(value) || kind == Kind::Json {
                 continue;
             }
             *value = match kind {
-                Kind::Field => self.seal_field(&tenant, &owner.subscriber, value).await?,
-                _ => self.seal_body(&tenant, &owner, day, value).await?,
+                Kind::Field => {
+                    let (generation, key) = keys.data(self, tenant, &owner.subscriber).await?;
+                    Sealed::field(generation, &encrypt(&key.cipher, b"pd1", value))
+                }
+                _ => match keys.body(self, tenant, &owner, day).await? {
+                    Some((generation, channel, cipher)) => Sealed::body(
+                        day,
+                        channel,
+                        &owner.country,
+                        generation,
+                        &encrypt(cipher, b"pb1", value),
+                    ),
+                    // The day was redacted already: a late message is kept redacted.
+                    None => REDACTED.into(),
+                },
             };
         }
         Ok(())
@@ -124,18 +135,17 @@ impl Personal {
 
     /// Opens in place every sealed personal field of the event.
     pub async fn open_event(&self, event: &mut Event) -> Result<(), PersonalError> {
-        let tenant = event.tenant.clone();
+        let tenant = event.tenant.as_str();
         let Some((owner, fields)) = personal::fields_mut(&mut event.payload) else {
             return Ok(());
         };
+        let mut opener = Opener::new(self, tenant, &owner.subscriber);
         for (kind, value) in fields {
             match kind {
                 Kind::Json if personal::json_may_hold_sealed(value) => {
-                    *value = self.open_json(&tenant, &owner.subscriber, value).await?;
+                    *value = opener.open_json(value).await?;
                 }
-                _ if is_sealed(value) => {
-                    *value = self.open(&tenant, &owner.subscriber, value).await?;
-                }
+                _ if is_sealed(value) => *value = opener.open(value).await?,
                 _ => {}
             }
         }
@@ -153,7 +163,11 @@ impl Personal {
         if value.is_empty() || is_sealed(value) {
             return Ok(value.to_string());
         }
-        self.seal_field(tenant.as_str(), subscriber, value).await
+        let (generation, key) = self.current_key(tenant.as_str(), subscriber).await?;
+        Ok(Sealed::field(
+            generation,
+            &encrypt(&key.cipher, b"pd1", value),
+        ))
     }
 
     /// Opens one value: plain values come back unchanged; destroyed keys
@@ -164,34 +178,9 @@ impl Personal {
         subscriber: &str,
         value: &str,
     ) -> Result<String, PersonalError> {
-        let tenant = tenant.as_str();
-        let Some(sealed) = Sealed::parse(value) else {
-            return Ok(value.to_string());
-        };
-        let keys = self.subscriber_keys(tenant, subscriber).await?;
-        Ok(match sealed {
-            Sealed::Field { generation, blob } => match keys.get(generation) {
-                Some(k) => decrypt(&k.cipher, b"pd1", blob).unwrap_or_else(|| ERASED.into()),
-                None => ERASED.into(),
-            },
-            Sealed::Body {
-                day,
-                channel,
-                country,
-                generation,
-                blob,
-            } => {
-                let Some(dk) = keys.get(generation) else {
-                    return Ok(ERASED.into());
-                };
-                let ck = keys::body_ck(day, channel, country);
-                let Some(bk) = self.body_key(tenant, &ck, false).await? else {
-                    return Ok(REDACTED.into());
-                };
-                let cipher = body_cipher(dk, &bk);
-                decrypt(&cipher, b"pb1", blob).unwrap_or_else(|| REDACTED.into())
-            }
-        })
+        Opener::new(self, tenant.as_str(), subscriber)
+            .open(value)
+            .await
     }
 
     /// Opens a stored profile's personal fields in place (the profile rows
@@ -201,7 +190,8 @@ impl Personal {
         tenant: &TenantId,
         p: &mut clarion_proto::events::SubscriberUpserted,
     ) -> Result<(), PersonalError> {
-        let id = p.subscriber_id.clone();
+        let id = std::mem::take(&mut p.subscriber_id);
+        let mut opener = Opener::new(self, tenant.as_str(), &id);
         for f in [
             &mut p.email,
             &mut p.phone,
@@ -209,31 +199,24 @@ impl Personal {
             &mut p.webhook_url,
         ] {
             if is_sealed(f) {
-                *f = self.open(tenant, &id, f).await?;
+                *f = opener.open(f).await?;
             }
         }
+        drop(opener);
+        p.subscriber_id = id;
         Ok(())
     }
 
-    /// Opens the sealed string values inside a JSON text.
-    async fn open_json(
+    /// Opens the sealed string values inside a JSON value, in place.
+    pub async fn open_json_value(
         &self,
         tenant: &TenantId,
         subscriber: &str,
-        json: &str,
-    ) -> Result<String, PersonalError> {
-        let Ok(mut v) = serde_json::from_str::<Value>(json) else {
-            return Ok(json.to_string());
-        };
-        let mut sealed = Vec::new();
-        collect_sealed(&mut v, &mut sealed);
-        for s in sealed {
-            *s = Value::String(
-                self.open(tenant, subscriber, s.as_str().unwrap_or(""))
-                    .await?,
-            );
-        }
-        Ok(v.to_string())
+        v: &mut Value,
+    ) -> Result<(), PersonalError> {
+        Opener::new(self, tenant.as_str(), subscriber)
+            .open_value(v)
+            .await
     }
 
     /// Destroys the subscriber's data keys (every generation).
@@ -271,7 +254,7 @@ impl Personal {
         self.bodies
             .lock()
             .expect("body key cache")
-            .retain(|(t, _), _| t != tenant.as_str());
+            .forget_tenant(tenant.as_str());
         Ok(n)
     }
 
@@ -297,7 +280,7 @@ impl Personal {
         self.subscribers
             .lock()
             .expect("data key cache")
-            .remove(&(tenant.to_string(), subscriber.to_string()));
+            .remove(tenant, subscriber);
     }
 
     /// Seals the values at `paths` inside a JSON payload under the
@@ -314,55 +297,37 @@ impl Personal {
         let Ok(mut v) = serde_json::from_str::<Value>(json) else {
             return Ok(json.to_string()); // validated at the door; nothing to reach
         };
-        let (generation, key) = self.current_key(tenant, subscriber).await?;
-        let n = personal::paths::seal_in_place(&mut v, paths, &is_sealed, &mut |text| {
-            Sealed::field(generation, &encrypt(&key.cipher, b"pd1", text))
-        });
-        Ok(if n == 0 {
-            json.to_string()
-        } else {
-            v.to_string()
-        })
+        Ok(
+            if self
+                .seal_paths_in(tenant, subscriber, &mut v, paths)
+                .await?
+                == 0
+            {
+                json.to_string()
+            } else {
+                v.to_string()
+            },
+        )
     }
 
-    async fn seal_field(
+    /// [`Personal::seal_paths`] on a parsed value, in place; returns how
+    /// many values it sealed.
+    pub async fn seal_paths_in(
         &self,
         tenant: &str,
         subscriber: &str,
-        value: &str,
-    ) -> Result<String, PersonalError> {
+        v: &mut Value,
+        paths: &[String],
+    ) -> Result<usize, PersonalError> {
+        if paths.is_empty() {
+            return Ok(0);
+        }
         let (generation, key) = self.current_key(tenant, subscriber).await?;
-        Ok(Sealed::field(
-            generation,
-            &encrypt(&key.cipher, b"pd1", value),
-        ))
-    }
-
-    async fn seal_body(
-        &self,
-        tenant: &str,
-        owner: &Owner,
-        day: u32,
-        value: &str,
-    ) -> Result<String, PersonalError> {
-        let channel = if owner.channel.is_empty() {
-            "*"
-        } else {
-            &owner.channel
-        };
-        let ck = keys::body_ck(day, channel, &owner.country);
-        let Some(bk) = self.body_key(tenant, &ck, true).await? else {
-            // The day was redacted already: a late message is kept redacted.
-            return Ok(REDACTED.into());
-        };
-        let (generation, dk) = self.current_key(tenant, &owner.subscriber).await?;
-        let cipher = body_cipher(&dk, &bk);
-        Ok(Sealed::body(
-            day,
-            channel,
-            &owner.country,
-            generation,
-            &encrypt(&cipher, b"pb1", value),
+        Ok(personal::paths::seal_in_place(
+            v,
+            paths,
+            &is_sealed,
+            &mut |text| Sealed::field(generation, &encrypt(&key.cipher, b"pd1", text)),
         ))
     }
 
@@ -389,19 +354,20 @@ impl Personal {
         tenant: &str,
         subscriber: &str,
     ) -> Result<Arc<SubscriberKeys>, PersonalError> {
-        let id = (tenant.to_string(), subscriber.to_string());
-        if let Some((at, k)) = self.subscribers.lock().expect("data key cache").get(&id) {
-            if at.elapsed() < KEY_TTL {
-                return Ok(k.clone());
-            }
+        let cached = self
+            .subscribers
+            .lock()
+            .expect("data key cache")
+            .get(tenant, subscriber, KEY_TTL);
+        if let Some(k) = cached {
+            return Ok(k);
         }
         let keys =
             Arc::new(keys::load_subscriber(&*self.store, &self.ring, tenant, subscriber).await?);
-        let mut cache = self.subscribers.lock().expect("data key cache");
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(id, (Instant::now(), keys.clone()));
+        self.subscribers
+            .lock()
+            .expect("data key cache")
+            .insert(tenant, subscriber, keys.clone());
         Ok(keys)
     }
 
@@ -411,23 +377,175 @@ impl Personal {
         ck: &str,
         create: bool,
     ) -> Result<Option<Arc<Key>>, PersonalError> {
-        let id = (tenant.to_string(), ck.to_string());
-        if let Some((at, k)) = self.bodies.lock().expect("body key cache").get(&id) {
-            if at.elapsed() < KEY_TTL && (k.is_some() || !create) {
-                return Ok(k.clone());
+        let cached = self
+            .bodies
+            .lock()
+            .expect("body key cache")
+            .get(tenant, ck, KEY_TTL);
+        if let Some(k) = cached {
+            if k.is_some() || !create {
+                return Ok(k);
             }
         }
         let k = keys::body_key(&*self.store, &self.ring, tenant, ck, create).await?;
-        let mut cache = self.bodies.lock().expect("body key cache");
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(id, (Instant::now(), k.clone()));
+        self.bodies
+            .lock()
+            .expect("body key cache")
+            .insert(tenant, ck, k.clone());
         Ok(k)
     }
 }
 
+/// The keys one event's fields are sealed under, looked up on first need.
+#[derive(Default)]
+struct SealKeys {
+    data: Option<(u32, Arc<Key>)>,
+    /// The body cipher (generation, channel as filed); `Some(None)`: the
+    /// day's body key was destroyed.
+    body: Option<Option<(u32, String, Aes256Gcm)>>,
+}
+
+impl SealKeys {
+    async fn data(
+        &mut self,
+        p: &Personal,
+        tenant: &str,
+        subscriber: &str,
+    ) -> Result<(u32, Arc<Key>), PersonalError> {
+        if let Some(k) = &self.data {
+            return Ok(k.clone());
+        }
+        let k = p.current_key(tenant, subscriber).await?;
+        self.data = Some(k.clone());
+        Ok(k)
+    }
+
+    /// The cipher of the owner's bodies of `day`: `None` when the day was
+    /// redacted already.
+    async fn body(
+        &mut self,
+        p: &Personal,
+        tenant: &str,
+        owner: &Owner,
+        day: u32,
+    ) -> Result<Option<(u32, &str, &Aes256Gcm)>, PersonalError> {
+        if self.body.is_none() {
+            let channel = if owner.channel.is_empty() {
+                "*"
+            } else {
+                &owner.channel
+            };
+            let ck = keys::body_ck(day, channel, &owner.country);
+            let made = match p.body_key(tenant, &ck, true).await? {
+                None => None,
+                Some(bk) => {
+                    let (generation, dk) = self.data(p, tenant, &owner.subscriber).await?;
+                    Some((generation, channel.to_string(), body_cipher(&dk, &bk)))
+                }
+            };
+            self.body = Some(made);
+        }
+        Ok(self
+            .body
+            .as_ref()
+            .and_then(|b| b.as_ref())
+            .map(|(g, ch, c)| (*g, ch.as_str(), c)))
+    }
+}
+
+/// Opens the sealed values of one subscriber, looking their keys up once
+/// (and a body's cipher once per day, channel and country).
+struct Opener<'a> {
+    p: &'a Personal,
+    tenant: &'a str,
+    subscriber: &'a str,
+    keys: Option<Arc<SubscriberKeys>>,
+    /// The last body cipher made: its ck and generation, and the cipher
+    /// (`None`: the body key was destroyed).
+    body: Option<(String, u32, Option<Aes256Gcm>)>,
+}
+
+impl<'a> Opener<'a> {
+    fn new(p: &'a Personal, tenant: &'a str, subscriber: &'a str) -> Opener<'a> {
+        Opener {
+            p,
+            tenant,
+            subscriber,
+            keys: None,
+            body: None,
+        }
+    }
+
+    async fn keys(&mut self) -> Result<Arc<SubscriberKeys>, PersonalError> {
+        if let Some(k) = &self.keys {
+            return Ok(k.clone());
+        }
+        let k = self.p.subscriber_keys(self.tenant, self.subscriber).await?;
+        self.keys = Some(k.clone());
+        Ok(k)
+    }
+
+    async fn open(&mut self, value: &str) -> Result<String, PersonalError> {
+        let Some(sealed) = Sealed::parse(value) else {
+            return Ok(value.to_string());
+        };
+        let keys = self.keys().await?;
+        Ok(match sealed {
+            Sealed::Field { generation, blob } => match keys.get(generation) {
+                Some(k) => decrypt(&k.cipher, b"pd1", blob).unwrap_or_else(|| ERASED.into()),
+                None => ERASED.into(),
+            },
+            Sealed::Body {
+                day,
+                channel,
+                country,
+                generation,
+                blob,
+            } => {
+                let Some(dk) = keys.get(generation) else {
+                    return Ok(ERASED.into());
+                };
+                let ck = keys::body_ck(day, channel, country);
+                let known = matches!(&self.body, Some((c, g, _)) if *c == ck && *g == generation);
+                if !known {
+                    let cipher = self
+                        .p
+                        .body_key(self.tenant, &ck, false)
+                        .await?
+                        .map(|bk| body_cipher(dk, &bk));
+                    self.body = Some((ck, generation, cipher));
+                }
+                match self.body.as_ref().and_then(|(_, _, c)| c.as_ref()) {
+                    Some(cipher) => {
+                        decrypt(cipher, b"pb1", blob).unwrap_or_else(|| REDACTED.into())
+                    }
+                    None => REDACTED.into(),
+                }
+            }
+        })
+    }
+
+    /// Opens the sealed string values inside a JSON text.
+    async fn open_json(&mut self, json: &str) -> Result<String, PersonalError> {
+        let Ok(mut v) = serde_json::from_str::<Value>(json) else {
+            return Ok(json.to_string());
+        };
+        self.open_value(&mut v).await?;
+        Ok(v.to_string())
+    }
+
+    async fn open_value(&mut self, v: &mut Value) -> Result<(), PersonalError> {
+        let mut sealed = Vec::new();
+        collect_sealed(v, &mut sealed);
+        for s in sealed {
+            *s = Value::String(self.open(s.as_str().unwrap_or("")).await?);
+        }
+        Ok(())
+    }
+}
+
 /// The string values of `v` that are sealed.
+
 fn collect_sealed<'v>(v: &'v mut Value, out: &mut Vec<&'v mut Value>) {
     match v {
         Value::String(s) if is_sealed(s) => out.push(v),

@@ -32,6 +32,15 @@ pub struct RunRecord {
     /// The digest this run leads, once closed (its sends render it).
     #[serde(default)]
     pub digest: Option<clarion_domain::digest::Batch>,
+    /// The payload paths the workflow marks personal: sealed in the stored
+    /// record (`super::sealed_runs`).
+    #[serde(default)]
+    pub personal_paths: Vec<String>,
+    /// `contact` as the log holds it (sealed), when it came so: a run
+    /// record stored again reuses it instead of sealing the same values
+    /// at every write. In memory only.
+    #[serde(skip)]
+    pub sealed_contact: Option<ContactOverride>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -119,6 +128,7 @@ pub fn encode_run_with(rec: &RunRecord, payload: &Value, contact: &ContactOverri
         in_dlq: bool,
         critical: bool,
         digest: Option<&'a clarion_domain::digest::Batch>,
+        personal_paths: &'a [String],
     }
     let settled = settled(rec);
     let no_contact = ContactOverride::default();
@@ -131,6 +141,7 @@ pub fn encode_run_with(rec: &RunRecord, payload: &Value, contact: &ContactOverri
         in_dlq: rec.in_dlq,
         critical: rec.critical,
         digest: if settled { None } else { rec.digest.as_ref() },
+        personal_paths: if settled { &[] } else { &rec.personal_paths },
     };
     // Room for a typical record (the trigger's payload is most of it): grown
     // from one byte, the buffer was reallocated and copied several times.
@@ -213,6 +224,8 @@ mod tests {
             in_dlq,
             critical: false,
             digest: None,
+            personal_paths: vec!["day".into()],
+            sealed_contact: None,
         }
     }
 

@@ -58,6 +58,8 @@ impl Router {
             in_dlq: false,
             critical: t.critical || flow.def.critical,
             digest: None,
+            personal_paths: t.personal_paths.clone(),
+            sealed_contact: logged_contact(e),
         });
         // The trigger condition decides whether the run starts at all; the
         // subscriber's variables are built only for one.
@@ -229,4 +231,17 @@ fn end_untriggered(
 /// (notification ids are hex, so the prefix cannot collide with one).
 fn cancel_pk(value: &str) -> String {
     format!("cancel:{value}")
+}
+
+/// The trigger's contact data as logged, when every personal field of it
+/// is sealed there (see `RunRecord::sealed_contact`).
+fn logged_contact(e: &Event) -> Option<super::record::ContactOverride> {
+    let Payload::Triggered(t) = &e.payload else {
+        return None;
+    };
+    let r = t.recipient.as_ref()?;
+    let sealed = [&r.email, &r.phone, &r.webhook_url]
+        .iter()
+        .all(|f| f.is_empty() || clarion_domain::personal::is_sealed(f));
+    sealed.then(|| r.clone().into())
 }
