@@ -34,6 +34,9 @@ pub struct Env {
     pub config: PartitionRunner<Projector>,
     /// Events appended so far, to make ids unique.
     pub seq: u32,
+    /// Crypto-shredding for the routers (issue #32), when a test sets it
+    /// before `restart_routers`.
+    pub personal: Option<Arc<clarion_runtime::personal::Personal>>,
 }
 
 impl Env {
@@ -66,6 +69,7 @@ impl Env {
             clock,
             routers: Vec::new(),
             seq: 0,
+            personal: None,
         };
         env.restart_routers().await;
         env.config.start().await.expect("projector starts");
@@ -76,8 +80,12 @@ impl Env {
     pub async fn restart_routers(&mut self) {
         self.routers.clear();
         for p in 0..PARTITIONS {
+            let mut router = Router::new(HashMap::new()).with_partitions(PARTITIONS);
+            if let Some(p) = &self.personal {
+                router = router.with_personal(p.clone());
+            }
             let mut r = PartitionRunner::new(
-                Router::new(HashMap::new()).with_partitions(PARTITIONS),
+                router,
                 Arc::new(NoEffects),
                 self.log.clone(),
                 self.store.clone(),
@@ -89,6 +97,9 @@ impl Env {
             )
             .with_colocated(self.colocated.clone())
             .with_inputs(&[Topic::Deliveries]);
+            if let Some(p) = &self.personal {
+                r = r.with_personal(p.clone()); // seals what the router emits
+            }
             r.start().await.expect("router starts");
             self.routers.push(r);
         }
