@@ -67,6 +67,7 @@ async fn status(
             notification_id: nid.clone(),
             attempt_id: attempt.clone(),
             provider: "twilio".into(),
+            context: None,
         }),
         "failed" | "undelivered" => Payload::Failed(pb::NotificationFailed {
             notification_id: nid.clone(),
@@ -78,6 +79,7 @@ async fn status(
             ),
             retryable: false,
             stage: "delivery".into(),
+            context: None,
         }),
         // queued, sending, sent, ...: nothing new for us.
         _ => return StatusCode::NO_CONTENT.into_response(),
