@@ -62,6 +62,8 @@ async fn status(
         return problem(StatusCode::BAD_REQUEST, "tenant: not a tenant id");
     };
     let message_status = field(&form, "MessageStatus");
+    // No `context`: the gateway does not know the request. Analytics counts
+    // the report under the send's row, written at the dispatcher's outcome.
     let payload = match message_status.as_str() {
         "delivered" => Payload::Delivered(pb::NotificationDelivered {
             notification_id: nid.clone(),
