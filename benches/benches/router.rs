@@ -205,11 +205,13 @@ fn outcomes(batch: &Batch) -> Vec<Input> {
                 attempt_id: d.attempt_id.clone(),
                 provider: d.provider.clone(),
                 provider_message_id: d.attempt_id.clone(),
+                context: None,
             }),
             Payload::Delivered(pb::NotificationDelivered {
                 notification_id: d.notification_id.clone(),
                 attempt_id: d.attempt_id.clone(),
                 provider: d.provider.clone(),
+                context: None,
             }),
         ];
         for (i, payload) in (0..).zip(outcome) {

@@ -271,11 +271,13 @@ fn history(s: &Seeded) -> Vec<Record> {
             attempt_id: attempt.clone(),
             provider: "smtp".into(),
             provider_message_id: format!("<{attempt}@mail.example.test>"),
+            context: None,
         }),
         Payload::Delivered(pb::NotificationDelivered {
             notification_id: nid.clone(),
             attempt_id: attempt,
             provider: "smtp".into(),
+            context: None,
         }),
         Payload::Ended(pb::RunEnded {
             notification_id: nid.clone(),

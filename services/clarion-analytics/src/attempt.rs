@@ -1,10 +1,13 @@
-//! One send attempt's join state: what its dispatch said (the dimensions
-//! and times) and when each outcome happened. The facts of an attempt
-//! come from three topics read in separate batches, so they arrive in any
-//! order; an outcome seen before its dispatch waits in the row until the
-//! dimensions are known. Each outcome and latency is counted once (a bit
-//! of `counted`), so a fact seen twice (an outbox republishing it, two
-//! open pixels) changes nothing: the first time of each fact wins.
+//! One send attempt's state: what the send was (the dimensions and
+//! times), when each of its facts happened, and a bit per outcome and
+//! latency counted. The facts of an attempt come from three topics read in
+//! separate batches, so they arrive in any order; a fact seen before
+//! anything said what the send was (its context or, in logs from before
+//! the outcomes carried it, its request) waits in the row until that is
+//! known. Each outcome and latency is counted once (a bit of `counted`),
+//! so a fact seen twice (an outbox republishing it, a status callback
+//! after the dispatcher's report, two open pixels) changes nothing: the
+//! first time of each fact wins.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,7 @@ use crate::dimension::Dims;
 /// What an attempt's events say.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fact {
+    /// What the send was: its request, or the context its outcome carries.
     Dispatched {
         dims: Dims,
         /// When the trigger was accepted (0: unknown).

@@ -5,12 +5,15 @@
 //! the Prometheus series (bounded labels) the processor records.
 //!
 //! The processor ([`AnalyticsProcessor`], role `analytics`) reads the
-//! recipient streams: `dispatch` (what was sent where), `deliveries`
-//! (sent, delivered, failed) and `triggers` (engagement). One recipient's
-//! events are on one partition number of each, so one runner owns an
-//! attempt's join row; the topics are read in separate batches, so the
-//! join accepts the facts of an attempt in any order and counts each once
-//! (see [`attempt`]). docs/analytics.md describes the model.
+//! recipient streams: `deliveries` (sent, delivered, failed: each carries
+//! what the send was, so it is counted from its own event), `triggers`
+//! (engagement, status callbacks) and `dispatch` (requests, joined with
+//! outcomes logged before those carried their context). One recipient's
+//! events are on one partition number of each, so one runner owns a
+//! send's row, written at its first outcome; the topics are read in
+//! separate batches, so the row accepts the facts of a send in any order
+//! and counts each once (see [`attempt`] and [`processor`]).
+//! docs/analytics.md describes the model.
 
 pub mod attempt;
 pub mod counts;

@@ -6,8 +6,9 @@
 //! | `h/<dimension>/<value>` | hour start, ms, big-endian; shard | [`Counts`] |
 //! | `v/<dimension>` | the value, NUL, shard | last time counted (ms, big-endian) |
 //! | `p` | provider, NUL, shard | [`ProviderState`] |
-//! | `a/<attempt id>` | empty | the attempt's join state ([`crate::attempt`]) |
-//! | `n/<notification id>` | empty | its latest attempt id |
+//! | `s/<notification id>` | attempt id | the send's state ([`crate::attempt`]) |
+//! | `a/<attempt id>` | empty | legacy: the send's state, as written before `s/` |
+//! | `n/<notification id>` | empty | legacy: its latest attempt id |
 //!
 //! Minutes answer short ranges finely and hours long ones cheaply; both
 //! are written by the same batch (one more row per dimension value and
@@ -19,8 +20,17 @@
 //! own runner: a row they all added to would be read, added to and written
 //! by several at once, and updates would be lost. So every shared row ends
 //! with the **shard** (the input partition, 4 bytes big-endian) that wrote
-//! it — one writer per row — and queries add the shards up. Attempt rows
+//! it — one writer per row — and queries add the shards up. Send rows
 //! need none: a notification's events are all on its recipient's partition.
+//!
+//! A notification's sends are one partition (`s/<notification id>`, one
+//! row per attempt), so an engagement that names no attempt finds the
+//! notification's latest send by scanning it, without a row that points
+//! there; and as notification ids lead with their creation time, new rows
+//! land at the end of the table rather than on random pages. The `a/` and
+//! `n/` rows are what the processor wrote before (one per request and per
+//! notification, at the request): it still reads them for sends it has no
+//! `s/` row of, and never writes them; they expire with their TTL.
 
 use clarion_store::{RowKey, Table};
 use serde::{Deserialize, Serialize};
@@ -134,6 +144,22 @@ pub fn provider_key(tenant: &str, provider: &str, shard: u32) -> RowKey {
     )
 }
 
+/// The partition of a notification's send rows.
+pub fn sends_pk(notification_id: &str) -> String {
+    format!("s/{notification_id}")
+}
+
+/// The row of one send (attempt) of a notification.
+pub fn send_key(tenant: &str, notification_id: &str, attempt_id: &str) -> RowKey {
+    RowKey::new(
+        Table::Analytics,
+        tenant,
+        &sends_pk(notification_id),
+        attempt_id.as_bytes().to_vec(),
+    )
+}
+
+/// Legacy (read only): a send's row as written before [`send_key`].
 pub fn attempt_key(tenant: &str, attempt_id: &str) -> RowKey {
     RowKey::new(
         Table::Analytics,
@@ -143,6 +169,8 @@ pub fn attempt_key(tenant: &str, attempt_id: &str) -> RowKey {
     )
 }
 
+/// Legacy (read only): a notification's latest attempt id, as written
+/// before a scan of [`sends_pk`] found it.
 pub fn notification_key(tenant: &str, notification_id: &str) -> RowKey {
     RowKey::new(
         Table::Analytics,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use clarion_domain::{Actor, Event, Payload};
+use clarion_domain::{send, Actor, Event, Payload};
 use clarion_proto::events as pb;
 use clarion_runtime::{
     live, telemetry, Batch, Clock, Effects, Emit, Input, ProcessError, Processor, SystemClock,
@@ -166,6 +166,7 @@ fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) -> bool {
             reason: "an in-app item needs a subscriber id: the recipient has none".into(),
             retryable: false,
             stage: "dispatch".into(),
+            context: Some(send::context(d, e.occurred_at_ms)),
         };
         let failed = e.caused(2, batch.now_ms, actor(), Payload::Failed(failed));
         batch.emit(Topic::Deliveries, failed);
@@ -193,6 +194,7 @@ fn inbox(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested) -> bool {
 /// A built-in provider's outcome inside the commit: sent (its message id
 /// is the attempt id) and delivered at once.
 fn sent_and_delivered(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested, provider: &str) {
+    let context = send::context(d, e.occurred_at_ms);
     let sent = e.caused(
         0,
         batch.now_ms,
@@ -202,6 +204,7 @@ fn sent_and_delivered(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested, p
             attempt_id: d.attempt_id.clone(),
             provider: provider.into(),
             provider_message_id: d.attempt_id.clone(),
+            context: Some(context.clone()),
         }),
     );
     let delivered = e.caused(
@@ -212,6 +215,7 @@ fn sent_and_delivered(batch: &mut Batch, e: &Event, d: &pb::DispatchRequested, p
             notification_id: d.notification_id.clone(),
             attempt_id: d.attempt_id.clone(),
             provider: provider.into(),
+            context: Some(context),
         }),
     );
     batch.emit(Topic::Deliveries, sent);
@@ -409,8 +413,9 @@ fn routed_emits(e: &Event, d: &pb::DispatchRequested, routed: Routed, now_ms: i6
             Payload::ProviderBreakerChanged(changed),
         ));
     }
+    let context = send::context(d, e.occurred_at_ms);
     out.extend(
-        outcome_events(d, &routed.provider, routed.report.result)
+        outcome_events(d, &context, &routed.provider, routed.report.result)
             .into_iter()
             .map(|(index, payload)| emit(Topic::Deliveries, index, payload)),
     );
@@ -445,6 +450,7 @@ fn open_failed(e: &Event, now_ms: i64, reason: String, retryable: bool) -> Emit 
         reason,
         retryable,
         stage: "dispatch".into(),
+        context: Some(send::context(d, e.occurred_at_ms)),
     };
     Emit {
         topic: Topic::Deliveries,
@@ -460,9 +466,11 @@ const MAX_CHANGES: usize = 12;
 const EXTRA_INDEX: u32 = 16;
 
 /// The outcome's events (index, payload): sent (and delivered), or failed,
-/// in the name of `provider`, the one that took (or last refused) the send.
+/// in the name of `provider`, the one that took (or last refused) the send,
+/// each with the request's `context`.
 fn outcome_events(
     d: &pb::DispatchRequested,
+    context: &pb::SendContext,
     provider: &str,
     result: Result<crate::SendOutcome, crate::SendError>,
 ) -> Vec<(u32, Payload)> {
@@ -477,6 +485,7 @@ fn outcome_events(
                     attempt_id: d.attempt_id.clone(),
                     provider: provider.to_string(),
                     provider_message_id: outcome.provider_message_id,
+                    context: Some(context.clone()),
                 }),
             )];
             if outcome.delivered {
@@ -486,6 +495,7 @@ fn outcome_events(
                         notification_id: d.notification_id.clone(),
                         attempt_id: d.attempt_id.clone(),
                         provider: provider.to_string(),
+                        context: Some(context.clone()),
                     }),
                 ));
             }
@@ -504,6 +514,7 @@ fn outcome_events(
                     reason: err.message,
                     retryable: err.retryable,
                     stage: "dispatch".into(),
+                    context: Some(context.clone()),
                 }),
             )]
         }
@@ -609,6 +620,52 @@ mod tests {
             ("a1", "Job J-7", "fieldapp://jobs/J-7")
         );
         assert_eq!(batch.emits[0].event.occurred_at_ms, 5);
+        // The outcomes say what the send was: analytics counts them alone.
+        for e in &batch.emits[1..] {
+            let context = match &e.event.payload {
+                Payload::Sent(s) => s.context.as_ref(),
+                Payload::Delivered(d) => d.context.as_ref(),
+                other => panic!("{other:?}"),
+            };
+            let c = context.expect("the request's context");
+            assert_eq!((c.channel.as_str(), c.provider.as_str()), ("in_app", INBOX));
+            assert_eq!(c.requested_at_ms, 1, "the request's time, not the send's");
+        }
+    }
+
+    #[test]
+    fn an_external_sends_outcomes_carry_the_requests_context() {
+        let d = pb::DispatchRequested {
+            notification_id: "n1".into(),
+            attempt_id: "a1".into(),
+            channel: "email".into(),
+            provider: "smtp".into(),
+            workflow_id: "welcome".into(),
+            template_id: "hello".into(),
+            subscriber_id: "ana".into(),
+            ..Default::default()
+        };
+        let context = send::context(&d, 40);
+        let ok = crate::SendOutcome {
+            provider_message_id: "m1".into(),
+            delivered: true,
+        };
+        // Failed over to another provider: the context keeps the one asked.
+        let sent = outcome_events(&d, &context, "ses", Ok(ok));
+        let failed = outcome_events(&d, &context, "smtp", Err(crate::SendError::retryable("x")));
+        for (_, p) in sent.iter().chain(&failed) {
+            let (c, provider) = match p {
+                Payload::Sent(s) => (s.context.as_ref(), &s.provider),
+                Payload::Delivered(d) => (d.context.as_ref(), &d.provider),
+                Payload::Failed(f) => (f.context.as_ref(), &f.provider),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(c, Some(&context), "{p:?}");
+            assert!(provider == "ses" || provider == "smtp");
+        }
+        assert_eq!(sent.len() + failed.len(), 3);
+        assert_eq!(context.provider, "smtp");
+        assert_eq!(context.requested_at_ms, 40);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ pub mod quiet;
 pub mod recipient;
 pub mod router;
 pub mod schedule;
+pub mod send;
 pub mod sla;
 pub mod subscriber;
 pub mod template;

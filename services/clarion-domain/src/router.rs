@@ -223,6 +223,7 @@ pub fn render_send(
             template_id: template.template.template_id.clone(),
             template_version: template.template.version,
             country: input.subscriber.country.clone(),
+            context_in_outcomes: true,
         },
     ))
 }

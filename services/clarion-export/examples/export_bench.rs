@@ -107,6 +107,7 @@ fn story(tenant: &str, i: usize) -> [(Topic, Event); 5] {
                     notification_id: nid.clone(),
                     attempt_id: aid,
                     provider: "smtp".into(),
+                    context: None,
                 }),
             ),
         ),

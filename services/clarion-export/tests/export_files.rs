@@ -133,6 +133,7 @@ async fn notification(
                     notification_id: nid.clone(),
                     attempt_id: aid.clone(),
                     provider: "sink".into(),
+                    context: None,
                 }),
             ),
         ],

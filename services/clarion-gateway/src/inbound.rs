@@ -62,11 +62,14 @@ async fn status(
         return problem(StatusCode::BAD_REQUEST, "tenant: not a tenant id");
     };
     let message_status = field(&form, "MessageStatus");
+    // No `context`: the gateway does not know the request. Analytics counts
+    // the report under the send's row, written at the dispatcher's outcome.
     let payload = match message_status.as_str() {
         "delivered" => Payload::Delivered(pb::NotificationDelivered {
             notification_id: nid.clone(),
             attempt_id: attempt.clone(),
             provider: "twilio".into(),
+            context: None,
         }),
         "failed" | "undelivered" => Payload::Failed(pb::NotificationFailed {
             notification_id: nid.clone(),
@@ -78,6 +81,7 @@ async fn status(
             ),
             retryable: false,
             stage: "delivery".into(),
+            context: None,
         }),
         // queued, sending, sent, ...: nothing new for us.
         _ => return StatusCode::NO_CONTENT.into_response(),

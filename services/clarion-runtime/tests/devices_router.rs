@@ -111,6 +111,7 @@ impl Env {
                     attempt_id: aid.clone(),
                     provider: d.provider.clone(),
                     provider_message_id: aid.clone(),
+                    context: None,
                 }),
             ));
             out.push(e.caused(
@@ -121,6 +122,7 @@ impl Env {
                     notification_id: nid,
                     attempt_id: aid,
                     provider: d.provider.clone(),
+                    context: None,
                 }),
             ));
         }

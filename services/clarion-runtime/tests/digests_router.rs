@@ -111,6 +111,7 @@ impl Env {
                     attempt_id: d.attempt_id.clone(),
                     provider: "sink".into(),
                     provider_message_id: d.attempt_id.clone(),
+                    context: None,
                 }),
             ));
         }

@@ -78,6 +78,7 @@ impl Env {
                         attempt_id: attempt_id.clone(),
                         provider: "sink".into(),
                         provider_message_id: "m-1".into(),
+                        context: None,
                     }),
                 ),
                 d.caused(
@@ -88,6 +89,7 @@ impl Env {
                         notification_id: nid,
                         attempt_id,
                         provider: "sink".into(),
+                        context: None,
                     }),
                 ),
             ],
@@ -102,6 +104,7 @@ impl Env {
                     reason: "550 no such mailbox".into(),
                     retryable: false,
                     stage: "dispatch".into(),
+                    context: None,
                 }),
             )],
         };

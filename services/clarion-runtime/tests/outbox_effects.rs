@@ -97,6 +97,7 @@ fn event(nid: &str) -> Event {
             attempt_id: "a".into(),
             provider: "test".into(),
             provider_message_id: String::new(),
+            context: None,
         }),
     }
 }

@@ -95,6 +95,7 @@ impl Env {
                     attempt_id: d.attempt_id.clone(),
                     provider: "sink".into(),
                     provider_message_id: d.attempt_id.clone(),
+                    context: None,
                 }),
             ));
             out.push(e.caused(
@@ -105,6 +106,7 @@ impl Env {
                     notification_id: d.notification_id.clone(),
                     attempt_id: d.attempt_id.clone(),
                     provider: "sink".into(),
+                    context: None,
                 }),
             ));
         }

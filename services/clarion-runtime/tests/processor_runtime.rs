@@ -271,6 +271,7 @@ fn delivered_for(input: &Event, now_ms: i64) -> Event {
             notification_id: notification_of(input),
             attempt_id: "a0".into(),
             provider: "test".into(),
+            context: None,
         }),
     )
 }
@@ -368,6 +369,7 @@ fn effect_result(effect: &[u8], now_ms: i64) -> Event {
             attempt_id: "a0".into(),
             provider: "test".into(),
             provider_message_id: "pm-1".into(),
+            context: None,
         }),
     }
 }
@@ -418,6 +420,7 @@ fn fact(n: u32) -> Event {
             attempt_id: "a0".into(),
             provider: "test".into(),
             provider_message_id: format!("pm-{n}"),
+            context: None,
         }),
     }
 }
@@ -546,11 +549,13 @@ fn sink_outcome(d: &pb::DispatchRequested) -> [Payload; 2] {
             attempt_id: d.attempt_id.clone(),
             provider: "sink".into(),
             provider_message_id: d.attempt_id.clone(),
+            context: None,
         }),
         Payload::Delivered(pb::NotificationDelivered {
             notification_id: d.notification_id.clone(),
             attempt_id: d.attempt_id.clone(),
             provider: "sink".into(),
+            context: None,
         }),
     ]
 }

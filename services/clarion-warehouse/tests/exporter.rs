@@ -153,6 +153,7 @@ fn sent(attempt: &str) -> Payload {
         attempt_id: attempt.into(),
         provider: "sink".into(),
         provider_message_id: "m".into(),
+        context: None,
     })
 }
 

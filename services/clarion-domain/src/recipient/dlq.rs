@@ -104,6 +104,7 @@ pub fn alert_dispatch(
         locale: String::new(),
         subscriber_id: String::new(),
         step: String::new(),
+        context_in_outcomes: true,
         ..Default::default()
     }
 }

@@ -300,6 +300,7 @@ impl Router {
                     reason: reason.clone(),
                     retryable: false,
                     stage: FailureStage::Route.as_str().into(),
+                    context: None,
                 };
                 pass.emit(batch, Topic::Notifications, Payload::Failed(failed));
                 pass.queue.push_back(RunInput::Failed {

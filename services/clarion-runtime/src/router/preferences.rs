@@ -181,6 +181,7 @@ impl Router {
             locale: c.locale.clone(),
             subscriber_id: c.subscriber_id.clone(),
             step: VERIFY_STEP.into(),
+            context_in_outcomes: true,
             ..Default::default()
         };
         let ev = e.caused(
