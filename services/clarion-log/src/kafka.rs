@@ -24,7 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::kafka_reader::{SharedReader, SharedSubscription};
 use crate::{partition_for, Appended, EventLog, LogError, LogRecord, Record, Result, Subscription};
 
-const META_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most records the producer puts in one record batch.
 const MAX_BATCH: u64 = 500;
@@ -214,20 +214,25 @@ impl KafkaLog {
     /// own (the caller checked the partition): for short reads (`read`,
     /// `end_offset`), which start and stop too often to share the tailing
     /// readers' consumers. It goes with the subscription.
-    fn own_subscription(
+    async fn own_subscription(
         &self,
         topic: &str,
         partition: u32,
         from: u64,
     ) -> Result<SharedSubscription> {
+        self.new_reader()?
+            .subscribe(topic, partition, from.saturating_sub(MAX_BATCH - 1), from)
+            .await?
+            .ok_or_else(|| LogError::Unavailable(format!("cannot read {topic}/{partition}")))
+    }
+
+    /// A tailing reader's consumer, reading nothing yet.
+    fn new_reader(&self) -> Result<std::sync::Arc<SharedReader>> {
         let c = self
             .consumer_config("clarion-reader")
             .create()
             .map_err(unavailable)?;
-        let start = from.saturating_sub(MAX_BATCH - 1);
-        SharedReader::new(c)
-            .subscribe(topic, partition, start, from)?
-            .ok_or_else(|| LogError::Unavailable(format!("cannot read {topic}/{partition}")))
+        Ok(SharedReader::new(c))
     }
 
     async fn checked(&self, topic: &str, partition: u32) -> Result<u32> {
@@ -373,7 +378,7 @@ impl EventLog for KafkaLog {
             return Ok(Vec::new());
         }
         let want = ((end - from) as usize).min(max);
-        let mut sub = self.own_subscription(topic, partition, from)?;
+        let mut sub = self.own_subscription(topic, partition, from).await?;
         let mut out = Vec::with_capacity(want);
         let deadline = tokio::time::Instant::now() + META_TIMEOUT;
         while out.len() < want && tokio::time::Instant::now() < deadline {
@@ -389,23 +394,38 @@ impl EventLog for KafkaLog {
         self.checked(topic, partition).await?;
         let c = self.group_consumer("clarion-metadata")?;
         let t = topic.to_string();
-        let (_, high) = tokio::task::spawn_blocking(move || {
+        let (low, high) = tokio::task::spawn_blocking(move || {
             c.fetch_watermarks(&t, partition as i32, META_TIMEOUT)
         })
         .await
         .map_err(unavailable)?
         .map_err(unavailable)?;
-        if high <= 0 {
-            return Ok(0);
+        if high <= low.max(0) {
+            return Ok(high.max(0) as u64);
         }
-        // `high - 1` is at least the base of the last batch: read to its end.
-        let mut sub = self.own_subscription(topic, partition, high as u64 - 1)?;
-        let mut end = high as u64 - 1;
+        // `high - 1` is at least the base of the last batch, so a record at
+        // or after it exists: wait for it as long as any read may take (a
+        // new consumer's first fetch took over the 300 ms this once waited,
+        // under load, and the last record was left out), then read to the
+        // end of its batch.
+        let at = high as u64 - 1;
+        let mut sub = self.own_subscription(topic, partition, at).await?;
+        let deadline = tokio::time::Instant::now() + META_TIMEOUT;
+        let mut end = None;
         loop {
-            let batch = sub.next_batch(10_000, Duration::from_millis(300)).await?;
-            match batch.last() {
-                Some(r) => end = r.offset + 1,
-                None => return Ok(end.max(high as u64 - 1)),
+            let wait = match end {
+                Some(_) => Duration::from_millis(300),
+                None => deadline.saturating_duration_since(tokio::time::Instant::now()),
+            };
+            let batch = sub.next_batch(10_000, wait).await?;
+            match (batch.last(), end) {
+                (Some(r), _) => end = Some(r.offset + 1),
+                (None, Some(end)) => return Ok(end),
+                (None, None) => {
+                    return Err(LogError::Unavailable(format!(
+                        "{topic}/{partition}: no record at offset {at} within {META_TIMEOUT:?}"
+                    )))
+                }
             }
         }
     }
@@ -418,29 +438,25 @@ impl EventLog for KafkaLog {
     ) -> Result<Box<dyn Subscription>> {
         self.checked(topic, partition).await?;
         if !self.shared_readers {
-            return Ok(Box::new(self.own_subscription(topic, partition, from)?));
+            return Ok(Box::new(
+                self.own_subscription(topic, partition, from).await?,
+            ));
         }
         let start = from.saturating_sub(MAX_BATCH - 1);
         let readers = self.readers.lock().expect("readers lock").clone();
         for reader in readers {
-            if let Some(sub) = reader.subscribe(topic, partition, start, from)? {
+            if let Some(sub) = reader.subscribe(topic, partition, start, from).await? {
                 return Ok(Box::new(sub));
             }
         }
-        // Each reader reads that partition already: one more.
-        let c = self
-            .consumer_config("clarion-reader")
-            .create()
-            .map_err(unavailable)?;
-        let reader = SharedReader::new(c);
-        self.readers
-            .lock()
-            .expect("readers lock")
-            .push(reader.clone());
-        // A new reader reads nothing yet: it takes the partition.
+        // Each reader reads that partition already: one more, shared once
+        // it took the partition (until then no other subscription sees it).
+        let reader = self.new_reader()?;
         let sub = reader
-            .subscribe(topic, partition, start, from)?
+            .subscribe(topic, partition, start, from)
+            .await?
             .ok_or_else(|| LogError::Unavailable(format!("cannot read {topic}/{partition}")))?;
+        self.readers.lock().expect("readers lock").push(reader);
         Ok(Box::new(sub))
     }
 

@@ -21,8 +21,19 @@
 //! to the main queue, so a partition read again reuses its queue. A second
 //! concurrent reader of a partition already being read gets `None` (the
 //! caller tries the next consumer).
+//!
+//! A topic new to the consumer has its metadata fetched before its partition
+//! is assigned (issue #31). Splitting a partition queue creates the topic in
+//! librdkafka without asking for its leader: the consumer asks for the
+//! topics it knows when it connects, so a topic added to a connected
+//! consumer was fetched only after librdkafka's periodic topic scan, up to a
+//! second later. A runner's inputs went live that far apart, and a processor
+//! reading several topics saw records out of their order (the SLA counter
+//! read a send's outcome before its dispatch request and dropped it). Known,
+//! the topic's partitions also stay known when unassigned, so the split
+//! queue a partition keeps stays its fetch queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,10 +54,38 @@ struct Split {
     in_use: bool,
 }
 
+/// A partition marked read by a subscription being made (see
+/// `SharedReader::reserve`).
+struct Reservation {
+    reader: Arc<SharedReader>,
+    key: (String, i32),
+    queue: Option<Queue>,
+}
+
+impl Reservation {
+    /// The partition's queue, now read by the subscription made.
+    fn keep(mut self) -> Queue {
+        self.queue.take().expect("a reservation's queue")
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.queue.is_some() {
+            let mut splits = self.reader.splits.lock().expect("splits lock");
+            if let Some(s) = splits.get_mut(&self.key) {
+                s.in_use = false;
+            }
+        }
+    }
+}
+
 /// The process's shared tailing consumer (see the module docs).
 pub(crate) struct SharedReader {
     consumer: Arc<StreamConsumer>,
     splits: Mutex<HashMap<(String, i32), Split>>,
+    /// Topics whose metadata the consumer has (their partitions' leaders).
+    known: Mutex<HashSet<String>>,
     /// Serves the consumer's main queue (events, errors): rdkafka requires
     /// it to be polled even when every partition is split off.
     events: tokio::task::JoinHandle<()>,
@@ -85,26 +124,54 @@ impl SharedReader {
         Arc::new(SharedReader {
             consumer,
             splits: Mutex::default(),
+            known: Mutex::default(),
             events,
         })
     }
 
     /// Adds `topic`/`partition` to the assignment at `start` (where the
     /// broker is asked to fetch from) and returns a subscription that
-    /// yields records from `from` on; `None` if another subscription reads
-    /// that partition now.
-    pub(crate) fn subscribe(
+    /// yields records from `from` on, fetched from when this returns; `None`
+    /// if another subscription reads that partition now.
+    pub(crate) async fn subscribe(
         self: &Arc<Self>,
         topic: &str,
         partition: u32,
         start: u64,
         from: u64,
     ) -> Result<Option<SharedSubscription>> {
+        let Some(reserved) = self.reserve(topic, partition)? else {
+            return Ok(None);
+        };
+        self.learn(topic).await?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(start as i64))
+            .map_err(unavailable)?;
+        self.consumer
+            .incremental_assign(&tpl)
+            .map_err(unavailable)?;
+        Ok(Some(SharedSubscription {
+            reader: self.clone(),
+            queue: reserved.keep(),
+            topic: topic.to_string(),
+            partition,
+            position: from,
+        }))
+    }
+
+    /// Marks the partition read and returns its queue, split now if it
+    /// never was; `None` if another subscription reads it. Until kept, the
+    /// reservation is undone when dropped (an error or a cancelled
+    /// subscribe before the partition was assigned).
+    fn reserve(self: &Arc<Self>, topic: &str, partition: u32) -> Result<Option<Reservation>> {
         let key = (topic.to_string(), partition as i32);
         let mut splits = self.splits.lock().expect("splits lock");
-        let queue = match splits.get(&key) {
+        let queue = match splits.get_mut(&key) {
             Some(s) if s.in_use => return Ok(None),
-            Some(s) => s.queue.clone(),
+            Some(s) => {
+                s.in_use = true;
+                s.queue.clone()
+            }
             None => {
                 // Split before assigning, so no record of the partition
                 // reaches the main queue first.
@@ -119,26 +186,45 @@ impl SharedReader {
                     key.clone(),
                     Split {
                         queue: queue.clone(),
-                        in_use: false,
+                        in_use: true,
                     },
                 );
                 queue
             }
         };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(start as i64))
-            .map_err(unavailable)?;
-        self.consumer
-            .incremental_assign(&tpl)
-            .map_err(unavailable)?;
-        splits.get_mut(&key).expect("split above").in_use = true;
-        Ok(Some(SharedSubscription {
+        Ok(Some(Reservation {
             reader: self.clone(),
-            queue,
-            topic: topic.to_string(),
-            partition,
-            position: from,
+            key,
+            queue: Some(queue),
         }))
+    }
+
+    /// Fetches `topic`'s metadata into the consumer once (see the module
+    /// docs), so its partitions are fetched as soon as they are assigned.
+    async fn learn(&self, topic: &str) -> Result<()> {
+        if self.known.lock().expect("known lock").contains(topic) {
+            return Ok(());
+        }
+        let (consumer, t) = (self.consumer.clone(), topic.to_string());
+        let md = tokio::task::spawn_blocking(move || {
+            consumer.fetch_metadata(Some(&t), crate::kafka::META_TIMEOUT)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(|e| LogError::Unavailable(format!("metadata of {topic}: {e}")))?;
+        let found = md.topics().iter().find(|t| t.name() == topic);
+        match found {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                self.known
+                    .lock()
+                    .expect("known lock")
+                    .insert(topic.to_string());
+                Ok(())
+            }
+            _ => Err(LogError::Unavailable(format!(
+                "no metadata for topic {topic:?} yet"
+            ))),
+        }
     }
 
     /// Takes a partition out of the assignment: its fetched records are

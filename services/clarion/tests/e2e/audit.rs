@@ -427,7 +427,7 @@ async fn the_notary_chains_kafka_and_verify_detects_a_changed_link() {
         std::env::var("CLARION_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = audited(test_config(dir.path()));
-    cfg.log.url = format!("kafka://{brokers}");
+    cfg.log.url = crate::support::kafka_url(&brokers);
     cfg.log.topic_prefix = format!("audit-{}.", uuid::Uuid::new_v4().simple());
     cfg.log.partitions = 2;
     let node = start_roles(cfg.clone(), true, ROLES).await;

@@ -20,7 +20,7 @@ async fn scenario(kafka: bool) {
     if kafka {
         let brokers =
             std::env::var("CLARION_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        cfg.log.url = format!("kafka://{brokers}");
+        cfg.log.url = crate::support::kafka_url(&brokers);
         cfg.log.topic_prefix = format!("idem-{}.", uuid::Uuid::new_v4().simple());
         cfg.log.partitions = 2;
     }

@@ -863,7 +863,7 @@ async fn kafka_inbox() {
         std::env::var("CLARION_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    cfg.log.url = format!("kafka://{brokers}");
+    cfg.log.url = crate::support::kafka_url(&brokers);
     cfg.log.topic_prefix = format!("inbox-{}.", uuid::Uuid::new_v4().simple());
     cfg.log.partitions = 2;
     let run = Running::separate(cfg).await;

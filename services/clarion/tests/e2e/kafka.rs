@@ -19,7 +19,7 @@ async fn trigger_sends_a_localized_email_over_kafka() {
     let smtp = SmtpServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    cfg.log.url = format!("kafka://{brokers}");
+    cfg.log.url = crate::support::kafka_url(&brokers);
     cfg.log.topic_prefix = format!("e2e-{}.", uuid::Uuid::new_v4().simple());
     cfg.log.partitions = 3;
     cfg.providers.smtp = Some(clarion_dispatch::smtp::SmtpConfig {

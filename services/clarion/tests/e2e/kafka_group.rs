@@ -108,13 +108,14 @@ fn write_config(dir: &Path, brokers: &str, prefix: &str) -> std::path::PathBuf {
         &path,
         format!(
             "data-dir = {data:?}\n\
-             [log]\nurl = \"kafka://{brokers}\"\ntopic-prefix = \"{prefix}\"\npartitions = {PARTITIONS}\n\
+             [log]\nurl = \"{url}\"\ntopic-prefix = \"{prefix}\"\npartitions = {PARTITIONS}\n\
              [store]\nurl = \"sqlite://{store}\"\n\
              [grpc]\nlisten = \"127.0.0.1:{grpc}\"\n\
              [runtime]\npoll-wait-ms = 20\nmax-batch = 64\n\
              partition-assignment = \"group\"\ngroup-session-timeout-ms = 6000\n",
             data = dir.display().to_string(),
             store = dir.join("store.db").display(),
+            url = crate::support::kafka_url(brokers),
             grpc = free_port(),
         ),
     )
@@ -177,7 +178,7 @@ async fn two_routers_share_partitions_and_a_killed_ones_move_with_nothing_lost_o
     let prefix = format!("e2e-{}.", uuid::Uuid::new_v4().simple());
     let triggers = format!("{prefix}triggers");
     let mut cfg = test_config(dir.path());
-    cfg.log.url = format!("kafka://{brokers}");
+    cfg.log.url = crate::support::kafka_url(&brokers);
     cfg.log.topic_prefix = prefix.clone();
     cfg.log.partitions = PARTITIONS;
     cfg.store.url = format!("sqlite://{}", dir.path().join("store.db").display());

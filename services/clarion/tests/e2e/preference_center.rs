@@ -394,7 +394,7 @@ async fn the_preference_center_end_to_end_on_kafka() {
     let (smtp, twilio) = (SmtpServer::start(), TwilioDouble::start().await);
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), &smtp, &twilio);
-    cfg.log.url = format!("kafka://{brokers}");
+    cfg.log.url = crate::support::kafka_url(&brokers);
     cfg.log.topic_prefix = format!("e2e-{}.", uuid::Uuid::new_v4().simple());
     cfg.log.partitions = 3;
     scenario(cfg, true, &smtp, &twilio).await;

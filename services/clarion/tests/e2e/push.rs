@@ -468,7 +468,7 @@ async fn push_reaches_ios_and_android_and_dead_tokens_revoke_over_kafka() {
     let servers = PushServers::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    let url = format!("kafka://{brokers}");
+    let url = crate::support::kafka_url(&brokers);
     cfg.log.url = url.clone();
     let prefix = format!("e2e-push-{}.", uuid::Uuid::new_v4().simple());
     cfg.log.topic_prefix = prefix.clone();

@@ -62,7 +62,7 @@ impl Running {
         });
         cfg.providers.twilio = Some(twilio.config());
         if let Some(brokers) = kafka {
-            cfg.log.url = format!("kafka://{brokers}");
+            cfg.log.url = crate::support::kafka_url(&brokers);
             cfg.log.topic_prefix = format!("sched-{}.", uuid::Uuid::new_v4().simple());
             cfg.log.partitions = 2;
         }

@@ -252,7 +252,7 @@ async fn slow_provider_scenario(kafka: Option<String>) {
     cfg.alerts.runbook_base_url = "https://runbooks.test/".into();
     cfg.outbound.allow = vec!["127.0.0.1/32".into()];
     if let Some(brokers) = kafka {
-        cfg.log.url = format!("kafka://{brokers}");
+        cfg.log.url = crate::support::kafka_url(&brokers);
         cfg.log.topic_prefix = format!("e2e-sla-{}.", uuid::Uuid::new_v4().simple());
         cfg.log.partitions = 3;
     }

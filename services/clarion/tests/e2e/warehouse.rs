@@ -222,7 +222,7 @@ async fn duckdb_reads_what_two_tenants_triggered_on_kafka() {
         std::env::var("CLARION_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    cfg.log.url = format!("kafka://{brokers}");
+    cfg.log.url = crate::support::kafka_url(&brokers);
     cfg.log.topic_prefix = format!("wh-{}.", uuid::Uuid::new_v4().simple());
     cfg.log.partitions = 2;
     cfg.warehouse.max_file_age_ms = 200;

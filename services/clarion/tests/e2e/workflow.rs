@@ -34,7 +34,7 @@ async fn run(kafka: bool, open_it: bool) {
     if kafka {
         let brokers =
             std::env::var("CLARION_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        cfg.log.url = format!("kafka://{brokers}");
+        cfg.log.url = crate::support::kafka_url(&brokers);
         cfg.log.topic_prefix = format!("wf-{}.", uuid::Uuid::new_v4().simple());
         cfg.log.partitions = 2;
     }

@@ -181,6 +181,16 @@ impl RunningNode {
     }
 }
 
+/// The Kafka log URL of the broker at `brokers`, with the URL parameters of
+/// `CLARION_TEST_KAFKA_PARAMS` if set (e.g. `readers=own`), so every Kafka
+/// scenario can run with another reader or producer setting.
+pub fn kafka_url(brokers: &str) -> String {
+    match std::env::var("CLARION_TEST_KAFKA_PARAMS") {
+        Ok(params) if !params.is_empty() => format!("kafka://{brokers}?{params}"),
+        _ => format!("kafka://{brokers}"),
+    }
+}
+
 /// A config on a fresh data dir with ephemeral ports.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut cfg = Config {
