@@ -545,7 +545,6 @@ impl<'a> Opener<'a> {
 }
 
 /// The string values of `v` that are sealed.
-
 fn collect_sealed<'v>(v: &'v mut Value, out: &mut Vec<&'v mut Value>) {
     match v {
         Value::String(s) if is_sealed(s) => out.push(v),

@@ -63,7 +63,7 @@ impl Running {
             pool_size: 2,
         });
         if let Some(brokers) = kafka {
-            cfg.log.url = crate::support::kafka_url(&brokers);
+            cfg.log.url = crate::support::kafka_url(brokers);
             cfg.log.topic_prefix = format!("gov-{}.", uuid::Uuid::new_v4().simple());
             cfg.log.partitions = 2;
         }
