@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clarion_domain::flow::Flow;
-use clarion_domain::ids::{recipient_key, tenant_key};
+use clarion_domain::ids::recipient_key;
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
@@ -26,7 +26,7 @@ use clarion_runtime::router::{device_key, device_token_key};
 use clarion_runtime::Topic;
 use clarion_store::{RowKey, Scan, Table, WriteBatch};
 use prost::Message;
-use support::{Env, PARTITIONS, T0};
+use support::{config_event, Env, PARTITIONS, T0};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const SUB: &str = "sub-1";
@@ -320,19 +320,6 @@ fn sealed(tok: u8) -> pb::SealedToken {
         hash: vec![tok; 32],
         hash_key_id: "k1".into(),
         personal: String::new(),
-    }
-}
-
-fn config_event(t: &TenantId, tag: &str, payload: Payload) -> Event {
-    Event {
-        id: Id::derive(&[b"config", t.as_str().as_bytes(), tag.as_bytes()]),
-        tenant: t.clone(),
-        partition_key: tenant_key(t),
-        occurred_at_ms: T0 - 60_000,
-        causation_id: None,
-        correlation_id: None,
-        actor: Actor::Operator("op-1".into()),
-        payload,
     }
 }
 

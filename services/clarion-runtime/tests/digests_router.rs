@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clarion_domain::flow::Flow;
-use clarion_domain::ids::{recipient_key, tenant_key};
+use clarion_domain::ids::recipient_key;
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
@@ -19,7 +19,7 @@ use clarion_domain::{Actor, Event, Id, Payload, TenantId};
 use clarion_proto::events as pb;
 use clarion_runtime::Topic;
 use clarion_store::{Scan, Table};
-use support::{Env, PARTITIONS, T0};
+use support::{config_event, Env, PARTITIONS, T0};
 
 const SUB: &str = "sub-1";
 const H: Duration = Duration::from_secs(3600);
@@ -210,19 +210,6 @@ fn nid(e: &Event) -> String {
     }
 }
 
-fn config(t: &TenantId, tag: &str, payload: Payload) -> Event {
-    Event {
-        id: Id::derive(&[b"config", t.as_str().as_bytes(), tag.as_bytes()]),
-        tenant: t.clone(),
-        partition_key: tenant_key(t),
-        occurred_at_ms: T0 - 60_000,
-        causation_id: None,
-        correlation_id: None,
-        actor: Actor::Operator("op-1".into()),
-        payload,
-    }
-}
-
 async fn given(env: &mut Env) {
     let channel_of = |tpl: &str| tpl.strip_suffix("-tpl").and_then(|c| c.parse().ok());
     let mut events = Vec::new();
@@ -238,12 +225,16 @@ async fn given(env: &mut Env) {
                 body,
             };
             let tpl = Template::new(&format!("{ch}-tpl"), 1, ch, &[variant]).expect("template");
-            events.push(config(&t, ch, Payload::TemplatePublished(tpl.to_event())));
+            events.push(config_event(
+                &t,
+                ch,
+                Payload::TemplatePublished(tpl.to_event()),
+            ));
         }
         for yaml in [DIGEST_1H, DIGEST_MAX_3, CANCELLABLE] {
             let flow = Flow::parse(yaml, 1, channel_of).expect("workflow");
             let published = clarion_domain::workflow::published(&flow);
-            events.push(config(
+            events.push(config_event(
                 &t,
                 &flow.def.id,
                 Payload::WorkflowPublished(published),

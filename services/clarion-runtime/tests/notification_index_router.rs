@@ -11,14 +11,14 @@
 mod support;
 
 use clarion_domain::flow::Flow;
-use clarion_domain::ids::{recipient_key, tenant_key};
+use clarion_domain::ids::recipient_key;
 use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
 use clarion_domain::{Actor, Event, Id, Payload, TenantId};
 use clarion_proto::events as pb;
 use clarion_runtime::notification_index::{self, day_newest_first, day_of, Entry};
 use clarion_runtime::{Clock, Topic};
-use support::{Env, PARTITIONS, T0};
+use support::{config_event, Env, PARTITIONS, T0};
 
 const SUB: &str = "sub-1";
 
@@ -167,19 +167,6 @@ fn nid(e: &Event) -> String {
     match &e.payload {
         Payload::Triggered(t) => t.notification_id.clone(),
         _ => panic!("not a trigger"),
-    }
-}
-
-fn config_event(t: &TenantId, tag: &str, payload: Payload) -> Event {
-    Event {
-        id: Id::derive(&[b"config", t.as_str().as_bytes(), tag.as_bytes()]),
-        tenant: t.clone(),
-        partition_key: tenant_key(t),
-        occurred_at_ms: T0 - 60_000,
-        causation_id: None,
-        correlation_id: None,
-        actor: Actor::Operator("op-1".into()),
-        payload,
     }
 }
 

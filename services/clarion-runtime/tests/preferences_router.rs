@@ -11,7 +11,7 @@
 mod support;
 
 use clarion_domain::flow::Flow;
-use clarion_domain::ids::{recipient_key, tenant_key};
+use clarion_domain::ids::recipient_key;
 use clarion_domain::preferences::topic::{ChannelName, Topic as PrefTopic};
 use clarion_domain::preferences::verification::CODE_TTL_MS;
 use clarion_domain::preferences::Preferences;
@@ -26,7 +26,7 @@ use clarion_runtime::router::{preferences_key, VERIFY_STEP};
 use clarion_runtime::Topic;
 use clarion_store::{RowKey, Scan, Table};
 use prost::Message;
-use support::{Env, PARTITIONS, T0};
+use support::{config_event, Env, PARTITIONS, T0};
 
 const SUB: &str = "sub-1";
 const EMAIL: &str = "sub1@example.test";
@@ -253,19 +253,6 @@ impl Env {
             .into_iter()
             .map(|(ck, v)| (ck, Event::decode(&v).expect("history holds envelopes")))
             .collect()
-    }
-}
-
-fn config_event(t: &TenantId, tag: &str, payload: Payload) -> Event {
-    Event {
-        id: Id::derive(&[b"config", t.as_str().as_bytes(), tag.as_bytes()]),
-        tenant: t.clone(),
-        partition_key: tenant_key(t),
-        occurred_at_ms: T0 - 60_000,
-        causation_id: None,
-        correlation_id: None,
-        actor: Actor::Operator("op-1".into()),
-        payload,
     }
 }
 

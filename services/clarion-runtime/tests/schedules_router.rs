@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, Timelike};
 use clarion_domain::flow::Flow;
-use clarion_domain::ids::{recipient_key, tenant_key};
+use clarion_domain::ids::recipient_key;
 use clarion_domain::subscriber::Subscriber;
 use clarion_domain::template::Template;
 use clarion_domain::time::{self, Tz};
@@ -22,7 +22,7 @@ use clarion_proto::events as pb;
 use clarion_runtime::router::schedule_key;
 use clarion_runtime::{Clock, Topic};
 use prost::Message;
-use support::{Env, PARTITIONS, T0};
+use support::{config_event, Env, PARTITIONS, T0};
 
 const SUB: &str = "sub-1";
 const HOUR: i64 = 3_600_000;
@@ -154,19 +154,6 @@ impl Env {
             .collect();
         out.sort();
         out
-    }
-}
-
-fn config_event(t: &TenantId, tag: &str, payload: Payload) -> Event {
-    Event {
-        id: Id::derive(&[b"config", t.as_str().as_bytes(), tag.as_bytes()]),
-        tenant: t.clone(),
-        partition_key: tenant_key(t),
-        occurred_at_ms: T0 - 60_000,
-        causation_id: None,
-        correlation_id: None,
-        actor: Actor::Operator("op-1".into()),
-        payload,
     }
 }
 

@@ -13,16 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clarion_domain::flow::Flow;
-use clarion_domain::ids::tenant_key;
 use clarion_domain::template::Template;
 use clarion_domain::trigger::{Recipient, TriggerCommand};
-use clarion_domain::{Actor, Event, Id, Payload, TenantId};
+use clarion_domain::{Actor, Event, Payload, TenantId};
 use clarion_proto::events as pb;
 use clarion_runtime::personal::Personal;
 use clarion_runtime::secrets::Keyring;
 use clarion_runtime::Topic;
 use clarion_store::{RowKey, Table};
-use support::{Env, PARTITIONS, T0};
+use support::{config_event, Env, PARTITIONS, T0};
 
 const SUB: &str = "sub-1";
 const H: Duration = Duration::from_secs(3600);
@@ -37,19 +36,6 @@ steps:
 
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant id")
-}
-
-fn config(t: &TenantId, tag: &str, payload: Payload) -> Event {
-    Event {
-        id: Id::derive(&[b"config", t.as_str().as_bytes(), tag.as_bytes()]),
-        tenant: t.clone(),
-        partition_key: tenant_key(t),
-        occurred_at_ms: T0 - 60_000,
-        causation_id: None,
-        correlation_id: None,
-        actor: Actor::Operator("op-1".into()),
-        payload,
-    }
 }
 
 impl Env {
@@ -67,14 +53,14 @@ impl Env {
                 body: "Visit for {{ payload.patient.name }} in ward {{ payload.ward }}".into(),
             };
             let tpl = Template::new("email-tpl", 1, "email", &[variant]).expect("template");
-            events.push(config(
+            events.push(config_event(
                 &t,
                 "tpl",
                 Payload::TemplatePublished(tpl.to_event()),
             ));
             let flow =
                 Flow::parse(VISIT, 1, |_| Some(clarion_domain::Channel::Email)).expect("workflow");
-            events.push(config(
+            events.push(config_event(
                 &t,
                 "visit",
                 Payload::WorkflowPublished(clarion_domain::workflow::published(&flow)),

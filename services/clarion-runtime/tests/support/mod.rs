@@ -144,3 +144,22 @@ impl Env {
         self.config.step(recs).await.expect("projects");
     }
 }
+
+/// A config event of tenant `t` (templates, workflows, settings), logged a
+/// minute before `T0`; `tag` makes its id.
+pub fn config_event(
+    t: &clarion_domain::TenantId,
+    tag: &str,
+    payload: clarion_domain::Payload,
+) -> Event {
+    Event {
+        id: clarion_domain::Id::derive(&[b"config", t.as_str().as_bytes(), tag.as_bytes()]),
+        tenant: t.clone(),
+        partition_key: clarion_domain::ids::tenant_key(t),
+        occurred_at_ms: T0 - 60_000,
+        causation_id: None,
+        correlation_id: None,
+        actor: clarion_domain::Actor::Operator("op-1".into()),
+        payload,
+    }
+}
