@@ -6,6 +6,7 @@ use clarion_store::{RowKey, Table, SYSTEM_TENANT};
 use serde::{Deserialize, Serialize};
 
 pub const PENDING_PK: &str = "sla-pending";
+pub const EARLY_PK: &str = "sla-early";
 pub const STATE_PK: &str = "sla-state";
 pub const OUTBOX_PK: &str = "sla-outbox";
 pub const MINUTE_MS: i64 = 60_000;
@@ -51,6 +52,16 @@ pub fn pending_key(tenant: &str, attempt_id: &str) -> RowKey {
     )
 }
 
+/// Outcomes read before their send's request (see `Early`).
+pub fn early_key(tenant: &str, attempt_id: &str) -> RowKey {
+    RowKey::new(
+        Table::Alerts,
+        tenant,
+        EARLY_PK,
+        attempt_id.as_bytes().to_vec(),
+    )
+}
+
 pub fn state_key(tenant: &str, sla_id: &str) -> RowKey {
     RowKey::new(Table::Alerts, tenant, STATE_PK, sla_id.as_bytes().to_vec())
 }
@@ -80,6 +91,24 @@ pub struct Waiting {
     pub sla_id: String,
     pub milestone: String,
     pub threshold_ms: u64,
+}
+
+/// Outcomes of a send read before its dispatch request. The counter reads
+/// requests and outcomes from different topics, which a log does not order
+/// between them (on Kafka, a reader restarted further back, or one topic
+/// fetched ahead of another): the outcomes wait here and are counted when
+/// the request says which SLAs the send is under.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Early {
+    pub outcomes: Vec<EarlyOutcome>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EarlyOutcome {
+    pub at_ms: i64,
+    pub provider: String,
+    /// `sent` or `delivered`; `None` for a failure.
+    pub reached: Option<String>,
 }
 
 /// The evaluator's judgement of an SLA, kept between ticks.
