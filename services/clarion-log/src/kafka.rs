@@ -66,8 +66,8 @@ pub struct KafkaUrl {
     pub linger_ms: u32,
     /// `readers=shared`: a process's tailing readers share consumers (see
     /// `kafka_reader`); `readers=own` (the default): a consumer each. Shared
-    /// is experimental: the e2e suite's Kafka SLA scenario still timed out
-    /// in 1 of 8 runs with it (docs/architecture.md, "Kafka at scale").
+    /// is experimental: the e2e suite's Kafka SLA scenario timed out with it
+    /// until two causes were fixed (docs/architecture.md, "Kafka at scale").
     pub shared_readers: bool,
 }
 
