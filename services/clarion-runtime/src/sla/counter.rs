@@ -82,10 +82,7 @@ impl Work {
         store: &dyn Store,
         key: &RowKey,
     ) -> Result<Option<Pending>, ProcessError> {
-        if let Some(p) = self.pending.get(key) {
-            return Ok(p.clone());
-        }
-        Ok(store.get(key).await?.map(|b| rows::decode(&b)))
+        read_through(&self.pending, store, key).await
     }
 
     async fn early(
@@ -93,10 +90,7 @@ impl Work {
         store: &dyn Store,
         key: &RowKey,
     ) -> Result<Option<Early>, ProcessError> {
-        if let Some(e) = self.early.get(key) {
-            return Ok(e.clone());
-        }
-        Ok(store.get(key).await?.map(|b| rows::decode(&b)))
+        read_through(&self.early, store, key).await
     }
 
     /// Counts a send's outcome, reached at `at_ms`, met or missed for an SLA.
@@ -120,6 +114,21 @@ impl Work {
             c.missed += 1;
         }
     }
+}
+
+/// A row as this batch left it, else as stored.
+async fn read_through<T>(
+    batch_rows: &HashMap<RowKey, Option<T>>,
+    store: &dyn Store,
+    key: &RowKey,
+) -> Result<Option<T>, ProcessError>
+where
+    T: Clone + Default + for<'de> serde::Deserialize<'de>,
+{
+    if let Some(row) = batch_rows.get(key) {
+        return Ok(row.clone());
+    }
+    Ok(store.get(key).await?.map(|b| rows::decode(&b)))
 }
 
 /// A dispatch request: pending for each SLA it matches.
