@@ -149,6 +149,23 @@ fn events(s: &Send, shape: Shape) -> Vec<(Topic, Event)> {
     out
 }
 
+/// One email sent and delivered (the dispatcher's report), nothing else.
+fn delivered_email() -> Send {
+    Send {
+        tenant: "acme",
+        notification: 1,
+        attempt: "a1",
+        channel: "email",
+        provider: "smtp",
+        workflow: "welcome",
+        subscriber: "ana",
+        requested: 100,
+        sent: Some(1_000),
+        delivered: Some((1_000, false)),
+        ..Default::default()
+    }
+}
+
 /// A mix of what becomes of sends, on two tenants.
 fn mix() -> Vec<Send> {
     let email = Send {
@@ -167,6 +184,15 @@ fn mix() -> Vec<Send> {
         template: "alert",
         ..email.clone()
     };
+    let mut out = engaged(&email, &sms);
+    out.extend(failed(&email, &sms));
+    out.extend(outside_workflows(&email, &sms));
+    out.extend(other_tenant(&email));
+    out
+}
+
+/// Sends that reached their recipients, then engagement.
+fn engaged(email: &Send, sms: &Send) -> Vec<Send> {
     vec![
         // Sent, delivered, opened by the pixel and clicked.
         Send {
@@ -190,6 +216,12 @@ fn mix() -> Vec<Send> {
             opened: Some((70_000, "acknowledged", false)),
             ..sms.clone()
         },
+    ]
+}
+
+/// A bounce, and a failure retried.
+fn failed(email: &Send, sms: &Send) -> Vec<Send> {
+    vec![
         // Bounced.
         Send {
             notification: 3,
@@ -223,6 +255,12 @@ fn mix() -> Vec<Send> {
             opened: Some((140_000, "read", false)),
             ..sms.clone()
         },
+    ]
+}
+
+/// Sends of no workflow: a contact verification, the operator's alert.
+fn outside_workflows(email: &Send, sms: &Send) -> Vec<Send> {
+    vec![
         // A contact verification: no workflow, no template.
         Send {
             notification: 5,
@@ -247,6 +285,12 @@ fn mix() -> Vec<Send> {
             delivered: Some((1_000, false)),
             ..email.clone()
         },
+    ]
+}
+
+/// Another tenant's send.
+fn other_tenant(email: &Send) -> Vec<Send> {
+    vec![
         // Another tenant's inbox item, read.
         Send {
             tenant: "globex",
@@ -449,19 +493,7 @@ async fn counts_rates_and_latencies_are_the_same_from_the_outcomes_alone() {
 #[tokio::test]
 async fn a_repeated_outcome_is_counted_once() {
     let (_dir, store) = store();
-    let s = Send {
-        tenant: "acme",
-        notification: 1,
-        attempt: "a1",
-        channel: "email",
-        provider: "smtp",
-        workflow: "welcome",
-        subscriber: "ana",
-        requested: 100,
-        sent: Some(1_000),
-        delivered: Some((1_000, false)),
-        ..Default::default()
-    };
+    let s = delivered_email();
     let outcomes: Vec<Event> = events(&s, Shape::Context)
         .into_iter()
         .filter(|(t, _)| *t == Topic::Deliveries)
@@ -583,19 +615,7 @@ async fn outcomes_without_context_are_joined_and_old_rows_still_serve() {
 /// at the outcome).
 #[tokio::test]
 async fn a_send_counted_from_its_outcomes_writes_one_row() {
-    let s = Send {
-        tenant: "acme",
-        notification: 1,
-        attempt: "a1",
-        channel: "email",
-        provider: "smtp",
-        workflow: "welcome",
-        subscriber: "ana",
-        requested: 100,
-        sent: Some(1_000),
-        delivered: Some((1_000, false)),
-        ..Default::default()
-    };
+    let s = delivered_email();
     let mut written = Vec::new();
     for shape in [Shape::Joined, Shape::Context] {
         let (_dir, store) = store();
