@@ -1,7 +1,7 @@
 //! The counting half of the SLA role: dispatch requests an SLA is about
 //! become pending rows; their outcomes count met or missed per minute.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -61,6 +61,8 @@ struct Work {
     pending: HashMap<RowKey, Option<Pending>>,
     /// Early rows read or written in this batch (`None`: deleted).
     early: HashMap<RowKey, Option<Early>>,
+    /// Early rows known not to be stored (see `Work::read_early_rows`).
+    no_early: HashSet<RowKey>,
     counts: HashMap<RowKey, Counts>,
 }
 
@@ -90,7 +92,50 @@ impl Work {
         store: &dyn Store,
         key: &RowKey,
     ) -> Result<Option<Early>, ProcessError> {
+        if self.no_early.contains(key) && !self.early.contains_key(key) {
+            return Ok(None);
+        }
         read_through(&self.early, store, key).await
+    }
+
+    /// Reads in one `get_many` the early rows the batch's requests under an
+    /// SLA could have (a point read each otherwise, on every such send).
+    async fn read_early_rows(
+        &mut self,
+        store: &dyn Store,
+        inputs: &[Input],
+    ) -> Result<(), ProcessError> {
+        let mut keys = Vec::new();
+        for input in inputs {
+            let e = &input.event;
+            let Payload::DispatchRequested(d) = &e.payload else {
+                continue;
+            };
+            let tenant = e.tenant.as_str();
+            let covered = self
+                .slas(store, tenant)
+                .await?
+                .iter()
+                .any(|s| sla::matches(s, &d.channel, &d.workflow_id, &d.category));
+            if covered {
+                keys.push(rows::early_key(tenant, &d.attempt_id));
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let stored = store.get_many(&keys).await?;
+        for (key, row) in keys.into_iter().zip(stored) {
+            match row {
+                Some(b) => {
+                    self.early.insert(key, Some(rows::decode(&b)));
+                }
+                None => {
+                    self.no_early.insert(key);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counts a send's outcome, reached at `at_ms`, met or missed for an SLA.
@@ -313,6 +358,7 @@ impl Processor for SlaCounter {
         inputs: &[Input],
     ) -> Result<(), ProcessError> {
         let mut work = Work::default();
+        work.read_early_rows(store, inputs).await?;
         let latest = self.latest_request_ms.entry(batch.partition).or_default();
         for input in inputs {
             let e = &input.event;
